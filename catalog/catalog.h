@@ -1,0 +1,49 @@
+/* The upmoe catalog: one SQLite file holding tasks, datasets, label sets and mixtures (and, in later
+ * schema versions, jobs and metrics). This header opens it, finds it, and runs transactions; the
+ * record-level functions are in catalog_ops.h. */
+#ifndef UPM_CATALOG_H
+#define UPM_CATALOG_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+
+#include "err.h"
+
+/* Newest schema this program knows; PRAGMA user_version of a catalog. */
+#define UPM_CATALOG_SCHEMA_VERSION 1
+/* PRAGMA application_id of every upmoe catalog ("UPMo"), so another SQLite file is not mistaken for one. */
+#define UPM_CATALOG_APP_ID 0x55504d6f
+
+enum {
+    UPM_CAT_CREATE = 1 << 0,   /* create the file (and its directory) if missing */
+    UPM_CAT_READONLY = 1 << 1, /* open for reading only */
+};
+
+typedef struct upm_catalog {
+    sqlite3 *db;
+    char path[4096];
+    int readonly;
+} upm_catalog;
+
+/* Where the catalog lives: --catalog (explicit, may be NULL), else $UPMOE_CATALOG, else
+ * $UPMOE_HOME/catalog.db, else ~/.upmoe/catalog.db. */
+int upm_catalog_resolve_path(const char *explicit_path, char *buf, size_t bufsize, upm_err *err);
+
+/* Opens (and with UPM_CAT_CREATE creates) a catalog, refusing files that are not SQLite, not an upmoe
+ * catalog, or of a newer schema; migrates an older schema forward when opened for writing. */
+int upm_catalog_open(const char *path, unsigned flags, upm_catalog **out, upm_err *err);
+void upm_catalog_close(upm_catalog *cat);
+
+/* Write transactions are BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout instead of
+ * failing when a read would have to be upgraded to a write. */
+int upm_catalog_begin(upm_catalog *cat, upm_err *err);
+int upm_catalog_commit(upm_catalog *cat, upm_err *err);
+void upm_catalog_rollback(upm_catalog *cat);
+
+/* Turns the latest SQLite error of cat into err, prefixed with what was being done. */
+int upm_catalog_sqlerr(upm_catalog *cat, upm_err *err, const char *doing);
+
+/* Runs the forward migrations (schema.c) from the catalog's version up to UPM_CATALOG_SCHEMA_VERSION. */
+int upm_catalog_migrate(sqlite3 *db, const char *path, upm_err *err);
+
+#endif

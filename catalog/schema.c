@@ -1,0 +1,180 @@
+/* The catalog schema as a list of forward migrations. Migration N brings a catalog from user_version
+ * N-1 to N; a later issue adds a table by appending one function to `migrations` and bumping
+ * UPM_CATALOG_SCHEMA_VERSION. Integrity lives here (types, CHECKs, foreign keys, triggers), so a
+ * catalog stays valid whoever writes to it. Documented in docs/catalog.md. */
+#include <stdio.h>
+
+#include "catalog.h"
+
+/* Names: lower-case ASCII letters, digits, '.', '_' and '-', starting with a letter or digit. */
+#define NAME_CHECK(col) \
+    "CHECK (length(" col ") BETWEEN 1 AND 64 AND " col " GLOB '[a-z0-9]*' AND " col \
+    " NOT GLOB '*[^a-z0-9._-]*')"
+/* A weight is a finite number >= 0 (NaN is stored as NULL by SQLite and fails NOT NULL). */
+#define WEIGHT_CHECK(col) "CHECK (" col " >= 0 AND " col " <= 1e300)"
+#define FIELD_CHECK(col) \
+    "CHECK (length(" col ") BETWEEN 1 AND 64 AND " col " GLOB '[a-z0-9]*' AND " col \
+    " NOT GLOB '*[^A-Za-z0-9._:-]*')"
+#define MODALITY_CHECK(col) "CHECK (" col " IN ('image', 'video', 'text'))"
+
+static const char *const schema_v1 =
+    "CREATE TABLE label_sets ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE " NAME_CHECK("name") ","
+    "  synonyms INTEGER NOT NULL DEFAULT 0 CHECK (synonyms IN (0, 1)),"
+    "  notes TEXT NOT NULL DEFAULT ''"
+    ") STRICT;"
+    /* names: a JSON array of one or more strings; the first is the canonical text, the others are
+     * synonyms (ImageNet-21k style: one is picked per class per batch). */
+    "CREATE TABLE labels ("
+    "  label_set_id INTEGER NOT NULL REFERENCES label_sets(id) ON DELETE CASCADE,"
+    "  idx INTEGER NOT NULL CHECK (idx >= 0),"
+    "  key TEXT CHECK (key IS NULL OR length(key) > 0),"
+    "  names TEXT NOT NULL CHECK (json_valid(names) AND json_type(names) = 'array'"
+    "                             AND json_array_length(names) >= 1),"
+    "  PRIMARY KEY (label_set_id, idx),"
+    "  UNIQUE (label_set_id, key)"
+    ") STRICT;"
+    "CREATE TABLE tasks ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE " NAME_CHECK("name") ","
+    "  formulation TEXT NOT NULL"
+    "    CHECK (formulation IN ('label', 'pair', 'vocab-mlm', 'vocab-caption')),"
+    "  causal INTEGER NOT NULL DEFAULT 0 CHECK (causal IN (0, 1)),"
+    "  label_set_id INTEGER REFERENCES label_sets(id),"
+    "  target_field TEXT " FIELD_CHECK("target_field") ","
+    "  target_modality TEXT NOT NULL " MODALITY_CHECK("target_modality") ","
+    "  prompt TEXT CHECK (prompt IS NULL OR length(prompt) BETWEEN 1 AND 1024),"
+    "  max_text_len INTEGER NOT NULL DEFAULT 64 CHECK (max_text_len BETWEEN 2 AND 4096),"
+    "  max_target_len INTEGER NOT NULL DEFAULT 32 CHECK (max_target_len BETWEEN 2 AND 4096),"
+    "  loss_weight REAL NOT NULL DEFAULT 1.0 " WEIGHT_CHECK("loss_weight") ","
+    "  notes TEXT NOT NULL DEFAULT '',"
+    "  CHECK ((formulation = 'label') = (label_set_id IS NOT NULL)),"
+    "  CHECK (formulation = 'pair' OR target_modality = 'text'),"
+    "  CHECK (formulation <> 'pair' OR target_field IS NOT NULL),"
+    "  CHECK (formulation <> 'vocab-caption' OR causal = 1),"
+    "  CHECK (formulation <> 'vocab-mlm' OR causal = 0)"
+    ") STRICT;"
+    "CREATE INDEX tasks_label_set ON tasks(label_set_id);"
+    "CREATE TABLE task_inputs ("
+    "  task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,"
+    "  pos INTEGER NOT NULL CHECK (pos BETWEEN 0 AND 7),"
+    "  field TEXT NOT NULL " FIELD_CHECK("field") ","
+    "  modality TEXT NOT NULL " MODALITY_CHECK("modality") ","
+    "  PRIMARY KEY (task_id, pos),"
+    "  UNIQUE (task_id, field)"
+    ") STRICT;"
+    "CREATE TABLE datasets ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE " NAME_CHECK("name") ","
+    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  split TEXT NOT NULL DEFAULT 'train' CHECK (split IN ('train', 'val', 'test')),"
+    "  url_pattern TEXT CHECK (url_pattern IS NULL OR length(url_pattern) BETWEEN 1 AND 1024),"
+    "  num_samples INTEGER CHECK (num_samples IS NULL OR num_samples >= 0),"
+    "  num_shards INTEGER CHECK (num_shards IS NULL OR num_shards >= 1),"
+    "  sampling_weight REAL NOT NULL DEFAULT 1.0 " WEIGHT_CHECK("sampling_weight") ","
+    "  loss_weight REAL CHECK (loss_weight IS NULL OR (loss_weight >= 0 AND loss_weight <= 1e300)),"
+    "  batch_size INTEGER NOT NULL CHECK (batch_size BETWEEN 1 AND 1000000),"
+    "  label_set_id INTEGER REFERENCES label_sets(id),"
+    "  license TEXT NOT NULL DEFAULT '',"
+    "  notes TEXT NOT NULL DEFAULT ''"
+    ") STRICT;"
+    "CREATE INDEX datasets_task ON datasets(task_id);"
+    "CREATE INDEX datasets_label_set ON datasets(label_set_id);"
+    /* A dataset may name its own label set (Kinetics-400 under video classification) only when its
+     * task is a label task. */
+    "CREATE TRIGGER datasets_label_set_insert BEFORE INSERT ON datasets"
+    "  WHEN NEW.label_set_id IS NOT NULL"
+    "   AND (SELECT formulation FROM tasks WHERE id = NEW.task_id) <> 'label'"
+    "  BEGIN SELECT RAISE(ABORT, 'a dataset label set needs a task of formulation label'); END;"
+    "CREATE TRIGGER datasets_label_set_update BEFORE UPDATE OF label_set_id, task_id ON datasets"
+    "  WHEN NEW.label_set_id IS NOT NULL"
+    "   AND (SELECT formulation FROM tasks WHERE id = NEW.task_id) <> 'label'"
+    "  BEGIN SELECT RAISE(ABORT, 'a dataset label set needs a task of formulation label'); END;"
+    "CREATE TABLE mixtures ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE " NAME_CHECK("name") ","
+    "  notes TEXT NOT NULL DEFAULT ''"
+    ") STRICT;"
+    /* NULL weights inherit the dataset's (and, for the loss weight, then the task's). */
+    "CREATE TABLE mixture_datasets ("
+    "  mixture_id INTEGER NOT NULL REFERENCES mixtures(id) ON DELETE CASCADE,"
+    "  dataset_id INTEGER NOT NULL REFERENCES datasets(id),"
+    "  sampling_weight REAL"
+    "    CHECK (sampling_weight IS NULL OR (sampling_weight >= 0 AND sampling_weight <= 1e300)),"
+    "  loss_weight REAL CHECK (loss_weight IS NULL OR (loss_weight >= 0 AND loss_weight <= 1e300)),"
+    "  PRIMARY KEY (mixture_id, dataset_id)"
+    ") STRICT;"
+    "CREATE INDEX mixture_datasets_dataset ON mixture_datasets(dataset_id);";
+
+typedef struct migration {
+    const char *what;
+    const char *sql;
+} migration;
+
+/* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
+static const migration migrations[] = {
+    {"tasks, datasets, label sets, mixtures", schema_v1},
+};
+_Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
+               "one migration per schema version");
+
+static int exec(sqlite3 *db, const char *sql, const char *path, const char *doing, upm_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        upm_errf(err, UPM_EDB, "catalog %s: %s: %s", path, doing, msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return UPM_EDB;
+    }
+    return 0;
+}
+
+static int read_int_pragma(sqlite3 *db, const char *pragma, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, pragma, -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *out = sqlite3_column_int(st, 0);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int upm_catalog_migrate(sqlite3 *db, const char *path, upm_err *err)
+{
+    /* EXCLUSIVE, then re-read the version: processes starting together must not both migrate. */
+    int rc = exec(db, "BEGIN EXCLUSIVE", path, "locking for migration", err);
+    if (rc)
+        return rc;
+    int version = 0;
+    if (read_int_pragma(db, "PRAGMA user_version", &version) != SQLITE_OK) {
+        exec(db, "ROLLBACK", path, "rollback", NULL);
+        return upm_errf(err, UPM_EDB, "catalog %s: reading the schema version: %s", path, sqlite3_errmsg(db));
+    }
+    if (version > UPM_CATALOG_SCHEMA_VERSION) {
+        exec(db, "ROLLBACK", path, "rollback", NULL);
+        return upm_errf(err, UPM_EDB,
+                        "catalog %s has schema version %d, newer than this program knows (%d): "
+                        "upgrade upmoe",
+                        path, version, UPM_CATALOG_SCHEMA_VERSION);
+    }
+    for (int v = version; v < UPM_CATALOG_SCHEMA_VERSION; v++) {
+        char doing[128], set[64];
+        snprintf(doing, sizeof doing, "migrating to schema version %d (%s)", v + 1, migrations[v].what);
+        snprintf(set, sizeof set, "PRAGMA user_version = %d", v + 1);
+        if ((rc = exec(db, migrations[v].sql, path, doing, err)) ||
+            (rc = exec(db, set, path, doing, err))) {
+            exec(db, "ROLLBACK", path, "rollback", NULL);
+            return rc;
+        }
+    }
+    char app[64];
+    snprintf(app, sizeof app, "PRAGMA application_id = %d", UPM_CATALOG_APP_ID);
+    if ((rc = exec(db, app, path, "marking the file as an upmoe catalog", err))) {
+        exec(db, "ROLLBACK", path, "rollback", NULL);
+        return rc;
+    }
+    return exec(db, "COMMIT", path, "committing the migration", err);
+}
