@@ -139,6 +139,7 @@ int upm_remove(upm_catalog *cat, upm_kind kind, const char *name, int do_cascade
     int rc = upm_exists(cat, kind, name, err);
     if (rc <= 0)
         return rc < 0 ? rc : upm_errf(err, UPM_EINVAL, "unknown %s '%s'", kind_names[kind], name);
+    rc = 0;
     deps d = {0, ""};
     for (int i = 0; i < 2 && !rc; i++)
         if (dependents_sql[kind][i])

@@ -101,9 +101,15 @@ int cmd_set(cli *c, int argc, char **argv)
         return rc;
     if (npos < 2)
         return cli_usage_error("set", "set needs DATASET and at least one KEY=VALUE");
-    for (int i = 1; i < npos; i++)
+    for (int i = 1; i < npos; i++) {
         if (!strchr(pos[i], '=') || pos[i][0] == '=')
             return cli_usage_error("set", "'%s' is not KEY=VALUE", pos[i]);
+        /* A repeated key is most often an unquoted URL pattern that the shell brace-expanded. */
+        for (int j = 1; j < i; j++)
+            if (strcspn(pos[i], "=") == strcspn(pos[j], "=") && strncmp(pos[i], pos[j], strcspn(pos[i], "=")) == 0)
+                return cli_usage_error("set", "key '%.*s' is given twice (quote URL patterns: the shell expands "
+                                       "braces)", (int)strcspn(pos[i], "="), pos[i]);
+    }
     set_job job = {pos[0], npos - 1, (char **)(pos + 1)};
     upm_catalog *cat;
     if ((rc = cli_open(c, 0, &cat)))
