@@ -96,12 +96,12 @@ static int check_schema(upm_catalog *cat, int creating, upm_err *err)
         (rc = pragma_int(cat, "PRAGMA application_id", &app, err)) ||
         (rc = pragma_int(cat, "SELECT count(*) FROM sqlite_schema", &tables, err)))
         return rc;
+    if ((version > 0 && app != UPM_CATALOG_APP_ID) || (version == 0 && tables > 0))
+        return upm_errf(err, UPM_EDB, "%s is a SQLite database but not an upmoe catalog", cat->path);
     if (version > UPM_CATALOG_SCHEMA_VERSION)
         return upm_errf(err, UPM_EDB,
                         "catalog %s has schema version %d, newer than this program knows (%d): upgrade upmoe",
                         cat->path, version, UPM_CATALOG_SCHEMA_VERSION);
-    if ((version > 0 && app != UPM_CATALOG_APP_ID) || (version == 0 && tables > 0))
-        return upm_errf(err, UPM_EDB, "%s is a SQLite database but not an upmoe catalog", cat->path);
     if (version == 0 && !creating)
         return upm_errf(err, UPM_EDB, "%s is an empty database, not an upmoe catalog (create one with "
                         "'upmoe-catalog init')", cat->path);

@@ -2,19 +2,12 @@
  * the parser reports (code, key phrase and character position), and index/buffer checks of upm_urlpat_get. */
 #include "urlpattern.h"
 
+#include "check.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond)) {                                                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                 \
-            failures++;                                                                                              \
-        }                                                                                                            \
-    } while (0)
 
 /* Checks that pattern parses, has the given scheme, and expands to exactly want[0..n) in that order. */
 #define EXPECT_URLS(pattern, scheme, ...)                                                                            \
