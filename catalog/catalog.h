@@ -23,6 +23,7 @@ typedef struct upm_catalog {
     sqlite3 *db;
     char path[4096];
     int readonly;
+    int created; /* this open created the schema (the file was new or empty) */
 } upm_catalog;
 
 /* Where the catalog lives: --catalog (explicit, may be NULL), else $UPMOE_CATALOG, else
@@ -43,7 +44,8 @@ void upm_catalog_rollback(upm_catalog *cat);
 /* Turns the latest SQLite error of cat into err, prefixed with what was being done. */
 int upm_catalog_sqlerr(upm_catalog *cat, upm_err *err, const char *doing);
 
-/* Runs the forward migrations (schema.c) from the catalog's version up to UPM_CATALOG_SCHEMA_VERSION. */
-int upm_catalog_migrate(sqlite3 *db, const char *path, upm_err *err);
+/* Runs the forward migrations (schema.c) from the catalog's version up to UPM_CATALOG_SCHEMA_VERSION;
+ * *from_version tells the version found once the lock was held (0: this call created the schema). */
+int upm_catalog_migrate(sqlite3 *db, const char *path, int *from_version, upm_err *err);
 
 #endif

@@ -20,7 +20,7 @@ static int bind_dataset(upm_catalog *cat, sqlite3_stmt *st, const upm_dataset *d
         if ((rc = upm_task_get(cat, d->task, &t, err)))
             return rc;
         if (t.formulation != UPM_FORM_LABEL)
-            return upm_errf(err, UPM_EUSAGE, "dataset '%s': a label set is only for datasets of label tasks, and "
+            return upm_errf(err, UPM_EINVAL, "dataset '%s': a label set is only for datasets of label tasks, and "
                             "task '%s' is %s", d->name, d->task, upm_formulation_name(t.formulation));
     }
     sqlite3_bind_int64(st, 1, task_id);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog.h"
@@ -67,19 +68,6 @@ int upm_catalog_sqlerr(upm_catalog *cat, upm_err *err, const char *doing)
     return upm_errf(err, UPM_EDB, "catalog %s: %s: %s", cat->path, doing, sqlite3_errmsg(cat->db));
 }
 
-static int pragma_int(upm_catalog *cat, const char *sql, int *out, upm_err *err)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(cat->db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        *out = sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
-        return 0;
-    }
-    sqlite3_finalize(st);
-    return upm_catalog_sqlerr(cat, err, "reading its header");
-}
-
 static int exec_sql(upm_catalog *cat, const char *sql, const char *doing, upm_err *err)
 {
     if (sqlite3_exec(cat->db, sql, NULL, NULL, NULL) != SQLITE_OK)
@@ -87,14 +75,55 @@ static int exec_sql(upm_catalog *cat, const char *sql, const char *doing, upm_er
     return 0;
 }
 
+/* Reads version, application id and table count in one statement: one consistent snapshot, even
+ * while another process is creating the catalog. */
+static int read_identity(upm_catalog *cat, int *version, int *app, int *tables, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(cat->db,
+                                "SELECT (SELECT user_version FROM pragma_user_version), "
+                                "(SELECT application_id FROM pragma_application_id), "
+                                "(SELECT count(*) FROM sqlite_schema)",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *version = sqlite3_column_int(st, 0);
+        *app = sqlite3_column_int(st, 1);
+        *tables = sqlite3_column_int(st, 2);
+        sqlite3_finalize(st);
+        return 0;
+    }
+    sqlite3_finalize(st);
+    return upm_catalog_sqlerr(cat, err, "reading its header");
+}
+
+/* WAL is persistent: switch only when the file is not in WAL yet. The switch needs a moment of
+ * exclusive access, which SQLite does not wait for through the busy handler, so retry here. */
+static int ensure_wal(upm_catalog *cat, upm_err *err)
+{
+    for (int waited_ms = 0;; waited_ms += 10) {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(cat->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+            return 0;
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            return upm_catalog_sqlerr(cat, err, "switching to WAL");
+        if (waited_ms >= BUSY_TIMEOUT_MS)
+            return upm_catalog_sqlerr(cat, err, "switching to WAL");
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Checks the file's identity and version before changing anything in it (a foreign SQLite file must
  * not even be switched to WAL); then sets the write settings and migrates when writable. */
 static int check_schema(upm_catalog *cat, int creating, upm_err *err)
 {
-    int version = 0, app = 0, tables = 0, rc;
-    if ((rc = pragma_int(cat, "PRAGMA user_version", &version, err)) ||
-        (rc = pragma_int(cat, "PRAGMA application_id", &app, err)) ||
-        (rc = pragma_int(cat, "SELECT count(*) FROM sqlite_schema", &tables, err)))
+    int version = 0, app = 0, tables = 0;
+    int rc = read_identity(cat, &version, &app, &tables, err);
+    if (rc)
         return rc;
     if ((version > 0 && app != UPM_CATALOG_APP_ID) || (version == 0 && tables > 0))
         return upm_errf(err, UPM_EDB, "%s is a SQLite database but not an upmoe catalog", cat->path);
@@ -105,16 +134,18 @@ static int check_schema(upm_catalog *cat, int creating, upm_err *err)
     if (version == 0 && !creating)
         return upm_errf(err, UPM_EDB, "%s is an empty database, not an upmoe catalog (create one with "
                         "'upmoe-catalog init')", cat->path);
-    if (!cat->readonly &&
-        ((rc = exec_sql(cat, "PRAGMA journal_mode = WAL", "switching to WAL", err)) ||
-         (rc = exec_sql(cat, "PRAGMA synchronous = NORMAL", "setting synchronous", err))))
+    if (!cat->readonly && ((rc = ensure_wal(cat, err)) ||
+                           (rc = exec_sql(cat, "PRAGMA synchronous = NORMAL", "setting synchronous", err))))
         return rc;
     if (version == UPM_CATALOG_SCHEMA_VERSION)
         return 0;
     if (cat->readonly)
         return upm_errf(err, UPM_EDB, "catalog %s has schema version %d and needs a migration to %d; "
                         "open it once for writing", cat->path, version, UPM_CATALOG_SCHEMA_VERSION);
-    return upm_catalog_migrate(cat->db, cat->path, err);
+    int from = 0;
+    rc = upm_catalog_migrate(cat->db, cat->path, &from, err);
+    cat->created = rc == 0 && from == 0;
+    return rc;
 }
 
 int upm_catalog_open(const char *path, unsigned flags, upm_catalog **out, upm_err *err)

@@ -256,5 +256,8 @@ int upm_catalog_import(upm_catalog *cat, const cJSON *doc, const char *what, upm
         rc = import_array(cat, &c, doc, "datasets", import_dataset);
     if (!rc)
         rc = import_array(cat, &c, doc, "mixtures", import_mixture);
+    /* A bad value inside a file is not a malformed command-line argument. */
+    if (rc == UPM_EUSAGE)
+        err->code = rc = UPM_EINVAL;
     return rc;
 }

@@ -142,7 +142,7 @@ static int read_int_pragma(sqlite3 *db, const char *pragma, int *out)
     return rc;
 }
 
-int upm_catalog_migrate(sqlite3 *db, const char *path, upm_err *err)
+int upm_catalog_migrate(sqlite3 *db, const char *path, int *from_version, upm_err *err)
 {
     /* EXCLUSIVE, then re-read the version: processes starting together must not both migrate. */
     int rc = exec(db, "BEGIN EXCLUSIVE", path, "locking for migration", err);
@@ -153,6 +153,7 @@ int upm_catalog_migrate(sqlite3 *db, const char *path, upm_err *err)
         exec(db, "ROLLBACK", path, "rollback", NULL);
         return upm_errf(err, UPM_EDB, "catalog %s: reading the schema version: %s", path, sqlite3_errmsg(db));
     }
+    *from_version = version;
     if (version > UPM_CATALOG_SCHEMA_VERSION) {
         exec(db, "ROLLBACK", path, "rollback", NULL);
         return upm_errf(err, UPM_EDB,

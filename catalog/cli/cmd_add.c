@@ -95,7 +95,10 @@ static int add_task(cli *c, upm_catalog **cat, int argc, char **argv)
 /* Relative shard paths are stored absolute: the trainer may run from another directory. */
 int cli_absolute_url(char *url, size_t n)
 {
-    if (!url[0] || url[0] == '/' || strstr(url, "://"))
+    /* Leave alone anything that starts like a scheme ("pipe:", "s3:"): the pattern parser judges it. */
+    size_t scheme = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+    int alpha = (url[0] >= 'a' && url[0] <= 'z') || (url[0] >= 'A' && url[0] <= 'Z');
+    if (!url[0] || url[0] == '/' || (alpha && url[scheme] == ':'))
         return 0;
     char cwd[PATH_MAX], out[UPM_TEXT_MAX + 1];
     if (!getcwd(cwd, sizeof cwd))

@@ -1,6 +1,5 @@
 /* upmoe-catalog init: create the catalog, optionally with a preset. */
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -40,15 +39,17 @@ int cmd_init(cli *c, int argc, char **argv)
     char path[4096];
     if ((rc = upm_catalog_resolve_path(c->catalog_opt, path, sizeof path, &c->err)))
         return cli_fail(&c->err);
-    struct stat st;
-    int existed = stat(path, &st) == 0;
+    /* Always open with create: when several processes run init at once, the one that creates the
+     * schema wins and the others find an existing catalog, decided under the migration lock. */
+    upm_catalog *cat;
+    if ((rc = upm_catalog_open(path, UPM_CAT_CREATE, &cat, &c->err)))
+        return cli_fail(&c->err);
+    int existed = !cat->created;
     if (existed && !preset) {
+        upm_catalog_close(cat);
         upm_errf(&c->err, UPM_EINVAL, "a catalog already exists at %s (use --preset NAME to add a preset to it)", path);
         return cli_fail(&c->err);
     }
-    upm_catalog *cat;
-    if ((rc = upm_catalog_open(path, existed ? 0 : UPM_CAT_CREATE, &cat, &c->err)))
-        return cli_fail(&c->err);
     if (preset && (rc = cli_write(c, cat, apply_preset, (void *)preset))) {
         upm_catalog_close(cat);
         return rc;

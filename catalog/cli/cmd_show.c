@@ -182,7 +182,7 @@ int cmd_show(cli *c, int argc, char **argv)
             if (!found)
                 upm_errf(&c->err, UPM_EINVAL, "nothing named '%s' in the catalog", name);
             else
-                upm_errf(&c->err, UPM_EUSAGE, "'%s' is ambiguous: there is %s; say '" PROG " show KIND %s'", name,
+                upm_errf(&c->err, UPM_EINVAL, "'%s' is ambiguous: there is %s; say '" PROG " show KIND %s'", name,
                          kinds, name);
             return cli_fail(&c->err);
         }
