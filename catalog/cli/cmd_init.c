@@ -56,7 +56,7 @@ int cmd_init(cli *c, int argc, char **argv)
     }
     printf("%s catalog %s (schema version %d)\n", existed ? "updated" : "created", path, UPM_CATALOG_SCHEMA_VERSION);
     if (preset)
-        printf("preset %s: %lld label sets, %lld tasks, %lld datasets, %lld mixtures in the catalog\n"
+        printf("preset %s: the catalog now holds label sets: %lld, tasks: %lld, datasets: %lld, mixtures: %lld\n"
                "next: give each dataset its shard URL with '" PROG " set DATASET url=PATTERN'\n"
                "      ('" PROG " list datasets' shows which still have a placeholder)\n",
                preset, count_rows(cat, "label_sets"), count_rows(cat, "tasks"), count_rows(cat, "datasets"),

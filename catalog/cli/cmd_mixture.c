@@ -144,6 +144,8 @@ int cmd_mixture(cli *c, int argc, char **argv)
         return cli_usage_error("mixture", "mixture %s needs exactly one MIXTURE name", action);
     if ((is_add || is_remove) && npos < 2)
         return cli_usage_error("mixture", "mixture %s needs MIXTURE and at least one DATASET", action);
+    if (c->json && !is_show)
+        return cli_usage_error("mixture", "--json is only for mixture show");
     if (notes && !is_create)
         return cli_usage_error("mixture", "--notes is for mixture create");
     if ((w || lw) && !is_add)

@@ -38,15 +38,16 @@ static const char *const usage_main =
 static const struct {
     const char *name;
     int (*fn)(cli *, int, char **);
+    int json; /* has machine-readable output */
     const char *help;
 } commands[] = {
-    {"init", cmd_init,
+    {"init", cmd_init, 0,
      "usage: " PROG " init [--preset NAME]\n\n"
      "Creates the catalog file (and its directory). With --preset uniperceiver-moe it registers every\n"
      "dataset of the paper's Table 7 with its task, batch size, sampling weight and loss weight, the mixture\n"
      "uniperceiver-moe-pretrain, the downstream evaluation sets and the novel tasks (MSVD, GLUE).\n"
      "A preset can also be applied to an existing catalog that lacks its records.\n"},
-    {"add", cmd_add,
+    {"add", cmd_add, 0,
      "usage: " PROG " add task NAME --formulation label|pair|vocab-mlm|vocab-caption\n"
      "           --input FIELD=MODALITY [--input ...] [--target FIELD[=MODALITY]] [--labels SET]\n"
      "           [--causal] [--prompt TEMPLATE] [--max-text-len N] [--max-target-len N]\n"
@@ -65,38 +66,38 @@ static const struct {
      "a relative path is stored as an absolute one. A dataset's loss weight defaults to its task's.\n"
      "Label files: one label per line (UTF-8). --synonyms: a line is 'name, synonym, ...';\n"
      "--keys: a line is 'KEY<TAB>label' (e.g. a WordNet id); --replace: give an existing set new labels.\n"},
-    {"set", cmd_set,
+    {"set", cmd_set, 0,
      "usage: " PROG " set DATASET KEY=VALUE ...\n\n"
      "keys: url, task, split, samples, shards, weight (sampling), loss_weight ('inherit' = the task's),\n"
      "batch, labels ('inherit' = the task's), license, notes. All changes apply together or not at all.\n"
      "A new url recomputes the shard count from its pattern unless shards= is given too.\n"},
-    {"remove", cmd_remove,
+    {"remove", cmd_remove, 0,
      "usage: " PROG " remove task|dataset|labels|mixture NAME [--cascade]\n\n"
      "Refuses to remove a record that others depend on (a task with datasets, a dataset in a mixture,\n"
      "a label set in use) and lists them; --cascade removes them too.\n"},
-    {"list", cmd_list,
+    {"list", cmd_list, 1,
      "usage: " PROG " list tasks|datasets|mixtures|labels [--json]\n\n"
      "'list datasets' marks the datasets whose shard URL is still a placeholder.\n"},
-    {"show", cmd_show,
+    {"show", cmd_show, 1,
      "usage: " PROG " show [task|dataset|labels|mixture] NAME [--json]\n"},
-    {"mixture", cmd_mixture,
+    {"mixture", cmd_mixture, 1,
      "usage: " PROG " mixture create NAME [--notes TEXT]\n"
      "       " PROG " mixture add MIXTURE DATASET ... [--weight W] [--loss-weight W]\n"
      "       " PROG " mixture remove MIXTURE DATASET ...\n"
      "       " PROG " mixture show MIXTURE [--json]\n\n"
      "A member without --weight uses its dataset's sampling weight (and loss weight), so 'set' changes\n"
      "carry through. 'show' prints each member's probability: its weight over the sum of weights.\n"},
-    {"attributes", cmd_attributes,
+    {"attributes", cmd_attributes, 1,
      "usage: " PROG " attributes TASK [--json]\n\n"
      "Prints the 8-bit attribute of every kind of token of TASK, derived from its declaration, as bits\n"
      "(index 0 first) and as the paper writes them. Index: 0 visual in inputs, 1 text in inputs,\n"
      "2 visual in targets, 3 text in targets, 4 token is visual, 5 token is text, 6 causal mask,\n"
      "7 token comes from the inputs.\n"},
-    {"export", cmd_export,
+    {"export", cmd_export, 1,
      "usage: " PROG " export [--json] [-o FILE]\n\n"
      "Writes the whole catalog as JSON (the only format; --json is accepted) to standard output, or to\n"
      "FILE atomically (temporary file, fsync, rename).\n"},
-    {"import", cmd_import,
+    {"import", cmd_import, 0,
      "usage: " PROG " import FILE\n\n"
      "Adds every record of an export (FILE '-' reads standard input) in one transaction: if any record is\n"
      "invalid or already exists, nothing is added.\n"},
@@ -160,6 +161,8 @@ int main(int argc, char **argv)
         if (help) {
             fputs(commands[i].help, stdout);
             rc = 0;
+        } else if (c.json && !commands[i].json) {
+            rc = cli_usage_error(commands[i].name, "--json is not available for '%s'", commands[i].name);
         } else {
             rc = commands[i].fn(&c, nrest, rest);
         }
