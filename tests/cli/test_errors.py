@@ -42,6 +42,10 @@ class UsageErrorTest(Base):
         (["add", "widget", "x"], "widget"),
         (["mixture", "explode", "m"], "explode"),
         (["init", "--preset", "no-such-preset"], "no-such-preset"),
+        # --json where a command has no machine-readable output (it would be silently ignored)
+        (DS + ["--json"], "--json"),
+        (["set", "books-wiki", "weight=2", "--json"], "--json"),
+        (["mixture", "create", "m9", "--json"], "--json"),
         # missing argument
         (["add", "dataset", "newds", "--task"], "--task"),
         (["add", "dataset", "newds", "--task", "mlm"], "--batch"),
