@@ -13,6 +13,8 @@ enum {
     UPM_EIO = -3,      /* file system or database I/O */
     UPM_EDB = -4,      /* the catalog file is not usable: not SQLite, not ours, newer schema, read-only */
     UPM_ENOMEM = -5,
+    UPM_ENOTFOUND = -6, /* a resource that is not there: HTTP 404/403, a missing shard file */
+    UPM_EBADDATA = -7,  /* corrupt or unusable input data: a bad sample, a damaged tar, a truncated JPEG */
 };
 
 typedef struct upm_err {
