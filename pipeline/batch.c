@@ -1,0 +1,110 @@
+/* Batch allocation in one block, and its checksum (see batch.h for the layout). */
+#include "batch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN 64
+
+static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
+
+int upm_segment_tokens(const upm_segment *s)
+{
+    if (s->modality == UPM_MOD_TEXT)
+        return s->L;
+    return s->T * (s->H / UPM_PATCH) * (s->W / UPM_PATCH);
+}
+
+/* Bytes each array of segment s needs; fills the segment's geometry. */
+static size_t segment_bytes(upm_segment *s, size_t sizes[4])
+{
+    size_t n = (size_t)s->n, tokens = (size_t)upm_segment_tokens(s);
+    sizes[0] = s->modality == UPM_MOD_TEXT ? 0 : round_up(n * (size_t)s->T * 3 * (size_t)s->H * (size_t)s->W * sizeof(float));
+    sizes[1] = s->modality == UPM_MOD_TEXT ? round_up(n * (size_t)s->L * sizeof(int32_t)) : 0;
+    sizes[2] = s->modality == UPM_MOD_TEXT ? round_up(n * sizeof(int32_t)) : 0;
+    sizes[3] = round_up(n * tokens);
+    return sizes[0] + sizes[1] + sizes[2] + sizes[3];
+}
+
+int upm_batch_alloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh, upm_err *err)
+{
+    memset(b, 0, sizeof *b);
+    if (sh->B < 1 || sh->nseg < 1 || sh->nseg > UPM_MAX_SEGMENTS)
+        return upm_errf(err, UPM_EUSAGE, "batch of task %s: bad shape (B %d, %d segments)", t->name, sh->B, sh->nseg);
+    snprintf(b->task, sizeof b->task, "%s", t->name);
+    b->formulation = t->formulation;
+    b->B = sh->B;
+    b->nseg = sh->nseg;
+    b->spe_attr[UPM_SIDE_INPUT] = upm_attr_byte(t, UPM_SIDE_INPUT, t->inputs[0].modality);
+    b->spe_attr[UPM_SIDE_TARGET] = upm_attr_byte(t, UPM_SIDE_TARGET, t->target_modality);
+    size_t total = 0, sizes[UPM_MAX_SEGMENTS][4];
+    int first_text_L = 0;
+    for (int i = 0; i < sh->nseg; i++) {
+        upm_segment *s = &b->seg[i];
+        snprintf(s->field, sizeof s->field, "%s", sh->seg[i].field);
+        s->side = sh->seg[i].side;
+        s->modality = sh->seg[i].modality;
+        s->attn = (t->causal && s->side == UPM_SIDE_INPUT && s->modality == UPM_MOD_TEXT) ? UPM_ATTN_CAUSAL : UPM_ATTN_FULL;
+        s->attr = upm_attr_byte(t, s->side, s->modality);
+        s->n = sh->B;
+        s->T = sh->seg[i].T, s->H = sh->seg[i].H, s->W = sh->seg[i].W, s->L = sh->seg[i].L;
+        if ((s->modality == UPM_MOD_TEXT && s->L < 1) ||
+            (s->modality != UPM_MOD_TEXT && (s->T < 1 || s->H < UPM_PATCH || s->W < UPM_PATCH)))
+            return upm_errf(err, UPM_EUSAGE, "batch of task %s: segment %s has no size", t->name, s->field);
+        if (s->modality == UPM_MOD_TEXT && !first_text_L && s->side == UPM_SIDE_INPUT)
+            first_text_L = s->L;
+        total += segment_bytes(s, sizes[i]);
+    }
+    size_t labels = sh->with_labels ? round_up((size_t)sh->B * sizeof(int32_t)) : 0;
+    size_t mlm = sh->with_mlm_targets ? round_up((size_t)sh->B * (size_t)first_text_L * sizeof(int32_t)) : 0;
+    total += labels + mlm;
+    if (posix_memalign(&b->mem, ALIGN, total ? total : ALIGN) != 0)
+        return upm_errf(err, UPM_ENOMEM, "batch of task %s: cannot allocate %zu bytes", t->name, total);
+    memset(b->mem, 0, total);
+    b->mem_bytes = total;
+    char *p = b->mem;
+    for (int i = 0; i < sh->nseg; i++) {
+        upm_segment *s = &b->seg[i];
+        s->pixels = sizes[i][0] ? (float *)p : NULL, p += sizes[i][0];
+        s->ids = sizes[i][1] ? (int32_t *)p : NULL, p += sizes[i][1];
+        s->lengths = sizes[i][2] ? (int32_t *)p : NULL, p += sizes[i][2];
+        s->attrs = (uint8_t *)p, p += sizes[i][3];
+        memset(s->attrs, s->attr, (size_t)s->n * (size_t)upm_segment_tokens(s));
+    }
+    if (labels) {
+        b->labels = (int32_t *)p, p += labels;
+        for (int i = 0; i < sh->B; i++)
+            b->labels[i] = -1;
+    }
+    if (mlm) {
+        b->mlm_targets = (int32_t *)p;
+        for (size_t i = 0; i < (size_t)sh->B * (size_t)first_text_L; i++)
+            b->mlm_targets[i] = -1;
+    }
+    return 0;
+}
+
+void upm_batch_free(upm_batch *b)
+{
+    free(b->mem);
+    memset(b, 0, sizeof *b);
+}
+
+static uint64_t fnv(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+uint64_t upm_batch_checksum(const upm_batch *b)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = fnv(h, b->task, strlen(b->task));
+    h = fnv(h, b->dataset, strlen(b->dataset));
+    h = fnv(h, &b->B, sizeof b->B);
+    h = fnv(h, b->spe_attr, sizeof b->spe_attr);
+    return fnv(h, b->mem, b->mem_bytes);
+}

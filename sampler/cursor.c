@@ -1,0 +1,144 @@
+/* Cursor <-> JSON (see cursor.h). Integers that may exceed 2^53 are written as decimal strings so
+ * that JSON readers with double-only numbers keep them exact. */
+#include <cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cursor.h"
+
+#define CURSOR_VERSION 1
+
+static void add_u64(cJSON *o, const char *key, uint64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    cJSON_AddStringToObject(o, key, buf);
+}
+
+char *upm_cursor_to_json(const upm_cursor *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "version", CURSOR_VERSION);
+    cJSON_AddStringToObject(o, "mixture", c->mixture);
+    add_u64(o, "seed", c->seed);
+    cJSON_AddNumberToObject(o, "rank", c->rank);
+    cJSON_AddNumberToObject(o, "world", c->world);
+    cJSON_AddNumberToObject(o, "block_size", c->block_size);
+    add_u64(o, "step", c->step);
+    cJSON *arr = cJSON_AddArrayToObject(o, "datasets");
+    for (int i = 0; i < c->n; i++) {
+        const upm_dataset_cursor *d = &c->datasets[i];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "name", d->name);
+        add_u64(x, "epoch", d->block_start.epoch);
+        add_u64(x, "shard_pos", (uint64_t)d->block_start.shard_pos);
+        add_u64(x, "sample", (uint64_t)d->block_start.sample);
+        add_u64(x, "block", d->block);
+        cJSON_AddNumberToObject(x, "offset", d->offset);
+        add_u64(x, "samples", d->samples);
+        add_u64(x, "bad_samples", d->bad_samples);
+        add_u64(x, "bad_shards", d->bad_shards);
+        cJSON_AddItemToArray(arr, x);
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static int get_u64(const cJSON *o, const char *key, uint64_t *out, const char *where, upm_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    char *end = NULL;
+    if (cJSON_IsString(v) && v->valuestring[0] >= '0' && v->valuestring[0] <= '9') {
+        *out = strtoull(v->valuestring, &end, 10);
+        if (!*end)
+            return 0;
+    }
+    return upm_errf(err, UPM_EINVAL, "cursor: %s%s: expected a non-negative integer as a string", where, key);
+}
+
+static int get_int(const cJSON *o, const char *key, int lo, int hi, int *out, upm_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble < lo || v->valuedouble > hi || v->valuedouble != (int)v->valuedouble)
+        return upm_errf(err, UPM_EINVAL, "cursor: %s: expected an integer in %d..%d", key, lo, hi);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+static int parse_dataset(const cJSON *x, int i, upm_dataset_cursor *d, upm_err *err)
+{
+    char where[48];
+    snprintf(where, sizeof where, "datasets[%d].", i);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(x, "name");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(x, "offset");
+    if (!cJSON_IsString(name) || strlen(name->valuestring) > UPM_NAME_MAX)
+        return upm_errf(err, UPM_EINVAL, "cursor: %sname: expected a dataset name", where);
+    if (!cJSON_IsNumber(off) || off->valuedouble < 0 || off->valuedouble > 4294967295.0)
+        return upm_errf(err, UPM_EINVAL, "cursor: %soffset: expected a non-negative integer", where);
+    snprintf(d->name, sizeof d->name, "%s", name->valuestring);
+    d->offset = (uint32_t)off->valuedouble;
+    uint64_t pos, sample;
+    int rc = get_u64(x, "epoch", &d->block_start.epoch, where, err);
+    if (!rc && !(rc = get_u64(x, "shard_pos", &pos, where, err)) && !(rc = get_u64(x, "sample", &sample, where, err))) {
+        d->block_start.shard_pos = (int64_t)pos;
+        d->block_start.sample = (int64_t)sample;
+    }
+    if (!rc)
+        rc = get_u64(x, "block", &d->block, where, err);
+    if (!rc)
+        rc = get_u64(x, "samples", &d->samples, where, err);
+    if (!rc)
+        rc = get_u64(x, "bad_samples", &d->bad_samples, where, err);
+    if (!rc)
+        rc = get_u64(x, "bad_shards", &d->bad_shards, where, err);
+    return rc;
+}
+
+int upm_cursor_from_json(const char *text, upm_cursor *c, upm_err *err)
+{
+    memset(c, 0, sizeof *c);
+    cJSON *o = cJSON_Parse(text);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return upm_errf(err, UPM_EINVAL, "cursor: not a JSON object");
+    }
+    int version = 0, block = 0, rc;
+    const cJSON *mix = cJSON_GetObjectItemCaseSensitive(o, "mixture");
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "datasets"), *x;
+    if ((rc = get_int(o, "version", 1, 1000, &version, err)) == 0 && version != CURSOR_VERSION)
+        rc = upm_errf(err, UPM_EINVAL, "cursor: version %d is not %d", version, CURSOR_VERSION);
+    if (!rc && (!cJSON_IsString(mix) || strlen(mix->valuestring) > UPM_NAME_MAX))
+        rc = upm_errf(err, UPM_EINVAL, "cursor: mixture: expected a name");
+    if (!rc && !(rc = get_u64(o, "seed", &c->seed, "", err)) && !(rc = get_int(o, "world", 1, 1 << 20, &c->world, err)) &&
+        !(rc = get_int(o, "rank", 0, c->world - 1, &c->rank, err)) && !(rc = get_int(o, "block_size", 1, 1 << 24, &block, err)))
+        rc = get_u64(o, "step", &c->step, "", err);
+    if (!rc && !cJSON_IsArray(arr))
+        rc = upm_errf(err, UPM_EINVAL, "cursor: datasets: expected an array");
+    if (!rc) {
+        snprintf(c->mixture, sizeof c->mixture, "%s", mix->valuestring);
+        c->block_size = (uint32_t)block;
+        c->datasets = calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof *c->datasets);
+        if (!c->datasets)
+            rc = upm_errf(err, UPM_ENOMEM, "cursor: out of memory");
+    }
+    const cJSON *list = rc ? NULL : arr;
+    cJSON_ArrayForEach(x, list) {
+        if ((rc = parse_dataset(x, c->n, &c->datasets[c->n], err)))
+            break;
+        c->n++;
+    }
+    cJSON_Delete(o);
+    if (rc)
+        upm_cursor_free(c);
+    return rc;
+}
+
+void upm_cursor_free(upm_cursor *c)
+{
+    free(c->datasets);
+    c->datasets = NULL;
+    c->n = 0;
+}
