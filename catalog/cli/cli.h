@@ -74,6 +74,7 @@ int cmd_show(cli *c, int argc, char **argv);
 int cmd_mixture(cli *c, int argc, char **argv);
 int cmd_attributes(cli *c, int argc, char **argv);
 int cmd_export(cli *c, int argc, char **argv);
+int cmd_verify(cli *c, int argc, char **argv);
 int cmd_import(cli *c, int argc, char **argv);
 /* The attribute table of a task (shared by `show task` and `attributes`). */
 int cli_print_attributes(const upm_task *t, FILE *f);

@@ -1,0 +1,779 @@
+/* Video decoding with FFmpeg over an in-memory buffer: open + packet index (frame timestamps and
+ * keyframes), decoding of chosen frames by seeking to keyframes with a decode-from-the-start fallback,
+ * RGB conversion, and the frame sampling policy. See video.h for the contracts. */
+#include "video.h"
+
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/avstring.h>
+#include <libavutil/pixdesc.h>
+#include <libswscale/swscale.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AVIO_BUF_SIZE 65536
+#define LOST 2 /* internal: the seek path cannot prove where it is; decode from the start instead */
+
+/* Real video containers only: FFmpeg would happily open a JPEG (jpeg_pipe, one mjpeg frame) or a text
+ * file (tty) as a "video", and those are bad samples, not one-frame clips. */
+static const char ACCEPTED_FORMATS[] = "mov,matroska,ogg,flv,avi,mpegts,mpeg,asf";
+
+typedef struct membuf { const uint8_t *data; size_t size, pos; } membuf;
+
+typedef struct sws_key { int w, h, fmt, cs, full; } sws_key; /* what the conversion context was made for */
+
+struct upm_video {
+    membuf mb;
+    upm_video_opts opts;
+    upm_video_info info;
+    int stream;              /* the video stream's index (the same on every reopen: same bytes) */
+    AVRational tb;           /* its time base */
+    AVCodecParameters *par;  /* its parameters, kept so that reopening needs no stream probing */
+    const AVInputFormat *ifmt;
+    int64_t *pts;            /* num_frames frame timestamps, ascending; NULL when unusable for seeking */
+    int64_t *key_pts;        /* num_keyframes keyframe timestamps, ascending */
+    int x264_build;          /* H.264 from x264: the encoder build its SEI names, or -1 */
+    int probed_streams;      /* avformat_find_stream_info ran (its durations may be estimates) */
+    /* decoding state; lives across upm_video_decode calls */
+    AVIOContext *avio;
+    AVFormatContext *fmt;
+    AVCodecContext *dec;
+    AVPacket *pkt;
+    AVFrame *frame;
+    struct SwsContext *sws;
+    sws_key sws_for;
+    uint8_t *scratch; /* aligned conversion target, so that swscale takes the same path for every frame */
+    int scratch_stride;
+    int running;         /* demuxer + decoder positioned and not drained */
+    int eof_sent;
+    int after_seek;      /* the next packet is the first after av_seek_frame */
+    int64_t floor_pts;   /* after a seek: frames before the landing keyframe may lack references */
+    int64_t cur;         /* index of the last frame returned since the last (re)open or seek; -1 none */
+    upm_video_stats stats;
+};
+
+static int mem_read(void *opaque, uint8_t *buf, int n)
+{
+    membuf *m = opaque;
+    if (m->pos >= m->size)
+        return AVERROR_EOF;
+    size_t k = m->size - m->pos < (size_t)n ? m->size - m->pos : (size_t)n;
+    memcpy(buf, m->data + m->pos, k);
+    m->pos += k;
+    return (int)k;
+}
+
+/* Positions past the end are refused: a demuxer following an index into missing bytes then reports
+ * the truncation instead of reading zeros. */
+static int64_t mem_seek(void *opaque, int64_t off, int whence)
+{
+    membuf *m = opaque;
+    int64_t base;
+    switch (whence & ~AVSEEK_FORCE) {
+    case AVSEEK_SIZE: return (int64_t)m->size;
+    case SEEK_SET: base = 0; break;
+    case SEEK_CUR: base = (int64_t)m->pos; break;
+    case SEEK_END: base = (int64_t)m->size; break;
+    default: return AVERROR(EINVAL);
+    }
+    if (off < -base || base + off > (int64_t)m->size)
+        return AVERROR(EINVAL);
+    m->pos = (size_t)(base + off);
+    return base + off;
+}
+
+/* Nested opens (mov external references, playlists) are refused: a sample is its bytes only. */
+static int refuse_io_open(AVFormatContext *s, AVIOContext **pb, const char *url, int flags, AVDictionary **opts)
+{
+    (void)pb, (void)flags, (void)opts;
+    av_log(s, AV_LOG_ERROR, "refusing to open %s from inside a sample\n", url);
+    return AVERROR(EPERM);
+}
+
+static int ff_fail(upm_err *err, const char *what, int averr)
+{
+    if (averr == AVERROR(ENOMEM))
+        return upm_errf(err, UPM_ENOMEM, "video: out of memory %s", what);
+    char buf[AV_ERROR_MAX_STRING_SIZE];
+    av_strerror(averr, buf, sizeof buf);
+    return upm_errf(err, UPM_EBADDATA, "video: %s: %s", what, buf);
+}
+
+static void demux_close(upm_video *v)
+{
+    avcodec_free_context(&v->dec);
+    avformat_close_input(&v->fmt);
+    if (v->avio) {
+        av_freep(&v->avio->buffer); /* avio may have replaced the buffer we gave it */
+        avio_context_free(&v->avio);
+    }
+    v->running = 0;
+}
+
+/* Opens the demuxer at the start of the bytes. The first time it probes the format and checks it;
+ * reopening uses the format found then. */
+static int demux_open(upm_video *v, upm_err *err)
+{
+    demux_close(v);
+    v->mb.pos = 0;
+    uint8_t *buf = av_malloc(AVIO_BUF_SIZE);
+    if (buf)
+        v->avio = avio_alloc_context(buf, AVIO_BUF_SIZE, 0, &v->mb, mem_read, NULL, mem_seek);
+    if (!v->avio) {
+        av_free(buf);
+        return upm_errf(err, UPM_ENOMEM, "video: out of memory for an I/O context");
+    }
+    if (!v->ifmt) {
+        const AVInputFormat *f = NULL;
+        int r = av_probe_input_buffer2(v->avio, &f, "", NULL, 0, 0);
+        if (r < 0 || !f)
+            return upm_errf(err, UPM_EBADDATA, "video: not a recognisable media file (%zu bytes)", v->mb.size);
+        if (av_match_list(f->name, ACCEPTED_FORMATS, ',') <= 0)
+            return upm_errf(err, UPM_EBADDATA, "video: the bytes are '%s' data, not a video container (accepted: %s)",
+                            f->name, ACCEPTED_FORMATS);
+        v->ifmt = f;
+    }
+    v->fmt = avformat_alloc_context();
+    if (!v->fmt)
+        return upm_errf(err, UPM_ENOMEM, "video: out of memory for a format context");
+    v->fmt->pb = v->avio;
+    v->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
+    v->fmt->io_open = refuse_io_open;
+    int r = avformat_open_input(&v->fmt, NULL, v->ifmt, NULL); /* frees fmt on failure */
+    if (r < 0)
+        return ff_fail(err, "cannot read the container header (truncated or corrupt?)", r);
+    return 0;
+}
+
+static int check_size(const upm_video *v, int w, int h, upm_err *err)
+{
+    int lim = v->opts.max_side;
+    if (w <= 0 || h <= 0)
+        return upm_errf(err, UPM_EBADDATA, "video: the %s stream has no frame size", v->info.codec);
+    if (w > lim || h > lim)
+        return upm_errf(err, UPM_EBADDATA, "video: frame size %dx%d exceeds the limit of %d pixels a side", w, h, lim);
+    return 0;
+}
+
+static int find_video_stream(AVFormatContext *fmt)
+{
+    for (unsigned i = 0; i < fmt->nb_streams; i++) {
+        const AVStream *st = fmt->streams[i];
+        if (st->codecpar->codec_type == AVMEDIA_TYPE_VIDEO && !(st->disposition & AV_DISPOSITION_ATTACHED_PIC))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* First open: choose the stream, learn its size (probing frames only when the header lacks it, as
+ * in FLV and H.263 3GP), check the size before any decoding, and keep its parameters. */
+static int choose_stream(upm_video *v, upm_err *err)
+{
+    AVFormatContext *fmt = v->fmt;
+    int si = find_video_stream(fmt);
+    if (si >= 0) {
+        const AVCodecParameters *p = fmt->streams[si]->codecpar;
+        snprintf(v->info.codec, sizeof v->info.codec, "%s", avcodec_get_name(p->codec_id));
+        int r = p->width > 0 || p->height > 0 ? check_size(v, p->width, p->height, err) : 0;
+        if (r < 0)
+            return r;
+    }
+    if (si < 0 || fmt->streams[si]->codecpar->width <= 0 || fmt->streams[si]->codecpar->height <= 0) {
+        int r = avformat_find_stream_info(fmt, NULL);
+        v->probed_streams = 1;
+        if (r < 0)
+            return ff_fail(err, "cannot read the stream parameters", r);
+        si = find_video_stream(fmt);
+    }
+    const char *comma = strchr(v->ifmt->name, ',');
+    snprintf(v->info.container, sizeof v->info.container, "%.*s",
+             comma ? (int)(comma - v->ifmt->name) : (int)strlen(v->ifmt->name), v->ifmt->name);
+    if (si < 0)
+        return upm_errf(err, UPM_EBADDATA, "video: the %s file has no video stream", v->info.container);
+    const AVStream *st = fmt->streams[si];
+    snprintf(v->info.codec, sizeof v->info.codec, "%s", avcodec_get_name(st->codecpar->codec_id));
+    int r = check_size(v, st->codecpar->width, st->codecpar->height, err);
+    if (r < 0)
+        return r;
+    if (!avcodec_find_decoder(st->codecpar->codec_id))
+        return upm_errf(err, UPM_EBADDATA, "video: no decoder for codec '%s'", v->info.codec);
+    v->par = avcodec_parameters_alloc();
+    if (!v->par || avcodec_parameters_copy(v->par, st->codecpar) < 0)
+        return upm_errf(err, UPM_ENOMEM, "video: out of memory for codec parameters");
+    v->stream = si;
+    v->tb = st->time_base;
+    v->info.width = st->codecpar->width;
+    v->info.height = st->codecpar->height;
+    return 0;
+}
+
+typedef struct i64vec { int64_t *a, n, cap; } i64vec;
+
+static int push(i64vec *v, int64_t x)
+{
+    if (v->n == v->cap) {
+        int64_t cap = v->cap ? v->cap * 2 : 256;
+        int64_t *a = realloc(v->a, (size_t)cap * sizeof *a);
+        if (!a)
+            return UPM_ENOMEM;
+        v->a = a;
+        v->cap = cap;
+    }
+    v->a[v->n++] = x;
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* FFmpeg's H.264 decoder works around bugs of old x264 builds (e.g. 4:4:4 before build 151) once it
+ * has seen the encoder's version SEI, which x264 writes into the first packet only. A decoder that
+ * starts at a later keyframe never sees it and decodes those frames differently, so the build is
+ * looked up here and handed to every decoder (its "x264_build" option). */
+static void find_x264_build(upm_video *v, const uint8_t *p, int n)
+{
+    static const char tag[] = "x264 - core ";
+    int k = (int)sizeof tag - 1;
+    for (int i = 0; v->x264_build < 0 && i + k < n; i++)
+        if (p[i] == 'x' && memcmp(p + i, tag, (size_t)k) == 0 && p[i + k] >= '0' && p[i + k] <= '9') {
+            int b = 0;
+            for (int j = i + k; j < n && j < i + k + 6 && p[j] >= '0' && p[j] <= '9'; j++)
+                b = b * 10 + (p[j] - '0');
+            v->x264_build = b;
+        }
+}
+
+/* Reads every packet once (no decoding) and indexes the video stream's: a packet of any stream that
+ * is cut short, flagged corrupt or lies past the end of the bytes, or a demuxer error, means a
+ * truncated or damaged file. */
+static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts, upm_err *err)
+{
+    int r;
+    int64_t count = 0;
+    while ((r = av_read_frame(v->fmt, v->pkt)) >= 0) {
+        const AVPacket *p = v->pkt;
+        int bad = (p->flags & AV_PKT_FLAG_CORRUPT) || (p->pos >= 0 && (uint64_t)p->pos + (uint64_t)p->size > v->mb.size);
+        if (bad && p->stream_index != v->stream) {
+            enum AVMediaType type = v->fmt->streams[p->stream_index]->codecpar->codec_type;
+            av_packet_unref(v->pkt);
+            return upm_errf(err, UPM_EBADDATA, "video: an %s packet after %lld video packets is cut short or damaged "
+                            "(truncated file?)", av_get_media_type_string(type) ? av_get_media_type_string(type) : "other",
+                            (long long)count);
+        }
+        if (p->stream_index == v->stream) {
+            int64_t ts = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts;
+            *no_ts |= ts == AV_NOPTS_VALUE;
+            if (v->par->codec_id == AV_CODEC_ID_H264 && count < 16)
+                find_x264_build(v, p->data, p->size);
+            /* packets whose frames the decoder drops: edit-list pre-roll, VP8's hidden alt-ref frames */
+            int hidden = (p->flags & AV_PKT_FLAG_DISCARD) ||
+                         (v->par->codec_id == AV_CODEC_ID_VP8 && p->size > 0 && !(p->data[0] & 0x10));
+            if (!bad && !hidden && push(frames, ts) < 0)
+                r = AVERROR(ENOMEM);
+            if (!bad && (p->flags & AV_PKT_FLAG_KEY) && push(keys, ts) < 0)
+                r = AVERROR(ENOMEM);
+            av_packet_unref(v->pkt);
+            if (r < 0)
+                return ff_fail(err, "indexing packets", r);
+            if (bad)
+                return upm_errf(err, UPM_EBADDATA, "video: %s packet %lld is cut short or damaged (truncated file?)",
+                                v->info.codec, (long long)count);
+            count++;
+            continue;
+        }
+        av_packet_unref(v->pkt);
+    }
+    if (r != AVERROR_EOF) {
+        char what[96];
+        snprintf(what, sizeof what, "reading stopped after %lld video packets (truncated or corrupt file)", (long long)count);
+        return ff_fail(err, what, r);
+    }
+    if (frames->n == 0)
+        return upm_errf(err, UPM_EBADDATA, "video: the %s stream has no frames", v->info.codec);
+    return 0;
+}
+
+/* Frame rate and duration from the indexed timestamps; the header's rate when they say nothing. */
+static void set_timing(upm_video *v, const int64_t *pts, int64_t n)
+{
+    double span = pts ? (double)(pts[n - 1] - pts[0]) * av_q2d(v->tb) : 0.0;
+    double fps = 0.0;
+    if (n > 1 && span > 0)
+        fps = (double)(n - 1) / span;
+    else if (v->fmt && v->fmt->streams[v->stream]->avg_frame_rate.num > 0)
+        fps = av_q2d(v->fmt->streams[v->stream]->avg_frame_rate);
+    else if (v->fmt && v->fmt->streams[v->stream]->r_frame_rate.num > 0)
+        fps = av_q2d(v->fmt->streams[v->stream]->r_frame_rate);
+    v->info.fps = fps;
+    v->info.duration_s = fps > 0 ? (double)n / fps : (v->fmt && v->fmt->duration > 0 ? v->fmt->duration / 1e6 : 0.0);
+}
+
+/* Ogg declares no length: a whole file ends exactly at the end of a page flagged end-of-stream
+ * (a page is at most 27 + 255 + 255 * 255 bytes). */
+static int ogg_complete(const uint8_t *d, size_t n)
+{
+    size_t lo = n > 65307 ? n - 65307 : 0;
+    for (size_t p = n >= 27 ? n - 27 : 0; n >= 27; p--) {
+        if (memcmp(d + p, "OggS", 4) == 0 && d[p + 4] == 0 && p + 27 + d[p + 26] <= n) {
+            size_t len = 27 + (size_t)d[p + 26];
+            for (size_t i = 0; i < d[p + 26]; i++)
+                len += d[p + 27 + i];
+            if (p + len == n)
+                return (d[p + 5] & 4) != 0;
+        }
+        if (p == lo)
+            break;
+    }
+    return 0;
+}
+
+/* A truncated file whose demuxer stops quietly at the cut: the packets fall well short of the
+ * duration the header declares (mp4, Matroska, FLV metadata; not estimates), or an Ogg file does
+ * not end with its last page. The 25 % margin tolerates an audio track that outlasts the video. */
+static int check_complete(upm_video *v, upm_err *err)
+{
+    if (strcmp(v->info.container, "ogg") == 0 && !ogg_complete(v->mb.data, v->mb.size))
+        return upm_errf(err, UPM_EBADDATA, "video: the Ogg file does not end with a complete last page (truncated?)");
+    const AVStream *st = v->fmt->streams[v->stream];
+    double declared = 0;
+    if (st->duration > 0 && st->duration != AV_NOPTS_VALUE)
+        declared = (double)st->duration * av_q2d(st->time_base);
+    else if (v->fmt->duration > 0 && (!v->probed_streams || v->fmt->duration_estimation_method == AVFMT_DURATION_FROM_STREAM))
+        declared = (double)v->fmt->duration / AV_TIME_BASE;
+    if (declared > 0 && v->info.duration_s < 0.75 * declared - 0.5)
+        return upm_errf(err, UPM_EBADDATA, "video: the %s frames cover %.2f s of the %.2f s the header declares (truncated?)",
+                        v->info.codec, v->info.duration_s, declared);
+    return 0;
+}
+
+static int build_index(upm_video *v, upm_err *err)
+{
+    i64vec frames = {0}, keys = {0};
+    int no_ts = 0;
+    int r = index_packets(v, &frames, &keys, &no_ts, err);
+    if (r < 0) {
+        free(frames.a);
+        free(keys.a);
+        return r;
+    }
+    qsort(frames.a, (size_t)frames.n, sizeof *frames.a, cmp_i64);
+    qsort(keys.a, (size_t)keys.n, sizeof *keys.a, cmp_i64);
+    int unique = !no_ts;
+    for (int64_t i = 1; unique && i < frames.n; i++)
+        unique = frames.a[i] != frames.a[i - 1];
+    v->info.num_frames = frames.n;
+    v->info.num_keyframes = keys.n;
+    set_timing(v, no_ts ? NULL : frames.a, frames.n);
+    r = check_complete(v, err);
+    if (r < 0 || !unique) { /* timestamps name frames; without them only a straight decode can */
+        free(frames.a);
+        free(keys.a);
+        return r;
+    }
+    v->pts = frames.a;
+    v->key_pts = keys.a;
+    return 0;
+}
+
+static void output_size(upm_video *v)
+{
+    int w = v->info.width, h = v->info.height, s = v->opts.max_short_side, shrink = s > 0 && (w < h ? w : h) > s;
+    v->info.out_width = !shrink ? w : w <= h ? s : (int)fmax(1.0, lrint((double)w * s / h));
+    v->info.out_height = !shrink ? h : w > h ? s : (int)fmax(1.0, lrint((double)h * s / w));
+}
+
+int upm_video_open(const void *data, size_t n, const upm_video_opts *opts, upm_video **out, upm_err *err)
+{
+    *out = NULL;
+    if (!data || n == 0)
+        return upm_errf(err, UPM_EBADDATA, "video: empty sample (0 bytes)");
+    upm_video *v = calloc(1, sizeof *v);
+    if (!v)
+        return upm_errf(err, UPM_ENOMEM, "video: out of memory");
+    v->mb.data = data;
+    v->mb.size = n;
+    v->x264_build = -1;
+    if (opts)
+        v->opts = *opts;
+    if (v->opts.max_side <= 0)
+        v->opts.max_side = UPM_VIDEO_MAX_SIDE;
+    if (v->opts.threads <= 0)
+        v->opts.threads = 1;
+    v->pkt = av_packet_alloc();
+    v->frame = av_frame_alloc();
+    int r = !v->pkt || !v->frame ? upm_errf(err, UPM_ENOMEM, "video: out of memory") : demux_open(v, err);
+    if (r == 0)
+        r = choose_stream(v, err);
+    if (r == 0)
+        r = build_index(v, err);
+    demux_close(v); /* decoding reopens from the start: the reference every path must agree with */
+    if (r < 0) {
+        upm_video_close(v);
+        return r;
+    }
+    output_size(v);
+    *out = v;
+    return 0;
+}
+
+const upm_video_info *upm_video_get_info(const upm_video *v) { return &v->info; }
+
+upm_video_stats upm_video_get_stats(const upm_video *v) { return v->stats; }
+
+void upm_video_close(upm_video *v)
+{
+    if (!v)
+        return;
+    demux_close(v);
+    av_packet_free(&v->pkt);
+    av_frame_free(&v->frame);
+    sws_freeContext(v->sws);
+    av_free(v->scratch);
+    avcodec_parameters_free(&v->par);
+    free(v->pts);
+    free(v->key_pts);
+    free(v);
+}
+
+void upm_video_frames_free(upm_video_frames *f)
+{
+    if (f)
+        free(f->rgb), f->rgb = NULL;
+}
+
+/* Opens demuxer and decoder at the first packet. */
+static int start_from_beginning(upm_video *v, upm_err *err)
+{
+    int r = demux_open(v, err);
+    if (r < 0)
+        return r;
+    const AVCodec *codec = avcodec_find_decoder(v->par->codec_id);
+    v->dec = avcodec_alloc_context3(codec);
+    if (!v->dec)
+        return upm_errf(err, UPM_ENOMEM, "video: out of memory for a decoder");
+    r = avcodec_parameters_to_context(v->dec, v->par);
+    v->dec->thread_count = v->opts.threads;
+    v->dec->max_pixels = (int64_t)v->opts.max_side * v->opts.max_side;
+    v->dec->pkt_timebase = v->tb;
+    AVDictionary *o = NULL;
+    if (r >= 0 && v->x264_build >= 0)
+        r = av_dict_set_int(&o, "x264_build", v->x264_build, 0);
+    if (r >= 0)
+        r = avcodec_open2(v->dec, codec, &o);
+    av_dict_free(&o);
+    if (r < 0)
+        return ff_fail(err, "cannot open the decoder", r);
+    for (unsigned i = 0; i < v->fmt->nb_streams; i++)
+        if ((int)i != v->stream)
+            v->fmt->streams[i]->discard = AVDISCARD_ALL;
+    v->running = 1;
+    v->eof_sent = 0;
+    v->after_seek = 0;
+    v->floor_pts = INT64_MIN;
+    v->cur = -1;
+    return 0;
+}
+
+/* Next decoded frame into v->frame: 1 = a frame, 0 = end of stream, LOST (seek path only: the first
+ * packet after a seek is not a keyframe or has no timestamp), < 0 = error. */
+static int next_frame(upm_video *v, upm_err *err)
+{
+    for (;;) {
+        int r = avcodec_receive_frame(v->dec, v->frame);
+        if (r == 0) {
+            v->stats.frames_decoded++;
+            return 1;
+        }
+        if (r == AVERROR_EOF)
+            return 0;
+        if (r != AVERROR(EAGAIN) || v->eof_sent)
+            return ff_fail(err, "decoding a frame", r);
+        r = av_read_frame(v->fmt, v->pkt);
+        if (r == AVERROR_EOF) {
+            v->eof_sent = 1;
+            r = avcodec_send_packet(v->dec, NULL);
+        } else if (r < 0) {
+            return ff_fail(err, "reading a packet", r);
+        } else if (v->pkt->stream_index != v->stream) {
+            av_packet_unref(v->pkt);
+            continue;
+        } else {
+            if (v->after_seek) {
+                v->after_seek = 0;
+                v->floor_pts = v->pkt->pts != AV_NOPTS_VALUE ? v->pkt->pts : v->pkt->dts;
+                if (!(v->pkt->flags & AV_PKT_FLAG_KEY) || v->floor_pts == AV_NOPTS_VALUE) {
+                    av_packet_unref(v->pkt);
+                    return LOST;
+                }
+            }
+            r = avcodec_send_packet(v->dec, v->pkt);
+            av_packet_unref(v->pkt);
+        }
+        if (r < 0)
+            return ff_fail(err, "decoding a packet", r);
+    }
+}
+
+/* Converts v->frame to RGB24 at the output size into dst (tightly packed rows). */
+static int store_frame(upm_video *v, uint8_t *dst, upm_err *err)
+{
+    const AVFrame *f = v->frame;
+    int ow = v->info.out_width, oh = v->info.out_height;
+    if (f->format < 0 || check_size(v, f->width, f->height, err) < 0)
+        return upm_errf(err, UPM_EBADDATA, "video: decoded a %dx%d frame of format %d that cannot be used", f->width,
+                        f->height, f->format);
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
+    int jpeg = d && strncmp(d->name, "yuvj", 4) == 0;
+    sws_key key = {f->width, f->height, f->format, f->colorspace, f->color_range == AVCOL_RANGE_JPEG || jpeg};
+    if (!v->sws || memcmp(&key, &v->sws_for, sizeof key) != 0) {
+        sws_freeContext(v->sws);
+        int flags = (ow != f->width || oh != f->height ? SWS_AREA : SWS_BILINEAR) | SWS_ACCURATE_RND;
+        v->sws = sws_getContext(f->width, f->height, f->format, ow, oh, AV_PIX_FMT_RGB24, flags, NULL, NULL, NULL);
+        if (!v->sws)
+            return upm_errf(err, UPM_EBADDATA, "video: cannot convert %s %dx%d frames to RGB",
+                            d ? d->name : "?", f->width, f->height);
+        /* Honour the stream's matrix (BT.709 for HD) and range; BT.601 when unspecified. */
+        int cs = key.cs == AVCOL_SPC_UNSPECIFIED || key.cs == AVCOL_SPC_RGB ? SWS_CS_DEFAULT : key.cs;
+        (void)sws_setColorspaceDetails(v->sws, sws_getCoefficients(cs), key.full, sws_getCoefficients(SWS_CS_DEFAULT),
+                                       1, 0, 1 << 16, 1 << 16);
+        v->sws_for = key;
+    }
+    if (!v->scratch) {
+        v->scratch_stride = (ow * 3 + 63) & ~63;
+        v->scratch = av_malloc((size_t)v->scratch_stride * (size_t)oh);
+        if (!v->scratch)
+            return upm_errf(err, UPM_ENOMEM, "video: out of memory for a %dx%d frame", ow, oh);
+    }
+    uint8_t *planes[4] = {v->scratch, NULL, NULL, NULL};
+    int strides[4] = {v->scratch_stride, 0, 0, 0};
+    if (sws_scale(v->sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height, planes, strides) != oh)
+        return upm_errf(err, UPM_EBADDATA, "video: converting a %dx%d frame to RGB failed", f->width, f->height);
+    for (int y = 0; y < oh; y++)
+        memcpy(dst + (size_t)y * ow * 3, v->scratch + (size_t)y * v->scratch_stride, (size_t)ow * 3);
+    return 0;
+}
+
+/* Index of timestamp ts among the frames, or -1. */
+static int64_t frame_of_pts(const upm_video *v, int64_t ts)
+{
+    const int64_t *hit = bsearch(&ts, v->pts, (size_t)v->info.num_frames, sizeof ts, cmp_i64);
+    return hit ? hit - v->pts : -1;
+}
+
+/* The last keyframe timestamp <= ts (INT64_MIN if none) and the index of the first frame at or after it. */
+static int64_t keyframe_before(const upm_video *v, int64_t ts, int64_t *frame)
+{
+    int64_t key = INT64_MIN;
+    for (int64_t i = 0; i < v->info.num_keyframes && v->key_pts[i] <= ts; i++) /* few keyframes: linear */
+        key = v->key_pts[i];
+    int64_t f = 0;
+    while (key != INT64_MIN && f < v->info.num_frames && v->pts[f] < key)
+        f++;
+    *frame = f;
+    return key;
+}
+
+typedef struct want { int64_t index; int slot; /* the first output slot asking for it */ } want;
+
+/* Moves to a point from which frame k can be decoded: continue when the decoder is already between
+ * k's keyframe and k, decode from the start when k's keyframe is the first, else seek. */
+static int position_for(upm_video *v, int64_t k, upm_err *err)
+{
+    int64_t key_frame;
+    int64_t key = keyframe_before(v, v->pts[k], &key_frame);
+    if (v->running && v->cur < k && v->cur >= key_frame - 1 && !v->after_seek)
+        return 0;
+    if (key == INT64_MIN || key_frame == 0)
+        return start_from_beginning(v, err);
+    if (!v->running) {
+        int r = start_from_beginning(v, err);
+        if (r < 0)
+            return r;
+    }
+    v->stats.seeks++;
+    if (av_seek_frame(v->fmt, v->stream, key, AVSEEK_FLAG_BACKWARD) < 0)
+        return LOST;
+    avcodec_flush_buffers(v->dec);
+    v->eof_sent = 0;
+    v->after_seek = 1;
+    v->floor_pts = INT64_MIN;
+    v->cur = -1;
+    return 0;
+}
+
+/* The decoder concealed errors (e.g. missing references, or state it would have learnt from
+ * packets before the seek point). */
+static int damaged(const AVFrame *f) { return (f->flags & AV_FRAME_FLAG_CORRUPT) || f->decode_error_flags != 0; }
+
+/* Seek path: 0 = all frames stored, LOST = give up (caller decodes from the start), < 0 = error. */
+static int decode_seeking(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
+{
+    for (int j = 0; j < m; j++) {
+        int64_t k = w[j].index;
+        int r = position_for(v, k, err);
+        while (r == 0 && v->cur < k) {
+            r = next_frame(v, err);
+            if (r != 1) { /* end of stream or a decoding error here may be the seek's doing */
+                r = r == UPM_ENOMEM ? r : LOST;
+                break;
+            }
+            r = 0;
+            int64_t ts = v->frame->best_effort_timestamp;
+            if (ts != AV_NOPTS_VALUE && ts < v->floor_pts)
+                continue; /* a leading picture of an open GOP: its references precede the keyframe */
+            int64_t idx = ts == AV_NOPTS_VALUE ? -1 : frame_of_pts(v, ts);
+            if (idx < 0 || idx <= v->cur || idx > k || damaged(v->frame))
+                r = LOST; /* unknown or repeated timestamp, overshoot, or damage the seek may have caused */
+            else if ((v->cur = idx) == k)
+                r = store_frame(v, out + (size_t)w[j].slot * fb, err);
+        }
+        if (r != 0) {
+            v->running = 0;
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Reference path: decode from the first packet and count frames. */
+static int decode_straight(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
+{
+    int r = start_from_beginning(v, err);
+    for (int j = 0; r == 0 && j < m;) {
+        r = next_frame(v, err);
+        if (r == 0)
+            r = upm_errf(err, UPM_EBADDATA, "video: the %s stream ended after %lld of %lld frames (truncated?)",
+                         v->info.codec, (long long)(v->cur + 1), (long long)v->info.num_frames);
+        if (r < 0)
+            break;
+        v->cur++;
+        if (v->pts && (v->cur >= v->info.num_frames || v->frame->best_effort_timestamp != v->pts[v->cur]))
+            v->stats.pts_mismatches++;
+        r = 0;
+        if (j < m && w[j].index == v->cur && damaged(v->frame)) /* a straight decode is the truth: the data is bad */
+            r = upm_errf(err, UPM_EBADDATA, "video: %s frame %lld decoded with errors (damaged data)", v->info.codec,
+                         (long long)v->cur);
+        for (; r == 0 && j < m && w[j].index == v->cur; j++)
+            r = store_frame(v, out + (size_t)w[j].slot * fb, err);
+    }
+    if (r < 0)
+        v->running = 0;
+    return r;
+}
+
+static int cmp_want(const void *a, const void *b)
+{
+    const want *x = a, *y = b;
+    return x->index != y->index ? (x->index > y->index) - (x->index < y->index) : (x->slot > y->slot) - (x->slot < y->slot);
+}
+
+int upm_video_decode(upm_video *v, const int64_t *indices, int T, upm_video_frames *out, upm_err *err)
+{
+    memset(out, 0, sizeof *out);
+    memset(&v->stats, 0, sizeof v->stats);
+    if (T <= 0)
+        return upm_errf(err, UPM_EINVAL, "video: %d frames asked", T);
+    for (int t = 0; t < T; t++)
+        if (indices[t] < 0 || indices[t] >= v->info.num_frames)
+            return upm_errf(err, UPM_EINVAL, "video: frame %lld asked of a %lld-frame video", (long long)indices[t],
+                            (long long)v->info.num_frames);
+    size_t fb = (size_t)v->info.out_width * (size_t)v->info.out_height * 3;
+    want *w = malloc((size_t)T * sizeof *w);
+    uint8_t *rgb = malloc((size_t)T * fb);
+    if (!w || !rgb) {
+        free(w);
+        free(rgb);
+        return upm_errf(err, UPM_ENOMEM, "video: out of memory for %d frames of %dx%d", T, v->info.out_width,
+                        v->info.out_height);
+    }
+    for (int t = 0; t < T; t++)
+        w[t] = (want){indices[t], t};
+    qsort(w, (size_t)T, sizeof *w, cmp_want);
+    int m = 0; /* unique frames, each stored at its first slot */
+    for (int t = 0; t < T; t++)
+        if (m == 0 || w[m - 1].index != w[t].index)
+            w[m++] = w[t];
+    int r = LOST;
+    if (!v->opts.no_seek && v->pts)
+        r = decode_seeking(v, w, m, rgb, fb, err);
+    if (r == LOST) {
+        v->stats.fallbacks += !v->opts.no_seek && v->pts;
+        r = decode_straight(v, w, m, rgb, fb, err);
+    }
+    if (r == 0) /* repeated indices copy their first slot */
+        for (int t = 0, j = 0; t < T; t++) {
+            for (j = 0; w[j].index != indices[t]; j++)
+                ;
+            if (w[j].slot != t)
+                memcpy(rgb + (size_t)t * fb, rgb + (size_t)w[j].slot * fb, fb);
+        }
+    free(w);
+    if (r < 0) {
+        free(rgb);
+        return r;
+    }
+    *out = (upm_video_frames){T, v->info.out_width, v->info.out_height, rgb};
+    return 0;
+}
+
+int upm_video_probe(const void *data, size_t n, upm_video_info *info, upm_err *err)
+{
+    upm_video *v;
+    int r = upm_video_open(data, n, NULL, &v, err);
+    if (r < 0)
+        return r;
+    *info = v->info;
+    upm_video_close(v);
+    return 0;
+}
+
+int upm_video_decode_frames(const void *data, size_t n, const int64_t *indices, int T, const upm_video_opts *opts,
+                            upm_video_frames *out, upm_err *err)
+{
+    upm_video *v;
+    memset(out, 0, sizeof *out);
+    int r = upm_video_open(data, n, opts, &v, err);
+    if (r < 0)
+        return r;
+    r = upm_video_decode(v, indices, T, out, err);
+    upm_video_close(v);
+    return r;
+}
+
+int upm_video_sample_indices(int64_t num_frames, double fps, int T, double interval, int train, upm_rng *rng,
+                             int64_t *out, upm_err *err)
+{
+    int64_t n = num_frames;
+    if (n <= 0 || T <= 0)
+        return upm_errf(err, UPM_EINVAL, "video: cannot sample %d frames from a %lld-frame video", T, (long long)n);
+    if (train && !rng)
+        return upm_errf(err, UPM_EINVAL, "video: training frame sampling needs a random stream");
+    if (!train) { /* segment centres */
+        for (int i = 0; i < T; i++)
+            out[i] = (2 * (int64_t)i + 1) * n / (2 * (int64_t)T);
+        return 0;
+    }
+    if (n < T) { /* too short even at stride 1: spread what there is, repeating frames */
+        for (int i = 0; i < T; i++)
+            out[i] = (int64_t)i * n / T;
+        return 0;
+    }
+    double stride = (interval > 0 ? interval : UPM_VIDEO_INTERVAL) * (fps > 0 ? fps : 30.0) / 30.0;
+    if (stride < 1.0)
+        stride = 1.0;
+    int64_t span = T > 1 ? (int64_t)floor(stride * (T - 1)) + 1 : 1;
+    if (span > n) { /* too short for the interval: shrink it to cover the whole video */
+        stride = (double)(n - 1) / (T - 1);
+        span = n;
+    }
+    int64_t start = span < n ? (int64_t)upm_rng_below(rng, (uint64_t)(n - span + 1)) : 0;
+    for (int i = 0; i < T; i++) {
+        int64_t k = start + (int64_t)floor(i * stride + 1e-9);
+        out[i] = k < n ? k : n - 1;
+    }
+    return 0;
+}

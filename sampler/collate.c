@@ -1,0 +1,263 @@
+/* Batch rows from samples (see collate.h). */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment_image.h"
+#include "augment_video.h"
+#include "collate.h"
+#include "text_mask.h"
+#include "video.h"
+
+#define MAX_TEXT_IDS 4096
+
+int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_batch_shape *sh, upm_err *err)
+{
+    memset(sh, 0, sizeof *sh);
+    sh->B = B;
+    for (int i = 0; i < t->n_inputs; i++) {
+        sh->seg[i].field = t->inputs[i].field;
+        sh->seg[i].side = UPM_SIDE_INPUT;
+        sh->seg[i].modality = t->inputs[i].modality;
+        sh->seg[i].T = t->inputs[i].modality == UPM_MOD_VIDEO ? o->frames : 1;
+        sh->seg[i].H = sh->seg[i].W = o->image_size;
+        sh->seg[i].L = t->max_text_len - 1; /* the model prepends <|spe|> */
+    }
+    sh->nseg = t->n_inputs;
+    if (t->prompt[0]) { /* one prompt segment carries every text input: keep the first, drop the others */
+        int w = 0, kept = 0;
+        for (int i = 0; i < sh->nseg; i++)
+            if (sh->seg[i].modality != UPM_MOD_TEXT || !kept++)
+                sh->seg[w++] = sh->seg[i];
+        sh->nseg = w;
+    }
+    if (t->formulation == UPM_FORM_PAIR) {
+        int s = sh->nseg++;
+        sh->seg[s].field = t->target_field;
+        sh->seg[s].side = UPM_SIDE_TARGET;
+        sh->seg[s].modality = t->target_modality;
+        sh->seg[s].T = t->target_modality == UPM_MOD_VIDEO ? o->frames : 1;
+        sh->seg[s].H = sh->seg[s].W = o->image_size;
+        sh->seg[s].L = t->max_target_len - 1;
+    }
+    sh->with_labels = t->formulation == UPM_FORM_LABEL;
+    sh->with_mlm_targets = t->formulation == UPM_FORM_VOCAB_MLM;
+    for (int i = 0; i < sh->nseg; i++)
+        if (sh->seg[i].modality != UPM_MOD_TEXT && (o->image_size < 16 || o->image_size % 16))
+            return upm_errf(err, UPM_EUSAGE, "image size %d is not a multiple of the 16-pixel patch", o->image_size);
+    return 0;
+}
+
+/* The bytes of a field: "txt" is the member with that extension; "json:key" the string (or number)
+ * at key in the sample's .json member. *owned is set when the returned text must be freed. */
+static int field_text(const upm_wds_sample *s, const char *field, char **text, size_t *len, int *owned, upm_err *err)
+{
+    const char *colon = strchr(field, ':');
+    char ext[UPM_FIELD_MAX + 1];
+    snprintf(ext, sizeof ext, "%.*s", (int)(colon ? (size_t)(colon - field) : strlen(field)), field);
+    const upm_wds_field *f = upm_wds_sample_get(s, ext);
+    *owned = 0;
+    if (!f)
+        return upm_errf(err, UPM_EBADDATA, "%s: %s: no .%s member", s->url, s->key, ext);
+    if (!colon) {
+        *text = (char *)f->data;
+        *len = f->size;
+        return 0;
+    }
+    cJSON *doc = cJSON_ParseWithLength((const char *)f->data, f->size);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, colon + 1);
+    char buf[64];
+    const char *src = cJSON_IsString(v) ? v->valuestring : NULL;
+    if (cJSON_IsNumber(v)) {
+        snprintf(buf, sizeof buf, "%.17g", v->valuedouble);
+        src = buf;
+    }
+    if (!src) {
+        cJSON_Delete(doc);
+        return upm_errf(err, UPM_EBADDATA, "%s: %s: .%s has no string or number \"%s\"", s->url, s->key, ext, colon + 1);
+    }
+    *text = strdup(src);
+    *len = *text ? strlen(*text) : 0;
+    *owned = 1;
+    cJSON_Delete(doc);
+    return *text ? 0 : upm_errf(err, UPM_ENOMEM, "out of memory");
+}
+
+static int read_label(const upm_task *t, const upm_collate_opts *o, const upm_wds_sample *s, int32_t *label, upm_err *err)
+{
+    char *text, *end;
+    size_t len;
+    int owned, rc = field_text(s, t->target_field, &text, &len, &owned, err);
+    if (rc)
+        return rc;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf - 1 ? len : sizeof buf - 1), text);
+    if (owned)
+        free(text);
+    errno = 0;
+    long v = strtol(buf, &end, 10);
+    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')
+        end++;
+    if (end == buf || *end || errno || v < 0 || (o->n_labels > 0 && v >= o->n_labels))
+        return upm_errf(err, UPM_EBADDATA, "%s: %s: label '%s' is not a class index in 0..%d", s->url, s->key, buf,
+                        o->n_labels - 1);
+    *label = (int32_t)v;
+    return 0;
+}
+
+static int fill_image(const upm_collate_opts *o, const upm_task *t, const upm_wds_sample *s, const char *field,
+                      upm_side side, float *out, upm_rng *rng, upm_err *err)
+{
+    const upm_wds_field *f = upm_wds_sample_get(s, field);
+    if (!f)
+        return upm_errf(err, UPM_EBADDATA, "%s: %s: no .%s member", s->url, s->key, field);
+    upm_aug_image a;
+    upm_aug_mode mode = !o->train ? UPM_AUG_EVAL
+                        : (t->formulation == UPM_FORM_LABEL && side == UPM_SIDE_INPUT) ? UPM_AUG_TRAIN_CLASSIFY
+                                                                                        : UPM_AUG_TRAIN_PAIR;
+    upm_aug_image_init(&a, mode, o->image_size);
+    upm_image_req req = {.name = s->key};
+    int rc = upm_aug_image_bytes(&a, f->data, f->size, &req, rng, out, NULL, err);
+    if (rc && rc != UPM_ENOMEM) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        rc = upm_errf(err, UPM_EBADDATA, "%s: %s: %s", s->url, s->key, msg);
+    }
+    return rc;
+}
+
+static int fill_video(const upm_collate_opts *o, const upm_wds_sample *s, const char *field, float *out, upm_rng *rng,
+                      upm_err *err)
+{
+    const upm_wds_field *f = upm_wds_sample_get(s, field);
+    if (!f)
+        return upm_errf(err, UPM_EBADDATA, "%s: %s: no .%s member", s->url, s->key, field);
+    upm_video_aug aug = {.size = o->image_size};
+    upm_video_opts vo = {.max_short_side = upm_video_aug_decode_side(&aug)};
+    upm_video *v = NULL;
+    upm_video_frames frames = {0};
+    int64_t idx[64];
+    int rc = o->frames > 64 ? upm_errf(err, UPM_EUSAGE, "at most 64 frames") : upm_video_open(f->data, f->size, &vo, &v, err);
+    if (!rc) {
+        const upm_video_info *info = upm_video_get_info(v);
+        rc = upm_video_sample_indices(info->num_frames, info->fps, o->frames, o->video_interval, o->train, rng, idx, err);
+    }
+    if (!rc)
+        rc = upm_video_decode(v, idx, o->frames, &frames, err);
+    if (!rc)
+        rc = upm_video_augment(&frames, o->train, &aug, rng, out, NULL, err);
+    upm_video_frames_free(&frames);
+    upm_video_close(v);
+    if (rc && rc != UPM_ENOMEM && rc != UPM_EUSAGE) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        rc = upm_errf(err, UPM_EBADDATA, "%s: %s: %s", s->url, s->key, msg);
+    }
+    return rc;
+}
+
+/* Encodes the prompt with each {field} replaced by that field's tokens; fields are trimmed (longest
+ * first, from their end) so that the whole fits in L ids, keeping the prompt's own tokens. */
+static int encode_prompt(const upm_task *t, const upm_collate_opts *o, const upm_wds_sample *s, int32_t *ids, int L,
+                         int *n_out, upm_err *err)
+{
+    enum { MAXP = 2 * UPM_MAX_INPUTS + 2 };
+    int32_t *piece[MAXP] = {0};
+    int len[MAXP] = {0}, is_field[MAXP] = {0}, np = 0, rc = 0;
+    for (const char *p = t->prompt; *p && !rc && np < MAXP;) {
+        const char *open = strchr(p, '{');
+        size_t lit = open ? (size_t)(open - p) : strlen(p);
+        char *text = NULL;
+        size_t tlen = lit;
+        int owned = 0, field = 0;
+        if (lit) {
+            text = (char *)p;
+            p += lit;
+        } else {
+            const char *close = strchr(open, '}');
+            char name[UPM_FIELD_MAX + 1];
+            snprintf(name, sizeof name, "%.*s", (int)(close - open - 1), open + 1);
+            rc = field_text(s, name, &text, &tlen, &owned, err);
+            field = 1;
+            p = close + 1;
+        }
+        if (!rc && !(piece[np] = malloc(MAX_TEXT_IDS * sizeof(int32_t))))
+            rc = upm_errf(err, UPM_ENOMEM, "out of memory");
+        if (!rc && (len[np] = upm_bpe_encode(o->bpe, text, tlen, piece[np], MAX_TEXT_IDS, UPM_BPE_TRUNCATE, err)) < 0)
+            rc = len[np];
+        is_field[np++] = field;
+        if (owned)
+            free(text);
+    }
+    int total = 0;
+    for (int i = 0; i < np; i++)
+        total += len[i];
+    while (!rc && total > L) { /* trim the longest field */
+        int longest = -1;
+        for (int i = 0; i < np; i++)
+            if (is_field[i] && len[i] > 0 && (longest < 0 || len[i] > len[longest]))
+                longest = i;
+        if (longest < 0)
+            rc = upm_errf(err, UPM_EINVAL, "task %s: the prompt alone needs more than %d tokens", t->name, L);
+        else
+            len[longest]--, total--;
+    }
+    *n_out = 0;
+    for (int i = 0; i < np; i++) {
+        if (!rc) {
+            memcpy(ids + *n_out, piece[i], (size_t)len[i] * sizeof *ids);
+            *n_out += len[i];
+        }
+        free(piece[i]);
+    }
+    return rc;
+}
+
+static int fill_text(const upm_task *t, const upm_collate_opts *o, const upm_wds_sample *s, upm_segment *seg,
+                     upm_batch *b, int row, upm_rng *rng, upm_err *err)
+{
+    int32_t *ids = seg->ids + (size_t)row * (size_t)seg->L;
+    int n, rc = 0;
+    if (!o->bpe)
+        return upm_errf(err, UPM_EUSAGE, "task %s has text but no BPE vocabulary was given", t->name);
+    if (t->prompt[0] && seg->side == UPM_SIDE_INPUT) {
+        rc = encode_prompt(t, o, s, ids, seg->L, &n, err);
+    } else {
+        char *text;
+        size_t len;
+        int owned;
+        if ((rc = field_text(s, seg->field, &text, &len, &owned, err)))
+            return rc;
+        n = upm_bpe_encode(o->bpe, text, len, ids, seg->L, UPM_BPE_ADD_EOT | UPM_BPE_TRUNCATE | UPM_BPE_STRICT_UTF8, err);
+        if (owned)
+            free(text);
+        rc = n < 0 ? n : 0;
+    }
+    if (rc)
+        return rc == UPM_ENOMEM ? rc : upm_errf(err, UPM_EBADDATA, "%s: %s: %s", s->url, s->key, err->msg);
+    seg->lengths[row] = n;
+    if (t->formulation == UPM_FORM_VOCAB_MLM && seg->side == UPM_SIDE_INPUT)
+        return upm_text_mask(o->bpe, ids, n, rng, b->mlm_targets + (size_t)row * (size_t)seg->L, err);
+    return 0;
+}
+
+int upm_collate_row(const upm_task *t, const upm_collate_opts *o, const upm_wds_sample *s, upm_batch *b, int row,
+                    upm_rng *rng, upm_err *err)
+{
+    int rc = 0;
+    for (int i = 0; i < b->nseg && !rc; i++) {
+        upm_segment *seg = &b->seg[i];
+        size_t px = (size_t)seg->T * 3 * (size_t)seg->H * (size_t)seg->W;
+        if (seg->modality == UPM_MOD_IMAGE)
+            rc = fill_image(o, t, s, seg->field, seg->side, seg->pixels + (size_t)row * px, rng, err);
+        else if (seg->modality == UPM_MOD_VIDEO)
+            rc = fill_video(o, s, seg->field, seg->pixels + (size_t)row * px, rng, err);
+        else
+            rc = fill_text(t, o, s, seg, b, row, rng, err);
+    }
+    if (!rc && b->labels)
+        rc = read_label(t, o, s, &b->labels[row], err);
+    return rc;
+}

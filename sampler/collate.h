@@ -1,0 +1,29 @@
+/* From raw WebDataset samples to batch rows, per task formulation: which segments a batch of a task
+ * has (images [T=1], videos [T frames], text token ids), and how one sample fills one row (decode,
+ * augment, tokenise, mask, label). Pure per row: a row depends only on its sample and its rng stream,
+ * so rows can be filled on any thread in any order. */
+#ifndef UPM_COLLATE_H
+#define UPM_COLLATE_H
+
+#include "batch.h"
+#include "bpe.h"
+#include "rng.h"
+#include "wds.h"
+
+typedef struct upm_collate_opts {
+    int train;            /* training augmentation (else evaluation transforms) */
+    int image_size;       /* pixels per side: 160 in stage 1, 224 in stage 2 */
+    int frames;           /* T of video segments */
+    double video_interval;/* frames at 30 fps between sampled frames (training) */
+    upm_bpe *bpe;         /* needed by tasks with text */
+    int n_labels;         /* label tasks: classes in the label set (0 = don't check) */
+} upm_collate_opts;
+
+/* The batch shape of task t with B rows. */
+int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_batch_shape *sh, upm_err *err);
+/* Fills row `row` of b from sample s. UPM_EBADDATA when the sample is unusable (missing field,
+ * undecodable image or video, bad label, text that is not UTF-8): the caller takes another sample. */
+int upm_collate_row(const upm_task *t, const upm_collate_opts *o, const upm_wds_sample *s, upm_batch *b, int row,
+                    upm_rng *rng, upm_err *err);
+
+#endif

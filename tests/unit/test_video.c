@@ -1,0 +1,625 @@
+/* Unit test for pipeline/video.c and pipeline/augment_video.c on the real clips of the test data:
+ * probe figures across codecs and containers, seek-based decoding equal byte for byte to a straight
+ * decode, the frame sampling policy, augmentation geometry and values, and bad inputs. */
+#include <libavformat/avformat.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "augment_video.h"
+#include "check.h"
+#include "video.h"
+
+typedef struct bytes {
+    uint8_t *p;
+    size_t n;
+} bytes;
+
+static const char *testdata;
+
+static bytes slurp(const char *rel)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", testdata, rel);
+    bytes b = {NULL, 0};
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (!f || fstat(fileno(f), &st) != 0 || !(b.p = malloc((size_t)st.st_size + 1)) ||
+        fread(b.p, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+        fprintf(stderr, "test_video: cannot read %s (run tools/fetch-testdata)\n", path);
+        exit(1);
+    }
+    fclose(f);
+    b.n = (size_t)st.st_size;
+    return b;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- frame sampling policy ---- */
+
+static int ascending(const int64_t *a, int n, int strict)
+{
+    for (int i = 1; i < n; i++)
+        if (strict ? a[i] <= a[i - 1] : a[i] < a[i - 1])
+            return 0;
+    return 1;
+}
+
+static void test_policy(void)
+{
+    int64_t a[8], b[8];
+    upm_err err;
+    /* evaluation: segment centres of 100 frames, no randomness */
+    CHECK(upm_video_sample_indices(100, 30, 8, 0, 0, NULL, a, &err) == 0);
+    const int64_t centres[8] = {6, 18, 31, 43, 56, 68, 81, 93};
+    CHECK(memcmp(a, centres, sizeof a) == 0);
+    CHECK(upm_video_sample_indices(5, 30, 8, 0, 0, NULL, a, &err) == 0); /* fewer frames than T: repeats */
+    CHECK(ascending(a, 8, 0) && a[0] == 0 && a[7] == 4);
+    for (int64_t n = 8; n < 400; n += 13) { /* uniform: gaps differ by at most one frame */
+        CHECK(upm_video_sample_indices(n, 25, 8, 0, 0, NULL, a, &err) == 0);
+        int64_t lo = n, hi = 0;
+        for (int i = 1; i < 8; i++) {
+            lo = a[i] - a[i - 1] < lo ? a[i] - a[i - 1] : lo;
+            hi = a[i] - a[i - 1] > hi ? a[i] - a[i - 1] : hi;
+        }
+        CHECK(ascending(a, 8, 1) && a[0] == n / 16 && a[7] < n && hi - lo <= 1);
+    }
+    /* training, room to move (cockatoo: 280 frames at 20 fps): stride 32*20/30 = 21.33, span 150 */
+    int64_t min_start = 1000, max_start = -1;
+    for (uint64_t seed = 0; seed < 2000; seed++) {
+        upm_rng r = upm_rng_stream(seed, UPM_RNG_FRAMES, 0, 0, 0);
+        CHECK(upm_video_sample_indices(280, 20, 8, 0, 1, &r, a, &err) == 0);
+        for (int i = 1; i < 8; i++)
+            CHECK(a[i] - a[i - 1] == 21 || a[i] - a[i - 1] == 22);
+        CHECK(a[7] - a[0] == 149 && a[0] >= 0 && a[7] < 280);
+        min_start = a[0] < min_start ? a[0] : min_start;
+        max_start = a[0] > max_start ? a[0] : max_start;
+    }
+    CHECK(min_start <= 3 && max_start >= 127 && max_start <= 130);
+    /* determinism by seed, and seeds differ */
+    upm_rng r1 = upm_rng_stream(7, UPM_RNG_FRAMES, 1, 2, 3), r2 = upm_rng_stream(7, UPM_RNG_FRAMES, 1, 2, 3);
+    CHECK(upm_video_sample_indices(280, 20, 8, 0, 1, &r1, a, &err) == 0);
+    CHECK(upm_video_sample_indices(280, 20, 8, 0, 1, &r2, b, &err) == 0);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    int differ = 0;
+    for (uint64_t seed = 8; seed < 18; seed++) {
+        upm_rng r = upm_rng_stream(seed, UPM_RNG_FRAMES, 1, 2, 3);
+        CHECK(upm_video_sample_indices(280, 20, 8, 0, 1, &r, b, &err) == 0);
+        differ += memcmp(a, b, sizeof a) != 0;
+    }
+    CHECK(differ >= 9);
+    /* too short for the interval (the 5.6 s clip, 166 frames at 30 fps): the stride shrinks, whole clip */
+    upm_rng r = upm_rng_stream(1, UPM_RNG_FRAMES, 0, 0, 0);
+    CHECK(upm_video_sample_indices(166, 30, 8, 0, 1, &r, a, &err) == 0);
+    const int64_t whole[8] = {0, 23, 47, 70, 94, 117, 141, 165};
+    CHECK(memcmp(a, whole, sizeof a) == 0);
+    CHECK(upm_video_sample_indices(36, 29.97, 8, 0, 1, &r, a, &err) == 0); /* realshort: stride 5 */
+    for (int i = 0; i < 8; i++)
+        CHECK(a[i] == 5 * i);
+    CHECK(upm_video_sample_indices(5, 30, 8, 0, 1, &r, a, &err) == 0); /* fewer frames than T */
+    const int64_t rep[8] = {0, 0, 1, 1, 2, 3, 3, 4};
+    CHECK(memcmp(a, rep, sizeof a) == 0);
+    CHECK(upm_video_sample_indices(1000, 30, 8, 4, 1, &r, a, &err) == 0); /* a custom interval */
+    for (int i = 1; i < 8; i++)
+        CHECK(a[i] - a[i - 1] == 4);
+    CHECK(upm_video_sample_indices(1, 30, 1, 0, 1, &r, a, &err) == 0 && a[0] == 0);
+    CHECK(upm_video_sample_indices(0, 30, 8, 0, 0, NULL, a, &err) == UPM_EINVAL && err.msg[0]);
+    CHECK(upm_video_sample_indices(10, 30, 0, 0, 0, NULL, a, &err) == UPM_EINVAL);
+    CHECK(upm_video_sample_indices(100, 30, 8, 0, 1, NULL, a, &err) == UPM_EINVAL);
+}
+
+/* ---- probing across codecs ---- */
+
+static const struct codec_clip {
+    const char *path, *container, *codec;
+    int w, h;
+} codec_clips[] = {
+    {"video/codecs/mp4.mp4", "mov", "h264", 560, 320}, {"video/codecs/mov.mov", "mov", "h264", 560, 320},
+    {"video/codecs/webm.webm", "matroska", "vp8", 560, 320}, {"video/codecs/ogg.ogv", "ogg", "theora", 560, 320},
+    {"video/codecs/flv.flv", "flv", "flv1", 320, 240}, {"video/codecs/3gp.3gp", "mov", "h263", 352, 288},
+};
+#define N_CODEC_CLIPS (int)(sizeof codec_clips / sizeof codec_clips[0])
+
+static void test_probe(void)
+{
+    upm_err err;
+    double dmin = 1e9, dmax = 0;
+    printf("%-24s %-9s %-7s %9s %6s %5s %7s %8s\n", "clip", "container", "codec", "size", "frames", "keys", "fps",
+           "dur(s)");
+    for (int i = 0; i < N_CODEC_CLIPS; i++) {
+        const struct codec_clip *c = &codec_clips[i];
+        bytes b = slurp(c->path);
+        upm_video_info in;
+        int r = upm_video_probe(b.p, b.n, &in, &err);
+        CHECK(r == 0);
+        if (r != 0) {
+            fprintf(stderr, "%s: %s\n", c->path, err.msg);
+            free(b.p);
+            continue;
+        }
+        printf("%-24s %-9s %-7s %4dx%-4d %6lld %5lld %7.3f %8.3f\n", c->path + 6, in.container, in.codec, in.width,
+               in.height, (long long)in.num_frames, (long long)in.num_keyframes, in.fps, in.duration_s);
+        CHECK(strcmp(in.container, c->container) == 0 && strcmp(in.codec, c->codec) == 0);
+        CHECK(in.width == c->w && in.height == c->h && in.out_width == c->w && in.out_height == c->h);
+        CHECK(in.num_keyframes >= 1 && in.num_keyframes <= in.num_frames);
+        CHECK(fabs(in.duration_s - in.num_frames / in.fps) < 1e-9);
+        dmin = in.duration_s < dmin ? in.duration_s : dmin;
+        dmax = in.duration_s > dmax ? in.duration_s : dmax;
+        /* the 30 fps encodings agree on the count; FLV was encoded at 25 fps, 3GP at 15 */
+        if (fabs(in.fps - 30) < 0.1)
+            CHECK(llabs(in.num_frames - 166) <= 2);
+        else
+            CHECK((strcmp(c->codec, "flv1") == 0 && llabs(in.num_frames - 139) <= 2 && fabs(in.fps - 25) < 0.1) ||
+                  (strcmp(c->codec, "h263") == 0 && llabs(in.num_frames - 83) <= 2 && fabs(in.fps - 15) < 0.1));
+        free(b.p);
+    }
+    /* durations agree across all six within two frames of the slowest rate (15 fps) */
+    CHECK(dmax - dmin < 2.0 / 15 && dmin > 5.4 && dmax < 5.7);
+
+    bytes b = slurp("video/cockatoo.mp4");
+    upm_video_info in;
+    CHECK(upm_video_probe(b.p, b.n, &in, &err) == 0);
+    CHECK(in.width == 1280 && in.height == 720 && in.num_frames == 280 && fabs(in.fps - 20) < 1e-6 &&
+          fabs(in.duration_s - 14) < 1e-6 && strcmp(in.codec, "h264") == 0);
+    free(b.p);
+    b = slurp("video/realshort.mp4");
+    CHECK(upm_video_probe(b.p, b.n, &in, &err) == 0);
+    CHECK(in.width == 320 && in.height == 240 && in.num_frames == 36 && fabs(in.duration_s - 1.2) < 0.01);
+    free(b.p);
+}
+
+/* ---- seek-based decoding equals a straight decode ---- */
+
+typedef struct clip_stats {
+    int calls, seeks, fallbacks;
+    int64_t decoded, asked;
+} clip_stats;
+
+/* Decodes `idx` through handle v and compares every frame with the reference frames. */
+static void check_against(upm_video *v, const uint8_t *ref, size_t fb, const int64_t *idx, int T, clip_stats *cs,
+                          const char *name)
+{
+    upm_err err;
+    upm_video_frames f;
+    int r = upm_video_decode(v, idx, T, &f, &err);
+    CHECK(r == 0);
+    if (r != 0) {
+        fprintf(stderr, "%s: %s\n", name, err.msg);
+        return;
+    }
+    int bad = 0;
+    for (int t = 0; t < T; t++)
+        bad += memcmp(f.rgb + (size_t)t * fb, ref + (size_t)idx[t] * fb, fb) != 0;
+    CHECK(bad == 0);
+    if (bad)
+        fprintf(stderr, "%s: %d of %d frames differ from the straight decode (first index %lld)\n", name, bad, T,
+                (long long)idx[0]);
+    upm_video_stats s = upm_video_get_stats(v);
+    cs->calls++;
+    cs->seeks += s.seeks;
+    cs->fallbacks += s.fallbacks;
+    cs->decoded += s.frames_decoded;
+    cs->asked += T;
+    upm_video_frames_free(&f);
+}
+
+/* every: the step of the backwards walk over single frames (0: 1 with several keyframes, where
+ * each step seeks; 6 with one keyframe, where each step restarts from the first frame). */
+static void test_seek_equals_straight(const char *path, int short_side, int every)
+{
+    upm_err err;
+    bytes b = slurp(path);
+    upm_video_opts ref_opts = {.max_short_side = short_side, .no_seek = 1}, opts = {.max_short_side = short_side};
+    upm_video *v;
+    if (upm_video_open(b.p, b.n, &ref_opts, &v, &err) != 0) {
+        CHECK(!"open");
+        fprintf(stderr, "%s: %s\n", path, err.msg);
+        free(b.p);
+        return;
+    }
+    const upm_video_info in = *upm_video_get_info(v);
+    int64_t n = in.num_frames;
+    int64_t *all = malloc((size_t)n * sizeof *all);
+    for (int64_t i = 0; i < n; i++)
+        all[i] = i;
+    upm_video_frames ref;
+    double t0 = now();
+    CHECK(upm_video_decode(v, all, (int)n, &ref, &err) == 0);
+    double dt = now() - t0;
+    upm_video_stats rs = upm_video_get_stats(v);
+    CHECK(rs.seeks == 0 && rs.frames_decoded == n && rs.pts_mismatches == 0); /* the index names the same frames */
+    upm_video_close(v);
+    size_t fb = (size_t)in.out_width * in.out_height * 3;
+
+    clip_stats cs = {0};
+    CHECK(upm_video_open(b.p, b.n, &opts, &v, &err) == 0); /* one handle for all: exercises continuing */
+    int64_t idx[16];
+    for (uint64_t seed = 0; seed < 4; seed++) { /* train policy, several seeds; then the eval policy */
+        upm_rng r = upm_rng_stream(seed, UPM_RNG_FRAMES, 0, 0, 0);
+        CHECK(upm_video_sample_indices(n, in.fps, 8, 0, 1, &r, idx, &err) == 0);
+        check_against(v, ref.rgb, fb, idx, 8, &cs, path);
+        upm_video *fresh;
+        CHECK(upm_video_open(b.p, b.n, &opts, &fresh, &err) == 0);
+        check_against(fresh, ref.rgb, fb, idx, 8, &cs, path);
+        upm_video_close(fresh);
+    }
+    CHECK(upm_video_sample_indices(n, in.fps, 8, 0, 0, NULL, idx, &err) == 0);
+    check_against(v, ref.rgb, fb, idx, 8, &cs, path);
+    const int64_t odd[7] = {n - 1, 0, n / 2, n / 2, n - 2, 1, n / 3}; /* any order, repeats */
+    check_against(v, ref.rgb, fb, odd, 7, &cs, path);
+    upm_rng r = upm_rng_stream(99, UPM_RNG_FRAMES, 0, 0, 0);
+    for (int i = 0; i < 16; i++)
+        idx[i] = (int64_t)upm_rng_below(&r, (uint64_t)n);
+    check_against(v, ref.rgb, fb, idx, 16, &cs, path);
+    if (every <= 0)
+        every = in.num_keyframes > 1 ? 1 : 6;
+    for (int64_t k = n - 1; k >= 0; k -= every) /* single frames backwards: a seek (or restart) each */
+        check_against(v, ref.rgb, fb, &k, 1, &cs, path);
+    printf("%-24s %4lld frames %3lld keys: straight %6.1f frames/s at %dx%d; seek path: %d calls, %d seeks, "
+           "%d fallbacks, %.1f frames decoded per frame asked; %.1f s\n",
+           path + 6, (long long)n, (long long)in.num_keyframes, n / dt, in.out_width, in.out_height, cs.calls, cs.seeks,
+           cs.fallbacks, (double)cs.decoded / cs.asked, now() - t0);
+    if (in.num_keyframes > 1)
+        CHECK(cs.seeks > 0); /* with several keyframes, going backwards seeks instead of restarting */
+    upm_video_close(v);
+    upm_video_frames_free(&ref);
+    free(all);
+    free(b.p);
+}
+
+/* Decoding speed at native size, single thread: the clip in chunks of 8 consecutive frames. */
+static void bench(const char *path)
+{
+    upm_err err;
+    bytes b = slurp(path);
+    upm_video *v;
+    CHECK(upm_video_open(b.p, b.n, NULL, &v, &err) == 0);
+    const upm_video_info *in = upm_video_get_info(v);
+    double t0 = now();
+    int64_t decoded = 0;
+    for (int64_t k = 0; k + 8 <= in->num_frames; k += 8) {
+        int64_t idx[8];
+        for (int i = 0; i < 8; i++)
+            idx[i] = k + i;
+        upm_video_frames f;
+        CHECK(upm_video_decode(v, idx, 8, &f, &err) == 0);
+        decoded += upm_video_get_stats(v).frames_decoded;
+        upm_video_frames_free(&f);
+    }
+    double dt = now() - t0;
+    printf("speed %-24s %dx%d %s: %lld frames decoded + RGB in %.2f s = %.0f frames/s (1 thread)\n", path + 6, in->width,
+           in->height, in->codec, (long long)decoded, dt, decoded / dt);
+    upm_video_close(v);
+    free(b.p);
+}
+
+/* ---- augmentation ---- */
+
+static float ref_pixel(const upm_video_frames *f, int t, int c, const upm_video_aug_params *p, int y, int x, int S)
+{
+    int xr = p->crop_x + (p->flip ? S - 1 - x : x), yr = p->crop_y + y;
+    double sx = fmax(0, (xr + 0.5) * f->width / p->resized_w - 0.5), sy = fmax(0, (yr + 0.5) * f->height / p->resized_h - 0.5);
+    int x0 = (int)sx, y0 = (int)sy, x1 = x0 + 1 < f->width ? x0 + 1 : x0, y1 = y0 + 1 < f->height ? y0 + 1 : y0;
+    double wx = sx - x0, wy = sy - y0;
+#define PX(yy, xx) f->rgb[(((size_t)t * f->height + (yy)) * f->width + (xx)) * 3 + c]
+    double v = (PX(y0, x0) * (1 - wx) + PX(y0, x1) * wx) * (1 - wy) + (PX(y1, x0) * (1 - wx) + PX(y1, x1) * wx) * wy;
+#undef PX
+    return (float)((v / 255.0 - 0.5) / 0.5);
+}
+
+/* Spot pixels of out against ref_pixel's independent bilinear; the largest difference. */
+static double spot_diff(const upm_video_frames *f, const float *out, const upm_video_aug_params *p, int S)
+{
+    double maxdiff = 0;
+    size_t plane = (size_t)S * S;
+    for (int t = 0; t < f->T; t += 3)
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < S; y += 37)
+                for (int x = 0; x < S; x += 23)
+                    maxdiff = fmax(maxdiff, fabs(out[((size_t)t * 3 + c) * plane + (size_t)y * S + x] -
+                                                  ref_pixel(f, t, c, p, y, x, S)));
+    return maxdiff;
+}
+
+/* Evaluation: short side to 224, centre crop (or the two ends), every value in [-1, 1]. */
+static void test_augment_eval(const upm_video_frames *in, float *out, size_t clip)
+{
+    const upm_video_frames f = *in;
+    upm_err err;
+    const int S = 224;
+    for (size_t i = 0; i < clip + 16; i++)
+        out[i] = NAN;
+    upm_video_aug_params p;
+    CHECK(upm_video_augment(&f, 0, NULL, NULL, out, &p, &err) == 0);
+    CHECK(p.short_side == 224 && p.resized_w == 298 && p.resized_h == 224 && p.crop_x == 37 && p.crop_y == 0 && !p.flip);
+    int nan = 0, outside = 0;
+    float lo = 9, hi = -9;
+    for (size_t i = 0; i < clip; i++) {
+        nan += isnan(out[i]);
+        outside += !(out[i] >= -1.0f && out[i] <= 1.0f);
+        lo = out[i] < lo ? out[i] : lo;
+        hi = out[i] > hi ? out[i] : hi;
+    }
+    CHECK(nan == 0 && outside == 0 && isnan(out[clip]) && isnan(out[clip + 15])); /* all written, none past */
+    CHECK(lo < -0.5f && hi > 0.5f); /* a real office scene spans dark and bright */
+    CHECK(spot_diff(&f, out, &p, S) < 1e-4);
+    upm_video_aug left = {.eval_crop = 1}, right = {.eval_crop = 2};
+    CHECK(upm_video_aug_params_get(320, 240, 0, &left, NULL, &p, &err) == 0 && p.crop_x == 0);
+    CHECK(upm_video_aug_params_get(320, 240, 0, &right, NULL, &p, &err) == 0 && p.crop_x == 74);
+    CHECK(upm_video_aug_params_get(240, 320, 0, &right, NULL, &p, &err) == 0 && p.crop_x == 0 && p.crop_y == 74);
+    CHECK(upm_video_aug_decode_side(NULL) == 320);
+    upm_video_aug unit = {.std = {1, 1, 1}}; /* mean 0, std 1: pixels map to [0, 1] */
+    CHECK(upm_video_augment(&f, 0, &unit, NULL, out, NULL, &err) == 0);
+    CHECK(fabsf(out[0] - ((ref_pixel(&f, 0, 0, &(upm_video_aug_params){224, 298, 224, 37, 0, 0}, 0, 0, S) + 1) / 2)) < 1e-4);
+    upm_video_aug bad = {.scale_min = 0.5, .scale_max = 1};
+    CHECK(upm_video_augment(&f, 0, &bad, NULL, out, NULL, &err) == UPM_EINVAL && err.msg[0]);
+    CHECK(upm_video_augment(&f, 1, NULL, NULL, out, NULL, &err) == UPM_EINVAL);
+}
+
+/* Training: jitter and crop ranges, flip rate, one geometry per clip, determinism, the mirror. */
+static void test_augment_train(const upm_video_frames *in, float *out, float *again, size_t clip)
+{
+    const upm_video_frames f = *in;
+    upm_err err;
+    const int S = 224;
+    size_t plane = (size_t)S * S;
+    upm_video_aug_params p;
+    int flips = 0, smin = 1000, smax = 0;
+    for (uint64_t seed = 0; seed < 400; seed++) {
+        upm_rng r = upm_rng_stream(seed, UPM_RNG_AUGMENT, 0, 0, 0);
+        CHECK(upm_video_aug_params_get(320, 240, 1, NULL, &r, &p, &err) == 0);
+        CHECK(p.short_side >= 256 && p.short_side <= 320 && p.resized_h == p.short_side &&
+              p.resized_w == (int)floor(320.0 / 240 * p.short_side));
+        CHECK(p.crop_x >= 0 && p.crop_x + S <= p.resized_w && p.crop_y >= 0 && p.crop_y + S <= p.resized_h);
+        flips += p.flip;
+        smin = p.short_side < smin ? p.short_side : smin;
+        smax = p.short_side > smax ? p.short_side : smax;
+    }
+    CHECK(flips > 150 && flips < 250 && smin <= 260 && smax >= 316);
+
+    /* one geometry for the whole clip: each frame equals that frame augmented alone with the same draw */
+    int64_t flip_seed = -1;
+    for (uint64_t seed = 0; seed < 20; seed++) {
+        upm_rng r = upm_rng_stream(seed, UPM_RNG_AUGMENT, 5, 0, 0), r1 = r, r2 = r;
+        CHECK(upm_video_augment(&f, 1, NULL, &r, out, &p, &err) == 0);
+        if (p.flip && flip_seed < 0)
+            flip_seed = (int64_t)seed;
+        CHECK(upm_video_augment(&f, 1, NULL, &r1, again, NULL, &err) == 0);
+        CHECK(memcmp(out, again, clip * sizeof *out) == 0); /* determinism */
+        int same = 1;
+        float maxabs = 0;
+        for (int t = 0; t < 8; t++) {
+            upm_video_frames one = {1, f.width, f.height, f.rgb + (size_t)t * f.width * f.height * 3};
+            upm_rng rt = r2;
+            CHECK(upm_video_augment(&one, 1, NULL, &rt, again, NULL, &err) == 0);
+            same &= memcmp(out + (size_t)t * 3 * plane, again, 3 * plane * sizeof *out) == 0;
+        }
+        for (size_t i = 0; i < clip; i++)
+            maxabs = fabsf(out[i]) > maxabs ? fabsf(out[i]) : maxabs;
+        CHECK(same && maxabs <= 1.0f);
+    }
+    /* the flip mirrors: a flipped clip is the unflipped one with every row reversed */
+    CHECK(flip_seed >= 0);
+    upm_rng r = upm_rng_stream((uint64_t)flip_seed, UPM_RNG_AUGMENT, 5, 0, 0);
+    CHECK(upm_video_augment(&f, 1, NULL, &r, out, &p, &err) == 0 && p.flip);
+    p.flip = 0;
+    CHECK(upm_video_aug_apply(&f, &p, NULL, again, &err) == 0);
+    int mirrored = 1;
+    for (size_t row = 0; row < 8 * 3 * (size_t)S; row++)
+        for (int x = 0; x < S; x++)
+            mirrored &= out[row * S + x] == again[row * S + (S - 1 - x)];
+    CHECK(mirrored);
+    p.flip = 1;
+    CHECK(spot_diff(&f, out, &p, S) < 1e-4); /* scale, crop and flip as an independent bilinear computes them */
+}
+
+static void test_augment(void)
+{
+    upm_err err;
+    bytes b = slurp("video/realshort.mp4");
+    const int64_t idx[8] = {0, 5, 10, 15, 20, 25, 30, 35};
+    upm_video_frames f;
+    CHECK(upm_video_decode_frames(b.p, b.n, idx, 8, NULL, &f, &err) == 0);
+    CHECK(f.T == 8 && f.width == 320 && f.height == 240);
+    size_t clip = 8 * 3 * (size_t)224 * 224;
+    float *out = malloc((clip + 16) * sizeof *out), *again = malloc(clip * sizeof *again);
+    if (f.rgb) {
+        test_augment_eval(&f, out, clip);
+        test_augment_train(&f, out, again, clip);
+    }
+    upm_video_frames_free(&f);
+    free(out);
+    free(again);
+    free(b.p);
+}
+
+/* ---- bad inputs ---- */
+
+/* A real audio-only file: one second of a tone in Matroska, written by libavformat. */
+static bytes audio_only_mkv(void)
+{
+    bytes b = {NULL, 0};
+    AVFormatContext *oc = NULL;
+    if (avformat_alloc_output_context2(&oc, NULL, "matroska", NULL) < 0)
+        return b;
+    AVStream *st = avformat_new_stream(oc, NULL);
+    st->codecpar->codec_type = AVMEDIA_TYPE_AUDIO;
+    st->codecpar->codec_id = AV_CODEC_ID_PCM_S16LE;
+    st->codecpar->sample_rate = 8000;
+    av_channel_layout_default(&st->codecpar->ch_layout, 1);
+    st->time_base = (AVRational){1, 8000};
+    AVPacket *pkt = av_packet_alloc();
+    if (avio_open_dyn_buf(&oc->pb) == 0 && avformat_write_header(oc, NULL) >= 0) {
+        for (int i = 0; i < 10; i++) {
+            av_new_packet(pkt, 1600);
+            for (int s = 0; s < 800; s++) {
+                int16_t v = (int16_t)(8000 * sin((i * 800 + s) * 2 * 3.141592653589793 * 440 / 8000));
+                memcpy(pkt->data + 2 * s, &v, 2);
+            }
+            pkt->pts = pkt->dts = i * 800;
+            pkt->duration = 800;
+            av_write_frame(oc, pkt);
+            av_packet_unref(pkt);
+        }
+        av_write_trailer(oc);
+        uint8_t *buf;
+        int len = avio_close_dyn_buf(oc->pb, &buf);
+        oc->pb = NULL;
+        b.p = malloc((size_t)len);
+        memcpy(b.p, buf, (size_t)len);
+        b.n = (size_t)len;
+        av_free(buf);
+    }
+    av_packet_free(&pkt);
+    avformat_free_context(oc);
+    return b;
+}
+
+static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+/* An mp4 rewritten with its moov box first, as "faststart" web files are (ftyp, moov, then the
+ * rest), its stco chunk offsets moved by the moov's size: a truncated copy keeps a whole index. */
+static bytes faststart(const bytes *in)
+{
+    bytes out = {malloc(in->n), 0};
+    size_t moov = 0, moov_n = 0, ftyp_n = be32(in->p);
+    for (size_t p = 0; p + 8 <= in->n && be32(in->p + p) >= 8; p += be32(in->p + p))
+        if (memcmp(in->p + p + 4, "moov", 4) == 0)
+            moov = p, moov_n = be32(in->p + p);
+    if (!moov || memcmp(in->p + 4, "ftyp", 4) != 0)
+        return out;
+    memcpy(out.p, in->p, ftyp_n);
+    memcpy(out.p + ftyp_n, in->p + moov, moov_n);
+    memcpy(out.p + ftyp_n + moov_n, in->p + ftyp_n, moov - ftyp_n);
+    out.n = in->n;
+    for (uint8_t *q = out.p + ftyp_n; q + 16 <= out.p + ftyp_n + moov_n; q++)
+        if (memcmp(q, "stco", 4) == 0)
+            for (uint32_t i = 0, cnt = be32(q + 8); i < cnt; i++) {
+                uint32_t off = be32(q + 12 + 4 * i) + (uint32_t)moov_n;
+                uint8_t b[4] = {(uint8_t)(off >> 24), (uint8_t)(off >> 16), (uint8_t)(off >> 8), (uint8_t)off};
+                memcpy(q + 12 + 4 * i, b, 4);
+            }
+    return out;
+}
+
+static void expect_bad(const uint8_t *p, size_t n, const upm_video_opts *opts, const char *what, const char *needle)
+{
+    upm_err err;
+    upm_err_clear(&err);
+    upm_video *v = NULL;
+    int r = upm_video_open(p, n, opts, &v, &err);
+    CHECK(r == UPM_EBADDATA && v == NULL && strncmp(err.msg, "video: ", 7) == 0);
+    if (r != UPM_EBADDATA || (needle && !strstr(err.msg, needle))) {
+        fprintf(stderr, "%s: got %d \"%s\", wanted UPM_EBADDATA mentioning \"%s\"\n", what, r, err.msg,
+                needle ? needle : "");
+        CHECK(!"error message");
+    }
+    printf("bad input %-28s -> %s\n", what, err.msg);
+    upm_video_close(v);
+}
+
+static void test_errors(void)
+{
+    upm_err err0;
+    bytes jpg = slurp("images/photos/dog.jpg");
+    expect_bad(jpg.p, jpg.n, NULL, "JPEG photo", "not a video container");
+    bytes txt = slurp("text/pg1661.txt");
+    expect_bad(txt.p, 65536, NULL, "64 KB of Gutenberg text", NULL);
+    expect_bad(txt.p, 0, NULL, "zero bytes", "0 bytes");
+    bytes ck = slurp("video/cockatoo.mp4");
+    expect_bad(ck.p, ck.n * 3 / 10, NULL, "first 30% of cockatoo.mp4", "truncated");
+    const char *halves[] = {"video/codecs/webm.webm", "video/codecs/ogg.ogv", "video/codecs/flv.flv",
+                            "video/codecs/mp4.mp4", "video/codecs/3gp.3gp"};
+    for (int i = 0; i < 5; i++) {
+        bytes h = slurp(halves[i]);
+        char what[64];
+        snprintf(what, sizeof what, "first 50%% of %s", strrchr(halves[i], '/') + 1);
+        expect_bad(h.p, h.n / 2, NULL, what, NULL);
+        free(h.p);
+    }
+    /* truncated with the index up front: the packets the index promises are not there */
+    bytes rs0 = slurp("video/realshort.mp4"), fs = faststart(&rs0);
+    CHECK(fs.n == rs0.n && memcmp(fs.p + 28, "moov", 4) == 0);
+    upm_video_frames a, b;
+    const int64_t some[4] = {35, 0, 17, 30};
+    CHECK(upm_video_decode_frames(rs0.p, rs0.n, some, 4, NULL, &a, &err0) == 0);
+    CHECK(upm_video_decode_frames(fs.p, fs.n, some, 4, NULL, &b, &err0) == 0); /* the rewrite is faithful */
+    CHECK(a.rgb && b.rgb && memcmp(a.rgb, b.rgb, (size_t)4 * a.width * a.height * 3) == 0);
+    upm_video_frames_free(&a);
+    upm_video_frames_free(&b);
+    expect_bad(fs.p, fs.n / 2, NULL, "first 50% of a faststart mp4", "truncated");
+    expect_bad(fs.p, fs.n - 1, NULL, "a faststart mp4 less 1 byte", "truncated");
+    free(fs.p);
+    free(rs0.p);
+    bytes au = audio_only_mkv();
+    CHECK(au.n > 1000);
+    expect_bad(au.p, au.n, NULL, "audio-only Matroska", "no video stream");
+    /* an absurd size in the header: realshort's avc1 sample entry claims 65535x65535 */
+    bytes rs = slurp("video/realshort.mp4");
+    uint8_t *avc1 = NULL;
+    for (size_t i = 0; !avc1 && i + 4 <= rs.n; i++)
+        if (memcmp(rs.p + i, "avc1", 4) == 0)
+            avc1 = rs.p + i;
+    CHECK(avc1 != NULL);
+    if (avc1) {
+        uint8_t saved[4];
+        memcpy(saved, avc1 + 28, 4);
+        CHECK(saved[0] == 0x01 && saved[1] == 0x40 && saved[2] == 0x00 && saved[3] == 0xF0); /* 320, 240 */
+        memset(avc1 + 28, 0xFF, 4);
+        expect_bad(rs.p, rs.n, NULL, "65535x65535 in the header", "exceeds the limit");
+        memcpy(avc1 + 28, saved, 4);
+    }
+    upm_video_opts small = {.max_side = 300};
+    expect_bad(rs.p, rs.n, &small, "320x240 with max_side 300", "exceeds the limit");
+    /* a good file, a bad request */
+    upm_err err;
+    upm_video *v;
+    CHECK(upm_video_open(rs.p, rs.n, NULL, &v, &err) == 0);
+    upm_video_frames f;
+    int64_t past = 36, neg = -1;
+    CHECK(upm_video_decode(v, &past, 1, &f, &err) == UPM_EINVAL && f.rgb == NULL && strstr(err.msg, "36"));
+    CHECK(upm_video_decode(v, &neg, 1, &f, &err) == UPM_EINVAL);
+    CHECK(upm_video_decode(v, &neg, 0, &f, &err) == UPM_EINVAL);
+    upm_video_close(v);
+    upm_video_close(NULL);
+    free(rs.p);
+    free(au.p);
+    free(ck.p);
+    free(txt.p);
+    free(jpg.p);
+}
+
+int main(void)
+{
+    testdata = getenv("UPMOE_TESTDATA");
+    if (!testdata || !*testdata) {
+        fprintf(stderr, "test_video: UPMOE_TESTDATA is not set (run tools/fetch-testdata)\n");
+        return 1;
+    }
+    av_log_set_level(AV_LOG_FATAL); /* the bad inputs make FFmpeg complain; our messages are checked */
+    double t0 = now();
+    test_policy();
+    test_probe();
+    printf("policy + probe: %.1f s\n", now() - t0);
+    test_seek_equals_straight("video/cockatoo.mp4", 144, 11);
+    test_seek_equals_straight("video/realshort.mp4", 0, 0);
+    for (int i = 0; i < N_CODEC_CLIPS; i++)
+        test_seek_equals_straight(codec_clips[i].path, 0, 0);
+    printf("seek vs straight: %.1f s\n", now() - t0);
+    test_augment();
+    test_errors();
+    printf("augment + errors: %.1f s\n", now() - t0);
+    bench("video/cockatoo.mp4");
+    bench("video/codecs/mp4.mp4");
+    printf("test_video: %.1f s\n", now() - t0);
+    return CHECK_RESULT("test_video");
+}
