@@ -18,6 +18,7 @@ struct upm_loader {
     upm_pool *pool;
     uint64_t step;
     uint64_t bad_rows;
+    uint64_t decoded; /* rows filled (decoded) since open: resuming decodes nothing it skips */
 };
 
 void upm_loader_opts_default(upm_loader_opts *o)
@@ -173,6 +174,7 @@ static int replace_bad_rows(upm_loader *l, row_job *j, upm_dstream *ds, int B, u
             if (rc)
                 return rc;
             fill_row(j, i, 0);
+            l->decoded++;
         }
     }
     return 0;
@@ -204,6 +206,7 @@ int upm_loader_next(upm_loader *l, upm_batch *out, upm_err *err)
         rc = upm_dstream_next(ds, &j.raw[got], err);
     if (!rc) {
         upm_pool_for(l->pool, B, fill_row, &j);
+        l->decoded += (uint64_t)B;
         rc = replace_bad_rows(l, &j, ds, B, err);
     }
     for (int i = 0; i < got; i++)
@@ -239,6 +242,7 @@ char *upm_loader_cursor_json(const upm_loader *l)
 }
 
 uint64_t upm_loader_bad_rows(const upm_loader *l) { return l->bad_rows; }
+uint64_t upm_loader_decoded(const upm_loader *l) { return l->decoded; }
 
 void upm_loader_close(upm_loader *l)
 {

@@ -37,6 +37,8 @@ int upm_loader_next(upm_loader *l, upm_batch *out, upm_err *err);
 char *upm_loader_cursor_json(const upm_loader *l);
 /* Samples replaced because they could not be decoded, so far. */
 uint64_t upm_loader_bad_rows(const upm_loader *l);
+/* Samples decoded since open (rows filled, replacements included). */
+uint64_t upm_loader_decoded(const upm_loader *l);
 void upm_loader_close(upm_loader *l);
 
 #endif

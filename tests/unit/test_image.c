@@ -328,6 +328,11 @@ static void test_limits(void)
         expect_refused(b, n, &req, "huge.png: image 100000x100000 exceeds the limit");
     }
     free(b);
+    /* TIFF keeps its size in an IFD we do not parse: the decoder's buffer callback refuses it. */
+    b = read_all(tmp_path("rgb.tif"), &n);
+    upm_image_req tiny = {.max_pixels = 1000, .name = "rgb.tif"};
+    expect_refused(b, n, &tiny, "rgb.tif: image 768x576 exceeds the limit of 1000 pixels");
+    free(b);
 }
 
 static void test_bad_data(void)

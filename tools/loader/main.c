@@ -189,8 +189,9 @@ int main(int argc, char **argv)
     }
     double dt = now() - t0;
     if (!rc)
-        printf("summary: %lld steps, %" PRIu64 " samples, %.1f samples/s, %" PRIu64 " unusable samples replaced\n",
-               a.steps, samples, dt > 0 ? samples / dt : 0.0, upm_loader_bad_rows(l));
+        printf("summary: %lld steps, %" PRIu64 " samples, %.1f samples/s, %" PRIu64 " decoded, %" PRIu64
+               " unusable samples replaced\n", a.steps, samples, dt > 0 ? samples / dt : 0.0, upm_loader_decoded(l),
+               upm_loader_bad_rows(l));
     if (!rc && a.save) {
         char *json = upm_loader_cursor_json(l);
         if (!json || write_atomic(a.save, json) != 0) {
