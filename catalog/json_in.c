@@ -75,7 +75,7 @@ static int import_task(upm_catalog *cat, jctx *c, const cJSON *o)
 {
     upm_task t;
     upm_task_init(&t);
-    double a, b, w;
+    double a = 0, b = 0, w = 0;
     int rc = get_str(c, o, "name", 0, t.name, sizeof t.name);
     if (!rc)
         rc = get_enum(c, o, "formulation", parse_formulation, &t.formulation, "label, pair, vocab-mlm or vocab-caption");
@@ -115,7 +115,7 @@ static int import_dataset(upm_catalog *cat, jctx *c, const cJSON *o)
 {
     upm_dataset d;
     upm_dataset_init(&d);
-    double samples, shards, batch;
+    double samples = -1, shards = -1, batch = 0;
     int rc = get_str(c, o, "name", 0, d.name, sizeof d.name);
     if (!rc)
         rc = get_str(c, o, "task", 0, d.task, sizeof d.task);

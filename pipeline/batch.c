@@ -30,8 +30,18 @@ static size_t segment_bytes(upm_segment *s, size_t sizes[4])
 int upm_batch_alloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh, upm_err *err)
 {
     memset(b, 0, sizeof *b);
-    if (sh->B < 1 || sh->nseg < 1 || sh->nseg > UPM_MAX_SEGMENTS)
+    return upm_batch_realloc(b, t, sh, err);
+}
+
+int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh, upm_err *err)
+{
+    void *old = b->mem;
+    size_t old_bytes = b->mem_bytes;
+    memset(b, 0, sizeof *b);
+    if (sh->B < 1 || sh->nseg < 1 || sh->nseg > UPM_MAX_SEGMENTS) {
+        free(old);
         return upm_errf(err, UPM_EUSAGE, "batch of task %s: bad shape (B %d, %d segments)", t->name, sh->B, sh->nseg);
+    }
     snprintf(b->task, sizeof b->task, "%s", t->name);
     b->formulation = t->formulation;
     b->B = sh->B;
@@ -50,8 +60,10 @@ int upm_batch_alloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh, 
         s->n = sh->B;
         s->T = sh->seg[i].T, s->H = sh->seg[i].H, s->W = sh->seg[i].W, s->L = sh->seg[i].L;
         if ((s->modality == UPM_MOD_TEXT && s->L < 1) ||
-            (s->modality != UPM_MOD_TEXT && (s->T < 1 || s->H < UPM_PATCH || s->W < UPM_PATCH)))
+            (s->modality != UPM_MOD_TEXT && (s->T < 1 || s->H < UPM_PATCH || s->W < UPM_PATCH))) {
+            free(old);
             return upm_errf(err, UPM_EUSAGE, "batch of task %s: segment %s has no size", t->name, s->field);
+        }
         if (s->modality == UPM_MOD_TEXT && !first_text_L && s->side == UPM_SIDE_INPUT)
             first_text_L = s->L;
         total += segment_bytes(s, sizes[i]);
@@ -59,10 +71,17 @@ int upm_batch_alloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh, 
     size_t labels = sh->with_labels ? round_up((size_t)sh->B * sizeof(int32_t)) : 0;
     size_t mlm = sh->with_mlm_targets ? round_up((size_t)sh->B * (size_t)first_text_L * sizeof(int32_t)) : 0;
     total += labels + mlm;
-    if (posix_memalign(&b->mem, ALIGN, total ? total : ALIGN) != 0)
-        return upm_errf(err, UPM_ENOMEM, "batch of task %s: cannot allocate %zu bytes", t->name, total);
+    if (old && old_bytes >= total) {
+        b->mem = old;
+        b->mem_bytes = old_bytes;
+    } else {
+        free(old);
+        if (posix_memalign(&b->mem, ALIGN, total ? total : ALIGN) != 0)
+            return upm_errf(err, UPM_ENOMEM, "batch of task %s: cannot allocate %zu bytes", t->name, total);
+        b->mem_bytes = total;
+    }
     memset(b->mem, 0, total);
-    b->mem_bytes = total;
+    b->used_bytes = total;
     char *p = b->mem;
     for (int i = 0; i < sh->nseg; i++) {
         upm_segment *s = &b->seg[i];
@@ -106,5 +125,5 @@ uint64_t upm_batch_checksum(const upm_batch *b)
     h = fnv(h, b->dataset, strlen(b->dataset));
     h = fnv(h, &b->B, sizeof b->B);
     h = fnv(h, b->spe_attr, sizeof b->spe_attr);
-    return fnv(h, b->mem, b->mem_bytes);
+    return fnv(h, b->mem, b->used_bytes);
 }

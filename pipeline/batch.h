@@ -71,12 +71,16 @@ typedef struct upm_batch {
     int32_t *labels;      /* [B] or NULL */
     int32_t *mlm_targets; /* [B][seg[first text].L] or NULL */
     void *mem;
-    size_t mem_bytes;
+    size_t mem_bytes;  /* allocated */
+    size_t used_bytes; /* laid out for this batch (<= mem_bytes when memory is reused) */
 } upm_batch;
 
 /* Allocates a batch of the given shape for task t (zeroed; attribute bytes filled from the task's
  * declaration, labels and mlm targets set to -1). */
 int upm_batch_alloc(upm_batch *b, const upm_task *t, const upm_batch_shape *shape, upm_err *err);
+/* The same, reusing b's current allocation when it is large enough (else it is freed and replaced):
+ * a loader producing batch after batch then touches no fresh pages. b must be a batch or zeroed. */
+int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *shape, upm_err *err);
 void upm_batch_free(upm_batch *b);
 /* Tokens of one row of a segment (patches or text positions). */
 int upm_segment_tokens(const upm_segment *s);

@@ -503,7 +503,7 @@ static heap_ent heap_pop(heap_ent *h, int *n)
 static int bpe_heap(const upm_bpe *b, int32_t *s, int n, int32_t *next, heap_ent *h)
 {
     int nh = 0;
-    int32_t m;
+    int32_t m = -1;
     for (int i = 0; i < n; i++) {
         next[i] = i + 1 < n ? i + 1 : -1;
         int32_t r = i + 1 < n ? merge_rank(b, s[i], s[i + 1], &m) : INT32_MAX;

@@ -80,7 +80,7 @@ static int parse_dataset(const cJSON *x, int i, upm_dataset_cursor *d, upm_err *
         return upm_errf(err, UPM_EINVAL, "cursor: %soffset: expected a non-negative integer", where);
     snprintf(d->name, sizeof d->name, "%s", name->valuestring);
     d->offset = (uint32_t)off->valuedouble;
-    uint64_t pos, sample;
+    uint64_t pos = 0, sample = 0;
     int rc = get_u64(x, "epoch", &d->block_start.epoch, where, err);
     if (!rc && !(rc = get_u64(x, "shard_pos", &pos, where, err)) && !(rc = get_u64(x, "sample", &sample, where, err))) {
         d->block_start.shard_pos = (int64_t)pos;

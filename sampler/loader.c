@@ -182,7 +182,6 @@ static int replace_bad_rows(upm_loader *l, row_job *j, upm_dstream *ds, int B, u
 
 int upm_loader_next(upm_loader *l, upm_batch *out, upm_err *err)
 {
-    memset(out, 0, sizeof *out);
     int k = upm_plan_pick(&l->plan, l->o.seed, l->o.rank, l->step);
     const upm_plan_member *m = &l->plan.members[k];
     int B = l->o.batch_override > 0 ? l->o.batch_override : m->dataset.batch_size;
@@ -195,7 +194,7 @@ int upm_loader_next(upm_loader *l, upm_batch *out, upm_err *err)
     if (!rc)
         rc = upm_collate_shape(&m->task, &j.co, B, &sh, err);
     if (!rc)
-        rc = upm_batch_alloc(out, &m->task, &sh, err);
+        rc = upm_batch_realloc(out, &m->task, &sh, err);
     j.raw = calloc((size_t)B, sizeof *j.raw);
     j.status = calloc((size_t)B, sizeof *j.status);
     j.errs = calloc((size_t)B, sizeof *j.errs);

@@ -31,7 +31,8 @@ typedef struct upm_loader upm_loader;
 /* cursor_json: NULL to start at step 0, or a cursor from upm_loader_cursor_json to resume. */
 int upm_loader_open(upm_catalog *cat, const char *mixture, const upm_loader_opts *o, const char *cursor_json,
                     upm_loader **out, upm_err *err);
-/* The batch of the next step (free it with upm_batch_free). */
+/* The batch of the next step into *out, which must be zeroed or hold an earlier batch: its memory is
+ * reused (free the last one with upm_batch_free). */
 int upm_loader_next(upm_loader *l, upm_batch *out, upm_err *err);
 /* The cursor after the last batch returned (free() it). */
 char *upm_loader_cursor_json(const upm_loader *l);

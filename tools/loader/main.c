@@ -174,8 +174,8 @@ int main(int argc, char **argv)
     free(cursor);
     double t0 = now();
     uint64_t samples = 0;
+    upm_batch b = {0}; /* reused from step to step */
     for (long long s = 0; s < a.steps && !rc; s++) {
-        upm_batch b;
         double t = now();
         if ((rc = upm_loader_next(l, &b, &err))) {
             fprintf(stderr, PROG ": error: step %lld: %s\n", s, err.msg);
@@ -185,8 +185,8 @@ int main(int argc, char **argv)
         if (!a.quiet)
             printf("step %" PRIu64 " dataset %s task %s batch %d checksum %016" PRIx64 " ms %.1f\n", b.step, b.dataset,
                    b.task, b.B, upm_batch_checksum(&b), (now() - t) * 1e3);
-        upm_batch_free(&b);
     }
+    upm_batch_free(&b);
     double dt = now() - t0;
     if (!rc)
         printf("summary: %lld steps, %" PRIu64 " samples, %.1f samples/s, %" PRIu64 " decoded, %" PRIu64
