@@ -55,7 +55,9 @@ int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh
         snprintf(s->field, sizeof s->field, "%s", sh->seg[i].field);
         s->side = sh->seg[i].side;
         s->modality = sh->seg[i].modality;
-        s->attn = (t->causal && s->side == UPM_SIDE_INPUT && s->modality == UPM_MOD_TEXT) ? UPM_ATTN_CAUSAL : UPM_ATTN_FULL;
+        s->attn = sh->seg[i].query ? UPM_ATTN_CAPTION_QUERY
+                  : (t->causal && s->side == UPM_SIDE_INPUT && s->modality == UPM_MOD_TEXT) ? UPM_ATTN_CAUSAL
+                                                                                             : UPM_ATTN_FULL;
         s->attr = upm_attr_byte(t, s->side, s->modality);
         s->n = sh->B;
         s->T = sh->seg[i].T, s->H = sh->seg[i].H, s->W = sh->seg[i].W, s->L = sh->seg[i].L;

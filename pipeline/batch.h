@@ -11,6 +11,11 @@
  *   mlm_targets  int32 [B][L0]          vocab-mlm: the original id at masked positions, -1 elsewhere
  *                                       (L0 = L of the first text input segment); absent otherwise
  *
+ * Caption tasks (vocab-caption) use the query-token layout: after the causal text segment comes a
+ * query segment of the same length (ids = <|gen|> where the text has a token, 0 after), attention
+ * UPM_ATTN_CAPTION_QUERY; query j is scored against the vocabulary with text token j as its target,
+ * so no target text can leak into the position that predicts it.
+ *
  * Every sequence the model builds starts with an <|spe|> token whose attribute byte is spe_attr[side].
  * Targets of label tasks are the label set's texts, encoded by the model side from the catalog, so a
  * label batch has no target segment; pair and vocab tasks carry their target text as a segment. */
@@ -24,12 +29,14 @@
 #include "err.h"
 #include "records.h"
 
-#define UPM_MAX_SEGMENTS (UPM_MAX_INPUTS + 1)
+#define UPM_MAX_SEGMENTS (UPM_MAX_INPUTS + 2)
 #define UPM_PATCH 16
 
 typedef enum upm_attn {
-    UPM_ATTN_FULL = 0, /* bidirectional */
-    UPM_ATTN_CAUSAL,   /* each text token sees the tokens before it (and all visual tokens) */
+    UPM_ATTN_FULL = 0,     /* bidirectional */
+    UPM_ATTN_CAUSAL,       /* text token j sees the visual tokens and text tokens 0..j */
+    UPM_ATTN_CAPTION_QUERY /* caption query j (a <|gen|> token at position j) sees the visual tokens, the
+                            * text tokens 0..j-1 and itself; its output predicts text token j */
 } upm_attn;
 
 typedef struct upm_segment {
@@ -54,6 +61,7 @@ typedef struct upm_batch_shape {
         upm_side side;
         upm_modality modality;
         int T, H, W, L;
+        int query; /* a caption query segment (text modality) */
     } seg[UPM_MAX_SEGMENTS];
     int with_labels, with_mlm_targets;
 } upm_batch_shape;

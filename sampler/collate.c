@@ -33,6 +33,17 @@ int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_b
                 sh->seg[w++] = sh->seg[i];
         sh->nseg = w;
     }
+    if (t->formulation == UPM_FORM_VOCAB_CAPTION) { /* query segment after the caption text */
+        int text = -1;
+        for (int i = 0; i < sh->nseg; i++)
+            if (sh->seg[i].modality == UPM_MOD_TEXT && strcmp(sh->seg[i].field, t->target_field) == 0)
+                text = i;
+        if (text < 0)
+            return upm_errf(err, UPM_EINVAL, "task %s: caption text field %s is not an input", t->name, t->target_field);
+        int q = sh->nseg++;
+        sh->seg[q] = sh->seg[text];
+        sh->seg[q].query = 1;
+    }
     if (t->formulation == UPM_FORM_PAIR) {
         int s = sh->nseg++;
         sh->seg[s].field = t->target_field;
@@ -249,6 +260,14 @@ int upm_collate_row(const upm_task *t, const upm_collate_opts *o, const upm_wds_
     int rc = 0;
     for (int i = 0; i < b->nseg && !rc; i++) {
         upm_segment *seg = &b->seg[i];
+        if (seg->attn == UPM_ATTN_CAPTION_QUERY) { /* one <|gen|> per token of the preceding caption text */
+            const upm_segment *text = &b->seg[i - 1];
+            int n = text->lengths[row];
+            for (int j = 0; j < n; j++)
+                seg->ids[(size_t)row * (size_t)seg->L + (size_t)j] = UPM_BPE_GEN;
+            seg->lengths[row] = n;
+            continue;
+        }
         size_t px = (size_t)seg->T * 3 * (size_t)seg->H * (size_t)seg->W;
         if (seg->modality == UPM_MOD_IMAGE)
             rc = fill_image(o, t, s, seg->field, seg->side, seg->pixels + (size_t)row * px, rng, err);

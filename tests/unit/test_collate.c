@@ -1,0 +1,175 @@
+/* Unit test for sampler/collate.c on real data: a real JPEG, real captions and the real CLIP
+ * vocabulary become batch rows for every formulation (label, caption with its query layout, pair,
+ * MLM, a GLUE prompt), with the attribute bytes of paper Table 2, and unusable samples are refused. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bpe.h"
+#include "check.h"
+#include "collate.h"
+
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *p = malloc(*n);
+    if (p && fread(p, 1, *n, f) != *n) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    return p;
+}
+
+/* A sample with up to three fields that borrow the given bytes. */
+static upm_wds_sample sample(upm_wds_field *f, size_t n)
+{
+    upm_wds_sample s = {.key = "k0001", .url = "/shards/test-000000.tar", .index = 1, .n_fields = n, .fields = f};
+    return s;
+}
+
+static upm_task task(const char *name, upm_formulation form, const char *spec, const char *target, upm_modality tm)
+{
+    upm_task t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.name, sizeof t.name, "%s", name);
+    t.formulation = form;
+    t.causal = form == UPM_FORM_VOCAB_CAPTION;
+    t.target_modality = tm;
+    snprintf(t.target_field, sizeof t.target_field, "%s", target);
+    for (const char *p = spec; *p;) { /* "jpg=image txt=text" */
+        upm_task_input *in = &t.inputs[t.n_inputs++];
+        const char *eq = strchr(p, '='), *end = strchr(p, ' ');
+        snprintf(in->field, sizeof in->field, "%.*s", (int)(eq - p), p);
+        in->modality = eq[1] == 'i' ? UPM_MOD_IMAGE : eq[1] == 'v' ? UPM_MOD_VIDEO : UPM_MOD_TEXT;
+        p = end ? end + 1 : eq + strlen(eq);
+    }
+    t.max_text_len = 17;
+    t.max_target_len = 9;
+    return t;
+}
+
+static int fill(const upm_task *t, upm_collate_opts *o, upm_wds_sample *s, upm_batch *b, upm_err *err)
+{
+    upm_batch_shape sh;
+    memset(b, 0, sizeof *b);
+    if (upm_collate_shape(t, o, 2, &sh, err) || upm_batch_alloc(b, t, &sh, err))
+        return -100;
+    upm_rng rng = upm_rng_stream(1, UPM_RNG_AUGMENT, 0, 0, 0);
+    return upm_collate_row(t, o, s, b, 1, &rng, err);
+}
+
+int main(void)
+{
+    const char *td = getenv("UPMOE_TESTDATA");
+    if (!td) {
+        fprintf(stderr, "test_collate: UPMOE_TESTDATA is not set (run tools/fetch-testdata)\n");
+        return 1;
+    }
+    char path[4096];
+    size_t njpg = 0;
+    snprintf(path, sizeof path, "%s/images/art4apps/animals/koala.jpg", td);
+    unsigned char *jpg = slurp(path, &njpg);
+    snprintf(path, sizeof path, "%s/clip/bpe_simple_vocab_16e6.txt", td);
+    upm_bpe *bpe = NULL;
+    upm_err err;
+    if (!jpg || upm_bpe_load(path, &bpe, &err)) {
+        fprintf(stderr, "test_collate: test data missing: %s\n", path);
+        return 1;
+    }
+    upm_collate_opts o = {.train = 1, .image_size = 64, .frames = 4, .video_interval = 32, .bpe = bpe, .n_labels = 12};
+    char cap[] = "a picture of a koala";
+    upm_wds_field f[3] = {{"jpg", jpg, njpg}, {"txt", (unsigned char *)cap, sizeof cap - 1}, {"cls", (unsigned char *)"3\n", 2}};
+    upm_wds_sample s = sample(f, 3);
+    upm_batch b;
+
+    /* label: the class index, the pixels, the image attributes [1,0,0,1,1,0,0,1] */
+    upm_task cls = task("cls", UPM_FORM_LABEL, "jpg=image", "cls", UPM_MOD_TEXT);
+    CHECK(fill(&cls, &o, &s, &b, &err) == 0);
+    CHECK(b.nseg == 1 && b.labels && b.labels[1] == 3 && b.labels[0] == -1);
+    CHECK(b.seg[0].attrs[0] == 0x99);
+    float mx = 0;
+    for (int i = 0; i < 3 * 64 * 64; i++)
+        mx = b.seg[0].pixels[3 * 64 * 64 + i] > mx ? b.seg[0].pixels[3 * 64 * 64 + i] : mx;
+    CHECK(mx > 0.5f); /* row 1 holds a real, normalised image */
+    upm_batch_free(&b);
+    f[2].data = (unsigned char *)"12", f[2].size = 2; /* 12 classes: 0..11 */
+    CHECK(fill(&cls, &o, &s, &b, &err) == UPM_EBADDATA && strstr(err.msg, "k0001") && strstr(err.msg, "test-000000.tar"));
+    upm_batch_free(&b);
+    f[2].data = (unsigned char *)"3", f[2].size = 1;
+
+    /* caption: image, causal text, then the query segment; bits [1,1,0,1,...] */
+    upm_task capt = task("cap", UPM_FORM_VOCAB_CAPTION, "jpg=image txt=text", "txt", UPM_MOD_TEXT);
+    CHECK(fill(&capt, &o, &s, &b, &err) == 0);
+    CHECK(b.nseg == 3 && b.seg[1].attn == UPM_ATTN_CAUSAL && b.seg[2].attn == UPM_ATTN_CAPTION_QUERY);
+    int n = b.seg[1].lengths[1];
+    CHECK(n == 6 && b.seg[1].ids[16 + n - 1] == UPM_BPE_EOT); /* "a picture of a koala" + EOT; L = 16 */
+    CHECK(b.seg[2].lengths[1] == n && b.seg[2].ids[16] == UPM_BPE_GEN && b.seg[2].ids[16 + n - 1] == UPM_BPE_GEN);
+    CHECK(b.seg[2].ids[16 + n] == 0);
+    CHECK(b.seg[0].attrs[0] == 0x9b && b.seg[1].attrs[0] == 0xeb && b.seg[2].attrs[0] == 0xeb);
+    upm_batch_free(&b);
+
+    /* pair: the caption is the target segment, target attributes [1,0,0,1,0,1,0,0] */
+    upm_task pair = task("pair", UPM_FORM_PAIR, "jpg=image", "txt", UPM_MOD_TEXT);
+    CHECK(fill(&pair, &o, &s, &b, &err) == 0);
+    CHECK(b.nseg == 2 && b.seg[1].side == UPM_SIDE_TARGET && b.seg[1].L == 8 && b.seg[1].lengths[1] == 6);
+    CHECK(b.seg[1].attrs[0] == 0x29 && b.spe_attr[UPM_SIDE_TARGET] == 0x29);
+    upm_batch_free(&b);
+
+    /* truncation keeps end-of-text */
+    char longtext[] = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
+    f[1].data = (unsigned char *)longtext, f[1].size = sizeof longtext - 1;
+    CHECK(fill(&pair, &o, &s, &b, &err) == 0);
+    CHECK(b.seg[1].lengths[1] == 8 && b.seg[1].ids[8 + 7] == UPM_BPE_EOT);
+    upm_batch_free(&b);
+
+    /* MLM: some positions masked, their original ids kept as targets, EOT never masked */
+    upm_task mlm = task("mlm", UPM_FORM_VOCAB_MLM, "txt=text", "txt", UPM_MOD_TEXT);
+    CHECK(fill(&mlm, &o, &s, &b, &err) == 0);
+    int masked = 0, changed = 0;
+    for (int j = 0; j < 16; j++) {
+        int32_t tgt = b.mlm_targets[16 + j], id = b.seg[0].ids[16 + j];
+        masked += tgt >= 0;
+        changed += tgt >= 0 && id != tgt;
+        CHECK(!(tgt >= 0 && tgt == UPM_BPE_EOT));
+    }
+    CHECK(masked >= 1 && b.mlm_targets[0] == -1);
+    (void)changed;
+    upm_batch_free(&b);
+
+    /* a GLUE-style prompt over JSON fields: both sentences, the answer slot, the label from the JSON */
+    char json[] = "{\"sentence1\": \"the cat sat\", \"sentence2\": \"a cat is sitting\", \"label\": 1}";
+    upm_wds_field g[1] = {{"json", (unsigned char *)json, sizeof json - 1}};
+    upm_wds_sample gs = sample(g, 1);
+    upm_task rte = task("rte", UPM_FORM_LABEL, "json:sentence1=text json:sentence2=text", "json:label", UPM_MOD_TEXT);
+    snprintf(rte.prompt, sizeof rte.prompt, "{json:sentence1} ? <|endoftext|> it is <|spe|> , {json:sentence2} <|endoftext|>");
+    o.n_labels = 2;
+    CHECK(fill(&rte, &o, &gs, &b, &err) == 0);
+    CHECK(b.nseg == 1 && b.labels[1] == 1);
+    int spe = 0, eot = 0;
+    for (int j = 0; j < b.seg[0].lengths[1]; j++) {
+        spe += b.seg[0].ids[16 + j] == UPM_BPE_SPE;
+        eot += b.seg[0].ids[16 + j] == UPM_BPE_EOT;
+    }
+    CHECK(spe == 1 && eot == 2);
+    upm_batch_free(&b);
+    g[0].data = (unsigned char *)"{\"sentence1\": \"x\"}", g[0].size = strlen("{\"sentence1\": \"x\"}");
+    CHECK(fill(&rte, &o, &gs, &b, &err) == UPM_EBADDATA && strstr(err.msg, "sentence2"));
+    upm_batch_free(&b);
+
+    /* unusable images: text named .jpg, a truncated JPEG */
+    f[0].data = (unsigned char *)"not an image", f[0].size = 12;
+    CHECK(fill(&cls, &o, &s, &b, &err) == UPM_EBADDATA && strstr(err.msg, "k0001"));
+    upm_batch_free(&b);
+    f[0].data = jpg, f[0].size = njpg / 2;
+    CHECK(fill(&cls, &o, &s, &b, &err) == UPM_EBADDATA);
+    upm_batch_free(&b);
+
+    upm_bpe_free(bpe);
+    free(jpg);
+    return CHECK_RESULT("test_collate");
+}
