@@ -11,9 +11,10 @@ from catalog_cli import BIN, CatalogTestCase
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
 
 
-def tour_script():
-    text = open(README, encoding="utf-8").read()
-    tour = text.split("<!-- tour:begin -->", 1)[1].split("<!-- tour:end -->", 1)[0]
+def tour_script(name="tour"):
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    tour = text.split(f"<!-- {name}:begin -->", 1)[1].split(f"<!-- {name}:end -->", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", tour, flags=re.S)
     return "\n".join(blocks)
 
@@ -50,6 +51,23 @@ class ReadmeTourTest(CatalogTestCase):
         a = self.run_cli("--catalog", novel, "export", catalog=False, check=0).stdout
         b = self.run_cli("--catalog", copy, "export", catalog=False, check=0).stdout
         self.assertEqual(a, b)
+
+
+class ReadmeDataTest(CatalogTestCase):
+    def test_files_to_batches_runs_as_written(self):
+        script = tour_script("data")
+        env = dict(self.env)
+        for k in ("UPMOE_TESTDATA",):
+            if k in os.environ:
+                env[k] = os.environ[k]
+        env["PATH"] = os.path.dirname(os.path.abspath(BIN)) + os.pathsep + env.get("PATH", "")
+        root = os.path.join(os.path.dirname(README))
+        p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, f"block failed:\n{p.stdout}\n{p.stderr}")
+        self.assertIn("585 samples", p.stdout)
+        steps = re.findall(r"^step (\d+) dataset art .* checksum ([0-9a-f]+)", p.stdout, flags=re.M)
+        self.assertEqual([int(s) for s, _ in steps], list(range(40)))
 
 
 if __name__ == "__main__":
