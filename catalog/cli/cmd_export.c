@@ -1,47 +1,12 @@
 /* upmoe-catalog export / import: the whole catalog as JSON, so a team can keep it under version
  * control. Export to a file is atomic (temporary file, fsync, rename); import is one transaction. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "json.h"
-
-/* Writes text to path through path.tmp.PID + fsync + rename, so readers never see half a file. */
-static int write_atomic(const char *path, const char *text, upm_err *err)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return upm_errf(err, UPM_EIO, "cannot write %s: %s", tmp, strerror(errno));
-    size_t n = strlen(text), off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, text + off, n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return upm_errf(err, UPM_EIO, "cannot write %s: %s", tmp, strerror(e));
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return upm_errf(err, UPM_EIO, "cannot write %s: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return upm_errf(err, UPM_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(e));
-    }
-    return 0;
-}
 
 int cmd_export(cli *c, int argc, char **argv)
 {
@@ -72,7 +37,7 @@ int cmd_export(cli *c, int argc, char **argv)
     text = realloc(text, len + 2);
     strcat(text, "\n");
     if (out) {
-        rc = write_atomic(out, text, &c->err) ? cli_fail(&c->err) : 0;
+        rc = upm_write_file_atomic(out, text, strlen(text), &c->err) ? cli_fail(&c->err) : 0;
         if (!rc)
             fprintf(stderr, "exported the catalog to %s\n", out);
     } else {

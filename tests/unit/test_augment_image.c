@@ -29,24 +29,6 @@ static const char pil_py[] =
     "    im = im.transpose(Image.FLIP_LEFT_RIGHT)\n"
     "sys.stdout.buffer.write(b'%d %d\\n' % im.size + im.tobytes())\n";
 
-static uint8_t *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    *n = 0;
-    if (!f) {
-        fprintf(stderr, "test_augment_image: cannot read %s\n", path);
-        failures++;
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    rewind(f);
-    uint8_t *b = malloc(len > 0 ? (size_t)len : 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
-
 static uint8_t *pil_geo(const char *path, const int g[11], const char *filter, int ow, int oh)
 {
     char cmd[2048];
@@ -83,7 +65,7 @@ static char *photo(const char *name)
 static int decode_path(const char *path, const upm_image_req *req, upm_image *img)
 {
     size_t n;
-    uint8_t *b = read_all(path, &n);
+    uint8_t *b = check_read_file(path, &n);
     upm_err err;
     int rc = upm_image_decode(b, n, req, img, &err);
     if (rc) {
@@ -197,7 +179,7 @@ static void test_rrc_bounds(void)
 static void test_determinism(void)
 {
     size_t n;
-    uint8_t *jpg = read_all(photo("photos/horses.jpg"), &n);
+    uint8_t *jpg = check_read_file(photo("photos/horses.jpg"), &n);
     const int S = 160;
     float *o1 = malloc(sizeof(float) * 3 * S * S), *o2 = malloc(sizeof(float) * 3 * S * S);
     upm_aug_mode modes[] = {UPM_AUG_TRAIN_CLASSIFY, UPM_AUG_TRAIN_PAIR, UPM_AUG_EVAL};
@@ -345,7 +327,7 @@ static void test_scaled_path(void)
     int count = 0, scaled = 0, worst_max = 0;
     for (int f = 0; f < 3; f++) {
         size_t n;
-        uint8_t *jpg = read_all(photo(files[f]), &n);
+        uint8_t *jpg = check_read_file(photo(files[f]), &n);
         upm_image full;
         if (!jpg || decode_path(photo(files[f]), NULL, &full) != 0) {
             free(jpg);

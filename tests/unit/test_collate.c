@@ -8,23 +8,6 @@
 #include "check.h"
 #include "collate.h"
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc(*n);
-    if (p && fread(p, 1, *n, f) != *n) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    return p;
-}
-
 /* A sample with up to three fields that borrow the given bytes. */
 static upm_wds_sample sample(upm_wds_field *f, size_t n)
 {
@@ -73,7 +56,7 @@ int main(void)
     char path[4096];
     size_t njpg = 0;
     snprintf(path, sizeof path, "%s/images/art4apps/animals/koala.jpg", td);
-    unsigned char *jpg = slurp(path, &njpg);
+    unsigned char *jpg = check_read_file(path, &njpg);
     snprintf(path, sizeof path, "%s/clip/bpe_simple_vocab_16e6.txt", td);
     upm_bpe *bpe = NULL;
     upm_err err;

@@ -42,24 +42,6 @@ static char *tmp_path(const char *name)
     return buf[k];
 }
 
-static uint8_t *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "test_image: cannot read %s\n", path);
-        failures++;
-        *n = 0;
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    rewind(f);
-    uint8_t *b = malloc(len > 0 ? (size_t)len : 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
-
 static void write_all(const char *path, const void *b, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -107,7 +89,7 @@ static void pil_save(const char *src, const char *dst, const char *mode, const c
 static int decode_file(const char *path, const upm_image_req *req, upm_image *img, upm_err *err)
 {
     size_t n;
-    uint8_t *b = read_all(path, &n);
+    uint8_t *b = check_read_file(path, &n);
     int rc = upm_image_decode(b, n, req, img, err);
     free(b);
     return rc;
@@ -295,7 +277,7 @@ static void test_limits(void)
     char path[1024];
     size_t n;
     snprintf(path, sizeof path, "%s/images/photos/giraffe.jpg", testdata);
-    uint8_t *b = read_all(path, &n);
+    uint8_t *b = check_read_file(path, &n);
     size_t sof = b ? sof_offset(b, n) : 0;
     CHECK(sof > 0);
     if (sof > 0) {
@@ -320,7 +302,7 @@ static void test_limits(void)
     }
     free(b);
     snprintf(path, sizeof path, "%s/images/png/chelsea.png", testdata);
-    b = read_all(path, &n);
+    b = check_read_file(path, &n);
     if (b && n > 24) {
         b[16] = 0, b[17] = 0x01, b[18] = 0x86, b[19] = 0xA0; /* IHDR width 100000 */
         memcpy(b + 20, b + 16, 4);
@@ -329,7 +311,7 @@ static void test_limits(void)
     }
     free(b);
     /* TIFF keeps its size in an IFD we do not parse: the decoder's buffer callback refuses it. */
-    b = read_all(tmp_path("rgb.tif"), &n);
+    b = check_read_file(tmp_path("rgb.tif"), &n);
     upm_image_req tiny = {.max_pixels = 1000, .name = "rgb.tif"};
     expect_refused(b, n, &tiny, "rgb.tif: image 768x576 exceeds the limit of 1000 pixels");
     free(b);
@@ -343,7 +325,7 @@ static void test_bad_data(void)
     CHECK(glob(path, 0, NULL, &g) == 0);
     for (size_t i = 0; i < g.gl_pathc; i++) {
         size_t n;
-        uint8_t *b = read_all(g.gl_pathv[i], &n);
+        uint8_t *b = check_read_file(g.gl_pathv[i], &n);
         expect_refused(b, n / 2, NULL, "truncated JPEG");
         expect_refused(b, n - 2, NULL, "truncated JPEG"); /* only the EOI missing: PIL refuses it too */
         expect_refused(b, 600, NULL, "JPEG");             /* inside the headers */
@@ -363,7 +345,7 @@ static void test_bad_data(void)
     static const char *derived[] = {"prog.jpg", "cmyk.jpg", "gray.jpg"};
     for (size_t i = 0; i < 3; i++) {
         size_t n;
-        uint8_t *b = read_all(tmp_path(derived[i]), &n);
+        uint8_t *b = check_read_file(tmp_path(derived[i]), &n);
         expect_refused(b, n / 2, NULL, "truncated JPEG");
         free(b);
     }
@@ -373,10 +355,10 @@ static void test_bad_data(void)
     /* Real text saved under a .jpg name: the bytes decide, not the name. */
     size_t n;
     snprintf(path, sizeof path, "%s/text/pg1661.txt", testdata);
-    uint8_t *text = read_all(path, &n);
+    uint8_t *text = check_read_file(path, &n);
     write_all(tmp_path("notes.jpg"), text, n < 4096 ? n : 4096);
     free(text);
-    text = read_all(tmp_path("notes.jpg"), &n);
+    text = check_read_file(tmp_path("notes.jpg"), &n);
     upm_image_req req = {.name = "notes.jpg"};
     expect_refused(text, n, &req, "notes.jpg: not a known image format");
     free(text);
@@ -400,7 +382,7 @@ static void test_bad_data(void)
     }
 
     snprintf(path, sizeof path, "%s/images/png/astronaut.png", testdata);
-    uint8_t *png = read_all(path, &n);
+    uint8_t *png = check_read_file(path, &n);
     expect_refused(png, n / 2, NULL, "corrupt or truncated PNG");
     free(png);
 }
@@ -420,7 +402,7 @@ static void test_probe(void)
         char path[1024];
         size_t n;
         snprintf(path, sizeof path, "%s/images/%s", testdata, cases[i].rel);
-        uint8_t *b = read_all(path, &n);
+        uint8_t *b = check_read_file(path, &n);
         upm_image_info info;
         upm_err err;
         CHECK(upm_image_probe(b, n, cases[i].rel, &info, &err) == 0 && info.format == cases[i].f &&
@@ -431,7 +413,7 @@ static void test_probe(void)
     static const char *derived[] = {"pal.gif", "rgb.bmp", "lossless.webp", "lossy.webp"};
     for (size_t i = 0; i < 4; i++) {
         size_t n;
-        uint8_t *b = read_all(tmp_path(derived[i]), &n);
+        uint8_t *b = check_read_file(tmp_path(derived[i]), &n);
         upm_image_info info;
         upm_image img;
         upm_err err;

@@ -3,14 +3,13 @@
  * it is how the tests prove that a resumed run yields the same batches, and how the pipeline
  * benchmark measures throughput without a model. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "atomic_file.h"
 #include "catalog.h"
 #include "loader.h"
 #include "text.h"
@@ -61,23 +60,6 @@ static char *slurp(const char *path)
         buf[n] = '\0';
     fclose(f);
     return buf;
-}
-
-static int write_atomic(const char *path, const char *text)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return -1;
-    size_t n = strlen(text);
-    int ok = write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
 }
 
 static double now(void)
@@ -194,8 +176,8 @@ int main(int argc, char **argv)
                upm_loader_bad_rows(l));
     if (!rc && a.save) {
         char *json = upm_loader_cursor_json(l);
-        if (!json || write_atomic(a.save, json) != 0) {
-            fprintf(stderr, PROG ": error: cannot write cursor %s: %s\n", a.save, strerror(errno));
+        if (!json || upm_write_file_atomic(a.save, json, strlen(json), &err) != 0) {
+            fprintf(stderr, PROG ": error: cannot write cursor %s: %s\n", a.save, json ? err.msg : "out of memory");
             rc = 1;
         }
         free(json);
