@@ -76,18 +76,28 @@ int upm_pool_new(int threads, upm_pool **out, upm_err *err)
     return 0;
 }
 
-void upm_pool_for(upm_pool *p, int n, void (*fn)(void *ctx, int i, int worker), void *ctx)
+void upm_pool_start(upm_pool *p, int n, void (*fn)(void *ctx, int i, int worker), void *ctx)
 {
-    if (n <= 0)
-        return;
     pthread_mutex_lock(&p->mu);
-    p->fn = fn, p->ctx = ctx, p->n = n, p->next = 0, p->finished = 0;
+    p->fn = fn, p->ctx = ctx, p->n = n > 0 ? n : 0, p->next = 0, p->finished = 0;
     p->generation++;
     pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void upm_pool_wait(upm_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
     while (p->finished < p->n)
         pthread_cond_wait(&p->done, &p->mu);
     p->n = 0;
     pthread_mutex_unlock(&p->mu);
+}
+
+void upm_pool_for(upm_pool *p, int n, void (*fn)(void *ctx, int i, int worker), void *ctx)
+{
+    upm_pool_start(p, n, fn, ctx);
+    upm_pool_wait(p);
 }
 
 int upm_pool_threads(const upm_pool *p) { return p->nthreads; }

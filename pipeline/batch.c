@@ -82,7 +82,6 @@ int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh
             return upm_errf(err, UPM_ENOMEM, "batch of task %s: cannot allocate %zu bytes", t->name, total);
         b->mem_bytes = total;
     }
-    memset(b->mem, 0, total);
     b->used_bytes = total;
     char *p = b->mem;
     for (int i = 0; i < sh->nseg; i++) {
@@ -91,8 +90,14 @@ int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh
         s->ids = sizes[i][1] ? (int32_t *)p : NULL, p += sizes[i][1];
         s->lengths = sizes[i][2] ? (int32_t *)p : NULL, p += sizes[i][2];
         s->attrs = (uint8_t *)p, p += sizes[i][3];
+        /* Zero everything but pixels, which every row overwrites whole: on a 256 x 160 px image batch
+         * that is 78 MB the loader no longer clears per step. */
+        size_t px = sizes[i][0] ? (size_t)s->n * (size_t)s->T * 3 * (size_t)s->H * (size_t)s->W * sizeof(float) : 0;
+        memset((char *)s->attrs - sizes[i][1] - sizes[i][2] - (sizes[i][0] - px), 0,
+               sizes[i][0] - px + sizes[i][1] + sizes[i][2] + sizes[i][3]); /* padding included */
         memset(s->attrs, s->attr, (size_t)s->n * (size_t)upm_segment_tokens(s));
     }
+    memset(p, 0, labels + mlm);
     if (labels) {
         b->labels = (int32_t *)p, p += labels;
         for (int i = 0; i < sh->B; i++)

@@ -19,6 +19,14 @@ struct upm_loader {
     uint64_t step;
     uint64_t bad_rows;
     uint64_t decoded; /* rows filled (decoded) since open: resuming decodes nothing it skips */
+    /* The next step's raw samples, read while the pool decodes the current step. The cursor reports
+     * the stream where it stood before this read, so a prefetch never shows in a checkpoint. */
+    struct {
+        int valid, k, n, rc;
+        upm_wds_sample *raw;
+        upm_dataset_cursor before;
+        upm_err err;
+    } pre;
 };
 
 void upm_loader_opts_default(upm_loader_opts *o)
@@ -138,6 +146,8 @@ static void fill_row(void *ctx, int i, int worker)
     j->status[i] = upm_collate_row(&j->m->task, &j->co, &j->raw[i], j->b, i, &rng, &j->errs[i]);
 }
 
+static upm_dstream *ds_of(upm_loader *l, int k) { return l->streams[k]; }
+
 static int stream_of(upm_loader *l, int k, upm_dstream **out, upm_err *err)
 {
     if (!l->streams[k]) {
@@ -180,37 +190,106 @@ static int replace_bad_rows(upm_loader *l, row_job *j, upm_dstream *ds, int B, u
     return 0;
 }
 
+static int batch_size_of(const upm_loader *l, int k)
+{
+    return l->o.batch_override > 0 ? l->o.batch_override : l->plan.members[k].dataset.batch_size;
+}
+
+/* Reads B raw samples of member k in stream order into a new array (*got of them on failure). */
+static int read_raw(upm_loader *l, int k, int B, upm_wds_sample **raw, int *got, upm_err *err)
+{
+    upm_dstream *ds;
+    *got = 0;
+    *raw = calloc((size_t)B, sizeof **raw);
+    if (!*raw)
+        return upm_errf(err, UPM_ENOMEM, "out of memory for a batch of %d", B);
+    int rc = stream_of(l, k, &ds, err);
+    for (; !rc && *got < B; (*got)++)
+        rc = upm_dstream_next(ds, &(*raw)[*got], err);
+    return rc;
+}
+
+static void free_raw(upm_wds_sample *raw, int n)
+{
+    for (int i = 0; raw && i < n; i++)
+        upm_wds_sample_free(&raw[i]);
+    free(raw);
+}
+
+/* Reads the raw samples of step l->step + 1 (called while the pool decodes l->step). */
+static void prefetch(upm_loader *l)
+{
+    int k = upm_plan_pick(&l->plan, l->o.seed, l->o.rank, l->step + 1);
+    upm_dstream *ds;
+    memset(&l->pre, 0, sizeof l->pre);
+    l->pre.valid = 1;
+    l->pre.k = k;
+    if ((l->pre.rc = stream_of(l, k, &ds, &l->pre.err)) != 0)
+        return;
+    upm_dstream_tell(ds, &l->pre.before);
+    l->pre.rc = read_raw(l, k, batch_size_of(l, k), &l->pre.raw, &l->pre.n, &l->pre.err);
+}
+
+/* Undoes a prefetch of member k: the samples go back to its stream (reopened where it stood), so
+ * that replacements of bad rows read exactly what they would have read without prefetching. */
+static int unprefetch(upm_loader *l, upm_err *err)
+{
+    if (!l->pre.valid)
+        return 0;
+    int k = l->pre.k, rc = 0;
+    free_raw(l->pre.raw, l->pre.n);
+    if (l->streams[k] && l->pre.rc == 0) {
+        upm_dstream_close(l->streams[k]);
+        l->streams[k] = NULL;
+        upm_dstream_opts so = {l->o.seed, l->o.rank, l->o.world, l->o.block_size, l->o.shards};
+        rc = upm_dstream_open(&l->plan.members[k], &so, &l->pre.before, &l->streams[k], err);
+    }
+    memset(&l->pre, 0, sizeof l->pre);
+    return rc;
+}
+
 int upm_loader_next(upm_loader *l, upm_batch *out, upm_err *err)
 {
     int k = upm_plan_pick(&l->plan, l->o.seed, l->o.rank, l->step);
     const upm_plan_member *m = &l->plan.members[k];
-    int B = l->o.batch_override > 0 ? l->o.batch_override : m->dataset.batch_size;
+    int B = batch_size_of(l, k);
     upm_dstream *ds;
     upm_batch_shape sh;
     row_job j = {.l = l, .m = m, .co = l->o.collate, .b = out};
     j.co.bpe = l->bpe;
     j.co.n_labels = l->n_labels[k];
-    int rc = stream_of(l, k, &ds, err);
+    int rc = stream_of(l, k, &ds, err), got = 0;
     if (!rc)
         rc = upm_collate_shape(&m->task, &j.co, B, &sh, err);
     if (!rc)
         rc = upm_batch_realloc(out, &m->task, &sh, err);
-    j.raw = calloc((size_t)B, sizeof *j.raw);
     j.status = calloc((size_t)B, sizeof *j.status);
     j.errs = calloc((size_t)B, sizeof *j.errs);
-    if (!rc && (!j.raw || !j.status || !j.errs))
+    if (!rc && (!j.status || !j.errs))
         rc = upm_errf(err, UPM_ENOMEM, "out of memory for a batch of %d", B);
-    int got = 0;
-    for (; !rc && got < B; got++) /* raw reads are sequential: the stream order is the data order */
-        rc = upm_dstream_next(ds, &j.raw[got], err);
-    if (!rc) {
-        upm_pool_for(l->pool, B, fill_row, &j);
-        l->decoded += (uint64_t)B;
-        rc = replace_bad_rows(l, &j, ds, B, err);
+    if (!rc && l->pre.valid) { /* read during the previous step */
+        j.raw = l->pre.raw, got = l->pre.n, rc = l->pre.rc;
+        if (rc)
+            *err = l->pre.err;
+        memset(&l->pre, 0, sizeof l->pre);
+    } else if (!rc) {
+        rc = read_raw(l, k, B, &j.raw, &got, err);
     }
-    for (int i = 0; i < got; i++)
-        upm_wds_sample_free(&j.raw[i]);
-    free(j.raw), free(j.status), free(j.errs);
+    if (!rc) {
+        upm_pool_start(l->pool, B, fill_row, &j);
+        prefetch(l); /* I/O of the next step overlaps this step's decoding */
+        upm_pool_wait(l->pool);
+        l->decoded += (uint64_t)B;
+        int bad = 0;
+        for (int i = 0; i < B; i++)
+            bad |= j.status[i] != 0;
+        if (bad && l->pre.k == k) /* replacements come from this stream: give the prefetch back first */
+            rc = unprefetch(l, err);
+        if (!rc)
+            rc = replace_bad_rows(l, &j, ds_of(l, k), B, err);
+    }
+    free_raw(j.raw, got);
+    free(j.status), free(j.errs);
     if (rc) {
         upm_batch_free(out);
         return rc;
@@ -230,7 +309,9 @@ char *upm_loader_cursor_json(const upm_loader *l)
     if (!c.datasets)
         return NULL;
     for (int i = 0; i < l->plan.n; i++) {
-        if (l->streams[i])
+        if (l->pre.valid && l->pre.k == i && l->pre.rc == 0)
+            c.datasets[c.n++] = l->pre.before; /* the prefetched samples belong to the next step */
+        else if (l->streams[i])
             upm_dstream_tell(l->streams[i], &c.datasets[c.n++]);
         else if (l->resume[i].name[0]) /* resumed but not used since: keep where it was */
             c.datasets[c.n++] = l->resume[i];
@@ -247,6 +328,7 @@ void upm_loader_close(upm_loader *l)
 {
     if (!l)
         return;
+    free_raw(l->pre.raw, l->pre.n);
     for (int i = 0; l->streams && i < l->plan.n; i++)
         upm_dstream_close(l->streams[i]);
     free(l->streams);

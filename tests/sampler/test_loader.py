@@ -208,6 +208,13 @@ class LoaderTest(unittest.TestCase):
         self.assertTrue(any(bad in l and "s001" in l for l in warnings), p1.stderr)
         self.assertTrue(any(bad in l and "s003" in l for l in warnings), p1.stderr)
         self.assertGreaterEqual(int(re.search(r"(\d+) unusable", p1.stdout).group(1)), 2)
+        # Replacements come from the same stream the next step was prefetched from: a run resumed
+        # after each step still sees exactly the same batches.
+        for stop in (1, 2):
+            cursor = os.path.join(self.tmp, f"bad-{stop}.json")
+            a = run(*argv[:-1], str(stop), "--save-cursor", cursor, env=env)
+            b = run(*argv[:-1], str(3 - stop), "--resume", cursor, env=env)
+            self.assertEqual(steps(a.stdout) + steps(b.stdout), steps(p1.stdout))
 
     def test_placeholder_dataset_is_refused(self):
         env = self.env
