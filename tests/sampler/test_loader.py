@@ -216,6 +216,36 @@ class LoaderTest(unittest.TestCase):
             b = run(*argv[:-1], str(3 - stop), "--resume", cursor, env=env)
             self.assertEqual(steps(a.stdout) + steps(b.stdout), steps(p1.stdout))
 
+    def test_verify_counts_and_reports(self):
+        env = self.env
+        p = run(CAT, "verify", "art", "--json", env=env)
+        import json
+        got = json.loads(p.stdout)
+        self.assertEqual((got["shards"], got["samples"], got["bad_samples"], got["bad_shards"]), (6, 585, 0, 0))
+        self.assertGreater(got["bytes"], 585 * 1000)
+        run(CAT, "verify", "holmes", "--store", env=env)
+        holmes = json.loads(run(CAT, "show", "dataset", "holmes", "--json", env=env).stdout)
+        self.assertGreater(holmes["num_samples"], 1000)
+        # A pattern with a missing shard and a damaged one: both named, the rest counted, exit 1.
+        shards = os.path.join(self.tmp, "verify")
+        os.makedirs(shards, exist_ok=True)
+        art0 = re.sub(r"\{.*\}", "000000", self.urls["art"])
+        shutil.copy(art0, os.path.join(shards, "v-0.tar"))
+        with open(art0, "rb") as f:
+            data = f.read()
+        with open(os.path.join(shards, "v-2.tar"), "wb") as f:
+            f.write(data[: len(data) // 2])  # cut in the middle of a member
+        run(CAT, "add", "dataset", "v", "--task", "image-classification", "--batch", "4",
+            "--url", os.path.join(shards, "v-{0..2}.tar"), env=env)
+        p = run(CAT, "verify", "v", env=env, ok=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("v-1.tar", p.stderr)
+        self.assertIn("v-2.tar", p.stderr)
+        m = re.search(r"dataset v: 3 shards, (\d+) samples, \d+ bytes, \d+ bad samples, 2 bad shards", p.stdout)
+        self.assertTrue(m, p.stdout)
+        self.assertGreater(int(m.group(1)), 100)  # shard 0 whole, and what the cut shard held before the cut
+        self.assertLess(int(m.group(1)), 200)
+
     def test_placeholder_dataset_is_refused(self):
         env = self.env
         run(CAT, "add", "dataset", "nourl", "--task", "mlm", "--batch", "4", env=env)

@@ -103,6 +103,12 @@ int main(void)
     CHECK(b.seg[1].attrs[0] == 0x29 && b.spe_attr[UPM_SIDE_TARGET] == 0x29);
     upm_batch_free(&b);
 
+    /* a caption that is not UTF-8 is an unusable sample, named by its key */
+    char bad_utf8[] = "a caf\xe9 \xff";
+    f[1].data = (unsigned char *)bad_utf8, f[1].size = sizeof bad_utf8 - 1;
+    CHECK(fill(&pair, &o, &s, &b, &err) == UPM_EBADDATA && strstr(err.msg, "k0001"));
+    upm_batch_free(&b);
+
     /* truncation keeps end-of-text */
     char longtext[] = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
     f[1].data = (unsigned char *)longtext, f[1].size = sizeof longtext - 1;
