@@ -32,6 +32,7 @@ static const char *const usage =
     "  --resume FILE       start from a cursor saved by --save-cursor\n"
     "  --save-cursor FILE  write the cursor after the last step (atomically)\n"
     "  --max-bad-shards N  error budget per dataset stream and epoch (default 3)\n"
+    "  --max-bad-sample-ratio R   fail a stream above this share of bad samples (default 0.01)\n"
     "  --quiet             only the summary\n"
     "exit status: 0 ok, 1 error, 2 usage error\n";
 
@@ -101,6 +102,11 @@ static int parse(int argc, char **argv, args *a, upm_loader_opts *o)
             a->save = v;
         } else if (!strcmp(k, "--vocab")) {
             a->vocab = v;
+        } else if (!strcmp(k, "--max-bad-sample-ratio")) {
+            double r;
+            if (upm_parse_double(v, &r) != 0 || r < 0 || r > 1)
+                return usage_error("--max-bad-sample-ratio '%s' is not a number in [0, 1]", v);
+            o->shards.max_bad_sample_ratio = r;
         } else {
             int64_t n;
             if (upm_parse_i64(v, &n) != 0 || n < 0)
