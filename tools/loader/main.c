@@ -12,6 +12,7 @@
 #include "atomic_file.h"
 #include "catalog.h"
 #include "loader.h"
+#include "pipeline.h"
 #include "text.h"
 
 #define PROG "upmoe-loader"
@@ -33,7 +34,7 @@ static const char *const usage =
     "  --save-cursor FILE  write the cursor after the last step (atomically)\n"
     "  --max-bad-shards N  error budget per dataset stream and epoch (default 3)\n"
     "  --max-bad-sample-ratio R   fail a stream above this share of bad samples (default 0.01)\n"
-    "  --quiet             only the summary\n"
+    "  --quiet             only the summary      --version   versions of upmoe and its libraries\n"
     "exit status: 0 ok, 1 error, 2 usage error\n";
 
 static int usage_error(const char *fmt, const char *arg)
@@ -85,6 +86,11 @@ static int parse(int argc, char **argv, args *a, upm_loader_opts *o)
         int takes = 1;
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
             fputs(usage, stdout);
+            return -1;
+        } else if (!strcmp(k, "--version")) {
+            char libs[256];
+            upm_pipeline_versions(libs, sizeof libs);
+            printf(PROG " " UPMOE_VERSION " (%s)\n", libs);
             return -1;
         } else if (!strcmp(k, "--quiet")) {
             a->quiet = 1, takes = 0;
