@@ -69,6 +69,8 @@ void upm_source_opts_default(upm_source_opts *o)
     o->initial_backoff_s = 1;
     o->max_backoff_s = 30;
     o->buffer_size = (size_t)1 << 20;
+    const char *ca = getenv("UPMOE_CA_BUNDLE");
+    o->ca_bundle = ca && *ca ? ca : NULL;
 }
 
 static int fail(upm_source *s, upm_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -197,6 +199,8 @@ static int setup_http(upm_source *s, upm_err *err)
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, s) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(s->o.connect_timeout_s * 1000)) != CURLE_OK;
+    if (s->o.ca_bundle)
+        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, s->o.ca_bundle) != CURLE_OK;
     if (s->o.low_speed_time_s > 0) {
         bad |= curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L) != CURLE_OK;
         bad |= curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, progress_cb) != CURLE_OK;

@@ -33,6 +33,8 @@ typedef struct upm_source_opts {
     double initial_backoff_s;   /* wait before the first retry; doubles each time (default 1) */
     double max_backoff_s;       /* cap on one wait (default 30) */
     size_t buffer_size;         /* bytes buffered per stream (default 1 MiB; at least 64 KiB is used) */
+    const char *ca_bundle;      /* https: a PEM file of CAs to trust instead of the system's (a private CA);
+                                 * default $UPMOE_CA_BUNDLE when set, else NULL (the system's CAs) */
 } upm_source_opts;
 
 /* Fills o with the defaults above. */

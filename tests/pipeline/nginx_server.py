@@ -40,8 +40,8 @@ http {{
     sendfile on;
     keepalive_timeout 10;
     server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
+        listen 127.0.0.1:{port}{tls_listen};
+        server_name localhost;{tls_lines}
         root {root};
         location / {{
         }}
@@ -72,15 +72,16 @@ def wait_listening(port, proc, timeout=10.0):
 
 
 class NginxServer:
-    """nginx serving `root` (a directory) at http://127.0.0.1:PORT/."""
+    """nginx serving `root` (a directory) at http://127.0.0.1:PORT/, or https:// with tls=(cert, key)."""
 
-    def __init__(self, root):
+    def __init__(self, root, tls=None):
         if not os.access(NGINX, os.X_OK):
             raise RuntimeError(f"{NGINX} is not installed (tools/setup installs nginx-light)")
         self.root = os.path.abspath(root)
         self.prefix = None
         self.proc = None
         self.port = None
+        self.tls = tls
 
     def __enter__(self):
         self.start()
@@ -90,7 +91,7 @@ class NginxServer:
         self.stop()
 
     def url(self, path=""):
-        return f"http://127.0.0.1:{self.port}/{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/{path}"
 
     def _write_config(self, port):
         user_line = ""
@@ -99,7 +100,11 @@ class NginxServer:
             user_line = f"user {pwd.getpwuid(0).pw_name};"
         conf = os.path.join(self.prefix, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(CONFIG.format(user_line=user_line, prefix=self.prefix, port=port, root=self.root))
+            tls_listen = " ssl" if self.tls else ""
+            tls_lines = (f"\n        ssl_certificate {self.tls[0]};\n        ssl_certificate_key {self.tls[1]};"
+                         if self.tls else "")
+            f.write(CONFIG.format(user_line=user_line, prefix=self.prefix, port=port, root=self.root,
+                                  tls_listen=tls_listen, tls_lines=tls_lines))
         return conf
 
     def start(self):

@@ -163,6 +163,30 @@ class HttpStreamTest(unittest.TestCase):
         self.assertEqual(self.as_python(local.samples), want)
         self.assertEqual(p.stats["retries"], "0")
 
+    def test_https_with_a_private_ca(self):
+        """Real TLS: nginx with a certificate for 127.0.0.1 that only UPMOE_CA_BUNDLE trusts."""
+        paths = write_shards(self.www, n_shards=2)
+        cert, key = os.path.join(self.tmp, "cert.pem"), os.path.join(self.tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+        nginx = NginxServer(self.www, tls=(cert, key)).start()
+        self.addCleanup(nginx.stop)
+        pattern = nginx.url("shard-{0..1}.tar")
+        self.assertTrue(pattern.startswith("https://"))
+        env = dict(os.environ, UPMOE_CA_BUNDLE=cert)
+        p = subprocess.run([BIN, "--json", pattern], capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.as_python([json.loads(l) for l in p.stdout.splitlines()]), self.expected(paths))
+        # Without the CA the certificate is refused at once (not retried), naming the URL.
+        env.pop("UPMOE_CA_BUNDLE")
+        t0 = time.monotonic()
+        p = subprocess.run([BIN, "--json", pattern], capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(nginx.url("shard-0.tar"), p.stderr)
+        self.assertRegex(p.stderr.lower(), "certificate|ssl")
+        self.assertLess(time.monotonic() - t0, 5)
+
     # (b)
     def test_reset_mid_shard_resumes_with_a_range_request(self):
         paths = write_shards(self.www)
