@@ -95,8 +95,9 @@ static int axis_is_identity(const upm_resample_axis *a)
 }
 
 /* Built twice, for AVX2 (8 lanes of 32-bit multiplies) and baseline x86-64; the loader picks at run
- * time (GCC target_clones). Integer sums: both clones give PIL's exact bytes. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+ * time (GCC target_clones). Integer sums: both clones give PIL's exact bytes. Not under ThreadSanitizer,
+ * whose runtime is not ready when the ifunc resolvers run. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define UPM_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define UPM_CLONES

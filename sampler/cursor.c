@@ -33,8 +33,15 @@ char *upm_cursor_to_json(const upm_cursor *c)
         cJSON *x = cJSON_CreateObject();
         cJSON_AddStringToObject(x, "name", d->name);
         add_u64(x, "epoch", d->block_start.epoch);
-        add_u64(x, "shard_pos", (uint64_t)d->block_start.shard_pos);
-        add_u64(x, "sample", (uint64_t)d->block_start.sample);
+        cJSON_AddNumberToObject(x, "rr", d->block_start.rr);
+        cJSON *lanes = cJSON_AddArrayToObject(x, "readers");
+        for (int t = 0; t < d->block_start.readers; t++) {
+            cJSON *l = cJSON_CreateObject();
+            add_u64(l, "shard_pos", (uint64_t)d->block_start.lane[t].shard_pos);
+            add_u64(l, "sample", (uint64_t)d->block_start.lane[t].sample);
+            cJSON_AddBoolToObject(l, "done", d->block_start.lane[t].done);
+            cJSON_AddItemToArray(lanes, l);
+        }
         add_u64(x, "block", d->block);
         cJSON_AddNumberToObject(x, "offset", d->offset);
         add_u64(x, "samples", d->samples);
@@ -80,11 +87,30 @@ static int parse_dataset(const cJSON *x, int i, upm_dataset_cursor *d, upm_err *
         return upm_errf(err, UPM_EINVAL, "cursor: %soffset: expected a non-negative integer", where);
     snprintf(d->name, sizeof d->name, "%s", name->valuestring);
     d->offset = (uint32_t)off->valuedouble;
-    uint64_t pos = 0, sample = 0;
     int rc = get_u64(x, "epoch", &d->block_start.epoch, where, err);
-    if (!rc && !(rc = get_u64(x, "shard_pos", &pos, where, err)) && !(rc = get_u64(x, "sample", &sample, where, err))) {
-        d->block_start.shard_pos = (int64_t)pos;
-        d->block_start.sample = (int64_t)sample;
+    const cJSON *rr = cJSON_GetObjectItemCaseSensitive(x, "rr");
+    const cJSON *lanes = cJSON_GetObjectItemCaseSensitive(x, "readers"), *l;
+    int n = cJSON_GetArraySize(lanes);
+    if (!rc && (!cJSON_IsArray(lanes) || n < 1 || n > UPM_MAX_READERS))
+        rc = upm_errf(err, UPM_EINVAL, "cursor: %sreaders: expected 1 to %d reader positions", where, UPM_MAX_READERS);
+    if (!rc && (!cJSON_IsNumber(rr) || rr->valuedouble < 0 || rr->valuedouble >= n))
+        rc = upm_errf(err, UPM_EINVAL, "cursor: %srr: expected a reader index below %d", where, n);
+    if (!rc) {
+        d->block_start.readers = n;
+        d->block_start.rr = (uint32_t)rr->valuedouble;
+    }
+    int t = 0;
+    const cJSON *lane_list = rc ? NULL : lanes;
+    cJSON_ArrayForEach(l, lane_list) {
+        uint64_t pos = 0, sample = 0;
+        const cJSON *done = cJSON_GetObjectItemCaseSensitive(l, "done");
+        if ((rc = get_u64(l, "shard_pos", &pos, where, err)) || (rc = get_u64(l, "sample", &sample, where, err)))
+            break;
+        if (!cJSON_IsBool(done)) {
+            rc = upm_errf(err, UPM_EINVAL, "cursor: %sreaders[%d].done: expected true or false", where, t);
+            break;
+        }
+        d->block_start.lane[t++] = (upm_lane_pos){(int64_t)pos, (int64_t)sample, cJSON_IsTrue(done)};
     }
     if (!rc)
         rc = get_u64(x, "block", &d->block, where, err);

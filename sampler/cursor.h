@@ -1,6 +1,7 @@
 /* The sampler's state as a small serialisable cursor. For each dataset of the plan: where the
- * current shuffle block starts in the rank's endless stream (epoch, position in the rank's shard
- * list, sample index in that shard), the block's index, and how many of its samples were consumed;
+ * current shuffle block starts in the rank's endless stream (epoch, the next reader, and for each
+ * reader its position in its shard list and in that shard), the block's index, and how many of its
+ * samples were consumed;
  * plus the stream's error counters, so the error budget carries across a resume. Resuming from the
  * cursor saved after step k yields exactly the batches of an uninterrupted run from step k + 1 on. */
 #ifndef UPM_CURSOR_H
@@ -11,10 +12,21 @@
 #include "err.h"
 #include "records.h"
 
+#define UPM_MAX_READERS 16
+
+/* One reader's place: each reader (loader thread) of a dataset stream reads its own share of the
+ * rank's shards; their samples are interleaved round robin. */
+typedef struct upm_lane_pos {
+    int64_t shard_pos; /* index into this reader's shard list of the epoch */
+    int64_t sample;    /* samples of that shard already passed */
+    int done;          /* this reader's list for the epoch is used up */
+} upm_lane_pos;
+
 typedef struct upm_stream_pos {
     uint64_t epoch;
-    int64_t shard_pos; /* index into the rank's shard list of that epoch */
-    int64_t sample;    /* samples of that shard already passed */
+    uint32_t rr;  /* the reader the next sample comes from */
+    int readers;  /* 1..UPM_MAX_READERS */
+    upm_lane_pos lane[UPM_MAX_READERS];
 } upm_stream_pos;
 
 typedef struct upm_dataset_cursor {

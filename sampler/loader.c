@@ -35,6 +35,7 @@ void upm_loader_opts_default(upm_loader_opts *o)
     o->world = 1;
     o->threads = 2;
     o->block_size = 256;
+    o->readers = 2;
     o->collate.train = 1;
     o->collate.image_size = 224;
     o->collate.frames = 8;
@@ -151,7 +152,8 @@ static upm_dstream *ds_of(upm_loader *l, int k) { return l->streams[k]; }
 static int stream_of(upm_loader *l, int k, upm_dstream **out, upm_err *err)
 {
     if (!l->streams[k]) {
-        upm_dstream_opts so = {l->o.seed, l->o.rank, l->o.world, l->o.block_size, l->o.shards};
+        upm_dstream_opts so = {.seed = l->o.seed, .rank = l->o.rank, .world = l->o.world,
+                                .block_size = l->o.block_size, .readers = l->o.readers, .shards = l->o.shards};
         int rc = upm_dstream_open(&l->plan.members[k], &so, l->resume[k].name[0] ? &l->resume[k] : NULL,
                                   &l->streams[k], err);
         if (rc)
@@ -241,7 +243,8 @@ static int unprefetch(upm_loader *l, upm_err *err)
     if (l->streams[k] && l->pre.rc == 0) {
         upm_dstream_close(l->streams[k]);
         l->streams[k] = NULL;
-        upm_dstream_opts so = {l->o.seed, l->o.rank, l->o.world, l->o.block_size, l->o.shards};
+        upm_dstream_opts so = {.seed = l->o.seed, .rank = l->o.rank, .world = l->o.world,
+                                .block_size = l->o.block_size, .readers = l->o.readers, .shards = l->o.shards};
         rc = upm_dstream_open(&l->plan.members[k], &so, &l->pre.before, &l->streams[k], err);
     }
     memset(&l->pre, 0, sizeof l->pre);

@@ -18,6 +18,7 @@ typedef struct upm_loader_opts {
     int rank, world;
     int threads;            /* decode threads (>= 1) */
     uint32_t block_size;    /* shuffle block K (default 256) */
+    int readers;            /* reader threads per dataset stream (default 2; part of the data order) */
     int batch_override;     /* > 0: this batch size for every dataset instead of the catalog's */
     const char *bpe_vocab;  /* the CLIP merges file; needed when a task has text */
     upm_collate_opts collate;

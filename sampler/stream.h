@@ -16,6 +16,7 @@ typedef struct upm_dstream_opts {
     uint64_t seed;
     int rank, world;
     uint32_t block_size;           /* K */
+    int readers;                   /* reader threads, each with its own share of the shards (default 1) */
     upm_shardstream_opts shards;   /* sources, error budget (per epoch), report callback */
 } upm_dstream_opts;
 

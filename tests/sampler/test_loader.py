@@ -147,6 +147,20 @@ class LoaderTest(unittest.TestCase):
         self.assertEqual(replaced, 0, p.stderr)
         self.assertEqual(decoded, batch)  # only the one batch produced, nothing of the 90 skipped steps
 
+    def test_readers_split_shards_and_resume(self):
+        """Three reader threads per dataset: deterministic whatever the timing, resumable, and a cursor
+        saved with another reader count is refused (the reader count is part of the data order)."""
+        full = steps(self.loader("--steps", "80", "--readers", "3").stdout)
+        self.assertEqual(steps(self.loader("--steps", "80", "--readers", "3", "--threads", "1").stdout), full)
+        self.assertNotEqual(full, steps(self.loader("--steps", "80", "--readers", "1").stdout))
+        cursor = os.path.join(self.tmp, "readers3.json")
+        first = steps(self.loader("--steps", "35", "--readers", "3", "--save-cursor", cursor).stdout)
+        second = steps(self.loader("--steps", "45", "--readers", "3", "--resume", cursor).stdout)
+        self.assertEqual(first + second, full)
+        p = self.loader("--steps", "1", "--readers", "2", "--resume", cursor, ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("readers", p.stderr)
+
     def test_thread_count_does_not_change_batches(self):
         one = steps(self.loader("--steps", "40", "--threads", "1").stdout)
         four = steps(self.loader("--steps", "40", "--threads", "4").stdout)

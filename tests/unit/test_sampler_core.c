@@ -78,9 +78,10 @@ static void test_block(void)
 
 static void test_cursor(void)
 {
-    upm_dataset_cursor d[2] = {{.name = "imagenet-21k", .block_start = {3, 17, 250}, .block = 9000000000ULL, .offset = 12,
-                                .samples = 5, .bad_samples = 1, .bad_shards = 0},
-                               {.name = "books-wiki", .block_start = {0, 0, 0}}};
+    upm_dataset_cursor d[2] = {{.name = "imagenet-21k",
+                                .block_start = {.epoch = 3, .rr = 1, .readers = 2, .lane = {{17, 250, 0}, {16, 3, 1}}},
+                                .block = 9000000000ULL, .offset = 12, .samples = 5, .bad_samples = 1, .bad_shards = 0},
+                               {.name = "books-wiki", .block_start = {.readers = 1}}};
     upm_cursor c = {.mixture = "m", .seed = 18446744073709551615ULL, .rank = 2, .world = 4, .block_size = 256,
                     .step = 1000, .n = 2, .datasets = d};
     char *json = upm_cursor_to_json(&c);
@@ -89,7 +90,8 @@ static void test_cursor(void)
     CHECK(upm_cursor_from_json(json, &back, &err) == 0);
     CHECK(back.seed == c.seed && back.rank == 2 && back.world == 4 && back.step == 1000 && back.n == 2);
     CHECK(back.block_size == 256 && strcmp(back.mixture, "m") == 0);
-    CHECK(back.n == 2 && back.datasets[0].block == 9000000000ULL && back.datasets[0].block_start.shard_pos == 17);
+    CHECK(back.n == 2 && back.datasets[0].block == 9000000000ULL && back.datasets[0].block_start.lane[0].shard_pos == 17);
+    CHECK(back.n == 2 && back.datasets[0].block_start.rr == 1 && back.datasets[0].block_start.lane[1].done == 1);
     CHECK(back.n == 2 && back.datasets[0].offset == 12 && back.datasets[0].bad_samples == 1);
     char *again = upm_cursor_to_json(&back);
     CHECK(strcmp(json, again) == 0);

@@ -27,6 +27,8 @@ static const char *const usage =
     "  --steps N           batches to produce (default 10)\n"
     "  --seed S            (default 0)   --rank R --world W   this rank of W (default 0 of 1)\n"
     "  --threads N         decode threads (default 2)    --block K   shuffle block (default 256)\n"
+    "  --readers N         reader threads per dataset, each with its share of the shards (default 2);\n"
+    "                      like the block size, part of the data order (a cursor needs the same value)\n"
     "  --batch B           batch size for every dataset instead of the catalog's\n"
     "  --image-size N      (default 224)   --frames T (default 8)   --eval   evaluation transforms\n"
     "  --vocab FILE        the CLIP BPE merges file (default: $UPMOE_BPE_VOCAB), for tasks with text\n"
@@ -124,6 +126,7 @@ static int parse(int argc, char **argv, args *a, upm_loader_opts *o)
             else if (!strcmp(k, "--world") && x >= 1) o->world = (int)x;
             else if (!strcmp(k, "--threads") && x >= 1 && x <= 256) o->threads = (int)x;
             else if (!strcmp(k, "--block") && x >= 1 && x <= 1 << 20) o->block_size = (uint32_t)x;
+            else if (!strcmp(k, "--readers") && x >= 1 && x <= UPM_MAX_READERS) o->readers = (int)x;
             else if (!strcmp(k, "--batch") && x >= 1 && x <= 1 << 20) o->batch_override = (int)x;
             else if (!strcmp(k, "--image-size") && x >= 16 && x % 16 == 0) o->collate.image_size = (int)x;
             else if (!strcmp(k, "--frames") && x >= 1 && x <= 64) o->collate.frames = (int)x;
