@@ -41,7 +41,7 @@ struct upm_dstream {
     uint64_t epoch;
     uint32_t rr;
     lane lanes[UPM_MAX_READERS];
-    uint64_t done_samples, done_bad_samples, done_bad_shards; /* of closed shard streams */
+    uint64_t done_bad_samples, done_bad_shards; /* of closed shard streams */
     uint64_t consumed;                                        /* raw samples handed out */
     /* the current block */
     uint64_t block;
@@ -99,7 +99,7 @@ static void lane_close(upm_dstream *d, lane *ln)
     if (ln->ss) {
         upm_shardstream_counters c;
         upm_shardstream_counters_get(ln->ss, &c);
-        d->done_samples += c.samples, d->done_bad_samples += c.bad_samples, d->done_bad_shards += c.bad_shards;
+        d->done_bad_samples += c.bad_samples, d->done_bad_shards += c.bad_shards;
         upm_shardstream_close(ln->ss);
         ln->ss = NULL;
     }
