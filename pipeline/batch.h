@@ -92,7 +92,7 @@ int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh
 void upm_batch_free(upm_batch *b);
 /* Tokens of one row of a segment (patches or text positions). */
 int upm_segment_tokens(const upm_segment *s);
-/* 64-bit FNV-1a over every byte of the batch's allocation and its header fields: equal batches have
+/* 64-bit XXH3 over every byte of the batch's allocation and its header fields: equal batches have
  * equal checksums (used by the resume tests). */
 uint64_t upm_batch_checksum(const upm_batch *b);
 

@@ -178,10 +178,11 @@ int main(int argc, char **argv)
             fprintf(stderr, PROG ": error: step %lld: %s\n", s, err.msg);
             break;
         }
+        double ms = (now() - t) * 1e3; /* the loader's time alone, not the checksum's */
         samples += (uint64_t)b.B;
         if (!a.quiet)
             printf("step %" PRIu64 " dataset %s task %s batch %d checksum %016" PRIx64 " ms %.1f\n", b.step, b.dataset,
-                   b.task, b.B, upm_batch_checksum(&b), (now() - t) * 1e3);
+                   b.task, b.B, upm_batch_checksum(&b), ms);
     }
     upm_batch_free(&b);
     double dt = now() - t0;
