@@ -107,6 +107,41 @@ static const char *const schema_v1 =
     ") STRICT;"
     "CREATE INDEX mixture_datasets_dataset ON mixture_datasets(dataset_id);";
 
+/* Training runs and their per-step, per-task metrics (upmoe-train writes them; anything can read them
+ * while it trains). A step's row is keyed by (run, step, task): a resumed run that recomputes steps
+ * lost since its last checkpoint replaces their rows instead of duplicating them. */
+static const char *const schema_v2 =
+    "CREATE TABLE runs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),"
+    "  mixture TEXT NOT NULL,"
+    "  model TEXT NOT NULL,"
+    "  config TEXT NOT NULL CHECK (json_valid(config)),"
+    "  out_dir TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('running', 'finished', 'interrupted', 'failed')),"
+    "  total_steps INTEGER NOT NULL CHECK (total_steps > 0),"
+    "  step INTEGER NOT NULL DEFAULT 0 CHECK (step >= 0),"
+    "  started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+    "  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+    "  last_checkpoint TEXT,"
+    "  message TEXT"
+    ") STRICT;"
+    "CREATE TABLE metrics ("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  step INTEGER NOT NULL CHECK (step >= 0),"
+    "  task TEXT NOT NULL,"
+    "  dataset TEXT NOT NULL,"
+    "  loss REAL,"
+    "  weighted_loss REAL,"
+    "  accuracy REAL,"
+    "  samples INTEGER NOT NULL CHECK (samples >= 0),"
+    "  lr REAL,"
+    "  grad_norm REAL,"
+    "  samples_per_s REAL,"
+    "  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+    "  PRIMARY KEY (run_id, step, task)"
+    ") STRICT;";
+
 typedef struct migration {
     const char *what;
     const char *sql;
@@ -115,6 +150,7 @@ typedef struct migration {
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
+    {"training runs and metrics", schema_v2},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

@@ -1,0 +1,113 @@
+/* Runs and metrics rows (see runs.h). */
+#include "runs.h"
+
+#include "sqlutil.h"
+
+int upm_run_create(upm_catalog *cat, const char *name, const char *mixture, const char *model, const char *config_json,
+                   const char *out_dir, int64_t total_steps, int64_t *id, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_catalog_begin(cat, err);
+    if (rc)
+        return rc;
+    rc = upm_sql_prepare(cat,
+                         "INSERT INTO runs (name, mixture, model, config, out_dir, state, total_steps) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+                         &st, err);
+    if (!rc) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, mixture, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, model, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, config_json, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 5, out_dir, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 6, total_steps);
+        rc = upm_sql_run(cat, st, "creating a run", err);
+    }
+    if (!rc) {
+        *id = sqlite3_last_insert_rowid(cat->db);
+        rc = upm_catalog_commit(cat, err);
+    } else
+        upm_catalog_rollback(cat);
+    return rc;
+}
+
+int upm_run_update(upm_catalog *cat, int64_t id, const char *state, int64_t step, const char *checkpoint,
+                   const char *message, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_catalog_begin(cat, err);
+    if (rc)
+        return rc;
+    rc = upm_sql_prepare(cat,
+                         "UPDATE runs SET state = ?2, step = ?3, last_checkpoint = coalesce(?4, last_checkpoint), "
+                         "message = coalesce(?5, message), updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                         "WHERE id = ?1",
+                         &st, err);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_text(st, 2, state, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 3, step);
+        upm_sql_bind_text_or_null(st, 4, checkpoint);
+        upm_sql_bind_text_or_null(st, 5, message);
+        rc = upm_sql_run(cat, st, "updating a run", err);
+    }
+    if (!rc && sqlite3_changes(cat->db) != 1)
+        rc = upm_errf(err, UPM_EINVAL, "%s: no run %lld", cat->path, (long long)id);
+    if (!rc)
+        return upm_catalog_commit(cat, err);
+    upm_catalog_rollback(cat);
+    return rc;
+}
+
+int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows, int n, upm_err *err)
+{
+    if (n <= 0)
+        return 0;
+    sqlite3_stmt *st = NULL;
+    int rc = upm_catalog_begin(cat, err);
+    if (rc)
+        return rc;
+    rc = upm_sql_prepare(cat,
+                         "INSERT OR REPLACE INTO metrics (run_id, step, task, dataset, loss, weighted_loss, accuracy, "
+                         "samples, lr, grad_norm, samples_per_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                         &st, err);
+    for (int i = 0; !rc && i < n; i++) {
+        const upm_metric_row *r = &rows[i];
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, run_id);
+        sqlite3_bind_int64(st, 2, r->step);
+        sqlite3_bind_text(st, 3, r->task, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, r->dataset, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(st, 5, r->loss);
+        sqlite3_bind_double(st, 6, r->weighted_loss);
+        if (r->accuracy >= 0)
+            sqlite3_bind_double(st, 7, r->accuracy);
+        else
+            sqlite3_bind_null(st, 7);
+        sqlite3_bind_int64(st, 8, r->samples);
+        sqlite3_bind_double(st, 9, r->lr);
+        sqlite3_bind_double(st, 10, r->grad_norm);
+        sqlite3_bind_double(st, 11, r->samples_per_s);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = upm_catalog_sqlerr(cat, err, "writing metrics");
+    }
+    if (st)
+        sqlite3_finalize(st);
+    if (!rc)
+        return upm_catalog_commit(cat, err);
+    upm_catalog_rollback(cat);
+    return rc;
+}
+
+int upm_run_exists(upm_catalog *cat, int64_t id, int *exists, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_sql_prepare(cat, "SELECT 1 FROM runs WHERE id = ?1", &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    int s = sqlite3_step(st);
+    *exists = s == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return s == SQLITE_ROW || s == SQLITE_DONE ? 0 : upm_catalog_sqlerr(cat, err, "reading runs");
+}

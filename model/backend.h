@@ -1,0 +1,137 @@
+/* The backend op table: every tensor computation of the model goes through one of these ops, so the
+ * CPU backend (oneDNN sgemm + OpenMP) and a CUDA backend run the same model code. Tensor pointers are
+ * backend memory (device memory on a GPU): model code passes them along and never dereferences them;
+ * host data reaches the backend only through upload/download. All tensors are fp32, row-major,
+ * contiguous unless a leading dimension is given.
+ *
+ * Gradient convention: every backward op ADDS into its gradient outputs (dx, dW, db, dtable...), so
+ * one buffer can gather contributions from several uses; callers zero what must start at zero.
+ * Determinism: for the same inputs and thread count, every op gives the same bits on every call
+ * (no atomics in reductions), which exact resume relies on. */
+#ifndef UPM_BACKEND_H
+#define UPM_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct upm_backend upm_backend;
+
+/* Attention over sequences whose token rows live anywhere in the activation matrices: row_of[s*S + i]
+ * is the row of token i of sequence s (tokens are grouped by attribute pattern, not by sequence, so
+ * that each pattern's linears are one matmul). mask[s*S*S + i*S + j] != 0 lets token i attend to
+ * token j; a token that may attend to nothing gets a zero output (it is padding). */
+typedef struct upm_attn_desc {
+    int nseq, S;           /* sequences, tokens per sequence (padded) */
+    int heads, head_dim;   /* D = heads * head_dim */
+    const int32_t *row_of; /* backend memory [nseq*S] */
+    const uint8_t *mask;   /* backend memory [nseq*S*S] */
+} upm_attn_desc;
+
+struct upm_backend {
+    const char *name;
+    void *ctx;
+
+    /* ---- memory ---- */
+    void *(*alloc)(upm_backend *be, size_t bytes); /* zeroed, 64-byte aligned; NULL when out of memory */
+    void (*free)(upm_backend *be, void *p);
+    void (*upload)(upm_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*download)(upm_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*copy)(upm_backend *be, void *dst, const void *src, size_t bytes);
+    void (*zero)(upm_backend *be, void *p, size_t bytes);
+    void (*sync)(upm_backend *be); /* waits for queued work (no-op on the CPU) */
+
+    /* ---- dense algebra ---- */
+    /* C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T (ta/tb != 0), leading dims as BLAS
+     * row-major. beta = 0 overwrites C (NaNs in C do not propagate). */
+    void (*gemm)(upm_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
+    /* y[i] += alpha * x[i] */
+    void (*axpy)(upm_backend *be, float *y, const float *x, float alpha, size_t n);
+    /* y[i] *= alpha */
+    void (*scale)(upm_backend *be, float *y, float alpha, size_t n);
+    /* Y[r, c] += b[c] for rows x cols */
+    void (*add_bias)(upm_backend *be, float *Y, const float *b, int rows, int cols);
+    /* db[c] += sum_r dY[r, c] */
+    void (*bias_grad)(upm_backend *be, float *db, const float *dY, int rows, int cols);
+    /* out[0] = sum_i x[i]^2, summed in double in a fixed order (global gradient norm) */
+    void (*sumsq)(upm_backend *be, float *out, const float *x, size_t n);
+
+    /* ---- per-token ops (rows x cols) ---- */
+    /* y = (x - mean) * rstd * g + b, eps inside the sqrt; saves mean and rstd per row */
+    void (*layernorm_fwd)(upm_backend *be, float *y, float *mean, float *rstd, const float *x, const float *g,
+                          const float *b, int rows, int cols, float eps);
+    void (*layernorm_bwd)(upm_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
+                          const float *mean, const float *rstd, const float *g, int rows, int cols);
+    /* GELU with erf: y = x/2 * (1 + erf(x / sqrt 2)) */
+    void (*gelu_fwd)(upm_backend *be, float *y, const float *x, size_t n);
+    void (*gelu_bwd)(upm_backend *be, float *dx, const float *dy, const float *x, size_t n);
+    /* LayerScale + drop path + residual: y[r,:] = x[r,:] + keep[seq_of[r]] * ls[:] * f[r,:].
+     * keep is per sequence (0 or 1/(1-p); NULL = all 1); seq_of maps a row to its sequence. y may be x. */
+    void (*residual_fwd)(upm_backend *be, float *y, const float *x, const float *f, const float *ls,
+                         const float *keep, const int32_t *seq_of, int rows, int cols);
+    /* dx += dy; df += keep*ls*dy; dls += sum_r keep*f*dy */
+    void (*residual_bwd)(upm_backend *be, float *dx, float *df, float *dls, const float *dy, const float *f,
+                         const float *ls, const float *keep, const int32_t *seq_of, int rows, int cols);
+
+    /* ---- attention ---- */
+    /* qkv: [rows, 3D] (q | k | v, head h at columns h*hd of each); out: [rows, D] (overwritten at every
+     * row of row_of); probs: [nseq, heads, S, S] saved for backward. Scale 1/sqrt(head_dim). */
+    void (*attention_fwd)(upm_backend *be, float *out, float *probs, const float *qkv, const upm_attn_desc *a);
+    void (*attention_bwd)(upm_backend *be, float *dqkv, const float *dout, const float *probs, const float *qkv,
+                          const upm_attn_desc *a);
+
+    /* ---- embeddings and row movement ---- */
+    /* Y[r,:] += T[idx[r],:] for r < n (idx rows of a cols-wide table) */
+    void (*gather_add)(upm_backend *be, float *Y, const float *T, const int32_t *idx, int n, int cols);
+    /* dT[idx[r],:] += dY[r,:], deterministic when indices repeat */
+    void (*scatter_add)(upm_backend *be, float *dT, const float *dY, const int32_t *idx, int n, int cols);
+    /* Y[r,:] = X[idx[r],:] (idx < 0: zeros) / dX[idx[r],:] += dY[r,:] */
+    void (*gather_rows)(upm_backend *be, float *Y, const float *X, const int32_t *idx, int n, int cols);
+    void (*scatter_rows_add)(upm_backend *be, float *dX, const float *dY, const int32_t *idx, int n, int cols);
+    /* Image/video patches: pixels [n][T][3][H][W] -> P [n*T*(H/16)*(W/16)][3*16*16], rows in (n, t, py, px)
+     * order, columns in (channel, y, x) order (a Conv2d weight [D,3,16,16] flattened). No backward
+     * (pixels are inputs). */
+    void (*patchify)(upm_backend *be, float *P, const float *pixels, int n, int T, int H, int W);
+
+    /* ---- gates and losses ---- */
+    /* Row-wise top-k of softmax(logits + noise) over E columns: G = the k largest probabilities in place,
+     * zeros elsewhere (ties: the lower index wins). probs [rows,E] saved. noise may be NULL. */
+    void (*topk_softmax_fwd)(upm_backend *be, float *G, float *probs, const float *logits, const float *noise,
+                             int rows, int E, int k);
+    /* dlogits += d(top_k(softmax))/dlogits . dG (gradient flows through the kept probabilities only) */
+    void (*topk_softmax_bwd)(upm_backend *be, float *dlogits, const float *dG, const float *G, const float *probs,
+                             int rows, int E);
+    /* y = x / max(||x||, 1e-12) per row; saves the norm */
+    void (*l2norm_fwd)(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols);
+    void (*l2norm_bwd)(upm_backend *be, float *dx, const float *dy, const float *y, const float *norm, int rows,
+                       int cols);
+    /* Cross-entropy with label smoothing eps, mean over the rows whose target >= 0 (others ignored):
+     * loss_i = -(1-eps) log p[t_i] - eps/C sum_c log p[c]. Writes out[0] = mean loss, out[1] = correct
+     * predictions (argmax == target, ties to the lower index), and dlogits = scale * dloss/dlogits
+     * (overwritten; zero rows for ignored targets). */
+    void (*xent_fwd_bwd)(upm_backend *be, float *out, float *dlogits, const float *logits, const int32_t *target,
+                         int rows, int C, float eps, float scale);
+
+    /* ---- optimizer ---- */
+    /* AdamW on n parameters: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (mhat/(sqrt(vhat)+eps) +
+     * wd[i] p) with mhat = m/(1-b1^t), vhat = v/(1-b2^t); g is multiplied by gscale first (clipping).
+     * wd is per parameter (0 where no decay): wd_mask[i] != 0 applies weight_decay. */
+    void (*adamw)(upm_backend *be, float *p, float *m, float *v, const float *g, const uint8_t *wd_mask, size_t n,
+                  float lr, float b1, float b2, float eps, float weight_decay, float gscale, int t);
+
+    void (*destroy)(upm_backend *be);
+};
+
+/* The CPU backend: oneDNN's sgemm for matmuls, OpenMP loops for the rest, `threads` threads (0 = the
+ * OpenMP default). */
+int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err);
+
+static inline void upm_backend_free(upm_backend *be)
+{
+    if (be)
+        be->destroy(be);
+}
+
+#endif

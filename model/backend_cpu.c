@@ -1,0 +1,269 @@
+/* The CPU backend's table and its dense ops: memory, oneDNN sgemm, the BLAS-1 style loops, bias
+ * gradient, the gradient-norm sum and AdamW. Per-token ops live in backend_cpu_rows.c, attention in
+ * backend_cpu_attn.c, gates and losses in backend_cpu_loss.c. */
+#include "backend_cpu.h"
+
+#include <dnnl.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- context ---- */
+
+/* threads > 0 is re-applied at every op rather than once: omp_set_num_threads only sets the calling
+ * thread's ICV, and oneDNN's sgemm sizes its team from the same ICV, so this keeps the count right
+ * even when ops are called from another thread than the one that created the backend. */
+int upm_cpu_threads(upm_backend *be)
+{
+    upm_cpu_ctx *c = be->ctx;
+    if (c->threads > 0 && omp_get_max_threads() != c->threads)
+        omp_set_num_threads(c->threads);
+    return omp_get_max_threads();
+}
+
+float *upm_cpu_scratch(upm_backend *be, size_t per_thread, int threads, size_t *stride)
+{
+    upm_cpu_ctx *c = be->ctx;
+    size_t s = (per_thread + 15) & ~(size_t)15; /* 16 floats = 64 bytes per slice boundary */
+    if (threads < 1)
+        threads = 1;
+    if (s < per_thread || s > SIZE_MAX / sizeof(float) / (size_t)threads)
+        return NULL;
+    size_t bytes = s * sizeof(float) * (size_t)threads;
+    if (bytes > c->scratch_bytes) {
+        free(c->scratch);
+        c->scratch = aligned_alloc(64, bytes);
+        c->scratch_bytes = c->scratch ? bytes : 0;
+        if (!c->scratch)
+            return NULL;
+    }
+    *stride = s;
+    return c->scratch;
+}
+
+void upm_cpu_poison(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
+}
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(upm_backend *be, size_t bytes)
+{
+    (void)be;
+    size_t n = (bytes + 63) & ~(size_t)63;
+    if (n < bytes)
+        return NULL;
+    if (n == 0)
+        n = 64;
+    void *p = aligned_alloc(64, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+static void cpu_free(upm_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static void cpu_copy(upm_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes)
+        memmove(dst, src, bytes);
+}
+
+static void cpu_zero(upm_backend *be, void *p, size_t bytes)
+{
+    (void)be;
+    if (bytes)
+        memset(p, 0, bytes);
+}
+
+static void cpu_sync(upm_backend *be)
+{
+    (void)be;
+}
+
+/* ---- dense algebra ---- */
+
+static void cpu_gemm(upm_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    upm_cpu_threads(be);
+    if (K <= 0) { /* an empty product: BLAS semantics, C = beta * C (beta 0 overwrites) */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++)
+                C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+        return;
+    }
+    dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (st != dnnl_success && ldc >= N) /* bad leading dimensions: a void op can only make it loud */
+        for (int i = 0; i < M; i++)
+            upm_cpu_poison(C + (size_t)i * ldc, (size_t)N);
+}
+
+static void cpu_axpy(upm_backend *be, float *y, const float *x, float alpha, size_t n)
+{
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        y[i] += alpha * x[i];
+}
+
+static void cpu_scale(upm_backend *be, float *y, float alpha, size_t n)
+{
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        y[i] *= alpha;
+}
+
+static void cpu_add_bias(upm_backend *be, float *Y, const float *b, int rows, int cols)
+{
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)cols >= UPM_CPU_PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        float *y = Y + (size_t)r * cols;
+        for (int c = 0; c < cols; c++)
+            y[c] += b[c];
+    }
+}
+
+static void cpu_bias_grad(upm_backend *be, float *db, const float *dY, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
+#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)cols >= UPM_CPU_PAR_MIN)
+    for (int blk = 0; blk < nb; blk++) {
+        int c0 = blk * UPM_CPU_COLBLOCK;
+        int w = cols - c0 < UPM_CPU_COLBLOCK ? cols - c0 : UPM_CPU_COLBLOCK;
+        double acc[UPM_CPU_COLBLOCK] = {0};
+        for (int r = 0; r < rows; r++) {
+            const float *y = dY + (size_t)r * cols + c0;
+            for (int c = 0; c < w; c++)
+                acc[c] += (double)y[c];
+        }
+        for (int c = 0; c < w; c++)
+            db[c0 + c] = (float)((double)db[c0 + c] + acc[c]);
+    }
+}
+
+static void cpu_sumsq(upm_backend *be, float *out, const float *x, size_t n)
+{
+    upm_cpu_threads(be);
+    size_t chunk = upm_cpu_chunk(n, 4096);
+    size_t nc = (n + chunk - 1) / chunk;
+    double part[UPM_CPU_MAX_CHUNKS];
+#pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
+    for (size_t ci = 0; ci < nc; ci++) {
+        size_t lo = ci * chunk, len = n - lo < chunk ? n - lo : chunk;
+        part[ci] = upm_cpu_dot(x + lo, x + lo, len);
+    }
+    double total = 0.0;
+    for (size_t ci = 0; ci < nc; ci++)
+        total += part[ci];
+    out[0] = (float)total;
+}
+
+/* ---- optimizer ---- */
+
+/* PyTorch's AdamW order of operations (decay first, then the step with the bias corrections folded
+ * into the step size and the denominator), which is the documented formula rearranged. */
+static void cpu_adamw(upm_backend *be, float *p, float *m, float *v, const float *g, const uint8_t *wd_mask,
+                      size_t n, float lr, float b1, float b2, float eps, float weight_decay, float gscale, int t)
+{
+    upm_cpu_threads(be);
+    if (t < 1)
+        t = 1;
+    double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
+    float step = (float)((double)lr / bc1), sbc2 = (float)sqrt(bc2);
+    float decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * gscale;
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float denom = sqrtf(vi) / sbc2 + eps;
+        float pi = (!wd_mask || wd_mask[i]) ? p[i] * decay : p[i];
+        p[i] = pi - step * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+/* ---- table ---- */
+
+static void cpu_destroy(upm_backend *be)
+{
+    upm_cpu_ctx *c = be->ctx;
+    free(c->scratch);
+    free(c);
+    free(be);
+}
+
+int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
+{
+    if (!out)
+        return upm_errf(err, UPM_EINVAL, "cpu backend: no place for the result");
+    *out = NULL;
+    if (threads < 0)
+        return upm_errf(err, UPM_EUSAGE, "cpu backend: threads must be >= 0 (0 = OpenMP default), not %d", threads);
+    upm_backend *be = calloc(1, sizeof *be);
+    upm_cpu_ctx *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return upm_errf(err, UPM_ENOMEM, "cpu backend: out of memory");
+    }
+    c->threads = threads;
+    if (threads > 0) /* process-wide in effect: the calling thread's ICV governs every team it starts */
+        omp_set_num_threads(threads);
+    *be = (upm_backend){
+        .name = "cpu",
+        .ctx = c,
+        .alloc = cpu_alloc,
+        .free = cpu_free,
+        .upload = cpu_copy,
+        .download = cpu_copy,
+        .copy = cpu_copy,
+        .zero = cpu_zero,
+        .sync = cpu_sync,
+        .gemm = cpu_gemm,
+        .axpy = cpu_axpy,
+        .scale = cpu_scale,
+        .add_bias = cpu_add_bias,
+        .bias_grad = cpu_bias_grad,
+        .sumsq = cpu_sumsq,
+        .layernorm_fwd = upm_cpu_layernorm_fwd,
+        .layernorm_bwd = upm_cpu_layernorm_bwd,
+        .gelu_fwd = upm_cpu_gelu_fwd,
+        .gelu_bwd = upm_cpu_gelu_bwd,
+        .residual_fwd = upm_cpu_residual_fwd,
+        .residual_bwd = upm_cpu_residual_bwd,
+        .attention_fwd = upm_cpu_attention_fwd,
+        .attention_bwd = upm_cpu_attention_bwd,
+        .gather_add = upm_cpu_gather_add,
+        .scatter_add = upm_cpu_scatter_add,
+        .gather_rows = upm_cpu_gather_rows,
+        .scatter_rows_add = upm_cpu_scatter_add,
+        .patchify = upm_cpu_patchify,
+        .topk_softmax_fwd = upm_cpu_topk_softmax_fwd,
+        .topk_softmax_bwd = upm_cpu_topk_softmax_bwd,
+        .l2norm_fwd = upm_cpu_l2norm_fwd,
+        .l2norm_bwd = upm_cpu_l2norm_bwd,
+        .xent_fwd_bwd = upm_cpu_xent_fwd_bwd,
+        .adamw = cpu_adamw,
+        .destroy = cpu_destroy,
+    };
+    *out = be;
+    return 0;
+}

@@ -1,0 +1,149 @@
+/* Private to the CPU backend (backend_cpu*.c): its context, the ops each file contributes to the table,
+ * and the small inline kernels they share (a vectorisable exp, fixed-order sums). Nothing outside
+ * model/backend_cpu*.c includes this. */
+#ifndef UPM_BACKEND_CPU_H
+#define UPM_BACKEND_CPU_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backend.h"
+
+/* One op runs at a time on a backend (the model calls ops from one thread), so the scratch arena
+ * needs no lock. */
+typedef struct upm_cpu_ctx {
+    int threads;          /* > 0: applied to the calling thread's OpenMP thread count at every op */
+    float *scratch;       /* per-thread working memory of attention, grown on demand, 64-byte aligned */
+    size_t scratch_bytes;
+} upm_cpu_ctx;
+
+/* Parallel loops below this many elements run on the calling thread: the fork costs more. */
+#define UPM_CPU_PAR_MIN 16384
+/* Column-parallel reductions give each thread blocks of this many columns, summed over rows in
+ * order, so every output is summed by one thread in a fixed order whatever the thread count. */
+#define UPM_CPU_COLBLOCK 16
+/* Long reductions are cut into at most this many fixed chunks, summed in order. */
+#define UPM_CPU_MAX_CHUNKS 256
+
+/* Applies the backend's thread count (if any) to the calling thread and returns the team size the
+ * next parallel region will get. */
+int upm_cpu_threads(upm_backend *be);
+/* `per_thread` floats for each of `threads` threads (each slice 64-byte aligned, `stride` floats
+ * apart), or NULL when memory ran out. Valid until the next call. */
+float *upm_cpu_scratch(upm_backend *be, size_t per_thread, int threads, size_t *stride);
+/* Fills n floats with NaN: what a void op leaves when it could not get scratch memory, so the
+ * trainer's non-finite check stops the run instead of it going on with wrong numbers. */
+void upm_cpu_poison(float *p, size_t n);
+
+/* Chunk length for a fixed-order chunked reduction over n items: depends on n only, never on the
+ * thread count, and gives at most UPM_CPU_MAX_CHUNKS chunks. */
+static inline size_t upm_cpu_chunk(size_t n, size_t min_chunk)
+{
+    size_t c = (n + UPM_CPU_MAX_CHUNKS - 1) / UPM_CPU_MAX_CHUNKS;
+    return c < min_chunk ? min_chunk : c;
+}
+
+/* c ? a : b done on the bits. A float ?: whose arm does arithmetic is a branch to GCC under the
+ * default -ftrapping-math (it will not speculate the arm), and a branch stops vectorisation. */
+static inline float upm_cpu_fsel(int c, float a, float b)
+{
+    uint32_t ab, bb, m = -(uint32_t)(c != 0);
+    memcpy(&ab, &a, 4);
+    memcpy(&bb, &b, 4);
+    ab = (ab & m) | (bb & ~m);
+    memcpy(&a, &ab, 4);
+    return a;
+}
+
+/* exp for float vectors: Cephes' range reduction and polynomial (relative error < 1e-7), with no
+ * branches or libm calls so loops over it vectorise (at -O3). exp(x < -87.3) = 0, exp(x > 88.7) =
+ * inf, NaN stays NaN. The rounding uses the 1.5*2^23 trick, valid because nothing here is built
+ * with -ffast-math. */
+static inline float upm_cpu_expf(float x)
+{
+    float xc = upm_cpu_fsel(x < -87.0f, -87.0f, x);
+    xc = upm_cpu_fsel(xc > 88.0f, 88.0f, xc);
+    float t = xc * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t tb, mb;
+    const float magic = 12582912.0f;
+    memcpy(&tb, &t, 4);
+    memcpy(&mb, &magic, 4);
+    uint32_t sb = (tb - mb + 127u) << 23; /* 2^n: n sits in the low mantissa bits of t */
+    float scale;
+    memcpy(&scale, &sb, 4);
+    float y = upm_cpu_fsel(x < -87.33654f, 0.0f, p * scale);
+    return upm_cpu_fsel(x > 88.72283f, (float)INFINITY, y);
+}
+
+/* Sum of n floats in double over 8 fixed lanes (lane l takes i = l mod 8), lanes combined in order:
+ * vectorisable, and the same bits whatever the alignment or thread count. */
+static inline double upm_cpu_sum(const float *x, size_t n)
+{
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += (double)x[i + l];
+    for (size_t l = 0; i < n; i++, l++)
+        acc[l] += (double)x[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* Dot product of n floats, the same way. */
+static inline double upm_cpu_dot(const float *x, const float *y, size_t n)
+{
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += (double)x[i + l] * (double)y[i + l];
+    for (size_t l = 0; i < n; i++, l++)
+        acc[l] += (double)x[i] * (double)y[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* ---- ops of backend_cpu_rows.c ---- */
+void upm_cpu_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, const float *x, const float *g,
+                           const float *b, int rows, int cols, float eps);
+void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *g, int rows, int cols);
+void upm_cpu_gelu_fwd(upm_backend *be, float *y, const float *x, size_t n);
+void upm_cpu_gelu_bwd(upm_backend *be, float *dx, const float *dy, const float *x, size_t n);
+void upm_cpu_residual_fwd(upm_backend *be, float *y, const float *x, const float *f, const float *ls,
+                          const float *keep, const int32_t *seq_of, int rows, int cols);
+void upm_cpu_residual_bwd(upm_backend *be, float *dx, float *df, float *dls, const float *dy, const float *f,
+                          const float *ls, const float *keep, const int32_t *seq_of, int rows, int cols);
+void upm_cpu_gather_add(upm_backend *be, float *Y, const float *T, const int32_t *idx, int n, int cols);
+void upm_cpu_scatter_add(upm_backend *be, float *dT, const float *dY, const int32_t *idx, int n, int cols);
+void upm_cpu_gather_rows(upm_backend *be, float *Y, const float *X, const int32_t *idx, int n, int cols);
+void upm_cpu_patchify(upm_backend *be, float *P, const float *pixels, int n, int T, int H, int W);
+
+/* ---- ops of backend_cpu_attn.c ---- */
+void upm_cpu_attention_fwd(upm_backend *be, float *out, float *probs, const float *qkv, const upm_attn_desc *a);
+void upm_cpu_attention_bwd(upm_backend *be, float *dqkv, const float *dout, const float *probs, const float *qkv,
+                           const upm_attn_desc *a);
+
+/* ---- ops of backend_cpu_loss.c ---- */
+void upm_cpu_topk_softmax_fwd(upm_backend *be, float *G, float *probs, const float *logits, const float *noise,
+                              int rows, int E, int k);
+void upm_cpu_topk_softmax_bwd(upm_backend *be, float *dlogits, const float *dG, const float *G, const float *probs,
+                              int rows, int E);
+void upm_cpu_l2norm_fwd(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols);
+void upm_cpu_l2norm_bwd(upm_backend *be, float *dx, const float *dy, const float *y, const float *norm, int rows,
+                        int cols);
+void upm_cpu_xent_fwd_bwd(upm_backend *be, float *out, float *dlogits, const float *logits, const int32_t *target,
+                          int rows, int C, float eps, float scale);
+
+#endif

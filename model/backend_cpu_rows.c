@@ -1,0 +1,290 @@
+/* The CPU backend's per-token ops: LayerNorm, GELU, the LayerScale/drop-path residual, embedding and
+ * row gathers/scatters, and patch extraction. Row-wise work is parallel over rows; sums over rows
+ * (dg, db, dls, scatters with repeated indices) are parallel over column blocks, each output summed
+ * by one thread in row order, so the bits never depend on the thread count. */
+#include "backend_cpu.h"
+
+#include <math.h>
+
+#define PAR_IF(n) if ((size_t)(n) >= UPM_CPU_PAR_MIN)
+
+static inline int block_width(int cols, int c0)
+{
+    return cols - c0 < UPM_CPU_COLBLOCK ? cols - c0 : UPM_CPU_COLBLOCK;
+}
+
+/* ---- LayerNorm ---- */
+
+static void layernorm_row(float *y, float *mean, float *rstd, const float *x, const float *g, const float *b,
+                          int cols, float eps)
+{
+    double mu = upm_cpu_sum(x, (size_t)cols) / cols;
+    double acc[8] = {0};
+    int c = 0;
+    for (; c + 8 <= cols; c += 8)
+        for (int l = 0; l < 8; l++) {
+            double d = (double)x[c + l] - mu;
+            acc[l] += d * d;
+        }
+    for (int l = 0; c < cols; c++, l++) {
+        double d = (double)x[c] - mu;
+        acc[l] += d * d;
+    }
+    double var = (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) / cols;
+    float m = (float)mu, rs = (float)(1.0 / sqrt(var + (double)eps));
+    *mean = m;
+    *rstd = rs;
+    for (c = 0; c < cols; c++)
+        y[c] = (x[c] - m) * rs * g[c] + b[c];
+}
+
+void upm_cpu_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, const float *x, const float *g,
+                           const float *b, int rows, int cols, float eps)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) PAR_IF((size_t)rows * (size_t)cols)
+    for (int r = 0; r < rows; r++)
+        layernorm_row(y + (size_t)r * cols, mean + r, rstd + r, x + (size_t)r * cols, g, b, cols, eps);
+}
+
+/* dx = rstd (g dy - mean(g dy) - xhat mean(g dy xhat)) for one row. */
+static void layernorm_row_dx(float *dx, const float *dy, const float *x, float mu, float rs, const float *g,
+                             int cols)
+{
+    double sa[8] = {0}, sb[8] = {0};
+    int c = 0;
+    for (; c + 8 <= cols; c += 8)
+        for (int l = 0; l < 8; l++) {
+            float xh = (x[c + l] - mu) * rs, gd = dy[c + l] * g[c + l];
+            sa[l] += (double)gd;
+            sb[l] += (double)gd * (double)xh;
+        }
+    for (int l = 0; c < cols; c++, l++) {
+        float xh = (x[c] - mu) * rs, gd = dy[c] * g[c];
+        sa[l] += (double)gd;
+        sb[l] += (double)gd * (double)xh;
+    }
+    float a = (float)((((sa[0] + sa[1]) + (sa[2] + sa[3])) + ((sa[4] + sa[5]) + (sa[6] + sa[7]))) / cols);
+    float bb = (float)((((sb[0] + sb[1]) + (sb[2] + sb[3])) + ((sb[4] + sb[5]) + (sb[6] + sb[7]))) / cols);
+    for (c = 0; c < cols; c++) {
+        float xh = (x[c] - mu) * rs;
+        dx[c] += rs * (dy[c] * g[c] - a - xh * bb);
+    }
+}
+
+void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *g, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+    size_t work = (size_t)rows * (size_t)cols;
+    if (dx) {
+#pragma omp parallel for schedule(static) PAR_IF(work)
+        for (int r = 0; r < rows; r++)
+            layernorm_row_dx(dx + (size_t)r * cols, dy + (size_t)r * cols, x + (size_t)r * cols, mean[r], rstd[r],
+                             g, cols);
+    }
+    if (!dg && !db)
+        return;
+    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
+#pragma omp parallel for schedule(static) PAR_IF(work)
+    for (int blk = 0; blk < nb; blk++) {
+        int c0 = blk * UPM_CPU_COLBLOCK, w = block_width(cols, c0);
+        double ag[UPM_CPU_COLBLOCK] = {0}, ab[UPM_CPU_COLBLOCK] = {0};
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * cols + c0, *dyr = dy + (size_t)r * cols + c0;
+            float mu = mean[r], rs = rstd[r];
+            for (int c = 0; c < w; c++) {
+                ag[c] += (double)dyr[c] * (double)((xr[c] - mu) * rs);
+                ab[c] += (double)dyr[c];
+            }
+        }
+        for (int c = 0; c < w; c++) {
+            if (dg)
+                dg[c0 + c] = (float)((double)dg[c0 + c] + ag[c]);
+            if (db)
+                db[c0 + c] = (float)((double)db[c0 + c] + ab[c]);
+        }
+    }
+}
+
+/* ---- GELU ---- */
+
+/* The standard normal cdf Phi(x) and density phi(x). Phi goes through erfc with Numerical Recipes'
+ * Chebyshev fit (relative error < 1.2e-7 for every argument), so x Phi(x) keeps its relative accuracy
+ * far into the negative tail, where 1 + erf(.) would cancel; branch-free so the loops vectorise
+ * (libm's erff is scalar and made GELU a third of a ViT-Ti step). */
+static inline float normal_cdf(float x, float *pdf)
+{
+    float z = fabsf(x) * 0.70710678118654752f;
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float poly = -1.26551223f +
+                 t * (1.00002368f +
+                      t * (0.37409196f +
+                           t * (0.09678418f +
+                                t * (-0.18628806f +
+                                     t * (0.27886807f +
+                                          t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+    float e = upm_cpu_expf(-0.5f * x * x); /* exp(-z^2) */
+    float erfc_z = t * e * upm_cpu_expf(poly);
+    *pdf = e * 0.39894228040143268f;
+    return upm_cpu_fsel(x >= 0.0f, 1.0f - 0.5f * erfc_z, 0.5f * erfc_z);
+}
+
+void upm_cpu_gelu_fwd(upm_backend *be, float *y, const float *x, size_t n)
+{
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) PAR_IF(n)
+    for (size_t i = 0; i < n; i++) {
+        float pdf;
+        y[i] = x[i] * normal_cdf(x[i], &pdf);
+    }
+}
+
+void upm_cpu_gelu_bwd(upm_backend *be, float *dx, const float *dy, const float *x, size_t n)
+{
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) PAR_IF(n)
+    for (size_t i = 0; i < n; i++) {
+        float pdf, cdf = normal_cdf(x[i], &pdf);
+        dx[i] += dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
+/* ---- LayerScale + drop path residual ---- */
+
+void upm_cpu_residual_fwd(upm_backend *be, float *y, const float *x, const float *f, const float *ls,
+                          const float *keep, const int32_t *seq_of, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) PAR_IF((size_t)rows * (size_t)cols)
+    for (int r = 0; r < rows; r++) {
+        float k = keep ? keep[seq_of[r]] : 1.0f;
+        size_t o = (size_t)r * cols;
+        for (int c = 0; c < cols; c++)
+            y[o + c] = x[o + c] + ls[c] * f[o + c] * k;
+    }
+}
+
+void upm_cpu_residual_bwd(upm_backend *be, float *dx, float *df, float *dls, const float *dy, const float *f,
+                          const float *ls, const float *keep, const int32_t *seq_of, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+    size_t work = (size_t)rows * (size_t)cols;
+    if (dx || df) {
+#pragma omp parallel for schedule(static) PAR_IF(work)
+        for (int r = 0; r < rows; r++) {
+            float k = keep ? keep[seq_of[r]] : 1.0f;
+            size_t o = (size_t)r * cols;
+            if (dx)
+                for (int c = 0; c < cols; c++)
+                    dx[o + c] += dy[o + c];
+            if (df)
+                for (int c = 0; c < cols; c++)
+                    df[o + c] += k * ls[c] * dy[o + c];
+        }
+    }
+    if (!dls)
+        return;
+    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
+#pragma omp parallel for schedule(static) PAR_IF(work)
+    for (int blk = 0; blk < nb; blk++) {
+        int c0 = blk * UPM_CPU_COLBLOCK, w = block_width(cols, c0);
+        double acc[UPM_CPU_COLBLOCK] = {0};
+        for (int r = 0; r < rows; r++) {
+            float k = keep ? keep[seq_of[r]] : 1.0f;
+            if (k == 0.0f) /* a dropped sequence contributes nothing */
+                continue;
+            const float *fr = f + (size_t)r * cols + c0, *dyr = dy + (size_t)r * cols + c0;
+            for (int c = 0; c < w; c++)
+                acc[c] += (double)k * (double)fr[c] * (double)dyr[c];
+        }
+        for (int c = 0; c < w; c++)
+            dls[c0 + c] = (float)((double)dls[c0 + c] + acc[c]);
+    }
+}
+
+/* ---- embeddings and row movement (negative indices are skipped / give zero rows) ---- */
+
+void upm_cpu_gather_add(upm_backend *be, float *Y, const float *T, const int32_t *idx, int n, int cols)
+{
+    if (n <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) PAR_IF((size_t)n * (size_t)cols)
+    for (int r = 0; r < n; r++) {
+        if (idx[r] < 0)
+            continue;
+        float *y = Y + (size_t)r * cols;
+        const float *t = T + (size_t)idx[r] * cols;
+        for (int c = 0; c < cols; c++)
+            y[c] += t[c];
+    }
+}
+
+/* Serves scatter_add and scatter_rows_add. Parallel over column blocks with the rows in order, so
+ * repeated indices add up in the same order on every call and for every thread count. */
+void upm_cpu_scatter_add(upm_backend *be, float *dT, const float *dY, const int32_t *idx, int n, int cols)
+{
+    if (n <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
+#pragma omp parallel for schedule(static) PAR_IF((size_t)n * (size_t)cols)
+    for (int blk = 0; blk < nb; blk++) {
+        int c0 = blk * UPM_CPU_COLBLOCK, w = block_width(cols, c0);
+        for (int r = 0; r < n; r++) {
+            if (idx[r] < 0)
+                continue;
+            float *t = dT + (size_t)idx[r] * cols + c0;
+            const float *y = dY + (size_t)r * cols + c0;
+            for (int c = 0; c < w; c++)
+                t[c] += y[c];
+        }
+    }
+}
+
+void upm_cpu_gather_rows(upm_backend *be, float *Y, const float *X, const int32_t *idx, int n, int cols)
+{
+    if (n <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) PAR_IF((size_t)n * (size_t)cols)
+    for (int r = 0; r < n; r++) {
+        float *y = Y + (size_t)r * cols;
+        if (idx[r] < 0)
+            memset(y, 0, (size_t)cols * sizeof *y);
+        else
+            memcpy(y, X + (size_t)idx[r] * cols, (size_t)cols * sizeof *y);
+    }
+}
+
+/* ---- patches ---- */
+
+void upm_cpu_patchify(upm_backend *be, float *P, const float *pixels, int n, int T, int H, int W)
+{
+    enum { PS = 16 };
+    int gh = H / PS, gw = W / PS;
+    if (n <= 0 || T <= 0 || gh <= 0 || gw <= 0)
+        return;
+    upm_cpu_threads(be);
+    int rows = n * T * gh * gw;
+    size_t plane = (size_t)H * W;
+#pragma omp parallel for schedule(static) PAR_IF((size_t)rows * 3 * PS * PS)
+    for (int r = 0; r < rows; r++) {
+        int px = r % gw, py = (r / gw) % gh, frame = r / (gw * gh); /* frame = b*T + t */
+        float *p = P + (size_t)r * 3 * PS * PS;
+        for (int ch = 0; ch < 3; ch++) {
+            const float *src = pixels + ((size_t)frame * 3 + ch) * plane + (size_t)py * PS * W + (size_t)px * PS;
+            for (int y = 0; y < PS; y++)
+                memcpy(p + (ch * PS + y) * PS, src + (size_t)y * W, PS * sizeof *p);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+/* Model sizes (paper Table 6 and the design notes) and configuration checks. */
+#include "config.h"
+
+#include <string.h>
+
+int upm_model_config_preset(const char *size, upm_model_config *c, upm_err *err)
+{
+    static const struct {
+        const char *name;
+        int dim, heads, layers, every;
+        float drop_path;
+    } sizes[] = {{"ti", 192, 3, 12, 1, 0.0f}, {"s", 384, 6, 12, 1, 0.1f}, {"b", 768, 12, 12, 2, 0.1f},
+                 {"l", 1024, 16, 24, 2, 0.2f}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (size && !strcmp(size, sizes[i].name)) {
+            *c = (upm_model_config){.dim = sizes[i].dim, .heads = sizes[i].heads, .layers = sizes[i].layers,
+                                    .mlp = 4 * sizes[i].dim, .vocab = UPM_VOCAB, .max_text = 512, .max_frames = 8,
+                                    .moe = UPM_MOE_ATTRIBUTE, .experts = 8, .topk = 2, .moe_sa = 1, .moe_ffn = 1,
+                                    .moe_every = sizes[i].every, .drop_path = sizes[i].drop_path,
+                                    .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1.0f};
+            return 0;
+        }
+    return upm_errf(err, UPM_EUSAGE, "unknown model size '%s' (ti, s, b or l)", size ? size : "");
+}
+
+int upm_model_config_check(const upm_model_config *c, upm_err *err)
+{
+    if (c->dim < 4 || c->dim % 4 || c->heads < 1 || c->dim % c->heads)
+        return upm_errf(err, UPM_EINVAL, "model: dim %d must be a multiple of 4 and of heads (%d)", c->dim, c->heads);
+    if (c->layers < 1 || c->mlp < 1 || c->vocab < 1 || c->max_text < 1 || c->max_frames < 1)
+        return upm_errf(err, UPM_EINVAL, "model: layers, mlp, vocab, max_text and max_frames must be positive");
+    if (c->moe != UPM_MOE_NONE && c->moe != UPM_MOE_ATTRIBUTE)
+        return upm_errf(err, UPM_EINVAL, "model: unknown MoE kind %d", (int)c->moe);
+    if (c->moe == UPM_MOE_ATTRIBUTE &&
+        (c->experts < 1 || c->topk < 1 || c->topk > c->experts || c->moe_every < 1 || (!c->moe_sa && !c->moe_ffn)))
+        return upm_errf(err, UPM_EINVAL,
+                        "model: attribute MoE needs 1 <= topk (%d) <= experts (%d), every >= 1 (%d) and MoE on "
+                        "attention and/or FFN linears",
+                        c->topk, c->experts, c->moe_every);
+    if (!(c->drop_path >= 0 && c->drop_path < 1) || !(c->ln_eps > 0))
+        return upm_errf(err, UPM_EINVAL, "model: drop_path %g must be in [0, 1) and ln_eps %g > 0",
+                        (double)c->drop_path, (double)c->ln_eps);
+    return 0;
+}
+
+int upm_layer_moe_sa(const upm_model_config *c, int l)
+{
+    return c->moe == UPM_MOE_ATTRIBUTE && c->moe_sa && (l + 1) % c->moe_every == 0;
+}
+
+int upm_layer_moe_ffn(const upm_model_config *c, int l)
+{
+    return c->moe == UPM_MOE_ATTRIBUTE && c->moe_ffn && (l + 1) % c->moe_every == 0;
+}
+
+float upm_gate_noise_std(const upm_model_config *c)
+{
+    return c->gate_noise < 0 ? 1.0f / (float)c->experts : c->gate_noise;
+}

@@ -1,0 +1,35 @@
+/* Model configuration: the sizes of paper Table 6 (ti, s, b, l) or custom dimensions, the MoE kind and
+ * its placement (paper Table 11). See docs/model.md for what every field means. */
+#ifndef UPM_MODEL_CONFIG_H
+#define UPM_MODEL_CONFIG_H
+
+#include "err.h"
+
+typedef enum upm_moe_kind { UPM_MOE_NONE = 0, UPM_MOE_ATTRIBUTE } upm_moe_kind;
+
+typedef struct upm_model_config {
+    int dim, heads, layers, mlp; /* mlp: FFN width (4 * dim) */
+    int vocab, max_text, max_frames;
+    upm_moe_kind moe;
+    int experts, topk;
+    int moe_sa, moe_ffn, moe_every; /* MoE on attention / FFN linears of layers l with (l+1) % every == 0 */
+    float drop_path;                /* uniform stochastic-depth rate (training only) */
+    float layerscale_init, ln_eps;
+    float gate_noise; /* std of the gate-logit noise in training; < 0 = 1/experts (the default) */
+} upm_model_config;
+
+#define UPM_VOCAB 49411 /* CLIP's 49,408 ids + <|mask|>, <|gen|>, <|spe|> */
+#define UPM_PATCH_DIM (3 * 16 * 16)
+#define UPM_GATE_BITS 8
+
+/* The preset of a named size: "ti", "s", "b" or "l" (UPM_EUSAGE for another name). */
+int upm_model_config_preset(const char *size, upm_model_config *c, upm_err *err);
+/* Refuses inconsistent configurations (dim % heads, dim % 4 for sin-cos, topk <= experts, ...). */
+int upm_model_config_check(const upm_model_config *c, upm_err *err);
+/* Whether layer l has MoE attention / FFN linears. */
+int upm_layer_moe_sa(const upm_model_config *c, int l);
+int upm_layer_moe_ffn(const upm_model_config *c, int l);
+/* The gate noise std actually used in training. */
+float upm_gate_noise_std(const upm_model_config *c);
+
+#endif

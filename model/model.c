@@ -1,0 +1,363 @@
+/* The model object and encoder passes: arena layout, uploads of the plan, embeddings, the blocks in
+ * order, the feature head (LayerNorm, projection, L2 normalisation), and the backward in reverse. */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pass_internal.h"
+
+#define W(i) upm_model_w(m, (i))
+#define G(i) upm_model_g(m, (i))
+
+int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, upm_model **out, upm_err *err)
+{
+    *out = NULL;
+    upm_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return upm_errf(err, UPM_ENOMEM, "model: no memory");
+    m->cfg = *cfg;
+    m->be = be;
+    int rc = upm_layout_build(cfg, &m->L, err);
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    size_t bytes = m->L.total * sizeof(float);
+    float *host = malloc(bytes);
+    m->w = be->alloc(be, bytes);
+    m->g = be->alloc(be, bytes);
+    if (!host || !m->w || !m->g) {
+        size_t total = m->L.total;
+        free(host);
+        upm_model_free(m);
+        return upm_errf(err, UPM_ENOMEM, "model: no memory for %zu parameters", total);
+    }
+    upm_layout_init(&m->L, seed, host);
+    be->upload(be, m->w, host, bytes);
+    free(host);
+    *out = m;
+    return 0;
+}
+
+void upm_model_free(upm_model *m)
+{
+    if (!m)
+        return;
+    if (m->w)
+        m->be->free(m->be, m->w);
+    if (m->g)
+        m->be->free(m->be, m->g);
+    upm_layout_free(&m->L);
+    free(m);
+}
+
+float *upm_model_w(const upm_model *m, int i) { return m->w + m->L.p[i].offset; }
+float *upm_model_g(const upm_model *m, int i) { return m->g + m->L.p[i].offset; }
+
+void upm_model_zero_grad(upm_model *m) { m->be->zero(m->be, m->g, m->L.total * sizeof(float)); }
+
+void upm_sincos_2d(float *out, int gh, int gw, int D)
+{
+    int Q = D / 4;
+    for (int gy = 0; gy < gh; gy++)
+        for (int gx = 0; gx < gw; gx++) {
+            float *o = out + ((size_t)gy * gw + gx) * D;
+            for (int i = 0; i < Q; i++) {
+                double w = pow(10000.0, -(double)i / Q);
+                o[i] = (float)sin(gx * w), o[Q + i] = (float)cos(gx * w);
+                o[2 * Q + i] = (float)sin(gy * w), o[3 * Q + i] = (float)cos(gy * w);
+            }
+        }
+}
+
+upm_pass *upm_pass_new(void) { return calloc(1, sizeof(upm_pass)); }
+
+void upm_pass_free(upm_model *m, upm_pass *p)
+{
+    if (!p)
+        return;
+    if (p->arena)
+        m->be->free(m->be, p->arena);
+    upm_seq_plan_free(&p->plan);
+    free(p->layers);
+    free(p);
+}
+
+/* ---- arena: the same walk measures (base NULL) and carves (base = the arena) ---- */
+
+typedef struct carver {
+    char *base;
+    size_t off;
+} carver;
+
+static void *carve(carver *c, size_t bytes)
+{
+    size_t at = (c->off + 63) / 64 * 64;
+    c->off = at + bytes;
+    return c->base ? c->base + at : NULL;
+}
+
+#define CF(c, n) ((float *)carve((c), sizeof(float) * (size_t)(n)))
+#define CI(c, n) ((int32_t *)carve((c), sizeof(int32_t) * (size_t)(n)))
+
+static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_keep)
+{
+    const upm_model_config *cfg = &m->cfg;
+    const upm_block_idx *k = &m->L.blocks[l];
+    upm_layer_act *la = &p->layers[l];
+    size_t N = (size_t)p->plan.N, D = (size_t)cfg->dim, F = (size_t)cfg->mlp, P = (size_t)p->plan.npat;
+    size_t E = (size_t)cfg->experts, nseq = (size_t)p->plan.nseq, S = (size_t)p->plan.S;
+    la->x_out = CF(c, N * D), la->mean1 = CF(c, N), la->rstd1 = CF(c, N), la->h = CF(c, N * D);
+    la->qkv = CF(c, N * 3 * D), la->probs = CF(c, nseq * cfg->heads * S * S), la->a = CF(c, N * D);
+    la->o = CF(c, N * D), la->x_mid = CF(c, N * D), la->mean2 = CF(c, N), la->rstd2 = CF(c, N);
+    la->h2 = CF(c, N * D), la->f = CF(c, N * F), la->gl = CF(c, N * F), la->o2 = CF(c, N * D);
+    la->keep1 = want_keep ? CF(c, nseq) : NULL, la->keep2 = want_keep ? CF(c, nseq) : NULL;
+    for (int gi = 0; gi < UPM_NGATES; gi++) {
+        upm_gate_act *g = &la->gate[gi];
+        if (!k->has_gate[gi]) {
+            memset(g, 0, sizeof *g);
+            continue;
+        }
+        g->Hg = CF(c, P * D), g->mean = CF(c, P), g->rstd = CF(c, P), g->Rn = CF(c, P * D), g->Z = CF(c, P * E);
+        g->probs = CF(c, P * E), g->G = CF(c, P * E), g->noise = la->has_noise ? CF(c, P * E) : NULL;
+        g->dG = CF(c, P * E), g->dZ = CF(c, P * E), g->dRn = CF(c, P * D), g->dHg = CF(c, P * D);
+    }
+    const upm_linear_idx *lins[UPM_NLIN] = {&k->qkv, &k->proj, &k->fc1, &k->fc2};
+    for (int i = 0; i < UPM_NLIN; i++) {
+        upm_linear_act *a = &la->lin[i];
+        memset(a, 0, sizeof *a);
+        if (lins[i]->gate < 0)
+            continue;
+        size_t wn = (size_t)lins[i]->out * lins[i]->in, out = (size_t)lins[i]->out;
+        a->Wm = CF(c, P * wn), a->bm = CF(c, P * out), a->dWm = CF(c, P * wn), a->dbm = CF(c, P * out);
+    }
+}
+
+static void carve_pass(upm_model *m, upm_pass *p, carver *c, int want_keep)
+{
+    const upm_seq_plan *pl = &p->plan;
+    const upm_seq_input *in = &p->in;
+    size_t N = (size_t)pl->N, D = (size_t)m->cfg.dim, F = (size_t)m->cfg.mlp, R = (size_t)pl->nread;
+    size_t nseq = (size_t)pl->nseq, S = (size_t)pl->S;
+    p->perm = CI(c, N), p->row_of = CI(c, nseq * S), p->seq_of = CI(c, N), p->read_rows = CI(c, R);
+    p->spe_idx = CI(c, nseq);
+    p->mask = carve(c, nseq * S * S);
+    for (int s = 0; s < in->nseg; s++) {
+        const upm_seq_segment *g = &in->seg[s];
+        size_t tok = (size_t)upm_seq_segment_tokens(g);
+        p->pos_idx[s] = CI(c, nseq * tok), p->frame_idx[s] = CI(c, nseq * tok);
+        p->ids[s] = g->kind == UPM_SEG_TEXT ? CI(c, nseq * tok) : NULL;
+        if (g->kind != UPM_SEG_TEXT) {
+            p->pixels[s] = CF(c, nseq * g->T * 3 * g->H * g->W);
+            p->patches[s] = CF(c, nseq * tok * UPM_PATCH_DIM);
+            p->sincos[s] = CF(c, (size_t)(g->H / 16) * (g->W / 16) * D);
+        } else
+            p->pixels[s] = p->patches[s] = p->sincos[s] = NULL;
+    }
+    p->E = CF(c, N * D), p->x0 = CF(c, N * D), p->bits = CF(c, (size_t)pl->npat * UPM_GATE_BITS);
+    for (int l = 0; l < m->cfg.layers; l++)
+        carve_layer(m, p, c, l, want_keep);
+    p->zsel = CF(c, R * D), p->zmean = CF(c, R), p->zrstd = CF(c, R), p->zn = CF(c, R * D), p->feat = CF(c, R * D);
+    p->fnorm = CF(c, R), p->U = CF(c, R * D);
+    p->dxa = CF(c, N * D), p->dxb = CF(c, N * D), p->dx_mid = CF(c, N * D), p->dh = CF(c, N * D);
+    p->dqkv = CF(c, N * 3 * D), p->da = CF(c, N * D), p->do_ = CF(c, N * D), p->dh2 = CF(c, N * D);
+    p->df = CF(c, N * F), p->dgl = CF(c, N * F), p->do2 = CF(c, N * D), p->dE = CF(c, N * D);
+    p->dfeat = CF(c, R * D), p->dzn = CF(c, R * D), p->dzsel = CF(c, R * D);
+}
+
+/* Plans the input and makes the arena big enough; uploads the plan's index arrays and the inputs. */
+static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm_pass_opts *o, upm_err *err)
+{
+    upm_backend *be = m->be;
+    const upm_model_config *cfg = &m->cfg;
+    upm_seq_plan_free(&p->plan);
+    int rc = upm_seq_plan_build(in, cfg->vocab, cfg->max_text, cfg->max_frames, &p->plan, err);
+    if (rc)
+        return rc;
+    p->in = *in;
+    upm_layer_act *layers = realloc(p->layers, sizeof *layers * (size_t)cfg->layers);
+    if (!layers)
+        return upm_errf(err, UPM_ENOMEM, "model: no memory for a pass");
+    p->layers = layers;
+    int noise = o && o->train && o->gate_noise, keep = o && o->train && o->keep;
+    for (int l = 0; l < cfg->layers; l++)
+        p->layers[l].has_noise = noise;
+    carver c = {NULL, 0};
+    carve_pass(m, p, &c, keep);
+    if (c.off > p->arena_bytes) {
+        if (p->arena)
+            be->free(be, p->arena);
+        p->arena_bytes = 0;
+        if (!(p->arena = be->alloc(be, c.off)))
+            return upm_errf(err, UPM_ENOMEM, "model: no memory for the activations of %d x %d tokens (%zu MB)",
+                            p->plan.nseq, p->plan.S, c.off >> 20);
+        p->arena_bytes = c.off;
+    }
+    c = (carver){p->arena, 0};
+    carve_pass(m, p, &c, keep);
+
+    const upm_seq_plan *pl = &p->plan;
+    size_t N = (size_t)pl->N, nseq = (size_t)pl->nseq, S = (size_t)pl->S;
+    be->upload(be, p->perm, pl->perm, N * 4);
+    be->upload(be, p->row_of, pl->row_of, nseq * S * 4);
+    be->upload(be, p->seq_of, pl->seq_of, N * 4);
+    be->upload(be, p->read_rows, pl->read_rows, (size_t)pl->nread * 4);
+    be->upload(be, p->spe_idx, pl->spe_idx, nseq * 4);
+    be->upload(be, p->mask, pl->mask, nseq * S * S);
+    for (int s = 0; s < in->nseg; s++) {
+        const upm_seq_segment *g = &in->seg[s];
+        size_t tok = (size_t)upm_seq_segment_tokens(g);
+        be->upload(be, p->pos_idx[s], pl->pos_idx[s], nseq * tok * 4);
+        be->upload(be, p->frame_idx[s], pl->frame_idx[s], nseq * tok * 4);
+        if (g->kind == UPM_SEG_TEXT) {
+            be->upload(be, p->ids[s], g->ids, nseq * tok * 4);
+            continue;
+        }
+        be->upload(be, p->pixels[s], g->pixels, sizeof(float) * nseq * g->T * 3 * g->H * g->W);
+        size_t grid = (size_t)(g->H / 16) * (g->W / 16);
+        float *t = malloc(sizeof(float) * grid * cfg->dim);
+        if (!t)
+            return upm_errf(err, UPM_ENOMEM, "model: no memory for positions");
+        upm_sincos_2d(t, g->H / 16, g->W / 16, cfg->dim);
+        be->upload(be, p->sincos[s], t, sizeof(float) * grid * cfg->dim);
+        free(t);
+    }
+    /* the attribute bits of each pattern, and per-layer noise rows and keep factors */
+    float bits[256 * UPM_GATE_BITS];
+    for (int q = 0; q < pl->npat; q++)
+        for (int i = 0; i < UPM_GATE_BITS; i++)
+            bits[q * UPM_GATE_BITS + i] = (float)((pl->pat[q] >> i) & 1);
+    be->upload(be, p->bits, bits, sizeof(float) * (size_t)pl->npat * UPM_GATE_BITS);
+    int E = cfg->experts;
+    float *rows = noise ? malloc(sizeof(float) * (size_t)pl->npat * E) : NULL;
+    if (noise && !rows)
+        return upm_errf(err, UPM_ENOMEM, "model: no memory for gate noise");
+    for (int l = 0; l < cfg->layers; l++) {
+        upm_layer_act *la = &p->layers[l];
+        for (int gi = 0; noise && gi < UPM_NGATES; gi++) {
+            if (!m->L.blocks[l].has_gate[gi])
+                continue;
+            const float *tab = o->gate_noise + ((size_t)l * UPM_NGATES + gi) * 256 * E;
+            for (int q = 0; q < pl->npat; q++)
+                memcpy(rows + (size_t)q * E, tab + (size_t)pl->pat[q] * E, sizeof(float) * E);
+            be->upload(be, la->gate[gi].noise, rows, sizeof(float) * (size_t)pl->npat * E);
+        }
+        if (keep) {
+            be->upload(be, la->keep1, o->keep + ((size_t)l * 2) * nseq, sizeof(float) * nseq);
+            be->upload(be, la->keep2, o->keep + ((size_t)l * 2 + 1) * nseq, sizeof(float) * nseq);
+        }
+    }
+    free(rows);
+    p->attn = (upm_attn_desc){(int)nseq, (int)S, cfg->heads, cfg->dim / cfg->heads, p->row_of, p->mask};
+    p->have_plan = 1;
+    return 0;
+}
+
+static void embed_forward(upm_model *m, upm_pass *p)
+{
+    upm_backend *be = m->be;
+    const upm_model_config *cfg = &m->cfg;
+    const upm_layout *L = &m->L;
+    const upm_seq_plan *pl = &p->plan;
+    int D = cfg->dim, n = pl->nseq;
+    be->zero(be, p->E, sizeof(float) * (size_t)pl->N * D);
+    be->gather_add(be, p->E, W(L->spe), p->spe_idx, n, D);
+    for (int s = 0; s < p->in.nseg; s++) {
+        const upm_seq_segment *g = &p->in.seg[s];
+        int rows = n * upm_seq_segment_tokens(g);
+        float *Es = p->E + (size_t)pl->seg_e0[s] * D;
+        if (g->kind == UPM_SEG_TEXT) {
+            be->gather_add(be, Es, W(L->token), p->ids[s], rows, D);
+            be->gather_add(be, Es, W(L->text_pos), p->pos_idx[s], rows, D);
+            continue;
+        }
+        be->patchify(be, p->patches[s], p->pixels[s], n, g->T, g->H, g->W);
+        be->gemm(be, 0, 1, rows, D, UPM_PATCH_DIM, 1.0f, p->patches[s], UPM_PATCH_DIM, W(L->patch_w), UPM_PATCH_DIM,
+                 1.0f, Es, D);
+        be->add_bias(be, Es, W(L->patch_b), rows, D);
+        be->gather_add(be, Es, p->sincos[s], p->pos_idx[s], rows, D);
+        if (g->kind == UPM_SEG_VIDEO)
+            be->gather_add(be, Es, W(L->temporal), p->frame_idx[s], rows, D);
+    }
+    be->gather_rows(be, p->x0, p->E, p->perm, pl->N, D);
+}
+
+static void embed_backward(upm_model *m, upm_pass *p, const float *dx0)
+{
+    upm_backend *be = m->be;
+    const upm_layout *L = &m->L;
+    const upm_seq_plan *pl = &p->plan;
+    int D = m->cfg.dim, n = pl->nseq;
+    be->zero(be, p->dE, sizeof(float) * (size_t)pl->N * D);
+    be->scatter_rows_add(be, p->dE, dx0, p->perm, pl->N, D);
+    be->scatter_add(be, G(L->spe), p->dE, p->spe_idx, n, D);
+    for (int s = 0; s < p->in.nseg; s++) {
+        const upm_seq_segment *g = &p->in.seg[s];
+        int rows = n * upm_seq_segment_tokens(g);
+        const float *dEs = p->dE + (size_t)pl->seg_e0[s] * D;
+        if (g->kind == UPM_SEG_TEXT) {
+            be->scatter_add(be, G(L->token), dEs, p->ids[s], rows, D);
+            be->scatter_add(be, G(L->text_pos), dEs, p->pos_idx[s], rows, D);
+            continue;
+        }
+        be->gemm(be, 1, 0, D, UPM_PATCH_DIM, rows, 1.0f, dEs, D, p->patches[s], UPM_PATCH_DIM, 1.0f, G(L->patch_w),
+                 UPM_PATCH_DIM);
+        be->bias_grad(be, G(L->patch_b), dEs, rows, D);
+        if (g->kind == UPM_SEG_VIDEO)
+            be->scatter_add(be, G(L->temporal), dEs, p->frame_idx[s], rows, D);
+    }
+}
+
+int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm_pass_opts *o, upm_err *err)
+{
+    int rc = prepare(m, p, in, o, err);
+    if (rc)
+        return rc;
+    upm_backend *be = m->be;
+    const upm_layout *L = &m->L;
+    int D = m->cfg.dim, R = p->plan.nread;
+    embed_forward(m, p);
+    const float *x = p->x0;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        upm_block_forward(m, p, l, x);
+        x = p->layers[l].x_out;
+    }
+    be->gather_rows(be, p->zsel, x, p->read_rows, R, D);
+    be->layernorm_fwd(be, p->zn, p->zmean, p->zrstd, p->zsel, W(L->norm_w), W(L->norm_b), R, D, m->cfg.ln_eps);
+    be->gemm(be, 0, 1, R, D, D, 1.0f, p->zn, D, W(L->proj_w), D, 0.0f, p->feat, D);
+    be->l2norm_fwd(be, p->U, p->fnorm, p->feat, R, D);
+    return 0;
+}
+
+const float *upm_pass_features(const upm_pass *p) { return p->U; }
+int upm_pass_nread(const upm_pass *p) { return p->plan.nread; }
+const upm_seq_plan *upm_pass_plan(const upm_pass *p) { return &p->plan; }
+
+int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err)
+{
+    if (!p->have_plan)
+        return upm_errf(err, UPM_EINVAL, "model: backward of a pass that has not run forward");
+    upm_backend *be = m->be;
+    const upm_layout *L = &m->L;
+    int D = m->cfg.dim, R = p->plan.nread, N = p->plan.N;
+    be->zero(be, p->dfeat, sizeof(float) * (size_t)R * D);
+    be->l2norm_bwd(be, p->dfeat, dU, p->U, p->fnorm, R, D);
+    be->gemm(be, 1, 0, D, D, R, 1.0f, p->dfeat, D, p->zn, D, 1.0f, G(L->proj_w), D);
+    be->gemm(be, 0, 0, R, D, D, 1.0f, p->dfeat, D, W(L->proj_w), D, 0.0f, p->dzn, D);
+    be->zero(be, p->dzsel, sizeof(float) * (size_t)R * D);
+    be->layernorm_bwd(be, p->dzsel, G(L->norm_w), G(L->norm_b), p->dzn, p->zsel, p->zmean, p->zrstd, W(L->norm_w), R,
+                      D);
+    float *dx = p->dxa, *dnext = p->dxb;
+    be->zero(be, dx, sizeof(float) * (size_t)N * D);
+    be->scatter_rows_add(be, dx, p->dzsel, p->read_rows, R, D);
+    for (int l = m->cfg.layers - 1; l >= 0; l--) {
+        const float *x_in = l ? p->layers[l - 1].x_out : p->x0;
+        upm_block_backward(m, p, l, x_in, dx, dnext);
+        float *t = dx;
+        dx = dnext, dnext = t;
+    }
+    embed_backward(m, p, dx);
+    return 0;
+}

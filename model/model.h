@@ -1,0 +1,56 @@
+/* The Uni-Perceiver encoder with attribute-routed Conditional-MoE linears (docs/model.md): the model
+ * (config, parameter layout, parameters and gradients in backend memory) and encoder passes. A pass
+ * encodes one side of a batch (inputs, or the targets: label texts, paired captions) into L2-normalised
+ * features; its backward adds the parameter gradients into model->g. Model code only calls backend ops. */
+#ifndef UPM_MODEL_H
+#define UPM_MODEL_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "params.h"
+#include "seqplan.h"
+
+typedef struct upm_model {
+    upm_model_config cfg;
+    upm_layout L;
+    upm_backend *be;
+    float *w, *g; /* backend memory, L.total floats each */
+} upm_model;
+
+/* A model with initial values drawn from seed (docs/model.md), gradients zeroed. */
+int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, upm_model **out, upm_err *err);
+void upm_model_free(upm_model *m);
+/* Backend pointers of parameter i's values and gradient. */
+float *upm_model_w(const upm_model *m, int i);
+float *upm_model_g(const upm_model *m, int i);
+void upm_model_zero_grad(upm_model *m);
+
+typedef struct upm_pass_opts {
+    int train;
+    /* Gate-logit noise, host [layers][UPM_NGATES][256][experts] by attribute byte, or NULL for none. */
+    const float *gate_noise;
+    /* Drop-path keep factors (0 or 1/(1-p)), host [layers][2][nseq] (attention, MLP), or NULL = 1. */
+    const float *keep;
+} upm_pass_opts;
+
+typedef struct upm_pass upm_pass;
+
+/* A pass object holds a plan and activation memory; reuse one per side from step to step, so memory is
+ * allocated only when a larger batch arrives. */
+upm_pass *upm_pass_new(void);
+void upm_pass_free(upm_model *m, upm_pass *p);
+/* Encodes the sequences of `in`; the features of its read-out tokens ([nread, dim], L2-normalised,
+ * backend memory) are then upm_pass_features(p). */
+int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm_pass_opts *o, upm_err *err);
+const float *upm_pass_features(const upm_pass *p);
+int upm_pass_nread(const upm_pass *p);
+const upm_seq_plan *upm_pass_plan(const upm_pass *p);
+/* Backward from dU (backend memory, [nread, dim]): adds every parameter gradient into m->g. */
+int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err);
+
+/* The fixed 2-D sin-cos position table of a gh x gw patch grid, host [gh*gw][D] (docs/model.md). */
+void upm_sincos_2d(float *out, int gh, int gw, int D);
+
+#endif

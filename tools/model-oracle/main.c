@@ -1,0 +1,465 @@
+/* upmoe-model-oracle: runs one training step's forward and backward of a small model on random inputs
+ * and writes everything (config, parameters, inputs, gate noise, drop-path factors, features, logits,
+ * loss and every parameter gradient) to a safetensors file, which tests/model/ checks against an
+ * independent PyTorch implementation of docs/model.md. Parameters are perturbed away from their
+ * initial values so that every path (LayerScale, gates, norms) carries signal. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loss.h"
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+
+#define PROG "upmoe-model-oracle"
+
+typedef struct args {
+    const char *formulation, *input, *moe, *text_attn, *out;
+    int moe_sa, moe_ffn, moe_every, dim, layers, heads, experts, topk, vocab, batch, image, text, classes;
+    float drop_path;
+    int gate_noise;
+    unsigned long long seed;
+} args;
+
+static const char usage[] =
+    "usage: " PROG " --formulation label|pair --input image|text|image+text --moe none|attribute\n"
+    "       [--moe-sa 0|1] [--moe-ffn 0|1] [--moe-every N] [--dim 64] [--layers 2] [--heads 4] [--experts 4]\n"
+    "       [--topk 2] [--vocab 512] [--batch 4] [--image 32] [--text 8] [--text-attn full|causal]\n"
+    "       [--classes 5] [--drop-path P] [--gate-noise] [--seed S] --out FILE.safetensors\n"
+    "Writes one training step of a small model (forward, loss, backward) for the PyTorch oracle.\n";
+
+/* Attribute bytes of paper Table 2 for the oracle's made-up tasks. */
+static uint8_t attr(int in_visual, int in_text, int tgt_text, int tok_visual, int causal, int from_input)
+{
+    return (uint8_t)(in_visual | in_text << 1 | tgt_text << 3 | tok_visual << 4 | !tok_visual << 5 | causal << 6 |
+                     from_input << 7);
+}
+
+static int parse(int argc, char **argv, args *a)
+{
+    *a = (args){.moe_sa = 1, .moe_ffn = 1, .moe_every = 1, .dim = 64, .layers = 2, .heads = 4, .experts = 4,
+                .topk = 2, .vocab = 512, .batch = 4, .image = 32, .text = 8, .classes = 5, .seed = 1,
+                .text_attn = "full"};
+    enum { O_FORM = 256, O_INPUT, O_MOE, O_SA, O_FFN, O_EVERY, O_DIM, O_LAYERS, O_HEADS, O_EXPERTS, O_TOPK, O_VOCAB,
+           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT };
+    static const struct option opts[] = {
+        {"formulation", 1, 0, O_FORM}, {"input", 1, 0, O_INPUT}, {"moe", 1, 0, O_MOE}, {"moe-sa", 1, 0, O_SA},
+        {"moe-ffn", 1, 0, O_FFN}, {"moe-every", 1, 0, O_EVERY}, {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS},
+        {"heads", 1, 0, O_HEADS}, {"experts", 1, 0, O_EXPERTS}, {"topk", 1, 0, O_TOPK}, {"vocab", 1, 0, O_VOCAB},
+        {"batch", 1, 0, O_BATCH}, {"image", 1, 0, O_IMAGE}, {"text", 1, 0, O_TEXT}, {"text-attn", 1, 0, O_TATTN},
+        {"classes", 1, 0, O_CLASSES}, {"drop-path", 1, 0, O_DROP}, {"gate-noise", 0, 0, O_NOISE},
+        {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_FORM: a->formulation = optarg; break;
+        case O_INPUT: a->input = optarg; break;
+        case O_MOE: a->moe = optarg; break;
+        case O_SA: a->moe_sa = atoi(optarg); break;
+        case O_FFN: a->moe_ffn = atoi(optarg); break;
+        case O_EVERY: a->moe_every = atoi(optarg); break;
+        case O_DIM: a->dim = atoi(optarg); break;
+        case O_LAYERS: a->layers = atoi(optarg); break;
+        case O_HEADS: a->heads = atoi(optarg); break;
+        case O_EXPERTS: a->experts = atoi(optarg); break;
+        case O_TOPK: a->topk = atoi(optarg); break;
+        case O_VOCAB: a->vocab = atoi(optarg); break;
+        case O_BATCH: a->batch = atoi(optarg); break;
+        case O_IMAGE: a->image = atoi(optarg); break;
+        case O_TEXT: a->text = atoi(optarg); break;
+        case O_TATTN: a->text_attn = optarg; break;
+        case O_CLASSES: a->classes = atoi(optarg); break;
+        case O_DROP: a->drop_path = strtof(optarg, NULL); break;
+        case O_NOISE: a->gate_noise = 1; break;
+        case O_SEED: a->seed = strtoull(optarg, NULL, 10); break;
+        case O_OUT: a->out = optarg; break;
+        case 'h': fputs(usage, stdout); return -1;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    int ok = a->formulation && a->input && a->moe && a->out && optind == argc &&
+             (!strcmp(a->formulation, "label") || !strcmp(a->formulation, "pair")) &&
+             (!strcmp(a->input, "image") || !strcmp(a->input, "text") || !strcmp(a->input, "image+text")) &&
+             (!strcmp(a->moe, "none") || !strcmp(a->moe, "attribute")) &&
+             (!strcmp(a->text_attn, "full") || !strcmp(a->text_attn, "causal")) && a->batch > 0 && a->text > 1 &&
+             a->classes > 0 && a->image >= 16 && a->image % 16 == 0;
+    if (!ok) {
+        fprintf(stderr, PROG ": error: bad or missing arguments\n%s", usage);
+        return 2;
+    }
+    return 0;
+}
+
+/* Host data of one side: up to two segments. */
+typedef struct side {
+    upm_seq_input in;
+    float *pixels;
+    int32_t *ids, *lengths;
+    uint8_t *attrs[2];
+} side;
+
+static void random_text(upm_rng *r, int n, int L, int vocab, int32_t *ids, int32_t *lengths)
+{
+    for (int b = 0; b < n; b++) {
+        lengths[b] = 2 + (int)upm_rng_below(r, (uint64_t)(L - 1));
+        for (int i = 0; i < L; i++)
+            ids[(size_t)b * L + i] = i < lengths[b] ? 1 + (int32_t)upm_rng_below(r, (uint64_t)(vocab - 1)) : 0;
+    }
+}
+
+static int make_input(const args *a, upm_rng *r, side *s)
+{
+    int B = a->batch, img = strstr(a->input, "image") != NULL, txt = strstr(a->input, "text") != NULL;
+    int tgt_text = 1, causal = !strcmp(a->text_attn, "causal");
+    memset(s, 0, sizeof *s);
+    s->in.nseq = B;
+    int npatch = (a->image / 16) * (a->image / 16);
+    if (img) {
+        s->pixels = malloc(sizeof(float) * (size_t)B * 3 * a->image * a->image);
+        s->attrs[0] = malloc((size_t)B * npatch);
+        if (!s->pixels || !s->attrs[0])
+            return -1;
+        for (size_t i = 0; i < (size_t)B * 3 * a->image * a->image; i++)
+            s->pixels[i] = (float)upm_rng_normal(r);
+        memset(s->attrs[0], attr(1, txt, tgt_text, 1, 0, 1), (size_t)B * npatch);
+        s->in.seg[s->in.nseg++] = (upm_seq_segment){.kind = UPM_SEG_IMAGE, .attn = UPM_SEG_FULL, .T = 1,
+                                                    .H = a->image, .W = a->image, .pixels = s->pixels,
+                                                    .attrs = s->attrs[0]};
+    }
+    if (txt) {
+        s->ids = malloc(sizeof(int32_t) * (size_t)B * a->text);
+        s->lengths = malloc(sizeof(int32_t) * (size_t)B);
+        s->attrs[1] = malloc((size_t)B * a->text);
+        if (!s->ids || !s->lengths || !s->attrs[1])
+            return -1;
+        random_text(r, B, a->text, a->vocab, s->ids, s->lengths);
+        memset(s->attrs[1], attr(img, 1, tgt_text, 0, causal, 1), (size_t)B * a->text);
+        s->in.seg[s->in.nseg++] = (upm_seq_segment){.kind = UPM_SEG_TEXT,
+                                                    .attn = causal ? UPM_SEG_CAUSAL : UPM_SEG_FULL, .L = a->text,
+                                                    .ids = s->ids, .lengths = s->lengths, .attrs = s->attrs[1]};
+    }
+    s->in.spe_attr = s->in.seg[0].attrs[0] & (uint8_t)~0x40; /* SPE takes its first field's attributes */
+    return 0;
+}
+
+/* The target side: label texts (C rows) or paired captions (B rows), bidirectional target text. */
+static int make_target(const args *a, upm_rng *r, int img_in, int txt_in, side *s)
+{
+    int n = !strcmp(a->formulation, "label") ? a->classes : a->batch, L = a->text;
+    memset(s, 0, sizeof *s);
+    s->ids = malloc(sizeof(int32_t) * (size_t)n * L);
+    s->lengths = malloc(sizeof(int32_t) * (size_t)n);
+    s->attrs[1] = malloc((size_t)n * L);
+    if (!s->ids || !s->lengths || !s->attrs[1])
+        return -1;
+    random_text(r, n, L, a->vocab, s->ids, s->lengths);
+    uint8_t t = (uint8_t)(img_in | txt_in << 1 | 1 << 3 | 1 << 5);
+    memset(s->attrs[1], t, (size_t)n * L);
+    s->in = (upm_seq_input){.nseq = n, .spe_attr = t, .nseg = 1};
+    s->in.seg[0] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .attn = UPM_SEG_FULL, .L = L, .ids = s->ids,
+                                     .lengths = s->lengths, .attrs = s->attrs[1]};
+    return 0;
+}
+
+static void free_side(side *s)
+{
+    free(s->pixels);
+    free(s->ids);
+    free(s->lengths);
+    free(s->attrs[0]);
+    free(s->attrs[1]);
+}
+
+/* ---- the dump ---- */
+
+typedef struct dump {
+    upm_st_tensor *t;
+    int n, cap;
+    void **owned;
+    int nowned;
+    int failed;
+} dump;
+
+/* Adds a tensor whose data the dump takes ownership of (freed after writing). */
+static void put(dump *d, const char *name, upm_st_dtype dt, void *data, int ndim, const int64_t *shape)
+{
+    if (d->n == d->cap) {
+        int cap = d->cap ? 2 * d->cap : 256;
+        upm_st_tensor *t = realloc(d->t, sizeof *t * (size_t)cap);
+        void **o = realloc(d->owned, sizeof *o * (size_t)cap * 2);
+        if (!t || !o) {
+            d->failed = 1;
+            free(t ? NULL : data);
+            if (t)
+                d->t = t;
+            if (o)
+                d->owned = o;
+            return;
+        }
+        d->t = t, d->owned = o, d->cap = cap;
+    }
+    char *nm = strdup(name);
+    if (!nm || !data) {
+        d->failed = 1;
+        free(nm);
+        free(data);
+        return;
+    }
+    upm_st_tensor *t = &d->t[d->n++];
+    memset(t, 0, sizeof *t);
+    t->name = nm, t->dtype = dt, t->ndim = ndim, t->data = data;
+    size_t count = 1;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i], count *= (size_t)shape[i];
+    t->nbytes = count * upm_st_dtype_size(dt);
+    d->owned[d->nowned++] = nm;
+    d->owned[d->nowned++] = data;
+}
+
+static void *dup_bytes(const void *p, size_t n)
+{
+    void *q = malloc(n ? n : 1);
+    if (q && n)
+        memcpy(q, p, n);
+    return q;
+}
+
+/* A backend tensor copied to the host and added. */
+static void put_backend(dump *d, upm_backend *be, const char *name, const float *src, int ndim, const int64_t *shape)
+{
+    size_t count = 1;
+    for (int i = 0; i < ndim; i++)
+        count *= (size_t)shape[i];
+    float *h = malloc(sizeof(float) * (count ? count : 1));
+    if (h)
+        be->download(be, h, src, sizeof(float) * count);
+    put(d, name, UPM_ST_F32, h, ndim, shape);
+}
+
+static void put_side(dump *d, const char *pre, const side *s, const args *a)
+{
+    char nm[128];
+    for (int i = 0; i < s->in.nseg; i++) {
+        const upm_seq_segment *g = &s->in.seg[i];
+        int64_t n = s->in.nseq, tok = upm_seq_segment_tokens(g);
+        if (g->kind == UPM_SEG_TEXT) {
+            snprintf(nm, sizeof nm, "%s.%d.ids", pre, i);
+            put(d, nm, UPM_ST_I32, dup_bytes(g->ids, sizeof(int32_t) * (size_t)(n * g->L)), 2, (int64_t[]){n, g->L});
+            snprintf(nm, sizeof nm, "%s.%d.lengths", pre, i);
+            put(d, nm, UPM_ST_I32, dup_bytes(g->lengths, sizeof(int32_t) * (size_t)n), 1, (int64_t[]){n});
+        } else {
+            snprintf(nm, sizeof nm, "%s.%d.pixels", pre, i);
+            put(d, nm, UPM_ST_F32, dup_bytes(g->pixels, sizeof(float) * (size_t)(n * 3 * g->H * g->W)), 5,
+                (int64_t[]){n, 1, 3, g->H, g->W});
+        }
+        snprintf(nm, sizeof nm, "%s.%d.attrs", pre, i);
+        put(d, nm, UPM_ST_U8, dup_bytes(g->attrs, (size_t)(n * tok)), 2, (int64_t[]){n, tok});
+    }
+    (void)a;
+}
+
+static void put_tables(dump *d, const char *pass, const upm_model *m, const float *noise, const float *keep, int nseq)
+{
+    char nm[128];
+    static const char *gates[UPM_NGATES] = {"attn.gate", "mlp.gate1", "mlp.gate2"};
+    int E = m->cfg.experts;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        for (int gi = 0; noise && gi < UPM_NGATES; gi++)
+            if (m->L.blocks[l].has_gate[gi]) {
+                snprintf(nm, sizeof nm, "noise.%s.blocks.%d.%s", pass, l, gates[gi]);
+                put(d, nm, UPM_ST_F32,
+                    dup_bytes(noise + ((size_t)l * UPM_NGATES + gi) * 256 * E, sizeof(float) * 256 * (size_t)E), 2,
+                    (int64_t[]){256, E});
+            }
+        for (int br = 0; keep && br < 2; br++) {
+            snprintf(nm, sizeof nm, "keep.%s.blocks.%d.%s", pass, l, br ? "mlp" : "attn");
+            put(d, nm, UPM_ST_F32, dup_bytes(keep + ((size_t)l * 2 + br) * nseq, sizeof(float) * (size_t)nseq), 1,
+                (int64_t[]){nseq});
+        }
+    }
+}
+
+/* Gate noise (std from the config) and drop-path factors for one pass, from the counter RNG. */
+static void make_tables(const upm_model *m, uint64_t seed, int pass, int nseq, float **noise, float **keep)
+{
+    const upm_model_config *c = &m->cfg;
+    size_t nn = (size_t)c->layers * UPM_NGATES * 256 * c->experts;
+    upm_rng r = upm_rng_stream(seed, UPM_RNG_GATE_NOISE, (uint64_t)pass, 0, 0);
+    *noise = malloc(sizeof(float) * nn);
+    for (size_t i = 0; *noise && i < nn; i++)
+        (*noise)[i] = (float)(upm_gate_noise_std(c) * upm_rng_normal(&r));
+    r = upm_rng_stream(seed, UPM_RNG_DROP_PATH, (uint64_t)pass, 0, 0);
+    *keep = malloc(sizeof(float) * (size_t)c->layers * 2 * nseq);
+    for (size_t i = 0; *keep && i < (size_t)c->layers * 2 * nseq; i++)
+        (*keep)[i] = upm_rng_uniform(&r) < c->drop_path ? 0.0f : 1.0f / (1.0f - c->drop_path);
+}
+
+static void perturb(upm_model *m, uint64_t seed)
+{
+    size_t n = m->L.total;
+    float *h = malloc(sizeof(float) * n);
+    if (!h)
+        return;
+    m->be->download(m->be, h, m->w, sizeof(float) * n);
+    upm_rng r = upm_rng_stream(seed, UPM_RNG_INIT, 7, 7, 7);
+    for (int i = 0; i < m->L.n; i++)
+        if (i != m->L.logit_scale)
+            for (size_t j = 0; j < m->L.p[i].numel; j++)
+                h[m->L.p[i].offset + j] += (float)(0.05 * upm_rng_normal(&r));
+    m->be->upload(m->be, m->w, h, sizeof(float) * n);
+    free(h);
+}
+
+static void segments_json(const side *s, char *buf, size_t n)
+{
+    static const char *kinds[] = {"text", "image", "video"}, *attn[] = {"full", "causal", "query"};
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < s->in.nseg && k < n; i++) {
+        const upm_seq_segment *g = &s->in.seg[i];
+        k += (size_t)snprintf(buf + k, n - k,
+                              "%s{\"kind\": \"%s\", \"attn\": \"%s\", \"T\": %d, \"H\": %d, \"W\": %d, \"L\": %d, "
+                              "\"attr\": %d}",
+                              i ? ", " : "", kinds[g->kind], attn[g->attn], g->T, g->H, g->W, g->L, g->attrs[0]);
+    }
+    if (k < n)
+        snprintf(buf + k, n - k, "]");
+}
+
+static int run(const args *a)
+{
+    upm_err err = {0};
+    upm_model_config cfg = {.dim = a->dim, .heads = a->heads, .layers = a->layers, .mlp = 4 * a->dim,
+                            .vocab = a->vocab, .max_text = 2 * a->text, .max_frames = 8,
+                            .moe = !strcmp(a->moe, "attribute") ? UPM_MOE_ATTRIBUTE : UPM_MOE_NONE,
+                            .experts = a->experts, .topk = a->topk, .moe_sa = a->moe_sa, .moe_ffn = a->moe_ffn,
+                            .moe_every = a->moe_every, .drop_path = a->drop_path, .layerscale_init = 1e-3f,
+                            .ln_eps = 1e-5f, .gate_noise = -1.0f};
+    upm_backend *be = NULL;
+    upm_model *m = NULL;
+    upm_pass *pin = upm_pass_new(), *ptg = upm_pass_new();
+    side in = {0}, tg = {0};
+    float *noise[2] = {0}, *keep[2] = {0};
+    int rc = upm_backend_cpu_new(0, &be, &err);
+    if (!rc)
+        rc = upm_model_new(&cfg, be, a->seed, &m, &err);
+    if (rc) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+        upm_backend_free(be);
+        return 1;
+    }
+    perturb(m, a->seed);
+    upm_rng r = upm_rng_stream(a->seed, UPM_RNG_AUGMENT, 1, 2, 3);
+    int img = strstr(a->input, "image") != NULL, txt = strstr(a->input, "text") != NULL;
+    int label = !strcmp(a->formulation, "label"), B = a->batch, C = label ? a->classes : a->batch, D = a->dim;
+    if (make_input(a, &r, &in) || make_target(a, &r, img, txt, &tg)) {
+        fprintf(stderr, PROG ": error: no memory\n");
+        rc = 1;
+        goto out;
+    }
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)B);
+    for (int b = 0; labels && b < B; b++)
+        labels[b] = (int32_t)upm_rng_below(&r, (uint64_t)C);
+    make_tables(m, a->seed, 0, B, &noise[0], &keep[0]);
+    make_tables(m, a->seed, 1, C, &noise[1], &keep[1]);
+    upm_pass_opts oin = {1, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL};
+    upm_pass_opts otg = {1, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL};
+    float *dU = be->alloc(be, sizeof(float) * (size_t)B * D), *dV = be->alloc(be, sizeof(float) * (size_t)C * D);
+    float *logits = be->alloc(be, sizeof(float) * (size_t)B * C);
+    int32_t *dlabels = be->alloc(be, sizeof(int32_t) * (size_t)B);
+    if (!labels || !dU || !dV || !logits || !dlabels || !noise[0] || !noise[1] || !keep[0] || !keep[1]) {
+        fprintf(stderr, PROG ": error: no memory\n");
+        rc = 1;
+        goto out2;
+    }
+    be->upload(be, dlabels, labels, sizeof(int32_t) * (size_t)B);
+    upm_loss_result res;
+    if ((rc = upm_pass_forward(m, pin, &in.in, &oin, &err)) || (rc = upm_pass_forward(m, ptg, &tg.in, &otg, &err)) ||
+        (rc = label ? upm_loss_label(m, upm_pass_features(pin), B, upm_pass_features(ptg), C, dlabels, 1.0f, dU, dV,
+                                     logits, &res, &err)
+                    : upm_loss_pair(m, upm_pass_features(pin), upm_pass_features(ptg), B, 1.0f, dU, dV, logits, &res,
+                                    &err)) ||
+        (rc = upm_pass_backward(m, ptg, dV, &err)) || (rc = upm_pass_backward(m, pin, dU, &err))) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+        rc = 1;
+        goto out2;
+    }
+    dump d = {0};
+    char nm[160];
+    for (int i = 0; i < m->L.n; i++) {
+        const upm_param *p = &m->L.p[i];
+        put_backend(&d, be, p->name, upm_model_w(m, i), p->ndim, p->shape);
+        snprintf(nm, sizeof nm, "grad.%s", p->name);
+        put_backend(&d, be, nm, upm_model_g(m, i), p->ndim, p->shape);
+    }
+    put_side(&d, "input", &in, a);
+    put_side(&d, "target", &tg, a);
+    put(&d, "labels", UPM_ST_I32, dup_bytes(labels, sizeof(int32_t) * (size_t)B), 1, (int64_t[]){B});
+    if (a->gate_noise || a->drop_path > 0) {
+        put_tables(&d, "input", m, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL, B);
+        put_tables(&d, "target", m, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL, C);
+    }
+    float *loss = malloc(sizeof(float));
+    if (loss)
+        *loss = res.loss;
+    put(&d, "out.loss", UPM_ST_F32, loss, 1, (int64_t[]){1});
+    put_backend(&d, be, "out.logits", logits, 2, (int64_t[]){B, C});
+    put_backend(&d, be, "out.input_features", upm_pass_features(pin), 2, (int64_t[]){B, D});
+    put_backend(&d, be, "out.target_features", upm_pass_features(ptg), 2, (int64_t[]){C, D});
+    char config[1024], seg_in[1024], seg_tg[1024], spe[64];
+    snprintf(config, sizeof config,
+             "{\"dim\": %d, \"heads\": %d, \"layers\": %d, \"mlp\": %d, \"vocab\": %d, \"max_text\": %d, "
+             "\"max_frames\": %d, \"moe\": \"%s\", \"experts\": %d, \"topk\": %d, \"moe_sa\": %d, \"moe_ffn\": %d, "
+             "\"moe_every\": %d, \"drop_path\": %g, \"layerscale_init\": %g, \"ln_eps\": %g, \"gate_noise\": %g}",
+             cfg.dim, cfg.heads, cfg.layers, cfg.mlp, cfg.vocab, cfg.max_text, cfg.max_frames, a->moe, cfg.experts,
+             cfg.topk, cfg.moe_sa, cfg.moe_ffn, cfg.moe_every, (double)cfg.drop_path, (double)cfg.layerscale_init,
+             (double)cfg.ln_eps, (double)upm_gate_noise_std(&cfg));
+    char segs[2200];
+    segments_json(&in, seg_in, sizeof seg_in);
+    segments_json(&tg, seg_tg, sizeof seg_tg);
+    snprintf(segs, sizeof segs, "{\"input\": %s, \"target\": %s}", seg_in, seg_tg);
+    snprintf(spe, sizeof spe, "[%d, %d]", in.in.spe_attr, tg.in.spe_attr);
+    const char *meta[] = {"config", config, "formulation", a->formulation, "segments", segs, "spe_attr", spe,
+                          "loss_weight", "1", "label_smoothing", "0.1", NULL};
+    if (d.failed || upm_st_write(a->out, d.t, d.n, meta, &err)) {
+        fprintf(stderr, PROG ": error: %s\n", d.failed ? "no memory" : err.msg);
+        rc = 1;
+    } else
+        printf("loss %.6f correct %.0f of %d; %d tensors written to %s\n", (double)res.loss, (double)res.correct, B,
+               d.n, a->out);
+    for (int i = 0; i < d.nowned; i++)
+        free(d.owned[i]);
+    free(d.owned);
+    free(d.t);
+out2:
+    free(labels);
+    if (dU)
+        be->free(be, dU);
+    if (dV)
+        be->free(be, dV);
+    if (logits)
+        be->free(be, logits);
+    if (dlabels)
+        be->free(be, dlabels);
+out:
+    for (int i = 0; i < 2; i++)
+        free(noise[i]), free(keep[i]);
+    free_side(&in);
+    free_side(&tg);
+    upm_pass_free(m, pin);
+    upm_pass_free(m, ptg);
+    upm_model_free(m);
+    upm_backend_free(be);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    args a;
+    int rc = parse(argc, argv, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    return run(&a);
+}

@@ -1,0 +1,214 @@
+/* upmoe-train: pretrains the Uni-Perceiver encoder (dense or attribute-MoE) on a catalog mixture with the
+ * CPU backend: progress lines, per-step metrics in the catalog, checkpoints, exact resume, and a clean
+ * checkpointed stop on SIGINT/SIGTERM. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train.h"
+
+#define PROG "upmoe-train"
+
+static const char usage[] =
+    "usage: " PROG " --mixture NAME --out DIR [options]\n"
+    "Trains on a catalog mixture on the CPU. Each step samples one dataset by weight, encodes its batch\n"
+    "(inputs, and label texts or paired targets), and applies the task's loss; metrics go to the catalog.\n"
+    "\n"
+    "  --catalog PATH         the catalog (default: $UPMOE_CATALOG, $UPMOE_HOME/catalog.db, ~/.upmoe/catalog.db)\n"
+    "  --mixture NAME         the mixture to train on (required)\n"
+    "  --out DIR              checkpoints and trainer state (required)\n"
+    "  --resume               continue from the newest checkpoint in --out (bit-exact on the CPU)\n"
+    "  --name NAME            run name in the catalog (default: the base name of --out)\n"
+    "  --model ti|s|b|l       size (paper Table 6; default ti)\n"
+    "  --moe attribute|none   Conditional MoE with attribute routing (default), or a dense model\n"
+    "  --experts N --topk K   experts per MoE linear (8) and experts per token (2)\n"
+    "  --moe-every N          MoE in every N-th layer (ti, s: 1; b, l: 2)\n"
+    "  --moe-sa 0|1 --moe-ffn 0|1   MoE on attention and/or FFN linears (both)\n"
+    "  --dim D --layers N --heads H   custom sizes (after --model)\n"
+    "  --drop-path P          stochastic depth rate (size default)\n"
+    "  --steps N              training steps (100)\n"
+    "  --lr LR --min-lr LR    peak and final learning rate (5e-4, 1e-6); --warmup N steps (5% of --steps)\n"
+    "  --weight-decay W       AdamW weight decay on Linear weights (0.05)\n"
+    "  --clip C               global gradient-norm clip (0.5; 0 = off)\n"
+    "  --batch N              every dataset's batch size (default: the catalog's)\n"
+    "  --image-size S         image side in pixels (160)\n"
+    "  --seed S               seed of data order, augmentation, initialisation and noise (1)\n"
+    "  --threads N            compute threads (all cores); --loader-threads N decode threads (2)\n"
+    "  --bpe-vocab PATH       CLIP merges file for text tasks (default: $UPMOE_BPE_VOCAB)\n"
+    "  --log-every N          progress line every N steps (10)\n"
+    "  --checkpoint-every N   checkpoint every N steps (100), and always at the end; --keep K newest (3)\n"
+    "  --quiet                no progress lines\n"
+    "  -h, --help, --version\n";
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+static int number(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= lo && v <= hi))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse(int argc, char **argv, upm_train_opts *o)
+{
+    enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
+           O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
+           O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION };
+    static const struct option opts[] = {
+        {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 0, 0, O_RESUME},
+        {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
+        {"topk", 1, 0, O_TOPK}, {"moe-every", 1, 0, O_EVERY}, {"moe-sa", 1, 0, O_SA}, {"moe-ffn", 1, 0, O_FFN},
+        {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS}, {"heads", 1, 0, O_HEADS}, {"drop-path", 1, 0, O_DROP},
+        {"steps", 1, 0, O_STEPS}, {"lr", 1, 0, O_LR}, {"min-lr", 1, 0, O_MINLR}, {"warmup", 1, 0, O_WARMUP},
+        {"weight-decay", 1, 0, O_WD}, {"clip", 1, 0, O_CLIP}, {"batch", 1, 0, O_BATCH},
+        {"image-size", 1, 0, O_IMAGE}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS},
+        {"loader-threads", 1, 0, O_LTHREADS}, {"bpe-vocab", 1, 0, O_BPE}, {"log-every", 1, 0, O_LOG},
+        {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET},
+        {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
+    int c;
+    double v;
+    int64_t warmup = -1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        const char *bad = NULL;
+        switch (c) {
+        case O_CAT: o->catalog = optarg; break;
+        case O_MIX: o->mixture = optarg; break;
+        case O_OUT: o->out_dir = optarg; break;
+        case O_RESUME: o->resume = 1; break;
+        case O_NAME: o->name = optarg; break;
+        case O_MODEL: {
+            upm_moe_kind moe = o->model.moe;
+            upm_err err;
+            if (upm_model_config_preset(optarg, &o->model, &err)) {
+                fprintf(stderr, PROG ": error: %s\n", err.msg);
+                return 2;
+            }
+            o->model.moe = moe;
+            o->model_name = optarg;
+            break;
+        }
+        case O_MOE:
+            if (!strcmp(optarg, "attribute") || !strcmp(optarg, "none"))
+                o->model.moe = !strcmp(optarg, "none") ? UPM_MOE_NONE : UPM_MOE_ATTRIBUTE;
+            else
+                bad = "--moe must be attribute or none";
+            break;
+#define INT_OPT(CASE, FIELD, LO, HI)                                              \
+    case CASE:                                                                    \
+        if (number(optarg, LO, HI, &v) || v != (int64_t)v)                        \
+            bad = "--" #FIELD " needs an integer in [" #LO ", " #HI "]";          \
+        else                                                                      \
+            FIELD = (int)v;                                                       \
+        break;
+        INT_OPT(O_EXPERTS, o->model.experts, 1, 256)
+        INT_OPT(O_TOPK, o->model.topk, 1, 256)
+        INT_OPT(O_EVERY, o->model.moe_every, 1, 1000)
+        INT_OPT(O_SA, o->model.moe_sa, 0, 1)
+        INT_OPT(O_FFN, o->model.moe_ffn, 0, 1)
+        INT_OPT(O_LAYERS, o->model.layers, 1, 1000)
+        INT_OPT(O_HEADS, o->model.heads, 1, 1024)
+        INT_OPT(O_BATCH, o->batch, 1, 1000000)
+        INT_OPT(O_IMAGE, o->image_size, 16, 8192)
+        INT_OPT(O_THREADS, o->threads, 0, 4096)
+        INT_OPT(O_LTHREADS, o->loader_threads, 1, 256)
+        INT_OPT(O_LOG, o->log_every, 0, 1000000000)
+        INT_OPT(O_CKPT, o->checkpoint_every, 0, 1000000000)
+        INT_OPT(O_KEEP, o->keep, 0, 1000000)
+        case O_DIM:
+            if (number(optarg, 4, 65536, &v) || v != (int)v)
+                bad = "--dim needs an integer in [4, 65536]";
+            else
+                o->model.dim = (int)v, o->model.mlp = 4 * (int)v, o->model_name = "custom";
+            break;
+        case O_DROP:
+            if (number(optarg, 0, 0.99, &v))
+                bad = "--drop-path needs a rate in [0, 0.99]";
+            else
+                o->model.drop_path = (float)v;
+            break;
+        case O_STEPS:
+            if (number(optarg, 1, 1e15, &v) || v != (int64_t)v)
+                bad = "--steps needs a positive integer";
+            else
+                o->steps = (int64_t)v;
+            break;
+        case O_WARMUP:
+            if (number(optarg, 0, 1e15, &v) || v != (int64_t)v)
+                bad = "--warmup needs a non-negative integer";
+            else
+                warmup = (int64_t)v;
+            break;
+        case O_LR: if (number(optarg, 0, 10, &v)) bad = "--lr needs a rate in [0, 10]"; else o->optim.lr = (float)v; break;
+        case O_MINLR: if (number(optarg, 0, 10, &v)) bad = "--min-lr needs a rate in [0, 10]"; else o->optim.min_lr = (float)v; break;
+        case O_WD: if (number(optarg, 0, 10, &v)) bad = "--weight-decay needs a value in [0, 10]"; else o->optim.weight_decay = (float)v; break;
+        case O_CLIP: if (number(optarg, 0, 1e9, &v)) bad = "--clip needs a value >= 0"; else o->optim.clip = (float)v; break;
+        case O_SEED: {
+            char *end;
+            o->seed = strtoull(optarg, &end, 10);
+            if (!*optarg || *end)
+                bad = "--seed needs a non-negative integer";
+            break;
+        }
+        case O_BPE: o->bpe_vocab = optarg; break;
+        case O_QUIET: o->quiet = 1; break;
+        case 'h': fputs(usage, stdout); return -1;
+        case O_VERSION: printf(PROG " %s\n", UPMOE_VERSION); return -1;
+        default:
+            fprintf(stderr, PROG ": error: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            return 2;
+        }
+        if (bad) {
+            fprintf(stderr, PROG ": error: %s, not '%s'\n", bad, optarg);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, PROG ": error: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (!o->mixture || !o->out_dir) {
+        fprintf(stderr, PROG ": error: --mixture and --out are required (see --help)\n");
+        return 2;
+    }
+    o->optim.total_steps = o->steps;
+    o->optim.warmup_steps = warmup >= 0 ? warmup : o->steps / 20;
+    if (!o->bpe_vocab)
+        o->bpe_vocab = getenv("UPMOE_BPE_VOCAB");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    upm_train_opts o;
+    upm_train_opts_default(&o);
+    int rc = parse(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    upm_err err = {0};
+    if ((rc = upm_model_config_check(&o.model, &err))) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+        return 2;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.stop = &stop;
+    if ((rc = upm_train(&o, &err))) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+        return err.code == UPM_EUSAGE ? 2 : 1;
+    }
+    return 0;
+}

@@ -1,0 +1,88 @@
+/* Batch sides and label texts as model inputs (see inputs.h). */
+#include "inputs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attributes.h"
+#include "catalog_ops.h"
+
+int upm_batch_side_input(const upm_batch *b, upm_side side, upm_seq_input *in, upm_err *err)
+{
+    memset(in, 0, sizeof *in);
+    in->nseq = b->B;
+    in->spe_attr = b->spe_attr[side];
+    for (int i = 0; i < b->nseg; i++) {
+        const upm_segment *s = &b->seg[i];
+        if (s->side != side)
+            continue;
+        if (in->nseg == UPM_SEQ_MAX_SEGMENTS)
+            return upm_errf(err, UPM_EINVAL, "batch of task %s: more than %d segments", b->task, UPM_SEQ_MAX_SEGMENTS);
+        upm_seq_segment *g = &in->seg[in->nseg++];
+        *g = (upm_seq_segment){.attn = (upm_seg_attn)s->attn, .T = s->T, .H = s->H, .W = s->W, .L = s->L,
+                               .pixels = s->pixels, .ids = s->ids, .lengths = s->lengths, .attrs = s->attrs};
+        g->kind = s->modality == UPM_MOD_TEXT ? UPM_SEG_TEXT : s->modality == UPM_MOD_VIDEO ? UPM_SEG_VIDEO : UPM_SEG_IMAGE;
+    }
+    if (in->nseg == 0)
+        return upm_errf(err, UPM_EINVAL, "batch of task %s has no %s segment", b->task,
+                        side == UPM_SIDE_INPUT ? "input" : "target");
+    return 0;
+}
+
+int upm_label_texts_load(upm_catalog *cat, const upm_task *t, const char *set, upm_bpe *bpe, upm_label_texts *out,
+                         upm_err *err)
+{
+    memset(out, 0, sizeof *out);
+    upm_labelset ls = {0};
+    int rc = upm_labelset_get(cat, set, &ls, err);
+    if (rc)
+        return rc;
+    int L = t->max_target_len - 1;
+    if (ls.n == 0 || L < 1) {
+        upm_labelset_free(&ls);
+        return upm_errf(err, UPM_EINVAL, "label set %s: %zu labels, text length %d", set, ls.n, L);
+    }
+    snprintf(out->set, sizeof out->set, "%s", set);
+    out->C = (int)ls.n, out->L = L;
+    out->ids = calloc((size_t)out->C * L, sizeof *out->ids);
+    out->lengths = calloc((size_t)out->C, sizeof *out->lengths);
+    out->attrs = malloc((size_t)out->C * L);
+    if (!out->ids || !out->lengths || !out->attrs)
+        rc = upm_errf(err, UPM_ENOMEM, "label set %s: no memory", set);
+    for (int c = 0; !rc && c < out->C; c++) {
+        const char *name = ls.labels[c].names[0];
+        int n = upm_bpe_encode(bpe, name, strlen(name), out->ids + (size_t)c * L, L,
+                               UPM_BPE_ADD_EOT | UPM_BPE_TRUNCATE, err);
+        if (n < 0)
+            rc = n;
+        else
+            out->lengths[c] = n;
+    }
+    upm_labelset_free(&ls);
+    if (rc) {
+        upm_label_texts_free(out);
+        return rc;
+    }
+    memset(out->attrs, upm_attr_byte(t, UPM_SIDE_TARGET, UPM_MOD_TEXT), (size_t)out->C * L);
+    out->spe_attr = upm_attr_byte(t, UPM_SIDE_TARGET, t->target_modality);
+    return 0;
+}
+
+void upm_label_texts_free(upm_label_texts *lt)
+{
+    free(lt->ids);
+    free(lt->lengths);
+    free(lt->attrs);
+    memset(lt, 0, sizeof *lt);
+}
+
+void upm_label_texts_input(const upm_label_texts *lt, upm_seq_input *in)
+{
+    memset(in, 0, sizeof *in);
+    in->nseq = lt->C;
+    in->spe_attr = lt->spe_attr;
+    in->nseg = 1;
+    in->seg[0] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .attn = UPM_SEG_FULL, .L = lt->L, .ids = lt->ids,
+                                   .lengths = lt->lengths, .attrs = lt->attrs};
+}

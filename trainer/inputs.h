@@ -1,0 +1,31 @@
+/* From the pipeline's batches to the model's encoder passes: one side of a batch as a sequence input,
+ * and the label texts of a label task (tokenized once per label set, encoded as a target pass every
+ * step: [SPE, words..., <|endoftext|>]). */
+#ifndef UPM_INPUTS_H
+#define UPM_INPUTS_H
+
+#include "batch.h"
+#include "bpe.h"
+#include "catalog.h"
+#include "seqplan.h"
+
+/* The segments of the given side of b, in batch order; spe_attr from the batch. */
+int upm_batch_side_input(const upm_batch *b, upm_side side, upm_seq_input *in, upm_err *err);
+
+typedef struct upm_label_texts {
+    char set[UPM_NAME_MAX + 1];
+    int C, L;
+    int32_t *ids, *lengths; /* [C][L], [C] */
+    uint8_t *attrs;         /* [C][L] */
+    uint8_t spe_attr;
+} upm_label_texts;
+
+/* Tokenizes the label set `set` (first name of each label) for task t, texts cut to the task's
+ * max_target_len - 1 tokens (the model prepends SPE) with <|endoftext|> kept last. */
+int upm_label_texts_load(upm_catalog *cat, const upm_task *t, const char *set, upm_bpe *bpe, upm_label_texts *out,
+                         upm_err *err);
+void upm_label_texts_free(upm_label_texts *lt);
+/* The label texts as a target-pass input. */
+void upm_label_texts_input(const upm_label_texts *lt, upm_seq_input *in);
+
+#endif

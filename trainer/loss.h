@@ -1,0 +1,31 @@
+/* Losses of the generic task formulations on encoded features (docs/model.md, "Losses"): cosine
+ * similarity times the learnable temperature, cross-entropy with label smoothing. Each adds the
+ * gradients of its features (dU, dV: backend memory, accumulated) and of the temperature (into the
+ * model's gradient buffer), already multiplied by the batch's loss weight. */
+#ifndef UPM_LOSS_H
+#define UPM_LOSS_H
+
+#include "model.h"
+
+#define UPM_LABEL_SMOOTHING 0.1f
+#define UPM_LOGIT_SCALE_MAX 100.0f
+
+typedef struct upm_loss_result {
+    float loss;    /* unweighted mean loss */
+    float correct; /* rows whose best score is the target (pair: image-to-text direction) */
+    int rows;
+} upm_loss_result;
+
+/* The temperature s = min(exp(logit_scale), 100) and whether the cap holds (no gradient then). */
+float upm_logit_scale(const upm_model *m, int *capped);
+
+/* label: U [B, D] input features, V [C, D] label-text features, labels (backend int32 [B], -1 = ignore).
+ * logits (backend [B, C]) receives s U V^T. */
+int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, const int32_t *labels, float weight,
+                   float *dU, float *dV, float *logits, upm_loss_result *res, upm_err *err);
+
+/* pair: U, V [B, D] paired features; in-batch negatives both ways. logits receives s U V^T [B, B]. */
+int upm_loss_pair(upm_model *m, const float *U, const float *V, int B, float weight, float *dU, float *dV,
+                  float *logits, upm_loss_result *res, upm_err *err);
+
+#endif

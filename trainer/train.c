@@ -1,0 +1,514 @@
+/* The training loop (see train.h). One step: the loader's batch -> input pass (+ target pass of label
+ * texts or paired targets) -> loss -> backward of both passes -> clipping and AdamW -> metrics. All
+ * randomness of a step (gate noise, drop path; augmentation and masking in the loader) is keyed by
+ * (seed, step), so a run resumed from a checkpoint repeats an uninterrupted one bit for bit. */
+#include "train.h"
+
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "catalog_ops.h"
+#include "checkpoint.h"
+#include "inputs.h"
+#include "loader.h"
+#include "loss.h"
+#include "model.h"
+#include "rng.h"
+#include "runs.h"
+
+void upm_train_opts_default(upm_train_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    upm_model_config_preset("ti", &o->model, NULL);
+    upm_optim_config_default(&o->optim);
+    o->model_name = "ti";
+    o->steps = 100;
+    o->seed = 1;
+    o->loader_threads = 2;
+    o->image_size = 160;
+    o->log_every = 10;
+    o->checkpoint_every = 100;
+    o->keep = 3;
+    o->metrics_every = 10;
+}
+
+typedef struct label_cache {
+    char dataset[UPM_NAME_MAX + 1];
+    upm_label_texts lt;
+} label_cache;
+
+typedef struct trainer {
+    const upm_train_opts *o;
+    upm_model_config cfg;
+    upm_catalog *cat;
+    upm_backend *be;
+    upm_model *m;
+    upm_optim opt;
+    int have_opt;
+    upm_loader *loader;
+    upm_bpe *bpe;
+    upm_pass *pin, *ptg;
+    upm_batch batch;
+    int64_t run_id, step;
+    label_cache *labels;
+    int nlabels;
+    float *dU, *dV, *logits;
+    int32_t *dlabels;
+    size_t cap_u, cap_v, cap_l, cap_lab;
+    float *noise[2], *keep[2];
+    size_t cap_keep[2];
+    upm_metric_row *pending;
+    int npending;
+    double t0;
+    int64_t step0;
+} trainer;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- configuration as JSON (runs table, state.json) ---- */
+
+static cJSON *config_json(const upm_model_config *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "dim", c->dim);
+    cJSON_AddNumberToObject(j, "heads", c->heads);
+    cJSON_AddNumberToObject(j, "layers", c->layers);
+    cJSON_AddNumberToObject(j, "mlp", c->mlp);
+    cJSON_AddNumberToObject(j, "vocab", c->vocab);
+    cJSON_AddNumberToObject(j, "max_text", c->max_text);
+    cJSON_AddNumberToObject(j, "max_frames", c->max_frames);
+    cJSON_AddStringToObject(j, "moe", c->moe == UPM_MOE_ATTRIBUTE ? "attribute" : "none");
+    cJSON_AddNumberToObject(j, "experts", c->experts);
+    cJSON_AddNumberToObject(j, "topk", c->topk);
+    cJSON_AddNumberToObject(j, "moe_sa", c->moe_sa);
+    cJSON_AddNumberToObject(j, "moe_ffn", c->moe_ffn);
+    cJSON_AddNumberToObject(j, "moe_every", c->moe_every);
+    cJSON_AddNumberToObject(j, "drop_path", c->drop_path);
+    cJSON_AddNumberToObject(j, "layerscale_init", c->layerscale_init);
+    cJSON_AddNumberToObject(j, "ln_eps", c->ln_eps);
+    cJSON_AddNumberToObject(j, "gate_noise", c->gate_noise);
+    return j;
+}
+
+static int config_from_json(const cJSON *j, upm_model_config *c, upm_err *err)
+{
+    static const char *ints[] = {"dim", "heads", "layers", "mlp", "vocab", "max_text", "max_frames", "experts",
+                                 "topk", "moe_sa", "moe_ffn", "moe_every"};
+    int *dst[] = {&c->dim, &c->heads, &c->layers, &c->mlp, &c->vocab, &c->max_text, &c->max_frames, &c->experts,
+                  &c->topk, &c->moe_sa, &c->moe_ffn, &c->moe_every};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, ints[i]);
+        if (!cJSON_IsNumber(v))
+            return upm_errf(err, UPM_EBADDATA, "state.json: model.%s missing", ints[i]);
+        *dst[i] = v->valueint;
+    }
+    const cJSON *moe = cJSON_GetObjectItemCaseSensitive(j, "moe"), *dp = cJSON_GetObjectItemCaseSensitive(j, "drop_path");
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "layerscale_init"), *eps = cJSON_GetObjectItemCaseSensitive(j, "ln_eps");
+    const cJSON *gn = cJSON_GetObjectItemCaseSensitive(j, "gate_noise");
+    if (!cJSON_IsString(moe) || !cJSON_IsNumber(dp) || !cJSON_IsNumber(ls) || !cJSON_IsNumber(eps) || !cJSON_IsNumber(gn))
+        return upm_errf(err, UPM_EBADDATA, "state.json: model configuration incomplete");
+    c->moe = !strcmp(moe->valuestring, "attribute") ? UPM_MOE_ATTRIBUTE : UPM_MOE_NONE;
+    c->drop_path = (float)dp->valuedouble, c->layerscale_init = (float)ls->valuedouble;
+    c->ln_eps = (float)eps->valuedouble, c->gate_noise = (float)gn->valuedouble;
+    return upm_model_config_check(c, err);
+}
+
+/* ---- per-step randomness: gate noise rows for the attribute bytes present, drop-path factors ---- */
+
+static int fill_tables(trainer *t, int pass, const upm_seq_input *in)
+{
+    const upm_model_config *c = &t->cfg;
+    float std = upm_gate_noise_std(c);
+    size_t nn = (size_t)c->layers * UPM_NGATES * 256 * c->experts, nk = (size_t)c->layers * 2 * in->nseq;
+    if (c->moe == UPM_MOE_ATTRIBUTE && std > 0) {
+        if (!t->noise[pass] && !(t->noise[pass] = calloc(nn, sizeof(float))))
+            return UPM_ENOMEM;
+        uint8_t seen[256] = {0};
+        seen[in->spe_attr] = 1;
+        for (int s = 0; s < in->nseg; s++)
+            for (size_t i = 0; i < (size_t)in->nseq * upm_seq_segment_tokens(&in->seg[s]); i++)
+                seen[in->seg[s].attrs[i]] = 1;
+        for (int l = 0; l < c->layers; l++)
+            for (int g = 0; g < UPM_NGATES; g++)
+                for (int a = 0; a < 256; a++) {
+                    if (!seen[a])
+                        continue;
+                    upm_rng r = upm_rng_stream(t->o->seed, UPM_RNG_GATE_NOISE, (uint64_t)t->step,
+                                               (uint64_t)(pass * 4096 + l * UPM_NGATES + g), (uint64_t)a);
+                    float *row = t->noise[pass] + (((size_t)l * UPM_NGATES + g) * 256 + a) * c->experts;
+                    for (int e = 0; e < c->experts; e++)
+                        row[e] = (float)(std * upm_rng_normal(&r));
+                }
+    }
+    if (c->drop_path > 0) {
+        if (nk > t->cap_keep[pass]) {
+            float *k = realloc(t->keep[pass], nk * sizeof(float));
+            if (!k)
+                return UPM_ENOMEM;
+            t->keep[pass] = k, t->cap_keep[pass] = nk;
+        }
+        upm_rng r = upm_rng_stream(t->o->seed, UPM_RNG_DROP_PATH, (uint64_t)t->step, (uint64_t)pass, 0);
+        for (size_t i = 0; i < nk; i++)
+            t->keep[pass][i] = upm_rng_uniform(&r) < c->drop_path ? 0.0f : 1.0f / (1.0f - c->drop_path);
+    }
+    return 0;
+}
+
+/* ---- device buffers that grow with the batch ---- */
+
+static int ensure(upm_backend *be, void **p, size_t *cap, size_t bytes)
+{
+    if (bytes <= *cap)
+        return 0;
+    if (*p)
+        be->free(be, *p);
+    *cap = 0;
+    if (!(*p = be->alloc(be, bytes)))
+        return UPM_ENOMEM;
+    *cap = bytes;
+    return 0;
+}
+
+static const upm_label_texts *labels_for(trainer *t, const upm_batch *b, upm_err *err)
+{
+    for (int i = 0; i < t->nlabels; i++)
+        if (!strcmp(t->labels[i].dataset, b->dataset))
+            return &t->labels[i].lt;
+    upm_dataset d;
+    upm_task task;
+    if (upm_dataset_get(t->cat, b->dataset, &d, err) || upm_task_get(t->cat, d.task, &task, err))
+        return NULL;
+    if (!t->bpe) {
+        upm_errf(err, UPM_EUSAGE, "task %s has label texts: give the CLIP merges file (--bpe-vocab or "
+                 "UPMOE_BPE_VOCAB)", task.name);
+        return NULL;
+    }
+    label_cache *lc = realloc(t->labels, sizeof *lc * (size_t)(t->nlabels + 1));
+    if (!lc) {
+        upm_errf(err, UPM_ENOMEM, "no memory for label texts");
+        return NULL;
+    }
+    t->labels = lc;
+    label_cache *e = &t->labels[t->nlabels];
+    snprintf(e->dataset, sizeof e->dataset, "%s", b->dataset);
+    if (upm_label_texts_load(t->cat, &task, d.label_set[0] ? d.label_set : task.label_set, t->bpe, &e->lt, err))
+        return NULL;
+    t->nlabels++;
+    return &e->lt;
+}
+
+/* ---- one step ---- */
+
+static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
+{
+    upm_backend *be = t->be;
+    upm_model *m = t->m;
+    upm_batch *b = &t->batch;
+    int rc = upm_loader_next(t->loader, b, err);
+    if (rc)
+        return rc;
+    if (b->formulation != UPM_FORM_LABEL && b->formulation != UPM_FORM_PAIR)
+        return upm_errf(err, UPM_EINVAL, "task %s: the %s loss is not implemented yet (issue 5: vocab-mlm and "
+                        "vocab-caption come next)", b->task, b->formulation == UPM_FORM_VOCAB_MLM ? "vocab-mlm" : "vocab-caption");
+    upm_seq_input in, tg;
+    const upm_label_texts *lt = NULL;
+    if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
+        return rc;
+    if (b->formulation == UPM_FORM_LABEL) {
+        if (!(lt = labels_for(t, b, err)))
+            return err->code ? err->code : UPM_EINVAL;
+        upm_label_texts_input(lt, &tg);
+    } else if ((rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err)))
+        return rc;
+    if (fill_tables(t, 0, &in) || fill_tables(t, 1, &tg))
+        return upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
+    int noisy = t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
+    upm_pass_opts oi = {1, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
+    upm_pass_opts ot = {1, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL};
+    int B = b->B, C = tg.nseq, D = t->cfg.dim;
+    if (ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)B * D) ||
+        ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
+        ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)B * C) ||
+        ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)B))
+        return upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", B);
+    if ((rc = upm_pass_forward(m, t->pin, &in, &oi, err)) || (rc = upm_pass_forward(m, t->ptg, &tg, &ot, err)))
+        return rc;
+    be->zero(be, t->dU, sizeof(float) * (size_t)B * D);
+    be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
+    upm_model_zero_grad(m);
+    upm_loss_result res;
+    if (b->formulation == UPM_FORM_LABEL) {
+        be->upload(be, t->dlabels, b->labels, sizeof(int32_t) * (size_t)B);
+        rc = upm_loss_label(m, upm_pass_features(t->pin), B, upm_pass_features(t->ptg), C, t->dlabels, b->loss_weight,
+                            t->dU, t->dV, t->logits, &res, err);
+    } else
+        rc = upm_loss_pair(m, upm_pass_features(t->pin), upm_pass_features(t->ptg), B, b->loss_weight, t->dU, t->dV,
+                           t->logits, &res, err);
+    if (rc || (rc = upm_pass_backward(m, t->ptg, t->dV, err)) || (rc = upm_pass_backward(m, t->pin, t->dU, err)))
+        return rc;
+    float gnorm, lr;
+    upm_optim_step(&t->opt, m, &gnorm, &lr);
+    memset(row, 0, sizeof *row);
+    row->step = t->step;
+    snprintf(row->task, sizeof row->task, "%s", b->task);
+    snprintf(row->dataset, sizeof row->dataset, "%s", b->dataset);
+    row->loss = res.loss;
+    row->weighted_loss = res.loss * b->loss_weight;
+    row->accuracy = res.rows ? res.correct / res.rows : -1;
+    row->samples = B;
+    row->lr = lr;
+    row->grad_norm = gnorm;
+    return 0;
+}
+
+/* ---- progress, metrics, checkpoints ---- */
+
+static int flush_metrics(trainer *t, upm_err *err)
+{
+    int rc = upm_metrics_put(t->cat, t->run_id, t->pending, t->npending, err);
+    if (!rc)
+        t->npending = 0;
+    return rc;
+}
+
+static char *state_json(trainer *t)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddNumberToObject(j, "step", (double)t->step);
+    cJSON_AddNumberToObject(j, "run_id", (double)t->run_id);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, t->o->seed);
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddStringToObject(j, "mixture", t->o->mixture);
+    cJSON_AddNumberToObject(j, "total_steps", (double)t->o->steps);
+    cJSON_AddItemToObject(j, "model", config_json(&t->cfg));
+    char *cursor = upm_loader_cursor_json(t->loader);
+    cJSON *c = cursor ? cJSON_Parse(cursor) : NULL;
+    free(cursor);
+    if (c)
+        cJSON_AddItemToObject(j, "cursor", c);
+    char *s = c ? cJSON_Print(j) : NULL;
+    cJSON_Delete(j);
+    return s;
+}
+
+static int checkpoint(trainer *t, const char *state, upm_err *err)
+{
+    int rc = flush_metrics(t, err);
+    char *js = rc ? NULL : state_json(t);
+    if (!rc && !js)
+        rc = upm_errf(err, UPM_ENOMEM, "no memory for the trainer state");
+    if (!rc)
+        rc = upm_checkpoint_save(t->o->out_dir, t->step, t->m, &t->opt, js, t->o->keep, err);
+    free(js);
+    char path[4096];
+    if (!rc)
+        rc = upm_checkpoint_latest(t->o->out_dir, path, sizeof path, err);
+    if (!rc)
+        rc = upm_run_update(t->cat, t->run_id, state, t->step, path, NULL, err);
+    if (!rc && !t->o->quiet)
+        printf("checkpoint step %" PRId64 ": %s\n", t->step, path);
+    return rc;
+}
+
+static void progress(trainer *t, const upm_metric_row *r)
+{
+    double dt = now() - t->t0;
+    int64_t done = t->step - t->step0;
+    double per = done > 0 ? dt / (double)done : 0, eta = per * (double)(t->o->steps - t->step);
+    printf("step %" PRId64 "/%" PRId64 " %s %s loss %.4f", t->step, t->o->steps, r->task, r->dataset, r->loss);
+    if (r->accuracy >= 0)
+        printf(" acc %.3f", r->accuracy);
+    printf(" lr %.2e gnorm %.3f %.1f samples/s ETA %dm%02ds\n", r->lr, r->grad_norm, r->samples_per_s,
+           (int)(eta / 60), (int)eta % 60);
+    fflush(stdout);
+}
+
+/* ---- set-up, resume, the loop ---- */
+
+static void trainer_close(trainer *t)
+{
+    upm_backend *be = t->be;
+    if (t->m) {
+        upm_pass_free(t->m, t->pin);
+        upm_pass_free(t->m, t->ptg);
+        if (t->have_opt)
+            upm_optim_free(&t->opt, t->m);
+    }
+    void *bufs[] = {t->dU, t->dV, t->logits, t->dlabels};
+    for (int i = 0; i < 4; i++)
+        if (bufs[i])
+            be->free(be, bufs[i]);
+    upm_model_free(t->m);
+    upm_backend_free(be);
+    upm_loader_close(t->loader);
+    upm_batch_free(&t->batch);
+    upm_bpe_free(t->bpe);
+    for (int i = 0; i < t->nlabels; i++)
+        upm_label_texts_free(&t->labels[i].lt);
+    free(t->labels);
+    for (int i = 0; i < 2; i++)
+        free(t->noise[i]), free(t->keep[i]);
+    free(t->pending);
+    upm_catalog_close(t->cat);
+}
+
+/* Reads the newest checkpoint's state: step, run, model configuration and the sampler cursor. */
+static int read_state(trainer *t, const char *json, char **cursor, upm_err *err)
+{
+    cJSON *j = cJSON_Parse(json);
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step"), *run = cJSON_GetObjectItemCaseSensitive(j, "run_id");
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model"), *cur = cJSON_GetObjectItemCaseSensitive(j, "cursor");
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed"), *mix = cJSON_GetObjectItemCaseSensitive(j, "mixture");
+    int rc = 0;
+    if (!cJSON_IsNumber(step) || !cJSON_IsNumber(run) || !cJSON_IsObject(model) || !cJSON_IsObject(cur) ||
+        !cJSON_IsString(seed) || !cJSON_IsString(mix))
+        rc = upm_errf(err, UPM_EBADDATA, "%s: state.json of the newest checkpoint is incomplete", t->o->out_dir);
+    else if (strcmp(mix->valuestring, t->o->mixture) || strtoull(seed->valuestring, NULL, 10) != t->o->seed)
+        rc = upm_errf(err, UPM_EUSAGE, "%s was trained on mixture %s with seed %s; resume it with the same mixture "
+                      "and seed", t->o->out_dir, mix->valuestring, seed->valuestring);
+    if (!rc)
+        rc = config_from_json(model, &t->cfg, err);
+    if (!rc) {
+        t->step = (int64_t)step->valuedouble;
+        t->run_id = (int64_t)run->valuedouble;
+        if (!(*cursor = cJSON_PrintUnformatted(cur)))
+            rc = upm_errf(err, UPM_ENOMEM, "no memory");
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int trainer_open(trainer *t, const upm_train_opts *o, upm_err *err)
+{
+    memset(t, 0, sizeof *t);
+    t->o = o;
+    t->cfg = o->model;
+    char path[4096], ckpt[4096];
+    char *state = NULL, *cursor = NULL;
+    int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err);
+    if (!rc)
+        rc = upm_catalog_open(path, 0, &t->cat, err);
+    if (!rc && o->resume && !(rc = upm_checkpoint_latest(o->out_dir, ckpt, sizeof ckpt, err))) {
+        FILE *f = NULL;
+        char sp[4200];
+        snprintf(sp, sizeof sp, "%s/state.json", ckpt);
+        if (!(f = fopen(sp, "rb")))
+            rc = upm_errf(err, UPM_EIO, "cannot read %s", sp);
+        else {
+            fseek(f, 0, SEEK_END);
+            long n = ftell(f);
+            rewind(f);
+            state = malloc((size_t)(n > 0 ? n : 0) + 1);
+            if (!state || fread(state, 1, (size_t)n, f) != (size_t)n)
+                rc = upm_errf(err, UPM_EIO, "cannot read %s", sp);
+            else
+                state[n] = 0;
+            fclose(f);
+        }
+        if (!rc)
+            rc = read_state(t, state, &cursor, err);
+    }
+    if (!rc)
+        rc = upm_backend_cpu_new(o->threads, &t->be, err);
+    if (!rc)
+        rc = upm_model_new(&t->cfg, t->be, o->seed, &t->m, err);
+    if (!rc && !(rc = upm_optim_init(&t->opt, t->m, &o->optim, err)))
+        t->have_opt = 1;
+    if (!rc && o->resume)
+        rc = upm_checkpoint_load(ckpt, t->m, &t->opt, NULL, err);
+    if (!rc && o->bpe_vocab)
+        rc = upm_bpe_load(o->bpe_vocab, &t->bpe, err);
+    if (!rc) {
+        upm_loader_opts lo;
+        upm_loader_opts_default(&lo);
+        lo.seed = o->seed, lo.threads = o->loader_threads > 0 ? o->loader_threads : 1;
+        lo.batch_override = o->batch, lo.bpe_vocab = o->bpe_vocab;
+        lo.collate.image_size = o->image_size;
+        rc = upm_loader_open(t->cat, o->mixture, &lo, cursor, &t->loader, err);
+    }
+    if (!rc) {
+        t->pin = upm_pass_new();
+        t->ptg = upm_pass_new();
+        if (!t->pin || !t->ptg)
+            rc = upm_errf(err, UPM_ENOMEM, "no memory");
+    }
+    if (!rc && !(t->pending = calloc((size_t)(o->metrics_every > 0 ? o->metrics_every : 1) + 1, sizeof *t->pending)))
+        rc = upm_errf(err, UPM_ENOMEM, "no memory");
+    if (!rc && o->resume) {
+        int exists;
+        rc = upm_run_exists(t->cat, t->run_id, &exists, err);
+        if (!rc && !exists)
+            rc = upm_errf(err, UPM_EINVAL, "%s: run %" PRId64 " of the checkpoint is not in the catalog %s",
+                          o->out_dir, t->run_id, path);
+        if (!rc)
+            rc = upm_run_update(t->cat, t->run_id, "running", t->step, NULL, "resumed", err);
+    } else if (!rc) {
+        cJSON *cj = config_json(&t->cfg);
+        char *cs = cJSON_PrintUnformatted(cj);
+        cJSON_Delete(cj);
+        const char *base = strrchr(o->out_dir, '/');
+        rc = upm_run_create(t->cat, o->name ? o->name : base && base[1] ? base + 1 : o->out_dir, o->mixture,
+                            o->model_name ? o->model_name : "custom", cs ? cs : "{}", o->out_dir, o->steps,
+                            &t->run_id, err);
+        free(cs);
+    }
+    free(state);
+    free(cursor);
+    return rc;
+}
+
+int upm_train(const upm_train_opts *o, upm_err *err)
+{
+    trainer t;
+    int rc = trainer_open(&t, o, err);
+    if (rc) {
+        trainer_close(&t);
+        return rc;
+    }
+    if (!o->quiet)
+        printf("run %" PRId64 ": %s on mixture %s, %zu parameters, steps %" PRId64 "..%" PRId64 ", output %s\n",
+               t.run_id, o->model_name ? o->model_name : "custom", o->mixture, upm_layout_count(&t.m->L), t.step,
+               o->steps, o->out_dir);
+    t.t0 = now(), t.step0 = t.step;
+    int stopped = 0;
+    while (!rc && t.step < o->steps) {
+        double ts = now();
+        upm_metric_row *row = &t.pending[t.npending];
+        if ((rc = train_step(&t, row, err)))
+            break;
+        row->samples_per_s = row->samples / (now() - ts);
+        t.npending++;
+        t.step++;
+        if (!o->quiet && (o->log_every <= 0 || t.step % o->log_every == 0 || t.step == t.step0 + 1 || t.step == o->steps))
+            progress(&t, row);
+        stopped = o->stop && *o->stop;
+        if (t.step == o->steps || stopped || (o->checkpoint_every > 0 && t.step % o->checkpoint_every == 0))
+            rc = checkpoint(&t, t.step == o->steps ? "finished" : stopped ? "interrupted" : "running", err);
+        else if (t.npending >= (o->metrics_every > 0 ? o->metrics_every : 1)) {
+            rc = flush_metrics(&t, err);
+            if (!rc)
+                rc = upm_run_update(t.cat, t.run_id, "running", t.step, NULL, NULL, err);
+        }
+        if (stopped)
+            break;
+    }
+    if (rc) {
+        upm_err e2 = {0};
+        flush_metrics(&t, &e2);
+        upm_run_update(t.cat, t.run_id, "failed", t.step, NULL, err->msg, &e2);
+    } else if (stopped && !o->quiet)
+        printf("stopped at step %" PRId64 " after a checkpoint; continue with --resume\n", t.step);
+    trainer_close(&t);
+    return rc;
+}

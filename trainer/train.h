@@ -1,0 +1,38 @@
+/* The CPU training loop behind upmoe-train: batches from the sampler, the encoder passes of each
+ * formulation, the loss, the backward, clipping and AdamW, per-step per-task metrics in the catalog,
+ * a progress line, checkpoints (periodic, final, and on SIGINT/SIGTERM) and exact resume. */
+#ifndef UPM_TRAIN_H
+#define UPM_TRAIN_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "optim.h"
+
+typedef struct upm_train_opts {
+    const char *catalog;  /* NULL: the default catalog */
+    const char *mixture;
+    const char *out_dir;  /* checkpoints and state */
+    int resume;           /* continue from the newest checkpoint under out_dir */
+    const char *name;     /* run name (default: the out dir's base name) */
+    const char *model_name; /* "ti", "s", "b", "l" or "custom" (for the runs table) */
+    const char *bpe_vocab;
+    upm_model_config model;
+    upm_optim_config optim;
+    int64_t steps;
+    uint64_t seed;
+    int threads;          /* backend threads (0 = all) */
+    int loader_threads;
+    int image_size;
+    int batch;            /* > 0: every dataset's batch size */
+    int log_every, checkpoint_every, keep, metrics_every;
+    int quiet;
+    volatile sig_atomic_t *stop; /* set asynchronously to checkpoint and stop after the current step */
+} upm_train_opts;
+
+void upm_train_opts_default(upm_train_opts *o);
+/* Trains; 0 when the run finished or was stopped cleanly (after a checkpoint). */
+int upm_train(const upm_train_opts *o, upm_err *err);
+
+#endif
