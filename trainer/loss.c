@@ -61,8 +61,9 @@ static void scratch_free(upm_backend *be, scratch *s)
         be->free(be, s->diag);
 }
 
-int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, const int32_t *labels, float weight,
-                   float *dU, float *dV, float *logits, upm_loss_result *res, upm_err *err)
+int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, const int32_t *labels,
+                   const float *col_bias, float weight, float *dU, float *dV, float *logits, upm_loss_result *res,
+                   upm_err *err)
 {
     upm_backend *be = m->be;
     int D = m->cfg.dim, capped;
@@ -72,7 +73,14 @@ int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, c
         return rc;
     float scale = upm_logit_scale(m, &capped), st[2];
     be->gemm(be, 0, 1, B, C, D, scale, U, D, V, D, 0.0f, logits, C);
+    if (col_bias)
+        be->add_bias(be, logits, col_bias, B, C);
     be->xent_fwd_bwd(be, s.stats, s.dlogits, logits, labels, B, C, UPM_LABEL_SMOOTHING, weight);
+    if (col_bias) { /* back to s * cos for the temperature's gradient (the correction is a constant) */
+        be->scale(be, logits, -1.0f, (size_t)B * C);
+        be->add_bias(be, logits, col_bias, B, C);
+        be->scale(be, logits, -1.0f, (size_t)B * C);
+    }
     be->gemm(be, 0, 0, B, D, C, scale, s.dlogits, C, V, D, 1.0f, dU, D);
     be->gemm(be, 1, 0, C, D, B, scale, s.dlogits, C, U, D, 1.0f, dV, D);
     temperature_grad(m, s.dlogits, logits, B * C, capped);

@@ -19,10 +19,13 @@ typedef struct upm_loss_result {
 /* The temperature s = min(exp(logit_scale), 100) and whether the cap holds (no gradient then). */
 float upm_logit_scale(const upm_model *m, int *capped);
 
-/* label: U [B, D] input features, V [C, D] label-text features, labels (backend int32 [B], -1 = ignore).
- * logits (backend [B, C]) receives s U V^T. */
-int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, const int32_t *labels, float weight,
-                   float *dU, float *dV, float *logits, upm_loss_result *res, upm_err *err);
+/* label (and vocab): U [B, D] input features, V [C, D] candidate features (label texts, vocabulary
+ * tokens), labels (backend int32 [B], -1 = ignore). logits (backend [B, C]) receives s U V^T.
+ * col_bias (backend [C] or NULL) is added to every row's logits before the softmax and carries no
+ * gradient: the sampled-softmax correction -log q_c of sampled vocabulary candidates. */
+int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, const int32_t *labels,
+                   const float *col_bias, float weight, float *dU, float *dV, float *logits, upm_loss_result *res,
+                   upm_err *err);
 
 /* pair: U, V [B, D] paired features; in-batch negatives both ways. logits receives s U V^T [B, B]. */
 int upm_loss_pair(upm_model *m, const float *U, const float *V, int B, float weight, float *dU, float *dV,

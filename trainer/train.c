@@ -19,6 +19,7 @@
 #include "model.h"
 #include "rng.h"
 #include "runs.h"
+#include "vocab.h"
 
 void upm_train_opts_default(upm_train_opts *o)
 {
@@ -34,6 +35,7 @@ void upm_train_opts_default(upm_train_opts *o)
     o->checkpoint_every = 100;
     o->keep = 3;
     o->metrics_every = 10;
+    o->vocab_chunk = 4096;
 }
 
 typedef struct label_cache {
@@ -51,14 +53,14 @@ typedef struct trainer {
     int have_opt;
     upm_loader *loader;
     upm_bpe *bpe;
-    upm_pass *pin, *ptg;
+    upm_pass *pin, *ptg, *pvoc;
     upm_batch batch;
     int64_t run_id, step;
     label_cache *labels;
     int nlabels;
-    float *dU, *dV, *logits;
+    float *dU, *dV, *logits, *V, *colb;
     int32_t *dlabels;
-    size_t cap_u, cap_v, cap_l, cap_lab;
+    size_t cap_u, cap_v, cap_l, cap_lab, cap_V, cap_colb;
     float *noise[2], *keep[2];
     size_t cap_keep[2];
     upm_metric_row *pending;
@@ -208,6 +210,82 @@ static const upm_label_texts *labels_for(trainer *t, const upm_batch *b, upm_err
 
 /* ---- one step ---- */
 
+static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res, float gnorm, float lr)
+{
+    const upm_batch *b = &t->batch;
+    memset(row, 0, sizeof *row);
+    row->step = t->step;
+    snprintf(row->task, sizeof row->task, "%s", b->task);
+    snprintf(row->dataset, sizeof row->dataset, "%s", b->dataset);
+    row->loss = res->loss;
+    row->weighted_loss = res->loss * b->loss_weight;
+    row->accuracy = res->rows ? res->correct / res->rows : -1;
+    row->samples = b->B;
+    row->lr = lr;
+    row->grad_norm = gnorm;
+}
+
+/* vocab-mlm / vocab-caption: read out the masked (or query) positions, score them against the encoded
+ * candidate tokens (vocab.h), back-propagate through both. */
+static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
+{
+    upm_backend *be = t->be;
+    upm_model *m = t->m;
+    const upm_batch *b = &t->batch;
+    upm_seq_input in;
+    upm_vocab_batch vb = {0};
+    int rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err);
+    if (!rc)
+        rc = upm_vocab_readouts(b, &in, &vb, err);
+    if (!rc)
+        rc = upm_vocab_candidates(&vb, t->cfg.vocab, t->o->vocab_sampled, t->o->seed, t->step, err);
+    if (rc) {
+        upm_vocab_batch_free(&vb);
+        return rc;
+    }
+    in.nread = vb.M, in.read_seq = vb.read_seq, in.read_pos = vb.read_pos;
+    int M = vb.M, C = vb.C, D = t->cfg.dim;
+    upm_seq_input dummy = {.nseq = 1, .spe_attr = b->spe_attr[UPM_SIDE_TARGET]};
+    if (fill_tables(t, 0, &in) || fill_tables(t, 1, &dummy))
+        rc = upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
+    if (!rc && (ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)M * D) ||
+                ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
+                ensure(be, (void **)&t->V, &t->cap_V, sizeof(float) * (size_t)C * D) ||
+                ensure(be, (void **)&t->colb, &t->cap_colb, sizeof(float) * (size_t)C) ||
+                ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)M * C) ||
+                ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)M)))
+        rc = upm_errf(err, UPM_ENOMEM, "no memory for %d read-outs against %d candidates", M, C);
+    if (rc) {
+        upm_vocab_batch_free(&vb);
+        return rc;
+    }
+    int noisy = t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
+    upm_pass_opts oi = {1, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
+    uint8_t text_attr = b->spe_attr[UPM_SIDE_TARGET]; /* vocabulary tokens are target-side text */
+    upm_vocab_encode_opts vo = {b->spe_attr[UPM_SIDE_TARGET], text_attr, t->o->vocab_chunk, noisy ? t->noise[1] : NULL,
+                                t->cfg.drop_path, t->o->seed, t->step};
+    upm_model_zero_grad(m);
+    be->zero(be, t->dU, sizeof(float) * (size_t)M * D);
+    be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
+    be->upload(be, t->dlabels, vb.target_idx, sizeof(int32_t) * (size_t)M);
+    if (vb.logq)
+        be->upload(be, t->colb, vb.logq, sizeof(float) * (size_t)C);
+    upm_loss_result res;
+    if (!(rc = upm_pass_forward(m, t->pin, &in, &oi, err)) &&
+        !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, NULL, err)) &&
+        !(rc = upm_loss_label(m, upm_pass_features(t->pin), M, t->V, C, t->dlabels, vb.logq ? t->colb : NULL,
+                              b->loss_weight, t->dU, t->dV, t->logits, &res, err)) &&
+        !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, t->dV, err)))
+        rc = upm_pass_backward(m, t->pin, t->dU, err);
+    upm_vocab_batch_free(&vb);
+    if (rc)
+        return rc;
+    float gnorm, lr;
+    upm_optim_step(&t->opt, m, &gnorm, &lr);
+    fill_row(t, row, &res, gnorm, lr);
+    return 0;
+}
+
 static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
 {
     upm_backend *be = t->be;
@@ -216,9 +294,8 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     int rc = upm_loader_next(t->loader, b, err);
     if (rc)
         return rc;
-    if (b->formulation != UPM_FORM_LABEL && b->formulation != UPM_FORM_PAIR)
-        return upm_errf(err, UPM_EINVAL, "task %s: the %s loss is not implemented yet (issue 5: vocab-mlm and "
-                        "vocab-caption come next)", b->task, b->formulation == UPM_FORM_VOCAB_MLM ? "vocab-mlm" : "vocab-caption");
+    if (b->formulation == UPM_FORM_VOCAB_MLM || b->formulation == UPM_FORM_VOCAB_CAPTION)
+        return vocab_step(t, row, err);
     upm_seq_input in, tg;
     const upm_label_texts *lt = NULL;
     if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
@@ -248,7 +325,7 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     upm_loss_result res;
     if (b->formulation == UPM_FORM_LABEL) {
         be->upload(be, t->dlabels, b->labels, sizeof(int32_t) * (size_t)B);
-        rc = upm_loss_label(m, upm_pass_features(t->pin), B, upm_pass_features(t->ptg), C, t->dlabels, b->loss_weight,
+        rc = upm_loss_label(m, upm_pass_features(t->pin), B, upm_pass_features(t->ptg), C, t->dlabels, NULL, b->loss_weight,
                             t->dU, t->dV, t->logits, &res, err);
     } else
         rc = upm_loss_pair(m, upm_pass_features(t->pin), upm_pass_features(t->ptg), B, b->loss_weight, t->dU, t->dV,
@@ -257,16 +334,7 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
         return rc;
     float gnorm, lr;
     upm_optim_step(&t->opt, m, &gnorm, &lr);
-    memset(row, 0, sizeof *row);
-    row->step = t->step;
-    snprintf(row->task, sizeof row->task, "%s", b->task);
-    snprintf(row->dataset, sizeof row->dataset, "%s", b->dataset);
-    row->loss = res.loss;
-    row->weighted_loss = res.loss * b->loss_weight;
-    row->accuracy = res.rows ? res.correct / res.rows : -1;
-    row->samples = B;
-    row->lr = lr;
-    row->grad_norm = gnorm;
+    fill_row(t, row, &res, gnorm, lr);
     return 0;
 }
 
@@ -342,11 +410,12 @@ static void trainer_close(trainer *t)
     if (t->m) {
         upm_pass_free(t->m, t->pin);
         upm_pass_free(t->m, t->ptg);
+        upm_pass_free(t->m, t->pvoc);
         if (t->have_opt)
             upm_optim_free(&t->opt, t->m);
     }
-    void *bufs[] = {t->dU, t->dV, t->logits, t->dlabels};
-    for (int i = 0; i < 4; i++)
+    void *bufs[] = {t->dU, t->dV, t->logits, t->dlabels, t->V, t->colb};
+    for (int i = 0; i < 6; i++)
         if (bufs[i])
             be->free(be, bufs[i]);
     upm_model_free(t->m);
@@ -440,7 +509,8 @@ static int trainer_open(trainer *t, const upm_train_opts *o, upm_err *err)
     if (!rc) {
         t->pin = upm_pass_new();
         t->ptg = upm_pass_new();
-        if (!t->pin || !t->ptg)
+        t->pvoc = upm_pass_new();
+        if (!t->pin || !t->ptg || !t->pvoc)
             rc = upm_errf(err, UPM_ENOMEM, "no memory");
     }
     if (!rc && !(t->pending = calloc((size_t)(o->metrics_every > 0 ? o->metrics_every : 1) + 1, sizeof *t->pending)))

@@ -27,6 +27,8 @@ typedef struct upm_train_opts {
     int image_size;
     int batch;            /* > 0: every dataset's batch size */
     int log_every, checkpoint_every, keep, metrics_every;
+    int vocab_sampled; /* vocab tasks: 0 = score against the full vocabulary, N = targets + N sampled */
+    int vocab_chunk;   /* candidate sequences encoded per pass (4096) */
     int quiet;
     volatile sig_atomic_t *stop; /* set asynchronously to checkpoint and stop after the current step */
 } upm_train_opts;

@@ -33,6 +33,8 @@ static const char usage[] =
     "  --weight-decay W       AdamW weight decay on Linear weights (0.05)\n"
     "  --clip C               global gradient-norm clip (0.5; 0 = off)\n"
     "  --batch N              every dataset's batch size (default: the catalog's)\n"
+    "  --vocab-targets full|sampled:N   vocab-mlm / vocab-caption candidates: the whole vocabulary (the\n"
+    "                         paper's, default) or the batch's targets + N sampled tokens (fast on a CPU)\n"
     "  --image-size S         image side in pixels (160)\n"
     "  --seed S               seed of data order, augmentation, initialisation and noise (1)\n"
     "  --threads N            compute threads (all cores); --loader-threads N decode threads (2)\n"
@@ -64,7 +66,7 @@ static int parse(int argc, char **argv, upm_train_opts *o)
 {
     enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
-           O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION };
+           O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 0, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -74,7 +76,7 @@ static int parse(int argc, char **argv, upm_train_opts *o)
         {"weight-decay", 1, 0, O_WD}, {"clip", 1, 0, O_CLIP}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS},
         {"loader-threads", 1, 0, O_LTHREADS}, {"bpe-vocab", 1, 0, O_BPE}, {"log-every", 1, 0, O_LOG},
-        {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET},
+        {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET}, {"vocab-targets", 1, 0, O_VOCAB},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     double v;
@@ -162,6 +164,14 @@ static int parse(int argc, char **argv, upm_train_opts *o)
             break;
         }
         case O_BPE: o->bpe_vocab = optarg; break;
+        case O_VOCAB:
+            if (!strcmp(optarg, "full"))
+                o->vocab_sampled = 0;
+            else if (strncmp(optarg, "sampled:", 8) || number(optarg + 8, 1, 1e7, &v) || v != (int)v)
+                bad = "--vocab-targets must be full or sampled:N (N >= 1)";
+            else
+                o->vocab_sampled = (int)v;
+            break;
         case O_QUIET: o->quiet = 1; break;
         case 'h': fputs(usage, stdout); return -1;
         case O_VERSION: printf(PROG " %s\n", UPMOE_VERSION); return -1;

@@ -1,0 +1,370 @@
+# The PyTorch oracle of docs/model.md: sequences, attention masks, the encoder (dense or with the
+# attribute-routed Conditional-MoE linear, paper Eq. 3/4/9), the feature head and the label and pair
+# losses, written independently of the C code and differentiated by autograd.
+"""Reference implementation of docs/model.md in plain PyTorch.
+
+A pass is a dict: {"segments": [segment, ...], "spe_attr": int, "noise": {gate: [256, E]},
+"keep": {"blocks.{l}.attn"|"blocks.{l}.mlp": [nseq]}} where a segment is a dict with "modality"
+("image" | "video" | "text"), "attn" ("full" | "causal" | "caption_query") and tensors "pixels"
+[n, T, 3, H, W] or "ids" / "lengths", plus "attrs" [n, tokens] (one attribute byte per token).
+Noise and keep entries may be missing (no noise, keep 1)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+PATCH = 16
+FULL, CAUSAL, QUERY = "full", "causal", "caption_query"
+_ATTN_NAMES = {"full": FULL, "causal": CAUSAL, "caption_query": QUERY, "caption-query": QUERY,
+               "query": QUERY, "0": FULL, "1": CAUSAL, "2": QUERY}
+_MODALITY_NAMES = {"image": "image", "video": "video", "text": "text", "0": "image", "1": "video",
+                   "2": "text"}
+
+
+def attn_kind(v):
+    return _ATTN_NAMES[str(v).lower()]
+
+
+def modality_kind(v):
+    return _MODALITY_NAMES[str(v).lower()]
+
+
+def _flag(v, default):
+    if v is None:
+        return default
+    if isinstance(v, str):
+        return v.lower() in ("1", "true", "yes", "on")
+    return bool(v)
+
+
+def normalize_config(cfg):
+    """The configuration table of docs/model.md with defaults filled in."""
+    D = int(cfg["dim"])
+    c = {
+        "dim": D,
+        "heads": int(cfg["heads"]),
+        "layers": int(cfg["layers"]),
+        "mlp": int(cfg.get("mlp") or 4 * D),
+        "experts": int(cfg.get("experts", 8)),
+        "topk": int(cfg.get("topk", 2)),
+        "moe": str(cfg.get("moe", "none")),
+        "moe_sa": _flag(cfg.get("moe_sa"), True),
+        "moe_ffn": _flag(cfg.get("moe_ffn"), True),
+        "moe_every": int(cfg.get("moe_every", 1)),
+        "vocab": int(cfg.get("vocab", 49411)),
+        "max_text": int(cfg.get("max_text", 512)),
+        "max_frames": int(cfg.get("max_frames", 8)),
+        "ln_eps": float(cfg.get("ln_eps", 1e-5)),
+    }
+    if c["moe"] not in ("attribute", "none"):
+        raise ValueError("moe must be 'attribute' or 'none', got %r" % c["moe"])
+    if D % c["heads"] or D % 4:
+        raise ValueError("dim must be divisible by heads and by 4")
+    return c
+
+
+def moe_layer(c, layer):
+    return c["moe"] == "attribute" and (layer + 1) % c["moe_every"] == 0
+
+
+def layer_gates(c, layer):
+    """The gates of a layer, in docs/model.md's names ({gate} without the blocks.{l}. prefix)."""
+    if not moe_layer(c, layer):
+        return []
+    gates = []
+    if c["moe_sa"]:
+        gates.append("attn.gate")
+    if c["moe_ffn"]:
+        gates += ["mlp.gate1", "mlp.gate2"]
+    return gates
+
+
+def param_shapes(cfg):
+    """Every parameter name of docs/model.md with its shape, in a fixed order."""
+    c = normalize_config(cfg)
+    D, Fw, E = c["dim"], c["mlp"], c["experts"]
+    s = {"embed.token": [c["vocab"], D], "embed.text_pos": [c["max_text"], D],
+         "embed.patch.weight": [D, 3 * PATCH * PATCH], "embed.patch.bias": [D],
+         "embed.temporal": [c["max_frames"], D], "embed.spe": [D]}
+    for l in range(c["layers"]):
+        p = "blocks.%d." % l
+        gates = layer_gates(c, l)
+        sa = "attn.gate" in gates
+        ffn = "mlp.gate1" in gates
+
+        def lin(name, out, inp, moe):
+            s[p + name + ".weight"] = [E, out, inp] if moe else [out, inp]
+            s[p + name + ".bias"] = [E, out] if moe else [out]
+
+        s[p + "ln1.weight"], s[p + "ln1.bias"] = [D], [D]
+        lin("attn.qkv", 3 * D, D, sa)
+        lin("attn.proj", D, D, sa)
+        s[p + "ls1"], s[p + "ls2"] = [D], [D]
+        s[p + "ln2.weight"], s[p + "ln2.bias"] = [D], [D]
+        lin("mlp.fc1", Fw, D, ffn)
+        lin("mlp.fc2", D, Fw, ffn)
+        for g in gates:
+            s[p + g + ".attr.weight"], s[p + g + ".attr.bias"] = [D, 8], [D]
+            s[p + g + ".norm.weight"], s[p + g + ".norm.bias"] = [D], [D]
+            s[p + g + ".proj.weight"] = [E, D]
+    s["norm.weight"], s["norm.bias"] = [D], [D]
+    s["proj.weight"] = [D, D]
+    s["logit_scale"] = [1]
+    return s
+
+
+# ---- sequences ----
+
+def sincos_2d(D, gh, gw, dtype=torch.float64):
+    """[gh*gw, D], tokens in (gy, gx) row-major order; gx in dims [0, D/2), gy in [D/2, D)."""
+    Q = D // 4
+    omega = torch.tensor([10000.0 ** (-i / Q) for i in range(Q)], dtype=torch.float64)
+    gy, gx = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
+                            indexing="ij")
+    ax = gx.reshape(-1, 1) * omega
+    ay = gy.reshape(-1, 1) * omega
+    return torch.cat([ax.sin(), ax.cos(), ay.sin(), ay.cos()], dim=1).to(dtype)
+
+
+def patchify(pixels):
+    """[n, T, 3, H, W] -> [n, T*gh*gw, 768]: tokens (t, py, px), columns (channel, y, x)."""
+    n, T, C, H, W = pixels.shape
+    gh, gw = H // PATCH, W // PATCH
+    p = pixels.reshape(n, T, C, gh, PATCH, gw, PATCH).permute(0, 1, 3, 5, 2, 4, 6)
+    return p.reshape(n, T * gh * gw, C * PATCH * PATCH)
+
+
+def segment_tokens(seg):
+    if seg["modality"] == "text":
+        return seg["ids"].shape[1]
+    _, T, _, H, W = seg["pixels"].shape
+    return T * (H // PATCH) * (W // PATCH)
+
+
+def segment_nseq(seg):
+    return (seg["ids"] if seg["modality"] == "text" else seg["pixels"]).shape[0]
+
+
+def embed_segment(P, seg, dtype):
+    """Token embeddings [n, tokens, D] of one segment."""
+    if seg["modality"] == "text":
+        ids = seg["ids"].long()
+        L = ids.shape[1]
+        return P["embed.token"][ids] + P["embed.text_pos"][:L].unsqueeze(0)
+    pix = seg["pixels"].to(dtype)
+    n, T, _, H, W = pix.shape
+    gh, gw = H // PATCH, W // PATCH
+    x = patchify(pix) @ P["embed.patch.weight"].t() + P["embed.patch.bias"]
+    D = x.shape[-1]
+    pos = sincos_2d(D, gh, gw, dtype).repeat(T, 1)
+    if seg["modality"] == "video":
+        pos = pos + P["embed.temporal"][:T].repeat_interleave(gh * gw, dim=0)
+    return x + pos.unsqueeze(0)
+
+
+def token_layout(segments, nseq):
+    """Per token of a sequence: kind (spe/full/causal/query), segment index, position in segment, and
+    per sequence validity [nseq, S] (False at padding text positions)."""
+    kinds, segidx, pos, valid = ["spe"], [-1], [0], [torch.ones(nseq, 1, dtype=torch.bool)]
+    for s, seg in enumerate(segments):
+        n = segment_tokens(seg)
+        kind = seg["attn"]
+        if seg["modality"] != "text":
+            kind = FULL  # visual tokens attend bidirectionally
+        kinds += [kind] * n
+        segidx += [s] * n
+        pos += list(range(n))
+        if seg["modality"] == "text":
+            lengths = seg["lengths"].long().reshape(nseq, 1)
+            valid.append(torch.arange(n).reshape(1, n) < lengths)
+        else:
+            valid.append(torch.ones(nseq, n, dtype=torch.bool))
+    return kinds, segidx, pos, torch.cat(valid, dim=1)
+
+
+def attention_mask(segments, nseq):
+    """Boolean [nseq, S, S]: mask[b, i, j] lets token i attend to token j (docs/model.md)."""
+    kinds, segidx, pos, valid = token_layout(segments, nseq)
+    S = len(kinds)
+    base = torch.zeros(S, S, dtype=torch.bool)
+    for i in range(S):
+        for j in range(S):
+            ki, kj = kinds[i], kinds[j]
+            shared = kj in ("spe", FULL)  # SPE and full-segment tokens: seen by everyone
+            if ki in ("spe", FULL):
+                ok = shared
+            elif ki == CAUSAL:
+                ok = shared or (kj == CAUSAL and segidx[j] == segidx[i] and pos[j] <= pos[i])
+            else:  # caption query
+                ok = shared or (kj == CAUSAL and pos[j] <= pos[i] - 1) or i == j
+            base[i, j] = ok
+    return base.unsqueeze(0) & valid.unsqueeze(2) & valid.unsqueeze(1)
+
+
+def build_pass(P, ps, dtype):
+    """Embeddings x [nseq, S, D], attribute bytes [nseq, S] and mask [nseq, S, S] of a pass."""
+    segs = ps["segments"]
+    nseq = segment_nseq(segs[0])
+    D = P["embed.spe"].shape[0]
+    xs = [P["embed.spe"].reshape(1, 1, D).expand(nseq, 1, D)]
+    attrs = [torch.full((nseq, 1), int(ps["spe_attr"]), dtype=torch.long)]
+    for seg in segs:
+        if segment_nseq(seg) != nseq:
+            raise ValueError("segments disagree on the number of sequences")
+        xs.append(embed_segment(P, seg, dtype))
+        attrs.append(seg["attrs"].long().reshape(nseq, -1))
+    return torch.cat(xs, dim=1), torch.cat(attrs, dim=1), attention_mask(segs, nseq)
+
+
+# ---- encoder ----
+
+def attr_bits(patterns, dtype):
+    """[P, 8]: bit i of each byte as element i (paper Table 2)."""
+    p = torch.as_tensor(patterns, dtype=torch.long).reshape(-1, 1)
+    return ((p >> torch.arange(8)) & 1).to(dtype)
+
+
+def topk_mask(probs, k):
+    """1 at the k largest entries per row (ties: lower index), 0 elsewhere; no gradient."""
+    _, order = torch.sort(probs.detach(), dim=1, descending=True, stable=True)
+    keep = torch.zeros_like(probs)
+    keep.scatter_(1, order[:, :k], 1.0)
+    return keep
+
+
+def pass_patterns(ps):
+    """The distinct attribute bytes of a pass's tokens (SPE included), ascending."""
+    ps_set = {int(ps["spe_attr"])}
+    for seg in ps["segments"]:
+        ps_set |= set(int(v) for v in seg["attrs"].reshape(-1).tolist())
+    return sorted(ps_set)
+
+
+def gate(P, prefix, patterns, noise, k, eps):
+    """G [P, E] (Eq. 9 then Eq. 3): top-k of softmax(W_g LN(W_attr a + b) + noise[p]), unnormalised."""
+    probs = gate_probs(P, prefix, patterns, noise, eps)
+    return probs * topk_mask(probs, k)
+
+
+def gate_probs(P, prefix, patterns, noise, eps):
+    """softmax(W_g LN(W_attr a + b_attr) + noise[p]) [P, E] (Eq. 9, Eq. 3 before top-k)."""
+    a = attr_bits(patterns, P[prefix + ".attr.weight"].dtype)
+    h = a @ P[prefix + ".attr.weight"].t() + P[prefix + ".attr.bias"]
+    r = F.layer_norm(h, h.shape[-1:], P[prefix + ".norm.weight"], P[prefix + ".norm.bias"], eps)
+    logits = r @ P[prefix + ".proj.weight"].t()
+    if noise is not None:
+        logits = logits + noise.to(logits.dtype)[torch.as_tensor(patterns, dtype=torch.long)]
+    return torch.softmax(logits, dim=1)
+
+
+def moe_linear(x, attrs, W, b, patterns, G):
+    """y = Σ_p mask_p ⊙ (x W_pᵀ + b_p) with W_p = Σ_e G_pe W_e, b_p = Σ_e G_pe b_e (Eq. 4)."""
+    y = None
+    for i, p in enumerate(patterns):
+        Wp = torch.einsum("e,eoi->oi", G[i], W)
+        bp = torch.einsum("e,eo->o", G[i], b)
+        m = (attrs == p).unsqueeze(-1).to(x.dtype)
+        term = m * (x @ Wp.t() + bp)
+        y = term if y is None else y + term
+    return y
+
+
+def mhsa(qkv, mask, heads):
+    n, S, D3 = qkv.shape
+    D = D3 // 3
+    hd = D // heads
+    q, k, v = (qkv[..., i * D:(i + 1) * D].reshape(n, S, heads, hd).transpose(1, 2) for i in range(3))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    m = mask.unsqueeze(1)
+    any_key = m.any(dim=-1, keepdim=True)
+    scores = torch.where(m, scores, torch.full_like(scores, float("-inf")))
+    scores = torch.where(any_key, scores, torch.zeros_like(scores))  # padding rows: no NaN
+    probs = torch.softmax(scores, dim=-1) * any_key.to(scores.dtype)
+    return (probs @ v).transpose(1, 2).reshape(n, S, D)
+
+
+def encoder(c, P, x, attrs, mask, noise=None, keep=None):
+    """The encoder blocks over x [nseq, S, D]; noise / keep are the pass's tables (may be None)."""
+    noise, keep = noise or {}, keep or {}
+    patterns = sorted(set(int(v) for v in attrs.reshape(-1).tolist()))
+    D, eps = c["dim"], c["ln_eps"]
+    for l in range(c["layers"]):
+        p = "blocks.%d." % l
+        G = {g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps) for g in layer_gates(c, l)}
+
+        def lin(name, h, g):
+            W, b = P[p + name + ".weight"], P[p + name + ".bias"]
+            if g in G:
+                return moe_linear(h, attrs, W, b, patterns, G[g])
+            return h @ W.t() + b
+
+        def kept(name):
+            k = keep.get(p + name)
+            return 1.0 if k is None else k.to(x.dtype).reshape(-1, 1, 1)
+
+        h = F.layer_norm(x, (D,), P[p + "ln1.weight"], P[p + "ln1.bias"], eps)
+        a = mhsa(lin("attn.qkv", h, "attn.gate"), mask, c["heads"])
+        x = x + kept("attn") * P[p + "ls1"] * lin("attn.proj", a, "attn.gate")
+        h2 = F.layer_norm(x, (D,), P[p + "ln2.weight"], P[p + "ln2.bias"], eps)
+        f = lin("mlp.fc2", F.gelu(lin("mlp.fc1", h2, "mlp.gate1")), "mlp.gate2")
+        x = x + kept("mlp") * P[p + "ls2"] * f
+    return x
+
+
+def features(c, P, rows):
+    """norm -> proj (no bias) -> L2 normalisation x / max(||x||, 1e-12)."""
+    h = F.layer_norm(rows, rows.shape[-1:], P["norm.weight"], P["norm.bias"], c["ln_eps"])
+    h = h @ P["proj.weight"].t()
+    return h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def encode_pass(c, P, ps, dtype):
+    x, attrs, mask = build_pass(P, ps, dtype)
+    y = encoder(c, P, x, attrs, mask, ps.get("noise"), ps.get("keep"))
+    return features(c, P, y[:, 0, :])
+
+
+# ---- losses ----
+
+def cross_entropy(logits, target, eps=0.1):
+    """Mean over rows with target >= 0 of -(1-eps) log p[t] - eps/C Σ_c log p[c]."""
+    logp = torch.log_softmax(logits, dim=1)
+    ok = target >= 0
+    t = target.long().clamp_min(0)
+    per_row = -(1 - eps) * logp.gather(1, t.reshape(-1, 1)).squeeze(1) - eps * logp.mean(dim=1)
+    return (per_row * ok.to(logits.dtype)).sum() / ok.sum().clamp_min(1)
+
+
+def temperature(logit_scale):
+    e = logit_scale.exp()
+    return torch.where(e < 100.0, e, torch.full_like(e, 100.0))  # no gradient while capped
+
+
+def forward(cfg, P, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=torch.float32):
+    """Returns dict loss [1], logits, input_features, target_features (P already in dtype)."""
+    c = normalize_config(cfg)
+    u = encode_pass(c, P, inp, dtype)
+    v = encode_pass(c, P, tgt, dtype)
+    logits = temperature(P["logit_scale"]).reshape(()) * (u @ v.t())
+    if formulation == "label":
+        loss = cross_entropy(logits, torch.as_tensor(labels).long())
+    elif formulation == "pair":
+        if u.shape[0] != v.shape[0]:
+            raise ValueError("pair passes must have the same number of sequences")
+        diag = torch.arange(u.shape[0])
+        loss = 0.5 * (cross_entropy(logits, diag) + cross_entropy(logits.t(), diag))
+    else:
+        raise ValueError("unknown formulation %r" % formulation)
+    return {"loss": (loss * float(loss_weight)).reshape(1), "logits": logits,
+            "input_features": u, "target_features": v}
+
+
+def run(cfg, params, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=torch.float32):
+    """forward() plus grads {name: tensor} for every parameter (zeros where the loss does not use it)."""
+    P = {k: v.detach().to(dtype).clone().requires_grad_(True) for k, v in params.items()}
+    out = forward(cfg, P, formulation, inp, tgt, labels, loss_weight, dtype)
+    names = list(P)
+    gs = torch.autograd.grad(out["loss"].sum(), [P[n] for n in names], allow_unused=True)
+    grads = {n: (torch.zeros_like(P[n]) if g is None else g).detach() for n, g in zip(names, gs)}
+    return {k: v.detach() for k, v in out.items()}, grads

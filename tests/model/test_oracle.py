@@ -1,0 +1,117 @@
+# The C model against the PyTorch oracle: upmoe-model-oracle writes params, inputs, noise and keep
+# tables, outputs and gradients of one training step; oracle_compare recomputes all of it in float64
+# and every tensor must agree to 1e-4 of its largest value.
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import oracle_compare  # noqa: E402
+
+
+def oracle_bin():
+    return os.path.join(os.environ.get("UPMOE_BUILD_DIR", ""), "upmoe-model-oracle")
+
+
+class OracleTests(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def oracle(self, *args):
+        """Runs the C tool, compares its file, and returns (tensors, metadata) for further checks."""
+        if not os.environ.get("UPMOE_BUILD_DIR"):
+            self.fail("UPMOE_BUILD_DIR is not set: it must name the build directory holding upmoe-model-oracle")
+        exe = oracle_bin()
+        if not os.access(exe, os.X_OK):
+            self.fail("%s does not exist: upmoe-model-oracle is a required part of the build" % exe)
+        out = os.path.join(self.dir.name, "oracle.safetensors")
+        cmd = [exe] + [str(a) for a in args] + ["--out", out]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        self.assertEqual(p.returncode, 0, "%s failed:\n%s%s" % (" ".join(cmd), p.stdout.decode(errors="replace"),
+                                                                 p.stderr.decode(errors="replace")))
+        res = oracle_compare.compare(out)
+        self.assertTrue(all(r[3] for r in res), "%s\n%s" % (" ".join(cmd), oracle_compare.summary(res, 12)))
+        tensors, meta = oracle_compare.load(out)
+        return {k: oracle_compare._tensor(v) for k, v in tensors.items()}, meta
+
+    def check_config(self, meta, **want):
+        cfg = oracle_compare._json(meta["config"])
+        for k, v in want.items():
+            self.assertEqual(type(v)(cfg[k]), v, "config %s" % k)
+
+    def test_label_image_dense(self):
+        T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "none", "--seed", 1)
+        self.check_config(meta, moe="none")
+        self.assertEqual(list(T["out.logits"].shape), [4, 5])
+        self.assertEqual(list(T["input.0.pixels"].shape), [4, 1, 3, 32, 32])
+        self.assertEqual(list(T["target.0.ids"].shape)[0], 5)
+
+    def test_label_image_moe(self):
+        T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--seed", 2)
+        self.check_config(meta, moe="attribute", experts=4, topk=2)
+        self.assertEqual(list(T["blocks.0.attn.qkv.weight"].shape), [4, 192, 64])
+
+    def test_label_text_moe(self):
+        T, meta = self.oracle("--formulation", "label", "--input", "text", "--moe", "attribute", "--seed", 3)
+        self.assertIn("input.0.ids", T)
+        self.assertNotIn("input.0.pixels", T)
+        lengths = T["input.0.lengths"]
+        self.assertTrue(bool((lengths >= 1).all()) and bool((lengths <= 8).all()))
+
+    def test_label_image_causal_text_moe(self):
+        # two input segments, the text one causal: the causal mask and segment assembly of the C model
+        T, meta = self.oracle("--formulation", "label", "--input", "image+text", "--text-attn", "causal", "--moe",
+                              "attribute", "--seed", 8)
+        self.assertIn("input.0.pixels", T)
+        self.assertIn("input.1.ids", T)
+        segs = oracle_compare.parse_segments(meta["segments"])["input"]
+        self.assertEqual(segs[1]["attn"], "causal")
+
+    def pair(self, moe, seed):
+        T, meta = self.oracle("--formulation", "pair", "--input", "image", "--moe", moe, "--drop-path", "0.1",
+                              "--gate-noise", "--seed", seed)
+        self.assertEqual(list(T["out.logits"].shape), [4, 4])
+        keeps = [v for k, v in T.items() if k.startswith("keep.")]
+        self.assertTrue(keeps, "no keep tables in a drop-path file")
+        for v in keeps:  # per sequence: dropped (0) or kept and rescaled by 1/(1-p)
+            ok = (v == 0) | ((v - 1 / 0.9).abs() < 1e-6)
+            self.assertTrue(bool(ok.all()), v)
+        return T
+
+    def test_pair_dense_drop_path(self):
+        self.pair("none", 4)
+
+    def test_pair_moe_drop_path_noise(self):
+        T = self.pair("attribute", 5)
+        noise = [v for k, v in T.items() if k.startswith("noise.")]
+        self.assertEqual(len(noise), 2 * 2 * 3)  # both passes, 2 layers, 3 gates
+        self.assertTrue(all(list(v.shape) == [256, 4] and float(v.abs().max()) > 0 for v in noise))
+
+    def test_moe_ffn_only(self):
+        T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--moe-sa", "0",
+                              "--moe-ffn", "1", "--seed", 6)
+        self.assertEqual(list(T["blocks.1.attn.qkv.weight"].shape), [192, 64])
+        self.assertEqual(list(T["blocks.1.mlp.fc1.weight"].shape), [4, 256, 64])
+        self.assertNotIn("blocks.1.attn.gate.proj.weight", T)
+
+    def test_moe_every_2(self):
+        T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--moe-every", "2",
+                              "--seed", 7)
+        self.check_config(meta, moe_every=2)
+        self.assertEqual(list(T["blocks.0.mlp.fc2.weight"].shape), [64, 256])
+        self.assertEqual(list(T["blocks.1.mlp.fc2.weight"].shape), [4, 64, 256])
+        self.assertNotIn("blocks.0.mlp.gate2.proj.weight", T)
+        self.assertIn("blocks.1.mlp.gate2.proj.weight", T)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    unittest.main()
