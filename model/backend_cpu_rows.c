@@ -134,23 +134,43 @@ static inline float normal_cdf(float x, float *pdf)
     return upm_cpu_fsel(x >= 0.0f, 1.0f - 0.5f * erfc_z, 0.5f * erfc_z);
 }
 
-void upm_cpu_gelu_fwd(upm_backend *be, float *y, const float *x, size_t n)
+UPM_CPU_CLONES static void gelu_fwd_range(float *y, const float *x, size_t n)
 {
-    upm_cpu_threads(be);
-#pragma omp parallel for schedule(static) PAR_IF(n)
     for (size_t i = 0; i < n; i++) {
         float pdf;
         y[i] = x[i] * normal_cdf(x[i], &pdf);
     }
 }
 
-void upm_cpu_gelu_bwd(upm_backend *be, float *dx, const float *dy, const float *x, size_t n)
+UPM_CPU_CLONES static void gelu_bwd_range(float *dx, const float *dy, const float *x, size_t n)
 {
-    upm_cpu_threads(be);
-#pragma omp parallel for schedule(static) PAR_IF(n)
     for (size_t i = 0; i < n; i++) {
         float pdf, cdf = normal_cdf(x[i], &pdf);
         dx[i] += dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
+enum { GELU_CHUNK = 8192 };
+
+void upm_cpu_gelu_fwd(upm_backend *be, float *y, const float *x, size_t n)
+{
+    upm_cpu_threads(be);
+    size_t nc = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static) PAR_IF(n)
+    for (size_t c = 0; c < nc; c++) {
+        size_t lo = c * GELU_CHUNK;
+        gelu_fwd_range(y + lo, x + lo, n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK);
+    }
+}
+
+void upm_cpu_gelu_bwd(upm_backend *be, float *dx, const float *dy, const float *x, size_t n)
+{
+    upm_cpu_threads(be);
+    size_t nc = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static) PAR_IF(n)
+    for (size_t c = 0; c < nc; c++) {
+        size_t lo = c * GELU_CHUNK;
+        gelu_bwd_range(dx + lo, dy + lo, x + lo, n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK);
     }
 }
 

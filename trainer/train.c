@@ -45,6 +45,8 @@ typedef struct label_cache {
 
 typedef struct trainer {
     const upm_train_opts *o;
+    int eval;                /* forward only: no noise, no drop path, no updates, nothing written */
+    const char *eval_ckpt;
     upm_model_config cfg;
     upm_catalog *cat;
     upm_backend *be;
@@ -260,10 +262,12 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
         return rc;
     }
     int noisy = t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
-    upm_pass_opts oi = {1, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
+    if (t->eval)
+        noisy = drop = 0;
+    upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
     uint8_t text_attr = b->spe_attr[UPM_SIDE_TARGET]; /* vocabulary tokens are target-side text */
     upm_vocab_encode_opts vo = {b->spe_attr[UPM_SIDE_TARGET], text_attr, t->o->vocab_chunk, noisy ? t->noise[1] : NULL,
-                                t->cfg.drop_path, t->o->seed, t->step};
+                                drop ? t->cfg.drop_path : 0.0f, t->o->seed, t->step};
     upm_model_zero_grad(m);
     be->zero(be, t->dU, sizeof(float) * (size_t)M * D);
     be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
@@ -275,13 +279,14 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
         !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, NULL, err)) &&
         !(rc = upm_loss_label(m, upm_pass_features(t->pin), M, t->V, C, t->dlabels, vb.logq ? t->colb : NULL,
                               b->loss_weight, t->dU, t->dV, t->logits, &res, err)) &&
-        !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, t->dV, err)))
+        !t->eval && !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, t->dV, err)))
         rc = upm_pass_backward(m, t->pin, t->dU, err);
     upm_vocab_batch_free(&vb);
     if (rc)
         return rc;
-    float gnorm, lr;
-    upm_optim_step(&t->opt, m, &gnorm, &lr);
+    float gnorm = 0, lr = 0;
+    if (!t->eval)
+        upm_optim_step(&t->opt, m, &gnorm, &lr);
     fill_row(t, row, &res, gnorm, lr);
     return 0;
 }
@@ -308,9 +313,10 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
         return rc;
     if (fill_tables(t, 0, &in) || fill_tables(t, 1, &tg))
         return upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
-    int noisy = t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
-    upm_pass_opts oi = {1, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
-    upm_pass_opts ot = {1, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL};
+    int noisy = !t->eval && t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0;
+    int drop = !t->eval && t->cfg.drop_path > 0;
+    upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
+    upm_pass_opts ot = {!t->eval, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL};
     int B = b->B, C = tg.nseq, D = t->cfg.dim;
     if (ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)B * D) ||
         ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
@@ -330,10 +336,12 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     } else
         rc = upm_loss_pair(m, upm_pass_features(t->pin), upm_pass_features(t->ptg), B, b->loss_weight, t->dU, t->dV,
                            t->logits, &res, err);
-    if (rc || (rc = upm_pass_backward(m, t->ptg, t->dV, err)) || (rc = upm_pass_backward(m, t->pin, t->dU, err)))
+    if (rc || (!t->eval && ((rc = upm_pass_backward(m, t->ptg, t->dV, err)) ||
+                            (rc = upm_pass_backward(m, t->pin, t->dU, err)))))
         return rc;
-    float gnorm, lr;
-    upm_optim_step(&t->opt, m, &gnorm, &lr);
+    float gnorm = 0, lr = 0;
+    if (!t->eval)
+        upm_optim_step(&t->opt, m, &gnorm, &lr);
     fill_row(t, row, &res, gnorm, lr);
     return 0;
 }
@@ -442,8 +450,10 @@ static int read_state(trainer *t, const char *json, char **cursor, upm_err *err)
     int rc = 0;
     if (!cJSON_IsNumber(step) || !cJSON_IsNumber(run) || !cJSON_IsObject(model) || !cJSON_IsObject(cur) ||
         !cJSON_IsString(seed) || !cJSON_IsString(mix))
-        rc = upm_errf(err, UPM_EBADDATA, "%s: state.json of the newest checkpoint is incomplete", t->o->out_dir);
-    else if (strcmp(mix->valuestring, t->o->mixture) || strtoull(seed->valuestring, NULL, 10) != t->o->seed)
+        rc = upm_errf(err, UPM_EBADDATA, "state.json of checkpoint %s is incomplete",
+                      t->eval ? t->eval_ckpt : t->o->out_dir);
+    else if (!t->eval &&
+             (strcmp(mix->valuestring, t->o->mixture) || strtoull(seed->valuestring, NULL, 10) != t->o->seed))
         rc = upm_errf(err, UPM_EUSAGE, "%s was trained on mixture %s with seed %s; resume it with the same mixture "
                       "and seed", t->o->out_dir, mix->valuestring, seed->valuestring);
     if (!rc)
@@ -451,24 +461,27 @@ static int read_state(trainer *t, const char *json, char **cursor, upm_err *err)
     if (!rc) {
         t->step = (int64_t)step->valuedouble;
         t->run_id = (int64_t)run->valuedouble;
-        if (!(*cursor = cJSON_PrintUnformatted(cur)))
+        if (!t->eval && !(*cursor = cJSON_PrintUnformatted(cur)))
             rc = upm_errf(err, UPM_ENOMEM, "no memory");
     }
     cJSON_Delete(j);
     return rc;
 }
 
-static int trainer_open(trainer *t, const upm_train_opts *o, upm_err *err)
+static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt, upm_err *err)
 {
     memset(t, 0, sizeof *t);
     t->o = o;
     t->cfg = o->model;
+    t->eval = eval_ckpt != NULL, t->eval_ckpt = eval_ckpt;
     char path[4096], ckpt[4096];
     char *state = NULL, *cursor = NULL;
-    int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err);
+    int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err), resume = o->resume || t->eval;
     if (!rc)
-        rc = upm_catalog_open(path, 0, &t->cat, err);
-    if (!rc && o->resume && !(rc = upm_checkpoint_latest(o->out_dir, ckpt, sizeof ckpt, err))) {
+        rc = upm_catalog_open(path, t->eval ? UPM_CAT_READONLY : 0, &t->cat, err);
+    if (!rc && t->eval)
+        snprintf(ckpt, sizeof ckpt, "%s", eval_ckpt);
+    if (!rc && resume && (t->eval || !(rc = upm_checkpoint_latest(o->out_dir, ckpt, sizeof ckpt, err)))) {
         FILE *f = NULL;
         char sp[4200];
         snprintf(sp, sizeof sp, "%s/state.json", ckpt);
@@ -492,10 +505,10 @@ static int trainer_open(trainer *t, const upm_train_opts *o, upm_err *err)
         rc = upm_backend_cpu_new(o->threads, &t->be, err);
     if (!rc)
         rc = upm_model_new(&t->cfg, t->be, o->seed, &t->m, err);
-    if (!rc && !(rc = upm_optim_init(&t->opt, t->m, &o->optim, err)))
+    if (!rc && !t->eval && !(rc = upm_optim_init(&t->opt, t->m, &o->optim, err)))
         t->have_opt = 1;
-    if (!rc && o->resume)
-        rc = upm_checkpoint_load(ckpt, t->m, &t->opt, NULL, err);
+    if (!rc && resume)
+        rc = upm_checkpoint_load(ckpt, t->m, t->eval ? NULL : &t->opt, NULL, err);
     if (!rc && o->bpe_vocab)
         rc = upm_bpe_load(o->bpe_vocab, &t->bpe, err);
     if (!rc) {
@@ -504,6 +517,7 @@ static int trainer_open(trainer *t, const upm_train_opts *o, upm_err *err)
         lo.seed = o->seed, lo.threads = o->loader_threads > 0 ? o->loader_threads : 1;
         lo.batch_override = o->batch, lo.bpe_vocab = o->bpe_vocab;
         lo.collate.image_size = o->image_size;
+        lo.collate.train = !t->eval;
         rc = upm_loader_open(t->cat, o->mixture, &lo, cursor, &t->loader, err);
     }
     if (!rc) {
@@ -515,7 +529,9 @@ static int trainer_open(trainer *t, const upm_train_opts *o, upm_err *err)
     }
     if (!rc && !(t->pending = calloc((size_t)(o->metrics_every > 0 ? o->metrics_every : 1) + 1, sizeof *t->pending)))
         rc = upm_errf(err, UPM_ENOMEM, "no memory");
-    if (!rc && o->resume) {
+    if (!rc && t->eval)
+        t->step = 0; /* evaluation draws its own steps from the start of the mixture */
+    else if (!rc && o->resume) {
         int exists;
         rc = upm_run_exists(t->cat, t->run_id, &exists, err);
         if (!rc && !exists)
@@ -541,7 +557,7 @@ static int trainer_open(trainer *t, const upm_train_opts *o, upm_err *err)
 int upm_train(const upm_train_opts *o, upm_err *err)
 {
     trainer t;
-    int rc = trainer_open(&t, o, err);
+    int rc = trainer_open(&t, o, NULL, err);
     if (rc) {
         trainer_close(&t);
         return rc;
@@ -579,6 +595,44 @@ int upm_train(const upm_train_opts *o, upm_err *err)
         upm_run_update(t.cat, t.run_id, "failed", t.step, NULL, err->msg, &e2);
     } else if (stopped && !o->quiet)
         printf("stopped at step %" PRId64 " after a checkpoint; continue with --resume\n", t.step);
+    trainer_close(&t);
+    return rc;
+}
+
+int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps, upm_eval_row **rows, int *nrows,
+                 upm_err *err)
+{
+    trainer t;
+    *rows = NULL, *nrows = 0;
+    int rc = trainer_open(&t, o, checkpoint, err);
+    for (int64_t s = 0; !rc && s < steps; s++, t.step++) {
+        upm_metric_row r;
+        if ((rc = train_step(&t, &r, err)))
+            break;
+        int i = 0;
+        while (i < *nrows && strcmp((*rows)[i].dataset, r.dataset))
+            i++;
+        if (i == *nrows) {
+            upm_eval_row *g = realloc(*rows, sizeof *g * (size_t)(*nrows + 1));
+            if (!g) {
+                rc = upm_errf(err, UPM_ENOMEM, "no memory");
+                break;
+            }
+            *rows = g;
+            memset(&g[i], 0, sizeof g[i]);
+            snprintf(g[i].dataset, sizeof g[i].dataset, "%s", r.dataset);
+            snprintf(g[i].task, sizeof g[i].task, "%s", r.task);
+            (*nrows)++;
+        }
+        upm_eval_row *e = &(*rows)[i];
+        e->batches++;
+        e->samples += r.samples;
+        e->loss += (r.loss - e->loss) / (double)e->batches; /* running mean over batches */
+        if (r.accuracy >= 0)
+            e->accuracy += (r.accuracy - e->accuracy) / (double)e->batches;
+        else
+            e->accuracy = -1;
+    }
     trainer_close(&t);
     return rc;
 }

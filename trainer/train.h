@@ -37,4 +37,16 @@ void upm_train_opts_default(upm_train_opts *o);
 /* Trains; 0 when the run finished or was stopped cleanly (after a checkpoint). */
 int upm_train(const upm_train_opts *o, upm_err *err);
 
+typedef struct upm_eval_row {
+    char dataset[128], task[128];
+    int64_t batches, samples;
+    double loss, accuracy; /* means over batches; accuracy -1 where undefined */
+} upm_eval_row;
+
+/* Evaluates the weights of checkpoint directory `checkpoint` (model configuration from its state.json)
+ * on `steps` batches of o->mixture with evaluation transforms, no gate noise and no drop path; nothing
+ * is written. *rows (caller frees) holds one row per dataset drawn. */
+int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps, upm_eval_row **rows, int *nrows,
+                 upm_err *err);
+
 #endif
