@@ -43,9 +43,18 @@ static void linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin
         be->add_bias(be, Y, W(k->b), N, out);
         return;
     }
+    int P = p->plan.npat, E = m->cfg.experts, wn = out * in;
+    if (m->cfg.moe == UPM_MOE_MERGED) { /* deployment: the pattern's own dense weight */
+        for (int q = 0; q < P; q++) {
+            int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0;
+            be->gemm(be, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, W(k->w) + (size_t)p->slot[q] * wn, in, 0.0f,
+                     Y + (size_t)r0 * out, out);
+            be->add_bias(be, Y + (size_t)r0 * out, W(k->b) + (size_t)p->slot[q] * out, n, out);
+        }
+        return;
+    }
     upm_gate_act *g = &la->gate[k->gate];
     upm_linear_act *a = &la->lin[lin];
-    int P = p->plan.npat, E = m->cfg.experts, wn = out * in;
     be->gemm(be, 0, 0, P, wn, E, 1.0f, g->G, E, W(k->w), wn, 0.0f, a->Wm, wn);
     be->gemm(be, 0, 0, P, out, E, 1.0f, g->G, E, W(k->b), out, 0.0f, a->bm, out);
     for (int q = 0; q < P; q++) {
@@ -69,9 +78,19 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
         be->bias_grad(be, G(k->b), dY, N, out);
         return;
     }
+    int P = p->plan.npat, E = m->cfg.experts, wn = out * in;
+    if (m->cfg.moe == UPM_MOE_MERGED) { /* each pattern's dense weight, like a dense linear on its rows */
+        for (int q = 0; q < P; q++) {
+            int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0, s = p->slot[q];
+            const float *dYq = dY + (size_t)r0 * out, *Xq = X + (size_t)r0 * in;
+            be->gemm(be, 0, 0, n, in, out, 1.0f, dYq, out, W(k->w) + (size_t)s * wn, in, 1.0f, dX + (size_t)r0 * in, in);
+            be->gemm(be, 1, 0, out, in, n, 1.0f, dYq, out, Xq, in, 1.0f, G(k->w) + (size_t)s * wn, in);
+            be->bias_grad(be, G(k->b) + (size_t)s * out, dYq, n, out);
+        }
+        return;
+    }
     upm_gate_act *g = &la->gate[k->gate];
     upm_linear_act *a = &la->lin[lin];
-    int P = p->plan.npat, E = m->cfg.experts, wn = out * in;
     be->zero(be, a->dbm, sizeof(float) * (size_t)P * out);
     for (int q = 0; q < P; q++) {
         int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0;

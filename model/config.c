@@ -29,8 +29,15 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
         return upm_errf(err, UPM_EINVAL, "model: dim %d must be a multiple of 4 and of heads (%d)", c->dim, c->heads);
     if (c->layers < 1 || c->mlp < 1 || c->vocab < 1 || c->max_text < 1 || c->max_frames < 1)
         return upm_errf(err, UPM_EINVAL, "model: layers, mlp, vocab, max_text and max_frames must be positive");
-    if (c->moe != UPM_MOE_NONE && c->moe != UPM_MOE_ATTRIBUTE)
+    if (c->moe != UPM_MOE_NONE && c->moe != UPM_MOE_ATTRIBUTE && c->moe != UPM_MOE_MERGED)
         return upm_errf(err, UPM_EINVAL, "model: unknown MoE kind %d", (int)c->moe);
+    if (c->moe == UPM_MOE_MERGED) {
+        if (c->npatterns < 1 || c->npatterns > 256 || c->experts != c->npatterns)
+            return upm_errf(err, UPM_EINVAL, "model: a merged model needs 1..256 patterns, one weight each");
+        for (int i = 1; i < c->npatterns; i++)
+            if (c->patterns[i] <= c->patterns[i - 1])
+                return upm_errf(err, UPM_EINVAL, "model: merged patterns must be ascending and distinct");
+    }
     if (c->moe == UPM_MOE_ATTRIBUTE &&
         (c->experts < 1 || c->topk < 1 || c->topk > c->experts || c->moe_every < 1 || (!c->moe_sa && !c->moe_ffn)))
         return upm_errf(err, UPM_EINVAL,
@@ -45,12 +52,12 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
 
 int upm_layer_moe_sa(const upm_model_config *c, int l)
 {
-    return c->moe == UPM_MOE_ATTRIBUTE && c->moe_sa && (l + 1) % c->moe_every == 0;
+    return c->moe != UPM_MOE_NONE && c->moe_sa && (l + 1) % c->moe_every == 0;
 }
 
 int upm_layer_moe_ffn(const upm_model_config *c, int l)
 {
-    return c->moe == UPM_MOE_ATTRIBUTE && c->moe_ffn && (l + 1) % c->moe_every == 0;
+    return c->moe != UPM_MOE_NONE && c->moe_ffn && (l + 1) % c->moe_every == 0;
 }
 
 float upm_gate_noise_std(const upm_model_config *c)

@@ -3,9 +3,14 @@
 #ifndef UPM_MODEL_CONFIG_H
 #define UPM_MODEL_CONFIG_H
 
+#include <stdint.h>
+
 #include "err.h"
 
-typedef enum upm_moe_kind { UPM_MOE_NONE = 0, UPM_MOE_ATTRIBUTE } upm_moe_kind;
+/* MERGED is the deployment form of an attribute-MoE model (paper §3.3): for a fixed list of attribute
+ * patterns, each MoE linear holds one dense weight per pattern (the experts already merged by their
+ * gates), selected by the token's attribute byte; no gates, no experts, one matmul per pattern. */
+typedef enum upm_moe_kind { UPM_MOE_NONE = 0, UPM_MOE_ATTRIBUTE, UPM_MOE_MERGED } upm_moe_kind;
 
 typedef struct upm_model_config {
     int dim, heads, layers, mlp; /* mlp: FFN width (4 * dim) */
@@ -16,6 +21,8 @@ typedef struct upm_model_config {
     float drop_path;                /* uniform stochastic-depth rate (training only) */
     float layerscale_init, ln_eps;
     float gate_noise; /* std of the gate-logit noise in training; < 0 = 1/experts (the default) */
+    int npatterns;    /* MERGED: the attribute bytes it serves, ascending; experts == npatterns */
+    uint8_t patterns[256];
 } upm_model_config;
 
 #define UPM_VOCAB 49411 /* CLIP's 49,408 ids + <|mask|>, <|gen|>, <|spe|> */

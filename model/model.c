@@ -128,7 +128,7 @@ static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_ke
     for (int i = 0; i < UPM_NLIN; i++) {
         upm_linear_act *a = &la->lin[i];
         memset(a, 0, sizeof *a);
-        if (lins[i]->gate < 0)
+        if (lins[i]->gate < 0 || cfg->moe == UPM_MOE_MERGED)
             continue;
         size_t wn = (size_t)lins[i]->out * lins[i]->in, out = (size_t)lins[i]->out;
         a->Wm = CF(c, P * wn), a->bm = CF(c, P * out), a->dWm = CF(c, P * wn), a->dbm = CF(c, P * out);
@@ -177,6 +177,15 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
     if (rc)
         return rc;
     p->in = *in;
+    for (int q = 0; cfg->moe == UPM_MOE_MERGED && q < p->plan.npat; q++) {
+        int s = 0;
+        while (s < cfg->npatterns && cfg->patterns[s] != p->plan.pat[q])
+            s++;
+        if (s == cfg->npatterns)
+            return upm_errf(err, UPM_EINVAL, "model: this merged model serves %d attribute patterns, not %u (a "
+                            "token kind of another task)", cfg->npatterns, p->plan.pat[q]);
+        p->slot[q] = s;
+    }
     upm_layer_act *layers = realloc(p->layers, sizeof *layers * (size_t)cfg->layers);
     if (!layers)
         return upm_errf(err, UPM_ENOMEM, "model: no memory for a pass");

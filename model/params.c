@@ -106,11 +106,12 @@ int upm_layout_build(const upm_model_config *c, upm_layout *L, upm_err *err)
         k->fc1 = linear(&b, c, l, "mlp.fc1", D, F, ffn ? UPM_GATE_FC1 : -1);
         k->fc2 = linear(&b, c, l, "mlp.fc2", F, D, ffn ? UPM_GATE_FC2 : -1);
         k->ls2 = add(&b, UPM_INIT_CONST, c->layerscale_init, 0, 1, D, 0, 0, "blocks.%d.ls2", l);
-        k->has_gate[UPM_GATE_ATTN] = sa;
-        k->has_gate[UPM_GATE_FC1] = k->has_gate[UPM_GATE_FC2] = ffn;
-        if (sa)
+        int gates = c->moe == UPM_MOE_ATTRIBUTE; /* a merged model has per-pattern weights, no gates */
+        k->has_gate[UPM_GATE_ATTN] = sa && gates;
+        k->has_gate[UPM_GATE_FC1] = k->has_gate[UPM_GATE_FC2] = ffn && gates;
+        if (sa && gates)
             k->gate[UPM_GATE_ATTN] = gate(&b, c, l, "attn.gate");
-        if (ffn) {
+        if (ffn && gates) {
             k->gate[UPM_GATE_FC1] = gate(&b, c, l, "mlp.gate1");
             k->gate[UPM_GATE_FC2] = gate(&b, c, l, "mlp.gate2");
         }

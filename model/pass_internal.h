@@ -45,6 +45,7 @@ struct upm_pass {
     float *dxa, *dxb, *dx_mid, *dh, *dqkv, *da, *do_, *dh2, *df, *dgl, *do2, *dE;
     float *dfeat, *dzn, *dzsel;
     upm_attn_desc attn;
+    int slot[256]; /* merged models: the weight slot of each pattern of the plan */
     upm_seq_input in; /* the segment shapes of the planned input (host pointers not kept) */
 };
 

@@ -16,6 +16,7 @@
 #include "inputs.h"
 #include "loader.h"
 #include "loss.h"
+#include "modelcfg.h"
 #include "model.h"
 #include "rng.h"
 #include "runs.h"
@@ -76,54 +77,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* ---- configuration as JSON (runs table, state.json) ---- */
-
-static cJSON *config_json(const upm_model_config *c)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "dim", c->dim);
-    cJSON_AddNumberToObject(j, "heads", c->heads);
-    cJSON_AddNumberToObject(j, "layers", c->layers);
-    cJSON_AddNumberToObject(j, "mlp", c->mlp);
-    cJSON_AddNumberToObject(j, "vocab", c->vocab);
-    cJSON_AddNumberToObject(j, "max_text", c->max_text);
-    cJSON_AddNumberToObject(j, "max_frames", c->max_frames);
-    cJSON_AddStringToObject(j, "moe", c->moe == UPM_MOE_ATTRIBUTE ? "attribute" : "none");
-    cJSON_AddNumberToObject(j, "experts", c->experts);
-    cJSON_AddNumberToObject(j, "topk", c->topk);
-    cJSON_AddNumberToObject(j, "moe_sa", c->moe_sa);
-    cJSON_AddNumberToObject(j, "moe_ffn", c->moe_ffn);
-    cJSON_AddNumberToObject(j, "moe_every", c->moe_every);
-    cJSON_AddNumberToObject(j, "drop_path", c->drop_path);
-    cJSON_AddNumberToObject(j, "layerscale_init", c->layerscale_init);
-    cJSON_AddNumberToObject(j, "ln_eps", c->ln_eps);
-    cJSON_AddNumberToObject(j, "gate_noise", c->gate_noise);
-    return j;
-}
-
-static int config_from_json(const cJSON *j, upm_model_config *c, upm_err *err)
-{
-    static const char *ints[] = {"dim", "heads", "layers", "mlp", "vocab", "max_text", "max_frames", "experts",
-                                 "topk", "moe_sa", "moe_ffn", "moe_every"};
-    int *dst[] = {&c->dim, &c->heads, &c->layers, &c->mlp, &c->vocab, &c->max_text, &c->max_frames, &c->experts,
-                  &c->topk, &c->moe_sa, &c->moe_ffn, &c->moe_every};
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, ints[i]);
-        if (!cJSON_IsNumber(v))
-            return upm_errf(err, UPM_EBADDATA, "state.json: model.%s missing", ints[i]);
-        *dst[i] = v->valueint;
-    }
-    const cJSON *moe = cJSON_GetObjectItemCaseSensitive(j, "moe"), *dp = cJSON_GetObjectItemCaseSensitive(j, "drop_path");
-    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "layerscale_init"), *eps = cJSON_GetObjectItemCaseSensitive(j, "ln_eps");
-    const cJSON *gn = cJSON_GetObjectItemCaseSensitive(j, "gate_noise");
-    if (!cJSON_IsString(moe) || !cJSON_IsNumber(dp) || !cJSON_IsNumber(ls) || !cJSON_IsNumber(eps) || !cJSON_IsNumber(gn))
-        return upm_errf(err, UPM_EBADDATA, "state.json: model configuration incomplete");
-    c->moe = !strcmp(moe->valuestring, "attribute") ? UPM_MOE_ATTRIBUTE : UPM_MOE_NONE;
-    c->drop_path = (float)dp->valuedouble, c->layerscale_init = (float)ls->valuedouble;
-    c->ln_eps = (float)eps->valuedouble, c->gate_noise = (float)gn->valuedouble;
-    return upm_model_config_check(c, err);
 }
 
 /* ---- per-step randomness: gate noise rows for the attribute bytes present, drop-path factors ---- */
@@ -367,7 +320,7 @@ static char *state_json(trainer *t)
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddStringToObject(j, "mixture", t->o->mixture);
     cJSON_AddNumberToObject(j, "total_steps", (double)t->o->steps);
-    cJSON_AddItemToObject(j, "model", config_json(&t->cfg));
+    cJSON_AddItemToObject(j, "model", upm_model_config_json(&t->cfg));
     char *cursor = upm_loader_cursor_json(t->loader);
     cJSON *c = cursor ? cJSON_Parse(cursor) : NULL;
     free(cursor);
@@ -457,7 +410,7 @@ static int read_state(trainer *t, const char *json, char **cursor, upm_err *err)
         rc = upm_errf(err, UPM_EUSAGE, "%s was trained on mixture %s with seed %s; resume it with the same mixture "
                       "and seed", t->o->out_dir, mix->valuestring, seed->valuestring);
     if (!rc)
-        rc = config_from_json(model, &t->cfg, err);
+        rc = upm_model_config_from_json(model, &t->cfg, err);
     if (!rc) {
         t->step = (int64_t)step->valuedouble;
         t->run_id = (int64_t)run->valuedouble;
@@ -540,7 +493,7 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
         if (!rc)
             rc = upm_run_update(t->cat, t->run_id, "running", t->step, NULL, "resumed", err);
     } else if (!rc) {
-        cJSON *cj = config_json(&t->cfg);
+        cJSON *cj = upm_model_config_json(&t->cfg);
         char *cs = cJSON_PrintUnformatted(cj);
         cJSON_Delete(cj);
         const char *base = strrchr(o->out_dir, '/');
@@ -588,6 +541,11 @@ int upm_train(const upm_train_opts *o, upm_err *err)
         }
         if (stopped)
             break;
+    }
+    if (!rc && t.step == t.step0 && t.step >= o->steps) { /* resumed a run that had already finished */
+        rc = upm_run_update(t.cat, t.run_id, "finished", t.step, NULL, NULL, err);
+        if (!rc && !o->quiet)
+            printf("run %" PRId64 " had already reached step %" PRId64 "\n", t.run_id, t.step);
     }
     if (rc) {
         upm_err e2 = {0};

@@ -75,6 +75,8 @@ def build(tmp, heldout_every=0):
     c("add", "dataset", "book", "--task", "mlm", "--batch", 16, "--weight", 0.3, "--url", pattern(data, "book"))
     c("mixture", "create", "three")
     c("mixture", "add", "three", "images", "captions", "book")
+    c("mixture", "create", "images-only")
+    c("mixture", "add", "images-only", "images")
     c("mixture", "create", "four")
     c("mixture", "add", "four", "images", "captions", "book", "retrieval")
     if heldout_every:

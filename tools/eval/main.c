@@ -12,7 +12,7 @@
 
 static const char usage[] =
     "usage: " PROG " --mixture NAME --checkpoint DIR [--steps N] [--batch N] [--image-size S]\n"
-    "       [--vocab-targets full|sampled:N] [--seed S] [--threads N] [--catalog PATH] [--json]\n"
+    "       [--vocab-targets full|sampled:N] [--seed S] [--threads N] [--catalog PATH] [--bpe-vocab PATH] [--json]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, or a run's --out directory for its newest)\n"
     "on N batches (default 10) of the mixture: loss and accuracy (label: top-1 over the label set;\n"
     "pair: image-to-text top-1 in the batch; vocab: top-1 token) per dataset.\n";
@@ -24,11 +24,11 @@ int main(int argc, char **argv)
     const char *ckpt = NULL;
     long long steps = 10;
     int json = 0;
-    enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION };
+    enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
-        {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"help", 0, 0, 'h'},
+        {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE}, {"help", 0, 0, 'h'},
         {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
@@ -45,6 +45,7 @@ int main(int argc, char **argv)
         case O_SEED: o.seed = (uint64_t)v; break;
         case O_THREADS: o.threads = (int)v; break;
         case O_CAT: o.catalog = optarg; bad_int = 0; break;
+        case O_BPE: o.bpe_vocab = optarg; bad_int = 0; break;
         case O_JSON: json = 1; break;
         case O_VOCAB:
             bad_int = 0;
@@ -61,7 +62,7 @@ int main(int argc, char **argv)
         case O_VERSION: printf(PROG " %s\n", UPMOE_VERSION); return 0;
         default: fprintf(stderr, PROG ": error: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]); return 2;
         }
-        if (c != O_MIX && c != O_CKPT && bad_int) {
+        if (c != O_MIX && c != O_CKPT && c != O_BPE && bad_int) {
             fprintf(stderr, PROG ": error: %s needs a non-negative integer, not '%s'\n", argv[optind - 2], optarg);
             return 2;
         }

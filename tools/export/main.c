@@ -1,0 +1,151 @@
+/* upmoe-export: deployment checkpoints. --merge-experts --task T evaluates every attribute gate of a
+ * trained attribute-MoE checkpoint on the task's attribute patterns and merges each MoE linear's experts
+ * into one dense weight per pattern (paper §3.3): a checkpoint directory (model.safetensors +
+ * state.json) that runs at a dense model's cost and gives the MoE model's outputs on that task. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "atomic_file.h"
+#include "attributes.h"
+#include "catalog.h"
+#include "catalog_ops.h"
+#include "checkpoint.h"
+#include "merge.h"
+#include "modelcfg.h"
+
+#define PROG "upmoe-export"
+
+static const char usage[] =
+    "usage: " PROG " --merge-experts --task TASK --checkpoint DIR --out DIR [--catalog PATH]\n"
+    "Merges the experts of an attribute-MoE checkpoint for the attribute patterns of TASK (its input and\n"
+    "target token kinds, paper Table 2) into one dense weight per pattern: a checkpoint directory that\n"
+    "upmoe-eval (and later serving) runs at a dense model's cost with the MoE model's outputs on TASK.\n"
+    "--checkpoint is a step-* directory or a run's --out directory (its newest checkpoint).\n";
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    if (s)
+        s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    const char *ckpt_arg = NULL, *task_name = NULL, *out = NULL, *catalog = NULL;
+    int merge = 0;
+    static const struct option opts[] = {{"checkpoint", 1, 0, 'c'}, {"task", 1, 0, 't'}, {"out", 1, 0, 'o'},
+                                         {"catalog", 1, 0, 'C'}, {"merge-experts", 0, 0, 'm'}, {"help", 0, 0, 'h'},
+                                         {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt_arg = optarg; break;
+        case 't': task_name = optarg; break;
+        case 'o': out = optarg; break;
+        case 'C': catalog = optarg; break;
+        case 'm': merge = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        case 'V': printf(PROG " %s\n", UPMOE_VERSION); return 0;
+        default: fprintf(stderr, PROG ": error: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]); return 2;
+        }
+    }
+    if (!merge || !task_name || !ckpt_arg || !out || optind < argc) {
+        fprintf(stderr, PROG ": error: --merge-experts, --task, --checkpoint and --out are required (see --help)\n");
+        return 2;
+    }
+    upm_err err = {0};
+    char ckpt[4096], path[4200], catpath[4096];
+    if (upm_checkpoint_latest(ckpt_arg, ckpt, sizeof ckpt, &err) != 0)
+        snprintf(ckpt, sizeof ckpt, "%s", ckpt_arg);
+    snprintf(path, sizeof path, "%s/state.json", ckpt);
+    char *state = slurp(path);
+    cJSON *js = state ? cJSON_Parse(state) : NULL;
+    free(state);
+    upm_model_config cfg;
+    if (!js || upm_model_config_from_json(cJSON_GetObjectItemCaseSensitive(js, "model"), &cfg, &err)) {
+        fprintf(stderr, PROG ": error: %s: %s\n", path, js ? err.msg : "cannot read a checkpoint state");
+        cJSON_Delete(js);
+        return 1;
+    }
+    cJSON_Delete(js);
+    upm_catalog *cat = NULL;
+    upm_task task;
+    upm_backend *be = NULL;
+    upm_model *m = NULL, *d = NULL;
+    int rc = upm_catalog_resolve_path(catalog, catpath, sizeof catpath, &err);
+    if (!rc)
+        rc = upm_catalog_open(catpath, UPM_CAT_READONLY, &cat, &err);
+    if (!rc)
+        rc = upm_task_get(cat, task_name, &task, &err);
+    upm_catalog_close(cat);
+    uint8_t pats[64];
+    int np = 0;
+    if (!rc) {
+        upm_token_kind kinds[32];
+        int n = upm_task_token_kinds(&task, kinds, 32);
+        for (int i = 0; i < n && i < 32 && np < 64; i++)
+            pats[np++] = kinds[i].attr;
+    }
+    if (!rc)
+        rc = upm_backend_cpu_new(0, &be, &err);
+    if (!rc)
+        rc = upm_model_new(&cfg, be, 0, &m, &err);
+    if (!rc)
+        rc = upm_checkpoint_load(ckpt, m, NULL, NULL, &err);
+    if (!rc)
+        rc = upm_model_merge(m, pats, np, &d, &err);
+    if (!rc && mkdir(out, 0777) != 0 && errno != EEXIST)
+        rc = upm_errf(&err, UPM_EIO, "cannot create %s", out);
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/model.safetensors", out);
+        const char *meta[] = {"format", "upmoe-merged-1", "task", task_name, "source", ckpt, NULL};
+        rc = upm_weights_save(path, d, meta, &err);
+    }
+    if (!rc) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "version", 1);
+        cJSON_AddNumberToObject(j, "step", 0);
+        cJSON_AddNumberToObject(j, "run_id", 0);
+        cJSON_AddStringToObject(j, "seed", "0");
+        cJSON_AddStringToObject(j, "mixture", "");
+        cJSON_AddStringToObject(j, "task", task_name);
+        cJSON_AddStringToObject(j, "merged_from", ckpt);
+        cJSON_AddItemToObject(j, "model", upm_model_config_json(&d->cfg));
+        cJSON_AddItemToObject(j, "cursor", cJSON_CreateObject());
+        char *s = cJSON_Print(j);
+        cJSON_Delete(j);
+        snprintf(path, sizeof path, "%s/state.json", out);
+        rc = s ? upm_write_file_atomic(path, s, strlen(s), &err) : upm_errf(&err, UPM_ENOMEM, "no memory");
+        free(s);
+    }
+    if (!rc) {
+        printf("merged the experts of %s for task %s: %d attribute pattern%s (", ckpt, task_name, d->cfg.npatterns,
+               d->cfg.npatterns == 1 ? "" : "s");
+        for (int i = 0; i < d->cfg.npatterns; i++)
+            printf("%s%u", i ? ", " : "", d->cfg.patterns[i]);
+        printf("); %zu parameters -> %zu; written to %s\n", upm_layout_count(&m->L), upm_layout_count(&d->L), out);
+    } else
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+    upm_model_free(d);
+    upm_model_free(m);
+    upm_backend_free(be);
+    return rc ? (rc == UPM_EUSAGE ? 2 : 1) : 0;
+}

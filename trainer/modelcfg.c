@@ -1,0 +1,65 @@
+/* The model configuration as JSON: the runs table's config column and checkpoints' state.json. */
+#include "modelcfg.h"
+
+#include <string.h>
+
+cJSON *upm_model_config_json(const upm_model_config *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "dim", c->dim);
+    cJSON_AddNumberToObject(j, "heads", c->heads);
+    cJSON_AddNumberToObject(j, "layers", c->layers);
+    cJSON_AddNumberToObject(j, "mlp", c->mlp);
+    cJSON_AddNumberToObject(j, "vocab", c->vocab);
+    cJSON_AddNumberToObject(j, "max_text", c->max_text);
+    cJSON_AddNumberToObject(j, "max_frames", c->max_frames);
+    cJSON_AddStringToObject(j, "moe", c->moe == UPM_MOE_ATTRIBUTE ? "attribute" : c->moe == UPM_MOE_MERGED ? "merged"
+                                                                                                   : "none");
+    cJSON_AddNumberToObject(j, "experts", c->experts);
+    cJSON_AddNumberToObject(j, "topk", c->topk);
+    cJSON_AddNumberToObject(j, "moe_sa", c->moe_sa);
+    cJSON_AddNumberToObject(j, "moe_ffn", c->moe_ffn);
+    cJSON_AddNumberToObject(j, "moe_every", c->moe_every);
+    cJSON_AddNumberToObject(j, "drop_path", c->drop_path);
+    cJSON_AddNumberToObject(j, "layerscale_init", c->layerscale_init);
+    cJSON_AddNumberToObject(j, "ln_eps", c->ln_eps);
+    cJSON_AddNumberToObject(j, "gate_noise", c->gate_noise);
+    if (c->moe == UPM_MOE_MERGED) {
+        cJSON *p = cJSON_AddArrayToObject(j, "patterns");
+        for (int i = 0; i < c->npatterns; i++)
+            cJSON_AddItemToArray(p, cJSON_CreateNumber(c->patterns[i]));
+    }
+    return j;
+}
+
+int upm_model_config_from_json(const cJSON *j, upm_model_config *c, upm_err *err)
+{
+    static const char *ints[] = {"dim", "heads", "layers", "mlp", "vocab", "max_text", "max_frames", "experts",
+                                 "topk", "moe_sa", "moe_ffn", "moe_every"};
+    int *dst[] = {&c->dim, &c->heads, &c->layers, &c->mlp, &c->vocab, &c->max_text, &c->max_frames, &c->experts,
+                  &c->topk, &c->moe_sa, &c->moe_ffn, &c->moe_every};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, ints[i]);
+        if (!cJSON_IsNumber(v))
+            return upm_errf(err, UPM_EBADDATA, "state.json: model.%s missing", ints[i]);
+        *dst[i] = v->valueint;
+    }
+    const cJSON *moe = cJSON_GetObjectItemCaseSensitive(j, "moe"), *dp = cJSON_GetObjectItemCaseSensitive(j, "drop_path");
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "layerscale_init"), *eps = cJSON_GetObjectItemCaseSensitive(j, "ln_eps");
+    const cJSON *gn = cJSON_GetObjectItemCaseSensitive(j, "gate_noise");
+    if (!cJSON_IsString(moe) || !cJSON_IsNumber(dp) || !cJSON_IsNumber(ls) || !cJSON_IsNumber(eps) || !cJSON_IsNumber(gn))
+        return upm_errf(err, UPM_EBADDATA, "state.json: model configuration incomplete");
+    c->moe = !strcmp(moe->valuestring, "attribute") ? UPM_MOE_ATTRIBUTE
+             : !strcmp(moe->valuestring, "merged")  ? UPM_MOE_MERGED
+                                                     : UPM_MOE_NONE;
+    c->npatterns = 0;
+    const cJSON *pats = cJSON_GetObjectItemCaseSensitive(j, "patterns"), *v;
+    cJSON_ArrayForEach(v, pats) {
+        if (!cJSON_IsNumber(v) || v->valueint < 0 || v->valueint > 255 || c->npatterns == 256)
+            return upm_errf(err, UPM_EBADDATA, "state.json: model.patterns must be attribute bytes");
+        c->patterns[c->npatterns++] = (uint8_t)v->valueint;
+    }
+    c->drop_path = (float)dp->valuedouble, c->layerscale_init = (float)ls->valuedouble;
+    c->ln_eps = (float)eps->valuedouble, c->gate_noise = (float)gn->valuedouble;
+    return upm_model_config_check(c, err);
+}
