@@ -22,6 +22,11 @@
 #include "runs.h"
 #include "vocab.h"
 
+int64_t upm_train_stage2_step(const upm_train_opts *o)
+{
+    return (int64_t)((double)o->steps * o->stage2_at + 0.5);
+}
+
 void upm_train_opts_default(upm_train_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -59,6 +64,7 @@ typedef struct trainer {
     upm_pass *pin, *ptg, *pvoc;
     upm_batch batch;
     int64_t run_id, step;
+    int image_size; /* of the open loader */
     label_cache *labels;
     int nlabels;
     float *dU, *dV, *logits, *V, *colb;
@@ -421,6 +427,29 @@ static int read_state(trainer *t, const char *json, char **cursor, upm_err *err)
     return rc;
 }
 
+/* The image size of step `step`: the second stage's from its first step on (paper §6.1: 160 px, then
+ * 224 px for the last 10% of the steps). */
+static int image_size_at(const upm_train_opts *o, int64_t step)
+{
+    return o->stage2_size > 0 && step >= upm_train_stage2_step(o) ? o->stage2_size : o->image_size;
+}
+
+/* (Re)opens the loader at the cursor (NULL: the start) with the current step's image size. */
+static int open_loader(trainer *t, const char *cursor, upm_err *err)
+{
+    const upm_train_opts *o = t->o;
+    upm_loader_opts lo;
+    upm_loader_opts_default(&lo);
+    lo.seed = o->seed, lo.threads = o->loader_threads > 0 ? o->loader_threads : 1;
+    lo.batch_override = o->batch, lo.bpe_vocab = o->bpe_vocab;
+    lo.collate.image_size = t->eval ? o->image_size : image_size_at(o, t->step);
+    lo.collate.train = !t->eval;
+    upm_loader_close(t->loader);
+    t->loader = NULL;
+    t->image_size = lo.collate.image_size;
+    return upm_loader_open(t->cat, o->mixture, &lo, cursor, &t->loader, err);
+}
+
 static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt, upm_err *err)
 {
     memset(t, 0, sizeof *t);
@@ -464,15 +493,8 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
         rc = upm_checkpoint_load(ckpt, t->m, t->eval ? NULL : &t->opt, NULL, err);
     if (!rc && o->bpe_vocab)
         rc = upm_bpe_load(o->bpe_vocab, &t->bpe, err);
-    if (!rc) {
-        upm_loader_opts lo;
-        upm_loader_opts_default(&lo);
-        lo.seed = o->seed, lo.threads = o->loader_threads > 0 ? o->loader_threads : 1;
-        lo.batch_override = o->batch, lo.bpe_vocab = o->bpe_vocab;
-        lo.collate.image_size = o->image_size;
-        lo.collate.train = !t->eval;
-        rc = upm_loader_open(t->cat, o->mixture, &lo, cursor, &t->loader, err);
-    }
+    if (!rc)
+        rc = open_loader(t, cursor, err);
     if (!rc) {
         t->pin = upm_pass_new();
         t->ptg = upm_pass_new();
@@ -522,6 +544,15 @@ int upm_train(const upm_train_opts *o, upm_err *err)
     t.t0 = now(), t.step0 = t.step;
     int stopped = 0;
     while (!rc && t.step < o->steps) {
+        if (image_size_at(o, t.step) != t.image_size) { /* the next stage: same data order, new resolution */
+            char *cursor = upm_loader_cursor_json(t.loader);
+            rc = cursor ? open_loader(&t, cursor, err) : upm_errf(err, UPM_ENOMEM, "no memory");
+            free(cursor);
+            if (rc)
+                break;
+            if (!o->quiet)
+                printf("stage 2 from step %" PRId64 ": %d px images\n", t.step, t.image_size);
+        }
         double ts = now();
         upm_metric_row *row = &t.pending[t.npending];
         if ((rc = train_step(&t, row, err)))

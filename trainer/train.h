@@ -25,6 +25,8 @@ typedef struct upm_train_opts {
     int threads;          /* backend threads (0 = all) */
     int loader_threads;
     int image_size;
+    int stage2_size;      /* > 0: images of this size from step stage2_at * steps on (paper: 224 px) */
+    double stage2_at;     /* fraction of the steps (paper: 0.9) */
     int batch;            /* > 0: every dataset's batch size */
     int log_every, checkpoint_every, keep, metrics_every;
     int vocab_sampled; /* vocab tasks: 0 = score against the full vocabulary, N = targets + N sampled */
@@ -34,6 +36,8 @@ typedef struct upm_train_opts {
 } upm_train_opts;
 
 void upm_train_opts_default(upm_train_opts *o);
+/* The first step of the second stage. */
+int64_t upm_train_stage2_step(const upm_train_opts *o);
 /* Trains; 0 when the run finished or was stopped cleanly (after a checkpoint). */
 int upm_train(const upm_train_opts *o, upm_err *err);
 

@@ -48,15 +48,18 @@ class TrainTest(unittest.TestCase):
         return os.path.join(self.tmp, out, "checkpoints", f"step-{step:08d}")
 
     def test_resume_is_bit_exact(self):
-        """12 steps straight == 5 steps, then --resume to 12: same weights, moments and metrics."""
-        self.train("straight", "--steps", 12, "--checkpoint-every", 100, "--name", "straight")
-        self.train("split", "--steps", 12, "--checkpoint-every", 5, "--name", "split", "--keep", 10)
+        """12 steps straight == 5 steps, then --resume to 12: same weights, moments and metrics; the second
+        stage (48 px images from step 6) starts after the resume in one run and mid-run in the other."""
+        p = self.train("straight", "--steps", 12, "--checkpoint-every", 100, "--name", "straight", "--stage2", "0.5:48")
+        self.assertIn("stage 2 from step 6: 48 px images", p.stdout)
+        self.train("split", "--steps", 12, "--checkpoint-every", 5, "--name", "split", "--keep", 10, "--stage2", "0.5:48")
         # a run killed after step 7 (its step-5 checkpoint is the newest) resumes from step 5
         import shutil
         shutil.rmtree(self.ckpt("split", 10))
         shutil.rmtree(self.ckpt("split", 12))
-        p = self.train("split", "--steps", 12, "--checkpoint-every", 5, "--resume")
+        p = self.train("split", "--steps", 12, "--checkpoint-every", 5, "--resume", "--stage2", "0.5:48")
         self.assertIn("steps 5..12", p.stdout)
+        self.assertIn("stage 2 from step 6: 48 px images", p.stdout)
         for f in ("model.safetensors", "optim.safetensors"):
             with open(os.path.join(self.ckpt("straight", 12), f), "rb") as a, \
                  open(os.path.join(self.ckpt("split", 12), f), "rb") as b:

@@ -13,11 +13,13 @@
 #include "model.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "vocab.h"
 
 #define PROG "upmoe-model-oracle"
 
 typedef struct args {
     const char *formulation, *input, *moe, *text_attn, *out;
+    int vocab_sampled, vocab_chunk;
     int moe_sa, moe_ffn, moe_every, dim, layers, heads, experts, topk, vocab, batch, image, text, classes;
     float drop_path;
     int gate_noise;
@@ -25,7 +27,8 @@ typedef struct args {
 } args;
 
 static const char usage[] =
-    "usage: " PROG " --formulation label|pair --input image|text|image+text --moe none|attribute\n"
+    "usage: " PROG " --formulation label|pair|mlm|caption --input image|text|image+text --moe none|attribute\n"
+    "       [--vocab-targets full|sampled:N] [--vocab-chunk N]   (mlm: text input; caption: image + text)\n"
     "       [--moe-sa 0|1] [--moe-ffn 0|1] [--moe-every N] [--dim 64] [--layers 2] [--heads 4] [--experts 4]\n"
     "       [--topk 2] [--vocab 512] [--batch 4] [--image 32] [--text 8] [--text-attn full|causal]\n"
     "       [--classes 5] [--drop-path P] [--gate-noise] [--seed S] --out FILE.safetensors\n"
@@ -42,16 +45,17 @@ static int parse(int argc, char **argv, args *a)
 {
     *a = (args){.moe_sa = 1, .moe_ffn = 1, .moe_every = 1, .dim = 64, .layers = 2, .heads = 4, .experts = 4,
                 .topk = 2, .vocab = 512, .batch = 4, .image = 32, .text = 8, .classes = 5, .seed = 1,
-                .text_attn = "full"};
+                .text_attn = "full", .vocab_chunk = 4096};
     enum { O_FORM = 256, O_INPUT, O_MOE, O_SA, O_FFN, O_EVERY, O_DIM, O_LAYERS, O_HEADS, O_EXPERTS, O_TOPK, O_VOCAB,
-           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT };
+           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC };
     static const struct option opts[] = {
         {"formulation", 1, 0, O_FORM}, {"input", 1, 0, O_INPUT}, {"moe", 1, 0, O_MOE}, {"moe-sa", 1, 0, O_SA},
         {"moe-ffn", 1, 0, O_FFN}, {"moe-every", 1, 0, O_EVERY}, {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS},
         {"heads", 1, 0, O_HEADS}, {"experts", 1, 0, O_EXPERTS}, {"topk", 1, 0, O_TOPK}, {"vocab", 1, 0, O_VOCAB},
         {"batch", 1, 0, O_BATCH}, {"image", 1, 0, O_IMAGE}, {"text", 1, 0, O_TEXT}, {"text-attn", 1, 0, O_TATTN},
         {"classes", 1, 0, O_CLASSES}, {"drop-path", 1, 0, O_DROP}, {"gate-noise", 0, 0, O_NOISE},
-        {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT}, {"vocab-targets", 1, 0, O_VT}, {"vocab-chunk", 1, 0, O_VC},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -76,12 +80,19 @@ static int parse(int argc, char **argv, args *a)
         case O_NOISE: a->gate_noise = 1; break;
         case O_SEED: a->seed = strtoull(optarg, NULL, 10); break;
         case O_OUT: a->out = optarg; break;
+        case O_VT: a->vocab_sampled = !strncmp(optarg, "sampled:", 8) ? atoi(optarg + 8) : 0; break;
+        case O_VC: a->vocab_chunk = atoi(optarg); break;
         case 'h': fputs(usage, stdout); return -1;
         default: fputs(usage, stderr); return 2;
         }
     }
-    int ok = a->formulation && a->input && a->moe && a->out && optind == argc &&
-             (!strcmp(a->formulation, "label") || !strcmp(a->formulation, "pair")) &&
+    if (a->formulation && !strcmp(a->formulation, "mlm"))
+        a->input = "text";
+    if (a->formulation && !strcmp(a->formulation, "caption"))
+        a->input = "image+text", a->text_attn = "causal";
+    int ok = a->formulation && a->input && a->moe && a->out && optind == argc && a->vocab_chunk > 0 &&
+             (!strcmp(a->formulation, "label") || !strcmp(a->formulation, "pair") ||
+              !strcmp(a->formulation, "mlm") || !strcmp(a->formulation, "caption")) &&
              (!strcmp(a->input, "image") || !strcmp(a->input, "text") || !strcmp(a->input, "image+text")) &&
              (!strcmp(a->moe, "none") || !strcmp(a->moe, "attribute")) &&
              (!strcmp(a->text_attn, "full") || !strcmp(a->text_attn, "causal")) && a->batch > 0 && a->text > 1 &&
@@ -97,7 +108,7 @@ static int parse(int argc, char **argv, args *a)
 typedef struct side {
     upm_seq_input in;
     float *pixels;
-    int32_t *ids, *lengths;
+    int32_t *ids, *lengths, *qids;
     uint8_t *attrs[2];
 } side;
 
@@ -140,6 +151,14 @@ static int make_input(const args *a, upm_rng *r, side *s)
         s->in.seg[s->in.nseg++] = (upm_seq_segment){.kind = UPM_SEG_TEXT,
                                                     .attn = causal ? UPM_SEG_CAUSAL : UPM_SEG_FULL, .L = a->text,
                                                     .ids = s->ids, .lengths = s->lengths, .attrs = s->attrs[1]};
+        if (!strcmp(a->formulation, "caption")) { /* the query layout: a <|gen|>-like token per position */
+            if (!(s->qids = malloc(sizeof(int32_t) * (size_t)B * a->text)))
+                return -1;
+            for (int i = 0; i < B * a->text; i++)
+                s->qids[i] = a->vocab - 1;
+            s->in.seg[s->in.nseg++] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .attn = UPM_SEG_QUERY, .L = a->text,
+                                                        .ids = s->qids, .lengths = s->lengths, .attrs = s->attrs[1]};
+        }
     }
     s->in.spe_attr = s->in.seg[0].attrs[0] & (uint8_t)~0x40; /* SPE takes its first field's attributes */
     return 0;
@@ -169,6 +188,7 @@ static void free_side(side *s)
     free(s->pixels);
     free(s->ids);
     free(s->lengths);
+    free(s->qids);
     free(s->attrs[0]);
     free(s->attrs[1]);
 }
@@ -335,9 +355,39 @@ static void segments_json(const side *s, char *buf, size_t n)
         snprintf(buf + k, n - k, "]");
 }
 
+/* vocab formulations: read-outs (mlm: ~15% of each row's valid positions, at least one; caption: every
+ * query position j < length, target = text token j) and their candidates. */
+static int vocab_readouts(const args *a, upm_rng *r, const side *in, upm_vocab_batch *vb, upm_err *err)
+{
+    int B = a->batch, L = a->text, mlm = !strcmp(a->formulation, "mlm"), cap = B * L;
+    memset(vb, 0, sizeof *vb);
+    if (!(vb->read_seq = malloc(sizeof(int32_t) * (size_t)cap * 3)))
+        return upm_errf(err, UPM_ENOMEM, "no memory");
+    vb->read_pos = vb->read_seq + cap, vb->target_ids = vb->read_pos + cap;
+    int text_off = mlm ? 1 : 1 + (a->image / 16) * (a->image / 16), query_off = text_off + L;
+    for (int b = 0; b < B; b++) {
+        int first = vb->M;
+        for (int j = 0; j < in->lengths[b]; j++) {
+            if (mlm && !(upm_rng_uniform(r) < 0.15 || (j == in->lengths[b] - 1 && vb->M == first)))
+                continue;
+            vb->read_seq[vb->M] = b;
+            vb->read_pos[vb->M] = mlm ? text_off + j : query_off + j;
+            vb->target_ids[vb->M++] = mlm ? 1 + (int32_t)upm_rng_below(r, (uint64_t)(a->vocab - 1))
+                                          : in->ids[(size_t)b * L + j];
+        }
+    }
+    return upm_vocab_candidates(vb, a->vocab, a->vocab_sampled, a->seed, 0, err);
+}
+
 static int run(const args *a)
 {
     upm_err err = {0};
+    int vocab = !strcmp(a->formulation, "mlm") || !strcmp(a->formulation, "caption");
+    if (vocab && a->drop_path > 0) {
+        fprintf(stderr, PROG ": error: the vocabulary pass draws its own drop path; use --drop-path 0 with %s\n",
+                a->formulation);
+        return 2;
+    }
     upm_model_config cfg = {.dim = a->dim, .heads = a->heads, .layers = a->layers, .mlp = 4 * a->dim,
                             .vocab = a->vocab, .max_text = 2 * a->text, .max_frames = 8,
                             .moe = !strcmp(a->moe, "attribute") ? UPM_MOE_ATTRIBUTE : UPM_MOE_NONE,
@@ -348,7 +398,9 @@ static int run(const args *a)
     upm_model *m = NULL;
     upm_pass *pin = upm_pass_new(), *ptg = upm_pass_new();
     side in = {0}, tg = {0};
-    float *noise[2] = {0}, *keep[2] = {0};
+    upm_vocab_batch vb = {0};
+    float *noise[2] = {0}, *keep[2] = {0}, *dU = NULL, *dV = NULL, *logits = NULL, *V = NULL, *colb = NULL;
+    int32_t *labels = NULL, *dlabels = NULL;
     int rc = upm_backend_cpu_new(0, &be, &err);
     if (!rc)
         rc = upm_model_new(&cfg, be, a->seed, &m, &err);
@@ -360,38 +412,59 @@ static int run(const args *a)
     perturb(m, a->seed);
     upm_rng r = upm_rng_stream(a->seed, UPM_RNG_AUGMENT, 1, 2, 3);
     int img = strstr(a->input, "image") != NULL, txt = strstr(a->input, "text") != NULL;
-    int label = !strcmp(a->formulation, "label"), B = a->batch, C = label ? a->classes : a->batch, D = a->dim;
-    if (make_input(a, &r, &in) || make_target(a, &r, img, txt, &tg)) {
+    int label = !strcmp(a->formulation, "label"), B = a->batch, C = label ? a->classes : a->batch, D = a->dim, R = B;
+    uint8_t vocab_attr = (uint8_t)(img | txt << 1 | 1 << 3 | 1 << 5); /* target-side text */
+    if (make_input(a, &r, &in) || (!vocab && make_target(a, &r, img, txt, &tg))) {
         fprintf(stderr, PROG ": error: no memory\n");
         rc = 1;
         goto out;
     }
-    int32_t *labels = malloc(sizeof(int32_t) * (size_t)B);
-    for (int b = 0; labels && b < B; b++)
-        labels[b] = (int32_t)upm_rng_below(&r, (uint64_t)C);
+    if (vocab) {
+        if ((rc = vocab_readouts(a, &r, &in, &vb, &err))) {
+            fprintf(stderr, PROG ": error: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+        in.in.nread = vb.M, in.in.read_seq = vb.read_seq, in.in.read_pos = vb.read_pos;
+        R = vb.M, C = vb.C;
+    }
+    labels = malloc(sizeof(int32_t) * (size_t)R);
+    for (int b = 0; labels && b < R; b++)
+        labels[b] = vocab ? vb.target_idx[b] : (int32_t)upm_rng_below(&r, (uint64_t)C);
     make_tables(m, a->seed, 0, B, &noise[0], &keep[0]);
     make_tables(m, a->seed, 1, C, &noise[1], &keep[1]);
     upm_pass_opts oin = {1, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL};
     upm_pass_opts otg = {1, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL};
-    float *dU = be->alloc(be, sizeof(float) * (size_t)B * D), *dV = be->alloc(be, sizeof(float) * (size_t)C * D);
-    float *logits = be->alloc(be, sizeof(float) * (size_t)B * C);
-    int32_t *dlabels = be->alloc(be, sizeof(int32_t) * (size_t)B);
-    if (!labels || !dU || !dV || !logits || !dlabels || !noise[0] || !noise[1] || !keep[0] || !keep[1]) {
+    dU = be->alloc(be, sizeof(float) * (size_t)R * D), dV = be->alloc(be, sizeof(float) * (size_t)C * D);
+    logits = be->alloc(be, sizeof(float) * (size_t)R * C);
+    V = be->alloc(be, sizeof(float) * (size_t)C * D), colb = be->alloc(be, sizeof(float) * (size_t)C);
+    dlabels = be->alloc(be, sizeof(int32_t) * (size_t)R);
+    if (!labels || !dU || !dV || !logits || !V || !colb || !dlabels || !noise[0] || !noise[1] || !keep[0] || !keep[1]) {
         fprintf(stderr, PROG ": error: no memory\n");
         rc = 1;
-        goto out2;
+        goto out;
     }
-    be->upload(be, dlabels, labels, sizeof(int32_t) * (size_t)B);
+    be->upload(be, dlabels, labels, sizeof(int32_t) * (size_t)R);
+    if (vb.logq)
+        be->upload(be, colb, vb.logq, sizeof(float) * (size_t)C);
+    upm_vocab_encode_opts vo = {vocab_attr, vocab_attr, a->vocab_chunk, a->gate_noise ? noise[1] : NULL, 0.0f, a->seed, 0};
     upm_loss_result res;
-    if ((rc = upm_pass_forward(m, pin, &in.in, &oin, &err)) || (rc = upm_pass_forward(m, ptg, &tg.in, &otg, &err)) ||
-        (rc = label ? upm_loss_label(m, upm_pass_features(pin), B, upm_pass_features(ptg), C, dlabels, NULL, 1.0f, dU, dV,
-                                     logits, &res, &err)
+    if (vocab)
+        rc = upm_pass_forward(m, pin, &in.in, &oin, &err) || upm_vocab_encode(m, ptg, vb.cand, C, &vo, V, NULL, &err) ||
+             upm_loss_label(m, upm_pass_features(pin), R, V, C, dlabels, vb.logq ? colb : NULL, 1.0f, dU, dV, logits,
+                            &res, &err) ||
+             upm_vocab_encode(m, ptg, vb.cand, C, &vo, V, dV, &err) || upm_pass_backward(m, pin, dU, &err);
+    else
+        rc = upm_pass_forward(m, pin, &in.in, &oin, &err) || upm_pass_forward(m, ptg, &tg.in, &otg, &err) ||
+             (label ? upm_loss_label(m, upm_pass_features(pin), B, upm_pass_features(ptg), C, dlabels, NULL, 1.0f, dU,
+                                     dV, logits, &res, &err)
                     : upm_loss_pair(m, upm_pass_features(pin), upm_pass_features(ptg), B, 1.0f, dU, dV, logits, &res,
                                     &err)) ||
-        (rc = upm_pass_backward(m, ptg, dV, &err)) || (rc = upm_pass_backward(m, pin, dU, &err))) {
+             upm_pass_backward(m, ptg, dV, &err) || upm_pass_backward(m, pin, dU, &err);
+    if (rc) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         rc = 1;
-        goto out2;
+        goto out;
     }
     dump d = {0};
     char nm[160];
@@ -402,8 +475,17 @@ static int run(const args *a)
         put_backend(&d, be, nm, upm_model_g(m, i), p->ndim, p->shape);
     }
     put_side(&d, "input", &in, a);
-    put_side(&d, "target", &tg, a);
-    put(&d, "labels", UPM_ST_I32, dup_bytes(labels, sizeof(int32_t) * (size_t)B), 1, (int64_t[]){B});
+    if (vocab) {
+        put(&d, "read.seq", UPM_ST_I32, dup_bytes(vb.read_seq, sizeof(int32_t) * (size_t)R), 1, (int64_t[]){R});
+        put(&d, "read.pos", UPM_ST_I32, dup_bytes(vb.read_pos, sizeof(int32_t) * (size_t)R), 1, (int64_t[]){R});
+        put(&d, "read.target", UPM_ST_I32, dup_bytes(vb.target_idx, sizeof(int32_t) * (size_t)R), 1, (int64_t[]){R});
+        put(&d, "vocab.ids", UPM_ST_I32, dup_bytes(vb.cand, sizeof(int32_t) * (size_t)C), 1, (int64_t[]){C});
+        if (vb.logq)
+            put(&d, "vocab.logq", UPM_ST_F32, dup_bytes(vb.logq, sizeof(float) * (size_t)C), 1, (int64_t[]){C});
+    } else {
+        put_side(&d, "target", &tg, a);
+        put(&d, "labels", UPM_ST_I32, dup_bytes(labels, sizeof(int32_t) * (size_t)B), 1, (int64_t[]){B});
+    }
     if (a->gate_noise || a->drop_path > 0) {
         put_tables(&d, "input", m, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL, B);
         put_tables(&d, "target", m, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL, C);
@@ -412,10 +494,10 @@ static int run(const args *a)
     if (loss)
         *loss = res.loss;
     put(&d, "out.loss", UPM_ST_F32, loss, 1, (int64_t[]){1});
-    put_backend(&d, be, "out.logits", logits, 2, (int64_t[]){B, C});
-    put_backend(&d, be, "out.input_features", upm_pass_features(pin), 2, (int64_t[]){B, D});
-    put_backend(&d, be, "out.target_features", upm_pass_features(ptg), 2, (int64_t[]){C, D});
-    char config[1024], seg_in[1024], seg_tg[1024], spe[64];
+    put_backend(&d, be, "out.logits", logits, 2, (int64_t[]){R, C});
+    put_backend(&d, be, "out.input_features", upm_pass_features(pin), 2, (int64_t[]){R, D});
+    put_backend(&d, be, "out.target_features", vocab ? V : upm_pass_features(ptg), 2, (int64_t[]){C, D});
+    char config[1024], seg_in[1024], seg_tg[1024] = "[]", spe[64], vattr[64];
     snprintf(config, sizeof config,
              "{\"dim\": %d, \"heads\": %d, \"layers\": %d, \"mlp\": %d, \"vocab\": %d, \"max_text\": %d, "
              "\"max_frames\": %d, \"moe\": \"%s\", \"experts\": %d, \"topk\": %d, \"moe_sa\": %d, \"moe_ffn\": %d, "
@@ -425,34 +507,34 @@ static int run(const args *a)
              (double)cfg.ln_eps, (double)upm_gate_noise_std(&cfg));
     char segs[2200];
     segments_json(&in, seg_in, sizeof seg_in);
-    segments_json(&tg, seg_tg, sizeof seg_tg);
+    if (!vocab)
+        segments_json(&tg, seg_tg, sizeof seg_tg);
     snprintf(segs, sizeof segs, "{\"input\": %s, \"target\": %s}", seg_in, seg_tg);
-    snprintf(spe, sizeof spe, "[%d, %d]", in.in.spe_attr, tg.in.spe_attr);
-    const char *meta[] = {"config", config, "formulation", a->formulation, "segments", segs, "spe_attr", spe,
-                          "loss_weight", "1", "label_smoothing", "0.1", NULL};
+    snprintf(spe, sizeof spe, "[%d, %d]", in.in.spe_attr, vocab ? vocab_attr : tg.in.spe_attr);
+    snprintf(vattr, sizeof vattr, "[%d, %d]", vocab_attr, vocab_attr);
+    const char *form = !strcmp(a->formulation, "mlm") ? "vocab-mlm" : !strcmp(a->formulation, "caption") ? "vocab-caption"
+                                                                                                          : a->formulation;
+    const char *meta[] = {"config", config, "formulation", form, "segments", segs, "spe_attr", spe,
+                          "loss_weight", "1", "label_smoothing", "0.1", vocab ? "vocab_attr" : NULL, vattr, NULL};
     if (d.failed || upm_st_write(a->out, d.t, d.n, meta, &err)) {
         fprintf(stderr, PROG ": error: %s\n", d.failed ? "no memory" : err.msg);
         rc = 1;
     } else
-        printf("loss %.6f correct %.0f of %d; %d tensors written to %s\n", (double)res.loss, (double)res.correct, B,
+        printf("loss %.6f correct %.0f of %d; %d tensors written to %s\n", (double)res.loss, (double)res.correct, R,
                d.n, a->out);
     for (int i = 0; i < d.nowned; i++)
         free(d.owned[i]);
     free(d.owned);
     free(d.t);
-out2:
-    free(labels);
-    if (dU)
-        be->free(be, dU);
-    if (dV)
-        be->free(be, dV);
-    if (logits)
-        be->free(be, logits);
-    if (dlabels)
-        be->free(be, dlabels);
 out:
+    free(labels);
+    void *bufs[] = {dU, dV, logits, V, colb, dlabels};
+    for (int i = 0; i < 6; i++)
+        if (bufs[i])
+            be->free(be, bufs[i]);
     for (int i = 0; i < 2; i++)
         free(noise[i]), free(keep[i]);
+    upm_vocab_batch_free(&vb);
     free_side(&in);
     free_side(&tg);
     upm_pass_free(m, pin);

@@ -74,12 +74,12 @@ static double time_shape(const shape *s)
 
 int main(int argc, char **argv)
 {
-    int batch = 32, image = 160, steps = 5, warmup = 2, threads = 0, json = 0;
+    int batch = 32, image = 160, steps = 5, warmup = 2, threads = 0, json = 0, verbose = 0;
     upm_model_config cfg;
     upm_model_config_preset("ti", &cfg, NULL);
     static const struct option opts[] = {{"moe", 1, 0, 'm'}, {"batch", 1, 0, 'b'}, {"image", 1, 0, 'i'},
                                          {"steps", 1, 0, 's'}, {"warmup", 1, 0, 'w'}, {"threads", 1, 0, 't'},
-                                         {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"json", 0, 0, 'j'}, {"shapes", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -90,9 +90,10 @@ int main(int argc, char **argv)
         case 'w': warmup = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'j': json = 1; break;
+        case 'v': verbose = 1; break;
         case 'h':
             printf("usage: " PROG " [--moe attribute|none] [--batch 32] [--image 160] [--steps 5] [--warmup 2] "
-                   "[--threads N] [--json]\nTimes a ViT-Ti (Uni-Perceiver-Ti) training step on the CPU backend.\n");
+                   "[--threads N] [--json] [--shapes]\nTimes a ViT-Ti (Uni-Perceiver-Ti) training step on the CPU backend.\n");
             return 0;
         default: return 2;
         }
@@ -152,8 +153,14 @@ int main(int argc, char **argv)
     }
     recording = 0;
     double step = total / steps, ideal = 0;
-    for (int i = 0; i < nshapes; i++)
-        ideal += shapes[i].calls * time_shape(&shapes[i]);
+    for (int i = 0; i < nshapes; i++) {
+        double ts = time_shape(&shapes[i]);
+        ideal += shapes[i].calls * ts;
+        if (verbose)
+            fprintf(stderr, "  gemm %c%c M %5d N %7d K %5d  x%-3ld %7.2f ms each  %6.1f GFLOP/s\n", shapes[i].ta ? 'T' : 'N',
+                    shapes[i].tb ? 'T' : 'N', shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].calls, ts * 1e3,
+                    2.0 * shapes[i].M * shapes[i].N * shapes[i].K / ts / 1e9);
+    }
     double gflop = gemm_flops / 1e9;
     if (json)
         printf("{\"moe\": \"%s\", \"batch\": %d, \"tokens\": %d, \"parameters\": %zu, \"step_ms\": %.2f, "

@@ -36,6 +36,8 @@ static const char usage[] =
     "  --vocab-targets full|sampled:N   vocab-mlm / vocab-caption candidates: the whole vocabulary (the\n"
     "                         paper's, default) or the batch's targets + N sampled tokens (fast on a CPU)\n"
     "  --image-size S         image side in pixels (160)\n"
+    "  --stage2 F:S           from fraction F of the steps on, S-pixel images (the paper: --stage2 0.9:224);\n"
+    "                         positions are fixed sin-cos, evaluated on the new grid\n"
     "  --seed S               seed of data order, augmentation, initialisation and noise (1)\n"
     "  --threads N            compute threads (all cores); --loader-threads N decode threads (2)\n"
     "  --bpe-vocab PATH       CLIP merges file for text tasks (default: $UPMOE_BPE_VOCAB)\n"
@@ -66,7 +68,7 @@ static int parse(int argc, char **argv, upm_train_opts *o)
 {
     enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
-           O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB };
+           O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2 };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 0, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -76,7 +78,7 @@ static int parse(int argc, char **argv, upm_train_opts *o)
         {"weight-decay", 1, 0, O_WD}, {"clip", 1, 0, O_CLIP}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS},
         {"loader-threads", 1, 0, O_LTHREADS}, {"bpe-vocab", 1, 0, O_BPE}, {"log-every", 1, 0, O_LOG},
-        {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET}, {"vocab-targets", 1, 0, O_VOCAB},
+        {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET}, {"vocab-targets", 1, 0, O_VOCAB}, {"stage2", 1, 0, O_STAGE2},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     double v;
@@ -164,6 +166,16 @@ static int parse(int argc, char **argv, upm_train_opts *o)
             break;
         }
         case O_BPE: o->bpe_vocab = optarg; break;
+        case O_STAGE2: {
+            double f;
+            int size, used = 0;
+            if (sscanf(optarg, "%lf:%d%n", &f, &size, &used) != 2 || optarg[used] || !(f > 0 && f < 1) || size < 16 ||
+                size % 16)
+                bad = "--stage2 needs FRACTION:SIZE with 0 < FRACTION < 1 and SIZE a multiple of 16";
+            else
+                o->stage2_at = f, o->stage2_size = size;
+            break;
+        }
         case O_VOCAB:
             if (!strcmp(optarg, "full"))
                 o->vocab_sampled = 0;
