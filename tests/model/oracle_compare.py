@@ -1,11 +1,13 @@
 # Checks an oracle file written by upmoe-model-oracle: rebuilds its passes from the file's params,
-# inputs, noise and keep tables, recomputes loss, logits, features and every gradient with
-# reference.py (float64 by default) and compares tensor by tensor.
+# inputs, noise and keep tables (vocabulary formulations: the read-outs and the candidates' pass),
+# recomputes loss, logits, features and every gradient with reference.py (float64 by default) and
+# compares tensor by tensor.
 """compare(path) -> [(name, max_abs_err, max_abs_ref, ok)], worst first.
 
 Rule per tensor: max|c - r| <= 1e-4 * max(max|r|, 1e-6). A missing output, a parameter without its
-gradient, a missing or extra parameter, a shape mismatch or a top-k decision too close to call (the
-k-th and (k+1)-th gate probability within TIE_GAP) is a failing entry (error = inf)."""
+gradient, a missing or extra parameter, a shape mismatch, a top-k decision too close to call (the
+k-th and (k+1)-th gate probability within TIE_GAP) or a vocabulary read-out that breaks its
+formulation's rules (read_check) is a failing entry (error = inf)."""
 
 import json
 import os
@@ -23,6 +25,7 @@ from safetensors_io import load  # noqa: E402
 RTOL = 1e-4
 TIE_GAP = 1e-5  # least difference between the k-th and (k+1)-th gate probability
 OUTPUTS = ("out.loss", "out.logits", "out.input_features", "out.target_features")
+VOCAB_TENSORS = ("read.seq", "read.pos", "read.target", "vocab.ids", "vocab.logq")
 _SIDES = ("input", "target")
 
 
@@ -100,32 +103,130 @@ def _segment(tensors, prefix, meta):
     return seg
 
 
+def _tables(tensors, kind, side):
+    pre = "%s.%s." % (kind, side)
+    return {k[len(pre):]: _tensor(v) for k, v in tensors.items() if k.startswith(pre)}
+
+
+def _side_segments(tensors, side, segmeta):
+    segs, i = [], 0
+    while any(k.startswith("%s.%d." % (side, i)) for k in tensors):
+        m = segmeta[side][i] if i < len(segmeta[side]) else {}
+        segs.append(_segment(tensors, "%s.%d." % (side, i), m))
+        i += 1
+    return segs
+
+
+def _vocab_side(tensors, meta):
+    """The read-outs, their targets, the candidates' pass and logq of a vocab-mlm / vocab-caption file."""
+    for k in VOCAB_TENSORS[:4]:
+        if k not in tensors:
+            raise ValueError("a %s file needs %s" % (meta["formulation"], k))
+    va = _json(meta.get("vocab_attr"))
+    if not isinstance(va, list) or len(va) != 2:
+        raise ValueError("vocab_attr must be the JSON list [spe_attr, text_attr], got %r" % (va,))
+    seq, pos, target = (_tensor(tensors["read." + k]).long().reshape(-1) for k in ("seq", "pos", "target"))
+    ids = _tensor(tensors["vocab.ids"]).long().reshape(-1)
+    if not seq.shape == pos.shape == target.shape:
+        raise ValueError("read.seq, read.pos, read.target differ in length")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= ids.numel()):
+        raise ValueError("read.target indexes outside the %d candidates" % ids.numel())
+    logq = _tensor(tensors["vocab.logq"]) if "vocab.logq" in tensors else None
+    if logq is not None and tuple(logq.shape) != (ids.numel(),):
+        raise ValueError("vocab.logq has shape %s for %d candidates" % (list(logq.shape), ids.numel()))
+    vpass = ref.vocab_pass(ids, int(va[0]), int(va[1]), _tables(tensors, "noise", "target"))
+    vpass["keep"] = _tables(tensors, "keep", "target")  # none in vocab files; applied if a writer adds them
+    return vpass, (seq, pos), target, logq
+
+
 def build_passes(tensors, meta):
-    """(cfg, formulation, params, input pass, target pass, labels, loss weight) from a loaded file."""
+    """The case of a loaded file: dict cfg, formulation, params, input and target pass, labels (label:
+    the class of each sample; vocab: each read-out's candidate index), weight, read ((seq, pos) or
+    None), logq (or None). A vocab file's target pass is the candidates' pass, gated with the
+    noise.target tables."""
     cfg = _json(meta["config"])
     formulation = str(meta["formulation"])
+    vocab = formulation in ref.VOCAB_FORMULATIONS
     segmeta = parse_segments(meta.get("segments"))
     spe = parse_spe_attr(meta["spe_attr"])
     params = {n: _tensor(tensors[n]) for n in ref.param_shapes(cfg) if n in tensors}
-    passes = {}
+    case = {"cfg": cfg, "formulation": formulation, "params": params, "read": None, "logq": None,
+            "labels": _tensor(tensors["labels"]) if "labels" in tensors else None}
     for si, side in enumerate(_SIDES):
-        segs, i = [], 0
-        while any(k.startswith("%s.%d." % (side, i)) for k in tensors):
-            m = segmeta[side][i] if i < len(segmeta[side]) else {}
-            segs.append(_segment(tensors, "%s.%d." % (side, i), m))
-            i += 1
+        segs = _side_segments(tensors, side, segmeta)
+        if vocab and side == "target":
+            if segs:
+                raise ValueError("a %s file has no target segments (its candidates are vocab.ids)" % formulation)
+            case["target"], case["read"], case["labels"], case["logq"] = _vocab_side(tensors, meta)
+            continue
         if not segs:
             raise ValueError("the file has no %s segments" % side)
-        noise = {k[len("noise.%s." % side):]: _tensor(v) for k, v in tensors.items()
-                 if k.startswith("noise.%s." % side)}
-        keep = {k[len("keep.%s." % side):]: _tensor(v) for k, v in tensors.items()
-                if k.startswith("keep.%s." % side)}
-        passes[side] = {"segments": segs, "spe_attr": spe[si], "noise": noise, "keep": keep}
-    labels = _tensor(tensors["labels"]) if "labels" in tensors else None
-    weight = float(_json(meta.get("loss_weight", 1.0)))
+        case[side] = {"segments": segs, "spe_attr": spe[si], "noise": _tables(tensors, "noise", side),
+                      "keep": _tables(tensors, "keep", side)}
+    case["weight"] = float(_json(meta.get("loss_weight", 1.0)))
     if abs(float(_json(meta.get("label_smoothing", 0.1))) - 0.1) > 1e-12:
         raise ValueError("label_smoothing %s: docs/model.md fixes it at 0.1" % meta["label_smoothing"])
-    return cfg, formulation, params, passes["input"], passes["target"], labels, weight
+    return case
+
+
+def run_case(case, dtype=torch.float64):
+    """reference.run on a case from build_passes."""
+    return ref.run(case["cfg"], case["params"], case["formulation"], case["input"], case["target"],
+                   case["labels"], case["weight"], dtype, case["read"], case["logq"])
+
+
+def read_check(case):
+    """Failing entries for vocabulary read-outs that break the formulation's rules: every read-out is a
+    valid (not padding) token, read once; vocab-mlm reads text tokens; vocab-caption reads every valid
+    query token j of every sequence, and its target is token j of the causal text (docs/training.md,
+    "A step")."""
+    if case["formulation"] not in ref.VOCAB_FORMULATIONS:
+        return []
+    segs = case["input"]["segments"]
+    nseq = ref.segment_nseq(segs[0])
+    kinds, segidx, pos, valid = ref.token_layout(segs, nseq)
+    seq, rpos = case["read"]
+    bad = []
+    pairs = list(zip(seq.tolist(), rpos.tolist()))
+    if len(set(pairs)) != len(pairs):
+        bad.append("a token is read out twice")
+    for m, (b, t) in enumerate(pairs):
+        if not (0 <= b < nseq and 0 <= t < len(kinds)):
+            bad.append("read-out %d at (%d, %d) is outside the pass" % (m, b, t))
+        elif kinds[t] == "spe" or not bool(valid[b, t]):
+            bad.append("read-out %d at (%d, %d) is %s" % (m, b, t, "SPE" if t == 0 else "a padding token"))
+        elif case["formulation"] == "vocab-mlm" and segs[segidx[t]]["modality"] != "text":
+            bad.append("read-out %d at (%d, %d) is not a text token" % (m, b, t))
+        elif case["formulation"] == "vocab-caption" and kinds[t] != ref.QUERY:
+            bad.append("read-out %d at (%d, %d) is not a caption query token" % (m, b, t))
+    if case["formulation"] == "vocab-caption" and not bad:
+        bad += _caption_targets(case, kinds, segidx, pos, valid, pairs)
+    return [("read-outs: " + msg, float("inf"), float("nan"), False) for msg in bad[:8]]
+
+
+def _caption_targets(case, kinds, segidx, pos, valid, pairs):
+    segs = case["input"]["segments"]
+    causal = [i for i, g in enumerate(segs) if g["modality"] == "text" and g["attn"] == ref.CAUSAL]
+    if len(causal) != 1:
+        return ["a vocab-caption input needs exactly one causal text segment, it has %d" % len(causal)]
+    ids = segs[causal[0]]["ids"].long()
+    cand = case["target"]["segments"][0]["ids"].long().reshape(-1)
+    bad = []
+    for m, (b, t) in enumerate(pairs):
+        j = pos[t]
+        if j >= ids.shape[1] or j >= int(segs[causal[0]]["lengths"][b]):
+            bad.append("read-out %d: query %d of sequence %d has no caption token %d" % (m, j, b, j))
+            continue
+        want, got = int(ids[b, j]), int(cand[int(case["labels"][m])])
+        if want != got:
+            bad.append("read-out %d: query %d of sequence %d targets token %d, caption token %d is %d"
+                       % (m, j, b, got, j, want))
+    queries = {(b, t) for b in range(valid.shape[0]) for t in range(len(kinds))
+               if kinds[t] == ref.QUERY and bool(valid[b, t])}
+    missing = queries - set(pairs)
+    if missing:
+        bad.append("%d valid query tokens are not read out, e.g. (seq, pos) %s" % (len(missing), min(missing)))
+    return bad
 
 
 def _entry(name, c, r):
@@ -143,7 +244,9 @@ def _entry(name, c, r):
 
 
 def compare_loaded(tensors, meta, dtype=torch.float64):
-    cfg, formulation, params, inp, tgt, labels, weight = build_passes(tensors, meta)
+    case = build_passes(tensors, meta)
+    cfg, params = case["cfg"], case["params"]
+    vocab = case["formulation"] in ref.VOCAB_FORMULATIONS
     shapes = ref.param_shapes(cfg)
     res = []
     for n, shp in shapes.items():
@@ -162,11 +265,17 @@ def compare_loaded(tensors, meta, dtype=torch.float64):
             res.append((k + " (not a parameter)", float("inf"), float("nan"), False))
         elif k.startswith(("noise.", "keep.")) and k not in tables:
             res.append((k + " (no such gate or branch)", float("inf"), float("nan"), False))
-        elif not k.startswith(("grad.", "noise.", "keep.", "out.", "input.", "target.")) and k != "labels" \
-                and k not in shapes:
+        elif k.startswith(("read.", "vocab.")) and not (vocab and k in VOCAB_TENSORS):
+            res.append((k + " (not a tensor of a %s file)" % case["formulation"], float("inf"), float("nan"),
+                        False))
+        elif k == "labels" and vocab:
+            res.append((k + " (a vocab file's targets are read.target)", float("inf"), float("nan"), False))
+        elif not k.startswith(("grad.", "noise.", "keep.", "out.", "input.", "target.", "read.", "vocab.")) \
+                and k != "labels" and k not in shapes:
             res.append((k + " (unknown tensor)", float("inf"), float("nan"), False))
-    res += tie_check(cfg, params, {"input": inp, "target": tgt})
-    out, grads = ref.run(cfg, params, formulation, inp, tgt, labels, weight, dtype)
+    res += tie_check(cfg, params, {"input": case["input"], "target": case["target"]})
+    res += read_check(case)
+    out, grads = run_case(case, dtype)
     for name in OUTPUTS:
         res.append(_entry(name, tensors.get(name), out[name[4:]]))
     for n in shapes:

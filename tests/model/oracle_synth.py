@@ -1,5 +1,6 @@
 # Synthetic oracle files for testing oracle_compare.py without the C tool: parameters and inputs with
-# docs/model.md's names and shapes, outputs and gradients from reference.py, written as safetensors.
+# docs/model.md's names and shapes (label, pair and the vocabulary formulations), outputs and gradients
+# from reference.py, written as safetensors.
 """make_oracle(...) -> (tensors, metadata); save(path, tensors, metadata)."""
 
 import json
@@ -20,7 +21,14 @@ ATTR = {
     ("image", "target"): 0b00101001,  # its text targets
     ("text", "input"): 0b10101010,    # text classification input tokens
     ("text", "target"): 0b00101010,   # its label texts
+    ("mlm", "input"): 0b10101010,     # MLM: the (masked) input text
+    ("caption", "image"): 0b10011001,  # captioning: image patches,
+    ("caption", "causal"): 0b11101000,  # the causal caption tokens,
+    ("caption", "query"): 0b01101000,  # and the query tokens
+    ("vocab", "spe"): 0b00101000,      # the vocabulary pass: SPE,
+    ("vocab", "text"): 0b00101100,     # and its one token
 }
+SPECIALS = 3  # the last ids of the vocabulary: mask, gen, spe (not regular tokens)
 
 
 def make_config(**kw):
@@ -66,12 +74,47 @@ def _text(gen, n, L, vocab, attr):
 
 def make_oracle(formulation="label", input_kind="image", moe="attribute", B=3, image=32, text=6,
                 classes=4, drop_path=0.0, gate_noise=False, seed=0, loss_weight=1.0, dtype=torch.float64,
-                **cfg_kw):
-    """A complete oracle file's tensors and metadata, outputs computed by reference.run in dtype."""
+                vocab_targets="full", **cfg_kw):
+    """A complete oracle file's tensors and metadata, outputs computed by reference.run in dtype.
+    vocab-mlm / vocab-caption ignore input_kind (MLM: a text input; caption: image + causal text +
+    queries) and drop_path; vocab_targets is "full" or the number N of sampled negatives."""
     gen = torch.Generator().manual_seed(seed)
-    cfg = make_config(moe=moe, drop_path=drop_path, gate_noise=int(gate_noise), **cfg_kw)
+    vocab = formulation in ref.VOCAB_FORMULATIONS
+    cfg = make_config(moe=moe, drop_path=0.0 if vocab else drop_path, gate_noise=int(gate_noise), **cfg_kw)
     c = ref.normalize_config(cfg)
     T = {k: v for k, v in make_params(cfg, gen).items()}
+    if vocab:
+        segs, spe, nt = _vocab_inputs(T, gen, formulation, c, B, image, text, vocab_targets)
+    else:
+        segs, spe, nt = _classic_inputs(T, gen, formulation, input_kind, c, B, image, text, classes)
+    for side, n in (("input", B), ("target", nt)):
+        for l in range(c["layers"]):
+            for g in ref.layer_gates(c, l):
+                z = torch.randn(256, c["experts"], generator=gen) / c["experts"] if gate_noise else \
+                    torch.zeros(256, c["experts"])
+                T["noise.%s.blocks.%d.%s" % (side, l, g)] = z
+            for bi, br in enumerate(("attn", "mlp")):
+                if vocab:
+                    continue  # no drop path in vocab files
+                k = (torch.rand(n, generator=gen) >= drop_path).float() / (1 - drop_path)
+                if drop_path > 0:
+                    k[(2 * l + bi) % n] = 0.0  # at least one dropped branch per table
+                T["keep.%s.blocks.%d.%s" % (side, l, br)] = k
+    meta = {"config": json.dumps(cfg), "formulation": formulation, "segments": json.dumps(segs),
+            "spe_attr": json.dumps(spe), "loss_weight": repr(float(loss_weight))}
+    if vocab:
+        meta["vocab_attr"] = json.dumps([ATTR[("vocab", "spe")], ATTR[("vocab", "text")]])
+    import oracle_compare  # the same file -> pass construction as the comparison uses
+    out, grads = oracle_compare.run_case(oracle_compare.build_passes(T, meta), dtype)
+    for k, v in out.items():
+        T["out." + k] = v.float()
+    for k, v in grads.items():
+        T["grad." + k] = v.float()
+    return T, meta
+
+
+def _classic_inputs(T, gen, formulation, input_kind, c, B, image, text, classes):
+    """label / pair: the input segment and the target texts; returns (segments, spe_attr, target rows)."""
     segs = {"input": [], "target": []}
     if input_kind == "image":
         T["input.0.pixels"] = torch.randn(B, 1, 3, image, image, generator=gen)
@@ -88,37 +131,63 @@ def make_oracle(formulation="label", input_kind="image", moe="attribute", B=3, i
     T["target.0.ids"], T["target.0.lengths"], T["target.0.attrs"] = _text(gen, nt, text, c["vocab"], a)
     segs["target"].append({"field": "label" if formulation == "label" else "txt", "modality": "text",
                            "attn": "full", "L": text, "attr": a})
-    spe = [ATTR[(input_kind, "input")], a]
     if formulation == "label":
         T["labels"] = torch.randint(0, classes, (B,), generator=gen, dtype=torch.int32)
-    passes = {}
-    for side, n in (("input", B), ("target", nt)):
-        noise, keep = {}, {}
-        for l in range(c["layers"]):
-            for g in ref.layer_gates(c, l):
-                z = torch.randn(256, c["experts"], generator=gen) / c["experts"] if gate_noise else \
-                    torch.zeros(256, c["experts"])
-                noise["blocks.%d.%s" % (l, g)] = z
-            for bi, br in enumerate(("attn", "mlp")):
-                k = (torch.rand(n, generator=gen) >= drop_path).float() / (1 - drop_path)
-                if drop_path > 0:
-                    k[(2 * l + bi) % n] = 0.0  # at least one dropped branch per table
-                keep["blocks.%d.%s" % (l, br)] = k
-        for k, v in noise.items():
-            T["noise.%s.%s" % (side, k)] = v
-        for k, v in keep.items():
-            T["keep.%s.%s" % (side, k)] = v
-        passes[side] = (noise, keep)
-    meta = {"config": json.dumps(cfg), "formulation": formulation, "segments": json.dumps(segs),
-            "spe_attr": json.dumps(spe), "loss_weight": repr(float(loss_weight))}
-    import oracle_compare  # the same file -> pass construction as the comparison uses
-    _, _, params, inp, tgt, labels, w = oracle_compare.build_passes(T, meta)
-    out, grads = ref.run(cfg, params, formulation, inp, tgt, labels, w, dtype)
-    for k, v in out.items():
-        T["out." + k] = v.float()
-    for k, v in grads.items():
-        T["grad." + k] = v.float()
-    return T, meta
+    return segs, [ATTR[(input_kind, "input")], a], nt
+
+
+def _vocab_inputs(T, gen, formulation, c, B, image, text, vocab_targets):
+    """vocab-mlm / vocab-caption: the input segments, the read-outs (read.*) and the candidates (vocab.*)
+    as docs/training.md describes them; returns (segments, spe_attr, candidates)."""
+    V = c["vocab"]
+    mask_id, gen_id = V - SPECIALS, V - SPECIALS + 1
+    segs = {"input": [], "target": []}
+    ids, lengths, _ = _text(gen, B, text, V - SPECIALS, 0)
+    if formulation == "vocab-mlm":
+        a = ATTR[("mlm", "input")]
+        masked = (torch.rand(B, text, generator=gen) < 0.3) & (torch.arange(text) < lengths.reshape(B, 1).long())
+        masked[:, 0] = True  # every sequence has a read-out
+        seq, j = masked.nonzero(as_tuple=True)
+        target_ids = ids[seq, j].clone()
+        inp = ids.clone()
+        inp[masked] = mask_id
+        T["input.0.ids"], T["input.0.lengths"] = inp, lengths
+        T["input.0.attrs"] = torch.full((B, text), a, dtype=torch.uint8)
+        segs["input"].append({"kind": "text", "attn": "full", "L": text, "attr": a})
+        pos = 1 + j
+        spe = a
+    else:
+        npatch = (image // 16) ** 2
+        T["input.0.pixels"] = torch.randn(B, 1, 3, image, image, generator=gen)
+        T["input.0.attrs"] = torch.full((B, npatch), ATTR[("caption", "image")], dtype=torch.uint8)
+        T["input.1.ids"], T["input.1.lengths"] = ids, lengths
+        T["input.1.attrs"] = torch.full((B, text), ATTR[("caption", "causal")], dtype=torch.uint8)
+        q = torch.where(torch.arange(text) < lengths.reshape(B, 1).long(), gen_id, 0).to(torch.int32)
+        T["input.2.ids"], T["input.2.lengths"] = q, lengths.clone()
+        T["input.2.attrs"] = torch.full((B, text), ATTR[("caption", "query")], dtype=torch.uint8)
+        segs["input"] += [{"kind": "image", "attn": "full", "T": 1, "H": image, "W": image,
+                           "attr": ATTR[("caption", "image")]},
+                          {"kind": "text", "attn": "causal", "L": text, "attr": ATTR[("caption", "causal")]},
+                          {"kind": "text", "attn": "query", "L": text, "attr": ATTR[("caption", "query")]}]
+        seq, j = (torch.arange(text) < lengths.reshape(B, 1).long()).nonzero(as_tuple=True)
+        target_ids = ids[seq, j].clone()
+        pos = 1 + npatch + text + j
+        spe = ATTR[("caption", "image")]
+    if vocab_targets == "full":
+        cand, logq = torch.arange(V, dtype=torch.int32), None
+    else:  # the batch's targets plus N uniform negatives among the other regular tokens, -log q on those
+        tset = sorted(set(target_ids.tolist()))
+        others = [v for v in range(V - SPECIALS) if v not in set(tset)]
+        N = int(vocab_targets)
+        neg = [others[i] for i in torch.randperm(len(others), generator=gen)[:N].tolist()]
+        cand = torch.tensor(tset + neg, dtype=torch.int32)
+        logq = torch.cat([torch.zeros(len(tset)), torch.full((N,), -float(np.log(N / len(others))))])
+        T["vocab.logq"] = logq.float()
+    index = {int(v): i for i, v in enumerate(cand.tolist())}
+    T["read.seq"], T["read.pos"] = seq.to(torch.int32), pos.to(torch.int32)
+    T["read.target"] = torch.tensor([index[int(v)] for v in target_ids], dtype=torch.int32)
+    T["vocab.ids"] = cand
+    return segs, [spe, ATTR[("vocab", "spe")]], cand.numel()
 
 
 def save(path, tensors, meta):

@@ -1,13 +1,16 @@
 # The PyTorch oracle of docs/model.md: sequences, attention masks, the encoder (dense or with the
-# attribute-routed Conditional-MoE linear, paper Eq. 3/4/9), the feature head and the label and pair
-# losses, written independently of the C code and differentiated by autograd.
+# attribute-routed Conditional-MoE linear, paper Eq. 3/4/9), the feature head and the label, pair and
+# vocabulary (MLM, caption) losses, written independently of the C code and differentiated by autograd.
 """Reference implementation of docs/model.md in plain PyTorch.
 
 A pass is a dict: {"segments": [segment, ...], "spe_attr": int, "noise": {gate: [256, E]},
 "keep": {"blocks.{l}.attn"|"blocks.{l}.mlp": [nseq]}} where a segment is a dict with "modality"
 ("image" | "video" | "text"), "attn" ("full" | "causal" | "caption_query") and tensors "pixels"
 [n, T, 3, H, W] or "ids" / "lengths", plus "attrs" [n, tokens] (one attribute byte per token).
-Noise and keep entries may be missing (no noise, keep 1)."""
+Noise and keep entries may be missing (no noise, keep 1).
+
+The vocabulary formulations read the input pass at given (sequence, position) tokens instead of SPE and
+score them against a vocabulary pass (vocab_pass: each candidate token v encoded as [SPE, v])."""
 
 import math
 
@@ -15,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 PATCH = 16
+VOCAB_FORMULATIONS = ("vocab-mlm", "vocab-caption")
 FULL, CAUSAL, QUERY = "full", "causal", "caption_query"
 _ATTN_NAMES = {"full": FULL, "causal": CAUSAL, "caption_query": QUERY, "caption-query": QUERY,
                "query": QUERY, "0": FULL, "1": CAUSAL, "2": QUERY}
@@ -319,10 +323,30 @@ def features(c, P, rows):
     return h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def encode_pass(c, P, ps, dtype):
+def encode_pass(c, P, ps, dtype, read=None):
+    """Features of the pass's read-out tokens: SPE of every sequence, or with read = (seq [M], pos [M])
+    the token at position pos (SPE = 0, then the segments' tokens in order) of sequence seq."""
     x, attrs, mask = build_pass(P, ps, dtype)
     y = encoder(c, P, x, attrs, mask, ps.get("noise"), ps.get("keep"))
-    return features(c, P, y[:, 0, :])
+    if read is None:
+        return features(c, P, y[:, 0, :])
+    seq, pos = (torch.as_tensor(t).long().reshape(-1) for t in read)
+    if seq.shape != pos.shape:
+        raise ValueError("read.seq and read.pos differ in length")
+    if seq.numel() and (int(seq.min()) < 0 or int(seq.max()) >= y.shape[0] or int(pos.min()) < 0
+                        or int(pos.max()) >= y.shape[1]):
+        raise ValueError("a read-out lies outside the [%d, %d] tokens of the pass" % (y.shape[0], y.shape[1]))
+    return features(c, P, y[seq, pos])
+
+
+def vocab_pass(ids, spe_attr, text_attr, noise=None):
+    """The vocabulary pass: candidate c is the sequence [SPE, ids[c]] (a full-attention text segment of
+    length 1 at position 0, attribute byte text_attr; SPE with spe_attr), read at SPE."""
+    ids = torch.as_tensor(ids).to(torch.int32).reshape(-1, 1)
+    C = ids.shape[0]
+    seg = {"modality": "text", "attn": FULL, "ids": ids, "lengths": torch.ones(C, dtype=torch.int32),
+           "attrs": torch.full((C, 1), int(text_attr), dtype=torch.uint8)}
+    return {"segments": [seg], "spe_attr": int(spe_attr), "noise": dict(noise or {}), "keep": {}}
 
 
 # ---- losses ----
@@ -341,14 +365,29 @@ def temperature(logit_scale):
     return torch.where(e < 100.0, e, torch.full_like(e, 100.0))  # no gradient while capped
 
 
-def forward(cfg, P, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=torch.float32):
-    """Returns dict loss [1], logits, input_features, target_features (P already in dtype)."""
+def forward(cfg, P, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=torch.float32, read=None,
+            logq=None):
+    """Returns dict loss [1], logits, input_features, target_features (P already in dtype).
+
+    label: labels [B] index the target pass's sequences. pair: the passes are paired row by row.
+    vocab-mlm / vocab-caption: tgt is a vocab_pass of the C candidates, read = (seq, pos) [M] the
+    input pass's read-out tokens, labels [M] each read-out's candidate index, logq [C] (sampled mode,
+    else None) a constant added to column c before the softmax; the logits returned exclude it."""
     c = normalize_config(cfg)
-    u = encode_pass(c, P, inp, dtype)
+    vocab = formulation in VOCAB_FORMULATIONS
+    if vocab and read is None:
+        raise ValueError("%s needs the read-out tokens (read)" % formulation)
+    u = encode_pass(c, P, inp, dtype, read if vocab else None)
     v = encode_pass(c, P, tgt, dtype)
     logits = temperature(P["logit_scale"]).reshape(()) * (u @ v.t())
-    if formulation == "label":
-        loss = cross_entropy(logits, torch.as_tensor(labels).long())
+    if formulation == "label" or vocab:
+        scores = logits
+        if vocab and logq is not None:
+            logq = torch.as_tensor(logq).to(dtype).reshape(-1)
+            if logq.shape[0] != v.shape[0]:
+                raise ValueError("vocab.logq has %d entries for %d candidates" % (logq.shape[0], v.shape[0]))
+            scores = logits + logq.reshape(1, -1)  # a constant: no gradient flows into it
+        loss = cross_entropy(scores, torch.as_tensor(labels).long())
     elif formulation == "pair":
         if u.shape[0] != v.shape[0]:
             raise ValueError("pair passes must have the same number of sequences")
@@ -360,10 +399,11 @@ def forward(cfg, P, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=t
             "input_features": u, "target_features": v}
 
 
-def run(cfg, params, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=torch.float32):
+def run(cfg, params, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=torch.float32, read=None,
+        logq=None):
     """forward() plus grads {name: tensor} for every parameter (zeros where the loss does not use it)."""
     P = {k: v.detach().to(dtype).clone().requires_grad_(True) for k, v in params.items()}
-    out = forward(cfg, P, formulation, inp, tgt, labels, loss_weight, dtype)
+    out = forward(cfg, P, formulation, inp, tgt, labels, loss_weight, dtype, read, logq)
     names = list(P)
     gs = torch.autograd.grad(out["loss"].sum(), [P[n] for n in names], allow_unused=True)
     grads = {n: (torch.zeros_like(P[n]) if g is None else g).detach() for n, g in zip(names, gs)}

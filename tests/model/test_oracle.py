@@ -1,6 +1,9 @@
 # The C model against the PyTorch oracle: upmoe-model-oracle writes params, inputs, noise and keep
-# tables, outputs and gradients of one training step; oracle_compare recomputes all of it in float64
-# and every tensor must agree to 1e-4 of its largest value.
+# tables (vocabulary formulations: read-outs and candidates), outputs and gradients of one training
+# step; oracle_compare recomputes all of it in float64 and every tensor must agree to 1e-4 of its
+# largest value.
+import math
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +56,15 @@ class OracleTests(unittest.TestCase):
         self.assertEqual(list(T["out.logits"].shape), [4, 5])
         self.assertEqual(list(T["input.0.pixels"].shape), [4, 1, 3, 32, 32])
         self.assertEqual(list(T["target.0.ids"].shape)[0], 5)
+
+    def test_label_video_moe_noise(self):
+        """Video input: 3 frames, the learned temporal embedding on top of the per-frame sin-cos grid."""
+        T, meta = self.oracle("--formulation", "label", "--input", "video", "--moe", "attribute", "--gate-noise",
+                              "--seed", 21)
+        self.assertEqual(list(T["input.0.pixels"].shape), [4, 3, 3, 32, 32])
+        self.assertEqual(json.loads(meta["segments"])["input"][0]["kind"], "video")
+        self.assertGreater(T["grad.embed.temporal"][:3].abs().sum().item(), 0)  # frames 0..2 trained
+        self.assertEqual(T["grad.embed.temporal"][3:].abs().sum().item(), 0)    # frames never seen
 
     def test_label_image_moe(self):
         T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--seed", 2)
@@ -110,6 +122,70 @@ class OracleTests(unittest.TestCase):
         self.assertEqual(list(T["blocks.1.mlp.fc2.weight"].shape), [4, 64, 256])
         self.assertNotIn("blocks.0.mlp.gate2.proj.weight", T)
         self.assertIn("blocks.1.mlp.gate2.proj.weight", T)
+
+
+    def vocab(self, formulation, moe, targets, *extra, seed):
+        """A vocab-mlm / vocab-caption file: compared, then the file's layout checked against
+        docs/training.md ("A step", "Vocabulary targets")."""
+        T, meta = self.oracle("--formulation", formulation, "--moe", moe, "--vocab-targets", targets, *extra,
+                              "--seed", seed)
+        self.assertEqual(meta["formulation"], "vocab-" + formulation)
+        segs = oracle_compare.parse_segments(meta["segments"])
+        self.assertEqual(segs["target"], [])
+        self.assertFalse([k for k in T if k.startswith(("target.", "keep.")) or k == "labels"])
+        M, C = T["read.seq"].shape[0], T["vocab.ids"].shape[0]
+        self.assertGreaterEqual(M, 4)  # at least one read-out per sequence
+        self.assertEqual(sorted(set(T["read.seq"].tolist())), [0, 1, 2, 3])
+        for name, shape in (("out.logits", [M, C]), ("out.input_features", [M, 64]),
+                            ("out.target_features", [C, 64]), ("read.pos", [M]), ("read.target", [M])):
+            self.assertEqual(list(T[name].shape), shape, name)
+        ids = T["vocab.ids"].long()
+        if targets == "full":
+            self.assertEqual(ids.tolist(), list(range(512)))
+            self.assertNotIn("vocab.logq", T)
+        else:  # the batch's distinct targets first, then N distinct negatives with -log q, q = N / (R - targets)
+            N = int(targets.split(":")[1])
+            ntgt = len(set(T["read.target"].tolist()))
+            self.assertEqual(C, ntgt + N)
+            self.assertEqual(len(set(ids.tolist())), C)
+            self.assertEqual(sorted(set(T["read.target"].tolist())), list(range(ntgt)))
+            logq = T["vocab.logq"].double()
+            self.assertTrue(bool((logq[:ntgt] == 0).all()))
+            corr = float(logq[ntgt])
+            self.assertTrue(bool((logq[ntgt:] == logq[ntgt]).all()) and corr > 0)
+            regular = N * math.exp(corr) + ntgt  # the number of regular tokens the sampler draws from
+            self.assertAlmostEqual(regular, round(regular), delta=1e-3 * regular)
+            self.assertTrue(ntgt + N <= round(regular) <= 512, regular)
+        return T, meta
+
+    def test_mlm_full_dense(self):
+        T, meta = self.vocab("mlm", "none", "full", seed=11)
+        segs = oracle_compare.parse_segments(meta["segments"])["input"]
+        self.assertEqual([(g["kind"], g["attn"]) for g in segs], [("text", "full")])
+
+    def test_mlm_full_moe_chunked(self):
+        # 512 candidates in chunks of 100: the chunked encode and re-encode in the backward
+        T, meta = self.vocab("mlm", "attribute", "full", "--vocab-chunk", 100, seed=12)
+        self.assertEqual(len(oracle_compare._json(meta["vocab_attr"])), 2)
+
+    def test_mlm_sampled_moe_noise(self):
+        T, meta = self.vocab("mlm", "attribute", "sampled:64", "--gate-noise", seed=13)
+        noise = [k for k in T if k.startswith("noise.")]
+        self.assertEqual(sorted({k.split(".")[1] for k in noise}), ["input", "target"])
+        self.assertEqual(len(noise), 2 * 2 * 3)
+        self.assertTrue(all(float(T[k].abs().max()) > 0 for k in noise))
+
+    def test_caption_full_moe(self):
+        T, meta = self.vocab("caption", "attribute", "full", seed=14)
+        segs = oracle_compare.parse_segments(meta["segments"])["input"]
+        self.assertEqual([(g["kind"], g["attn"]) for g in segs], [("image", "full"), ("text", "causal"),
+                                                                   ("text", "query")])
+        self.assertTrue(torch.equal(T["input.1.lengths"], T["input.2.lengths"]))
+        # every valid query is read out (oracle_compare.read_check checks targets and positions)
+        self.assertEqual(T["read.seq"].shape[0], int(T["input.1.lengths"].sum()))
+
+    def test_caption_sampled_dense(self):
+        self.vocab("caption", "none", "sampled:32", seed=15)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,44 @@ class SequenceTests(unittest.TestCase):
         self.assertEqual(ref.attention_mask(segs, 1)[0].to(torch.int64).tolist(),
                          [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 0, 0, 1, 0], [1, 0, 0, 1, 1]])
 
+    def test_caption_file_layout_mask(self):
+        # a vocab-caption input as oracle files spell it (segment metadata kind/attn "query"): SPE, an image
+        # of 2 patches, causal caption L=3, queries L=3 with the caption's lengths [2, 3]. Query j sees SPE,
+        # the image, caption tokens 0..j-1 (never token j, its own target) and itself.
+        T = {"input.0.pixels": torch.zeros(2, 1, 3, 16, 32), "input.0.attrs": torch.full((2, 2), 1, dtype=torch.uint8),
+             "input.1.ids": torch.tensor([[5, 6, 0], [5, 6, 7]], dtype=torch.int32),
+             "input.1.lengths": torch.tensor([2, 3], dtype=torch.int32),
+             "input.1.attrs": torch.full((2, 3), 2, dtype=torch.uint8),
+             "input.2.ids": torch.tensor([[9, 9, 0], [9, 9, 9]], dtype=torch.int32),
+             "input.2.lengths": torch.tensor([2, 3], dtype=torch.int32),
+             "input.2.attrs": torch.full((2, 3), 3, dtype=torch.uint8)}
+        metas = [{"kind": "image", "attn": "full"}, {"kind": "text", "attn": "causal", "L": 3},
+                 {"kind": "text", "attn": "query", "L": 3}]
+        segs = [oracle_compare._segment(T, "input.%d." % i, m) for i, m in enumerate(metas)]
+        self.assertEqual(segs[2]["attn"], ref.QUERY)
+        #         S  p  p  c0 c1 c2 q0 q1 q2
+        want0 = [[1, 1, 1, 0, 0, 0, 0, 0, 0],   # SPE
+                 [1, 1, 1, 0, 0, 0, 0, 0, 0],   # patches
+                 [1, 1, 1, 0, 0, 0, 0, 0, 0],
+                 [1, 1, 1, 1, 0, 0, 0, 0, 0],   # causal 0
+                 [1, 1, 1, 1, 1, 0, 0, 0, 0],   # causal 1
+                 [0, 0, 0, 0, 0, 0, 0, 0, 0],   # causal 2: padding
+                 [1, 1, 1, 0, 0, 0, 1, 0, 0],   # query 0
+                 [1, 1, 1, 1, 0, 0, 0, 1, 0],   # query 1
+                 [0, 0, 0, 0, 0, 0, 0, 0, 0]]   # query 2: padding
+        want1 = [[1, 1, 1, 0, 0, 0, 0, 0, 0],
+                 [1, 1, 1, 0, 0, 0, 0, 0, 0],
+                 [1, 1, 1, 0, 0, 0, 0, 0, 0],
+                 [1, 1, 1, 1, 0, 0, 0, 0, 0],
+                 [1, 1, 1, 1, 1, 0, 0, 0, 0],
+                 [1, 1, 1, 1, 1, 1, 0, 0, 0],
+                 [1, 1, 1, 0, 0, 0, 1, 0, 0],
+                 [1, 1, 1, 1, 0, 0, 0, 1, 0],
+                 [1, 1, 1, 1, 1, 0, 0, 0, 1]]
+        got = ref.attention_mask(segs, 2).to(torch.int64)
+        self.assertEqual(got[0].tolist(), want0)
+        self.assertEqual(got[1].tolist(), want1)
+
     def test_sincos_2x3(self):
         s1, s2, c1, c2 = math.sin(1), math.sin(2), math.cos(1), math.cos(2)
         t1, t2, d1, d2 = math.sin(0.01), math.sin(0.02), math.cos(0.01), math.cos(0.02)
@@ -299,6 +337,112 @@ class LossTests(unittest.TestCase):
         self.assertTrue(torch.allclose(u.norm(dim=1), torch.ones(3, dtype=F64), atol=1e-6))
 
 
+class VocabTests(unittest.TestCase):
+    """The vocabulary formulations: the candidates' pass, read-outs, and the loss with its correction."""
+
+    def setUp(self):
+        self.cfg = oracle_synth.make_config(dim=8, heads=2, layers=2, mlp=16, experts=4, topk=2, vocab=16,
+                                            max_text=8)
+        self.c = ref.normalize_config(self.cfg)
+        self.P = tiny_params(self.cfg, seed=9)
+        gen = torch.Generator().manual_seed(10)
+        # caption input: SPE, 2 patches, causal caption (L=3), queries (L=3); lengths [3, 2]
+        self.cap = {"segments": [image_seg(2, 16, 32, 153, gen),
+                                 text_seg([[3, 4, 5], [6, 7, 0]], [3, 2], 232, "causal"),
+                                 text_seg([[14, 14, 14], [14, 14, 0]], [3, 2], 104, "caption_query")],
+                    "spe_attr": 153}
+
+    def test_vocab_pass_layout(self):
+        # candidate c is [SPE, ids[c]]: embed.spe, then token[id] + text_pos[0]; attributes (spe, text);
+        # both tokens see each other
+        ps = ref.vocab_pass(torch.tensor([5, 9, 0], dtype=torch.int32), 40, 44)
+        x, attrs, mask = ref.build_pass(self.P, ps, F64)
+        self.assertEqual(x.shape, (3, 2, 8))
+        for c, v in enumerate((5, 9, 0)):
+            self.assertTrue(torch.equal(x[c, 0], self.P["embed.spe"]))
+            self.assertTrue(torch.equal(x[c, 1], self.P["embed.token"][v] + self.P["embed.text_pos"][0]))
+        self.assertEqual(attrs.tolist(), [[40, 44]] * 3)
+        self.assertTrue(bool(mask.all()))
+
+    def test_vocab_candidates_are_independent(self):
+        # a candidate's feature does not depend on which other candidates share the pass (chunking)
+        all_ = ref.encode_pass(self.c, self.P, ref.vocab_pass(torch.arange(16), 40, 44), F64)
+        part = ref.encode_pass(self.c, self.P, ref.vocab_pass(torch.tensor([11, 2]), 40, 44), F64)
+        self.assertTrue(torch.allclose(part, all_[[11, 2]], atol=1e-12))
+        other = ref.encode_pass(self.c, self.P, ref.vocab_pass(torch.tensor([11]), 40, 45), F64)
+        self.assertFalse(torch.allclose(other[0], all_[11], atol=1e-4))  # the text byte routes the MoE
+
+    def test_readouts(self):
+        # reading (seq, 0) is the SPE feature; read-outs come back in the order asked
+        spe = ref.encode_pass(self.c, self.P, self.cap, F64)
+        at0 = ref.encode_pass(self.c, self.P, self.cap, F64, (torch.tensor([1, 0]), torch.tensor([0, 0])))
+        self.assertTrue(torch.allclose(at0, spe[[1, 0]], atol=1e-12))
+        rows = ref.encode_pass(self.c, self.P, self.cap, F64, (torch.tensor([0, 1, 0]), torch.tensor([6, 7, 8])))
+        swapped = ref.encode_pass(self.c, self.P, self.cap, F64, (torch.tensor([0, 0]), torch.tensor([8, 6])))
+        self.assertTrue(torch.allclose(swapped, rows[[2, 0]], atol=1e-12))
+        self.assertFalse(torch.allclose(rows[0], rows[2], atol=1e-4))
+        with self.assertRaises(ValueError):
+            ref.encode_pass(self.c, self.P, self.cap, F64, (torch.tensor([0]), torch.tensor([9])))
+
+    def test_query_does_not_see_its_target(self):
+        # changing caption token j changes the queries after j (and the causal tokens from j on), never
+        # query j itself or those before it: the mask's leak-freedom through the whole encoder
+        reads = (torch.zeros(3, dtype=torch.long), torch.tensor([6, 7, 8]))
+        base = ref.encode_pass(self.c, self.P, self.cap, F64, reads)
+        for j in range(3):
+            changed = {"segments": [dict(g) for g in self.cap["segments"]], "spe_attr": 153}
+            ids = changed["segments"][1]["ids"].clone()
+            ids[0, j] = 12
+            changed["segments"][1]["ids"] = ids
+            got = ref.encode_pass(self.c, self.P, changed, F64, reads)
+            diff = (got - base).abs().amax(dim=1)
+            self.assertTrue(bool((diff[:j + 1] < 1e-12).all()), (j, diff))
+            self.assertTrue(bool((diff[j + 1:] > 1e-6).all()), (j, diff))
+
+    def vocab_case(self, logq):
+        cand = torch.tensor([3, 4, 5, 6, 7, 9, 13], dtype=torch.int32)
+        read = (torch.tensor([0, 0, 0, 1, 1]), torch.tensor([6, 7, 8, 6, 7]))
+        target = torch.tensor([0, 1, 2, 3, 4])  # query j -> caption token j
+        return ref.vocab_pass(cand, 40, 44), read, target, logq
+
+    def test_vocab_loss_and_temperature_gradient(self):
+        logq = torch.tensor([0, 0, 0, 0, 0, 1.7, 1.7], dtype=F64)
+        for lq in (None, logq):
+            tgt, read, target, lq = self.vocab_case(lq)
+            out, grads = ref.run(self.cfg, self.P, "vocab-caption", self.cap, tgt, target, 0.7, F64, read, lq)
+            u, v = out["input_features"], out["target_features"]
+            s = math.exp(float(self.P["logit_scale"]))
+            self.assertEqual(tuple(out["logits"].shape), (5, 7))
+            self.assertTrue(torch.allclose(out["logits"], s * u @ v.t(), atol=1e-12))  # no correction in it
+            z = out["logits"] + (0 if lq is None else lq)
+            want = 0.7 * F.cross_entropy(z, target, label_smoothing=0.1)
+            self.assertAlmostEqual(float(out["loss"]), float(want), places=12)
+            # d loss / d logit_scale = Σ dL/dz ⊙ s U Vᵀ; dL/dz = w (softmax(z) - (0.9 onehot + 0.1/C)) / M
+            dz = 0.7 * (torch.softmax(z, 1) - 0.9 * F.one_hot(target, 7).to(F64) - 0.1 / 7) / 5
+            self.assertAlmostEqual(float(grads["logit_scale"]), float((dz * out["logits"]).sum()), places=12)
+        with self.assertRaises(ValueError):  # a vocab formulation without read-outs
+            ref.forward(self.cfg, self.P, "vocab-mlm", self.cap, tgt, target, 1.0, F64)
+
+    def test_gradcheck_vocab_caption(self):
+        names = ["logit_scale", "proj.weight", "embed.token", "blocks.1.mlp.gate2.proj.weight", "blocks.0.ls1",
+                 "embed.spe"]
+        tgt, read, target, lq = self.vocab_case(torch.tensor([0, 0, 0, 0, 0, 1.7, 1.7], dtype=F64))
+        for ps in (self.cap, tgt):  # tie-free top-k: finite differences stay on one side of every decision
+            for l in range(2):
+                for g in ref.layer_gates(self.c, l):
+                    probs = ref.gate_probs(self.P, "blocks.%d.%s" % (l, g), ref.pass_patterns(ps), None, 1e-5)
+                    top = torch.sort(probs, dim=1, descending=True).values
+                    self.assertGreater(float((top[:, 1] - top[:, 2]).min()), 1e-4)
+
+        def loss(*xs):
+            Q = dict(self.P)
+            Q.update(zip(names, xs))
+            return ref.forward(self.cfg, Q, "vocab-caption", self.cap, tgt, target, 1.0, F64, read, lq)["loss"]
+
+        args = tuple(self.P[n].clone().requires_grad_(True) for n in names)
+        self.assertTrue(torch.autograd.gradcheck(loss, args, eps=1e-6, atol=1e-7, rtol=1e-5))
+
+
 class CompareTests(unittest.TestCase):
     """oracle_compare on files whose outputs come from reference.py itself: they must pass, and each
     kind of corruption must fail."""
@@ -388,6 +532,114 @@ class CompareTests(unittest.TestCase):
         T["noise.input.blocks.0.mlp.gate1"] = torch.zeros(256, E)
         res = self.roundtrip(T, meta)
         self.assertTrue(any(n.startswith("gate near-tie: input blocks.0.mlp.gate1") for n in self.failing(res)))
+
+
+    VOCAB_CASES = ({"formulation": "vocab-mlm", "moe": "none"},
+                   {"formulation": "vocab-mlm", "gate_noise": True, "vocab_targets": 16},
+                   {"formulation": "vocab-caption", "loss_weight": 0.4},
+                   {"formulation": "vocab-caption", "moe": "none", "vocab_targets": 8},
+                   {"formulation": "vocab-caption", "gate_noise": True, "vocab_targets": 8, "moe_every": 2})
+
+    def test_synthetic_vocab_files_pass(self):
+        for kw in self.VOCAB_CASES:
+            with self.subTest(**kw):
+                T, meta = oracle_synth.make_oracle(**kw)
+                res = self.roundtrip(T, meta)
+                self.assert_passes(res)
+                M, C = T["read.seq"].shape[0], T["vocab.ids"].shape[0]
+                self.assertEqual(list(T["out.logits"].shape), [M, C])
+                self.assertEqual(list(T["out.target_features"].shape), [C, 16])
+                self.assertEqual("vocab.logq" in T, "vocab_targets" in kw)
+                self.assertEqual(sum(r[0].startswith("grad.") for r in res),
+                                 len(ref.param_shapes(oracle_compare._json(meta["config"]))))
+
+    def test_vocab_perturbed_logits_and_grad_fail(self):
+        T, meta = oracle_synth.make_oracle("vocab-mlm", gate_noise=True, vocab_targets=16)
+        for name, at in (("out.logits", (1, 5)), ("grad.blocks.0.mlp.gate1.attr.weight", (3, 2)),
+                         ("grad.embed.token", (int(T["vocab.ids"][-1]), 1))):
+            with self.subTest(name):
+                T2 = dict(T)
+                t = T[name].clone()
+                t[at] += 2e-4 * t.abs().max()
+                T2[name] = t
+                self.assertEqual(self.failing(self.roundtrip(T2, meta)), [name])
+
+    def test_vocab_file_inputs_are_used(self):
+        # every input of the vocabulary path reaches the recomputation: changing one fails the outputs
+        T, meta = oracle_synth.make_oracle("vocab-caption", gate_noise=True, vocab_targets=8)
+        cases = {
+            "logq": ("vocab.logq", lambda t: t * 1.5, {"out.loss"}, {"out.logits"}),
+            "noise": ("noise.target.blocks.1.mlp.gate2", lambda t: -t, {"out.target_features"}, {"out.input_features"}),
+            "ids": ("vocab.ids", lambda t: t.flip(0), {"out.target_features"}, {"out.input_features"}),
+            "read.pos": ("read.pos", lambda t: torch.cat([t[1:2], t[:1], t[2:]]), {"out.input_features"},
+                         {"out.target_features"}),
+        }
+        for what, (key, change, fails, holds) in cases.items():
+            with self.subTest(what):
+                T2 = dict(T)
+                T2[key] = change(T[key])
+                bad = set(self.failing(self.roundtrip(T2, meta)))
+                self.assertTrue(fails <= bad, bad)
+                self.assertFalse(holds & bad, bad)
+        meta2 = dict(meta, vocab_attr="[41, 108]")
+        bad = set(self.failing(self.roundtrip(T, meta2)))
+        self.assertIn("out.target_features", bad)
+        self.assertNotIn("out.input_features", bad)
+
+    def test_vocab_read_rules(self):
+        T, meta = oracle_synth.make_oracle("vocab-caption", moe="none", vocab_targets=8)
+        L = T["input.1.ids"].shape[1]
+        tgt = T["read.target"]
+        cases = {
+            # query j must target caption token j: shift the targets by one read-out
+            "target": ("read.target", torch.cat([tgt[1:], tgt[:1]]), "targets token"),
+            # a query read-out moved onto its caption token (same sequence and index)
+            "not query": ("read.pos", T["read.pos"] - torch.where(torch.arange(len(tgt)) == 0, L, 0).to(torch.int32),
+                          "not a caption query token"),
+        }
+        for what, (key, value, msg) in cases.items():
+            with self.subTest(what):
+                T2 = dict(T)
+                T2[key] = value.to(torch.int32)
+                bad = self.failing(self.roundtrip(T2, meta))
+                self.assertTrue(any(b.startswith("read-outs: ") and msg in b for b in bad), bad)
+        T2 = {k: (v[1:] if k.startswith("read.") else v) for k, v in T.items()}  # one query left unread
+        bad = self.failing(self.roundtrip(T2, meta))
+        self.assertTrue(any("valid query tokens are not read out" in b for b in bad), bad)
+        # MLM: a read-out on a padding position and on SPE
+        T, meta = oracle_synth.make_oracle("vocab-mlm", moe="none")
+        lengths = T["input.0.lengths"]
+        short = int(torch.nonzero(lengths < T["input.0.ids"].shape[1])[0])
+        for pos, msg in ((int(lengths[short]) + 1, "a padding token"), (0, "SPE")):
+            with self.subTest(msg):
+                T2 = dict(T)
+                T2["read.seq"] = T["read.seq"].clone()
+                T2["read.pos"] = T["read.pos"].clone()
+                T2["read.seq"][0], T2["read.pos"][0] = short, pos
+                bad = self.failing(self.roundtrip(T2, meta))
+                self.assertTrue(any(b.startswith("read-outs: ") and msg in b for b in bad), bad)
+
+    def test_vocab_bad_entries(self):
+        T, meta = oracle_synth.make_oracle("vocab-mlm", moe="none", vocab_targets=8)
+        T2 = dict(T, labels=torch.zeros(3, dtype=torch.int32), **{"vocab.extra": torch.zeros(2)})
+        self.assertEqual(sorted(self.failing(self.roundtrip(T2, meta))),
+                         ["labels (a vocab file's targets are read.target)",
+                          "vocab.extra (not a tensor of a vocab-mlm file)"])
+        P, pm = oracle_synth.make_oracle("pair", "image")
+        T2 = dict(P, **{"read.seq": T["read.seq"]})
+        self.assertEqual(self.failing(self.roundtrip(T2, pm)), ["read.seq (not a tensor of a pair file)"])
+        for key, value in (("read.pos", T["read.pos"] + 100), ("read.target", T["read.target"] + 1000),
+                           ("vocab.logq", T["vocab.logq"][1:]), ("target.0.ids", T["input.0.ids"])):
+            with self.subTest(key):
+                T2 = dict(T, **{key: value})
+                if key == "target.0.ids":
+                    T2["target.0.lengths"], T2["target.0.attrs"] = T["input.0.lengths"], T["input.0.attrs"]
+                with self.assertRaises(ValueError):
+                    self.roundtrip(T2, meta)
+        T2 = dict(T)
+        del T2["read.target"]
+        with self.assertRaises(ValueError):
+            self.roundtrip(T2, meta)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ typedef struct args {
 } args;
 
 static const char usage[] =
-    "usage: " PROG " --formulation label|pair|mlm|caption --input image|text|image+text --moe none|attribute\n"
+    "usage: " PROG " --formulation label|pair|mlm|caption --input image|text|image+text|video --moe none|attribute\n"
     "       [--vocab-targets full|sampled:N] [--vocab-chunk N]   (mlm: text input; caption: image + text)\n"
     "       [--moe-sa 0|1] [--moe-ffn 0|1] [--moe-every N] [--dim 64] [--layers 2] [--heads 4] [--experts 4]\n"
     "       [--topk 2] [--vocab 512] [--batch 4] [--image 32] [--text 8] [--text-attn full|causal]\n"
@@ -93,7 +93,8 @@ static int parse(int argc, char **argv, args *a)
     int ok = a->formulation && a->input && a->moe && a->out && optind == argc && a->vocab_chunk > 0 &&
              (!strcmp(a->formulation, "label") || !strcmp(a->formulation, "pair") ||
               !strcmp(a->formulation, "mlm") || !strcmp(a->formulation, "caption")) &&
-             (!strcmp(a->input, "image") || !strcmp(a->input, "text") || !strcmp(a->input, "image+text")) &&
+             (!strcmp(a->input, "image") || !strcmp(a->input, "text") || !strcmp(a->input, "image+text") ||
+              !strcmp(a->input, "video")) &&
              (!strcmp(a->moe, "none") || !strcmp(a->moe, "attribute")) &&
              (!strcmp(a->text_attn, "full") || !strcmp(a->text_attn, "causal")) && a->batch > 0 && a->text > 1 &&
              a->classes > 0 && a->image >= 16 && a->image % 16 == 0;
@@ -123,20 +124,23 @@ static void random_text(upm_rng *r, int n, int L, int vocab, int32_t *ids, int32
 
 static int make_input(const args *a, upm_rng *r, side *s)
 {
-    int B = a->batch, img = strstr(a->input, "image") != NULL, txt = strstr(a->input, "text") != NULL;
-    int tgt_text = 1, causal = !strcmp(a->text_attn, "causal");
+    int B = a->batch, video = !strcmp(a->input, "video");
+    int img = video || strstr(a->input, "image") != NULL, txt = strstr(a->input, "text") != NULL;
+    int tgt_text = 1, causal = !strcmp(a->text_attn, "causal"), T = video ? 3 : 1;
     memset(s, 0, sizeof *s);
     s->in.nseq = B;
-    int npatch = (a->image / 16) * (a->image / 16);
+    int npatch = T * (a->image / 16) * (a->image / 16);
     if (img) {
-        s->pixels = malloc(sizeof(float) * (size_t)B * 3 * a->image * a->image);
+        size_t npx = (size_t)B * T * 3 * a->image * a->image;
+        s->pixels = malloc(sizeof(float) * npx);
         s->attrs[0] = malloc((size_t)B * npatch);
         if (!s->pixels || !s->attrs[0])
             return -1;
-        for (size_t i = 0; i < (size_t)B * 3 * a->image * a->image; i++)
+        for (size_t i = 0; i < npx; i++)
             s->pixels[i] = (float)upm_rng_normal(r);
         memset(s->attrs[0], attr(1, txt, tgt_text, 1, 0, 1), (size_t)B * npatch);
-        s->in.seg[s->in.nseg++] = (upm_seq_segment){.kind = UPM_SEG_IMAGE, .attn = UPM_SEG_FULL, .T = 1,
+        s->in.seg[s->in.nseg++] = (upm_seq_segment){.kind = video ? UPM_SEG_VIDEO : UPM_SEG_IMAGE,
+                                                    .attn = UPM_SEG_FULL, .T = T,
                                                     .H = a->image, .W = a->image, .pixels = s->pixels,
                                                     .attrs = s->attrs[0]};
     }
@@ -272,8 +276,8 @@ static void put_side(dump *d, const char *pre, const side *s, const args *a)
             put(d, nm, UPM_ST_I32, dup_bytes(g->lengths, sizeof(int32_t) * (size_t)n), 1, (int64_t[]){n});
         } else {
             snprintf(nm, sizeof nm, "%s.%d.pixels", pre, i);
-            put(d, nm, UPM_ST_F32, dup_bytes(g->pixels, sizeof(float) * (size_t)(n * 3 * g->H * g->W)), 5,
-                (int64_t[]){n, 1, 3, g->H, g->W});
+            put(d, nm, UPM_ST_F32, dup_bytes(g->pixels, sizeof(float) * (size_t)(n * g->T * 3 * g->H * g->W)), 5,
+                (int64_t[]){n, g->T, 3, g->H, g->W});
         }
         snprintf(nm, sizeof nm, "%s.%d.attrs", pre, i);
         put(d, nm, UPM_ST_U8, dup_bytes(g->attrs, (size_t)(n * tok)), 2, (int64_t[]){n, tok});
@@ -411,7 +415,7 @@ static int run(const args *a)
     }
     perturb(m, a->seed);
     upm_rng r = upm_rng_stream(a->seed, UPM_RNG_AUGMENT, 1, 2, 3);
-    int img = strstr(a->input, "image") != NULL, txt = strstr(a->input, "text") != NULL;
+    int img = strstr(a->input, "image") != NULL || !strcmp(a->input, "video"), txt = strstr(a->input, "text") != NULL;
     int label = !strcmp(a->formulation, "label"), B = a->batch, C = label ? a->classes : a->batch, D = a->dim, R = B;
     uint8_t vocab_attr = (uint8_t)(img | txt << 1 | 1 << 3 | 1 << 5); /* target-side text */
     if (make_input(a, &r, &in) || (!vocab && make_target(a, &r, img, txt, &tg))) {
