@@ -77,11 +77,25 @@ static void cpu_copy(upm_backend *be, void *dst, const void *src, size_t bytes)
         memmove(dst, src, bytes);
 }
 
+/* Large buffers (gradients, zeroed every step) are cleared by the whole team: one core's stores
+ * do not saturate memory bandwidth. */
+enum { ZERO_CHUNK = 1 << 18, ZERO_PAR_MIN = 1 << 20 };
+
 static void cpu_zero(upm_backend *be, void *p, size_t bytes)
 {
-    (void)be;
-    if (bytes)
+    if (!bytes)
+        return;
+    if (bytes < ZERO_PAR_MIN) {
         memset(p, 0, bytes);
+        return;
+    }
+    upm_cpu_threads(be);
+    size_t nc = (bytes + ZERO_CHUNK - 1) / ZERO_CHUNK;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < nc; c++) {
+        size_t lo = c * ZERO_CHUNK;
+        memset((char *)p + lo, 0, bytes - lo < ZERO_CHUNK ? bytes - lo : ZERO_CHUNK);
+    }
 }
 
 static void cpu_sync(upm_backend *be)
@@ -136,17 +150,18 @@ static void cpu_add_bias(upm_backend *be, float *Y, const float *b, int rows, in
     }
 }
 
-static void cpu_bias_grad(upm_backend *be, float *db, const float *dY, int rows, int cols)
+/* Each thread takes a contiguous run of column blocks and streams the rows once over all of them:
+ * every column is still summed by one thread in row order (the same bits for any thread count), but
+ * memory is read row-contiguously instead of one 64-byte piece per row and block. */
+enum { BIAS_RUN = 512 }; /* columns per pass: the double accumulators stay in L1 */
+
+UPM_CPU_CLONES static void bias_grad_cols(float *db, const float *dY, int rows, int cols, int c0, int c1)
 {
-    if (rows <= 0 || cols <= 0)
-        return;
-    upm_cpu_threads(be);
-    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
-#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)cols >= UPM_CPU_PAR_MIN)
-    for (int blk = 0; blk < nb; blk++) {
-        int c0 = blk * UPM_CPU_COLBLOCK;
-        int w = cols - c0 < UPM_CPU_COLBLOCK ? cols - c0 : UPM_CPU_COLBLOCK;
-        double acc[UPM_CPU_COLBLOCK] = {0};
+    double acc[BIAS_RUN];
+    for (; c0 < c1; c0 += BIAS_RUN) {
+        int w = c1 - c0 < BIAS_RUN ? c1 - c0 : BIAS_RUN;
+        for (int c = 0; c < w; c++)
+            acc[c] = 0.0;
         for (int r = 0; r < rows; r++) {
             const float *y = dY + (size_t)r * cols + c0;
             for (int c = 0; c < w; c++)
@@ -154,6 +169,28 @@ static void cpu_bias_grad(upm_backend *be, float *db, const float *dY, int rows,
         }
         for (int c = 0; c < w; c++)
             db[c0 + c] = (float)((double)db[c0 + c] + acc[c]);
+    }
+}
+
+static void cpu_bias_grad(upm_backend *be, float *db, const float *dY, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    int nt = upm_cpu_threads(be);
+    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
+    if ((size_t)rows * (size_t)cols < UPM_CPU_PAR_MIN || nt < 2 || nb < 2) {
+        bias_grad_cols(db, dY, rows, cols, 0, cols);
+        return;
+    }
+    if (nt > nb)
+        nt = nb;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int b0 = (int)((long)nb * t / n), b1 = (int)((long)nb * (t + 1) / n);
+        int c1 = b1 * UPM_CPU_COLBLOCK < cols ? b1 * UPM_CPU_COLBLOCK : cols;
+        if (b0 < b1)
+            bias_grad_cols(db, dY, rows, cols, b0 * UPM_CPU_COLBLOCK, c1);
     }
 }
 
@@ -177,7 +214,45 @@ static void cpu_sumsq(upm_backend *be, float *out, const float *x, size_t n)
 /* ---- optimizer ---- */
 
 /* PyTorch's AdamW order of operations (decay first, then the step with the bias corrections folded
- * into the step size and the denominator), which is the documented formula rearranged. */
+ * into the step size and the denominator), which is the documented formula rearranged. Compiled
+ * for AVX-512/AVX2 too: sqrt and the divisions dominate and are exact in every width. */
+typedef struct adamw_k {
+    float b1, b2, eps, step, sbc2, decay, gscale;
+} adamw_k;
+
+/* In three passes over L1-sized blocks: sqrtf may set errno (the build keeps math-errno), a branch
+ * that stops vectorisation, so only the square roots run scalar and the moments and the divisions
+ * vectorise. The same arithmetic as one fused loop, so the same bits. */
+enum { ADAMW_BLOCK = 512 };
+
+UPM_CPU_CLONES static void adamw_range(float *restrict p, float *restrict m, float *restrict v,
+                                       const float *restrict g, const uint8_t *restrict wd_mask, size_t n,
+                                       adamw_k k)
+{
+    float den[ADAMW_BLOCK];
+    for (size_t lo = 0; lo < n; lo += ADAMW_BLOCK) {
+        size_t len = n - lo < ADAMW_BLOCK ? n - lo : ADAMW_BLOCK;
+        float *pb = p + lo, *mb = m + lo, *vb = v + lo;
+        const float *gb = g + lo;
+        for (size_t i = 0; i < len; i++) {
+            float gi = gb[i] * k.gscale;
+            mb[i] = k.b1 * mb[i] + (1.0f - k.b1) * gi;
+            vb[i] = k.b2 * vb[i] + (1.0f - k.b2) * gi * gi;
+        }
+        for (size_t i = 0; i < len; i++)
+            den[i] = sqrtf(vb[i]);
+        if (wd_mask)
+            for (size_t i = 0; i < len; i++)
+                pb[i] = pb[i] * upm_cpu_fsel(wd_mask[lo + i], k.decay, 1.0f) -
+                        k.step * (mb[i] / (den[i] / k.sbc2 + k.eps));
+        else
+            for (size_t i = 0; i < len; i++)
+                pb[i] = pb[i] * k.decay - k.step * (mb[i] / (den[i] / k.sbc2 + k.eps));
+    }
+}
+
+enum { ADAMW_CHUNK = 16384 };
+
 static void cpu_adamw(upm_backend *be, float *p, float *m, float *v, const float *g, const uint8_t *wd_mask,
                       size_t n, float lr, float b1, float b2, float eps, float weight_decay, float gscale, int t)
 {
@@ -185,18 +260,12 @@ static void cpu_adamw(upm_backend *be, float *p, float *m, float *v, const float
     if (t < 1)
         t = 1;
     double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
-    float step = (float)((double)lr / bc1), sbc2 = (float)sqrt(bc2);
-    float decay = 1.0f - lr * weight_decay;
+    adamw_k k = {b1, b2, eps, (float)((double)lr / bc1), (float)sqrt(bc2), 1.0f - lr * weight_decay, gscale};
+    size_t nc = (n + ADAMW_CHUNK - 1) / ADAMW_CHUNK;
 #pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i] * gscale;
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        float denom = sqrtf(vi) / sbc2 + eps;
-        float pi = (!wd_mask || wd_mask[i]) ? p[i] * decay : p[i];
-        p[i] = pi - step * (mi / denom);
-        m[i] = mi;
-        v[i] = vi;
+    for (size_t c = 0; c < nc; c++) {
+        size_t lo = c * ADAMW_CHUNK, len = n - lo < ADAMW_CHUNK ? n - lo : ADAMW_CHUNK;
+        adamw_range(p + lo, m + lo, v + lo, g + lo, wd_mask ? wd_mask + lo : NULL, len, k);
     }
 }
 

@@ -10,13 +10,30 @@
 #include <math.h>
 #include <omp.h>
 
-/* Row-major sgemm on a thread's private buffers; a failure (impossible with the sizes used here)
- * poisons C rather than leaving stale numbers. */
+/* Row-major sgemm (beta 0 or 1); a failure (impossible with the sizes used here) poisons C rather than
+ * leaving stale numbers. */
+static void mmb(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                float beta, float *C, int ldc)
+{
+    if (dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) != dnnl_success)
+        for (int i = 0; i < M; i++)
+            upm_cpu_poison(C + (size_t)i * ldc, (size_t)N);
+}
+
 static void mm(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                float *C, int ldc)
 {
-    if (dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc) != dnnl_success)
-        upm_cpu_poison(C, (size_t)M * (size_t)ldc);
+    mmb(ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
+}
+
+/* A sequence whose tokens sit in consecutive rows (the usual case: one attribute pattern) is used in
+ * place, with the matrices' own leading dimensions, instead of being gathered and scattered. */
+static int rows_contiguous(const int32_t *rows, int S)
+{
+    for (int i = 0; i < S; i++)
+        if (rows[i] != rows[0] + i || rows[i] < 0)
+            return 0;
+    return 1;
 }
 
 /* dst[i, :] = src[rows[i], col .. col+hd) (zeros for a row < 0) */
@@ -38,46 +55,53 @@ static void add_to(float *restrict dst, const float *restrict src, int n)
         dst[i] += src[i];
 }
 
-/* Largest allowed score of a row, over 8 fixed lanes so it vectorises (max is exact in any order);
- * -inf when nothing is allowed. */
-static float masked_max(const float *p, const uint8_t *m, int S)
+/* Largest of n floats over 16 fixed lanes so it vectorises (max is exact in any order); a plain ?:
+ * (no arithmetic in its arms) is what GCC turns into a vector max. */
+static inline float row_max(const float *p, int n)
 {
-    float lane[8];
-    for (int l = 0; l < 8; l++)
+    float lane[16];
+    for (int l = 0; l < 16; l++)
         lane[l] = -INFINITY;
     int j = 0;
-    for (; j + 8 <= S; j += 8)
-        for (int l = 0; l < 8; l++) {
-            float v = upm_cpu_fsel(m[j + l], p[j + l], -INFINITY);
-            lane[l] = upm_cpu_fsel(v > lane[l], v, lane[l]);
-        }
-    for (; j < S; j++)
-        if (m[j] && p[j] > lane[0])
-            lane[0] = p[j];
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++)
+            lane[l] = p[j + l] > lane[l] ? p[j + l] : lane[l];
     float mx = lane[0];
-    for (int l = 1; l < 8; l++)
+    for (int l = 1; l < 16; l++)
         mx = lane[l] > mx ? lane[l] : mx;
+    for (; j < n; j++)
+        mx = p[j] > mx ? p[j] : mx;
     return mx;
 }
 
 /* Row-wise softmax of scores over the allowed keys (mask != 0), max-subtracted; disallowed keys get
- * probability 0 and a row with no allowed key is all zeros (a padding token's output is then 0). */
+ * probability 0 and a row with no allowed key is all zeros (a padding token's output is then 0).
+ * Rows are first shifted by their max with disallowed scores set to -inf (and a row with no allowed
+ * key to all -inf), so the exp runs as one flat loop over the S x S block (exp(-inf) = 0): per-row
+ * loops would leave S mod 16 scalar exps in every row. */
 UPM_CPU_CLONES static void masked_softmax(float *P, const uint8_t *mask, int S)
 {
+    size_t n = (size_t)S * S;
     for (int i = 0; i < S; i++) {
         float *p = P + (size_t)i * S;
         const uint8_t *m = mask + (size_t)i * S;
         int any = 0;
         for (int j = 0; j < S; j++)
             any |= m[j];
-        if (!any) {
-            memset(p, 0, (size_t)S * sizeof *p);
-            continue;
-        }
-        float mx = masked_max(p, m, S);
         for (int j = 0; j < S; j++)
-            p[j] = upm_cpu_fsel(m[j], upm_cpu_expf(p[j] - mx), 0.0f);
-        float inv = (float)(1.0 / upm_cpu_sum(p, (size_t)S));
+            p[j] = upm_cpu_fsel(m[j], p[j], -INFINITY);
+        float mx = any ? row_max(p, S) : 0.0f;
+        for (int j = 0; j < S; j++)
+            p[j] = p[j] - mx;
+    }
+    for (size_t k = 0; k < n; k++)
+        P[k] = upm_cpu_expf(P[k]);
+    for (int i = 0; i < S; i++) {
+        float *p = P + (size_t)i * S;
+        double sum = upm_cpu_sum(p, (size_t)S);
+        if (sum == 0.0) /* nothing allowed: already all zeros */
+            continue;
+        float inv = (float)(1.0 / sum);
         for (int j = 0; j < S; j++)
             p[j] *= inv;
     }
@@ -88,11 +112,20 @@ static void fwd_item(float *out, float *P, const float *qkv, const upm_attn_desc
     int S = a->S, hd = a->head_dim;
     size_t D = (size_t)a->heads * hd, sh = (size_t)S * hd, col = (size_t)h * hd;
     const int32_t *rows = a->row_of + (size_t)s * S;
+    float scale = 1.0f / sqrtf((float)hd);
+    if (rows_contiguous(rows, S)) {
+        const float *q = qkv + (size_t)rows[0] * 3 * D + col;
+        int ld = (int)(3 * D);
+        mm('N', 'T', S, S, hd, scale, q, ld, q + D, ld, P, S);
+        masked_softmax(P, a->mask + (size_t)s * S * S, S);
+        mm('N', 'N', S, hd, S, 1.0f, P, S, q + 2 * D, ld, out + (size_t)rows[0] * D + col, (int)D);
+        return;
+    }
     float *Q = buf, *K = Q + sh, *V = K + sh, *O = V + sh;
     gather_head(Q, qkv, rows, S, hd, 3 * D, col);
     gather_head(K, qkv, rows, S, hd, 3 * D, D + col);
     gather_head(V, qkv, rows, S, hd, 3 * D, 2 * D + col);
-    mm('N', 'T', S, S, hd, 1.0f / sqrtf((float)hd), Q, hd, K, hd, P, S);
+    mm('N', 'T', S, S, hd, scale, Q, hd, K, hd, P, S);
     masked_softmax(P, a->mask + (size_t)s * S * S, S);
     mm('N', 'N', S, hd, S, 1.0f, P, S, V, hd, O, hd);
     for (int i = 0; i < S; i++)
@@ -134,23 +167,9 @@ void upm_cpu_attention_fwd(upm_backend *be, float *out, float *probs, const floa
                  scr + stride * (size_t)omp_get_thread_num());
 }
 
-/* dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = dS K / sqrt(hd), dK = dS^T Q / sqrt(hd),
- * added into dqkv through row_of. */
-static void bwd_item(float *dqkv, const float *dout, const float *P, const float *qkv, const upm_attn_desc *a,
-                     int s, int h, float *buf)
+/* dS = P (dP - rowsum(dP P)) in place of dP, row by row. */
+UPM_CPU_CLONES static void softmax_bwd(float *dS, const float *P, int S)
 {
-    int S = a->S, hd = a->head_dim;
-    size_t D = (size_t)a->heads * hd, sh = (size_t)S * hd, col = (size_t)h * hd;
-    const int32_t *rows = a->row_of + (size_t)s * S;
-    float *Q = buf, *K = Q + sh, *V = K + sh, *dO = V + sh, *dQ = dO + sh, *dK = dQ + sh, *dV = dK + sh;
-    float *dS = dV + sh;
-    float scale = 1.0f / sqrtf((float)hd);
-    gather_head(Q, qkv, rows, S, hd, 3 * D, col);
-    gather_head(K, qkv, rows, S, hd, 3 * D, D + col);
-    gather_head(V, qkv, rows, S, hd, 3 * D, 2 * D + col);
-    gather_head(dO, dout, rows, S, hd, D, col);
-    mm('T', 'N', S, hd, S, 1.0f, P, S, dO, hd, dV, hd);
-    mm('N', 'T', S, S, hd, 1.0f, dO, hd, V, hd, dS, S);
     for (int i = 0; i < S; i++) {
         float *d = dS + (size_t)i * S;
         const float *p = P + (size_t)i * S;
@@ -158,6 +177,37 @@ static void bwd_item(float *dqkv, const float *dout, const float *P, const float
         for (int j = 0; j < S; j++)
             d[j] = p[j] * (d[j] - c);
     }
+}
+
+/* dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = dS K / sqrt(hd), dK = dS^T Q / sqrt(hd),
+ * added into dqkv through row_of (straight into it by the gemms when the rows are consecutive). */
+static void bwd_item(float *dqkv, const float *dout, const float *P, const float *qkv, const upm_attn_desc *a,
+                     int s, int h, float *buf)
+{
+    int S = a->S, hd = a->head_dim;
+    size_t D = (size_t)a->heads * hd, sh = (size_t)S * hd, col = (size_t)h * hd;
+    const int32_t *rows = a->row_of + (size_t)s * S;
+    float scale = 1.0f / sqrtf((float)hd);
+    if (rows_contiguous(rows, S)) {
+        int ld = (int)(3 * D);
+        const float *q = qkv + (size_t)rows[0] * 3 * D + col, *dO = dout + (size_t)rows[0] * D + col;
+        float *g = dqkv + (size_t)rows[0] * 3 * D + col, *dS = buf;
+        mmb('T', 'N', S, hd, S, 1.0f, P, S, dO, (int)D, 1.0f, g + 2 * D, ld);
+        mm('N', 'T', S, S, hd, 1.0f, dO, (int)D, q + 2 * D, ld, dS, S);
+        softmax_bwd(dS, P, S);
+        mmb('N', 'N', S, hd, S, scale, dS, S, q + D, ld, 1.0f, g, ld);
+        mmb('T', 'N', S, hd, S, scale, dS, S, q, ld, 1.0f, g + D, ld);
+        return;
+    }
+    float *Q = buf, *K = Q + sh, *V = K + sh, *dO = V + sh, *dQ = dO + sh, *dK = dQ + sh, *dV = dK + sh;
+    float *dS = dV + sh;
+    gather_head(Q, qkv, rows, S, hd, 3 * D, col);
+    gather_head(K, qkv, rows, S, hd, 3 * D, D + col);
+    gather_head(V, qkv, rows, S, hd, 3 * D, 2 * D + col);
+    gather_head(dO, dout, rows, S, hd, D, col);
+    mm('T', 'N', S, hd, S, 1.0f, P, S, dO, hd, dV, hd);
+    mm('N', 'T', S, S, hd, 1.0f, dO, hd, V, hd, dS, S);
+    softmax_bwd(dS, P, S);
     mm('N', 'N', S, hd, S, scale, dS, S, K, hd, dQ, hd);
     mm('T', 'N', S, hd, S, scale, dS, S, Q, hd, dK, hd);
     for (int i = 0; i < S; i++) {

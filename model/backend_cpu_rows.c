@@ -5,6 +5,7 @@
 #include "backend_cpu.h"
 
 #include <math.h>
+#include <omp.h>
 
 #define PAR_IF(n) if ((size_t)(n) >= UPM_CPU_PAR_MIN)
 
@@ -15,7 +16,7 @@ static inline int block_width(int cols, int c0)
 
 /* ---- LayerNorm ---- */
 
-static void layernorm_row(float *y, float *mean, float *rstd, const float *x, const float *g, const float *b,
+UPM_CPU_CLONES static void layernorm_row(float *y, float *mean, float *rstd, const float *x, const float *g, const float *b,
                           int cols, float eps)
 {
     double mu = upm_cpu_sum(x, (size_t)cols) / cols;
@@ -50,7 +51,7 @@ void upm_cpu_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, 
 }
 
 /* dx = rstd (g dy - mean(g dy) - xhat mean(g dy xhat)) for one row. */
-static void layernorm_row_dx(float *dx, const float *dy, const float *x, float mu, float rs, const float *g,
+UPM_CPU_CLONES static void layernorm_row_dx(float *dx, const float *dy, const float *x, float mu, float rs, const float *g,
                              int cols)
 {
     double sa[8] = {0}, sb[8] = {0};
@@ -74,26 +75,38 @@ static void layernorm_row_dx(float *dx, const float *dy, const float *x, float m
     }
 }
 
-void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
-                           const float *mean, const float *rstd, const float *g, int rows, int cols)
+/* Column sums over rows (dg, db, dls): each thread takes a contiguous run of UPM_CPU_COLBLOCK-wide
+ * blocks and streams the rows once over the run, COLRUN columns at a time. Every column is summed by
+ * one thread in row order, so the bits do not depend on the thread count, and rows are read
+ * contiguously instead of one 64-byte piece per row and block. */
+enum { COLRUN = 256 };
+
+static int col_teams(upm_backend *be, int rows, int cols)
 {
-    if (rows <= 0 || cols <= 0)
-        return;
-    upm_cpu_threads(be);
-    size_t work = (size_t)rows * (size_t)cols;
-    if (dx) {
-#pragma omp parallel for schedule(static) PAR_IF(work)
-        for (int r = 0; r < rows; r++)
-            layernorm_row_dx(dx + (size_t)r * cols, dy + (size_t)r * cols, x + (size_t)r * cols, mean[r], rstd[r],
-                             g, cols);
-    }
-    if (!dg && !db)
-        return;
-    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
-#pragma omp parallel for schedule(static) PAR_IF(work)
-    for (int blk = 0; blk < nb; blk++) {
-        int c0 = blk * UPM_CPU_COLBLOCK, w = block_width(cols, c0);
-        double ag[UPM_CPU_COLBLOCK] = {0}, ab[UPM_CPU_COLBLOCK] = {0};
+    int nt = upm_cpu_threads(be), nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
+    if ((size_t)rows * (size_t)cols < UPM_CPU_PAR_MIN)
+        return 1;
+    return nt < nb ? nt : nb;
+}
+
+/* The calling thread's columns [c0, c1); 0 when it has none. */
+static int col_range(int cols, int *c0, int *c1)
+{
+    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK, t = omp_get_thread_num(), n = omp_get_num_threads();
+    int b0 = (int)((long)nb * t / n), b1 = (int)((long)nb * (t + 1) / n);
+    *c0 = b0 * UPM_CPU_COLBLOCK;
+    *c1 = b1 * UPM_CPU_COLBLOCK < cols ? b1 * UPM_CPU_COLBLOCK : cols;
+    return b0 < b1;
+}
+
+UPM_CPU_CLONES static void layernorm_dgdb(float *dg, float *db, const float *dy, const float *x, const float *mean,
+                           const float *rstd, int rows, int cols, int c0, int c1)
+{
+    double ag[COLRUN], ab[COLRUN];
+    for (; c0 < c1; c0 += COLRUN) {
+        int w = c1 - c0 < COLRUN ? c1 - c0 : COLRUN;
+        for (int c = 0; c < w; c++)
+            ag[c] = ab[c] = 0.0;
         for (int r = 0; r < rows; r++) {
             const float *xr = x + (size_t)r * cols + c0, *dyr = dy + (size_t)r * cols + c0;
             float mu = mean[r], rs = rstd[r];
@@ -111,35 +124,72 @@ void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, con
     }
 }
 
+void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *g, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+    size_t work = (size_t)rows * (size_t)cols;
+    if (dx) {
+#pragma omp parallel for schedule(static) PAR_IF(work)
+        for (int r = 0; r < rows; r++)
+            layernorm_row_dx(dx + (size_t)r * cols, dy + (size_t)r * cols, x + (size_t)r * cols, mean[r], rstd[r],
+                             g, cols);
+    }
+    if (!dg && !db)
+        return;
+    int nt = col_teams(be, rows, cols);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int c0, c1;
+        if (col_range(cols, &c0, &c1))
+            layernorm_dgdb(dg, db, dy, x, mean, rstd, rows, cols, c0, c1);
+    }
+}
+
 /* ---- GELU ---- */
 
 /* The standard normal cdf Phi(x) and density phi(x). Phi goes through erfc with Numerical Recipes'
  * Chebyshev fit (relative error < 1.2e-7 for every argument), so x Phi(x) keeps its relative accuracy
  * far into the negative tail, where 1 + erf(.) would cancel; branch-free so the loops vectorise
  * (libm's erff is scalar and made GELU a third of a ViT-Ti step). */
-static inline float normal_cdf(float x, float *pdf)
+static inline float erfc_poly(float z, float *t_out)
 {
-    float z = fabsf(x) * 0.70710678118654752f;
     float t = 1.0f / (1.0f + 0.5f * z);
-    float poly = -1.26551223f +
+    *t_out = t;
+    return -1.26551223f +
                  t * (1.00002368f +
                       t * (0.37409196f +
                            t * (0.09678418f +
                                 t * (-0.18628806f +
                                      t * (0.27886807f +
                                           t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+}
+
+static inline float normal_cdf(float x, float *pdf)
+{
+    float t, poly = erfc_poly(fabsf(x) * 0.70710678118654752f, &t);
     float e = upm_cpu_expf(-0.5f * x * x); /* exp(-z^2) */
     float erfc_z = t * e * upm_cpu_expf(poly);
     *pdf = e * 0.39894228040143268f;
     return upm_cpu_fsel(x >= 0.0f, 1.0f - 0.5f * erfc_z, 0.5f * erfc_z);
 }
 
+/* Phi(x) alone, for the forward: exp(-z^2) exp(poly) as one exp (the sum underflows only where
+ * erfc(z) itself is below float range). */
+static inline float normal_cdf_only(float x)
+{
+    float z = fabsf(x) * 0.70710678118654752f, t;
+    float poly = erfc_poly(z, &t);
+    float erfc_z = t * upm_cpu_expf(poly - 0.5f * x * x);
+    return upm_cpu_fsel(x >= 0.0f, 1.0f - 0.5f * erfc_z, 0.5f * erfc_z);
+}
+
 UPM_CPU_CLONES static void gelu_fwd_range(float *y, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        float pdf;
-        y[i] = x[i] * normal_cdf(x[i], &pdf);
-    }
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] * normal_cdf_only(x[i]);
 }
 
 UPM_CPU_CLONES static void gelu_bwd_range(float *dx, const float *dy, const float *x, size_t n)
@@ -191,6 +241,27 @@ void upm_cpu_residual_fwd(upm_backend *be, float *y, const float *x, const float
     }
 }
 
+UPM_CPU_CLONES static void residual_dls(float *dls, const float *dy, const float *f, const float *keep, const int32_t *seq_of,
+                         int rows, int cols, int c0, int c1)
+{
+    double acc[COLRUN];
+    for (; c0 < c1; c0 += COLRUN) {
+        int w = c1 - c0 < COLRUN ? c1 - c0 : COLRUN;
+        for (int c = 0; c < w; c++)
+            acc[c] = 0.0;
+        for (int r = 0; r < rows; r++) {
+            float k = keep ? keep[seq_of[r]] : 1.0f;
+            if (k == 0.0f) /* a dropped sequence contributes nothing */
+                continue;
+            const float *fr = f + (size_t)r * cols + c0, *dyr = dy + (size_t)r * cols + c0;
+            for (int c = 0; c < w; c++)
+                acc[c] += (double)k * (double)fr[c] * (double)dyr[c];
+        }
+        for (int c = 0; c < w; c++)
+            dls[c0 + c] = (float)((double)dls[c0 + c] + acc[c]);
+    }
+}
+
 void upm_cpu_residual_bwd(upm_backend *be, float *dx, float *df, float *dls, const float *dy, const float *f,
                           const float *ls, const float *keep, const int32_t *seq_of, int rows, int cols)
 {
@@ -213,21 +284,12 @@ void upm_cpu_residual_bwd(upm_backend *be, float *dx, float *df, float *dls, con
     }
     if (!dls)
         return;
-    int nb = (cols + UPM_CPU_COLBLOCK - 1) / UPM_CPU_COLBLOCK;
-#pragma omp parallel for schedule(static) PAR_IF(work)
-    for (int blk = 0; blk < nb; blk++) {
-        int c0 = blk * UPM_CPU_COLBLOCK, w = block_width(cols, c0);
-        double acc[UPM_CPU_COLBLOCK] = {0};
-        for (int r = 0; r < rows; r++) {
-            float k = keep ? keep[seq_of[r]] : 1.0f;
-            if (k == 0.0f) /* a dropped sequence contributes nothing */
-                continue;
-            const float *fr = f + (size_t)r * cols + c0, *dyr = dy + (size_t)r * cols + c0;
-            for (int c = 0; c < w; c++)
-                acc[c] += (double)k * (double)fr[c] * (double)dyr[c];
-        }
-        for (int c = 0; c < w; c++)
-            dls[c0 + c] = (float)((double)dls[c0 + c] + acc[c]);
+    int nt = col_teams(be, rows, cols);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int c0, c1;
+        if (col_range(cols, &c0, &c1))
+            residual_dls(dls, dy, f, keep, seq_of, rows, cols, c0, c1);
     }
 }
 

@@ -583,7 +583,7 @@ int upm_train(const upm_train_opts *o, upm_err *err)
         flush_metrics(&t, &e2);
         upm_run_update(t.cat, t.run_id, "failed", t.step, NULL, err->msg, &e2);
     } else if (stopped && !o->quiet)
-        printf("stopped at step %" PRId64 " after a checkpoint; continue with --resume\n", t.step);
+        printf("stopped at step %" PRId64 " after a checkpoint; continue with --resume %s\n", t.step, o->out_dir);
     trainer_close(&t);
     return rc;
 }

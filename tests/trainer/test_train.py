@@ -57,7 +57,8 @@ class TrainTest(unittest.TestCase):
         import shutil
         shutil.rmtree(self.ckpt("split", 10))
         shutil.rmtree(self.ckpt("split", 12))
-        p = self.train("split", "--steps", 12, "--checkpoint-every", 5, "--resume", "--stage2", "0.5:48")
+        p = run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, "split"), *SMALL, "--steps", 12,
+                "--checkpoint-every", 5, "--stage2", "0.5:48", env=self.env)
         self.assertIn("steps 5..12", p.stdout)
         self.assertIn("stage 2 from step 6: 48 px images", p.stdout)
         for f in ("model.safetensors", "optim.safetensors"):
@@ -112,18 +113,22 @@ class TrainTest(unittest.TestCase):
         proc.send_signal(signal.SIGTERM)
         out_rest, err = proc.communicate(timeout=120)
         self.assertEqual(proc.returncode, 0, err)
-        self.assertIn("stopped at step", out_rest)
+        self.assertIn(f"continue with --resume {out}", out_rest)
         state, step = self.sql("SELECT state, step FROM runs WHERE name = 'sig'")[0]
         self.assertEqual(state, "interrupted")
         self.assertTrue(os.path.isdir(self.ckpt("sig", step)))
-        p = run(TRAIN, "--mixture", "three", "--out", out, *SMALL, "--steps", step + 2, "--resume", env=self.env)
+        p = run(TRAIN, "--mixture", "three", "--resume", out, *SMALL, "--steps", step + 2, env=self.env)
         self.assertIn(f"steps {step}..{step + 2}", p.stdout)
         self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'sig'"), [("finished", step + 2)])
 
     def test_bad_usage_and_inputs(self):
         p = run(TRAIN, "--out", os.path.join(self.tmp, "x"), ok=False, env=self.env)
         self.assertEqual(p.returncode, 2)
-        self.assertIn("--mixture and --out are required", p.stderr)
+        self.assertIn("--mixture and --out (or --resume DIR) are required", p.stderr)
+        p = run(TRAIN, "--mixture", "three", "--out", os.path.join(self.tmp, "a"), "--resume", os.path.join(self.tmp, "b"),
+                ok=False, env=self.env)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("continues in that directory", p.stderr)
         p = run(TRAIN, "--mixture", "three", "--out", os.path.join(self.tmp, "x"), "--moe", "token", ok=False,
                 env=self.env)
         self.assertEqual((p.returncode, p.stderr.count("\n")), (2, 1))
@@ -134,7 +139,7 @@ class TrainTest(unittest.TestCase):
         p = run(TRAIN, "--mixture", "nope", "--out", os.path.join(self.tmp, "x"), *SMALL, ok=False, env=self.env)
         self.assertEqual(p.returncode, 1)
         self.assertIn("nope", p.stderr)
-        p = run(TRAIN, "--mixture", "three", "--out", os.path.join(self.tmp, "never"), "--resume", *SMALL, ok=False,
+        p = run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, "never"), *SMALL, ok=False,
                 env=self.env)
         self.assertEqual(p.returncode, 1)
         self.assertIn("no checkpoint", p.stderr)

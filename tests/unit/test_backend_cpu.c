@@ -429,14 +429,15 @@ static double attn_loss(const void *vc, const double *qkv)
 
 /* A case with rows permuted through a larger matrix (a spare row after every 8), a random mask plus
  * the diagonal, and the last token of sequence 0 as padding (attends to nothing, nobody attends to
- * it). nseq * S must be prime to 7. */
-static attn_case attn_make(int nseq, int S, int heads, int hd, int32_t *row_of, uint8_t *mask)
+ * it). nseq * S must be prime to 7. With `runs`, sequence 0 is permuted and the others sit in
+ * consecutive rows after a spare one (the backend's in-place path); S >= 8 then. */
+static attn_case attn_make(int nseq, int S, int heads, int hd, int32_t *row_of, uint8_t *mask, int runs)
 {
     int n = nseq * S;
     attn_case c = {{nseq, S, heads, hd, row_of, mask}, n + n / 8 + 1, NULL};
     for (int i = 0; i < n; i++) {
-        int k = (int)(((size_t)i * 7 + 3) % (size_t)n);
-        row_of[i] = k + k / 8;
+        int k = (int)(((size_t)i * 7 + 3) % (size_t)S);
+        row_of[i] = runs ? (i < S ? k : i + i / S) : (k = (int)(((size_t)i * 7 + 3) % (size_t)n), k + k / 8);
     }
     for (int s = 0; s < nseq; s++)
         for (int i = 0; i < S; i++)
@@ -447,11 +448,11 @@ static attn_case attn_make(int nseq, int S, int heads, int hd, int32_t *row_of, 
     return c;
 }
 
-static void check_attention(int nseq, int S, int heads, int hd, int full_fd)
+static void check_attention(int nseq, int S, int heads, int hd, int full_fd, int runs)
 {
     int32_t *row_of = malloc((size_t)nseq * S * sizeof *row_of);
     uint8_t *mask = malloc((size_t)nseq * S * S);
-    attn_case c = attn_make(nseq, S, heads, hd, row_of, mask);
+    attn_case c = attn_make(nseq, S, heads, hd, row_of, mask, runs);
     int rows = c.rows, D = heads * hd;
     uint8_t *named = calloc((size_t)rows, 1);
     for (int i = 0; i < nseq * S; i++)
@@ -743,7 +744,7 @@ static void test_determinism(void)
     enum { R = 1003, Cn = 67, NS = 4, S = 45, H = 3, HD = 32 };
     int32_t idx[R], tgt[R], row_of[NS * S];
     uint8_t mask[NS * S * S];
-    attn_case c = attn_make(NS, S, H, HD, row_of, mask);
+    attn_case c = attn_make(NS, S, H, HD, row_of, mask, 0);
     for (int r = 0; r < R; r++)
         idx[r] = r % 3, tgt[r] = r % 7 == 0 ? -1 : r % Cn;
     size_t nq = (size_t)c.rows * H * HD;
@@ -805,8 +806,10 @@ int main(void)
     test_gelu();
     test_residual();
     test_rows();
-    check_attention(3, 13, 2, 5, 1);  /* finite differences on every input */
-    check_attention(2, 45, 3, 64, 0); /* oneDNN-sized blocks, directional derivatives */
+    check_attention(3, 13, 2, 5, 1, 0);  /* finite differences on every input */
+    check_attention(3, 13, 2, 5, 1, 1);  /* the same with sequences in consecutive rows */
+    check_attention(2, 45, 3, 64, 0, 0); /* oneDNN-sized blocks, directional derivatives */
+    check_attention(3, 40, 3, 64, 0, 1);
     test_topk();
     test_l2norm();
     test_xent();

@@ -19,7 +19,8 @@ static const char usage[] =
     "  --catalog PATH         the catalog (default: $UPMOE_CATALOG, $UPMOE_HOME/catalog.db, ~/.upmoe/catalog.db)\n"
     "  --mixture NAME         the mixture to train on (required)\n"
     "  --out DIR              checkpoints and trainer state (required)\n"
-    "  --resume               continue from the newest checkpoint in --out (bit-exact on the CPU)\n"
+    "  --resume DIR           continue the run in DIR from its newest checkpoint (bit-exact on the CPU);\n"
+    "                         DIR is the run's --out directory, which --out may repeat or leave out\n"
     "  --name NAME            run name in the catalog (default: the base name of --out)\n"
     "  --model ti|s|b|l       size (paper Table 6; default ti)\n"
     "  --moe attribute|none   Conditional MoE with attribute routing (default), or a dense model\n"
@@ -70,7 +71,7 @@ static int parse(int argc, char **argv, upm_train_opts *o)
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2 };
     static const struct option opts[] = {
-        {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 0, 0, O_RESUME},
+        {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
         {"topk", 1, 0, O_TOPK}, {"moe-every", 1, 0, O_EVERY}, {"moe-sa", 1, 0, O_SA}, {"moe-ffn", 1, 0, O_FFN},
         {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS}, {"heads", 1, 0, O_HEADS}, {"drop-path", 1, 0, O_DROP},
@@ -83,6 +84,7 @@ static int parse(int argc, char **argv, upm_train_opts *o)
     int c;
     double v;
     int64_t warmup = -1;
+    const char *resume_dir = NULL;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         const char *bad = NULL;
@@ -90,7 +92,7 @@ static int parse(int argc, char **argv, upm_train_opts *o)
         case O_CAT: o->catalog = optarg; break;
         case O_MIX: o->mixture = optarg; break;
         case O_OUT: o->out_dir = optarg; break;
-        case O_RESUME: o->resume = 1; break;
+        case O_RESUME: o->resume = 1, resume_dir = optarg; break;
         case O_NAME: o->name = optarg; break;
         case O_MODEL: {
             upm_moe_kind moe = o->model.moe;
@@ -200,8 +202,15 @@ static int parse(int argc, char **argv, upm_train_opts *o)
         fprintf(stderr, PROG ": error: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
+    if (resume_dir && o->out_dir && strcmp(resume_dir, o->out_dir)) {
+        fprintf(stderr, PROG ": error: --resume %s continues in that directory; leave out --out or give the same\n",
+                resume_dir);
+        return 2;
+    }
+    if (resume_dir)
+        o->out_dir = resume_dir;
     if (!o->mixture || !o->out_dir) {
-        fprintf(stderr, PROG ": error: --mixture and --out are required (see --help)\n");
+        fprintf(stderr, PROG ": error: --mixture and --out (or --resume DIR) are required (see --help)\n");
         return 2;
     }
     o->optim.total_steps = o->steps;
