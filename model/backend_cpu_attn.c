@@ -1,9 +1,10 @@
-/* The CPU backend's multi-head self-attention, forward and backward. Work is one (sequence, head)
- * pair per iteration: its q, k, v rows are gathered through row_of into the thread's scratch, the
- * S x S x head_dim products go through oneDNN's sgemm (single-threaded inside the parallel region,
- * ~20x faster than plain loops at ViT-Ti sizes), and results are scattered back through row_of.
- * Every output element is computed by one thread in a fixed order, so the bits do not depend on the
- * thread count. row_of must not repeat a row (each token owns its row). */
+/* The CPU backend's multi-head self-attention, forward and backward. Work is one sequence per
+ * iteration: its qkv rows (whole rows, all heads) are gathered through row_of into the thread's
+ * scratch, or used in place when the sequence sits in consecutive rows; the S x S x head_dim products
+ * go through oneDNN's sgemm (single-threaded inside the parallel region, ~20x faster than plain loops
+ * at ViT-Ti sizes), and results are scattered back through row_of. Every output element is computed
+ * by one thread in a fixed order, so the bits do not depend on the thread count. row_of must not
+ * repeat a row (each token owns its row). */
 #include "backend_cpu.h"
 
 #include <dnnl.h>
@@ -36,22 +37,22 @@ static int rows_contiguous(const int32_t *rows, int S)
     return 1;
 }
 
-/* dst[i, :] = src[rows[i], col .. col+hd) (zeros for a row < 0) */
-static void gather_head(float *dst, const float *src, const int32_t *rows, int S, int hd, size_t ld, size_t col)
+/* dst[i, :] = src[rows[i], :] for rows of n floats, ld apart (zeros for a row < 0) */
+static void gather_rows(float *dst, const float *src, const int32_t *rows, int S, size_t n, size_t ld)
 {
     for (int i = 0; i < S; i++) {
-        float *d = dst + (size_t)i * hd;
+        float *d = dst + (size_t)i * n;
         if (rows[i] < 0)
-            memset(d, 0, (size_t)hd * sizeof *d);
+            memset(d, 0, n * sizeof *d);
         else
-            memcpy(d, src + (size_t)rows[i] * ld + col, (size_t)hd * sizeof *d);
+            memcpy(d, src + (size_t)rows[i] * ld, n * sizeof *d);
     }
 }
 
 /* dst[i] += src[i]; restrict lets the compiler vectorise it. */
-static void add_to(float *restrict dst, const float *restrict src, int n)
+static void add_to(float *restrict dst, const float *restrict src, size_t n)
 {
-    for (int i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++)
         dst[i] += src[i];
 }
 
@@ -107,30 +108,30 @@ UPM_CPU_CLONES static void masked_softmax(float *P, const uint8_t *mask, int S)
     }
 }
 
-static void fwd_item(float *out, float *P, const float *qkv, const upm_attn_desc *a, int s, int h, float *buf)
+/* One sequence, every head: probs of head h at P + h*S*S. */
+static void fwd_seq(float *out, float *P, const float *qkv, const upm_attn_desc *a, int s, float *buf)
 {
-    int S = a->S, hd = a->head_dim;
-    size_t D = (size_t)a->heads * hd, sh = (size_t)S * hd, col = (size_t)h * hd;
+    int S = a->S, hd = a->head_dim, in_place = rows_contiguous(a->row_of + (size_t)s * S, S);
+    size_t D = (size_t)a->heads * hd;
     const int32_t *rows = a->row_of + (size_t)s * S;
     float scale = 1.0f / sqrtf((float)hd);
-    if (rows_contiguous(rows, S)) {
-        const float *q = qkv + (size_t)rows[0] * 3 * D + col;
-        int ld = (int)(3 * D);
-        mm('N', 'T', S, S, hd, scale, q, ld, q + D, ld, P, S);
-        masked_softmax(P, a->mask + (size_t)s * S * S, S);
-        mm('N', 'N', S, hd, S, 1.0f, P, S, q + 2 * D, ld, out + (size_t)rows[0] * D + col, (int)D);
-        return;
+    const float *X = qkv + (in_place ? (size_t)rows[0] * 3 * D : 0);
+    float *O = in_place ? out + (size_t)rows[0] * D : buf + (size_t)S * 3 * D;
+    if (!in_place) {
+        gather_rows(buf, qkv, rows, S, 3 * D, 3 * D);
+        X = buf;
     }
-    float *Q = buf, *K = Q + sh, *V = K + sh, *O = V + sh;
-    gather_head(Q, qkv, rows, S, hd, 3 * D, col);
-    gather_head(K, qkv, rows, S, hd, 3 * D, D + col);
-    gather_head(V, qkv, rows, S, hd, 3 * D, 2 * D + col);
-    mm('N', 'T', S, S, hd, scale, Q, hd, K, hd, P, S);
-    masked_softmax(P, a->mask + (size_t)s * S * S, S);
-    mm('N', 'N', S, hd, S, 1.0f, P, S, V, hd, O, hd);
-    for (int i = 0; i < S; i++)
-        if (rows[i] >= 0)
-            memcpy(out + (size_t)rows[i] * D + col, O + (size_t)i * hd, (size_t)hd * sizeof *O);
+    for (int h = 0; h < a->heads; h++) {
+        float *Ph = P + (size_t)h * S * S;
+        const float *q = X + (size_t)h * hd;
+        mm('N', 'T', S, S, hd, scale, q, (int)(3 * D), q + D, (int)(3 * D), Ph, S);
+        masked_softmax(Ph, a->mask + (size_t)s * S * S, S);
+        mm('N', 'N', S, hd, S, 1.0f, Ph, S, q + 2 * D, (int)(3 * D), O + (size_t)h * hd, (int)D);
+    }
+    if (!in_place)
+        for (int i = 0; i < S; i++)
+            if (rows[i] >= 0)
+                memcpy(out + (size_t)rows[i] * D, O + (size_t)i * D, D * sizeof *O);
 }
 
 static int attn_items(const upm_attn_desc *a)
@@ -154,17 +155,16 @@ void upm_cpu_attention_fwd(upm_backend *be, float *out, float *probs, const floa
     if (!items)
         return;
     int nt = upm_cpu_threads(be);
-    size_t S = (size_t)a->S, hd = (size_t)a->head_dim, stride;
-    float *scr = upm_cpu_scratch(be, 4 * S * hd, nt, &stride);
+    size_t S = (size_t)a->S, D = (size_t)a->heads * a->head_dim, stride;
+    float *scr = upm_cpu_scratch(be, 4 * S * D, nt, &stride);
     if (!scr) {
         upm_cpu_poison(probs, (size_t)items * S * S);
-        poison_rows(out, (size_t)a->heads * hd, a);
+        poison_rows(out, D, a);
         return;
     }
-#pragma omp parallel for schedule(dynamic) if (items > 1)
-    for (int it = 0; it < items; it++)
-        fwd_item(out, probs + (size_t)it * S * S, qkv, a, it / a->heads, it % a->heads,
-                 scr + stride * (size_t)omp_get_thread_num());
+#pragma omp parallel for schedule(dynamic) if (a->nseq > 1)
+    for (int s = 0; s < a->nseq; s++)
+        fwd_seq(out, probs + (size_t)s * a->heads * S * S, qkv, a, s, scr + stride * (size_t)omp_get_thread_num());
 }
 
 /* dS = P (dP - rowsum(dP P)) in place of dP, row by row. */
@@ -179,45 +179,41 @@ UPM_CPU_CLONES static void softmax_bwd(float *dS, const float *P, int S)
     }
 }
 
-/* dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = dS K / sqrt(hd), dK = dS^T Q / sqrt(hd),
- * added into dqkv through row_of (straight into it by the gemms when the rows are consecutive). */
-static void bwd_item(float *dqkv, const float *dout, const float *P, const float *qkv, const upm_attn_desc *a,
-                     int s, int h, float *buf)
+/* dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = dS K / sqrt(hd), dK = dS^T Q / sqrt(hd) for
+ * every head of sequence s, added into dqkv through row_of: straight by the gemms (beta 1) when the
+ * sequence is in place, else into a gathered block added back row by row. */
+static void bwd_seq(float *dqkv, const float *dout, const float *P, const float *qkv, const upm_attn_desc *a, int s,
+                    float *buf)
 {
-    int S = a->S, hd = a->head_dim;
-    size_t D = (size_t)a->heads * hd, sh = (size_t)S * hd, col = (size_t)h * hd;
+    int S = a->S, hd = a->head_dim, in_place = rows_contiguous(a->row_of + (size_t)s * S, S);
+    size_t D = (size_t)a->heads * hd, S3 = (size_t)S * 3 * D;
     const int32_t *rows = a->row_of + (size_t)s * S;
-    float scale = 1.0f / sqrtf((float)hd);
-    if (rows_contiguous(rows, S)) {
-        int ld = (int)(3 * D);
-        const float *q = qkv + (size_t)rows[0] * 3 * D + col, *dO = dout + (size_t)rows[0] * D + col;
-        float *g = dqkv + (size_t)rows[0] * 3 * D + col, *dS = buf;
-        mmb('T', 'N', S, hd, S, 1.0f, P, S, dO, (int)D, 1.0f, g + 2 * D, ld);
-        mm('N', 'T', S, S, hd, 1.0f, dO, (int)D, q + 2 * D, ld, dS, S);
-        softmax_bwd(dS, P, S);
-        mmb('N', 'N', S, hd, S, scale, dS, S, q + D, ld, 1.0f, g, ld);
-        mmb('T', 'N', S, hd, S, scale, dS, S, q, ld, 1.0f, g + D, ld);
-        return;
+    float scale = 1.0f / sqrtf((float)hd), beta = in_place ? 1.0f : 0.0f;
+    int ld = (int)(3 * D);
+    const float *X = qkv, *dO = dout;
+    float *G = dqkv, *dS = buf;
+    if (in_place) {
+        X += (size_t)rows[0] * 3 * D, dO += (size_t)rows[0] * D, G += (size_t)rows[0] * 3 * D;
+    } else {
+        float *Xs = buf + (size_t)S * S, *dOs = Xs + S3;
+        G = dOs + (size_t)S * D;
+        gather_rows(Xs, qkv, rows, S, 3 * D, 3 * D);
+        gather_rows(dOs, dout, rows, S, D, D);
+        X = Xs, dO = dOs;
     }
-    float *Q = buf, *K = Q + sh, *V = K + sh, *dO = V + sh, *dQ = dO + sh, *dK = dQ + sh, *dV = dK + sh;
-    float *dS = dV + sh;
-    gather_head(Q, qkv, rows, S, hd, 3 * D, col);
-    gather_head(K, qkv, rows, S, hd, 3 * D, D + col);
-    gather_head(V, qkv, rows, S, hd, 3 * D, 2 * D + col);
-    gather_head(dO, dout, rows, S, hd, D, col);
-    mm('T', 'N', S, hd, S, 1.0f, P, S, dO, hd, dV, hd);
-    mm('N', 'T', S, S, hd, 1.0f, dO, hd, V, hd, dS, S);
-    softmax_bwd(dS, P, S);
-    mm('N', 'N', S, hd, S, scale, dS, S, K, hd, dQ, hd);
-    mm('T', 'N', S, hd, S, scale, dS, S, Q, hd, dK, hd);
-    for (int i = 0; i < S; i++) {
-        if (rows[i] < 0)
-            continue;
-        float *g = dqkv + (size_t)rows[i] * 3 * D + col;
-        add_to(g, dQ + (size_t)i * hd, hd);
-        add_to(g + D, dK + (size_t)i * hd, hd);
-        add_to(g + 2 * D, dV + (size_t)i * hd, hd);
+    for (int h = 0; h < a->heads; h++) {
+        const float *Ph = P + (size_t)h * S * S, *q = X + (size_t)h * hd, *dOh = dO + (size_t)h * hd;
+        float *g = G + (size_t)h * hd;
+        mmb('T', 'N', S, hd, S, 1.0f, Ph, S, dOh, (int)D, beta, g + 2 * D, ld);
+        mm('N', 'T', S, S, hd, 1.0f, dOh, (int)D, q + 2 * D, ld, dS, S);
+        softmax_bwd(dS, Ph, S);
+        mmb('N', 'N', S, hd, S, scale, dS, S, q + D, ld, beta, g, ld);
+        mmb('T', 'N', S, hd, S, scale, dS, S, q, ld, beta, g + D, ld);
     }
+    if (!in_place)
+        for (int i = 0; i < S; i++)
+            if (rows[i] >= 0)
+                add_to(dqkv + (size_t)rows[i] * 3 * D, G + (size_t)i * 3 * D, 3 * D);
 }
 
 void upm_cpu_attention_bwd(upm_backend *be, float *dqkv, const float *dout, const float *probs, const float *qkv,
@@ -227,14 +223,14 @@ void upm_cpu_attention_bwd(upm_backend *be, float *dqkv, const float *dout, cons
     if (!items)
         return;
     int nt = upm_cpu_threads(be);
-    size_t S = (size_t)a->S, hd = (size_t)a->head_dim, stride;
-    float *scr = upm_cpu_scratch(be, 7 * S * hd + S * S, nt, &stride);
+    size_t S = (size_t)a->S, D = (size_t)a->heads * a->head_dim, stride;
+    float *scr = upm_cpu_scratch(be, S * S + 7 * S * D, nt, &stride);
     if (!scr) {
-        poison_rows(dqkv, 3 * (size_t)a->heads * hd, a);
+        poison_rows(dqkv, 3 * D, a);
         return;
     }
-#pragma omp parallel for schedule(dynamic) if (items > 1)
-    for (int it = 0; it < items; it++)
-        bwd_item(dqkv, dout, probs + (size_t)it * S * S, qkv, a, it / a->heads, it % a->heads,
-                 scr + stride * (size_t)omp_get_thread_num());
+#pragma omp parallel for schedule(dynamic) if (a->nseq > 1)
+    for (int s = 0; s < a->nseq; s++)
+        bwd_seq(dqkv, dout, probs + (size_t)s * a->heads * S * S, qkv, a, s,
+                scr + stride * (size_t)omp_get_thread_num());
 }

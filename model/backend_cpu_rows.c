@@ -51,8 +51,8 @@ void upm_cpu_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, 
 }
 
 /* dx = rstd (g dy - mean(g dy) - xhat mean(g dy xhat)) for one row. */
-UPM_CPU_CLONES static void layernorm_row_dx(float *dx, const float *dy, const float *x, float mu, float rs, const float *g,
-                             int cols)
+static inline void layernorm_row_dx(float *dx, const float *dy, const float *x, float mu, float rs, const float *g,
+                                    int cols)
 {
     double sa[8] = {0}, sb[8] = {0};
     int c = 0;
@@ -124,18 +124,80 @@ UPM_CPU_CLONES static void layernorm_dgdb(float *dg, float *db, const float *dy,
     }
 }
 
+UPM_CPU_CLONES static void layernorm_dx_rows(float *dx, const float *dy, const float *x, const float *mean,
+                                             const float *rstd, const float *g, int r0, int r1, int cols)
+{
+    for (int r = r0; r < r1; r++) {
+        size_t o = (size_t)r * cols;
+        layernorm_row_dx(dx + o, dy + o, x + o, mean[r], rstd[r], g, cols);
+    }
+}
+
+/* dx of rows [r0, r1) and, in the same pass while the rows are in cache, their partial dg (ag) and
+ * db (ab) sums, in row order. */
+UPM_CPU_CLONES static void layernorm_bwd_chunk(float *dx, double *ag, double *ab, const float *dy, const float *x,
+                                               const float *mean, const float *rstd, const float *g, int r0, int r1,
+                                               int cols)
+{
+    for (int c = 0; c < cols; c++)
+        ag[c] = ab[c] = 0.0;
+    for (int r = r0; r < r1; r++) {
+        size_t o = (size_t)r * cols;
+        float mu = mean[r], rs = rstd[r];
+        layernorm_row_dx(dx + o, dy + o, x + o, mu, rs, g, cols);
+        for (int c = 0; c < cols; c++) {
+            ag[c] += (double)dy[o + c] * (double)((x[o + c] - mu) * rs);
+            ab[c] += (double)dy[o + c];
+        }
+    }
+}
+
+/* One pass when dx and dg/db are all wanted: rows are cut into fixed chunks (their length depends on
+ * rows only), each chunk's partial column sums go to scratch, and the partials are added in chunk
+ * order, so the bits do not depend on the thread count. Without scratch memory, or without dx, two
+ * passes (rows for dx, column runs for dg/db). */
+static int layernorm_bwd_fused(upm_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
+                               const float *mean, const float *rstd, const float *g, int rows, int cols)
+{
+    int len = (int)upm_cpu_chunk((size_t)rows, 16), nc = (rows + len - 1) / len;
+    size_t stride;
+    double *part = (double *)upm_cpu_scratch(be, (size_t)nc * 4 * (size_t)cols, 1, &stride);
+    if (!part)
+        return 0;
+#pragma omp parallel for schedule(static) PAR_IF((size_t)rows * (size_t)cols)
+    for (int k = 0; k < nc; k++) {
+        int r0 = k * len, r1 = rows - r0 < len ? rows : r0 + len;
+        double *pk = part + (size_t)k * 2 * cols;
+        layernorm_bwd_chunk(dx, pk, pk + cols, dy, x, mean, rstd, g, r0, r1, cols);
+    }
+    for (int c = 0; c < cols; c++) {
+        double sg = 0.0, sb = 0.0;
+        for (int k = 0; k < nc; k++) {
+            sg += part[(size_t)k * 2 * cols + c];
+            sb += part[(size_t)k * 2 * cols + cols + c];
+        }
+        if (dg)
+            dg[c] = (float)((double)dg[c] + sg);
+        if (db)
+            db[c] = (float)((double)db[c] + sb);
+    }
+    return 1;
+}
+
 void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, const float *dy, const float *x,
                            const float *mean, const float *rstd, const float *g, int rows, int cols)
 {
     if (rows <= 0 || cols <= 0)
         return;
     upm_cpu_threads(be);
+    if (dx && (dg || db) && layernorm_bwd_fused(be, dx, dg, db, dy, x, mean, rstd, g, rows, cols))
+        return;
     size_t work = (size_t)rows * (size_t)cols;
     if (dx) {
+        int len = 16, nc = (rows + len - 1) / len;
 #pragma omp parallel for schedule(static) PAR_IF(work)
-        for (int r = 0; r < rows; r++)
-            layernorm_row_dx(dx + (size_t)r * cols, dy + (size_t)r * cols, x + (size_t)r * cols, mean[r], rstd[r],
-                             g, cols);
+        for (int k = 0; k < nc; k++)
+            layernorm_dx_rows(dx, dy, x, mean, rstd, g, k * len, rows - k * len < len ? rows : k * len + len, cols);
     }
     if (!dg && !db)
         return;
@@ -150,46 +212,42 @@ void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, con
 
 /* ---- GELU ---- */
 
-/* The standard normal cdf Phi(x) and density phi(x). Phi goes through erfc with Numerical Recipes'
- * Chebyshev fit (relative error < 1.2e-7 for every argument), so x Phi(x) keeps its relative accuracy
- * far into the negative tail, where 1 + erf(.) would cancel; branch-free so the loops vectorise
- * (libm's erff is scalar and made GELU a third of a ViT-Ti step). */
-static inline float erfc_poly(float z, float *t_out)
+/* The standard normal cdf Phi(x) and density phi(x). Phi goes through erfc(z) = t exp(-z^2) R(t) with
+ * t = 1/(1 + z/2) (Numerical Recipes' substitution), R a degree-11 polynomial Chebyshev-fitted on t
+ * in (0, 1] (every z >= 0) to erfc(z) exp(z^2) / t: relative error < 3e-7 in float for every
+ * argument, so x Phi(x) keeps its relative accuracy far into the negative tail, where 1 + erf(.)
+ * would cancel. One exp, shared with the density, and branch-free so the loops vectorise (libm's
+ * erff is scalar and made GELU a third of a ViT-Ti step). */
+static inline float erfcx_over_t(float t)
 {
-    float t = 1.0f / (1.0f + 0.5f * z);
-    *t_out = t;
-    return -1.26551223f +
-                 t * (1.00002368f +
-                      t * (0.37409196f +
-                           t * (0.09678418f +
-                                t * (-0.18628806f +
-                                     t * (0.27886807f +
-                                          t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+    return 2.820948064e-01f +
+           t * (2.820925117e-01f +
+                t * (2.469212264e-01f +
+                     t * (1.748430282e-01f +
+                          t * (9.676507115e-02f +
+                               t * (-7.306420803e-02f +
+                                    t * (1.690478176e-01f +
+                                         t * (-5.187245607e-01f +
+                                              t * (5.650556087e-01f +
+                                                   t * (-2.846036255e-01f +
+                                                        t * (6.296636909e-02f + t * -3.394021187e-03f))))))))));
 }
 
 static inline float normal_cdf(float x, float *pdf)
 {
-    float t, poly = erfc_poly(fabsf(x) * 0.70710678118654752f, &t);
+    float t = 1.0f / (1.0f + 0.5f * (fabsf(x) * 0.70710678118654752f));
     float e = upm_cpu_expf(-0.5f * x * x); /* exp(-z^2) */
-    float erfc_z = t * e * upm_cpu_expf(poly);
+    float erfc_z = t * e * erfcx_over_t(t);
     *pdf = e * 0.39894228040143268f;
-    return upm_cpu_fsel(x >= 0.0f, 1.0f - 0.5f * erfc_z, 0.5f * erfc_z);
-}
-
-/* Phi(x) alone, for the forward: exp(-z^2) exp(poly) as one exp (the sum underflows only where
- * erfc(z) itself is below float range). */
-static inline float normal_cdf_only(float x)
-{
-    float z = fabsf(x) * 0.70710678118654752f, t;
-    float poly = erfc_poly(z, &t);
-    float erfc_z = t * upm_cpu_expf(poly - 0.5f * x * x);
     return upm_cpu_fsel(x >= 0.0f, 1.0f - 0.5f * erfc_z, 0.5f * erfc_z);
 }
 
 UPM_CPU_CLONES static void gelu_fwd_range(float *y, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        y[i] = x[i] * normal_cdf_only(x[i]);
+    for (size_t i = 0; i < n; i++) {
+        float pdf;
+        y[i] = x[i] * normal_cdf(x[i], &pdf);
+    }
 }
 
 UPM_CPU_CLONES static void gelu_bwd_range(float *dx, const float *dy, const float *x, size_t n)

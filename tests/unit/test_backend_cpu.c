@@ -718,25 +718,31 @@ static void test_adamw(void)
 
 /* ---- determinism: 1 vs 2 threads, and run to run ---- */
 
-/* Runs every reducing op on fixed inputs (sizes past the parallel threshold) into one buffer. */
+/* Runs every reducing op on fixed inputs (sizes past the parallel threshold) into one buffer: RED_ROWS
+ * rows of Cn reduction results, then attention. */
+enum { RED_ROWS = 11 };
+
 static void reductions(float *res, const int32_t *idx, const int32_t *tgt, const upm_attn_desc *a, float **in)
 {
     enum { R = 1003, Cn = 67 };
     float *x = in[0], *dy = in[1], *st = in[2], *qkv = in[3], *dout = in[4], *probs = in[5];
-    memset(res, 0, 8 * Cn * sizeof *res);
+    memset(res, 0, RED_ROWS * Cn * sizeof *res);
     be->bias_grad(be, res, dy, R, Cn);
     float *mean = st, *rstd = st + R, *dx = st + 2 * R, *y = dx + Cn, *dlogits = y + R * Cn;
     be->layernorm_fwd(be, y, mean, rstd, x, x, x, R, Cn, 1e-5f);
     be->layernorm_bwd(be, dx, res + Cn, res + 2 * Cn, dy, x, mean, rstd, x, 1, Cn);
     be->layernorm_bwd(be, NULL, res + Cn, res + 2 * Cn, dy, x, mean, rstd, x, R, Cn);
+    memset(dlogits, 0, (size_t)R * Cn * sizeof *dlogits); /* all three at once: the one-pass path */
+    be->layernorm_bwd(be, dlogits, res + 8 * Cn, res + 9 * Cn, dy, x, mean, rstd, x, R, Cn);
+    be->bias_grad(be, res + 10 * Cn, dlogits, R, Cn);
     be->residual_bwd(be, NULL, NULL, res + 3 * Cn, dy, x, x, NULL, NULL, R, Cn);
     be->scatter_add(be, res + 4 * Cn, dy, idx, R, Cn); /* every row lands in 3 table rows */
     be->sumsq(be, res + 7 * Cn, x, (size_t)R * Cn);
     be->xent_fwd_bwd(be, res + 7 * Cn + 1, dlogits, x, tgt, R, Cn, 0.1f, 1.0f);
     size_t nq = (size_t)a->nseq * a->S * a->heads * a->head_dim;
-    memset(res + 8 * Cn, 0, 4 * nq * sizeof *res);
-    be->attention_fwd(be, res + 8 * Cn, probs, qkv, a);
-    be->attention_bwd(be, res + 8 * Cn + nq, dout, probs, qkv, a);
+    memset(res + RED_ROWS * Cn, 0, 4 * nq * sizeof *res);
+    be->attention_fwd(be, res + RED_ROWS * Cn, probs, qkv, a);
+    be->attention_bwd(be, res + RED_ROWS * Cn + nq, dout, probs, qkv, a);
 }
 
 static void test_determinism(void)
@@ -750,7 +756,7 @@ static void test_determinism(void)
     size_t nq = (size_t)c.rows * H * HD;
     float *in[6] = {frand(R * Cn, 1), frand(R * Cn, 1), fbuf(2 * R + Cn + 2 * R * Cn), frand(3 * nq, 1), frand(nq, 1),
                     fbuf((size_t)NS * H * S * S)};
-    size_t nres = 8 * Cn + 4 * nq;
+    size_t nres = RED_ROWS * Cn + 4 * nq;
     float *r1 = fbuf(nres), *r2 = fbuf(nres), *r3 = fbuf(nres);
     int saved = omp_get_max_threads();
     omp_set_num_threads(1);
@@ -761,7 +767,7 @@ static void test_determinism(void)
     omp_set_num_threads(saved);
     CHECK(memcmp(r1, r2, nres * sizeof *r1) == 0);
     CHECK(memcmp(r2, r3, nres * sizeof *r1) == 0);
-    for (size_t i = 0; i < 8 * Cn; i++)
+    for (size_t i = 0; i < RED_ROWS * Cn; i++)
         CHECK(r1[i] == r2[i]); /* names the first differing reduction, if any */
     RELEASE(in[0], in[1], in[2], in[3], in[4], in[5], r1, r2, r3);
 }
