@@ -23,6 +23,7 @@ enum {
     UPM_RNG_GATE_NOISE,
     UPM_RNG_DROP_PATH,
     UPM_RNG_INIT,
+    UPM_RNG_LABEL,
 };
 
 static inline uint64_t upm_splitmix64(uint64_t x)

@@ -7,6 +7,7 @@
 
 #include "attributes.h"
 #include "catalog_ops.h"
+#include "rng.h"
 
 int upm_batch_side_input(const upm_batch *b, upm_side side, upm_seq_input *in, upm_err *err)
 {
@@ -38,26 +39,35 @@ int upm_label_texts_load(upm_catalog *cat, const upm_task *t, const char *set, u
     int rc = upm_labelset_get(cat, set, &ls, err);
     if (rc)
         return rc;
-    int L = t->max_target_len - 1;
+    int L = t->max_target_len - 1, V = 0;
     if (ls.n == 0 || L < 1) {
         upm_labelset_free(&ls);
         return upm_errf(err, UPM_EINVAL, "label set %s: %zu labels, text length %d", set, ls.n, L);
     }
+    for (size_t c = 0; c < ls.n; c++)
+        V += ls.labels[c].n_names;
     snprintf(out->set, sizeof out->set, "%s", set);
-    out->C = (int)ls.n, out->L = L;
+    out->C = (int)ls.n, out->L = L, out->nvariants = V;
     out->ids = calloc((size_t)out->C * L, sizeof *out->ids);
     out->lengths = calloc((size_t)out->C, sizeof *out->lengths);
     out->attrs = malloc((size_t)out->C * L);
-    if (!out->ids || !out->lengths || !out->attrs)
+    out->var_ids = calloc((size_t)V * L, sizeof *out->var_ids);
+    out->var_len = calloc((size_t)V, sizeof *out->var_len);
+    out->first = calloc((size_t)out->C, sizeof *out->first);
+    out->count = calloc((size_t)out->C, sizeof *out->count);
+    if (!out->ids || !out->lengths || !out->attrs || !out->var_ids || !out->var_len || !out->first || !out->count)
         rc = upm_errf(err, UPM_ENOMEM, "label set %s: no memory", set);
-    for (int c = 0; !rc && c < out->C; c++) {
-        const char *name = ls.labels[c].names[0];
-        int n = upm_bpe_encode(bpe, name, strlen(name), out->ids + (size_t)c * L, L,
-                               UPM_BPE_ADD_EOT | UPM_BPE_TRUNCATE, err);
-        if (n < 0)
-            rc = n;
-        else
-            out->lengths[c] = n;
+    for (int c = 0, v = 0; !rc && c < out->C; c++) {
+        out->first[c] = v, out->count[c] = ls.labels[c].n_names;
+        for (int k = 0; !rc && k < ls.labels[c].n_names; k++, v++) {
+            const char *name = ls.labels[c].names[k];
+            int n = upm_bpe_encode(bpe, name, strlen(name), out->var_ids + (size_t)v * L, L,
+                                   UPM_BPE_ADD_EOT | UPM_BPE_TRUNCATE, err);
+            if (n < 0)
+                rc = n;
+            else
+                out->var_len[v] = n;
+        }
     }
     upm_labelset_free(&ls);
     if (rc) {
@@ -66,7 +76,22 @@ int upm_label_texts_load(upm_catalog *cat, const upm_task *t, const char *set, u
     }
     memset(out->attrs, upm_attr_byte(t, UPM_SIDE_TARGET, UPM_MOD_TEXT), (size_t)out->C * L);
     out->spe_attr = upm_attr_byte(t, UPM_SIDE_TARGET, t->target_modality);
+    upm_label_texts_pick(out, 0, -1);
     return 0;
+}
+
+void upm_label_texts_pick(upm_label_texts *lt, uint64_t seed, int64_t step)
+{
+    for (int c = 0; c < lt->C; c++) {
+        int k = 0;
+        if (step >= 0 && lt->count[c] > 1) {
+            upm_rng r = upm_rng_stream(seed, UPM_RNG_LABEL, (uint64_t)step, (uint64_t)c, 0);
+            k = (int)upm_rng_below(&r, (uint64_t)lt->count[c]);
+        }
+        int v = lt->first[c] + k;
+        memcpy(lt->ids + (size_t)c * lt->L, lt->var_ids + (size_t)v * lt->L, sizeof(int32_t) * (size_t)lt->L);
+        lt->lengths[c] = lt->var_len[v];
+    }
 }
 
 void upm_label_texts_free(upm_label_texts *lt)
@@ -74,6 +99,10 @@ void upm_label_texts_free(upm_label_texts *lt)
     free(lt->ids);
     free(lt->lengths);
     free(lt->attrs);
+    free(lt->var_ids);
+    free(lt->var_len);
+    free(lt->first);
+    free(lt->count);
     memset(lt, 0, sizeof *lt);
 }
 

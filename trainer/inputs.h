@@ -15,16 +15,24 @@ int upm_batch_side_input(const upm_batch *b, upm_side side, upm_seq_input *in, u
 typedef struct upm_label_texts {
     char set[UPM_NAME_MAX + 1];
     int C, L;
-    int32_t *ids, *lengths; /* [C][L], [C] */
+    int32_t *ids, *lengths; /* [C][L], [C]: the texts of the current step (upm_label_texts_pick) */
     uint8_t *attrs;         /* [C][L] */
     uint8_t spe_attr;
+    /* every name of every label, tokenized once: class c's names are variants first[c] .. first[c]+count[c]-1 */
+    int nvariants;
+    int32_t *var_ids, *var_len, *first, *count;
 } upm_label_texts;
 
-/* Tokenizes the label set `set` (first name of each label) for task t, texts cut to the task's
- * max_target_len - 1 tokens (the model prepends SPE) with <|endoftext|> kept last. */
+/* Tokenizes every name of every label of set `set` for task t, texts cut to the task's
+ * max_target_len - 1 tokens (the model prepends SPE) with <|endoftext|> kept last; the current texts
+ * are the first (canonical) names. */
 int upm_label_texts_load(upm_catalog *cat, const upm_task *t, const char *set, upm_bpe *bpe, upm_label_texts *out,
                          upm_err *err);
 void upm_label_texts_free(upm_label_texts *lt);
+/* The texts of one training step: for a label with synonyms (ImageNet-21k's WordNet synonyms) one name
+ * drawn per class from the stream (seed, step, class), as the reference implementation does per batch;
+ * step < 0 takes the canonical names (evaluation). */
+void upm_label_texts_pick(upm_label_texts *lt, uint64_t seed, int64_t step);
 /* The label texts as a target-pass input. */
 void upm_label_texts_input(const upm_label_texts *lt, upm_seq_input *in);
 

@@ -141,11 +141,14 @@ static int ensure(upm_backend *be, void **p, size_t *cap, size_t bytes)
     return 0;
 }
 
+/* The label texts of b's dataset, with this step's synonym of each class (canonical names in evaluation). */
 static const upm_label_texts *labels_for(trainer *t, const upm_batch *b, upm_err *err)
 {
     for (int i = 0; i < t->nlabels; i++)
-        if (!strcmp(t->labels[i].dataset, b->dataset))
+        if (!strcmp(t->labels[i].dataset, b->dataset)) {
+            upm_label_texts_pick(&t->labels[i].lt, t->o->seed, t->eval ? -1 : t->step);
             return &t->labels[i].lt;
+        }
     upm_dataset d;
     upm_task task;
     if (upm_dataset_get(t->cat, b->dataset, &d, err) || upm_task_get(t->cat, d.task, &task, err))
@@ -166,6 +169,7 @@ static const upm_label_texts *labels_for(trainer *t, const upm_batch *b, upm_err
     if (upm_label_texts_load(t->cat, &task, d.label_set[0] ? d.label_set : task.label_set, t->bpe, &e->lt, err))
         return NULL;
     t->nlabels++;
+    upm_label_texts_pick(&e->lt, t->o->seed, t->eval ? -1 : t->step);
     return &e->lt;
 }
 
