@@ -341,8 +341,6 @@ int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const u
 }
 
 const float *upm_pass_features(const upm_pass *p) { return p->U; }
-int upm_pass_nread(const upm_pass *p) { return p->plan.nread; }
-const upm_seq_plan *upm_pass_plan(const upm_pass *p) { return &p->plan; }
 
 int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err)
 {

@@ -45,8 +45,6 @@ void upm_pass_free(upm_model *m, upm_pass *p);
  * backend memory) are then upm_pass_features(p). */
 int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm_pass_opts *o, upm_err *err);
 const float *upm_pass_features(const upm_pass *p);
-int upm_pass_nread(const upm_pass *p);
-const upm_seq_plan *upm_pass_plan(const upm_pass *p);
 /* Backward from dU (backend memory, [nread, dim]): adds every parameter gradient into m->g. */
 int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err);
 
