@@ -69,7 +69,7 @@ int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows
         return rc;
     rc = upm_sql_prepare(cat,
                          "INSERT OR REPLACE INTO metrics (run_id, step, task, dataset, loss, weighted_loss, accuracy, "
-                         "samples, lr, grad_norm, samples_per_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                         "samples, lr, grad_norm, samples_per_s, ranks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                          &st, err);
     for (int i = 0; !rc && i < n; i++) {
         const upm_metric_row *r = &rows[i];
@@ -88,6 +88,10 @@ int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows
         sqlite3_bind_double(st, 9, r->lr);
         sqlite3_bind_double(st, 10, r->grad_norm);
         sqlite3_bind_double(st, 11, r->samples_per_s);
+        if (r->ranks[0])
+            sqlite3_bind_text(st, 12, r->ranks, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_null(st, 12);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = upm_catalog_sqlerr(cat, err, "writing metrics");
     }

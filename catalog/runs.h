@@ -14,6 +14,7 @@ typedef struct upm_metric_row {
     double loss, weighted_loss, accuracy; /* accuracy < 0: not defined for this task (stored NULL) */
     int64_t samples;
     double lr, grad_norm, samples_per_s;
+    char ranks[256]; /* the ranks that trained this task in this step, "0 3 5" ("" = unknown) */
 } upm_metric_row;
 
 int upm_run_create(upm_catalog *cat, const char *name, const char *mixture, const char *model, const char *config_json,

@@ -147,10 +147,14 @@ typedef struct migration {
     const char *sql;
 } migration;
 
+/* Data-parallel runs: which ranks trained a metrics row's task in its step ("0 3 5"). */
+static const char *const schema_v3 = "ALTER TABLE metrics ADD COLUMN ranks TEXT;";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
     {"training runs and metrics", schema_v2},
+    {"ranks of data-parallel metrics", schema_v3},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

@@ -15,6 +15,7 @@ enum {
     UPM_ENOMEM = -5,
     UPM_ENOTFOUND = -6, /* a resource that is not there: HTTP 404/403, a missing shard file */
     UPM_EBADDATA = -7,  /* corrupt or unusable input data: a bad sample, a damaged tar, a truncated JPEG */
+    UPM_ECOMM = -8,     /* another rank died, hung or disagrees (data-parallel runs) */
 };
 
 typedef struct upm_err {

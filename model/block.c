@@ -17,6 +17,17 @@ static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_g
     be->topk_softmax_fwd(be, g->G, g->probs, g->Z, g->noise, P, E, m->cfg.topk);
 }
 
+/* Marks the experts this gate chose for some pattern (training passes only; see upm_model). */
+static void mark_experts(upm_model *m, upm_pass *p, int l, int gi, const upm_gate_act *g)
+{
+    int P = p->plan.npat, E = m->cfg.experts;
+    uint8_t *used = m->expert_used + ((size_t)l * UPM_NGATES + (size_t)gi) * (size_t)E;
+    m->be->download(m->be, m->gate_host, g->G, sizeof(float) * (size_t)P * E);
+    for (int i = 0; i < P * E; i++)
+        if (m->gate_host[i] != 0.0f)
+            used[i % E] = 1;
+}
+
 static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
 {
     upm_backend *be = m->be;
@@ -113,8 +124,11 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
     int N = p->plan.N, D = m->cfg.dim, F = m->cfg.mlp;
     float eps = m->cfg.ln_eps;
     for (int gi = 0; gi < UPM_NGATES; gi++)
-        if (k->has_gate[gi])
+        if (k->has_gate[gi]) {
             gate_forward(m, p, &k->gate[gi], &la->gate[gi]);
+            if (p->train && m->expert_used)
+                mark_experts(m, p, l, gi, &la->gate[gi]);
+        }
     be->layernorm_fwd(be, la->h, la->mean1, la->rstd1, x_in, W(k->ln1_w), W(k->ln1_b), N, D, eps);
     linear_forward(m, p, la, UPM_LIN_QKV, &k->qkv, la->h, la->qkv);
     be->attention_fwd(be, la->a, la->probs, la->qkv, &p->attn);

@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,14 @@ int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, u
     upm_layout_init(&m->L, seed, host);
     be->upload(be, m->w, host, bytes);
     free(host);
+    if (cfg->moe == UPM_MOE_ATTRIBUTE) {
+        m->expert_used = calloc((size_t)cfg->layers * UPM_NGATES * (size_t)cfg->experts, 1);
+        m->gate_host = malloc(sizeof(float) * 256 * (size_t)cfg->experts);
+        if (!m->expert_used || !m->gate_host) {
+            upm_model_free(m);
+            return upm_errf(err, UPM_ENOMEM, "model: no memory");
+        }
+    }
     *out = m;
     return 0;
 }
@@ -50,13 +59,29 @@ void upm_model_free(upm_model *m)
     if (m->g)
         m->be->free(m->be, m->g);
     upm_layout_free(&m->L);
+    free(m->expert_used);
+    free(m->gate_host);
     free(m);
 }
 
 float *upm_model_w(const upm_model *m, int i) { return m->w + m->L.p[i].offset; }
 float *upm_model_g(const upm_model *m, int i) { return m->g + m->L.p[i].offset; }
 
-void upm_model_zero_grad(upm_model *m) { m->be->zero(m->be, m->g, m->L.total * sizeof(float)); }
+void upm_model_zero_grad(upm_model *m)
+{
+    m->be->zero(m->be, m->g, m->L.total * sizeof(float));
+    if (m->expert_used)
+        memset(m->expert_used, 0, (size_t)m->cfg.layers * UPM_NGATES * (size_t)m->cfg.experts);
+}
+
+int upm_param_group(const upm_model *m, int param)
+{
+    const char *name = m->L.p[param].name;
+    int l;
+    if (sscanf(name, "blocks.%d.", &l) == 1)
+        return l;
+    return strncmp(name, "embed.", 6) ? m->cfg.layers : -1;
+}
 
 void upm_sincos_2d(float *out, int gh, int gw, int D)
 {
@@ -191,6 +216,7 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
         return upm_errf(err, UPM_ENOMEM, "model: no memory for a pass");
     p->layers = layers;
     int noise = o && o->train && o->gate_noise, keep = o && o->train && o->keep;
+    p->train = o && o->train;
     for (int l = 0; l < cfg->layers; l++)
         p->layers[l].has_noise = noise;
     carver c = {NULL, 0};
@@ -344,6 +370,12 @@ const float *upm_pass_features(const upm_pass *p) { return p->U; }
 
 int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err)
 {
+    return upm_pass_backward_cb(m, p, dU, NULL, NULL, err);
+}
+
+int upm_pass_backward_cb(upm_model *m, upm_pass *p, const float *dU, void (*done)(void *ctx, int group), void *ctx,
+                         upm_err *err)
+{
     if (!p->have_plan)
         return upm_errf(err, UPM_EINVAL, "model: backward of a pass that has not run forward");
     upm_backend *be = m->be;
@@ -356,15 +388,21 @@ int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err)
     be->zero(be, p->dzsel, sizeof(float) * (size_t)R * D);
     be->layernorm_bwd(be, p->dzsel, G(L->norm_w), G(L->norm_b), p->dzn, p->zsel, p->zmean, p->zrstd, W(L->norm_w), R,
                       D);
+    if (done)
+        done(ctx, m->cfg.layers);
     float *dx = p->dxa, *dnext = p->dxb;
     be->zero(be, dx, sizeof(float) * (size_t)N * D);
     be->scatter_rows_add(be, dx, p->dzsel, p->read_rows, R, D);
     for (int l = m->cfg.layers - 1; l >= 0; l--) {
         const float *x_in = l ? p->layers[l - 1].x_out : p->x0;
         upm_block_backward(m, p, l, x_in, dx, dnext);
+        if (done)
+            done(ctx, l);
         float *t = dx;
         dx = dnext, dnext = t;
     }
     embed_backward(m, p, dx);
+    if (done)
+        done(ctx, -1);
     return 0;
 }

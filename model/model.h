@@ -17,6 +17,11 @@ typedef struct upm_model {
     upm_layout L;
     upm_backend *be;
     float *w, *g; /* backend memory, L.total floats each */
+    /* Experts chosen by any gate of a training pass since the last upm_model_zero_grad, host
+     * [layers][UPM_NGATES][experts] (0/1): an expert not marked has an all-zero gradient this step, which
+     * data-parallel training need not reduce. NULL for dense and merged models. */
+    uint8_t *expert_used;
+    float *gate_host; /* scratch: one gate's values downloaded */
 } upm_model;
 
 /* A model with initial values drawn from seed (docs/model.md), gradients zeroed. */
@@ -47,6 +52,13 @@ int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const u
 const float *upm_pass_features(const upm_pass *p);
 /* Backward from dU (backend memory, [nread, dim]): adds every parameter gradient into m->g. */
 int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err);
+/* Parameter groups in the order a backward pass completes them: the head (group `layers`), the blocks
+ * from the top (group l), the embeddings (group -1). */
+int upm_param_group(const upm_model *m, int param);
+/* upm_pass_backward that calls done(ctx, group) as soon as the pass has added its gradients of a group,
+ * so a data-parallel trainer can reduce them while the rest of the backward runs. */
+int upm_pass_backward_cb(upm_model *m, upm_pass *p, const float *dU, void (*done)(void *ctx, int group), void *ctx,
+                         upm_err *err);
 
 /* The fixed 2-D sin-cos position table of a gh x gw patch grid, host [gh*gw][D] (docs/model.md). */
 void upm_sincos_2d(float *out, int gh, int gw, int D);

@@ -47,6 +47,7 @@ struct upm_pass {
     upm_attn_desc attn;
     int slot[256]; /* merged models: the weight slot of each pattern of the plan */
     upm_seq_input in; /* the segment shapes of the planned input (host pointers not kept) */
+    int train;        /* this pass is a training pass (upm_pass_opts.train) */
 };
 
 /* block.c */

@@ -168,3 +168,39 @@ void upm_cursor_free(upm_cursor *c)
     c->datasets = NULL;
     c->n = 0;
 }
+
+int upm_cursor_regroup(const upm_cursor *old, int n_old, int rank, int world, int readers, upm_cursor *out,
+                       upm_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (n_old < 1 || world < 1 || rank < 0 || rank >= world || readers < 1 || readers > UPM_MAX_READERS)
+        return upm_errf(err, UPM_EINVAL, "cursor regroup: bad arguments (%d old cursors, rank %d of %d, %d readers)",
+                        n_old, rank, world, readers);
+    snprintf(out->mixture, sizeof out->mixture, "%s", old[0].mixture);
+    out->seed = old[0].seed, out->rank = rank, out->world = world, out->block_size = old[0].block_size;
+    out->step = old[0].step;
+    for (int r = 1; r < n_old; r++)
+        if (old[r].step != out->step || old[r].seed != out->seed || strcmp(old[r].mixture, out->mixture))
+            return upm_errf(err, UPM_EBADDATA, "the saved cursors disagree (rank %d is at step %llu, rank 0 at %llu)",
+                            r, (unsigned long long)old[r].step, (unsigned long long)out->step);
+    if (!(out->datasets = calloc((size_t)old[0].n + 1, sizeof *out->datasets)))
+        return upm_errf(err, UPM_ENOMEM, "out of memory");
+    for (int i = 0; i < old[0].n; i++) {
+        upm_dataset_cursor *d = &out->datasets[out->n++];
+        snprintf(d->name, sizeof d->name, "%s", old[0].datasets[i].name);
+        d->block_start.readers = readers;
+        for (int r = 0; r < n_old; r++)
+            for (int k = 0; k < old[r].n; k++)
+                if (!strcmp(old[r].datasets[k].name, d->name)) {
+                    const upm_dataset_cursor *o = &old[r].datasets[k];
+                    if (o->block_start.epoch + 1 > d->block_start.epoch)
+                        d->block_start.epoch = o->block_start.epoch + 1;
+                    if (rank == 0) { /* counters once, on rank 0 */
+                        d->samples += o->samples;
+                        d->bad_samples += o->bad_samples;
+                        d->bad_shards += o->bad_shards;
+                    }
+                }
+    }
+    return 0;
+}

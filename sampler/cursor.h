@@ -52,5 +52,11 @@ char *upm_cursor_to_json(const upm_cursor *c);
 /* Parses a cursor; every field is checked (names its path on error). */
 int upm_cursor_from_json(const char *text, upm_cursor *out, upm_err *err);
 void upm_cursor_free(upm_cursor *c);
+/* A cursor for rank `rank` of a new world size, from the cursors every rank of the old world saved
+ * (old[0..n_old)): the next step is the old one; each dataset's stream starts afresh at the epoch after
+ * the furthest epoch any old rank reached (no sample of a started epoch is seen twice; the rest of
+ * those epochs is skipped); error counters are summed. The data order changes: the caller warns. */
+int upm_cursor_regroup(const upm_cursor *old, int n_old, int rank, int world, int readers, upm_cursor *out,
+                       upm_err *err);
 
 #endif

@@ -1,7 +1,13 @@
 /* The training loop (see train.h). One step: the loader's batch -> input pass (+ target pass of label
  * texts or paired targets) -> loss -> backward of both passes -> clipping and AdamW -> metrics. All
  * randomness of a step (gate noise, drop path; augmentation and masking in the loader) is keyed by
- * (seed, step), so a run resumed from a checkpoint repeats an uninterrupted one bit for bit. */
+ * (seed, step, rank), so a run resumed from a checkpoint repeats an uninterrupted one bit for bit.
+ *
+ * Data parallel (docs/distributed.md): every rank runs this loop on its own batch (its own task draw
+ * and shards); the last backward pass reduces the gradients bucket by bucket (gradsync.h), so every rank
+ * applies the same averaged update. After each step the ranks exchange one small record each (task,
+ * loss, stop request): rank 0 writes the per-task metrics, and all ranks stop at the same step.
+ * Checkpoints hold every rank's sampler cursor; only rank 0 writes files or the catalog. */
 #include "train.h"
 
 #include <cjson/cJSON.h>
@@ -11,8 +17,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <xxhash.h>
+
 #include "catalog_ops.h"
 #include "checkpoint.h"
+#include "gradsync.h"
 #include "inputs.h"
 #include "loader.h"
 #include "loss.h"
@@ -73,10 +82,30 @@ typedef struct trainer {
     float *noise[2], *keep[2];
     size_t cap_keep[2];
     upm_metric_row *pending;
-    int npending;
+    int npending, cap_pending;
     double t0;
     int64_t step0;
+    /* data parallel */
+    upm_comm *comm;
+    int rank, world;
+    upm_gradsync *gs;
+    upm_gradsync_stats gst;           /* the last step's */
+    double dp_steps, dp_step_s, dp_comm_s, dp_wait_s, dp_reduced, dp_all; /* sums for the summary */
+    struct rank_rec *recs;            /* world records of the last step */
 } trainer;
+
+/* What each rank tells the others after a step. */
+typedef struct rank_rec {
+    char task[128], dataset[128];
+    double loss, weighted_loss, accuracy, samples, seconds;
+    int64_t stop;
+} rank_rec;
+
+/* Per-step random streams of the rank: rank 0 keeps the single-process keys. */
+static uint64_t step_key(const trainer *t)
+{
+    return (uint64_t)t->step + ((uint64_t)t->rank << 40);
+}
 
 static double now(void)
 {
@@ -105,7 +134,7 @@ static int fill_tables(trainer *t, int pass, const upm_seq_input *in)
                 for (int a = 0; a < 256; a++) {
                     if (!seen[a])
                         continue;
-                    upm_rng r = upm_rng_stream(t->o->seed, UPM_RNG_GATE_NOISE, (uint64_t)t->step,
+                    upm_rng r = upm_rng_stream(t->o->seed, UPM_RNG_GATE_NOISE, step_key(t),
                                                (uint64_t)(pass * 4096 + l * UPM_NGATES + g), (uint64_t)a);
                     float *row = t->noise[pass] + (((size_t)l * UPM_NGATES + g) * 256 + a) * c->experts;
                     for (int e = 0; e < c->experts; e++)
@@ -119,7 +148,7 @@ static int fill_tables(trainer *t, int pass, const upm_seq_input *in)
                 return UPM_ENOMEM;
             t->keep[pass] = k, t->cap_keep[pass] = nk;
         }
-        upm_rng r = upm_rng_stream(t->o->seed, UPM_RNG_DROP_PATH, (uint64_t)t->step, (uint64_t)pass, 0);
+        upm_rng r = upm_rng_stream(t->o->seed, UPM_RNG_DROP_PATH, step_key(t), (uint64_t)pass, 0);
         for (size_t i = 0; i < nk; i++)
             t->keep[pass][i] = upm_rng_uniform(&r) < c->drop_path ? 0.0f : 1.0f / (1.0f - c->drop_path);
     }
@@ -175,6 +204,21 @@ static const upm_label_texts *labels_for(trainer *t, const upm_batch *b, upm_err
 
 /* ---- one step ---- */
 
+/* The step's last backward pass: with several ranks, its gradient groups are reduced as it completes
+ * them (the earlier passes of the step have added theirs already). */
+static int last_backward(trainer *t, upm_pass *p, const float *dU, upm_err *err)
+{
+    if (!t->gs)
+        return upm_pass_backward(t->m, p, dU, err);
+    upm_comm_set_phase(t->comm, "step %" PRId64 ": gradient all-reduce", t->step);
+    int rc = upm_gradsync_begin(t->gs, err);
+    if (!rc)
+        rc = upm_pass_backward_cb(t->m, p, dU, upm_gradsync_ready, t->gs, err);
+    if (!rc)
+        rc = upm_gradsync_finish(t->gs, &t->gst, err);
+    return rc;
+}
+
 static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res, float gnorm, float lr)
 {
     const upm_batch *b = &t->batch;
@@ -203,7 +247,7 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
     if (!rc)
         rc = upm_vocab_readouts(b, &in, &vb, err);
     if (!rc)
-        rc = upm_vocab_candidates(&vb, t->cfg.vocab, t->o->vocab_sampled, t->o->seed, t->step, err);
+        rc = upm_vocab_candidates(&vb, t->cfg.vocab, t->o->vocab_sampled, t->o->seed, (int64_t)step_key(t), err);
     if (rc) {
         upm_vocab_batch_free(&vb);
         return rc;
@@ -230,7 +274,7 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
     upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
     uint8_t text_attr = b->spe_attr[UPM_SIDE_TARGET]; /* vocabulary tokens are target-side text */
     upm_vocab_encode_opts vo = {b->spe_attr[UPM_SIDE_TARGET], text_attr, t->o->vocab_chunk, noisy ? t->noise[1] : NULL,
-                                drop ? t->cfg.drop_path : 0.0f, t->o->seed, t->step};
+                                drop ? t->cfg.drop_path : 0.0f, t->o->seed, (int64_t)step_key(t)};
     upm_model_zero_grad(m);
     be->zero(be, t->dU, sizeof(float) * (size_t)M * D);
     be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
@@ -243,7 +287,7 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
         !(rc = upm_loss_label(m, upm_pass_features(t->pin), M, t->V, C, t->dlabels, vb.logq ? t->colb : NULL,
                               b->loss_weight, t->dU, t->dV, t->logits, &res, err)) &&
         !t->eval && !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, t->dV, err)))
-        rc = upm_pass_backward(m, t->pin, t->dU, err);
+        rc = last_backward(t, t->pin, t->dU, err);
     upm_vocab_batch_free(&vb);
     if (rc)
         return rc;
@@ -286,11 +330,11 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
         ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)B * C) ||
         ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)B))
         return upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", B);
+    upm_model_zero_grad(m); /* also starts the step's record of the experts used (model.h) */
     if ((rc = upm_pass_forward(m, t->pin, &in, &oi, err)) || (rc = upm_pass_forward(m, t->ptg, &tg, &ot, err)))
         return rc;
     be->zero(be, t->dU, sizeof(float) * (size_t)B * D);
     be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
-    upm_model_zero_grad(m);
     upm_loss_result res;
     if (b->formulation == UPM_FORM_LABEL) {
         be->upload(be, t->dlabels, b->labels, sizeof(int32_t) * (size_t)B);
@@ -300,7 +344,7 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
         rc = upm_loss_pair(m, upm_pass_features(t->pin), upm_pass_features(t->ptg), B, b->loss_weight, t->dU, t->dV,
                            t->logits, &res, err);
     if (rc || (!t->eval && ((rc = upm_pass_backward(m, t->ptg, t->dV, err)) ||
-                            (rc = upm_pass_backward(m, t->pin, t->dU, err)))))
+                            (rc = last_backward(t, t->pin, t->dU, err)))))
         return rc;
     float gnorm = 0, lr = 0;
     if (!t->eval)
@@ -313,16 +357,93 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
 
 static int flush_metrics(trainer *t, upm_err *err)
 {
-    int rc = upm_metrics_put(t->cat, t->run_id, t->pending, t->npending, err);
+    int rc = t->rank == 0 ? upm_metrics_put(t->cat, t->run_id, t->pending, t->npending, err) : 0;
     if (!rc)
         t->npending = 0;
     return rc;
 }
 
-static char *state_json(trainer *t)
+/* Appends to buf (cap bytes) "sep item" unless it is already one of the items. */
+static void add_unique(char *buf, size_t cap, const char *item)
+{
+    size_t n = strlen(item), len = strlen(buf);
+    for (const char *p = buf; *p;) {
+        const char *e = strchr(p, ',');
+        size_t k = e ? (size_t)(e - p) : strlen(p);
+        if (k == n && !strncmp(p, item, n))
+            return;
+        p += k + (e != NULL);
+    }
+    if (len + n + 2 < cap)
+        snprintf(buf + len, cap - len, "%s%s", len ? "," : "", item);
+}
+
+/* After a step: every rank's record to every rank. Rank 0 appends one metrics row per task trained in
+ * the step (loss and accuracy averaged over the ranks that trained it, weighted by their samples; a
+ * task one rank trained keeps that rank's values exactly). *any_stop: some rank asked to stop. */
+static int exchange(trainer *t, const upm_metric_row *mine, double seconds, int stop, int *any_stop, upm_err *err)
+{
+    rank_rec me;
+    memset(&me, 0, sizeof me);
+    snprintf(me.task, sizeof me.task, "%s", mine->task);
+    snprintf(me.dataset, sizeof me.dataset, "%s", mine->dataset);
+    me.loss = mine->loss, me.weighted_loss = mine->weighted_loss, me.accuracy = mine->accuracy;
+    me.samples = (double)mine->samples, me.seconds = seconds, me.stop = stop;
+    int rc = 0;
+    if (t->world > 1) {
+        upm_comm_set_phase(t->comm, "step %" PRId64 ": end of step", t->step);
+        rc = upm_comm_allgather(t->comm, &me, sizeof me, t->recs, err);
+    } else
+        t->recs[0] = me;
+    if (rc)
+        return rc;
+    double slowest = 0;
+    *any_stop = 0;
+    for (int r = 0; r < t->world; r++) {
+        *any_stop |= t->recs[r].stop != 0;
+        if (t->recs[r].seconds > slowest)
+            slowest = t->recs[r].seconds;
+    }
+    for (int r = 0; r < t->world && t->rank == 0; r++) {
+        const rank_rec *a = &t->recs[r];
+        int seen = 0;
+        for (int q = 0; q < r && !seen; q++)
+            seen = !strcmp(t->recs[q].task, a->task);
+        if (seen)
+            continue;
+        upm_metric_row *row = &t->pending[t->npending++];
+        *row = *mine; /* step, lr, grad norm: the same on every rank */
+        snprintf(row->task, sizeof row->task, "%s", a->task);
+        row->dataset[0] = row->ranks[0] = 0;
+        double n = 0, loss = 0, wl = 0, acc = 0;
+        int k = 0;
+        for (int q = r; q < t->world; q++) {
+            const rank_rec *b = &t->recs[q];
+            if (strcmp(b->task, a->task))
+                continue;
+            n += b->samples, loss += b->loss * b->samples, wl += b->weighted_loss * b->samples;
+            acc += b->accuracy * b->samples;
+            add_unique(row->dataset, sizeof row->dataset, b->dataset);
+            size_t len = strlen(row->ranks);
+            if (len + 12 < sizeof row->ranks)
+                snprintf(row->ranks + len, sizeof row->ranks - len, "%s%d", len ? " " : "", q);
+            k++;
+        }
+        if (k == 1)
+            row->loss = a->loss, row->weighted_loss = a->weighted_loss, row->accuracy = a->accuracy;
+        else
+            row->loss = loss / n, row->weighted_loss = wl / n, row->accuracy = a->accuracy >= 0 ? acc / n : -1;
+        row->samples = (int64_t)n;
+        row->samples_per_s = slowest > 0 ? n / slowest : 0;
+    }
+    return 0;
+}
+
+/* The trainer state: step, run, model, and the cursor of every rank (all[off[r]..off[r + 1])). */
+static char *state_json(trainer *t, const char *all, const size_t *off)
 {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddNumberToObject(j, "version", 2);
     cJSON_AddNumberToObject(j, "step", (double)t->step);
     cJSON_AddNumberToObject(j, "run_id", (double)t->run_id);
     char seed[32];
@@ -331,44 +452,115 @@ static char *state_json(trainer *t)
     cJSON_AddStringToObject(j, "mixture", t->o->mixture);
     cJSON_AddNumberToObject(j, "total_steps", (double)t->o->steps);
     cJSON_AddItemToObject(j, "model", upm_model_config_json(&t->cfg));
-    char *cursor = upm_loader_cursor_json(t->loader);
-    cJSON *c = cursor ? cJSON_Parse(cursor) : NULL;
-    free(cursor);
-    if (c)
-        cJSON_AddItemToObject(j, "cursor", c);
-    char *s = c ? cJSON_Print(j) : NULL;
+    cJSON_AddNumberToObject(j, "world", t->world);
+    cJSON *arr = cJSON_AddArrayToObject(j, "cursors");
+    int ok = 1;
+    for (int r = 0; r < t->world && ok; r++) {
+        cJSON *c = cJSON_ParseWithLength(all + off[r], off[r + 1] - off[r]);
+        ok = c != NULL;
+        if (c)
+            cJSON_AddItemToArray(arr, c);
+    }
+    char *s = ok ? cJSON_Print(j) : NULL;
     cJSON_Delete(j);
     return s;
 }
 
-static int checkpoint(trainer *t, const char *state, upm_err *err)
+/* Every rank's weights must be the same (same seed or checkpoint, same averaged updates): compares
+ * checksums, naming the first rank that differs. */
+static int check_same_weights(trainer *t, upm_err *err)
 {
-    int rc = flush_metrics(t, err);
-    char *js = rc ? NULL : state_json(t);
-    if (!rc && !js)
-        rc = upm_errf(err, UPM_ENOMEM, "no memory for the trainer state");
-    if (!rc)
-        rc = upm_checkpoint_save(t->o->out_dir, t->step, t->m, &t->opt, js, t->o->keep, err);
-    free(js);
-    char path[4096];
-    if (!rc)
-        rc = upm_checkpoint_latest(t->o->out_dir, path, sizeof path, err);
-    if (!rc)
-        rc = upm_run_update(t->cat, t->run_id, state, t->step, path, NULL, err);
-    if (!rc && !t->o->quiet)
-        printf("checkpoint step %" PRId64 ": %s\n", t->step, path);
+    if (t->world < 2)
+        return 0;
+    size_t bytes = t->m->L.total * sizeof(float);
+    float *host = malloc(bytes);
+    uint64_t *all = calloc((size_t)t->world, sizeof *all), mine;
+    if (!host || !all) {
+        free(host), free(all);
+        return upm_errf(err, UPM_ENOMEM, "no memory for a weights checksum");
+    }
+    t->be->download(t->be, host, t->m->w, bytes);
+    mine = XXH3_64bits(host, bytes);
+    free(host);
+    upm_comm_set_phase(t->comm, "step %" PRId64 ": weights check", t->step);
+    int rc = upm_comm_allgather(t->comm, &mine, sizeof mine, all, err);
+    for (int r = 1; !rc && r < t->world; r++)
+        if (all[r] != all[0])
+            rc = upm_errf(err, UPM_ECOMM, "at step %" PRId64 " the weights of rank %d differ from rank 0's (checksum "
+                          "%016" PRIx64 " vs %016" PRIx64 "): the ranks started from different weights or a "
+                          "reduction is not the same on every rank", t->step, r, all[r], all[0]);
+    free(all);
     return rc;
 }
 
-static void progress(trainer *t, const upm_metric_row *r)
+/* Collective: every rank's cursor to rank 0, which writes the checkpoint; all ranks learn the outcome. */
+static int checkpoint(trainer *t, const char *state, upm_err *err)
+{
+    int rc = flush_metrics(t, err);
+    char *cursor = rc ? NULL : upm_loader_cursor_json(t->loader), *all = NULL, *js = NULL;
+    size_t *off = NULL;
+    if (!rc && !cursor)
+        rc = upm_errf(err, UPM_ENOMEM, "no memory for the sampler cursor");
+    if (!rc && t->world > 1)
+        upm_comm_set_phase(t->comm, "step %" PRId64 ": checkpoint", t->step);
+    if (!rc && t->world > 1)
+        rc = upm_comm_allgatherv(t->comm, cursor, strlen(cursor), &all, &off, err);
+    else if (!rc) {
+        size_t n = strlen(cursor);
+        off = malloc(2 * sizeof *off), all = off ? strdup(cursor) : NULL;
+        if (!all)
+            rc = upm_errf(err, UPM_ENOMEM, "no memory");
+        else
+            off[0] = 0, off[1] = n;
+    }
+    free(cursor);
+    if (!rc)
+        rc = check_same_weights(t, err);
+    if (t->rank == 0) {
+        if (!rc && !(js = state_json(t, all, off)))
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for the trainer state");
+        if (!rc)
+            rc = upm_checkpoint_save(t->o->out_dir, t->step, t->m, &t->opt, js, t->o->keep, err);
+        char path[4096];
+        if (!rc)
+            rc = upm_checkpoint_latest(t->o->out_dir, path, sizeof path, err);
+        if (!rc)
+            rc = upm_run_update(t->cat, t->run_id, state, t->step, path, NULL, err);
+        if (!rc && !t->o->quiet)
+            printf("checkpoint step %" PRId64 ": %s\n", t->step, path);
+    }
+    free(js);
+    free(all);
+    free(off);
+    if (t->world > 1 && (!rc || err->code != UPM_ECOMM)) { /* did rank 0 write it? */
+        int64_t bad = rc != 0;
+        upm_err e2 = {0};
+        int rc2 = upm_comm_allreduce_max_i64(t->comm, &bad, 1, &e2);
+        if (rc2 && !rc)
+            *err = e2, rc = rc2;
+        else if (!rc && bad)
+            rc = upm_errf(err, UPM_EIO, "rank 0 could not write the checkpoint of step %" PRId64 " (see its error)",
+                          t->step);
+    }
+    return rc;
+}
+
+static void progress(trainer *t, const upm_metric_row *rows, int n)
 {
     double dt = now() - t->t0;
     int64_t done = t->step - t->step0;
-    double per = done > 0 ? dt / (double)done : 0, eta = per * (double)(t->o->steps - t->step);
-    printf("step %" PRId64 "/%" PRId64 " %s %s loss %.4f", t->step, t->o->steps, r->task, r->dataset, r->loss);
-    if (r->accuracy >= 0)
-        printf(" acc %.3f", r->accuracy);
-    printf(" lr %.2e gnorm %.3f %.1f samples/s ETA %dm%02ds\n", r->lr, r->grad_norm, r->samples_per_s,
+    double per = done > 0 ? dt / (double)done : 0, eta = per * (double)(t->o->steps - t->step), sps = 0;
+    printf("step %" PRId64 "/%" PRId64, t->step, t->o->steps);
+    for (int i = 0; i < n; i++) {
+        const upm_metric_row *r = &rows[i];
+        printf("%s %s %s loss %.4f", i ? " |" : "", r->task, r->dataset, r->loss);
+        if (r->accuracy >= 0)
+            printf(" acc %.3f", r->accuracy);
+        if (t->world > 1)
+            printf(" (rank %s)", r->ranks);
+        sps += r->samples_per_s;
+    }
+    printf(" lr %.2e gnorm %.3f %.1f samples/s ETA %dm%02ds\n", n ? rows[0].lr : 0, n ? rows[0].grad_norm : 0, sps,
            (int)(eta / 60), (int)eta % 60);
     fflush(stdout);
 }
@@ -389,6 +581,7 @@ static void trainer_close(trainer *t)
     for (int i = 0; i < 6; i++)
         if (bufs[i])
             be->free(be, bufs[i]);
+    upm_gradsync_free(t->gs);
     upm_model_free(t->m);
     upm_backend_free(be);
     upm_loader_close(t->loader);
@@ -400,19 +593,61 @@ static void trainer_close(trainer *t)
     for (int i = 0; i < 2; i++)
         free(t->noise[i]), free(t->keep[i]);
     free(t->pending);
+    free(t->recs);
     upm_catalog_close(t->cat);
 }
 
-/* Reads the newest checkpoint's state: step, run, model configuration and the sampler cursor. */
-static int read_state(trainer *t, const char *json, char **cursor, upm_err *err)
+/* This rank's cursor from the saved ones: its own when the world size is the same, else a regrouped one
+ * (upm_cursor_regroup; *regrouped = the old world size). */
+static int pick_cursor(trainer *t, const cJSON *cursors, char **cursor, int *regrouped, upm_err *err)
+{
+    int n = cJSON_GetArraySize(cursors), rc = 0;
+    *regrouped = 0;
+    if (n == t->world) {
+        if (!(*cursor = cJSON_PrintUnformatted(cJSON_GetArrayItem(cursors, t->rank))))
+            return upm_errf(err, UPM_ENOMEM, "no memory");
+        return 0;
+    }
+    upm_cursor *old = calloc((size_t)n, sizeof *old), c;
+    if (!old)
+        return upm_errf(err, UPM_ENOMEM, "no memory");
+    int parsed = 0;
+    for (; parsed < n && !rc; parsed++) {
+        char *txt = cJSON_PrintUnformatted(cJSON_GetArrayItem(cursors, parsed));
+        rc = txt ? upm_cursor_from_json(txt, &old[parsed], err) : upm_errf(err, UPM_ENOMEM, "no memory");
+        free(txt);
+        if (rc)
+            break;
+    }
+    int readers = t->o->readers > 0 ? t->o->readers : 2;
+    if (!rc && !(rc = upm_cursor_regroup(old, n, t->rank, t->world, readers, &c, err))) {
+        if (!(*cursor = upm_cursor_to_json(&c)))
+            rc = upm_errf(err, UPM_ENOMEM, "no memory");
+        upm_cursor_free(&c);
+        *regrouped = n;
+    }
+    for (int i = 0; i < parsed; i++)
+        upm_cursor_free(&old[i]);
+    free(old);
+    return rc;
+}
+
+/* Reads the newest checkpoint's state: step, run, model configuration and this rank's sampler cursor. */
+static int read_state(trainer *t, const char *json, char **cursor, int *regrouped, upm_err *err)
 {
     cJSON *j = cJSON_Parse(json);
     const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step"), *run = cJSON_GetObjectItemCaseSensitive(j, "run_id");
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model"), *cur = cJSON_GetObjectItemCaseSensitive(j, "cursor");
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model"), *curs = cJSON_GetObjectItemCaseSensitive(j, "cursors");
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed"), *mix = cJSON_GetObjectItemCaseSensitive(j, "mixture");
+    cJSON *legacy = cJSON_GetObjectItemCaseSensitive(j, "cursor"); /* state version 1: one process, one cursor */
+    if (!curs && cJSON_IsObject(legacy)) {
+        cJSON *arr = cJSON_AddArrayToObject(j, "cursors");
+        cJSON_AddItemReferenceToArray(arr, legacy);
+        curs = arr;
+    }
     int rc = 0;
-    if (!cJSON_IsNumber(step) || !cJSON_IsNumber(run) || !cJSON_IsObject(model) || !cJSON_IsObject(cur) ||
-        !cJSON_IsString(seed) || !cJSON_IsString(mix))
+    if (!cJSON_IsNumber(step) || !cJSON_IsNumber(run) || !cJSON_IsObject(model) || !cJSON_IsString(seed) ||
+        !cJSON_IsString(mix) || (!t->eval && (!cJSON_IsArray(curs) || cJSON_GetArraySize(curs) < 1)))
         rc = upm_errf(err, UPM_EBADDATA, "state.json of checkpoint %s is incomplete",
                       t->eval ? t->eval_ckpt : t->o->out_dir);
     else if (!t->eval &&
@@ -424,8 +659,8 @@ static int read_state(trainer *t, const char *json, char **cursor, upm_err *err)
     if (!rc) {
         t->step = (int64_t)step->valuedouble;
         t->run_id = (int64_t)run->valuedouble;
-        if (!t->eval && !(*cursor = cJSON_PrintUnformatted(cur)))
-            rc = upm_errf(err, UPM_ENOMEM, "no memory");
+        if (!t->eval)
+            rc = pick_cursor(t, curs, cursor, regrouped, err);
     }
     cJSON_Delete(j);
     return rc;
@@ -445,6 +680,11 @@ static int open_loader(trainer *t, const char *cursor, upm_err *err)
     upm_loader_opts lo;
     upm_loader_opts_default(&lo);
     lo.seed = o->seed, lo.threads = o->loader_threads > 0 ? o->loader_threads : 1;
+    lo.rank = t->rank, lo.world = t->world;
+    if (o->readers > 0)
+        lo.readers = o->readers;
+    if (o->shuffle_block > 0)
+        lo.block_size = (uint32_t)o->shuffle_block;
     lo.batch_override = o->batch, lo.bpe_vocab = o->bpe_vocab;
     lo.collate.image_size = t->eval ? o->image_size : image_size_at(o, t->step);
     lo.collate.train = !t->eval;
@@ -460,11 +700,15 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
     t->o = o;
     t->cfg = o->model;
     t->eval = eval_ckpt != NULL, t->eval_ckpt = eval_ckpt;
+    t->comm = eval_ckpt ? NULL : o->comm;
+    t->rank = t->comm ? upm_comm_rank(t->comm) : 0, t->world = t->comm ? upm_comm_world(t->comm) : 1;
     char path[4096], ckpt[4096];
     char *state = NULL, *cursor = NULL;
     int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err), resume = o->resume || t->eval;
+    int regrouped = 0;
+    /* Only rank 0 writes the catalog; the others read the mixture and label sets. */
     if (!rc)
-        rc = upm_catalog_open(path, t->eval ? UPM_CAT_READONLY : 0, &t->cat, err);
+        rc = upm_catalog_open(path, t->eval || t->rank ? UPM_CAT_READONLY : 0, &t->cat, err);
     if (!rc && t->eval)
         snprintf(ckpt, sizeof ckpt, "%s", eval_ckpt);
     if (!rc && resume && (t->eval || !(rc = upm_checkpoint_latest(o->out_dir, ckpt, sizeof ckpt, err)))) {
@@ -485,8 +729,13 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
             fclose(f);
         }
         if (!rc)
-            rc = read_state(t, state, &cursor, err);
+            rc = read_state(t, state, &cursor, &regrouped, err);
     }
+    if (!rc && regrouped && t->rank == 0)
+        fprintf(stderr, "upmoe-train: warning: %s was written by %d rank%s and this run has %d: every rank's data "
+                "streams restart at the next epoch of each dataset, so the data order differs from an "
+                "uninterrupted run from step %" PRId64 " on\n", ckpt, regrouped, regrouped == 1 ? "" : "s", t->world,
+                t->step);
     if (!rc)
         rc = upm_backend_cpu_new(o->threads, &t->be, err);
     if (!rc)
@@ -506,10 +755,16 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
         if (!t->pin || !t->ptg || !t->pvoc)
             rc = upm_errf(err, UPM_ENOMEM, "no memory");
     }
-    if (!rc && !(t->pending = calloc((size_t)(o->metrics_every > 0 ? o->metrics_every : 1) + 1, sizeof *t->pending)))
+    t->cap_pending = ((o->metrics_every > 0 ? o->metrics_every : 1) + 1) * t->world;
+    if (!rc && (!(t->pending = calloc((size_t)t->cap_pending, sizeof *t->pending)) ||
+                !(t->recs = calloc((size_t)t->world, sizeof *t->recs))))
         rc = upm_errf(err, UPM_ENOMEM, "no memory");
+    if (!rc && !t->eval && t->world > 1)
+        rc = upm_gradsync_new(t->comm, t->m, !o->reduce_all_experts, &t->gs, err);
     if (!rc && t->eval)
         t->step = 0; /* evaluation draws its own steps from the start of the mixture */
+    else if (!rc && t->rank)
+        ; /* the run row is rank 0's */
     else if (!rc && o->resume) {
         int exists;
         rc = upm_run_exists(t->cat, t->run_id, &exists, err);
@@ -533,20 +788,39 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
     return rc;
 }
 
+/* The data-parallel summary on rank 0: where the time went, and the traffic saved. */
+static void dp_summary(const trainer *t)
+{
+    if (t->world < 2 || t->rank || t->o->quiet || t->dp_steps < 1)
+        return;
+    double n = t->dp_steps, step = t->dp_step_s / n;
+    printf("data parallel: %d ranks (%s), %.0f steps: step %.1f ms, gradient communication not hidden %.1f ms "
+           "(%.1f%%), waiting for other ranks at the end of the step %.1f ms; reduced %.2f M of %.2f M gradient "
+           "floats per step (%.1f%%%s)\n",
+           t->world, upm_comm_name(t->comm), n, 1e3 * step, 1e3 * t->dp_comm_s / n, 100 * t->dp_comm_s / t->dp_step_s,
+           1e3 * t->dp_wait_s / n, t->dp_reduced / n / 1e6, t->dp_all / n / 1e6, 100 * t->dp_reduced / t->dp_all,
+           t->o->reduce_all_experts ? "" : ", experts no rank used are skipped");
+}
+
 int upm_train(const upm_train_opts *o, upm_err *err)
 {
     trainer t;
     int rc = trainer_open(&t, o, NULL, err);
+    if (!rc)
+        rc = check_same_weights(&t, err);
     if (rc) {
         trainer_close(&t);
         return rc;
     }
-    if (!o->quiet)
+    if (!o->quiet && t.rank == 0)
         printf("run %" PRId64 ": %s on mixture %s, %zu parameters, steps %" PRId64 "..%" PRId64 ", output %s\n",
                t.run_id, o->model_name ? o->model_name : "custom", o->mixture, upm_layout_count(&t.m->L), t.step,
                o->steps, o->out_dir);
+    if (!o->quiet && t.rank == 0 && t.world > 1)
+        printf("data parallel: %d ranks (%s), each samples its own task every step; gradients averaged\n", t.world,
+               upm_comm_name(t.comm));
     t.t0 = now(), t.step0 = t.step;
-    int stopped = 0;
+    int stopped = 0, pending_steps = 0;
     while (!rc && t.step < o->steps) {
         if (image_size_at(o, t.step) != t.image_size) { /* the next stage: same data order, new resolution */
             char *cursor = upm_loader_cursor_json(t.loader);
@@ -554,40 +828,57 @@ int upm_train(const upm_train_opts *o, upm_err *err)
             free(cursor);
             if (rc)
                 break;
-            if (!o->quiet)
+            if (!o->quiet && t.rank == 0)
                 printf("stage 2 from step %" PRId64 ": %d px images\n", t.step, t.image_size);
         }
         double ts = now();
-        upm_metric_row *row = &t.pending[t.npending];
-        if ((rc = train_step(&t, row, err)))
+        upm_metric_row row;
+        if ((rc = train_step(&t, &row, err)))
             break;
-        row->samples_per_s = row->samples / (now() - ts);
-        t.npending++;
+        double secs = now() - ts;
+        row.samples_per_s = (double)row.samples / secs;
+        snprintf(row.ranks, sizeof row.ranks, "%d", t.rank);
+        int first = t.npending, any_stop = 0;
+        double w1 = t.comm ? upm_comm_wait_seconds(t.comm) : 0;
+        if ((rc = exchange(&t, &row, secs, o->stop && *o->stop, &any_stop, err)))
+            break;
+        if (t.gs) {
+            t.dp_steps += 1, t.dp_step_s += now() - ts, t.dp_comm_s += t.gst.comm_s;
+            t.dp_wait_s += upm_comm_wait_seconds(t.comm) - w1, t.dp_reduced += t.gst.floats_reduced;
+            t.dp_all += t.gst.floats_all;
+        }
         t.step++;
-        if (!o->quiet && (o->log_every <= 0 || t.step % o->log_every == 0 || t.step == t.step0 + 1 || t.step == o->steps))
-            progress(&t, row);
-        stopped = o->stop && *o->stop;
-        if (t.step == o->steps || stopped || (o->checkpoint_every > 0 && t.step % o->checkpoint_every == 0))
+        pending_steps++;
+        if (!o->quiet && t.rank == 0 &&
+            (o->log_every <= 0 || t.step % o->log_every == 0 || t.step == t.step0 + 1 || t.step == o->steps))
+            progress(&t, &t.pending[first], t.npending - first);
+        stopped = any_stop;
+        if (t.step == o->steps || stopped || (o->checkpoint_every > 0 && t.step % o->checkpoint_every == 0)) {
             rc = checkpoint(&t, t.step == o->steps ? "finished" : stopped ? "interrupted" : "running", err);
-        else if (t.npending >= (o->metrics_every > 0 ? o->metrics_every : 1)) {
+            pending_steps = 0;
+        } else if (pending_steps >= (o->metrics_every > 0 ? o->metrics_every : 1)) {
             rc = flush_metrics(&t, err);
-            if (!rc)
+            if (!rc && t.rank == 0)
                 rc = upm_run_update(t.cat, t.run_id, "running", t.step, NULL, NULL, err);
+            pending_steps = 0;
         }
         if (stopped)
             break;
     }
-    if (!rc && t.step == t.step0 && t.step >= o->steps) { /* resumed a run that had already finished */
+    if (!rc && t.step == t.step0 && t.step >= o->steps && t.rank == 0) { /* resumed a run that had already finished */
         rc = upm_run_update(t.cat, t.run_id, "finished", t.step, NULL, NULL, err);
         if (!rc && !o->quiet)
             printf("run %" PRId64 " had already reached step %" PRId64 "\n", t.run_id, t.step);
     }
-    if (rc) {
+    if (rc && t.rank == 0) {
         upm_err e2 = {0};
         flush_metrics(&t, &e2);
         upm_run_update(t.cat, t.run_id, "failed", t.step, NULL, err->msg, &e2);
-    } else if (stopped && !o->quiet)
-        printf("stopped at step %" PRId64 " after a checkpoint; continue with --resume %s\n", t.step, o->out_dir);
+    } else if (!rc) {
+        dp_summary(&t);
+        if (stopped && !o->quiet && t.rank == 0)
+            printf("stopped at step %" PRId64 " after a checkpoint; continue with --resume %s\n", t.step, o->out_dir);
+    }
     trainer_close(&t);
     return rc;
 }

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "comm.h"
 #include "config.h"
 #include "optim.h"
 
@@ -33,6 +34,11 @@ typedef struct upm_train_opts {
     int vocab_chunk;   /* candidate sequences encoded per pass (4096) */
     int quiet;
     volatile sig_atomic_t *stop; /* set asynchronously to checkpoint and stop after the current step */
+    /* Data parallel (docs/distributed.md): the ranks, or NULL for one process. */
+    upm_comm *comm;
+    int readers;            /* reader threads per dataset stream (0: 2); part of the data order */
+    int shuffle_block;      /* shuffle block size (0: 256); part of the data order */
+    int reduce_all_experts; /* reduce the gradients of experts no rank used, too (for measurements) */
 } upm_train_opts;
 
 void upm_train_opts_default(upm_train_opts *o);

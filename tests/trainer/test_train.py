@@ -100,7 +100,8 @@ class TrainTest(unittest.TestCase):
         with open(os.path.join(run_row[5], "state.json")) as f:
             state = json.load(f)
         self.assertEqual((state["step"], state["mixture"]), (6, "three"))
-        self.assertIn("datasets", json.dumps(state["cursor"]))
+        self.assertIn("datasets", json.dumps(state["cursors"][0]))
+        self.assertEqual(state["world"], 1)
 
     def test_sigterm_checkpoints_then_resume_finishes(self):
         out = os.path.join(self.tmp, "sig")

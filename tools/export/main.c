@@ -129,7 +129,6 @@ int main(int argc, char **argv)
         cJSON_AddStringToObject(j, "task", task_name);
         cJSON_AddStringToObject(j, "merged_from", ckpt);
         cJSON_AddItemToObject(j, "model", upm_model_config_json(&d->cfg));
-        cJSON_AddItemToObject(j, "cursor", cJSON_CreateObject());
         char *s = cJSON_Print(j);
         cJSON_Delete(j);
         snprintf(path, sizeof path, "%s/state.json", out);

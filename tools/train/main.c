@@ -1,12 +1,15 @@
 /* upmoe-train: pretrains the Uni-Perceiver encoder (dense or attribute-MoE) on a catalog mixture with the
  * CPU backend: progress lines, per-step metrics in the catalog, checkpoints, exact resume, and a clean
- * checkpointed stop on SIGINT/SIGTERM. */
+ * checkpointed stop on SIGINT/SIGTERM. Started by mpirun (or srun with PMI) it is one rank of a
+ * data-parallel run (docs/distributed.md). */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "comm.h"
 #include "train.h"
 
 #define PROG "upmoe-train"
@@ -29,6 +32,8 @@ static const char usage[] =
     "  --moe-sa 0|1 --moe-ffn 0|1   MoE on attention and/or FFN linears (both)\n"
     "  --dim D --layers N --heads H   custom sizes (after --model)\n"
     "  --drop-path P          stochastic depth rate (size default)\n"
+    "  --gate-noise STD       std of the MoE gate-logit noise in training (1/experts; 0 = none)\n"
+    "  --layerscale V         initial LayerScale of every block (1e-3)\n"
     "  --steps N              training steps (100)\n"
     "  --lr LR --min-lr LR    peak and final learning rate (5e-4, 1e-6); --warmup N steps (5% of --steps)\n"
     "  --weight-decay W       AdamW weight decay on Linear weights (0.05)\n"
@@ -43,6 +48,14 @@ static const char usage[] =
     "  --threads N            compute threads (all cores); --loader-threads N decode threads (2)\n"
     "  --bpe-vocab PATH       CLIP merges file for text tasks (default: $UPMOE_BPE_VOCAB)\n"
     "  --log-every N          progress line every N steps (10)\n"
+    "\n"
+    "data parallel (docs/distributed.md): start it with `mpirun -np N upmoe-train ...` (or srun --mpi=pmix);\n"
+    "each rank samples its own task every step, gradients are averaged, rank 0 writes metrics and checkpoints\n"
+    "  --comm auto|local|mpi  communicator (auto: mpi when started by a launcher, else local)\n"
+    "  --comm-timeout S       a rank that waits S seconds for another (dead or hung) stops the job (60)\n"
+    "  --readers N            reader threads per dataset stream (2) and --shuffle-block K samples (256):\n"
+    "                         both are part of the data order\n"
+    "  --reduce-all-experts   also reduce the (zero) gradients of experts no rank used (for measurements)\n"
     "  --checkpoint-every N   checkpoint every N steps (100), and always at the end; --keep K newest (3)\n"
     "  --quiet                no progress lines\n"
     "  -h, --help, --version\n";
@@ -65,11 +78,12 @@ static int number(const char *s, double lo, double hi, double *out)
     return 0;
 }
 
-static int parse(int argc, char **argv, upm_train_opts *o)
+static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
 {
     enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
-           O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2 };
+           O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
+           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -80,6 +94,9 @@ static int parse(int argc, char **argv, upm_train_opts *o)
         {"image-size", 1, 0, O_IMAGE}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS},
         {"loader-threads", 1, 0, O_LTHREADS}, {"bpe-vocab", 1, 0, O_BPE}, {"log-every", 1, 0, O_LOG},
         {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET}, {"vocab-targets", 1, 0, O_VOCAB}, {"stage2", 1, 0, O_STAGE2},
+        {"comm", 1, 0, O_COMM}, {"comm-timeout", 1, 0, O_COMM_TIMEOUT}, {"readers", 1, 0, O_READERS},
+        {"shuffle-block", 1, 0, O_SHUFFLE}, {"reduce-all-experts", 0, 0, O_ALL_EXPERTS},
+        {"gate-noise", 1, 0, O_NOISE}, {"layerscale", 1, 0, O_LAYERSCALE},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     double v;
@@ -132,6 +149,37 @@ static int parse(int argc, char **argv, upm_train_opts *o)
         INT_OPT(O_LOG, o->log_every, 0, 1000000000)
         INT_OPT(O_CKPT, o->checkpoint_every, 0, 1000000000)
         INT_OPT(O_KEEP, o->keep, 0, 1000000)
+        INT_OPT(O_READERS, o->readers, 1, 16)
+        INT_OPT(O_SHUFFLE, o->shuffle_block, 1, 16777216)
+        case O_COMM:
+            if (!strcmp(optarg, "auto"))
+                co->kind = UPM_COMM_AUTO;
+            else if (!strcmp(optarg, "local"))
+                co->kind = UPM_COMM_LOCAL;
+            else if (!strcmp(optarg, "mpi"))
+                co->kind = UPM_COMM_MPI;
+            else
+                bad = "--comm must be auto, local or mpi";
+            break;
+        case O_COMM_TIMEOUT:
+            if (number(optarg, 0.1, 1e6, &v))
+                bad = "--comm-timeout needs seconds in [0.1, 1e6]";
+            else
+                co->timeout_s = v;
+            break;
+        case O_ALL_EXPERTS: o->reduce_all_experts = 1; break;
+        case O_LAYERSCALE:
+            if (number(optarg, 1e-9, 100, &v))
+                bad = "--layerscale needs a value in [1e-9, 100]";
+            else
+                o->model.layerscale_init = (float)v;
+            break;
+        case O_NOISE:
+            if (number(optarg, 0, 100, &v))
+                bad = "--gate-noise needs a std in [0, 100]";
+            else
+                o->model.gate_noise = (float)v;
+            break;
         case O_DIM:
             if (number(optarg, 4, 65536, &v) || v != (int)v)
                 bad = "--dim needs an integer in [4, 65536]";
@@ -223,8 +271,10 @@ static int parse(int argc, char **argv, upm_train_opts *o)
 int main(int argc, char **argv)
 {
     upm_train_opts o;
+    upm_comm_opts co;
     upm_train_opts_default(&o);
-    int rc = parse(argc, argv, &o);
+    upm_comm_opts_default(&co);
+    int rc = parse(argc, argv, &o, &co);
     if (rc)
         return rc < 0 ? 0 : rc;
     upm_err err = {0};
@@ -237,9 +287,26 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     o.stop = &stop;
-    if ((rc = upm_train(&o, &err))) {
+    co.stop = &stop;
+    upm_comm *comm = NULL;
+    if ((rc = upm_comm_open(&co, &comm, &err))) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         return err.code == UPM_EUSAGE ? 2 : 1;
     }
-    return 0;
+    int world = upm_comm_world(comm), rank = upm_comm_rank(comm);
+    if (world > 1 && o.threads == 0) { /* share the node's cores between its ranks */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int local = upm_comm_local_world(comm);
+        o.threads = cores > local ? (int)(cores / local) : 1;
+    }
+    o.comm = comm;
+    rc = upm_train(&o, &err);
+    if (rc) {
+        if (world > 1)
+            fprintf(stderr, PROG ": error: rank %d: %s\n", rank, err.msg);
+        else
+            fprintf(stderr, PROG ": error: %s\n", err.msg);
+    }
+    upm_comm_close(comm, rc != 0); /* a failed rank stops the whole job */
+    return rc ? (err.code == UPM_EUSAGE ? 2 : 1) : 0;
 }

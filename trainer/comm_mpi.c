@@ -1,0 +1,353 @@
+/* The MPI communicator module (libupmoe-comm-mpi.so, see comm.h and comm_module.h).
+ *
+ * Every collective is started non-blocking and waited for in a polling loop with a deadline, so a rank
+ * that died or hangs cannot block the others forever. To say WHICH rank is missing, each rank numbers
+ * its collectives (all ranks call them in the same order) and, on entering one, sends its number to
+ * every peer on a private duplicate of the world communicator; a rank that times out names the peers
+ * whose last number is behind its own. Messages are a few bytes, eager, and need no reply. */
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "comm_module.h"
+
+#define MAX_PENDING 1024
+#define HB_TAG 7
+#define STOP_GRACE_S 5.0
+
+typedef struct mpi_impl {
+    MPI_Comm comm, hb; /* collectives; heartbeats */
+    int rank, world;
+    double timeout_s;
+    volatile sig_atomic_t *stop;
+    const char *phase;
+    double *wait_s;
+    int64_t seq;                     /* collectives entered by this rank */
+    int64_t *last, *rbuf, *sbuf;     /* per peer: last number heard, receive and send buffers */
+    MPI_Request *rreq, *sreq;        /* per peer */
+    MPI_Request pending[MAX_PENDING]; /* started collectives, by request number */
+    int stop_noted;
+} mpi_impl;
+
+__attribute__((format(printf, 3, 4))) static int fail(upm_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static int mpi_fail(mpi_impl *m, upm_err *err, int mrc, const char *what)
+{
+    char s[MPI_MAX_ERROR_STRING];
+    int n = 0;
+    MPI_Error_string(mrc, s, &n);
+    return fail(err, UPM_ECOMM, "rank %d: %s failed in %s: %s", m->rank, what, m->phase, s);
+}
+
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Records every heartbeat that arrived and re-posts the receives. */
+static void drain(mpi_impl *m)
+{
+    for (int p = 0; p < m->world; p++) {
+        if (p == m->rank)
+            continue;
+        for (;;) {
+            int flag = 0;
+            if (MPI_Test(&m->rreq[p], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag)
+                break;
+            if (m->rbuf[p] > m->last[p])
+                m->last[p] = m->rbuf[p];
+            MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
+        }
+    }
+}
+
+/* Entering collective number ++seq: tell every peer. A peer still holding our previous number (its
+ * receive not matched yet) is skipped: it only ever needs the latest. */
+static void arrive(mpi_impl *m)
+{
+    m->seq++;
+    for (int p = 0; p < m->world; p++) {
+        if (p == m->rank)
+            continue;
+        int flag = 1;
+        if (m->sreq[p] != MPI_REQUEST_NULL)
+            MPI_Test(&m->sreq[p], &flag, MPI_STATUS_IGNORE);
+        if (!flag)
+            continue;
+        m->sbuf[p] = m->seq;
+        MPI_Isend(&m->sbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->sreq[p]);
+    }
+    drain(m);
+}
+
+/* "1, 3 (last seen 2 collectives earlier)" into buf; how many peers are behind. */
+static int missing(mpi_impl *m, char *buf, size_t cap)
+{
+    drain(m);
+    int n = 0;
+    size_t len = 0;
+    buf[0] = 0;
+    for (int p = 0; p < m->world; p++)
+        if (p != m->rank && m->last[p] < m->seq) {
+            if (len < cap)
+                len += (size_t)snprintf(buf + len, cap - len, "%s%d (%lld behind)", n ? ", " : "", p,
+                                        (long long)(m->seq - m->last[p]));
+            n++;
+        }
+    return n;
+}
+
+static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *err)
+{
+    double t0 = wall(), deadline = t0 + m->timeout_s, stop_seen = 0;
+    long spins = 0;
+    for (;;) {
+        int flag = 0, mrc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
+        if (mrc != MPI_SUCCESS)
+            return mpi_fail(m, err, mrc, what);
+        if (flag)
+            break;
+        double t = wall();
+        if (m->stop && *m->stop && !stop_seen) {
+            /* Interrupted (e.g. mpirun's SIGTERM after a rank died, shortly followed by SIGKILL): say now
+             * whom we are waiting for; keep waiting a little in case everyone was interrupted. */
+            stop_seen = t;
+            char who[512];
+            if (missing(m, who, sizeof who)) {
+                if (deadline > t + STOP_GRACE_S)
+                    deadline = t + STOP_GRACE_S;
+                if (!m->stop_noted)
+                    fprintf(stderr, "upmoe: rank %d: interrupted while waiting in %s (%s) for rank %s\n", m->rank,
+                            m->phase, what, who);
+                fflush(stderr);
+                m->stop_noted = 1;
+            }
+        }
+        if (t > deadline) {
+            char who[512];
+            int n = missing(m, who, sizeof who);
+            *m->wait_s += t - t0;
+            if (n)
+                return fail(err, UPM_ECOMM, "rank %d waited %.0f s in %s (%s) for rank %s, which died or hangs; "
+                            "stopping (the run resumes from its last checkpoint)", m->rank, t - t0, m->phase, what,
+                            who);
+            return fail(err, UPM_ECOMM, "rank %d: %s in %s did not complete within %.0f s although every rank "
+                        "reached it", m->rank, what, m->phase, t - t0);
+        }
+        if ((++spins & 63) == 0)
+            drain(m);
+        if (spins > 2000) { /* long waits: yield the core to a co-located rank */
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    *m->wait_s += wall() - t0;
+    return 0;
+}
+
+static int too_big(mpi_impl *m, size_t n, upm_err *err)
+{
+    return n > (size_t)INT32_MAX ? fail(err, UPM_EINVAL, "rank %d: a collective of %zu elements (at most %d)",
+                                         m->rank, n, INT32_MAX)
+                                  : 0;
+}
+
+static int iallreduce_sum(void *impl, float *buf, size_t n, int *req, upm_err *err)
+{
+    mpi_impl *m = impl;
+    if (too_big(m, n, err))
+        return UPM_EINVAL;
+    int slot = 0;
+    while (slot < MAX_PENDING && m->pending[slot] != MPI_REQUEST_NULL)
+        slot++;
+    if (slot == MAX_PENDING)
+        return fail(err, UPM_EINVAL, "rank %d: more than %d collectives pending", m->rank, MAX_PENDING);
+    arrive(m);
+    int mrc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->comm, &m->pending[slot]);
+    if (mrc != MPI_SUCCESS)
+        return mpi_fail(m, err, mrc, "all-reduce");
+    *req = slot;
+    return 0;
+}
+
+static int test_op(void *impl, int req, int *done, upm_err *err)
+{
+    mpi_impl *m = impl;
+    if (req < 0 || req >= MAX_PENDING || m->pending[req] == MPI_REQUEST_NULL)
+        return fail(err, UPM_EINVAL, "rank %d: no pending collective %d", m->rank, req);
+    int mrc = MPI_Test(&m->pending[req], done, MPI_STATUS_IGNORE);
+    drain(m);
+    return mrc == MPI_SUCCESS ? 0 : mpi_fail(m, err, mrc, "all-reduce");
+}
+
+static int wait_op(void *impl, int req, upm_err *err)
+{
+    mpi_impl *m = impl;
+    if (req < 0 || req >= MAX_PENDING || m->pending[req] == MPI_REQUEST_NULL)
+        return fail(err, UPM_EINVAL, "rank %d: no pending collective %d", m->rank, req);
+    return wait_req(m, &m->pending[req], "gradient all-reduce", err);
+}
+
+static int allreduce_max_i64(void *impl, int64_t *v, size_t n, upm_err *err)
+{
+    mpi_impl *m = impl;
+    MPI_Request r;
+    if (too_big(m, n, err))
+        return UPM_EINVAL;
+    arrive(m);
+    int mrc = MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_INT64_T, MPI_MAX, m->comm, &r);
+    return mrc != MPI_SUCCESS ? mpi_fail(m, err, mrc, "all-reduce (max)") : wait_req(m, &r, "all-reduce (max)", err);
+}
+
+static int broadcast(void *impl, void *buf, size_t bytes, int root, upm_err *err)
+{
+    mpi_impl *m = impl;
+    MPI_Request r;
+    if (too_big(m, bytes, err))
+        return UPM_EINVAL;
+    arrive(m);
+    int mrc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, m->comm, &r);
+    return mrc != MPI_SUCCESS ? mpi_fail(m, err, mrc, "broadcast") : wait_req(m, &r, "broadcast", err);
+}
+
+static int barrier(void *impl, upm_err *err)
+{
+    mpi_impl *m = impl;
+    MPI_Request r;
+    arrive(m);
+    int mrc = MPI_Ibarrier(m->comm, &r);
+    return mrc != MPI_SUCCESS ? mpi_fail(m, err, mrc, "barrier") : wait_req(m, &r, "barrier", err);
+}
+
+static int allgather(void *impl, const void *mine, size_t bytes, void *all, upm_err *err)
+{
+    mpi_impl *m = impl;
+    MPI_Request r;
+    if (too_big(m, bytes, err))
+        return UPM_EINVAL;
+    arrive(m);
+    int mrc = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, m->comm, &r);
+    return mrc != MPI_SUCCESS ? mpi_fail(m, err, mrc, "all-gather") : wait_req(m, &r, "all-gather", err);
+}
+
+static int allgatherv(void *impl, const void *mine, size_t bytes, void *all, const size_t *counts,
+                      const size_t *displs, upm_err *err)
+{
+    mpi_impl *m = impl;
+    if (too_big(m, displs[m->world - 1] + counts[m->world - 1], err))
+        return UPM_EINVAL;
+    int *c = malloc(sizeof(int) * 2 * (size_t)m->world);
+    if (!c)
+        return fail(err, UPM_ENOMEM, "no memory");
+    for (int r = 0; r < m->world; r++)
+        c[r] = (int)counts[r], c[m->world + r] = (int)displs[r];
+    MPI_Request r;
+    arrive(m);
+    int mrc = MPI_Iallgatherv(mine, (int)bytes, MPI_BYTE, all, c, c + m->world, MPI_BYTE, m->comm, &r);
+    int rc = mrc != MPI_SUCCESS ? mpi_fail(m, err, mrc, "all-gather") : wait_req(m, &r, "all-gather", err);
+    free(c);
+    return rc;
+}
+
+static void close_impl(void *impl, int abort_job)
+{
+    mpi_impl *m = impl;
+    if (abort_job) /* a collective failed: the job cannot go on; mpirun stops every rank */
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    for (int p = 0; p < m->world; p++) {
+        if (p == m->rank)
+            continue;
+        MPI_Cancel(&m->rreq[p]);
+        MPI_Wait(&m->rreq[p], MPI_STATUS_IGNORE);
+        if (m->sreq[p] != MPI_REQUEST_NULL) {
+            int flag = 0;
+            for (int i = 0; i < 1000 && !flag; i++) { /* eager sends complete at once; never wait long */
+                MPI_Test(&m->sreq[p], &flag, MPI_STATUS_IGNORE);
+                if (!flag) {
+                    struct timespec ts = {0, 1000000};
+                    nanosleep(&ts, NULL);
+                }
+            }
+            if (!flag)
+                MPI_Request_free(&m->sreq[p]);
+        }
+    }
+    MPI_Comm_free(&m->hb);
+    MPI_Comm_free(&m->comm);
+    free(m->last);
+    free(m->rbuf);
+    free(m->sbuf);
+    free(m->rreq);
+    free(m->sreq);
+    free(m);
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin)
+        MPI_Finalize();
+}
+
+static const upm_comm_ops ops = {iallreduce_sum, test_op, wait_op, allreduce_max_i64, broadcast, barrier, allgather,
+                                 allgatherv, close_impl};
+
+int upm_comm_module_init(upm_comm_module_args *mi, upm_err *err);
+
+int upm_comm_module_init(upm_comm_module_args *mi, upm_err *err)
+{
+    if (mi->abi != UPM_COMM_MODULE_ABI)
+        return fail(err, UPM_EINVAL, "communicator module ABI %d, program ABI %d: rebuild", UPM_COMM_MODULE_ABI,
+                    mi->abi);
+    int inited = 0, provided = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return fail(err, UPM_ECOMM, "MPI_Init_thread failed");
+    mpi_impl *m = calloc(1, sizeof *m);
+    if (!m)
+        return fail(err, UPM_ENOMEM, "no memory");
+    MPI_Comm_dup(MPI_COMM_WORLD, &m->comm);
+    MPI_Comm_dup(MPI_COMM_WORLD, &m->hb);
+    MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(m->hb, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(m->comm, &m->rank);
+    MPI_Comm_size(m->comm, &m->world);
+    MPI_Comm node;
+    int local = 0, local_world = 1;
+    if (MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_rank(node, &local);
+        MPI_Comm_size(node, &local_world);
+        MPI_Comm_free(&node);
+    }
+    m->timeout_s = mi->timeout_s, m->stop = mi->stop, m->phase = mi->phase, m->wait_s = mi->wait_s;
+    size_t W = (size_t)m->world;
+    m->last = calloc(W, sizeof *m->last), m->rbuf = calloc(W, sizeof *m->rbuf), m->sbuf = calloc(W, sizeof *m->sbuf);
+    m->rreq = malloc(W * sizeof *m->rreq), m->sreq = malloc(W * sizeof *m->sreq);
+    if (!m->last || !m->rbuf || !m->sbuf || !m->rreq || !m->sreq) {
+        free(m->last), free(m->rbuf), free(m->sbuf), free(m->rreq), free(m->sreq), free(m);
+        return fail(err, UPM_ENOMEM, "no memory");
+    }
+    for (int i = 0; i < MAX_PENDING; i++)
+        m->pending[i] = MPI_REQUEST_NULL;
+    for (int p = 0; p < m->world; p++) {
+        m->sreq[p] = m->rreq[p] = MPI_REQUEST_NULL;
+        if (p != m->rank)
+            MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
+    }
+    mi->rank = m->rank, mi->world = m->world, mi->local_rank = local, mi->local_world = local_world;
+    mi->ops = &ops, mi->impl = m;
+    return 0;
+}
