@@ -3,8 +3,10 @@
  * Every collective is started non-blocking and waited for in a polling loop with a deadline, so a rank
  * that died or hangs cannot block the others forever. To say WHICH rank is missing, each rank numbers
  * its collectives (all ranks call them in the same order) and, on entering one, sends its number to
- * every peer on a private duplicate of the world communicator; a rank that times out names the peers
- * whose last number is behind its own. Messages are a few bytes, eager, and need no reply. */
+ * every peer on a private duplicate of the world communicator, and repeats it about once a second while
+ * it waits. A rank that times out names the peers whose last number is behind its own (they never
+ * arrived), or else the peers it has not heard from while waiting (they arrived, then stopped or hung
+ * inside the collective). Messages are a few bytes, eager, and need no reply. */
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -28,6 +30,7 @@ typedef struct mpi_impl {
     double *wait_s;
     int64_t seq;                     /* collectives entered by this rank */
     int64_t *last, *rbuf, *sbuf;     /* per peer: last number heard, receive and send buffers */
+    double *heard;                   /* per peer: when we last heard from it */
     MPI_Request *rreq, *sreq;        /* per peer */
     MPI_Request pending[MAX_PENDING]; /* started collectives, by request number */
     int stop_noted;
@@ -50,7 +53,7 @@ static int mpi_fail(mpi_impl *m, upm_err *err, int mrc, const char *what)
     char s[MPI_MAX_ERROR_STRING];
     int n = 0;
     MPI_Error_string(mrc, s, &n);
-    return fail(err, UPM_ECOMM, "rank %d: %s failed in %s: %s", m->rank, what, m->phase, s);
+    return fail(err, UPM_ECOMM, "%s failed in %s: %s", what, m->phase, s);
 }
 
 static double wall(void)
@@ -72,16 +75,16 @@ static void drain(mpi_impl *m)
                 break;
             if (m->rbuf[p] > m->last[p])
                 m->last[p] = m->rbuf[p];
+            m->heard[p] = wall();
             MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
         }
     }
 }
 
-/* Entering collective number ++seq: tell every peer. A peer still holding our previous number (its
- * receive not matched yet) is skipped: it only ever needs the latest. */
-static void arrive(mpi_impl *m)
+/* Tells every peer our collective number. A peer still holding our previous message (its receive not
+ * matched yet) is skipped: it only ever needs the latest. */
+static void announce(mpi_impl *m)
 {
-    m->seq++;
     for (int p = 0; p < m->world; p++) {
         if (p == m->rank)
             continue;
@@ -96,26 +99,41 @@ static void arrive(mpi_impl *m)
     drain(m);
 }
 
-/* "1, 3 (last seen 2 collectives earlier)" into buf; how many peers are behind. */
-static int missing(mpi_impl *m, char *buf, size_t cap)
+/* Entering collective number ++seq. */
+static void arrive(mpi_impl *m)
+{
+    m->seq++;
+    announce(m);
+}
+
+/* The peers that never reached our collective, "1 (2 collectives behind), 3 (1 ...)" into buf, or with
+ * silent_since > 0 the peers that reached it but were not heard from since then; how many. */
+static int missing(mpi_impl *m, double silent_since, char *buf, size_t cap)
 {
     drain(m);
     int n = 0;
     size_t len = 0;
     buf[0] = 0;
-    for (int p = 0; p < m->world; p++)
-        if (p != m->rank && m->last[p] < m->seq) {
-            if (len < cap)
-                len += (size_t)snprintf(buf + len, cap - len, "%s%d (%lld behind)", n ? ", " : "", p,
-                                        (long long)(m->seq - m->last[p]));
-            n++;
-        }
+    for (int p = 0; p < m->world; p++) {
+        int behind = p != m->rank && m->last[p] < m->seq;
+        int silent = p != m->rank && silent_since > 0 && m->last[p] >= m->seq && m->heard[p] < silent_since;
+        if (!behind && !silent)
+            continue;
+        if (len < cap && behind)
+            len += (size_t)snprintf(buf + len, cap - len, "%s%d (%lld collective%s behind)", n ? ", " : "", p,
+                                    (long long)(m->seq - m->last[p]), m->seq - m->last[p] == 1 ? "" : "s");
+        else if (len < cap)
+            len += (size_t)snprintf(buf + len, cap - len, "%s%d (reached it, then silent for %.0f s)", n ? ", " : "",
+                                    p, wall() - m->heard[p]);
+        n++;
+    }
     return n;
 }
 
 static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *err)
 {
     double t0 = wall(), deadline = t0 + m->timeout_s, stop_seen = 0;
+    double ping = m->timeout_s / 8 < 1 ? m->timeout_s / 8 : 1, next_ping = t0 + ping;
     long spins = 0;
     for (;;) {
         int flag = 0, mrc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
@@ -129,7 +147,7 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
              * whom we are waiting for; keep waiting a little in case everyone was interrupted. */
             stop_seen = t;
             char who[512];
-            if (missing(m, who, sizeof who)) {
+            if (missing(m, 0, who, sizeof who)) {
                 if (deadline > t + STOP_GRACE_S)
                     deadline = t + STOP_GRACE_S;
                 if (!m->stop_noted)
@@ -141,17 +159,23 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
         }
         if (t > deadline) {
             char who[512];
-            int n = missing(m, who, sizeof who);
+            int n = missing(m, 0, who, sizeof who);
+            if (!n) /* everyone arrived: who has gone quiet since the last ping round? */
+                n = missing(m, t - ping - 1.0, who, sizeof who);
             *m->wait_s += t - t0;
             if (n)
-                return fail(err, UPM_ECOMM, "rank %d waited %.0f s in %s (%s) for rank %s, which died or hangs; "
-                            "stopping (the run resumes from its last checkpoint)", m->rank, t - t0, m->phase, what,
-                            who);
-            return fail(err, UPM_ECOMM, "rank %d: %s in %s did not complete within %.0f s although every rank "
-                        "reached it", m->rank, what, m->phase, t - t0);
+                return fail(err, UPM_ECOMM, "waited %.0f s in %s (%s) for rank %s, which died or hangs; stopping "
+                            "(the run resumes from its last checkpoint)", t - t0, m->phase, what, who);
+            return fail(err, UPM_ECOMM, "%s in %s did not complete within %.0f s: every rank reached it, so one "
+                        "died or hangs inside it, or the network failed; stopping (the run resumes from its last "
+                        "checkpoint)", what, m->phase, t - t0);
         }
         if ((++spins & 63) == 0)
             drain(m);
+        if (t > next_ping) { /* we are alive and waiting: say so */
+            announce(m);
+            next_ping = t + ping;
+        }
         if (spins > 2000) { /* long waits: yield the core to a co-located rank */
             struct timespec ts = {0, 50000};
             nanosleep(&ts, NULL);
@@ -161,23 +185,22 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
     return 0;
 }
 
-static int too_big(mpi_impl *m, size_t n, upm_err *err)
+static int too_big(size_t n, upm_err *err)
 {
-    return n > (size_t)INT32_MAX ? fail(err, UPM_EINVAL, "rank %d: a collective of %zu elements (at most %d)",
-                                         m->rank, n, INT32_MAX)
+    return n > (size_t)INT32_MAX ? fail(err, UPM_EINVAL, "a collective of %zu elements (at most %d)", n, INT32_MAX)
                                   : 0;
 }
 
 static int iallreduce_sum(void *impl, float *buf, size_t n, int *req, upm_err *err)
 {
     mpi_impl *m = impl;
-    if (too_big(m, n, err))
+    if (too_big(n, err))
         return UPM_EINVAL;
     int slot = 0;
     while (slot < MAX_PENDING && m->pending[slot] != MPI_REQUEST_NULL)
         slot++;
     if (slot == MAX_PENDING)
-        return fail(err, UPM_EINVAL, "rank %d: more than %d collectives pending", m->rank, MAX_PENDING);
+        return fail(err, UPM_EINVAL, "more than %d collectives pending", MAX_PENDING);
     arrive(m);
     int mrc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->comm, &m->pending[slot]);
     if (mrc != MPI_SUCCESS)
@@ -190,7 +213,7 @@ static int test_op(void *impl, int req, int *done, upm_err *err)
 {
     mpi_impl *m = impl;
     if (req < 0 || req >= MAX_PENDING || m->pending[req] == MPI_REQUEST_NULL)
-        return fail(err, UPM_EINVAL, "rank %d: no pending collective %d", m->rank, req);
+        return fail(err, UPM_EINVAL, "no pending collective %d", req);
     int mrc = MPI_Test(&m->pending[req], done, MPI_STATUS_IGNORE);
     drain(m);
     return mrc == MPI_SUCCESS ? 0 : mpi_fail(m, err, mrc, "all-reduce");
@@ -200,7 +223,7 @@ static int wait_op(void *impl, int req, upm_err *err)
 {
     mpi_impl *m = impl;
     if (req < 0 || req >= MAX_PENDING || m->pending[req] == MPI_REQUEST_NULL)
-        return fail(err, UPM_EINVAL, "rank %d: no pending collective %d", m->rank, req);
+        return fail(err, UPM_EINVAL, "no pending collective %d", req);
     return wait_req(m, &m->pending[req], "gradient all-reduce", err);
 }
 
@@ -208,7 +231,7 @@ static int allreduce_max_i64(void *impl, int64_t *v, size_t n, upm_err *err)
 {
     mpi_impl *m = impl;
     MPI_Request r;
-    if (too_big(m, n, err))
+    if (too_big(n, err))
         return UPM_EINVAL;
     arrive(m);
     int mrc = MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_INT64_T, MPI_MAX, m->comm, &r);
@@ -219,7 +242,7 @@ static int broadcast(void *impl, void *buf, size_t bytes, int root, upm_err *err
 {
     mpi_impl *m = impl;
     MPI_Request r;
-    if (too_big(m, bytes, err))
+    if (too_big(bytes, err))
         return UPM_EINVAL;
     arrive(m);
     int mrc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, m->comm, &r);
@@ -239,7 +262,7 @@ static int allgather(void *impl, const void *mine, size_t bytes, void *all, upm_
 {
     mpi_impl *m = impl;
     MPI_Request r;
-    if (too_big(m, bytes, err))
+    if (too_big(bytes, err))
         return UPM_EINVAL;
     arrive(m);
     int mrc = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, m->comm, &r);
@@ -250,7 +273,7 @@ static int allgatherv(void *impl, const void *mine, size_t bytes, void *all, con
                       const size_t *displs, upm_err *err)
 {
     mpi_impl *m = impl;
-    if (too_big(m, displs[m->world - 1] + counts[m->world - 1], err))
+    if (too_big(displs[m->world - 1] + counts[m->world - 1], err))
         return UPM_EINVAL;
     int *c = malloc(sizeof(int) * 2 * (size_t)m->world);
     if (!c)
@@ -290,6 +313,7 @@ static void close_impl(void *impl, int abort_job)
     }
     MPI_Comm_free(&m->hb);
     MPI_Comm_free(&m->comm);
+    free(m->heard);
     free(m->last);
     free(m->rbuf);
     free(m->sbuf);
@@ -334,16 +358,18 @@ int upm_comm_module_init(upm_comm_module_args *mi, upm_err *err)
     }
     m->timeout_s = mi->timeout_s, m->stop = mi->stop, m->phase = mi->phase, m->wait_s = mi->wait_s;
     size_t W = (size_t)m->world;
+    m->heard = calloc(W, sizeof *m->heard);
     m->last = calloc(W, sizeof *m->last), m->rbuf = calloc(W, sizeof *m->rbuf), m->sbuf = calloc(W, sizeof *m->sbuf);
     m->rreq = malloc(W * sizeof *m->rreq), m->sreq = malloc(W * sizeof *m->sreq);
-    if (!m->last || !m->rbuf || !m->sbuf || !m->rreq || !m->sreq) {
-        free(m->last), free(m->rbuf), free(m->sbuf), free(m->rreq), free(m->sreq), free(m);
+    if (!m->heard || !m->last || !m->rbuf || !m->sbuf || !m->rreq || !m->sreq) {
+        free(m->heard), free(m->last), free(m->rbuf), free(m->sbuf), free(m->rreq), free(m->sreq), free(m);
         return fail(err, UPM_ENOMEM, "no memory");
     }
     for (int i = 0; i < MAX_PENDING; i++)
         m->pending[i] = MPI_REQUEST_NULL;
     for (int p = 0; p < m->world; p++) {
         m->sreq[p] = m->rreq[p] = MPI_REQUEST_NULL;
+        m->heard[p] = wall();
         if (p != m->rank)
             MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
     }

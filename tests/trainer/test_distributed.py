@@ -1,0 +1,334 @@
+"""Data-parallel upmoe-train under Open MPI's mpirun (docs/distributed.md), on real data: 2 ranks x batch B
+train like 1 rank x batch 2B on the same samples; each rank draws its own task sequence by the weights;
+a 2-rank run resumed from a checkpoint equals an uninterrupted one bit for bit, and resumes with another
+world size after a warning; a killed or hung rank stops the job within the bound, naming the rank."""
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from train_fixture import CAT, TRAIN, build, run, testdata  # noqa: E402
+from safetensors_io import load  # noqa: E402
+
+MPIRUN = shutil.which("mpirun")
+SMALL = ["--dim", 32, "--layers", 2, "--heads", 2, "--experts", 4, "--batch", 8, "--image-size", 32,
+         "--vocab-targets", "sampled:64", "--lr", 2e-3, "--threads", 1, "--loader-threads", 1]
+# One task (GLUE SST-2 as a cloze label task), no per-step randomness in the model, one reader, no
+# shuffle: the 1-rank batch of 2B is exactly rank 0's B samples followed by rank 1's.
+EQUIV = ["--mixture", "sst-only", "--dim", 32, "--layers", 2, "--heads", 2, "--experts", 4, "--threads", 1,
+         "--loader-threads", 1, "--shuffle-block", 1, "--drop-path", 0, "--gate-noise", 0, "--lr", 1e-3,
+         "--layerscale", 1, "--quiet"]
+SST_SHARDS, SST_PER_SHARD = 40, 4
+
+
+def mpi_env(env):
+    env = dict(env)
+    if os.getuid() == 0:  # Open MPI refuses root unless told twice
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    # Sanitizer builds: Open MPI keeps allocations for the whole process (exempted by library in
+    # lsan-mpi.supp) and has no frame pointers; its plugins stay loaded (keep_plugins.c) and stacks are
+    # unwound the exact way, so that the exemptions match and everything of ours is checked.
+    with open(TRAIN, "rb") as f:
+        sanitized = b"__asan_init" in f.read()
+    if sanitized:
+        keep = os.path.join(os.path.dirname(TRAIN), "libupmoe-keep-plugins.so")
+        supp = os.path.join(HERE, "..", "lsan-mpi.supp")
+        env["LD_PRELOAD"] = keep
+        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0:fast_unwind_on_malloc=0"
+                               ":malloc_context_size=16").lstrip(":")
+        env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "") + f":suppressions={supp}:print_suppressions=0").lstrip(":")
+    return env
+
+
+def rank_pid(out_dir, rank, timeout=60):
+    """The pid of rank `rank` of the job writing to out_dir (from the ranks' environment)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\0")
+                if not cmd or not cmd[0].endswith(b"upmoe-train") or out_dir.encode() not in cmd:
+                    continue
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+                if env.get(b"OMPI_COMM_WORLD_RANK") == str(rank).encode():
+                    return int(pid)
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"rank {rank} of the job in {out_dir} did not appear")
+
+
+@unittest.skipUnless(MPIRUN, "mpirun not found: tools/setup installs Debian's openmpi-bin")
+class DistributedTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = tempfile.TemporaryDirectory(prefix="upmoe-dist-")
+        cls.tmp = cls.tmpdir.name
+        cls.env = mpi_env(build(cls.tmp))
+        cls.db = os.path.join(cls.tmp, "catalog.db")
+        cls.build_sst()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmpdir.cleanup()
+
+    @classmethod
+    def build_sst(cls):
+        """Real sentences (UCI sentiment, IMDb part) as glue-sst2 shards of exactly SST_PER_SHARD samples."""
+        with open(os.path.join(testdata(), "sentiment", "imdb.json")) as f:
+            recs = [r for r in json.load(f) if r.get("class") is not None]
+        random.Random(5).shuffle(recs)
+        out = os.path.join(cls.tmp, "sst")
+        os.makedirs(out)
+        for s in range(SST_SHARDS):
+            with tarfile.open(os.path.join(out, f"sst-{s:06d}.tar"), "w") as t:
+                for i in range(SST_PER_SHARD):
+                    r = recs[s * SST_PER_SHARD + i]
+                    data = json.dumps({"sentence": r["text"].strip(), "label": r["class"]}).encode()
+                    ti = tarfile.TarInfo(f"{s:04d}{i:02d}.json")
+                    ti.size = len(data)
+                    t.addfile(ti, io.BytesIO(data))
+        c = lambda *a: run(CAT, *a, env=cls.env)  # noqa: E731
+        c("add", "dataset", "sst", "--task", "glue-sst2", "--batch", SST_PER_SHARD, "--weight", 1,
+          "--url", os.path.join(out, "sst-{000000..%06d}.tar" % (SST_SHARDS - 1)))
+        c("mixture", "create", "sst-only")
+        c("mixture", "add", "sst-only", "sst")
+
+    def mpirun(self, n, *argv, ok=True, timeout=900, **kw):
+        return run(MPIRUN, "-np", n, "--oversubscribe", "--bind-to", "none", TRAIN, *argv, ok=ok, timeout=timeout,
+                   env=self.env, **kw)
+
+    def train(self, *argv, ok=True):
+        return run(TRAIN, *argv, ok=ok, env=self.env, timeout=900)
+
+    def out(self, name):
+        return os.path.join(self.tmp, name)
+
+    def ckpt(self, out, step):
+        return os.path.join(self.tmp, out, "checkpoints", f"step-{step:08d}")
+
+    def sql(self, q, *args):
+        con = sqlite3.connect(self.db)
+        try:
+            return con.execute(q, args).fetchall()
+        finally:
+            con.close()
+
+    def metrics(self, name):
+        return self.sql("SELECT m.step, m.task, m.dataset, m.loss, m.weighted_loss, m.accuracy, m.samples, m.lr, "
+                        "m.grad_norm, m.ranks FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.name = ? "
+                        "ORDER BY m.step, m.task", name)
+
+    def weights(self, out, step, kind="model"):
+        return load(os.path.join(self.ckpt(out, step), f"{kind}.safetensors"))[0]
+
+    # ---- equivalence ----
+
+    def test_two_ranks_equal_one_rank_with_twice_the_batch(self):
+        """20 steps of 2 ranks x batch 4 == 1 rank x batch 8 on the same samples: every step's loss within
+        1e-5 relative, all weights within 1e-5 (relative, as one vector); and per tensor no further apart
+        than the same 1-rank run with its batch rows in another order (--readers 2 interleaves the same two
+        shards), which is the float32 noise floor under AdamW (small gradients are normalised by their own
+        size, so their rounding differences show at full scale; see docs/distributed.md)."""
+        steps = 20
+        self.mpirun(2, *EQUIV, "--steps", steps, "--batch", 4, "--readers", 1, "--out", self.out("eq2"),
+                    "--name", "eq2")
+        self.train(*EQUIV, "--steps", steps, "--batch", 8, "--readers", 1, "--out", self.out("eq1"), "--name", "eq1")
+        self.train(*EQUIV, "--steps", steps, "--batch", 8, "--readers", 2, "--out", self.out("eq1r"),
+                   "--name", "eq1r")
+        self.train(*EQUIV, "--steps", 1, "--batch", 8, "--lr", 0, "--out", self.out("eq0"), "--name", "eq0")
+        m1, m2 = self.metrics("eq1"), self.metrics("eq2")
+        self.assertEqual(len(m1), steps)
+        self.assertEqual(len(m2), steps)
+        for a, b in zip(m1, m2):
+            self.assertEqual(a[6], 8)
+            self.assertEqual(b[6], 8)
+            self.assertEqual(b[9], "0 1")  # both ranks trained the task
+            self.assertLessEqual(abs(a[3] - b[3]), 1e-5 * abs(a[3]), f"step {a[0]}: loss {a[3]} vs {b[3]}")
+        w0, w1, w2, wr = (self.weights("eq0", 1), self.weights("eq1", steps), self.weights("eq2", steps),
+                          self.weights("eq1r", steps))
+
+        def dist(a, b):
+            return sum(((a[k].double() - b[k].double()) ** 2).sum().item() for k in a) ** 0.5
+
+        norm = dist(w1, {k: 0 * v for k, v in w1.items()})
+        update = dist(w1, w0)
+        d_ranks, d_order = dist(w1, w2), dist(w1, wr)
+        print(f"\n|w1 - w2| / |w1| = {d_ranks / norm:.3g}; relative to the 20 updates: 2 ranks {d_ranks / update:.3g}, "
+              f"rows reordered {d_order / update:.3g}")
+        self.assertGreater(update, 0)
+        self.assertLessEqual(d_ranks / norm, 1e-5)
+        self.assertLessEqual(d_ranks, d_order)
+
+        def worst(a, b):
+            return max((a[k].double() - b[k].double()).abs().max().item() / max(a[k].abs().max().item(), 1e-30)
+                       for k in a)
+
+        self.assertLessEqual(worst(w1, w2), worst(w1, wr))
+
+    # ---- per-rank task sampling ----
+
+    def test_each_rank_draws_its_own_tasks_by_weight(self):
+        """1,000 steps of 2 ranks on a three-task mixture (weights 0.4, 0.3, 0.3): each rank's task sequence
+        (from the metrics rows' ranks) passes a chi-square test against the weights, the two sequences
+        differ, and every row holds its task's loss over the ranks that trained it."""
+        steps = 1000
+        self.mpirun(2, "--mixture", "three", "--out", self.out("tasks"), "--name", "tasks", "--steps", steps,
+                    "--dim", 16, "--layers", 1, "--heads", 1, "--experts", 2, "--batch", 2, "--image-size", 32,
+                    "--vocab-targets", "sampled:8", "--threads", 1, "--loader-threads", 1, "--quiet",
+                    "--checkpoint-every", 0)
+        rows = self.metrics("tasks")
+        seq = {0: {}, 1: {}}
+        for step, task, dataset, loss, wl, acc, samples, lr, gn, ranks in rows:
+            self.assertIsNotNone(loss)
+            self.assertTrue(loss == loss and loss > 0, f"step {step} {task}: loss {loss}")
+            rs = [int(r) for r in ranks.split()]
+            self.assertEqual(samples, 2 * len(rs))
+            for r in rs:
+                self.assertNotIn(step, seq[r], f"rank {r} trained two tasks in step {step}")
+                seq[r][step] = task
+        weights = {"classification": 0.4, "image-caption": 0.3, "mlm": 0.3}
+        for r in (0, 1):
+            self.assertEqual(sorted(seq[r]), list(range(steps)), f"rank {r} is missing steps")
+            counts = {t: 0 for t in weights}
+            for t in seq[r].values():
+                counts[t] += 1
+            chi2 = sum((counts[t] - steps * w) ** 2 / (steps * w) for t, w in weights.items())
+            print(f"\nrank {r}: {counts}, chi-square {chi2:.2f}")
+            self.assertLess(chi2, 13.82)  # 2 degrees of freedom, p = 0.001
+        same = sum(seq[0][s] == seq[1][s] for s in range(steps))
+        self.assertLess(same, 0.5 * steps)  # independent draws agree on 0.4^2 + 2 * 0.3^2 = 34 %
+
+    # ---- resume ----
+
+    def test_resume_is_bit_exact_and_other_world_sizes_resume_with_a_warning(self):
+        """2 ranks: 12 steps straight == 5 steps, a crash, --resume to 12 (weights, moments and every
+        metrics row identical); the 2-rank checkpoint also resumes on 1 and on 3 ranks, with a warning."""
+        common = ["--mixture", "three", *SMALL, "--steps", 12]
+        self.mpirun(2, *common, "--out", self.out("straight"), "--name", "straight", "--checkpoint-every", 100)
+        self.mpirun(2, *common, "--out", self.out("split"), "--name", "split", "--checkpoint-every", 5,
+                    "--keep", 10)
+        with open(os.path.join(self.ckpt("split", 5), "state.json")) as f:
+            state = json.load(f)
+        self.assertEqual(state["world"], 2)
+        self.assertEqual([c["rank"] for c in state["cursors"]], [0, 1])
+        for other in (1, 3):  # copies of the step-5 checkpoint for the world-size changes
+            os.makedirs(os.path.join(self.out(f"w{other}"), "checkpoints"))
+            shutil.copytree(self.ckpt("split", 5), self.ckpt(f"w{other}", 5))
+        shutil.rmtree(self.ckpt("split", 10))
+        shutil.rmtree(self.ckpt("split", 12))
+        p = self.mpirun(2, "--resume", self.out("split"), "--mixture", "three", *SMALL, "--steps", 12)
+        self.assertNotIn("warning", p.stderr)
+        for kind in ("model", "optim"):
+            with open(os.path.join(self.ckpt("straight", 12), f"{kind}.safetensors"), "rb") as f:
+                a = f.read()
+            with open(os.path.join(self.ckpt("split", 12), f"{kind}.safetensors"), "rb") as f:
+                b = f.read()
+            self.assertEqual(a, b, f"{kind}.safetensors differs after the resume")
+        self.assertEqual(self.metrics("straight"), self.metrics("split"))
+
+        # Another world size: the run goes on from step 5 with a warning that the data order changes.
+        p = self.train("--resume", self.out("w1"), "--mixture", "three", *SMALL, "--steps", 8)
+        self.assertIn("warning", p.stderr)
+        self.assertIn("written by 2 ranks and this run has 1", p.stderr)
+        self.assertIn("data order differs", p.stderr)
+        p = self.mpirun(3, "--resume", self.out("w3"), "--mixture", "three", *SMALL, "--steps", 8)
+        self.assertIn("written by 2 ranks and this run has 3", p.stderr)
+        with open(os.path.join(self.ckpt("w3", 8), "state.json")) as f:
+            state = json.load(f)
+        self.assertEqual((state["step"], state["world"], len(state["cursors"])), (8, 3, 3))
+
+    # ---- faults ----
+
+    def start(self, name, *extra):
+        out = self.out(name)
+        cmd = [MPIRUN, "-np", "2", "--oversubscribe", "--bind-to", "none", TRAIN, "--mixture", "three", "--out", out,
+               "--name", name, *[str(a) for a in SMALL], "--steps", "100000", "--checkpoint-every", "20",
+               "--log-every", "1000", *[str(a) for a in extra]]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
+                                start_new_session=True)
+        end = time.time() + 600
+        while not os.path.isdir(self.ckpt(name, 20)):  # a checkpoint to resume from, then the fault
+            self.assertIsNone(proc.poll(), "the job ended early")
+            self.assertLess(time.time(), end, "no checkpoint after 600 s")
+            time.sleep(0.05)
+        return out, proc
+
+    def finish(self, proc, t0, bound):
+        try:
+            stdout, stderr = proc.communicate(timeout=bound + 30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+        took = time.time() - t0
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertLess(took, bound, f"the job took {took:.1f} s to stop")
+        return stdout + stderr, took
+
+    def test_a_killed_rank_stops_the_job_and_it_resumes(self):
+        """SIGKILL rank 1 mid-run: the job exits non-zero within 60 s, rank 0 saying it was waiting for rank
+        1; the run then resumes from its last checkpoint."""
+        out, proc = self.start("killed")
+        t0 = time.time()
+        os.kill(rank_pid(out, 1), signal.SIGKILL)
+        text, took = self.finish(proc, t0, 60)
+        print(f"\nkilled rank 1: the job stopped after {took:.1f} s")
+        self.assertRegex(text, r"rank 1\b")
+        steps = sorted(os.listdir(os.path.join(out, "checkpoints")))
+        last = int(steps[-1].split("-")[1])
+        p = self.mpirun(2, "--resume", out, "--mixture", "three", *SMALL, "--steps", last + 3)
+        self.assertIn(f"steps {last}..{last + 3}", p.stdout)
+        self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'killed'"), [("finished", last + 3)])
+
+    def test_a_hung_rank_stops_the_job_within_the_timeout(self):
+        """SIGSTOP rank 1 (a hang): rank 0 gives up after --comm-timeout 3 s naming rank 1, the job exits
+        non-zero, and the catalog says why."""
+        out, proc = self.start("hung", "--comm-timeout", 3)
+        pid = rank_pid(out, 1)
+        t0 = time.time()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            text, took = self.finish(proc, t0, 30)
+        finally:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        print(f"\nhung rank 1: the job stopped after {took:.1f} s")
+        self.assertIn("for rank 1", text)
+        self.assertIn("died or hangs", text)
+        state, message = self.sql("SELECT state, message FROM runs WHERE name = 'hung'")[0]
+        self.assertEqual(state, "failed")
+        self.assertIn("for rank 1", message)
+
+    def test_usage(self):
+        """A local communicator under mpirun -np 2 is refused; single-process runs need no launcher."""
+        p = self.mpirun(2, "--mixture", "three", "--out", self.out("usage"), "--comm", "local", *SMALL, "--steps", 1,
+                        ok=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--comm mpi", p.stderr)
+        p = self.train("--mixture", "three", "--out", self.out("usage"), "--comm", "nccl", ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--comm must be auto, local or mpi", p.stderr)
+        p = self.train("--mixture", "three", "--out", self.out("usage"), "--comm-timeout", "0", ok=False)
+        self.assertEqual(p.returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
