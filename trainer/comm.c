@@ -21,7 +21,7 @@ struct upm_comm {
     const upm_comm_ops *ops; /* NULL: local */
     void *impl, *dl;
     int failed;
-    double wait_s;
+    double wait_s, patience, timeout_s;
     char phase[256];
 };
 
@@ -88,7 +88,7 @@ static int open_mpi(upm_comm *c, const upm_comm_opts *o, upm_err *err)
     if (!init)
         return upm_errf(err, UPM_EINVAL, "%s is not an upmoe communicator module", path);
     upm_comm_module_args mi = {.abi = UPM_COMM_MODULE_ABI, .timeout_s = o->timeout_s, .stop = o->stop,
-                               .phase = c->phase, .wait_s = &c->wait_s};
+                               .phase = c->phase, .wait_s = &c->wait_s, .patience = &c->patience};
     int rc = init(&mi, err);
     if (rc)
         return rc;
@@ -111,6 +111,8 @@ int upm_comm_open(const upm_comm_opts *o, upm_comm **out, upm_err *err)
     if (!c)
         return upm_errf(err, UPM_ENOMEM, "no memory");
     snprintf(c->phase, sizeof c->phase, "start-up");
+    c->patience = 10 * o->timeout_s; /* until the trainer knows its step times */
+    c->timeout_s = o->timeout_s;
     int world = 1;
     const char *launcher = upm_comm_launcher(&world);
     c->kind = o->kind == UPM_COMM_AUTO ? (launcher ? UPM_COMM_MPI : UPM_COMM_LOCAL) : o->kind;
@@ -146,6 +148,9 @@ int upm_comm_local_rank(const upm_comm *c) { return c->local_rank; }
 int upm_comm_local_world(const upm_comm *c) { return c->local_world; }
 const char *upm_comm_name(const upm_comm *c) { return c->ops ? "mpi" : "local"; }
 double upm_comm_wait_seconds(const upm_comm *c) { return c->wait_s; }
+
+void upm_comm_set_patience(upm_comm *c, double seconds) { c->patience = seconds; }
+double upm_comm_timeout(const upm_comm *c) { return c->timeout_s; }
 
 void upm_comm_set_phase(upm_comm *c, const char *fmt, ...)
 {

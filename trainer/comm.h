@@ -8,9 +8,9 @@
  *          without MPI never load it. A NCCL backend (GPU buffers, bootstrapped over this one) fits the
  *          same table.
  *
- * Every collective waits at most `timeout_s`: a rank that died or hangs makes the others fail with
- * UPM_ECOMM and a message naming the ranks that did not arrive, instead of blocking forever. Every rank
- * must call the collectives in the same order with the same sizes (as with MPI). */
+ * No collective waits forever: a rank that is silent for `timeout_s` (dead, stopped) or alive but behind
+ * for longer than the patience (upm_comm_set_patience) makes the others fail with UPM_ECOMM and a message
+ * naming it. Every rank must call the collectives in the same order with the same sizes (as with MPI). */
 #ifndef UPM_COMM_H
 #define UPM_COMM_H
 
@@ -24,7 +24,7 @@ typedef enum upm_comm_kind { UPM_COMM_AUTO = 0, UPM_COMM_LOCAL, UPM_COMM_MPI } u
 
 typedef struct upm_comm_opts {
     upm_comm_kind kind;  /* AUTO: mpi when a launcher's environment is present, else local */
-    double timeout_s;    /* per collective (default 60) */
+    double timeout_s;    /* a rank silent this long is dead or stopped (default 60; see set_patience) */
     /* Set asynchronously (SIGINT/SIGTERM): a collective that has waited `timeout_s` or is interrupted
      * this way gives up with the names of the missing ranks. NULL = not watched. */
     volatile sig_atomic_t *stop;
@@ -67,6 +67,12 @@ int upm_comm_allgatherv(upm_comm *c, const void *mine, size_t bytes, char **all,
 
 /* What the ranks are doing, for error messages ("step 17: gradient all-reduce"). */
 void upm_comm_set_phase(upm_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* How long a rank that is alive (its heartbeats arrive) may stay behind the others before a collective
+ * gives up on it: a long step is not a hang. The trainer sets it from the step times it has seen
+ * (5 x the slowest step of any rank, at least the timeout); until then 10 x the timeout. A rank that
+ * is silent for the timeout (dead, stopped) is given up on at once. */
+void upm_comm_set_patience(upm_comm *c, double seconds);
+double upm_comm_timeout(const upm_comm *c);
 /* Seconds spent inside blocking collectives and upm_comm_wait since open. */
 double upm_comm_wait_seconds(const upm_comm *c);
 

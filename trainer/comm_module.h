@@ -33,6 +33,7 @@ typedef struct upm_comm_module_args {
     volatile sig_atomic_t *stop; /* in: may be NULL */
     const char *phase;           /* in: the caller's current phase text (read at error time) */
     double *wait_s;              /* in: where to add the seconds spent waiting */
+    const double *patience;      /* in: how long a live rank may stay behind (read at wait time) */
     int rank, world, local_rank, local_world; /* out */
     const upm_comm_ops *ops;     /* out */
     void *impl;                  /* out */

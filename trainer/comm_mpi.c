@@ -1,13 +1,18 @@
 /* The MPI communicator module (libupmoe-comm-mpi.so, see comm.h and comm_module.h).
  *
- * Every collective is started non-blocking and waited for in a polling loop with a deadline, so a rank
- * that died or hangs cannot block the others forever. To say WHICH rank is missing, each rank numbers
- * its collectives (all ranks call them in the same order) and, on entering one, sends its number to
- * every peer on a private duplicate of the world communicator, and repeats it about once a second while
- * it waits. A rank that times out names the peers whose last number is behind its own (they never
- * arrived), or else the peers it has not heard from while waiting (they arrived, then stopped or hung
- * inside the collective). Messages are a few bytes, eager, and need no reply. */
+ * Every collective is started non-blocking and waited for in a polling loop, so a rank that died or
+ * hangs cannot block the others forever. Liveness and progress are told apart:
+ *   - a heartbeat thread sends this rank's collective number (all ranks call the collectives in the same
+ *     order and number them alike) to every peer every `ping` seconds, on a private duplicate of the world
+ *     communicator, and records what it hears. A peer silent for `timeout_s` is dead or stopped;
+ *   - a peer that is alive but has not reached the collective we wait in is slow (a longer task, a full-
+ *     vocabulary step) or stuck in its own code: we give it `patience` seconds (the trainer sets this from
+ *     the step times it has seen) before stopping the job.
+ * The messages name the ranks. Heartbeats are 8 bytes, eager, and need no reply. Without
+ * MPI_THREAD_MULTIPLE there is no thread: ranks ping only while they wait, and any wait longer than
+ * timeout_s counts as a failure. */
 #include <mpi.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,14 +29,20 @@
 typedef struct mpi_impl {
     MPI_Comm comm, hb; /* collectives; heartbeats */
     int rank, world;
-    double timeout_s;
+    double timeout_s, ping;
+    const double *patience;
     volatile sig_atomic_t *stop;
     const char *phase;
     double *wait_s;
+    /* heartbeat state, under lk */
+    pthread_mutex_t lk;
     int64_t seq;                     /* collectives entered by this rank */
     int64_t *last, *rbuf, *sbuf;     /* per peer: last number heard, receive and send buffers */
     double *heard;                   /* per peer: when we last heard from it */
+    double *moved;                   /* per peer: when its number last changed */
     MPI_Request *rreq, *sreq;        /* per peer */
+    pthread_t thread;
+    int threaded, quit;
     MPI_Request pending[MAX_PENDING]; /* started collectives, by request number */
     int stop_noted;
 } mpi_impl;
@@ -63,9 +74,16 @@ static double wall(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Records every heartbeat that arrived and re-posts the receives. */
+static void nap(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* Records every heartbeat that arrived and re-posts the receives (lk held). */
 static void drain(mpi_impl *m)
 {
+    double t = wall();
     for (int p = 0; p < m->world; p++) {
         if (p == m->rank)
             continue;
@@ -74,15 +92,15 @@ static void drain(mpi_impl *m)
             if (MPI_Test(&m->rreq[p], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag)
                 break;
             if (m->rbuf[p] > m->last[p])
-                m->last[p] = m->rbuf[p];
-            m->heard[p] = wall();
+                m->last[p] = m->rbuf[p], m->moved[p] = t;
+            m->heard[p] = t;
             MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
         }
     }
 }
 
-/* Tells every peer our collective number. A peer still holding our previous message (its receive not
- * matched yet) is skipped: it only ever needs the latest. */
+/* Tells every peer our collective number (lk held). A peer still holding our previous message (its
+ * receive not matched yet) is skipped: it only ever needs the latest. */
 static void announce(mpi_impl *m)
 {
     for (int p = 0; p < m->world; p++) {
@@ -99,41 +117,64 @@ static void announce(mpi_impl *m)
     drain(m);
 }
 
+static void *heartbeat(void *arg)
+{
+    mpi_impl *m = arg;
+    for (;;) {
+        pthread_mutex_lock(&m->lk);
+        int quit = m->quit;
+        if (!quit)
+            announce(m);
+        pthread_mutex_unlock(&m->lk);
+        if (quit)
+            return NULL;
+        nap(m->ping);
+    }
+}
+
 /* Entering collective number ++seq. */
 static void arrive(mpi_impl *m)
 {
+    pthread_mutex_lock(&m->lk);
     m->seq++;
     announce(m);
+    pthread_mutex_unlock(&m->lk);
 }
 
-/* The peers that never reached our collective, "1 (2 collectives behind), 3 (1 ...)" into buf, or with
- * silent_since > 0 the peers that reached it but were not heard from since then; how many. */
-static int missing(mpi_impl *m, double silent_since, char *buf, size_t cap)
+enum { SILENT = 1, BEHIND = 2 };
+
+/* The peers in trouble while we wait in our collective since t0, as "1 (...), 3 (...)" into buf: silent
+ * ones (not heard from for timeout_s: dead or stopped), or with which = BEHIND the live ones that have
+ * not reached it. Returns how many. */
+static int trouble(mpi_impl *m, int which, double t0, char *buf, size_t cap)
 {
+    pthread_mutex_lock(&m->lk);
     drain(m);
+    double t = wall();
     int n = 0;
     size_t len = 0;
     buf[0] = 0;
-    for (int p = 0; p < m->world; p++) {
-        int behind = p != m->rank && m->last[p] < m->seq;
-        int silent = p != m->rank && silent_since > 0 && m->last[p] >= m->seq && m->heard[p] < silent_since;
-        if (!behind && !silent)
+    for (int p = 0; p < m->world && len < cap; p++) {
+        if (p == m->rank)
             continue;
-        if (len < cap && behind)
-            len += (size_t)snprintf(buf + len, cap - len, "%s%d (%lld collective%s behind)", n ? ", " : "", p,
-                                    (long long)(m->seq - m->last[p]), m->seq - m->last[p] == 1 ? "" : "s");
-        else if (len < cap)
-            len += (size_t)snprintf(buf + len, cap - len, "%s%d (reached it, then silent for %.0f s)", n ? ", " : "",
-                                    p, wall() - m->heard[p]);
-        n++;
+        int64_t behind = m->seq - m->last[p];
+        double quiet = t - m->heard[p];
+        if ((which & SILENT) && quiet > m->timeout_s)
+            len += (size_t)snprintf(buf + len, cap - len, "%s%d (silent for %.0f s%s)", n++ ? ", " : "", p, quiet,
+                                    behind > 0 ? ", never reached this collective" : "");
+        else if ((which & BEHIND) && behind > 0 && (!m->threaded || quiet < 3 * m->ping))
+            /* (threaded: a peer not heard from for a few pings is left to the silence rule) */
+            len += (size_t)snprintf(buf + len, cap - len, "%s%d (%lld collective%s behind for %.0f s)",
+                                    n++ ? ", " : "", p, (long long)behind, behind == 1 ? "" : "s",
+                                    t - (m->moved[p] > t0 ? m->moved[p] : t0));
     }
+    pthread_mutex_unlock(&m->lk);
     return n;
 }
 
 static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *err)
 {
-    double t0 = wall(), deadline = t0 + m->timeout_s, stop_seen = 0;
-    double ping = m->timeout_s / 8 < 1 ? m->timeout_s / 8 : 1, next_ping = t0 + ping;
+    double t0 = wall(), stop_seen = 0, grace_end = 0, next_check = t0 + m->ping;
     long spins = 0;
     for (;;) {
         int flag = 0, mrc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
@@ -142,14 +183,13 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
         if (flag)
             break;
         double t = wall();
+        char who[512];
         if (m->stop && *m->stop && !stop_seen) {
             /* Interrupted (e.g. mpirun's SIGTERM after a rank died, shortly followed by SIGKILL): say now
              * whom we are waiting for; keep waiting a little in case everyone was interrupted. */
             stop_seen = t;
-            char who[512];
-            if (missing(m, 0, who, sizeof who)) {
-                if (deadline > t + STOP_GRACE_S)
-                    deadline = t + STOP_GRACE_S;
+            if (trouble(m, SILENT | BEHIND, t0, who, sizeof who)) {
+                grace_end = t + STOP_GRACE_S;
                 if (!m->stop_noted)
                     fprintf(stderr, "upmoe: rank %d: interrupted while waiting in %s (%s) for rank %s\n", m->rank,
                             m->phase, what, who);
@@ -157,29 +197,36 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
                 m->stop_noted = 1;
             }
         }
-        if (t > deadline) {
-            char who[512];
-            int n = missing(m, 0, who, sizeof who);
-            if (!n) /* everyone arrived: who has gone quiet since the last ping round? */
-                n = missing(m, t - ping - 1.0, who, sizeof who);
-            *m->wait_s += t - t0;
-            if (n)
-                return fail(err, UPM_ECOMM, "waited %.0f s in %s (%s) for rank %s, which died or hangs; stopping "
-                            "(the run resumes from its last checkpoint)", t - t0, m->phase, what, who);
-            return fail(err, UPM_ECOMM, "%s in %s did not complete within %.0f s: every rank reached it, so one "
-                        "died or hangs inside it, or the network failed; stopping (the run resumes from its last "
-                        "checkpoint)", what, m->phase, t - t0);
+        if (t > next_check || (grace_end > 0 && t > grace_end)) {
+            next_check = t + m->ping;
+            if (!m->threaded) { /* no heartbeat thread: we are alive and waiting, say so */
+                pthread_mutex_lock(&m->lk);
+                announce(m);
+                pthread_mutex_unlock(&m->lk);
+            }
+            double limit = m->threaded ? (*m->patience > m->timeout_s ? *m->patience : m->timeout_s) : m->timeout_s;
+            const char *why = NULL;
+            int n = 0;
+            if (m->threaded && (n = trouble(m, SILENT, t0, who, sizeof who)))
+                why = "which died or was stopped";
+            else if (t - t0 > limit && (n = trouble(m, m->threaded ? BEHIND : SILENT | BEHIND, t0, who, sizeof who)))
+                why = m->threaded ? "which is alive but made no progress (hangs?)" : "which died or hangs";
+            else if (grace_end > 0 && t > grace_end && (n = trouble(m, SILENT | BEHIND, t0, who, sizeof who)))
+                why = "and was interrupted";
+            if (n) {
+                *m->wait_s += t - t0;
+                return fail(err, UPM_ECOMM, "waited %.0f s in %s (%s) for rank %s, %s; stopping (the run resumes "
+                            "from its last checkpoint)", t - t0, m->phase, what, who, why);
+            }
+            /* Everyone arrived and sounds alive: allow one more timeout, in which a rank that stopped inside
+             * the collective falls silent, before blaming the collective itself. */
+            if (t - t0 > limit + (m->threaded ? m->timeout_s : 0))
+                return fail(err, UPM_ECOMM, "%s in %s did not complete within %.0f s although every rank reached "
+                            "it and is alive (the network?); stopping (the run resumes from its last checkpoint)",
+                            what, m->phase, t - t0);
         }
-        if ((++spins & 63) == 0)
-            drain(m);
-        if (t > next_ping) { /* we are alive and waiting: say so */
-            announce(m);
-            next_ping = t + ping;
-        }
-        if (spins > 2000) { /* long waits: yield the core to a co-located rank */
-            struct timespec ts = {0, 50000};
-            nanosleep(&ts, NULL);
-        }
+        if (spins++ > 2000) /* long waits: yield the core to a co-located rank */
+            nap(50e-6);
     }
     *m->wait_s += wall() - t0;
     return 0;
@@ -215,7 +262,6 @@ static int test_op(void *impl, int req, int *done, upm_err *err)
     if (req < 0 || req >= MAX_PENDING || m->pending[req] == MPI_REQUEST_NULL)
         return fail(err, UPM_EINVAL, "no pending collective %d", req);
     int mrc = MPI_Test(&m->pending[req], done, MPI_STATUS_IGNORE);
-    drain(m);
     return mrc == MPI_SUCCESS ? 0 : mpi_fail(m, err, mrc, "all-reduce");
 }
 
@@ -293,6 +339,12 @@ static void close_impl(void *impl, int abort_job)
     mpi_impl *m = impl;
     if (abort_job) /* a collective failed: the job cannot go on; mpirun stops every rank */
         MPI_Abort(MPI_COMM_WORLD, 1);
+    if (m->threaded) {
+        pthread_mutex_lock(&m->lk);
+        m->quit = 1;
+        pthread_mutex_unlock(&m->lk);
+        pthread_join(m->thread, NULL);
+    }
     for (int p = 0; p < m->world; p++) {
         if (p == m->rank)
             continue;
@@ -302,10 +354,8 @@ static void close_impl(void *impl, int abort_job)
             int flag = 0;
             for (int i = 0; i < 1000 && !flag; i++) { /* eager sends complete at once; never wait long */
                 MPI_Test(&m->sreq[p], &flag, MPI_STATUS_IGNORE);
-                if (!flag) {
-                    struct timespec ts = {0, 1000000};
-                    nanosleep(&ts, NULL);
-                }
+                if (!flag)
+                    nap(1e-3);
             }
             if (!flag)
                 MPI_Request_free(&m->sreq[p]);
@@ -313,7 +363,9 @@ static void close_impl(void *impl, int abort_job)
     }
     MPI_Comm_free(&m->hb);
     MPI_Comm_free(&m->comm);
+    pthread_mutex_destroy(&m->lk);
     free(m->heard);
+    free(m->moved);
     free(m->last);
     free(m->rbuf);
     free(m->sbuf);
@@ -338,8 +390,11 @@ int upm_comm_module_init(upm_comm_module_args *mi, upm_err *err)
                     mi->abi);
     int inited = 0, provided = 0;
     MPI_Initialized(&inited);
-    if (!inited && MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    /* THREAD_MULTIPLE for the heartbeat thread; without it (an MPI built without) there is none. */
+    if (!inited && MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
         return fail(err, UPM_ECOMM, "MPI_Init_thread failed");
+    if (inited)
+        MPI_Query_thread(&provided);
     mpi_impl *m = calloc(1, sizeof *m);
     if (!m)
         return fail(err, UPM_ENOMEM, "no memory");
@@ -357,22 +412,27 @@ int upm_comm_module_init(upm_comm_module_args *mi, upm_err *err)
         MPI_Comm_free(&node);
     }
     m->timeout_s = mi->timeout_s, m->stop = mi->stop, m->phase = mi->phase, m->wait_s = mi->wait_s;
+    m->patience = mi->patience;
+    m->ping = m->timeout_s / 8 < 1 ? m->timeout_s / 8 : 1;
     size_t W = (size_t)m->world;
-    m->heard = calloc(W, sizeof *m->heard);
+    m->heard = calloc(W, sizeof *m->heard), m->moved = calloc(W, sizeof *m->moved);
     m->last = calloc(W, sizeof *m->last), m->rbuf = calloc(W, sizeof *m->rbuf), m->sbuf = calloc(W, sizeof *m->sbuf);
     m->rreq = malloc(W * sizeof *m->rreq), m->sreq = malloc(W * sizeof *m->sreq);
-    if (!m->heard || !m->last || !m->rbuf || !m->sbuf || !m->rreq || !m->sreq) {
-        free(m->heard), free(m->last), free(m->rbuf), free(m->sbuf), free(m->rreq), free(m->sreq), free(m);
+    if (!m->heard || !m->moved || !m->last || !m->rbuf || !m->sbuf || !m->rreq || !m->sreq) {
+        free(m->heard), free(m->moved), free(m->last), free(m->rbuf), free(m->sbuf), free(m->rreq), free(m->sreq), free(m);
         return fail(err, UPM_ENOMEM, "no memory");
     }
     for (int i = 0; i < MAX_PENDING; i++)
         m->pending[i] = MPI_REQUEST_NULL;
     for (int p = 0; p < m->world; p++) {
         m->sreq[p] = m->rreq[p] = MPI_REQUEST_NULL;
-        m->heard[p] = wall();
+        m->heard[p] = m->moved[p] = wall();
         if (p != m->rank)
             MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
     }
+    pthread_mutex_init(&m->lk, NULL);
+    m->threaded = provided >= MPI_THREAD_MULTIPLE && m->world > 1 &&
+                  pthread_create(&m->thread, NULL, heartbeat, m) == 0;
     mi->rank = m->rank, mi->world = m->world, mi->local_rank = local, mi->local_world = local_world;
     mi->ops = &ops, mi->impl = m;
     return 0;

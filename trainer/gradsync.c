@@ -34,7 +34,7 @@ struct upm_gradsync {
     uint8_t *used_all; /* world x used_bytes */
     int rc;
     upm_err err;
-    double comm_s;
+    double comm_s, sync_s;
 };
 
 static double now(void)
@@ -146,11 +146,11 @@ int upm_gradsync_begin(upm_gradsync *gs, upm_err *err)
     const upm_model *m = gs->m;
     int E = m->cfg.experts, W = upm_comm_world(gs->c);
     gs->rc = 0;
-    gs->comm_s = 0;
+    gs->comm_s = gs->sync_s = 0;
     if (gs->skip) { /* OR over ranks of the experts each used */
         double t0 = now();
         int rc = upm_comm_allgather(gs->c, m->expert_used, gs->used_bytes, gs->used_all, err);
-        gs->comm_s += now() - t0;
+        gs->sync_s = now() - t0;
         if (rc)
             return rc;
         for (int r = 1; r < W; r++)
@@ -218,7 +218,7 @@ int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
         if (!b->sel)
             continue;
         if (!b->launched) {
-            upm_gradsync_ready(gs, k - 1); /* a group the last pass did not reach (not expected) */
+            upm_gradsync_ready(gs, k - 1); /* not overlapped (--no-overlap) */
             if (gs->rc)
                 break;
         }
@@ -251,6 +251,7 @@ int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
             st->floats_all += (double)gs->b[k].floats;
         st->wait_s = wait;
         st->comm_s = gs->comm_s;
+        st->sync_s = gs->sync_s;
     }
     if (gs->rc) {
         *err = gs->err;

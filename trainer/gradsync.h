@@ -21,8 +21,11 @@ typedef struct upm_gradsync upm_gradsync;
 typedef struct upm_gradsync_stats {
     double floats_reduced;  /* this step */
     double floats_all;      /* the whole gradient (what a plain all-reduce sends) */
-    double wait_s;          /* time finish() waited for reductions not yet done (not hidden) */
-    double comm_s;          /* time spent inside communicator calls (launch, progress, wait) */
+    double sync_s;          /* begin(): the all-gather of used experts, where ranks meet before the last
+                               backward pass (mostly waiting for ranks with a longer step so far) */
+    double wait_s;          /* time finish() waited for reductions not yet done */
+    double comm_s;          /* time in the buckets' communicator calls (start, progress, wait): the
+                               reduction time not hidden behind the backward pass */
     int buckets;
 } upm_gradsync_stats;
 
@@ -33,7 +36,8 @@ void upm_gradsync_free(upm_gradsync *gs);
 int upm_gradsync_begin(upm_gradsync *gs, upm_err *err);
 /* The backward callback (ctx = gs): starts the reduction of `group`; errors are kept for finish. */
 void upm_gradsync_ready(void *ctx, int group);
-/* Waits for every bucket and scales by 1/world. */
+/* Waits for every bucket (starting those not started: a backward without the callback reduces after
+ * the pass, one bucket after the other) and scales by 1/world. */
 int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err);
 
 #endif

@@ -90,7 +90,8 @@ typedef struct trainer {
     int rank, world;
     upm_gradsync *gs;
     upm_gradsync_stats gst;           /* the last step's */
-    double dp_steps, dp_step_s, dp_comm_s, dp_wait_s, dp_reduced, dp_all; /* sums for the summary */
+    double dp_steps, dp_step_s, dp_comm_s, dp_sync_s, dp_wait_s, dp_reduced, dp_all; /* sums for the summary */
+    double slowest_step; /* seconds, any rank */
     struct rank_rec *recs;            /* world records of the last step */
 } trainer;
 
@@ -210,10 +211,10 @@ static int last_backward(trainer *t, upm_pass *p, const float *dU, upm_err *err)
 {
     if (!t->gs)
         return upm_pass_backward(t->m, p, dU, err);
-    upm_comm_set_phase(t->comm, "step %" PRId64 ": gradient all-reduce", t->step);
+    upm_comm_set_phase(t->comm, "step %" PRId64 ": gradient all-reduce", t->step + 1); /* as progress lines count */
     int rc = upm_gradsync_begin(t->gs, err);
     if (!rc)
-        rc = upm_pass_backward_cb(t->m, p, dU, upm_gradsync_ready, t->gs, err);
+        rc = upm_pass_backward_cb(t->m, p, dU, t->o->no_overlap ? NULL : upm_gradsync_ready, t->gs, err);
     if (!rc)
         rc = upm_gradsync_finish(t->gs, &t->gst, err);
     return rc;
@@ -394,7 +395,7 @@ static int exchange(trainer *t, const upm_metric_row *mine, double seconds, int 
     me.samples = (double)mine->samples, me.seconds = seconds, me.stop = stop;
     int rc = 0;
     if (t->world > 1) {
-        upm_comm_set_phase(t->comm, "step %" PRId64 ": end of step", t->step);
+        upm_comm_set_phase(t->comm, "step %" PRId64 ": end of step", t->step + 1);
         rc = upm_comm_allgather(t->comm, &me, sizeof me, t->recs, err);
     } else
         t->recs[0] = me;
@@ -407,6 +408,11 @@ static int exchange(trainer *t, const upm_metric_row *mine, double seconds, int 
         if (t->recs[r].seconds > slowest)
             slowest = t->recs[r].seconds;
     }
+    if (slowest > t->slowest_step)
+        t->slowest_step = slowest;
+    if (t->comm) /* a rank may fall behind by a few of the longest steps seen before it counts as hung */
+        upm_comm_set_patience(t->comm, 5 * t->slowest_step > upm_comm_timeout(t->comm) ? 5 * t->slowest_step
+                                                                                        : upm_comm_timeout(t->comm));
     for (int r = 0; r < t->world && t->rank == 0; r++) {
         const rank_rec *a = &t->recs[r];
         int seen = 0;
@@ -797,11 +803,13 @@ static void dp_summary(const trainer *t)
     if (t->world < 2 || t->rank || t->o->quiet || t->dp_steps < 1)
         return;
     double n = t->dp_steps, step = t->dp_step_s / n;
-    printf("data parallel: %d ranks (%s), %.0f steps: step %.1f ms, gradient communication not hidden %.1f ms "
-           "(%.1f%%), waiting for other ranks at the end of the step %.1f ms; reduced %.2f M of %.2f M gradient "
-           "floats per step (%.1f%%%s)\n",
+    printf("data parallel: %d ranks (%s), %.0f steps after the first: step %.1f ms, gradient reduction not hidden "
+           "%.1f ms (%.1f%%, %s), waiting for slower ranks %.1f ms (%.1f%%) before the last backward pass and "
+           "%.1f ms at the end of the step; reduced %.2f M of %.2f M gradient floats per step (%.1f%%%s)\n",
            t->world, upm_comm_name(t->comm), n, 1e3 * step, 1e3 * t->dp_comm_s / n, 100 * t->dp_comm_s / t->dp_step_s,
-           1e3 * t->dp_wait_s / n, t->dp_reduced / n / 1e6, t->dp_all / n / 1e6, 100 * t->dp_reduced / t->dp_all,
+           t->o->no_overlap ? "reduced after the backward pass" : "buckets overlap the backward pass",
+           1e3 * t->dp_sync_s / n, 100 * t->dp_sync_s / t->dp_step_s, 1e3 * t->dp_wait_s / n, t->dp_reduced / n / 1e6,
+           t->dp_all / n / 1e6, 100 * t->dp_reduced / t->dp_all,
            t->o->reduce_all_experts ? "" : ", experts no rank used are skipped");
 }
 
@@ -845,8 +853,8 @@ int upm_train(const upm_train_opts *o, upm_err *err)
         double w1 = t.comm ? upm_comm_wait_seconds(t.comm) : 0;
         if ((rc = exchange(&t, &row, secs, o->stop && *o->stop, &any_stop, err)))
             break;
-        if (t.gs) {
-            t.dp_steps += 1, t.dp_step_s += now() - ts, t.dp_comm_s += t.gst.comm_s;
+        if (t.gs && t.step > t.step0) { /* the first step warms up: not counted */
+            t.dp_steps += 1, t.dp_step_s += now() - ts, t.dp_comm_s += t.gst.comm_s, t.dp_sync_s += t.gst.sync_s;
             t.dp_wait_s += upm_comm_wait_seconds(t.comm) - w1, t.dp_reduced += t.gst.floats_reduced;
             t.dp_all += t.gst.floats_all;
         }

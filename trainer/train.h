@@ -39,6 +39,7 @@ typedef struct upm_train_opts {
     int readers;            /* reader threads per dataset stream (0: 2); part of the data order */
     int shuffle_block;      /* shuffle block size (0: 256); part of the data order */
     int reduce_all_experts; /* reduce the gradients of experts no rank used, too (for measurements) */
+    int no_overlap;         /* reduce the gradients after the backward pass, not during it (for measurements) */
 } upm_train_opts;
 
 void upm_train_opts_default(upm_train_opts *o);

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -312,10 +313,21 @@ class DistributedTest(unittest.TestCase):
                 pass
         print(f"\nhung rank 1: the job stopped after {took:.1f} s")
         self.assertIn("for rank 1", text)
-        self.assertIn("died or hangs", text)
+        self.assertIn("died or was stopped", text)
         state, message = self.sql("SELECT state, message FROM runs WHERE name = 'hung'")[0]
         self.assertEqual(state, "failed")
         self.assertIn("for rank 1", message)
+
+    def test_a_slow_rank_is_not_a_dead_one(self):
+        """With --comm-timeout 0.2 s, steps where one rank scores against the full vocabulary (~1 s) while
+        the other classifies still run: the slow rank's heartbeats show it alive, and the others wait up to
+        a few of the longest steps seen (upm_comm_set_patience) before calling it hung."""
+        p = self.mpirun(2, "--mixture", "three", "--out", self.out("slow"), *SMALL, "--vocab-targets", "full",
+                        "--steps", 6, "--comm-timeout", 0.2, "--log-every", 1)
+        m = re.search(r"waiting for slower ranks ([0-9.]+) ms", p.stdout)
+        self.assertIsNotNone(m, p.stdout)
+        self.assertGreater(float(m.group(1)), 200, "no step made rank 0 wait longer than the timeout")
+        self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'slow'"), [("finished", 6)])
 
     def test_usage(self):
         """A local communicator under mpirun -np 2 is refused; single-process runs need no launcher."""

@@ -56,6 +56,7 @@ static const char usage[] =
     "  --readers N            reader threads per dataset stream (2) and --shuffle-block K samples (256):\n"
     "                         both are part of the data order\n"
     "  --reduce-all-experts   also reduce the (zero) gradients of experts no rank used (for measurements)\n"
+    "  --no-overlap           reduce the gradients after the backward pass instead of during it (ditto)\n"
     "  --checkpoint-every N   checkpoint every N steps (100), and always at the end; --keep K newest (3)\n"
     "  --quiet                no progress lines\n"
     "  -h, --help, --version\n";
@@ -83,7 +84,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
     enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
-           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE };
+           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -97,6 +98,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         {"comm", 1, 0, O_COMM}, {"comm-timeout", 1, 0, O_COMM_TIMEOUT}, {"readers", 1, 0, O_READERS},
         {"shuffle-block", 1, 0, O_SHUFFLE}, {"reduce-all-experts", 0, 0, O_ALL_EXPERTS},
         {"gate-noise", 1, 0, O_NOISE}, {"layerscale", 1, 0, O_LAYERSCALE},
+        {"no-overlap", 0, 0, O_NO_OVERLAP},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     double v;
@@ -168,6 +170,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
                 co->timeout_s = v;
             break;
         case O_ALL_EXPERTS: o->reduce_all_experts = 1; break;
+        case O_NO_OVERLAP: o->no_overlap = 1; break;
         case O_LAYERSCALE:
             if (number(optarg, 1e-9, 100, &v))
                 bad = "--layerscale needs a value in [1e-9, 100]";
