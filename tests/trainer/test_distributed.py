@@ -329,6 +329,20 @@ class DistributedTest(unittest.TestCase):
         self.assertGreater(float(m.group(1)), 200, "no step made rank 0 wait longer than the timeout")
         self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'slow'"), [("finished", 6)])
 
+    def test_sigusr1_to_mpirun_stops_every_rank_after_a_checkpoint(self):
+        """SIGUSR1 to mpirun reaches every rank: they agree on the step, rank 0 checkpoints, all exit 0,
+        and the run is 'interrupted', with every rank's cursor in the checkpoint."""
+        out, proc = self.start("usr1")
+        os.kill(proc.pid, signal.SIGUSR1)
+        stdout, stderr = proc.communicate(timeout=300)
+        self.assertEqual(proc.returncode, 0, stdout + stderr)
+        m = re.search(r"stopped at step (\d+) after a checkpoint", stdout)
+        self.assertIsNotNone(m, stdout + stderr)
+        step = int(m.group(1))
+        with open(os.path.join(self.ckpt("usr1", step), "state.json")) as f:
+            self.assertEqual(len(json.load(f)["cursors"]), 2)
+        self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'usr1'"), [("interrupted", step)])
+
     def test_usage(self):
         """A local communicator under mpirun -np 2 is refused; single-process runs need no launcher."""
         p = self.mpirun(2, "--mixture", "three", "--out", self.out("usage"), "--comm", "local", *SMALL, "--steps", 1,

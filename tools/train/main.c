@@ -1,6 +1,6 @@
 /* upmoe-train: pretrains the Uni-Perceiver encoder (dense or attribute-MoE) on a catalog mixture with the
  * CPU backend: progress lines, per-step metrics in the catalog, checkpoints, exact resume, and a clean
- * checkpointed stop on SIGINT/SIGTERM. Started by mpirun (or srun with PMI) it is one rank of a
+ * checkpointed stop on SIGINT/SIGTERM/SIGUSR1. Started by mpirun (or srun with PMI) it is one rank of a
  * data-parallel run (docs/distributed.md). */
 #include <getopt.h>
 #include <signal.h>
@@ -50,7 +50,8 @@ static const char usage[] =
     "  --log-every N          progress line every N steps (10)\n"
     "\n"
     "data parallel (docs/distributed.md): start it with `mpirun -np N upmoe-train ...` (or srun --mpi=pmix);\n"
-    "each rank samples its own task every step, gradients are averaged, rank 0 writes metrics and checkpoints\n"
+    "each rank samples its own task every step, gradients are averaged, rank 0 writes metrics and checkpoints;\n"
+    "SIGUSR1 to mpirun (or SIGTERM to any rank) checkpoints and stops every rank after the same step\n"
     "  --comm auto|local|mpi  communicator (auto: mpi when started by a launcher, else local)\n"
     "  --comm-timeout S       a rank silent for S seconds (dead, stopped) stops the job (60); a live rank that\n"
     "                         falls behind is waited for up to 5x the longest step so far\n"
@@ -290,6 +291,9 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* mpirun forwards SIGUSR1 to every rank (SIGINT/SIGTERM make it kill the job), and Slurm's
+     * --signal=USR1@T sends it before the time limit: the clean way to stop a multi-rank run. */
+    sigaction(SIGUSR1, &sa, NULL);
     o.stop = &stop;
     co.stop = &stop;
     upm_comm *comm = NULL;
