@@ -6,11 +6,12 @@
 
 #include <sqlite3.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 
 /* Newest schema this program knows; PRAGMA user_version of a catalog. */
-#define UPM_CATALOG_SCHEMA_VERSION 3
+#define UPM_CATALOG_SCHEMA_VERSION 4
 /* PRAGMA application_id of every upmoe catalog ("UPMo"), so another SQLite file is not mistaken for one. */
 #define UPM_CATALOG_APP_ID 0x55504d6f
 
@@ -24,6 +25,10 @@ typedef struct upm_catalog {
     char path[4096];
     int readonly;
     int created; /* this open created the schema (the file was new or empty) */
+    /* A trainer started by a job worker writes only while its job is running with its attempt
+     * (upm_catalog_fence): every write transaction checks this first (fencing: a worker that lost its
+     * lease cannot let a stale trainer overwrite the progress of the new attempt). 0 = unfenced. */
+    int64_t fence_job, fence_attempt;
 } upm_catalog;
 
 /* Where the catalog lives: --catalog (explicit, may be NULL), else $UPMOE_CATALOG, else
@@ -36,8 +41,11 @@ int upm_catalog_open(const char *path, unsigned flags, upm_catalog **out, upm_er
 void upm_catalog_close(upm_catalog *cat);
 
 /* Write transactions are BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout instead of
- * failing when a read would have to be upgraded to a write. */
+ * failing when a read would have to be upgraded to a write. On a fenced connection the transaction
+ * starts only while the job is running with the fenced attempt; else UPM_ELEASE (nothing written). */
 int upm_catalog_begin(upm_catalog *cat, upm_err *err);
+/* Fences every later write of this connection to job `job` attempt `attempt` (see upm_catalog). */
+void upm_catalog_fence(upm_catalog *cat, int64_t job, int64_t attempt);
 int upm_catalog_commit(upm_catalog *cat, upm_err *err);
 void upm_catalog_rollback(upm_catalog *cat);
 

@@ -202,9 +202,38 @@ void upm_catalog_close(upm_catalog *cat)
     free(cat);
 }
 
+void upm_catalog_fence(upm_catalog *cat, int64_t job, int64_t attempt)
+{
+    cat->fence_job = job, cat->fence_attempt = attempt;
+}
+
 int upm_catalog_begin(upm_catalog *cat, upm_err *err)
 {
-    return exec_sql(cat, "BEGIN IMMEDIATE", "starting a write transaction", err);
+    int rc = exec_sql(cat, "BEGIN IMMEDIATE", "starting a write transaction", err);
+    if (rc || !cat->fence_job)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(cat->db, "SELECT state, attempt FROM jobs WHERE id = ?1", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        upm_catalog_rollback(cat);
+        return upm_catalog_sqlerr(cat, err, "checking the job's lease");
+    }
+    sqlite3_bind_int64(st, 1, cat->fence_job);
+    int s = sqlite3_step(st), ok = 0;
+    char state[32] = "gone";
+    int64_t attempt = 0;
+    if (s == SQLITE_ROW) {
+        snprintf(state, sizeof state, "%s", (const char *)sqlite3_column_text(st, 0));
+        attempt = sqlite3_column_int64(st, 1);
+        ok = !strcmp(state, "running") && attempt == cat->fence_attempt;
+    }
+    sqlite3_finalize(st);
+    if (ok)
+        return 0;
+    upm_catalog_rollback(cat);
+    return upm_errf(err, UPM_ELEASE, "job %lld attempt %lld no longer owns the job (it is %s, attempt %lld): "
+                    "stopping without writing", (long long)cat->fence_job, (long long)cat->fence_attempt, state,
+                    (long long)attempt);
 }
 
 int upm_catalog_commit(upm_catalog *cat, upm_err *err)

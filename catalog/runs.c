@@ -115,3 +115,56 @@ int upm_run_exists(upm_catalog *cat, int64_t id, int *exists, upm_err *err)
     sqlite3_finalize(st);
     return s == SQLITE_ROW || s == SQLITE_DONE ? 0 : upm_catalog_sqlerr(cat, err, "reading runs");
 }
+
+int upm_run_resume(upm_catalog *cat, int64_t id, int64_t step, upm_err *err)
+{
+    int rc = upm_catalog_begin(cat, err);
+    sqlite3_stmt *st = NULL;
+    if (!rc)
+        rc = upm_sql_prepare(cat, "DELETE FROM metrics WHERE run_id = ?1 AND step >= ?2", &st, err);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, step);
+        rc = upm_sql_run(cat, st, "removing the metrics after the checkpoint", err);
+    }
+    if (!rc)
+        rc = upm_sql_prepare(cat,
+                             "UPDATE runs SET state = 'running', step = ?2, message = 'resumed', "
+                             "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+                             &st, err);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, step);
+        rc = upm_sql_run(cat, st, "updating a run", err);
+    }
+    if (!rc && sqlite3_changes(cat->db) != 1)
+        rc = upm_errf(err, UPM_EINVAL, "%s: no run %lld", cat->path, (long long)id);
+    if (!rc)
+        return upm_catalog_commit(cat, err);
+    upm_catalog_rollback(cat);
+    return rc;
+}
+
+int upm_run_link_job(upm_catalog *cat, int64_t id, int64_t job, upm_err *err)
+{
+    int rc = upm_catalog_begin(cat, err);
+    sqlite3_stmt *st = NULL;
+    if (!rc)
+        rc = upm_sql_prepare(cat, "UPDATE runs SET job_id = ?2 WHERE id = ?1", &st, err);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, job);
+        rc = upm_sql_run(cat, st, "linking the run to its job", err);
+    }
+    if (!rc)
+        rc = upm_sql_prepare(cat, "UPDATE jobs SET run_id = ?1 WHERE id = ?2", &st, err);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, job);
+        rc = upm_sql_run(cat, st, "linking the job to its run", err);
+    }
+    if (!rc)
+        return upm_catalog_commit(cat, err);
+    upm_catalog_rollback(cat);
+    return rc;
+}

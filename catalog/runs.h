@@ -23,6 +23,12 @@ int upm_run_create(upm_catalog *cat, const char *name, const char *mixture, cons
 int upm_run_update(upm_catalog *cat, int64_t id, const char *state, int64_t step, const char *checkpoint,
                    const char *message, upm_err *err);
 /* Inserts (or replaces, for recomputed steps) rows in one transaction. */
+/* A run resumed from its checkpoint at `step`: state running, and the metrics rows of the steps after
+ * the checkpoint (written before the crash, about to be recomputed) removed in the same transaction, so
+ * every step's row exists exactly once. */
+int upm_run_resume(upm_catalog *cat, int64_t id, int64_t step, upm_err *err);
+/* Links run `id` to job `job` (both rows), for a trainer started by a job worker. */
+int upm_run_link_job(upm_catalog *cat, int64_t id, int64_t job, upm_err *err);
 int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows, int n, upm_err *err);
 /* Whether run id exists (for resume). */
 int upm_run_exists(upm_catalog *cat, int64_t id, int *exists, upm_err *err);

@@ -150,11 +150,51 @@ typedef struct migration {
 /* Data-parallel runs: which ranks trained a metrics row's task in its step ("0 3 5"). */
 static const char *const schema_v3 = "ALTER TABLE metrics ADD COLUMN ranks TEXT;";
 
+/* The job queue (jobs/, upmoe-jobs): one row per job with its state machine, lease and fencing attempt,
+ * and an append-only history of its events. A run knows the job that started it. */
+static const char *const schema_v4 =
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),"
+    "  kind TEXT NOT NULL CHECK (kind IN ('pretrain')),"
+    "  state TEXT NOT NULL DEFAULT 'queued'"
+    "    CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),"
+    "  priority INTEGER NOT NULL DEFAULT 0,"
+    "  backend TEXT NOT NULL DEFAULT 'local' CHECK (backend IN ('local', 'slurm')),"
+    "  ranks INTEGER NOT NULL DEFAULT 1 CHECK (ranks >= 1),"
+    "  argv TEXT NOT NULL CHECK (json_valid(argv) AND json_type(argv) = 'array'),"
+    "  out_dir TEXT NOT NULL,"
+    "  log_path TEXT,"
+    "  run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,"
+    "  attempt INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),"
+    "  max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),"
+    "  owner TEXT,"
+    "  lease_until REAL,"
+    "  pid INTEGER,"
+    "  slurm_job TEXT,"
+    "  cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),"
+    "  message TEXT,"
+    "  submitted_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+    "  started_at TEXT,"
+    "  finished_at TEXT"
+    ") STRICT;"
+    "CREATE INDEX jobs_queue ON jobs (state, priority DESC, id);"
+    "CREATE TABLE job_events ("
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+    "  attempt INTEGER NOT NULL,"
+    "  event TEXT NOT NULL,"
+    "  detail TEXT"
+    ") STRICT;"
+    "CREATE INDEX job_events_job ON job_events (job_id, at);"
+    "ALTER TABLE runs ADD COLUMN job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL;";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
     {"training runs and metrics", schema_v2},
     {"ranks of data-parallel metrics", schema_v3},
+    {"job queue", schema_v4},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

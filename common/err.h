@@ -16,6 +16,7 @@ enum {
     UPM_ENOTFOUND = -6, /* a resource that is not there: HTTP 404/403, a missing shard file */
     UPM_EBADDATA = -7,  /* corrupt or unusable input data: a bad sample, a damaged tar, a truncated JPEG */
     UPM_ECOMM = -8,     /* another rank died, hung or disagrees (data-parallel runs) */
+    UPM_ELEASE = -9,    /* this process's job attempt lost its lease: another attempt owns the job now */
 };
 
 typedef struct upm_err {

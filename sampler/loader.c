@@ -194,7 +194,12 @@ static int replace_bad_rows(upm_loader *l, row_job *j, upm_dstream *ds, int B, u
 
 static int batch_size_of(const upm_loader *l, int k)
 {
-    return l->o.batch_override > 0 ? l->o.batch_override : l->plan.members[k].dataset.batch_size;
+    int b = l->o.batch_override > 0 ? l->o.batch_override : l->plan.members[k].dataset.batch_size;
+    if (l->o.batch_override <= 0 && l->o.batch_scale > 0) { /* e.g. the paper's per-GPU batches on a small machine */
+        double s = (double)b * l->o.batch_scale + 0.5;
+        b = s < 1 ? 1 : s > 1e6 ? 1000000 : (int)s;
+    }
+    return b;
 }
 
 /* Reads B raw samples of member k in stream order into a new array (*got of them on failure). */

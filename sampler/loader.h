@@ -20,6 +20,7 @@ typedef struct upm_loader_opts {
     uint32_t block_size;    /* shuffle block K (default 256) */
     int readers;            /* reader threads per dataset stream (default 2; part of the data order) */
     int batch_override;     /* > 0: this batch size for every dataset instead of the catalog's */
+    double batch_scale;     /* > 0: every dataset's catalog batch size times this (rounded, >= 1) */
     const char *bpe_vocab;  /* the CLIP merges file; needed when a task has text */
     upm_collate_opts collate;
     upm_shardstream_opts shards;

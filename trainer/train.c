@@ -694,7 +694,7 @@ static int open_loader(trainer *t, const char *cursor, upm_err *err)
         lo.readers = o->readers;
     if (o->shuffle_block > 0)
         lo.block_size = (uint32_t)o->shuffle_block;
-    lo.batch_override = o->batch, lo.bpe_vocab = o->bpe_vocab;
+    lo.batch_override = o->batch, lo.batch_scale = o->batch_scale, lo.bpe_vocab = o->bpe_vocab;
     lo.collate.image_size = t->eval ? o->image_size : image_size_at(o, t->step);
     lo.collate.train = !t->eval;
     upm_loader_close(t->loader);
@@ -718,6 +718,8 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
     /* Only rank 0 writes the catalog; the others read the mixture and label sets. */
     if (!rc)
         rc = upm_catalog_open(path, t->eval || t->rank ? UPM_CAT_READONLY : 0, &t->cat, err);
+    if (!rc && !t->eval && o->job > 0) /* a job worker's trainer: writes only while its attempt owns the job */
+        upm_catalog_fence(t->cat, o->job, o->attempt);
     if (!rc && t->eval)
         snprintf(ckpt, sizeof ckpt, "%s", eval_ckpt);
     if (!rc && resume && (t->eval || !(rc = upm_checkpoint_latest(o->out_dir, ckpt, sizeof ckpt, err)))) {
@@ -781,7 +783,7 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
             rc = upm_errf(err, UPM_EINVAL, "%s: run %" PRId64 " of the checkpoint is not in the catalog %s",
                           o->out_dir, t->run_id, path);
         if (!rc)
-            rc = upm_run_update(t->cat, t->run_id, "running", t->step, NULL, "resumed", err);
+            rc = upm_run_resume(t->cat, t->run_id, t->step, err);
     } else if (!rc) {
         cJSON *cj = upm_model_config_json(&t->cfg);
         char *cs = cJSON_PrintUnformatted(cj);
@@ -792,6 +794,8 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
                             &t->run_id, err);
         free(cs);
     }
+    if (!rc && !t->eval && !t->rank && o->job > 0)
+        rc = upm_run_link_job(t->cat, t->run_id, o->job, err);
     free(state);
     free(cursor);
     return rc;

@@ -29,6 +29,7 @@ typedef struct upm_train_opts {
     int stage2_size;      /* > 0: images of this size from step stage2_at * steps on (paper: 224 px) */
     double stage2_at;     /* fraction of the steps (paper: 0.9) */
     int batch;            /* > 0: every dataset's batch size */
+    double batch_scale;   /* > 0: every dataset's catalog batch size times this */
     int log_every, checkpoint_every, keep, metrics_every;
     int vocab_sampled; /* vocab tasks: 0 = score against the full vocabulary, N = targets + N sampled */
     int vocab_chunk;   /* candidate sequences encoded per pass (4096) */
@@ -40,6 +41,7 @@ typedef struct upm_train_opts {
     int shuffle_block;      /* shuffle block size (0: 256); part of the data order */
     int reduce_all_experts; /* reduce the gradients of experts no rank used, too (for measurements) */
     int no_overlap;         /* reduce the gradients after the backward pass, not during it (for measurements) */
+    int64_t job, attempt;   /* > 0: started by a job worker (upmoe-jobs): every catalog write is fenced */
 } upm_train_opts;
 
 void upm_train_opts_default(upm_train_opts *o);

@@ -39,6 +39,7 @@ static const char usage[] =
     "  --weight-decay W       AdamW weight decay on Linear weights (0.05)\n"
     "  --clip C               global gradient-norm clip (0.5; 0 = off)\n"
     "  --batch N              every dataset's batch size (default: the catalog's)\n"
+    "  --batch-scale F        every dataset's catalog batch size times F (rounded, at least 1)\n"
     "  --vocab-targets full|sampled:N   vocab-mlm / vocab-caption candidates: the whole vocabulary (the\n"
     "                         paper's, default) or the batch's targets + N sampled tokens (fast on a CPU)\n"
     "  --image-size S         image side in pixels (160)\n"
@@ -60,6 +61,8 @@ static const char usage[] =
     "  --reduce-all-experts   also reduce the (zero) gradients of experts no rank used (for measurements)\n"
     "  --no-overlap           reduce the gradients after the backward pass instead of during it (ditto)\n"
     "  --checkpoint-every N   checkpoint every N steps (100), and always at the end; --keep K newest (3)\n"
+    "  --job ID --attempt N   set by upmoe-jobs: write to the catalog only while attempt N owns job ID\n"
+    "                         (exit status 3 when it no longer does)\n"
     "  --quiet                no progress lines\n"
     "  -h, --help, --version\n";
 
@@ -86,7 +89,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
     enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
-           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP };
+           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -100,7 +103,8 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         {"comm", 1, 0, O_COMM}, {"comm-timeout", 1, 0, O_COMM_TIMEOUT}, {"readers", 1, 0, O_READERS},
         {"shuffle-block", 1, 0, O_SHUFFLE}, {"reduce-all-experts", 0, 0, O_ALL_EXPERTS},
         {"gate-noise", 1, 0, O_NOISE}, {"layerscale", 1, 0, O_LAYERSCALE},
-        {"no-overlap", 0, 0, O_NO_OVERLAP},
+        {"no-overlap", 0, 0, O_NO_OVERLAP}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
+        {"batch-scale", 1, 0, O_BATCH_SCALE},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     double v;
@@ -173,6 +177,21 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
             break;
         case O_ALL_EXPERTS: o->reduce_all_experts = 1; break;
         case O_NO_OVERLAP: o->no_overlap = 1; break;
+        case O_BATCH_SCALE:
+            if (number(optarg, 1e-6, 1e6, &v))
+                bad = "--batch-scale needs a factor > 0";
+            else
+                o->batch_scale = v;
+            break;
+        case O_JOB:
+        case O_ATTEMPT:
+            if (number(optarg, 1, 9e15, &v) || v != (int64_t)v)
+                bad = c == O_JOB ? "--job needs a job id" : "--attempt needs a positive integer";
+            else if (c == O_JOB)
+                o->job = (int64_t)v;
+            else
+                o->attempt = (int64_t)v;
+            break;
         case O_LAYERSCALE:
             if (number(optarg, 1e-9, 100, &v))
                 bad = "--layerscale needs a value in [1e-9, 100]";
@@ -262,6 +281,10 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
     }
     if (resume_dir)
         o->out_dir = resume_dir;
+    if ((o->job > 0) != (o->attempt > 0)) {
+        fprintf(stderr, PROG ": error: --job and --attempt go together\n");
+        return 2;
+    }
     if (!o->mixture || !o->out_dir) {
         fprintf(stderr, PROG ": error: --mixture and --out (or --resume DIR) are required (see --help)\n");
         return 2;
@@ -316,5 +339,5 @@ int main(int argc, char **argv)
             fprintf(stderr, PROG ": error: %s\n", err.msg);
     }
     upm_comm_close(comm, rc != 0); /* a failed rank stops the whole job */
-    return rc ? (err.code == UPM_EUSAGE ? 2 : 1) : 0;
+    return rc ? (err.code == UPM_EUSAGE ? 2 : err.code == UPM_ELEASE ? 3 : 1) : 0;
 }
