@@ -25,7 +25,9 @@ Configuration (facts measured for Slurm 22.05 in a container): the cgroup
 plugins do not work, so ProctrackType=proctrack/linuxproc and
 TaskPlugin=task/none; no slurmdbd, so no sacct (follow jobs with squeue /
 scontrol); ports are picked free at start, so two instances or a system
-Slurm do not collide.
+Slurm do not collide.  The daemons get SIGTERM if the test process dies
+(PR_SET_PDEATHSIG); job steps of a killed test run are then left to
+themselves -- ``stop()`` is what cancels jobs and kills stray slurmstepds.
 """
 
 import atexit
@@ -38,8 +40,8 @@ import time
 
 __all__ = ["Slurm", "available", "SlurmError"]
 
-_REQUIRED = ("slurmctld", "slurmd", "munged", "munge", "sbatch", "squeue",
-             "scancel", "scontrol", "sinfo", "srun")
+_REQUIRED = ("slurmctld", "slurmd", "munged", "munge", "unmunge", "sbatch",
+             "squeue", "scancel", "scontrol", "sinfo", "srun")
 
 
 class SlurmError(RuntimeError):
@@ -72,6 +74,21 @@ def _free_ports(n):
     return ports
 
 
+def _parent_death_signal():
+    """preexec_fn: the daemon gets SIGTERM if the test process dies (even by
+    SIGKILL, when atexit cannot run).  Linux only; a no-op elsewhere."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec():
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    return preexec
+
+
 def _tail(path, lines=25):
     try:
         with open(path, "rb") as f:
@@ -96,7 +113,9 @@ class Slurm:
     ``cpus``: CPUs to advertise (default: what ``slurmd -C`` finds; more than
     that is allowed, via SlurmdParameters=config_overrides).  ``gpus``: number
     of fake GPUs (gres/gpu backed by character devices such as /dev/zero;
-    ``--gres=gpu:N`` then sets CUDA_VISIBLE_DEVICES), at most 4.
+    ``--gres=gpu:N`` then sets CUDA_VISIBLE_DEVICES), at most 4.  ``mpi``:
+    MpiDefault, "none" (srun of an Open MPI program then needs
+    ``--mpi=pmix``) or "pmix" (plain ``srun`` launches MPI programs).
     Attributes after construction: ``dir``, ``conf`` (slurm.conf path),
     ``node`` (node name), ``partition``, ``log_dir``, ``ctld_port``,
     ``slurmd_port`` (ports are chosen again at each ``start``).
@@ -106,7 +125,7 @@ class Slurm:
     MIN_JOB_AGE = 3600     # finished jobs stay visible in squeue/scontrol
     _GPU_DEVICES = ("/dev/zero", "/dev/full", "/dev/null", "/dev/urandom")
 
-    def __init__(self, tmpdir, cpus=None, gpus=0):
+    def __init__(self, tmpdir, cpus=None, gpus=0, mpi="none"):
         self.dir = os.path.abspath(tmpdir)
         self.conf = os.path.join(self.dir, "slurm.conf")
         self.log_dir = os.path.join(self.dir, "log")
@@ -120,8 +139,9 @@ class Slurm:
         if gpus > len(self._GPU_DEVICES):
             raise ValueError("at most %d fake GPUs" % len(self._GPU_DEVICES))
         self.gpus = gpus
+        self.mpi = mpi
         self.ctld_port = self.slurmd_port = None
-        for sub in ("state", "spool", "log", "run", "munge", "munge/key"):
+        for sub in ("state", "spool", "log", "run", "tmp", "munge", "munge/key"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         # munged: socket dir o+x (ancestors too, else --force), key private.
         os.chmod(self._munge_dir, 0o755)
@@ -165,10 +185,11 @@ class Slurm:
             "SlurmdDebug=info",
             "PlugStackConfig=%s/plugstack.conf" % d,
             "MailProg=/bin/true",
+            "TmpFS=%s/tmp" % d,
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
             "SwitchType=switch/none",
-            "MpiDefault=none",
+            "MpiDefault=%s" % self.mpi,
             "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none",
             "JobCompType=jobcomp/none",
@@ -281,7 +302,7 @@ class Slurm:
             self._procs[name] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, env=self.env(), cwd=self.dir,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_parent_death_signal())
         finally:
             out.close()
 

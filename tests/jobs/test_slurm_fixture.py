@@ -28,8 +28,9 @@ TRAP_PY = textwrap.dedent("""\
     import os, signal, sys, time
     marker, ready = sys.argv[1], sys.argv[2]
     def on_usr1(signum, frame):
-        with open(marker, "w") as f:
+        with open(marker + ".tmp", "w") as f:
             f.write("USR1 %f rank=%s\\n" % (time.time(), os.environ.get("SLURM_PROCID")))
+        os.rename(marker + ".tmp", marker)
         sys.exit(0)
     signal.signal(signal.SIGUSR1, on_usr1)
     with open(ready, "w") as f:
@@ -39,16 +40,32 @@ TRAP_PY = textwrap.dedent("""\
     sys.exit(3)
 """)
 
+MPI_HELLO_C = textwrap.dedent("""\
+    #include <mpi.h>
+    #include <stdio.h>
+    int main(int argc, char **argv) {
+        int rank, size, sum = 0, one = 1;
+        MPI_Init(&argc, &argv);
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+        MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+        printf("rank %d of %d sum %d\\n", rank, size, sum);
+        MPI_Finalize();
+        return 0;
+    }
+""")
+
 
 def wait_for(pred, timeout, interval=0.2, what="condition"):
-    """Poll pred() until it returns a true value; return it, or fail."""
+    """Poll pred() until it returns a true value; return it, or fail.
+    `what` may be a callable, evaluated only for the failure message."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what() if callable(what) else what))
         time.sleep(interval)
 
 
@@ -102,21 +119,25 @@ class SlurmFixtureTest(unittest.TestCase):
 
     def state(self, job):
         """'STATE|REASON' from squeue, or '' once Slurm forgot the job."""
-        return self.slurm("squeue", "-h", "-j", job, "-o", "%T|%r").stdout.strip()
+        return self.slurm("squeue", "-h", "-t", "all", "-j", job, "-o", "%T|%r").stdout.strip()
 
     def show(self, job):
         return self.slurm("scontrol", "show", "job", job).stdout
 
     def wait_state(self, job, states, timeout):
         return wait_for(lambda: (lambda s: s if s.split("|")[0] in states else None)(self.state(job)),
-                        timeout, what="job %s in %s (now %r)" % (job, states, self.state(job)))
+                        timeout, what=lambda: "job %s in %s (now %r)" % (job, sorted(states), self.state(job)))
 
     def path(self, name):
         return os.path.join(self.work, name)
 
     def read(self, name):
-        with open(self.path(name)) as f:
-            return f.read()
+        """The file's text, or '' while it does not exist yet."""
+        try:
+            with open(self.path(name)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def script(self, name, body):
         p = self.path(name)
@@ -190,12 +211,13 @@ class SlurmFixtureTest(unittest.TestCase):
 
     def test_3a_time_limit_signal_reaches_step(self):
         # --time=1 --signal=USR1@50: due ~10 s after start; slurmctld checks
-        # time limits only periodically, so it may come a little later.
+        # time limits only periodically, so it comes a few seconds later
+        # (12-15 s measured); it must come before the 60 s limit ends the job.
         job = self._signal_job("sig", "--time=1", "--signal=USR1@50")
         self.wait_state(job, {"RUNNING"}, 30)
         wait_for(lambda: os.path.exists(self.path("sig.ready")), 20, what="step ready")
         t = time.monotonic()
-        marker = wait_for(lambda: os.path.exists(self.path("sig.marker")) and self.read("sig.marker"), 60,
+        marker = wait_for(lambda: self.read("sig.marker"), 60,
                           interval=0.5, what="USR1 marker")
         took = time.monotonic() - t
         print("\n  [--signal=USR1@50 with --time=1 arrived %.1f s after the step started]" % took, file=sys.stderr)
@@ -209,7 +231,7 @@ class SlurmFixtureTest(unittest.TestCase):
         self.wait_state(job, {"RUNNING"}, 30)
         wait_for(lambda: os.path.exists(self.path("ssig.ready")), 20, what="step ready")
         self.slurm("scancel", "--signal=USR1", job, check=True)
-        marker = wait_for(lambda: os.path.exists(self.path("ssig.marker")) and self.read("ssig.marker"), 10,
+        marker = wait_for(lambda: self.read("ssig.marker"), 10,
                           what="USR1 marker")
         self.assertIn("USR1", marker)
         self.wait_state(job, {"COMPLETED"}, 20)
@@ -247,37 +269,32 @@ class SlurmFixtureTest(unittest.TestCase):
         lines = sorted(l for l in p.stdout.splitlines() if l.startswith("pmix_rank="))
         self.assertEqual(lines, ["pmix_rank=0 procid=0", "pmix_rank=1 procid=1"], p.stdout + p.stderr)
 
-    def test_6_open_mpi_program_under_srun_pmix(self):
-        """A real MPI_Init/MPI_Allreduce with Debian's Open MPI, launched by srun."""
+    def mpi_hello(self):
+        """A tiny Open MPI program (MPI_Init + MPI_Allreduce), built once."""
+        exe = self.path("mpi_hello")
+        if os.path.exists(exe):
+            return exe
         mpicc = shutil.which("mpicc")
         if mpicc is None:
             self.skipTest("mpicc (Debian libopenmpi-dev) not installed")
         src = self.path("mpi_hello.c")
         with open(src, "w") as f:
-            f.write(textwrap.dedent("""\
-                #include <mpi.h>
-                #include <stdio.h>
-                int main(int argc, char **argv) {
-                    int rank, size, sum = 0, one = 1;
-                    MPI_Init(&argc, &argv);
-                    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-                    MPI_Comm_size(MPI_COMM_WORLD, &size);
-                    MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-                    printf("rank %d of %d sum %d\\n", rank, size, sum);
-                    MPI_Finalize();
-                    return 0;
-                }
-                """))
-        exe = self.path("mpi_hello")
+            f.write(MPI_HELLO_C)
         subprocess.run([mpicc, "-o", exe, src], check=True)
-        p = self.slurm("srun", "--mpi=pmix", "-n", "2", exe, timeout=90)
+        return exe
+
+    def test_6_open_mpi_program_under_srun_pmix(self):
+        """A real MPI_Init/MPI_Allreduce with Debian's Open MPI, launched by srun --mpi=pmix."""
+        p = self.slurm("srun", "--mpi=pmix", "-n", "2", self.mpi_hello(), timeout=90)
         lines = sorted(l for l in p.stdout.splitlines() if l.startswith("rank "))
         self.assertEqual(lines, ["rank 0 of 2 sum 2", "rank 1 of 2 sum 2"],
                          "rc=%d\n%s\n%s" % (p.returncode, p.stdout, p.stderr))
 
-    def test_7_second_cluster_with_fake_gpus_does_not_collide(self):
-        with slurm_fixture.Slurm(os.path.join(self.tmp, "gpu-cluster"), gpus=2) as gpu:
-            self.assertNotIn(gpu.ctld_port, (self.cluster.ctld_port, self.cluster.slurmd_port))
+    def test_7_second_cluster_with_fake_gpus_and_mpi_default_pmix(self):
+        """A second cluster beside the first: own ports, fake GPUs, MpiDefault=pmix."""
+        exe = self.mpi_hello() if shutil.which("mpicc") else None
+        with slurm_fixture.Slurm(os.path.join(self.tmp, "gpu-cluster"), gpus=2, mpi="pmix") as gpu:
+            self.assertFalse({gpu.ctld_port, gpu.slurmd_port} & {self.cluster.ctld_port, self.cluster.slurmd_port})
             p = subprocess.run(["srun", "--gres=gpu:1", "printenv", "CUDA_VISIBLE_DEVICES"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=gpu.env(), timeout=60)
@@ -286,6 +303,11 @@ class SlurmFixtureTest(unittest.TestCase):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=gpu.env(), timeout=60)
             self.assertEqual(p.stdout.strip(), "0,1", p.stderr)
+            if exe:   # MpiDefault=pmix: plain srun launches an Open MPI program
+                p = subprocess.run(["srun", "-n", "2", exe], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=gpu.env(), timeout=90)
+                self.assertEqual(sorted(p.stdout.splitlines()), ["rank 0 of 2 sum 2", "rank 1 of 2 sum 2"],
+                                 p.stderr)
             # the first cluster is untouched
             self.assertEqual(self.slurm("sinfo", "-h", "-o", "%T").stdout.split(), ["idle"])
         self.assertEqual(gpu.pids(), [])
