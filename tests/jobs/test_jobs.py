@@ -87,6 +87,27 @@ class JobsTest(unittest.TestCase):
         self.assertIn("first", self.jobs("list").stdout)
         events = [e for (e,) in self.sql("SELECT event FROM job_events WHERE job_id = ? ORDER BY rowid", jid)]
         self.assertEqual(events, ["submitted", "started", "succeeded"])
+        # metrics: every step once, as the catalog has them; filters; CSV and JSON
+        rows = [json.loads(x) for x in self.jobs("metrics", jid, "--json").stdout.splitlines()]
+        self.assertEqual(sorted({r["step"] for r in rows}), list(range(20)))
+        self.assertEqual(len(rows), len(self.metric_rows(jid)))
+        mlm = [json.loads(x) for x in self.jobs("metrics", jid, "--json", "--task", "mlm", "--since", 10).stdout.split()]
+        self.assertTrue(all(r["task"] == "mlm" and r["step"] >= 10 for r in mlm))
+        csv = self.jobs("metrics", jid, "--csv").stdout.splitlines()
+        self.assertEqual(csv[0], "step,task,dataset,loss,accuracy,samples,lr,grad_norm,samples_per_s,ranks")
+        self.assertEqual(len(csv) - 1, len(rows))
+        # plot: real PNG and SVG files from gnuplot
+        png, svg = os.path.join(self.tmp, "loss.png"), os.path.join(self.tmp, "loss.svg")
+        self.jobs("plot", jid, "-o", png)
+        self.jobs("plot", jid, "-o", svg)
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        with open(svg) as f:
+            text = f.read()
+        self.assertIn("<svg", text)
+        for name in ("classification", "image-caption", "mlm", "learning rate"):
+            self.assertIn(name, text)
+        self.assertEqual(self.jobs("plot", jid, "-o", os.path.join(self.tmp, "x.gif"), ok=False).returncode, 2)
 
     def test_bad_commands_change_nothing(self):
         """Unknown ids, bad states and bad options: a clear error, exit 1 or 2, and the catalog unchanged."""
