@@ -5,6 +5,7 @@ workers never run a job twice; cancel stops a running job with a checkpoint; bad
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -243,6 +244,23 @@ class JobsTest(unittest.TestCase):
         self.assertGreater(len(on), 100)
         self.assertGreater(len(off), 100)
         self.assertGreater(b, 0.95 * a)
+
+    @unittest.skipUnless(shutil.which("mpirun"), "mpirun not found: tools/setup installs Debian's openmpi-bin")
+    def test_a_two_rank_job(self):
+        """--ranks 2: the worker runs the trainer under mpirun; the job succeeds as a data-parallel run."""
+        from test_distributed import mpi_env  # the sanitizer build's settings for MPI ranks
+        p = self.jobs("submit", "pretrain", "--mixture", "three", "--steps", 10, "--name", "two-ranks", "--ranks", 2,
+                      "--", *TINY)
+        jid = int(p.stdout.strip())
+        run(JOBS, "worker", "--once", env=mpi_env(self.env), timeout=600)
+        st = self.job(jid)
+        self.assertEqual((st["state"], st["step"]), ("succeeded", 10), st)
+        log = self.jobs("logs", jid).stdout
+        self.assertIn("mpirun -np 2", log)
+        self.assertIn("data parallel: 2 ranks", log)
+        ranks = {r for (r,) in self.sql("SELECT m.ranks FROM metrics m JOIN jobs j ON j.run_id = m.run_id "
+                                        "WHERE j.id = ?", jid)}
+        self.assertTrue(ranks <= {"0", "1", "0 1"} and ranks & {"1", "0 1"}, ranks)
 
     def test_three_workers_run_each_job_once(self):
         """30 short jobs, 3 workers: every job succeeds, each started exactly once."""
