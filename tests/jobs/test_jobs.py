@@ -243,7 +243,12 @@ class JobsTest(unittest.TestCase):
         self.assertEqual(errors, [])
         self.assertGreater(len(on), 100)
         self.assertGreater(len(off), 100)
-        self.assertGreater(b, 0.95 * a)
+        with open(JOBS, "rb") as f:
+            sanitized = b"__asan_init" in f.read()
+        if sanitized:  # a speed bound means nothing for instrumented programs (each poll costs ~10x the CPU)
+            print("sanitizer build: the speed bound is checked in the normal build only")
+        else:
+            self.assertGreater(b, 0.95 * a)
 
     @unittest.skipUnless(shutil.which("mpirun"), "mpirun not found: tools/setup installs Debian's openmpi-bin")
     def test_a_two_rank_job(self):
