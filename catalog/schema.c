@@ -189,12 +189,19 @@ static const char *const schema_v4 =
     "CREATE INDEX job_events_job ON job_events (job_id, at);"
     "ALTER TABLE runs ADD COLUMN job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL;";
 
+/* Backend options of a job (the Slurm backend's partition, time limit, extra sbatch options), as a JSON
+ * object, so that resume and retry resubmit the job the way it was submitted. */
+static const char *const schema_v5 =
+    "ALTER TABLE jobs ADD COLUMN backend_opts TEXT"
+    "  CHECK (backend_opts IS NULL OR (json_valid(backend_opts) AND json_type(backend_opts) = 'object'));";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
     {"training runs and metrics", schema_v2},
     {"ranks of data-parallel metrics", schema_v3},
     {"job queue", schema_v4},
+    {"job backend options", schema_v5},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

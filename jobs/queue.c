@@ -11,7 +11,8 @@
 
 #define JOB_COLUMNS                                                                                           \
     "id, name, kind, state, priority, backend, ranks, argv, out_dir, log_path, run_id, attempt, max_attempts, " \
-    "owner, lease_until, pid, slurm_job, cancel_requested, message, submitted_at, started_at, finished_at"
+    "owner, lease_until, pid, slurm_job, cancel_requested, message, submitted_at, started_at, finished_at, " \
+    "backend_opts"
 
 double upm_job_now(void)
 {
@@ -23,7 +24,8 @@ double upm_job_now(void)
 void upm_job_free(upm_job *j)
 {
     free(j->argv_json);
-    j->argv_json = NULL;
+    free(j->backend_opts);
+    j->argv_json = j->backend_opts = NULL;
 }
 
 static int read_row(sqlite3_stmt *st, upm_job *j)
@@ -53,6 +55,9 @@ static int read_row(sqlite3_stmt *st, upm_job *j)
     upm_sql_text(st, 19, j->submitted_at, sizeof j->submitted_at);
     upm_sql_text(st, 20, j->started_at, sizeof j->started_at);
     upm_sql_text(st, 21, j->finished_at, sizeof j->finished_at);
+    const unsigned char *b = sqlite3_column_text(st, 22);
+    if (!(j->backend_opts = strdup(b ? (const char *)b : "{}")))
+        return UPM_ENOMEM;
     return 0;
 }
 
@@ -110,8 +115,8 @@ int upm_job_submit_new(upm_catalog *cat, const upm_job_submit *s, int64_t *id, u
         return rc;
     sqlite3_stmt *st = NULL;
     rc = upm_sql_prepare(cat,
-                         "INSERT INTO jobs (name, kind, priority, backend, ranks, argv, out_dir, max_attempts) "
-                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7) RETURNING id",
+                         "INSERT INTO jobs (name, kind, priority, backend, ranks, argv, out_dir, max_attempts, backend_opts) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8) RETURNING id",
                          &st, err);
     if (!rc) {
         sqlite3_bind_text(st, 1, s->name, -1, SQLITE_TRANSIENT);
@@ -121,6 +126,7 @@ int upm_job_submit_new(upm_catalog *cat, const upm_job_submit *s, int64_t *id, u
         sqlite3_bind_int(st, 5, s->ranks);
         sqlite3_bind_text(st, 6, s->argv_json, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 7, s->max_attempts);
+        upm_sql_bind_text_or_null(st, 8, s->backend_opts);
         if (sqlite3_step(st) == SQLITE_ROW)
             *id = sqlite3_column_int64(st, 0);
         else
@@ -188,8 +194,8 @@ int upm_job_foreach(upm_catalog *cat, const char *state, upm_job_fn fn, void *ct
     return rc;
 }
 
-int upm_job_claim(upm_catalog *cat, const char *backend, const char *owner, double lease_s, upm_job *out, int *got,
-                  upm_err *err)
+int upm_job_claim(upm_catalog *cat, const char *backend, int64_t only, const char *owner, double lease_s, upm_job *out,
+                  int *got, upm_err *err)
 {
     *got = 0;
     memset(out, 0, sizeof *out);
@@ -200,13 +206,14 @@ int upm_job_claim(upm_catalog *cat, const char *backend, const char *owner, doub
     rc = upm_sql_prepare(cat,
                          "UPDATE jobs SET state = 'running', attempt = attempt + 1, owner = ?2, lease_until = ?3, "
                          "pid = NULL, message = NULL, started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
-                         "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND backend = ?1 "
+                         "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND backend = ?1 AND (?4 = 0 OR id = ?4) "
                          "ORDER BY priority DESC, id LIMIT 1) RETURNING " JOB_COLUMNS,
                          &st, err);
     if (!rc) {
         sqlite3_bind_text(st, 1, backend, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 2, owner, -1, SQLITE_TRANSIENT);
         sqlite3_bind_double(st, 3, upm_job_now() + lease_s);
+        sqlite3_bind_int64(st, 4, only);
         int s = sqlite3_step(st);
         if (s == SQLITE_ROW) {
             *got = 1;
@@ -396,5 +403,94 @@ int upm_job_requeue(upm_catalog *cat, int64_t id, int fresh_attempts, upm_err *e
     if (!rc)
         rc = add_event(cat, id, j.attempt, fresh_attempts ? "retried" : "resumed", NULL, err);
     upm_job_free(&j);
+    return finish_tx(cat, rc, err);
+}
+
+int upm_job_set_slurm(upm_catalog *cat, int64_t id, const char *slurm_job, int requeue, upm_err *err)
+{
+    int rc = upm_catalog_begin(cat, err);
+    if (rc)
+        return rc;
+    upm_job j;
+    rc = upm_job_get(cat, id, &j, err);
+    sqlite3_stmt *st = NULL;
+    if (!rc && requeue && strcmp(j.state, "cancelled") && strcmp(j.state, "failed"))
+        rc = upm_errf(err, UPM_EINVAL, "job %lld is %s: only a cancelled or failed job can be resubmitted",
+                      (long long)id, j.state);
+    else if (!rc && !requeue && strcmp(j.state, "queued"))
+        rc = upm_errf(err, UPM_EINVAL, "job %lld is %s, not queued", (long long)id, j.state);
+    if (!rc)
+        rc = upm_sql_prepare(cat,
+                             "UPDATE jobs SET slurm_job = ?2, state = 'queued', cancel_requested = 0, message = NULL, "
+                             "finished_at = NULL, max_attempts = CASE WHEN ?3 = 2 THEN attempt + max_attempts "
+                             "WHEN ?3 = 1 THEN max(max_attempts, attempt + 1) ELSE max_attempts END WHERE id = ?1",
+                             &st, err);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_text(st, 2, slurm_job, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 3, requeue);
+        rc = upm_sql_run(cat, st, "recording the Slurm job", err);
+    }
+    char detail[128];
+    snprintf(detail, sizeof detail, "Slurm job %s", slurm_job);
+    if (!rc)
+        rc = add_event(cat, id, j.attempt, requeue == 2 ? "retried" : requeue ? "resumed" : "submitted to Slurm", detail,
+                       err);
+    if (!rc && requeue)
+        rc = add_event(cat, id, j.attempt, "submitted to Slurm", detail, err);
+    upm_job_free(&j);
+    return finish_tx(cat, rc, err);
+}
+
+int upm_job_end_outside(upm_catalog *cat, int64_t id, const char *slurm_job, const char *state, const char *message,
+                        int *changed, upm_err *err)
+{
+    *changed = 0;
+    int rc = upm_catalog_begin(cat, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = upm_sql_prepare(cat,
+                         "UPDATE jobs SET state = ?3, message = ?4, owner = NULL, lease_until = NULL, pid = NULL, "
+                         "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1 AND slurm_job = ?2 AND "
+                         "(state = 'queued' OR (state = 'running' AND lease_until < ?5)) RETURNING attempt",
+                         &st, err);
+    int64_t attempt = 0;
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_text(st, 2, slurm_job, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, state, -1, SQLITE_TRANSIENT);
+        upm_sql_bind_text_or_null(st, 4, message);
+        sqlite3_bind_double(st, 5, upm_job_now());
+        int s = sqlite3_step(st);
+        if (s == SQLITE_ROW)
+            *changed = 1, attempt = sqlite3_column_int64(st, 0);
+        else if (s != SQLITE_DONE)
+            rc = upm_catalog_sqlerr(cat, err, "recording the job's end");
+        sqlite3_finalize(st);
+    }
+    if (!rc && *changed)
+        rc = add_event(cat, id, attempt, state, message, err);
+    return finish_tx(cat, rc, err);
+}
+
+int upm_job_withdraw(upm_catalog *cat, int64_t id, upm_err *err)
+{
+    int rc = upm_catalog_begin(cat, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = upm_sql_prepare(cat, "DELETE FROM job_events WHERE job_id = ?1 AND EXISTS (SELECT 1 FROM jobs WHERE id = ?1 "
+                              "AND state = 'queued' AND attempt = 0)", &st, err);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        rc = upm_sql_run(cat, st, "withdrawing the job", err);
+    }
+    if (!rc)
+        rc = upm_sql_prepare(cat, "DELETE FROM jobs WHERE id = ?1 AND state = 'queued' AND attempt = 0", &st, err);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        rc = upm_sql_run(cat, st, "withdrawing the job", err);
+    }
     return finish_tx(cat, rc, err);
 }

@@ -34,6 +34,7 @@ typedef struct upm_job {
     int cancel_requested;
     char message[1024];
     char submitted_at[40], started_at[40], finished_at[40];
+    char *backend_opts; /* JSON object ("{}" when none; owned) */
 } upm_job;
 
 void upm_job_free(upm_job *j);
@@ -45,6 +46,7 @@ typedef struct upm_job_submit {
     int64_t max_attempts;
     const char *argv_json; /* trainer arguments, without --out / --catalog (the worker adds them) */
     const char *out_dir;   /* NULL: <catalog folder>/runs/job-<id> */
+    const char *backend_opts; /* JSON object or NULL (Slurm: partition, time, signal_lead, cpus_per_rank, extra) */
 } upm_job_submit;
 
 int upm_job_submit_new(upm_catalog *cat, const upm_job_submit *s, int64_t *id, upm_err *err);
@@ -54,10 +56,10 @@ typedef int (*upm_job_fn)(const upm_job *j, void *ctx);
 int upm_job_foreach(upm_catalog *cat, const char *state, upm_job_fn fn, void *ctx, upm_err *err);
 
 /* Claims the next queued job (highest priority, then oldest) of `backend` for `owner` with a lease of
- * lease_s seconds; *got = 0 when none is queued. The claimed job is returned in *out (running, its new
- * attempt). */
-int upm_job_claim(upm_catalog *cat, const char *backend, const char *owner, double lease_s, upm_job *out, int *got,
-                  upm_err *err);
+ * lease_s seconds -- or, with only > 0, that job if it is queued; *got = 0 when none is queued. The
+ * claimed job is returned in *out (running, its new attempt). */
+int upm_job_claim(upm_catalog *cat, const char *backend, int64_t only, const char *owner, double lease_s, upm_job *out,
+                  int *got, upm_err *err);
 /* Extends the lease of (id, attempt) and records the child's pid; *lost = 1 when the attempt no longer owns
  * the job (reaped, or cancelled and finished by someone else). *cancel = a cancel was requested. */
 int upm_job_heartbeat(upm_catalog *cat, int64_t id, int64_t attempt, double lease_s, int64_t pid, int *lost,
@@ -75,6 +77,16 @@ int upm_job_cancel(upm_catalog *cat, int64_t id, const char *why, upm_err *err);
 /* resume: a cancelled or failed job goes back to the queue (it continues from its last checkpoint);
  * retry: the same, with a fresh attempt budget. Other states are refused. */
 int upm_job_requeue(upm_catalog *cat, int64_t id, int fresh_attempts, upm_err *err);
+/* Slurm backend: records the Slurm job that will run job `id` (queued). requeue = 0: a new job, which
+ * must be queued; 1 (resume) or 2 (retry, fresh attempts): a cancelled or failed job goes back to the
+ * queue with its new Slurm job. Refused otherwise (UPM_EINVAL, nothing changed). */
+int upm_job_set_slurm(upm_catalog *cat, int64_t id, const char *slurm_job, int requeue, upm_err *err);
+/* Slurm backend: Slurm says job `slurm_job` ended, so job `id` ends as `state` -- only if it still belongs
+ * to that Slurm job and no attempt holds a live lease (queued, or running with an expired lease). */
+int upm_job_end_outside(upm_catalog *cat, int64_t id, const char *slurm_job, const char *state, const char *message,
+                        int *changed, upm_err *err);
+/* Removes a job that never started (queued, attempt 0), e.g. when sbatch refused it. */
+int upm_job_withdraw(upm_catalog *cat, int64_t id, upm_err *err);
 /* Appends an event (in its own transaction). */
 int upm_job_event(upm_catalog *cat, int64_t id, int64_t attempt, const char *event, const char *detail, upm_err *err);
 

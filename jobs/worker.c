@@ -18,6 +18,7 @@
 
 #include "catalog.h"
 #include "queue.h"
+#include "shellword.h"
 #include "sqlutil.h"
 
 typedef struct child {
@@ -34,6 +35,7 @@ void upm_worker_opts_default(upm_worker_opts *o)
     o->slots = 1;
     o->lease_s = 30;
     o->poll_s = 0.2;
+    o->backend = "local";
 }
 
 static void nap(double s)
@@ -86,10 +88,10 @@ static int mkdirs(const char *path)
     return mkdir(p, 0777) && errno != EEXIST ? -1 : 0;
 }
 
-/* The child's command line: [mpirun -np N --bind-to none] upmoe-train --catalog C --job ID --attempt A
+/* The child's command line: [mpirun -np N --bind-to none | srun --ntasks=N --mpi=pmix] upmoe-train --catalog C --job ID --attempt A
  * (--resume OUT | --out OUT) <the job's arguments>. NULL-terminated; caller frees the array (the strings
  * point into the job, the options or numbers kept in `nums`). */
-static char **command(const upm_worker_opts *o, const upm_job *j, char nums[3][32], upm_err *err)
+static char **command(const upm_worker_opts *o, const upm_job *j, char nums[4][32], upm_err *err)
 {
     cJSON *a = cJSON_Parse(j->argv_json);
     int n = cJSON_GetArraySize(a), k = 0;
@@ -103,7 +105,10 @@ static char **command(const upm_worker_opts *o, const upm_job *j, char nums[3][3
     snprintf(nums[0], 32, "%lld", (long long)j->id);
     snprintf(nums[1], 32, "%lld", (long long)j->attempt);
     snprintf(nums[2], 32, "%d", j->ranks);
-    if (j->ranks > 1) {
+    snprintf(nums[3], 32, "--ntasks=%d", j->ranks);
+    if (j->ranks > 1 && o->srun) { /* a failed rank ends the step at once; the others need not time out */
+        argv[k++] = "srun", argv[k++] = nums[3], argv[k++] = "--mpi=pmix", argv[k++] = "--kill-on-bad-exit=1";
+    } else if (j->ranks > 1) {
         argv[k++] = "mpirun", argv[k++] = "-np", argv[k++] = nums[2], argv[k++] = "--bind-to", argv[k++] = "none";
     }
     argv[k++] = (char *)o->train;
@@ -133,7 +138,7 @@ static void free_command(char **argv, int first_owned)
 /* Starts the job's trainer; its output goes to the job's log (appended). */
 static int spawn(const upm_worker_opts *o, const upm_job *j, pid_t *pid, upm_err *err)
 {
-    char nums[3][32];
+    char nums[4][32];
     char **argv = command(o, j, nums, err);
     if (!argv)
         return err->code;
@@ -147,10 +152,12 @@ static int spawn(const upm_worker_opts *o, const upm_job *j, pid_t *pid, upm_err
     else if ((fd = open(j->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
         rc = upm_errf(err, UPM_EIO, "cannot open the job log %s: %s", j->log_path, strerror(errno));
     if (!rc) {
-        dprintf(fd, "== upmoe-jobs: job %lld attempt %lld:", (long long)j->id, (long long)j->attempt);
+        char line[16384];
+        size_t len = 0;
+        line[0] = 0;
         for (int i = 0; argv[i]; i++)
-            dprintf(fd, " %s", argv[i]);
-        dprintf(fd, "\n");
+            upm_shell_append(line, sizeof line, &len, argv[i]);
+        dprintf(fd, "== upmoe-jobs: job %lld attempt %lld: %s\n", (long long)j->id, (long long)j->attempt, line);
         pid_t parent = getpid();
         fflush(NULL);
         pid_t p = fork();
@@ -210,7 +217,8 @@ static int reap_child(const upm_worker_opts *o, upm_catalog *cat, child *c, int 
     else if (j.cancel_requested)
         end = "cancelled", snprintf(msg, sizeof msg, "cancelled%s%s", j.message[0] ? ": " : "", j.message);
     else if (c->stop_sent && WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        end = "requeue", snprintf(msg, sizeof msg, "the worker stopped; the trainer checkpointed");
+        end = "requeue", snprintf(msg, sizeof msg, "%s; the trainer checkpointed",
+                                  o->stop_note ? o->stop_note : "the worker stopped");
     else if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
         end = "failed", snprintf(msg, sizeof msg, "the trainer refused its arguments (see %s)", c->log);
     else if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
@@ -226,6 +234,8 @@ static int reap_child(const upm_worker_opts *o, upm_catalog *cat, child *c, int 
     if (!end)
         return 0;
     rc = upm_job_finish(cat, c->job, c->attempt, end, msg, &lost, err);
+    if (!rc && !lost && !strcmp(end, "requeue") && o->requeued)
+        (*o->requeued)++;
     if (!rc)
         say(o, "job %lld attempt %lld: %s%s", (long long)c->job, (long long)c->attempt,
             lost ? "ended after its lease was lost: " : "", msg);
@@ -241,6 +251,9 @@ int upm_worker_run(const upm_worker_opts *o, upm_err *err)
     char host[256] = "?", owner[300];
     gethostname(host, sizeof host - 1);
     snprintf(owner, sizeof owner, "%s:%d", host, (int)getpid());
+    if (o->owner)
+        snprintf(owner, sizeof owner, "%s", o->owner);
+    int once = o->once || o->only > 0;
     child *kids = calloc((size_t)(o->slots > 0 ? o->slots : 1), sizeof *kids);
     int nkids = 0, claimed = 0, slots = o->slots > 0 ? o->slots : 1;
     if (!kids)
@@ -249,15 +262,15 @@ int upm_worker_run(const upm_worker_opts *o, upm_err *err)
     while (!rc) {
         int stopping = o->stop && *o->stop;
         int reaped = 0;
-        if (!stopping && (rc = upm_job_reap(cat, "local", &reaped, err)))
+        if (!stopping && (rc = upm_job_reap(cat, o->backend, &reaped, err)))
             break;
         if (reaped)
             say(o, "requeued %d job%s whose lease expired", reaped, reaped == 1 ? "" : "s");
         /* new work */
-        while (!rc && !stopping && nkids < slots && !(o->once && claimed)) {
+        while (!rc && !stopping && nkids < slots && !(once && claimed)) {
             upm_job j;
             int got = 0;
-            if ((rc = upm_job_claim(cat, "local", owner, o->lease_s, &j, &got, err)) || !got)
+            if ((rc = upm_job_claim(cat, o->backend, o->only, owner, o->lease_s, &j, &got, err)) || !got)
                 break;
             child *c = &kids[nkids];
             memset(c, 0, sizeof *c);
@@ -279,8 +292,11 @@ int upm_worker_run(const upm_worker_opts *o, upm_err *err)
         }
         if (rc)
             break;
-        if (o->once && !claimed) {
-            say(o, "no queued job");
+        if (once && !claimed) {
+            if (o->only > 0)
+                say(o, "job %lld is not queued", (long long)o->only);
+            else
+                say(o, "no queued job");
             break;
         }
         /* the children */
@@ -314,7 +330,7 @@ int upm_worker_run(const upm_worker_opts *o, upm_err *err)
             }
             i++;
         }
-        if (rc || (stopping && !nkids) || (o->once && claimed && !nkids))
+        if (rc || (stopping && !nkids) || (once && claimed && !nkids))
             break;
         nap(o->poll_s);
     }

@@ -12,6 +12,7 @@
 #define UPM_JOBS_WORKER_H
 
 #include <signal.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -24,6 +25,12 @@ typedef struct upm_worker_opts {
     double poll_s;              /* how often to look for work and at children (0.2 s) */
     int quiet;
     volatile sig_atomic_t *stop; /* SIGINT/SIGTERM: children checkpoint, jobs go back to the queue */
+    const char *backend;        /* the jobs it claims and reaps ("local") */
+    int64_t only;               /* > 0: run this job only (the Slurm batch step), then return */
+    const char *owner;          /* NULL: host:pid */
+    int srun;                   /* ranks > 1 start with `srun --mpi=pmix` instead of `mpirun` */
+    int *requeued;              /* if set: counts the jobs that went back to the queue after a stop */
+    const char *stop_note;      /* why a stop happens, for the job's message ("the worker stopped") */
 } upm_worker_opts;
 
 void upm_worker_opts_default(upm_worker_opts *o);

@@ -15,21 +15,24 @@
 
 #include "catalog.h"
 #include "catalog_ops.h"
+#include "cli.h"
 #include "queue.h"
+#include "shellword.h"
 #include "sqlutil.h"
 #include "worker.h"
-
-#define PROG "upmoe-jobs"
 
 static const char usage[] =
     "usage: " PROG " [--catalog PATH] COMMAND ...\n"
     "Queues pretraining jobs in the catalog and runs them (docs/jobs.md).\n"
     "\n"
     "  submit pretrain [--mixture M] [--model ti|s|b|l] [--moe attribute|none] [--steps N] [--batch-scale F]\n"
-    "                  [--ranks N] [--priority P] [--name NAME] [--backend local] [--max-attempts N]\n"
+    "                  [--ranks N] [--priority P] [--name NAME] [--backend local|slurm] [--max-attempts N]\n"
     "                  [--out DIR] [--dry-run] [-- extra upmoe-train arguments]\n"
     "                         checks the mixture (every dataset needs a real URL) and options, prints the job id\n"
     "                         (--dry-run: the exact command the worker would run, nothing queued)\n"
+    "         Slurm only: [--partition P] [--time LIMIT] [--signal-lead S] [--cpus-per-rank N] [--sbatch-arg A]...\n"
+    "                         sbatch runs the job; S seconds (120) before the time limit it checkpoints and is\n"
+    "                         requeued; --sbatch-arg passes one more option to sbatch as it is\n"
     "  worker [--slots N] [--once] [--lease S]   runs queued jobs (local backend) until stopped\n"
     "  list [--state S] [--json]                 jobs, newest last\n"
     "  status ID [--json]                        state, step / total, latest loss per task, samples/s, ETA,\n"
@@ -40,6 +43,7 @@ static const char usage[] =
     "  metrics ID [--task T] [--since STEP] [--csv|--json]   the run's rows: step, task, loss, accuracy, lr\n"
     "  plot ID -o FILE.png|FILE.svg              per-task loss curves and the learning rate, by gnuplot\n"
     "  logs ID [-f]                              the job's log (-f: follow it until the job ends)\n"
+    "  slurm-run ID                              the batch step of a Slurm job (sbatch runs it)\n"
     "\n"
     "  --catalog PATH   the catalog (default: $UPMOE_CATALOG, $UPMOE_HOME/catalog.db, ~/.upmoe/catalog.db)\n"
     "  -h, --help, --version\n";
@@ -51,13 +55,13 @@ static void on_signal(int sig)
     stop = 1;
 }
 
-static int fail(const upm_err *e)
+int fail(const upm_err *e)
 {
     fprintf(stderr, PROG ": error: %s\n", e->msg);
     return e->code == UPM_EUSAGE ? 2 : 1;
 }
 
-static int usage_error(const char *fmt, const char *arg)
+int usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, PROG ": error: ");
     fprintf(stderr, fmt, arg);
@@ -65,7 +69,7 @@ static int usage_error(const char *fmt, const char *arg)
     return 2;
 }
 
-static int parse_id(const char *s, int64_t *id)
+int parse_id(const char *s, int64_t *id)
 {
     char *end;
     errno = 0;
@@ -76,11 +80,11 @@ static int parse_id(const char *s, int64_t *id)
     return 0;
 }
 
-/* A program next to this one (upmoe-train), or $UPMOE_TRAIN. */
-static void sibling(const char *name, char *buf, size_t n)
+/* A program next to this one (upmoe-train: or $UPMOE_TRAIN; "" = this program itself). */
+void sibling(const char *name, char *buf, size_t n)
 {
     const char *env = getenv("UPMOE_TRAIN");
-    if (env && *env) {
+    if (env && *env && !strcmp(name, "upmoe-train")) {
         snprintf(buf, n, "%s", env);
         return;
     }
@@ -91,6 +95,10 @@ static void sibling(const char *name, char *buf, size_t n)
         return;
     }
     exe[k] = 0;
+    if (!*name) {
+        snprintf(buf, n, "%s", exe);
+        return;
+    }
     char *slash = strrchr(exe, '/');
     if (slash)
         *slash = 0;
@@ -128,13 +136,16 @@ static int cmd_submit(upm_catalog *cat, int argc, char **argv)
     const char *mixture = "uniperceiver-moe-pretrain", *model = "ti", *moe = "attribute", *name = NULL;
     const char *backend = "local", *out = NULL, *steps = "1000", *scale = NULL;
     long long ranks = 1, priority = 0, attempts = 3;
-    int dry = 0;
-    enum { O_MIX = 256, O_MODEL, O_MOE, O_STEPS, O_SCALE, O_RANKS, O_PRIO, O_NAME, O_BACKEND, O_ATT, O_OUT, O_DRY };
+    int dry = 0, slurm_only = 0;
+    slurm_cli sl = {.signal_lead = 120};
+    enum { O_MIX = 256, O_MODEL, O_MOE, O_STEPS, O_SCALE, O_RANKS, O_PRIO, O_NAME, O_BACKEND, O_ATT, O_OUT, O_DRY,
+           O_PART, O_TIME, O_LEAD, O_CPUS, O_SBATCH };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"steps", 1, 0, O_STEPS},
         {"batch-scale", 1, 0, O_SCALE}, {"ranks", 1, 0, O_RANKS}, {"priority", 1, 0, O_PRIO}, {"name", 1, 0, O_NAME},
         {"backend", 1, 0, O_BACKEND}, {"max-attempts", 1, 0, O_ATT}, {"out", 1, 0, O_OUT}, {"dry-run", 0, 0, O_DRY},
-        {0, 0, 0, 0}};
+        {"partition", 1, 0, O_PART}, {"time", 1, 0, O_TIME}, {"signal-lead", 1, 0, O_LEAD},
+        {"cpus-per-rank", 1, 0, O_CPUS}, {"sbatch-arg", 1, 0, O_SBATCH}, {0, 0, 0, 0}};
     optind = 2;
     opterr = 0;
     int c;
@@ -171,6 +182,29 @@ static int cmd_submit(upm_catalog *cat, int argc, char **argv)
         case O_BACKEND: backend = optarg; break;
         case O_OUT: out = optarg; break;
         case O_DRY: dry = 1; break;
+        case O_PART: sl.partition = optarg, slurm_only = 1; break;
+        case O_TIME:
+            if (!*optarg || strspn(optarg, "0123456789:-") != strlen(optarg))
+                return usage_error("--time needs a Slurm time limit (MM, HH:MM:SS, D-HH:MM, ...), not '%s'", optarg);
+            sl.time_limit = optarg, slurm_only = 1;
+            break;
+        case O_LEAD:
+            if ((sl.signal_lead = strtol(optarg, &end, 10)) < 1 || *end || sl.signal_lead > 65535)
+                return usage_error("--signal-lead needs seconds in [1, 65535], not '%s'", optarg);
+            slurm_only = 1;
+            break;
+        case O_CPUS:
+            if ((sl.cpus_per_rank = strtol(optarg, &end, 10)) < 1 || *end || sl.cpus_per_rank > 4096)
+                return usage_error("--cpus-per-rank needs an integer in [1, 4096], not '%s'", optarg);
+            slurm_only = 1;
+            break;
+        case O_SBATCH:
+            if (optarg[0] != '-')
+                return usage_error("--sbatch-arg takes one sbatch option (starting with -), not '%s'", optarg);
+            if (sl.nextra == (int)(sizeof sl.extra / sizeof sl.extra[0]))
+                return usage_error("at most 64 --sbatch-arg options%s", "");
+            sl.extra[sl.nextra++] = optarg, slurm_only = 1;
+            break;
         default: return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -178,12 +212,19 @@ static int cmd_submit(upm_catalog *cat, int argc, char **argv)
         return usage_error("--model must be ti, s, b or l, not '%s'", model);
     if (strcmp(moe, "attribute") && strcmp(moe, "none"))
         return usage_error("--moe must be attribute or none, not '%s'", moe);
-    if (!strcmp(backend, "slurm")) {
-        fprintf(stderr, PROG ": error: the slurm backend is not available in this version yet; use --backend local\n");
-        return 2;
-    }
-    if (strcmp(backend, "local"))
+    if (strcmp(backend, "local") && strcmp(backend, "slurm"))
         return usage_error("--backend must be local or slurm, not '%s'", backend);
+    int slurm = !strcmp(backend, "slurm");
+    if (slurm_only && !slurm)
+        return usage_error("--partition, --time, --signal-lead, --cpus-per-rank and --sbatch-arg need --backend slurm%s",
+                           "");
+    char out_abs[PATH_MAX];
+    if (out && out[0] != '/') { /* the worker or the batch step may run elsewhere */
+        char cwd[PATH_MAX - 256];
+        if (!getcwd(cwd, sizeof cwd) || snprintf(out_abs, sizeof out_abs, "%s/%s", cwd, out) >= (int)sizeof out_abs)
+            return usage_error("--out: cannot make '%s' an absolute path", out);
+        out = out_abs;
+    }
     upm_err err = {0};
     check_ctx cc = {cat, 0, "", &err};
     if (upm_mixture_foreach_member(cat, mixture, check_member, &cc, &err))
@@ -227,23 +268,35 @@ static int cmd_submit(upm_catalog *cat, int argc, char **argv)
     char train[PATH_MAX];
     sibling("upmoe-train", train, sizeof train);
     if (dry) {
-        if (ranks > 1)
-            printf("mpirun -np %lld --bind-to none ", ranks);
-        printf("%s --catalog %s --job ID --attempt N --out %s", train, cat->path, out ? out : "<catalog folder>/runs/job-ID");
+        char cmd[16384] = "", dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", out ? out : "<catalog folder>/runs/job-ID");
+        size_t n = 0;
+        const char *head[] = {train, "--catalog", cat->path, "--job", "ID", "--attempt", "N", "--out", dir};
+        for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
+            upm_shell_append(cmd, sizeof cmd, &n, head[i]);
         cJSON *p = cJSON_Parse(aj);
         for (int i = 0; i < cJSON_GetArraySize(p); i++)
-            printf(" %s", cJSON_GetArrayItem(p, i)->valuestring);
-        printf("\n");
+            upm_shell_append(cmd, sizeof cmd, &n, cJSON_GetArrayItem(p, i)->valuestring);
         cJSON_Delete(p);
         free(aj);
+        if (slurm)
+            slurm_dry_run(cat, &sl, name, (int)ranks, dir, cmd);
+        else if (ranks > 1)
+            printf("mpirun -np %lld --bind-to none %s\n", ranks, cmd);
+        else
+            printf("%s\n", cmd);
         return 0;
     }
-    upm_job_submit s = {name, "pretrain", backend, priority, (int)ranks, attempts, aj, out};
+    char *bopts = slurm ? slurm_opts_json(&sl) : NULL;
+    upm_job_submit s = {name, "pretrain", backend, priority, (int)ranks, attempts, aj, out, bopts};
     int64_t id = 0;
     int rc = upm_job_submit_new(cat, &s, &id, &err);
     free(aj);
+    free(bopts);
     if (rc)
         return fail(&err);
+    if (slurm && (rc = slurm_submit(cat, id)))
+        return rc;
     printf("%lld\n", (long long)id);
     return 0;
 }
@@ -376,14 +429,26 @@ static int cmd_status(upm_catalog *cat, int argc, char **argv)
     cJSON_AddStringToObject(o, "out_dir", j.out_dir);
     cJSON_AddStringToObject(o, "log", j.log_path);
     cJSON_AddStringToObject(o, "message", j.message);
+    cJSON_AddStringToObject(o, "backend", j.backend);
+    char slurm[512];
+    slurm_state_line(&j, slurm, sizeof slurm);
+    if (j.slurm_job[0]) {
+        cJSON_AddStringToObject(o, "slurm_job", j.slurm_job);
+        cJSON_AddStringToObject(o, "slurm", slurm);
+    }
     char train[PATH_MAX];
     sibling("upmoe-train", train, sizeof train);
-    char cmd[8192];
-    int n = snprintf(cmd, sizeof cmd, "%s%s --catalog %s --job %lld --attempt %lld --out %s", "", train, cat->path,
-                     (long long)j.id, (long long)(j.attempt > 0 ? j.attempt : 1), j.out_dir);
+    char cmd[16384], ids[2][32];
+    size_t n = 0;
+    snprintf(ids[0], sizeof ids[0], "%lld", (long long)j.id);
+    snprintf(ids[1], sizeof ids[1], "%lld", (long long)(j.attempt > 0 ? j.attempt : 1));
+    const char *head[] = {train, "--catalog", cat->path, "--job", ids[0], "--attempt", ids[1], "--out", j.out_dir};
+    cmd[0] = 0;
+    for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
+        upm_shell_append(cmd, sizeof cmd, &n, head[i]);
     cJSON *a = cJSON_Parse(j.argv_json);
-    for (int i = 0; i < cJSON_GetArraySize(a) && n > 0 && (size_t)n < sizeof cmd; i++)
-        n += snprintf(cmd + n, sizeof cmd - (size_t)n, " %s", cJSON_GetArrayItem(a, i)->valuestring);
+    for (int i = 0; i < cJSON_GetArraySize(a); i++)
+        upm_shell_append(cmd, sizeof cmd, &n, cJSON_GetArrayItem(a, i)->valuestring);
     cJSON_Delete(a);
     cJSON_AddStringToObject(o, "command", cmd);
     if (json) {
@@ -409,6 +474,8 @@ static int cmd_status(upm_catalog *cat, int argc, char **argv)
             printf("  last checkpoint %s\n", ck->valuestring);
         if (j.message[0])
             printf("  %s\n", j.message);
+        if (slurm[0])
+            printf("  %s\n", slurm);
         printf("  log %s\n  command %s\n", j.log_path, cmd);
     }
     cJSON_Delete(o);
@@ -610,9 +677,22 @@ static int cmd_cancel_requeue(upm_catalog *cat, int argc, char **argv, int what)
     if (argc != 2 || parse_id(argv[1], &id))
         return usage_error("usage: %s ID", argv[0]);
     upm_err err = {0};
-    int rc = what == 0 ? upm_job_cancel(cat, id, "cancelled by the user", &err) : upm_job_requeue(cat, id, what == 2, &err);
-    if (rc)
+    upm_job j;
+    if (upm_job_get(cat, id, &j, &err))
         return fail(&err);
+    int rc = 0;
+    if (!strcmp(j.backend, "slurm")) {
+        rc = what == 0 ? slurm_cancel(cat, &j) : slurm_resubmit(cat, &j, what == 2);
+        upm_job_free(&j);
+        if (rc)
+            return rc;
+    } else {
+        upm_job_free(&j);
+        rc = what == 0 ? upm_job_cancel(cat, id, "cancelled by the user", &err)
+                       : upm_job_requeue(cat, id, what == 2, &err);
+        if (rc)
+            return fail(&err);
+    }
     printf("job %lld: %s\n", (long long)id, what == 0 ? "cancel requested" : "queued");
     return 0;
 }
@@ -722,8 +802,16 @@ int main(int argc, char **argv)
     upm_err err = {0};
     if (upm_catalog_resolve_path(cat_arg, path, sizeof path, &err))
         return fail(&err);
+    if (path[0] != '/') { /* children and batch steps may run in another folder */
+        char cwd[2048], rel[4096];
+        snprintf(rel, sizeof rel, "%s", path);
+        if (!getcwd(cwd, sizeof cwd) || snprintf(path, sizeof path, "%s/%s", cwd, rel) >= (int)sizeof path)
+            return usage_error("cannot make the catalog path '%s' absolute", rel);
+    }
     if (!strcmp(cmd, "worker"))
         return cmd_worker(path, argc, argv);
+    if (!strcmp(cmd, "slurm-run"))
+        return cmd_slurm_run(path, argc, argv);
     static const char *const known[] = {"submit", "list", "status", "cancel", "resume", "retry", "logs", "metrics",
                                         "plot"};
     int ok = 0;
@@ -736,6 +824,8 @@ int main(int argc, char **argv)
     upm_catalog *cat = NULL;
     if (upm_catalog_open(path, readonly ? UPM_CAT_READONLY : 0, &cat, &err))
         return fail(&err);
+    if (!strcmp(cmd, "list") || !strcmp(cmd, "status"))
+        slurm_follow(path, cat);
     int rc;
     if (!strcmp(cmd, "submit"))
         rc = cmd_submit(cat, argc, argv);

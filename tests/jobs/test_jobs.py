@@ -16,7 +16,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "trainer"))
-from train_fixture import BUILD, build, run  # noqa: E402
+from train_fixture import BUILD, build, mpi_env, run  # noqa: E402
 
 JOBS = os.path.join(BUILD, "upmoe-jobs")
 TINY = ["--dim", 32, "--layers", 2, "--heads", 2, "--experts", 4, "--batch", 8, "--image-size", 32,
@@ -253,7 +253,6 @@ class JobsTest(unittest.TestCase):
     @unittest.skipUnless(shutil.which("mpirun"), "mpirun not found: tools/setup installs Debian's openmpi-bin")
     def test_a_two_rank_job(self):
         """--ranks 2: the worker runs the trainer under mpirun; the job succeeds as a data-parallel run."""
-        from test_distributed import mpi_env  # the sanitizer build's settings for MPI ranks
         p = self.jobs("submit", "pretrain", "--mixture", "three", "--steps", 10, "--name", "two-ranks", "--ranks", 2,
                       "--", *TINY)
         jid = int(p.stdout.strip())

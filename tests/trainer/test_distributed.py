@@ -19,7 +19,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_fixture import CAT, TRAIN, build, run, testdata  # noqa: E402
+from train_fixture import CAT, TRAIN, build, mpi_env, run, testdata  # noqa: E402
 from safetensors_io import load  # noqa: E402
 
 MPIRUN = shutil.which("mpirun")
@@ -31,25 +31,6 @@ EQUIV = ["--mixture", "sst-only", "--dim", 32, "--layers", 2, "--heads", 2, "--e
          "--loader-threads", 1, "--shuffle-block", 1, "--drop-path", 0, "--gate-noise", 0, "--lr", 1e-3,
          "--layerscale", 1, "--quiet"]
 SST_SHARDS, SST_PER_SHARD = 40, 4
-
-
-def mpi_env(env):
-    env = dict(env)
-    if os.getuid() == 0:  # Open MPI refuses root unless told twice
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    # Sanitizer builds: Open MPI keeps allocations for the whole process (exempted by library in
-    # lsan-mpi.supp) and has no frame pointers; its plugins stay loaded (keep_plugins.c) and stacks are
-    # unwound the exact way, so that the exemptions match and everything of ours is checked.
-    with open(TRAIN, "rb") as f:
-        sanitized = b"__asan_init" in f.read()
-    if sanitized:
-        keep = os.path.join(os.path.dirname(TRAIN), "libupmoe-keep-plugins.so")
-        supp = os.path.join(HERE, "..", "lsan-mpi.supp")
-        env["LD_PRELOAD"] = keep
-        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0:fast_unwind_on_malloc=0"
-                               ":malloc_context_size=16").lstrip(":")
-        env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "") + f":suppressions={supp}:print_suppressions=0").lstrip(":")
-    return env
 
 
 def rank_pid(out_dir, rank, timeout=60):

@@ -85,3 +85,23 @@ def build(tmp, heldout_every=0):
         c("mixture", "create", "heldout")
         c("mixture", "add", "heldout", "images-heldout")
     return env
+
+
+def mpi_env(env):
+    """env plus what MPI ranks of this build need (root permission for Open MPI; sanitizer settings)."""
+    env = dict(env)
+    if os.getuid() == 0:  # Open MPI refuses root unless told twice
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    # Sanitizer builds: Open MPI keeps allocations for the whole process (exempted by library in
+    # lsan-mpi.supp) and has no frame pointers; its plugins stay loaded (keep_plugins.c) and stacks are
+    # unwound the exact way, so that the exemptions match and everything of ours is checked.
+    with open(TRAIN, "rb") as f:
+        sanitized = b"__asan_init" in f.read()
+    if sanitized:
+        keep = os.path.join(os.path.dirname(TRAIN), "libupmoe-keep-plugins.so")
+        supp = os.path.join(HERE, "..", "lsan-mpi.supp")
+        env["LD_PRELOAD"] = keep
+        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0:fast_unwind_on_malloc=0"
+                               ":malloc_context_size=16").lstrip(":")
+        env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "") + f":suppressions={supp}:print_suppressions=0").lstrip(":")
+    return env

@@ -1,0 +1,49 @@
+/* Helpers shared by the files of upmoe-jobs (jobs/cli/). */
+#ifndef UPM_JOBS_CLI_H
+#define UPM_JOBS_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "err.h"
+#include "queue.h"
+
+#define PROG "upmoe-jobs"
+
+/* Prints "upmoe-jobs: error: MSG"; returns the exit status (2 for usage errors, else 1). */
+int fail(const upm_err *e);
+/* Prints the usage error (fmt has one %s) and a pointer to --help; returns 2. */
+int usage_error(const char *fmt, const char *arg);
+/* A positive job id; -1 if s is not one. */
+int parse_id(const char *s, int64_t *id);
+/* The path of a program next to this one (upmoe-train may be overridden by $UPMOE_TRAIN); "" = this one. */
+void sibling(const char *name, char *buf, size_t n);
+
+/* ---- the Slurm backend's commands (cmd_slurm.c) ---- */
+
+/* The sbatch options of `submit --backend slurm`, validated, as the JSON object kept in the job row. */
+typedef struct slurm_cli {
+    const char *partition, *time_limit;
+    long signal_lead, cpus_per_rank;
+    const char *extra[64];
+    int nextra;
+} slurm_cli;
+char *slurm_opts_json(const slurm_cli *s);
+/* submit: hands queued job `id` to sbatch (withdrawn from the catalog if sbatch refuses it). */
+int slurm_submit(upm_catalog *cat, int64_t id);
+/* --dry-run: prints the sbatch command and what the batch step runs. */
+void slurm_dry_run(const upm_catalog *cat, const slurm_cli *s, const char *name, int ranks, const char *out,
+                   const char *train_cmd);
+/* cancel / resume (retry = 0) / retry (1) of a Slurm job. */
+int slurm_cancel(upm_catalog *cat, const upm_job *j);
+int slurm_resubmit(upm_catalog *cat, const upm_job *j, int retry);
+/* list/status: records Slurm jobs that ended behind the catalog's back (needs a writable connection:
+ * opens one only when there are active Slurm jobs). Problems are warnings: progress still shows. */
+void slurm_follow(const char *path, upm_catalog *ro);
+/* status: Slurm's current state of the job, "" when not a Slurm job. */
+void slurm_state_line(const upm_job *j, char *buf, size_t n);
+/* slurm-run ID: the batch step (see jobs/slurm.h). */
+int cmd_slurm_run(const char *path, int argc, char **argv);
+
+#endif

@@ -1,0 +1,303 @@
+/* upmoe-jobs: the commands of the Slurm backend (see jobs/slurm.h and docs/jobs.md). */
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "shellword.h"
+#include "slurm.h"
+#include "sqlutil.h"
+#include "worker.h"
+
+char *slurm_opts_json(const slurm_cli *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (s->partition)
+        cJSON_AddStringToObject(o, "partition", s->partition);
+    if (s->time_limit)
+        cJSON_AddStringToObject(o, "time", s->time_limit);
+    cJSON_AddNumberToObject(o, "signal_lead", (double)s->signal_lead);
+    if (s->cpus_per_rank > 0)
+        cJSON_AddNumberToObject(o, "cpus_per_rank", (double)s->cpus_per_rank);
+    cJSON *a = cJSON_AddArrayToObject(o, "sbatch_args");
+    for (int i = 0; i < s->nextra; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(s->extra[i]));
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return js;
+}
+
+/* The sbatch options of a job from its row; the strings live in *doc (free with cJSON_Delete) and
+ * o->extra (free). */
+typedef struct opts_buf {
+    upm_slurm_opts o;
+    cJSON *doc;
+    const char **extra;
+    char self[PATH_MAX];
+} opts_buf;
+
+static int job_opts(const upm_catalog *cat, const upm_job *j, opts_buf *b)
+{
+    memset(b, 0, sizeof *b);
+    sibling("", b->self, sizeof b->self);
+    b->o.jobs_prog = b->self, b->o.catalog = cat->path;
+    if (!(b->doc = cJSON_Parse(j->backend_opts ? j->backend_opts : "{}")))
+        return -1;
+    const cJSON *p = cJSON_GetObjectItem(b->doc, "partition"), *t = cJSON_GetObjectItem(b->doc, "time");
+    const cJSON *l = cJSON_GetObjectItem(b->doc, "signal_lead"), *c = cJSON_GetObjectItem(b->doc, "cpus_per_rank");
+    const cJSON *x = cJSON_GetObjectItem(b->doc, "sbatch_args");
+    b->o.partition = cJSON_IsString(p) ? p->valuestring : NULL;
+    b->o.time_limit = cJSON_IsString(t) ? t->valuestring : NULL;
+    b->o.signal_lead_s = cJSON_IsNumber(l) ? l->valueint : 120;
+    b->o.cpus_per_rank = cJSON_IsNumber(c) ? c->valueint : 0;
+    int n = cJSON_GetArraySize(x);
+    b->extra = calloc((size_t)n + 1, sizeof *b->extra);
+    if (!b->extra)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(x, i);
+        if (cJSON_IsString(e))
+            b->extra[b->o.nextra++] = e->valuestring;
+    }
+    b->o.extra = b->extra;
+    return 0;
+}
+
+static void opts_free(opts_buf *b)
+{
+    cJSON_Delete(b->doc);
+    free(b->extra);
+}
+
+int slurm_submit(upm_catalog *cat, int64_t id)
+{
+    upm_err err = {0};
+    upm_job j;
+    if (upm_job_get(cat, id, &j, &err))
+        return fail(&err);
+    opts_buf b;
+    char sj[64];
+    int rc = job_opts(cat, &j, &b) ? upm_errf(&err, UPM_ENOMEM, "no memory")
+                                    : upm_slurm_submit(&b.o, &j, sj, sizeof sj, &err);
+    opts_free(&b);
+    upm_job_free(&j);
+    upm_err e2 = {0};
+    if (rc) { /* nothing queued: the job row goes too */
+        upm_job_withdraw(cat, id, &e2);
+        return fail(&err);
+    }
+    if (upm_job_set_slurm(cat, id, sj, 0, &err)) {
+        upm_slurm_cancel(sj, NULL, &e2);
+        upm_job_withdraw(cat, id, &e2);
+        return fail(&err);
+    }
+    fprintf(stderr, PROG ": job %lld is Slurm job %s\n", (long long)id, sj);
+    return 0;
+}
+
+void slurm_dry_run(const upm_catalog *cat, const slurm_cli *s, const char *name, int ranks, const char *out,
+                   const char *train_cmd)
+{
+    upm_job j;
+    memset(&j, 0, sizeof j);
+    snprintf(j.name, sizeof j.name, "%s", name);
+    j.ranks = ranks;
+    snprintf(j.out_dir, sizeof j.out_dir, "%s", out);
+    snprintf(j.log_path, sizeof j.log_path, "%s/train.log", out);
+    char *js = slurm_opts_json(s);
+    j.backend_opts = js;
+    opts_buf b;
+    if (!js || job_opts(cat, &j, &b)) {
+        free(js);
+        fprintf(stderr, PROG ": error: no memory\n");
+        return;
+    }
+    char **argv = upm_slurm_sbatch_argv(&b.o, &j), line[16384], tmp[512];
+    size_t len = 0;
+    line[0] = 0;
+    for (int i = 0; argv && argv[i]; i++) {
+        const char *w = argv[i];
+        if (!argv[i + 1])
+            w = "ID";
+        else if (!strncmp(w, "--job-name=upmoe-0-", 19))
+            snprintf(tmp, sizeof tmp, "--job-name=upmoe-ID-%s", w + 19), w = tmp;
+        upm_shell_append(line, sizeof line, &len, w);
+    }
+    printf("%s\nthe batch step then runs: %s%s\n", line, ranks > 1 ? (upm_slurm_has_pmix() ? "srun --mpi=pmix " : "mpirun ") : "",
+           train_cmd);
+    upm_slurm_argv_free(argv);
+    opts_free(&b);
+    free(js);
+}
+
+int slurm_cancel(upm_catalog *cat, const upm_job *j)
+{
+    upm_err err = {0}, e2 = {0};
+    if (upm_job_cancel(cat, j->id, "cancelled by the user", &err))
+        return fail(&err);
+    if (!j->slurm_job[0])
+        return 0;
+    /* running: the batch step gets USR1 and stops the trainer after a checkpoint; it sees the request and
+     * records the job as cancelled. Queued (pending in Slurm): Slurm drops it. */
+    if (upm_slurm_cancel(j->slurm_job, !strcmp(j->state, "running") ? "USR1" : NULL, &e2))
+        fprintf(stderr, PROG ": warning: %s (the catalog has the cancel; the batch step will see it)\n", e2.msg);
+    return 0;
+}
+
+int slurm_resubmit(upm_catalog *cat, const upm_job *j, int retry)
+{
+    upm_err err = {0}, e2 = {0};
+    if (strcmp(j->state, "cancelled") && strcmp(j->state, "failed")) {
+        upm_errf(&err, UPM_EINVAL, "job %lld is %s: only a cancelled or failed job can be %s", (long long)j->id,
+                 j->state, retry ? "retried" : "resumed");
+        return fail(&err);
+    }
+    opts_buf b;
+    char sj[64];
+    int rc = job_opts(cat, j, &b) ? upm_errf(&err, UPM_ENOMEM, "no memory")
+                                   : upm_slurm_submit(&b.o, j, sj, sizeof sj, &err);
+    opts_free(&b);
+    if (rc)
+        return fail(&err);
+    if (upm_job_set_slurm(cat, j->id, sj, retry ? 2 : 1, &err)) {
+        upm_slurm_cancel(sj, NULL, &e2);
+        return fail(&err);
+    }
+    fprintf(stderr, PROG ": job %lld is Slurm job %s\n", (long long)j->id, sj);
+    return 0;
+}
+
+void slurm_follow(const char *path, upm_catalog *ro)
+{
+    sqlite3_stmt *st = NULL;
+    upm_err err = {0};
+    if (upm_sql_prepare(ro, "SELECT 1 FROM jobs WHERE backend = 'slurm' AND state IN ('queued', 'running') AND "
+                            "slurm_job IS NOT NULL LIMIT 1", &st, &err))
+        return;
+    int any = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (!any)
+        return;
+    upm_catalog *cat = NULL;
+    int changed = 0;
+    if (upm_catalog_open(path, 0, &cat, &err) || upm_slurm_follow(cat, &changed, &err))
+        fprintf(stderr, PROG ": warning: cannot follow the Slurm jobs: %s\n", err.msg);
+    upm_catalog_close(cat);
+}
+
+void slurm_state_line(const upm_job *j, char *buf, size_t n)
+{
+    buf[0] = 0;
+    if (strcmp(j->backend, "slurm") || !j->slurm_job[0])
+        return;
+    char state[64], reason[256];
+    upm_err err = {0};
+    if (upm_slurm_query(j->slurm_job, state, sizeof state, reason, sizeof reason, &err))
+        snprintf(buf, n, "Slurm job %s: %s", j->slurm_job, err.msg);
+    else if (!state[0])
+        snprintf(buf, n, "Slurm job %s: no longer known to Slurm", j->slurm_job);
+    else
+        snprintf(buf, n, "Slurm job %s: %s (%s)", j->slurm_job, state, reason);
+}
+
+/* ---- slurm-run: the batch step ---- */
+
+static volatile sig_atomic_t stop, notice;
+static void on_signal(int sig)
+{
+    stop = 1;
+    if (sig == SIGUSR1) /* --signal=B:USR1@LEAD: the time limit is near */
+        notice = 1;
+}
+
+static void nap(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits until job id is queued for this Slurm job (resume and submit record the Slurm id right after
+ * sbatch returns; a previous batch of the same job may still be ending). 1 = run it, 0 = nothing to run,
+ * < 0 = error (printed). */
+static int wait_claimable(upm_catalog *cat, int64_t id, const char *mine)
+{
+    double until = upm_job_now() + 120;
+    for (;;) {
+        upm_job j;
+        upm_err err = {0};
+        if (upm_job_get(cat, id, &j, &err))
+            return -fail(&err);
+        int ours = !strcmp(j.slurm_job, mine), queued = !strcmp(j.state, "queued");
+        int running = !strcmp(j.state, "running"), expired = running && j.lease_until < upm_job_now();
+        char state[UPM_JOB_STATE_MAX], other[64];
+        snprintf(state, sizeof state, "%s", j.state);
+        snprintf(other, sizeof other, "%s", j.slurm_job);
+        upm_job_free(&j);
+        if (ours && queued)
+            return 1;
+        if (ours && !running) {
+            printf(PROG ": job %lld is %s: nothing to run\n", (long long)id, state);
+            return 0;
+        }
+        int reaped = 0;
+        if (ours && expired && upm_job_reap(cat, "slurm", &reaped, &err))
+            return -fail(&err);
+        if (stop || upm_job_now() > until) {
+            fprintf(stderr, PROG ": error: job %lld is %s for Slurm job %s, not queued for this one (%s)\n",
+                    (long long)id, state, other[0] ? other : "(none yet)", mine);
+            return -1;
+        }
+        nap(0.5);
+    }
+}
+
+int cmd_slurm_run(const char *path, int argc, char **argv)
+{
+    int64_t id;
+    if (argc != 2 || parse_id(argv[1], &id))
+        return usage_error("usage: slurm-run ID (the batch step of a Slurm job)%s", "");
+    const char *mine = getenv("SLURM_JOB_ID");
+    if (!mine || !*mine) {
+        fprintf(stderr, PROG ": error: slurm-run is the batch step of a job submitted with --backend slurm "
+                        "(SLURM_JOB_ID is not set)\n");
+        return 2;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    upm_err err = {0};
+    upm_catalog *cat = NULL;
+    if (upm_catalog_open(path, 0, &cat, &err))
+        return fail(&err);
+    int go = wait_claimable(cat, id, mine);
+    upm_catalog_close(cat);
+    if (go <= 0)
+        return go < 0 ? 1 : 0;
+    char train[PATH_MAX], host[256] = "?", owner[400];
+    sibling("upmoe-train", train, sizeof train);
+    gethostname(host, sizeof host - 1);
+    snprintf(owner, sizeof owner, "slurm:%s@%s:%d", mine, host, (int)getpid());
+    int requeued = 0;
+    upm_worker_opts o;
+    upm_worker_opts_default(&o);
+    o.catalog = path, o.train = train, o.stop = &stop, o.backend = "slurm", o.only = id, o.owner = owner;
+    o.requeued = &requeued;
+    o.srun = upm_slurm_has_pmix();
+    o.stop_note = "Slurm stopped the job (time limit, preemption, requeue or scancel)";
+    int rc = upm_worker_run(&o, &err);
+    if (rc)
+        return fail(&err);
+    if (requeued && notice) { /* the time limit: run again from the checkpoint in a new allocation */
+        if (upm_slurm_requeue(mine, &err))
+            return fail(&err);
+        printf(PROG ": job %lld checkpointed before the time limit; Slurm job %s requeued\n", (long long)id, mine);
+    }
+    return 0;
+}
