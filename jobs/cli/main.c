@@ -235,7 +235,7 @@ static int cmd_submit(upm_catalog *cat, int argc, char **argv)
     }
     if (cc.missing[0]) {
         fprintf(stderr, PROG ": error: mixture %s has datasets without shard URLs: %s (set them with "
-                "'upmoe-catalog set dataset NAME --url PATTERN')\n", mixture, cc.missing);
+                "'upmoe-catalog set DATASET url=PATTERN')\n", mixture, cc.missing);
         return 1;
     }
     char auto_name[64];
@@ -708,6 +708,18 @@ static int cmd_logs(upm_catalog *cat, int argc, char **argv)
     if (upm_job_get(cat, id, &j, &err))
         return fail(&err);
     FILE *f = fopen(j.log_path, "rb");
+    while (!f && follow) { /* -f on a job that has not started yet: wait for its log */
+        upm_job now;
+        if (upm_job_get(cat, id, &now, &err))
+            break;
+        int active = !strcmp(now.state, "queued") || !strcmp(now.state, "running");
+        upm_job_free(&now);
+        if (!active || stop)
+            break;
+        struct timespec ts = {0, 200000000};
+        nanosleep(&ts, NULL);
+        f = fopen(j.log_path, "rb");
+    }
     if (!f) {
         fprintf(stderr, PROG ": error: job %lld has no log yet (%s)\n", (long long)id, j.log_path);
         upm_job_free(&j);

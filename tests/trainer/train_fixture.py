@@ -87,6 +87,12 @@ def build(tmp, heldout_every=0):
     return env
 
 
+def sanitized():
+    """Whether this build's trainer runs under AddressSanitizer (several times slower)."""
+    with open(TRAIN, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def mpi_env(env):
     """env plus what MPI ranks of this build need (root permission for Open MPI; sanitizer settings)."""
     env = dict(env)
@@ -95,9 +101,7 @@ def mpi_env(env):
     # Sanitizer builds: Open MPI keeps allocations for the whole process (exempted by library in
     # lsan-mpi.supp) and has no frame pointers; its plugins stay loaded (keep_plugins.c) and stacks are
     # unwound the exact way, so that the exemptions match and everything of ours is checked.
-    with open(TRAIN, "rb") as f:
-        sanitized = b"__asan_init" in f.read()
-    if sanitized:
+    if sanitized():
         keep = os.path.join(os.path.dirname(TRAIN), "libupmoe-keep-plugins.so")
         supp = os.path.join(HERE, "..", "lsan-mpi.supp")
         env["LD_PRELOAD"] = keep
