@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "catalog.h"
 
 /* Long enough for a writer that holds the lock for a big import; readers in WAL never wait on it. */
@@ -45,17 +46,7 @@ static int make_parent_dirs(const char *path, upm_err *err)
     if (!slash || slash == dir)
         return 0;
     *slash = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-            return upm_errf(err, UPM_EIO, "cannot create directory %s: %s", dir, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return upm_errf(err, UPM_EIO, "cannot create directory %s: %s", dir, strerror(errno));
-    return 0;
+    return upm_mkdirs(dir, err);
 }
 
 int upm_catalog_sqlerr(upm_catalog *cat, upm_err *err, const char *doing)

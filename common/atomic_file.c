@@ -1,10 +1,11 @@
-/* Atomic file writes (see atomic_file.h). */
+/* Atomic file writes and mkdir -p (see atomic_file.h). */
 #include "atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int upm_write_file_atomic(const char *path, const void *data, size_t n, upm_err *err)
@@ -40,4 +41,22 @@ int upm_write_file_atomic(const char *path, const void *data, size_t n, upm_err 
         return upm_errf(err, UPM_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(e));
     }
     return 0;
+}
+
+int upm_mkdirs(const char *path, upm_err *err)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return upm_errf(err, UPM_EINVAL, "path too long: %s", path);
+    for (char *s = buf + 1;; s++) {
+        if (*s != '/' && *s)
+            continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return upm_errf(err, UPM_EIO, "cannot create %s: %s", buf, strerror(errno));
+        *s = c;
+        if (!c)
+            return 0;
+    }
 }

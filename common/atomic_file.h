@@ -8,5 +8,7 @@
 #include "err.h"
 
 int upm_write_file_atomic(const char *path, const void *data, size_t n, upm_err *err);
+/* mkdir -p: the folder and its missing parents (mode 0777 less the umask). */
+int upm_mkdirs(const char *path, upm_err *err);
 
 #endif

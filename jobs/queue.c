@@ -378,13 +378,14 @@ int upm_job_cancel(upm_catalog *cat, int64_t id, const char *why, upm_err *err)
     return finish_tx(cat, rc, err);
 }
 
-int upm_job_requeue(upm_catalog *cat, int64_t id, int fresh_attempts, upm_err *err)
+/* Inside a transaction: a cancelled or failed job back to the queue (fresh_attempts: with a new attempt
+ * budget); with slurm_job, as that Slurm job. */
+static int requeue_tx(upm_catalog *cat, int64_t id, int fresh_attempts, const char *slurm_job, int64_t *attempt,
+                      upm_err *err)
 {
-    int rc = upm_catalog_begin(cat, err);
-    if (rc)
-        return rc;
     upm_job j;
-    rc = upm_job_get(cat, id, &j, err);
+    int rc = upm_job_get(cat, id, &j, err);
+    *attempt = j.attempt;
     sqlite3_stmt *st = NULL;
     if (!rc && strcmp(j.state, "cancelled") && strcmp(j.state, "failed"))
         rc = upm_errf(err, UPM_EINVAL, "job %lld is %s: only a cancelled or failed job can be %s", (long long)id,
@@ -393,52 +394,51 @@ int upm_job_requeue(upm_catalog *cat, int64_t id, int fresh_attempts, upm_err *e
         rc = upm_sql_prepare(cat,
                              "UPDATE jobs SET state = 'queued', cancel_requested = 0, message = NULL, finished_at = NULL, "
                              "max_attempts = CASE WHEN ?2 THEN attempt + max_attempts ELSE max(max_attempts, attempt + 1) "
-                             "END WHERE id = ?1",
+                             "END, slurm_job = coalesce(?3, slurm_job) WHERE id = ?1",
                              &st, err);
     if (!rc) {
         sqlite3_bind_int64(st, 1, id);
         sqlite3_bind_int(st, 2, fresh_attempts);
+        upm_sql_bind_text_or_null(st, 3, slurm_job);
         rc = upm_sql_run(cat, st, "requeueing the job", err);
     }
     if (!rc)
         rc = add_event(cat, id, j.attempt, fresh_attempts ? "retried" : "resumed", NULL, err);
     upm_job_free(&j);
-    return finish_tx(cat, rc, err);
+    return rc;
+}
+
+int upm_job_requeue(upm_catalog *cat, int64_t id, int fresh_attempts, upm_err *err)
+{
+    int64_t attempt;
+    int rc = upm_catalog_begin(cat, err);
+    return rc ? rc : finish_tx(cat, requeue_tx(cat, id, fresh_attempts, NULL, &attempt, err), err);
 }
 
 int upm_job_set_slurm(upm_catalog *cat, int64_t id, const char *slurm_job, int requeue, upm_err *err)
 {
+    int64_t attempt = 0;
     int rc = upm_catalog_begin(cat, err);
     if (rc)
         return rc;
-    upm_job j;
-    rc = upm_job_get(cat, id, &j, err);
-    sqlite3_stmt *st = NULL;
-    if (!rc && requeue && strcmp(j.state, "cancelled") && strcmp(j.state, "failed"))
-        rc = upm_errf(err, UPM_EINVAL, "job %lld is %s: only a cancelled or failed job can be resubmitted",
-                      (long long)id, j.state);
-    else if (!rc && !requeue && strcmp(j.state, "queued"))
-        rc = upm_errf(err, UPM_EINVAL, "job %lld is %s, not queued", (long long)id, j.state);
-    if (!rc)
-        rc = upm_sql_prepare(cat,
-                             "UPDATE jobs SET slurm_job = ?2, state = 'queued', cancel_requested = 0, message = NULL, "
-                             "finished_at = NULL, max_attempts = CASE WHEN ?3 = 2 THEN attempt + max_attempts "
-                             "WHEN ?3 = 1 THEN max(max_attempts, attempt + 1) ELSE max_attempts END WHERE id = ?1",
+    if (requeue)
+        rc = requeue_tx(cat, id, requeue == 2, slurm_job, &attempt, err);
+    else { /* a new job: still queued, no Slurm job yet */
+        sqlite3_stmt *st = NULL;
+        rc = upm_sql_prepare(cat, "UPDATE jobs SET slurm_job = ?2 WHERE id = ?1 AND state = 'queued' AND slurm_job IS NULL",
                              &st, err);
-    if (!rc) {
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_text(st, 2, slurm_job, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int(st, 3, requeue);
-        rc = upm_sql_run(cat, st, "recording the Slurm job", err);
+        if (!rc) {
+            sqlite3_bind_int64(st, 1, id);
+            sqlite3_bind_text(st, 2, slurm_job, -1, SQLITE_TRANSIENT);
+            rc = upm_sql_run(cat, st, "recording the Slurm job", err);
+        }
+        if (!rc && sqlite3_changes(cat->db) != 1)
+            rc = upm_errf(err, UPM_EINVAL, "job %lld is no longer a new queued job", (long long)id);
     }
     char detail[128];
     snprintf(detail, sizeof detail, "Slurm job %s", slurm_job);
     if (!rc)
-        rc = add_event(cat, id, j.attempt, requeue == 2 ? "retried" : requeue ? "resumed" : "submitted to Slurm", detail,
-                       err);
-    if (!rc && requeue)
-        rc = add_event(cat, id, j.attempt, "submitted to Slurm", detail, err);
-    upm_job_free(&j);
+        rc = add_event(cat, id, attempt, "submitted to Slurm", detail, err);
     return finish_tx(cat, rc, err);
 }
 

@@ -192,27 +192,14 @@ char **upm_slurm_sbatch_argv(const upm_slurm_opts *o, const upm_job *j)
     return a;
 }
 
-static int mkdirs(const char *path)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            if (mkdir(p, 0777) && errno != EEXIST)
-                return -1;
-            *s = '/';
-        }
-    return mkdir(p, 0777) && errno != EEXIST ? -1 : 0;
-}
-
 int upm_slurm_submit(const upm_slurm_opts *o, const upm_job *j, char *slurm_job, size_t n, upm_err *err)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/job.sbatch", j->out_dir);
-    if (mkdirs(j->out_dir)) /* Slurm opens the log there before the script runs */
-        return upm_errf(err, UPM_EIO, "cannot create %s: %s", j->out_dir, strerror(errno));
-    int rc = upm_write_file_atomic(path, script, sizeof script - 1, err);
+    int rc = upm_mkdirs(j->out_dir, err); /* Slurm opens the log there before the script runs */
+    if (rc)
+        return rc;
+    rc = upm_write_file_atomic(path, script, sizeof script - 1, err);
     if (rc)
         return rc;
     if (chmod(path, 0755))

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "catalog.h"
 #include "queue.h"
 #include "shellword.h"
@@ -72,20 +73,6 @@ static int has_checkpoint(const char *out_dir)
         found = !strncmp(e->d_name, "step-", 5) && !strchr(e->d_name, '.');
     closedir(d);
     return found;
-}
-
-static int mkdirs(const char *path)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            if (mkdir(p, 0777) && errno != EEXIST)
-                return -1;
-            *s = '/';
-        }
-    return mkdir(p, 0777) && errno != EEXIST ? -1 : 0;
 }
 
 /* The child's command line: [mpirun -np N --bind-to none | srun --ntasks=N --mpi=pmix] upmoe-train --catalog C --job ID --attempt A
@@ -147,8 +134,8 @@ static int spawn(const upm_worker_opts *o, const upm_job *j, pid_t *pid, upm_err
         owned++;
     owned++; /* the job's own arguments follow the output folder */
     int rc = 0, fd = -1;
-    if (mkdirs(j->out_dir))
-        rc = upm_errf(err, UPM_EIO, "cannot create %s: %s", j->out_dir, strerror(errno));
+    if ((rc = upm_mkdirs(j->out_dir, err)))
+        ;
     else if ((fd = open(j->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
         rc = upm_errf(err, UPM_EIO, "cannot open the job log %s: %s", j->log_path, strerror(errno));
     if (!rc) {

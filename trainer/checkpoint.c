@@ -76,23 +76,6 @@ int upm_weights_save(const char *path, const upm_model *m, const char *const *me
     return write_buffers(path, m, bufs, pre, 1, meta, err);
 }
 
-static int mkdir_p(const char *path, upm_err *err)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return upm_errf(err, UPM_EINVAL, "path too long: %s", path);
-    for (char *s = buf + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return upm_errf(err, UPM_EIO, "cannot create %s: %s", buf, strerror(errno));
-            *s = '/';
-        }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return upm_errf(err, UPM_EIO, "cannot create %s: %s", buf, strerror(errno));
-    return 0;
-}
-
 static void fsync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY);
@@ -154,7 +137,7 @@ int upm_checkpoint_save(const char *dir, int64_t step, const upm_model *m, const
 {
     char root[4096], tmp[4200], final[4200], file[4300];
     snprintf(root, sizeof root, "%s/checkpoints", dir);
-    int rc = mkdir_p(root, err);
+    int rc = upm_mkdirs(root, err);
     if (rc)
         return rc;
     snprintf(tmp, sizeof tmp, "%s/.step-%08" PRId64 ".tmp", root, step);

@@ -7,7 +7,6 @@ names and options never reach a shell."""
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "trainer"))
 sys.path.insert(0, HERE)
 import slurm_fixture  # noqa: E402
-from train_fixture import BUILD, build, mpi_env, run, sanitized  # noqa: E402
+from train_fixture import BUILD, build, mpi_env, query, run, sanitized  # noqa: E402
 
 JOBS = os.path.join(BUILD, "upmoe-jobs")
 TINY = ["--dim", 32, "--layers", 2, "--heads", 2, "--experts", 4, "--batch", 8, "--image-size", 32,
@@ -57,11 +56,7 @@ class SlurmJobsTest(unittest.TestCase):
         return int(p.stdout.strip())
 
     def sql(self, q, *args):
-        con = sqlite3.connect(self.db)
-        try:
-            return con.execute(q, args).fetchall()
-        finally:
-            con.close()
+        return query(self.db, q, *args)
 
     def job(self, jid):
         return json.loads(self.jobs("status", jid, "--json").stdout)

@@ -9,7 +9,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -19,7 +18,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_fixture import CAT, TRAIN, build, mpi_env, run, testdata  # noqa: E402
+from train_fixture import CAT, TRAIN, build, mpi_env, query, run, testdata  # noqa: E402
 from safetensors_io import load  # noqa: E402
 
 MPIRUN = shutil.which("mpirun")
@@ -105,11 +104,7 @@ class DistributedTest(unittest.TestCase):
         return os.path.join(self.tmp, out, "checkpoints", f"step-{step:08d}")
 
     def sql(self, q, *args):
-        con = sqlite3.connect(self.db)
-        try:
-            return con.execute(q, args).fetchall()
-        finally:
-            con.close()
+        return query(self.db, q, *args)
 
     def metrics(self, name):
         return self.sql("SELECT m.step, m.task, m.dataset, m.loss, m.weighted_loss, m.accuracy, m.samples, m.lr, "

@@ -5,7 +5,6 @@ every step's metrics)."""
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_fixture import TRAIN, build, run  # noqa: E402
+from train_fixture import TRAIN, build, query, run  # noqa: E402
 from safetensors_io import load  # noqa: E402
 
 SMALL = ["--dim", 32, "--layers", 2, "--heads", 2, "--experts", 4, "--batch", 8, "--image-size", 32,
@@ -38,11 +37,7 @@ class TrainTest(unittest.TestCase):
                    env=self.env)
 
     def sql(self, q, *args):
-        con = sqlite3.connect(self.db)
-        try:
-            return con.execute(q, args).fetchall()
-        finally:
-            con.close()
+        return query(self.db, q, *args)
 
     def ckpt(self, out, step):
         return os.path.join(self.tmp, out, "checkpoints", f"step-{step:08d}")

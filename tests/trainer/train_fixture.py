@@ -2,6 +2,7 @@
 test data (pysiogame images with their classes and made-up captions, a Gutenberg book), a catalog
 with the paper's preset tasks, and mixtures over them. Built once per test class in a temp dir."""
 import os
+import sqlite3
 import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -109,3 +110,12 @@ def mpi_env(env):
                                ":malloc_context_size=16").lstrip(":")
         env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "") + f":suppressions={supp}:print_suppressions=0").lstrip(":")
     return env
+
+
+def query(db, q, *args):
+    """Rows of a query on the catalog at db, with a connection of its own (closed at once)."""
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(q, args).fetchall()
+    finally:
+        con.close()

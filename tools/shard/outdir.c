@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "shard.h"
 #include "urlpattern.h"
 
@@ -53,25 +54,6 @@ static int match_tmp(const char *name, const char *prefix, long *pid)
         return 0;
     *pid = v;
     return 1;
-}
-
-static int mkdirs(const char *dir, upm_err *err)
-{
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return upm_errf(err, UPM_EUSAGE, "--out path is too long");
-    for (char *p = path + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(path, 0755) != 0 && errno != EEXIST)
-                return upm_errf(err, UPM_EIO, "cannot create the folder %s: %s", path, strerror(errno));
-            *p = c;
-            if (!c)
-                break;
-        }
-    }
-    return 0;
 }
 
 /* Characters a path can hold and still be read back from a URL pattern unchanged. */
@@ -143,7 +125,7 @@ int upm_shard_prepare(const upm_shard_opts *o, upm_shard_result *r, upm_err *err
         rc = upm_errf(err, UPM_EINVAL, "the output folder %s cannot be named in a shard URL pattern "
                                        "(no spaces, braces or commas, please)", o->out_dir);
     if (!rc)
-        rc = mkdirs(o->out_dir, err);
+        rc = upm_mkdirs(o->out_dir, err);
     if (rc)
         return rc;
     struct stat st;

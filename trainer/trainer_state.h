@@ -1,0 +1,79 @@
+/* The training loop's state, shared by train.c and dp.c (private to trainer/). */
+#ifndef UPM_TRAINER_STATE_H
+#define UPM_TRAINER_STATE_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "comm.h"
+#include "gradsync.h"
+#include "inputs.h"
+#include "loader.h"
+#include "model.h"
+#include "optim.h"
+#include "runs.h"
+#include "train.h"
+#include "vocab.h"
+
+typedef struct label_cache {
+    char dataset[UPM_NAME_MAX + 1];
+    upm_label_texts lt;
+} label_cache;
+
+typedef struct trainer {
+    const upm_train_opts *o;
+    int eval;                /* forward only: no noise, no drop path, no updates, nothing written */
+    const char *eval_ckpt;
+    upm_model_config cfg;
+    upm_catalog *cat;
+    upm_backend *be;
+    upm_model *m;
+    upm_optim opt;
+    int have_opt;
+    upm_loader *loader;
+    upm_bpe *bpe;
+    upm_pass *pin, *ptg, *pvoc;
+    upm_batch batch;
+    int64_t run_id, step;
+    int image_size; /* of the open loader */
+    label_cache *labels;
+    int nlabels;
+    float *dU, *dV, *logits, *V, *colb;
+    int32_t *dlabels;
+    size_t cap_u, cap_v, cap_l, cap_lab, cap_V, cap_colb;
+    float *noise[2], *keep[2];
+    size_t cap_keep[2];
+    upm_metric_row *pending;
+    int npending, cap_pending;
+    double t0;
+    int64_t step0;
+    /* data parallel */
+    upm_comm *comm;
+    int rank, world;
+    upm_gradsync *gs;
+    upm_gradsync_stats gst;           /* the last step's */
+    double dp_steps, dp_step_s, dp_comm_s, dp_sync_s, dp_wait_s, dp_reduced, dp_all; /* sums for the summary */
+    double slowest_step; /* seconds, any rank */
+    struct rank_rec *recs;            /* world records of the last step */
+} trainer;
+
+/* What each rank tells the others after a step. */
+typedef struct rank_rec {
+    char task[128], dataset[128];
+    double loss, weighted_loss, accuracy, samples, seconds;
+    int64_t stop;
+} rank_rec;
+
+/* dp.c */
+/* After a step: every rank's record to every rank; rank 0 appends the step's metrics rows (see dp.c).
+ * *any_stop: some rank asked to stop. */
+int dp_exchange(trainer *t, const upm_metric_row *mine, double seconds, int stop, int *any_stop, upm_err *err);
+/* Every rank's weights are the same (checksums), else an error naming the first rank that differs. */
+int dp_check_same_weights(trainer *t, upm_err *err);
+/* This rank's cursor from a checkpoint's cursors (regrouped for another world size: *regrouped = its size). */
+int dp_pick_cursor(trainer *t, const cJSON *cursors, char **cursor, int *regrouped, upm_err *err);
+/* Rank 0's end-of-run summary of a data-parallel run. */
+void dp_summary(const trainer *t);
+
+#endif
