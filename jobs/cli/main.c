@@ -1,6 +1,7 @@
 /* upmoe-jobs: queues pretraining jobs in the catalog, runs them with a local worker, and answers "how
  * is my run doing?" from the catalog (docs/jobs.md). It starts upmoe-train as a child process and meets
  * it only in the catalog; it does not link the trainer. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
@@ -251,6 +252,7 @@ static int cmd_submit(upm_catalog *cat, int argc, char **argv)
         cJSON_AddItemToArray(a, cJSON_CreateString("--batch-scale"));
         cJSON_AddItemToArray(a, cJSON_CreateString(scale));
     }
+    int has_bpe = 0;
     for (int i = optind; i < argc; i++) {
         if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "--resume") || !strcmp(argv[i], "--catalog") ||
             !strcmp(argv[i], "--job") || !strcmp(argv[i], "--attempt")) {
@@ -258,6 +260,15 @@ static int cmd_submit(upm_catalog *cat, int argc, char **argv)
             return usage_error("%s is set by the worker; give the job's folder with submit --out", argv[i]);
         }
         cJSON_AddItemToArray(a, cJSON_CreateString(argv[i]));
+        has_bpe |= !strcmp(argv[i], "--bpe-vocab");
+    }
+    /* The job must not depend on the environment of whichever worker or batch step runs it: the
+     * submitter's UPMOE_BPE_VOCAB becomes an argument. */
+    const char *bpe = getenv("UPMOE_BPE_VOCAB");
+    if (!has_bpe && bpe && *bpe) {
+        char abs[PATH_MAX];
+        cJSON_AddItemToArray(a, cJSON_CreateString("--bpe-vocab"));
+        cJSON_AddItemToArray(a, cJSON_CreateString(realpath(bpe, abs) ? abs : bpe));
     }
     char *aj = cJSON_PrintUnformatted(a);
     cJSON_Delete(a);

@@ -77,7 +77,8 @@ class JobsFixture(unittest.TestCase):
 class JobsTest(JobsFixture):
     def test_a_job_runs_and_reports(self):
         """submit -> worker --once -> status: succeeded, step 20/20, a loss per task, the last checkpoint,
-        one attempt, the exact command; --dry-run prints that command and queues nothing."""
+        one attempt, the exact command; --dry-run prints that command and queues nothing; the job carries
+        the submitter's BPE vocabulary, so the worker's environment does not matter."""
         before = self.sql("SELECT count(*) FROM jobs")[0][0]
         p = self.jobs("submit", "pretrain", "--mixture", "three", "--steps", 20, "--name", "dry", "--dry-run", "--",
                       *TINY)
@@ -86,7 +87,9 @@ class JobsTest(JobsFixture):
         self.assertEqual(self.sql("SELECT count(*) FROM jobs")[0][0], before)
         jid = self.submit("first", 20)
         self.assertEqual(self.job(jid)["state"], "queued")
-        p = self.jobs("worker", "--once")
+        # the submitter's UPMOE_BPE_VOCAB went into the job: a worker without it runs the job alike
+        bare = {k: v for k, v in self.env.items() if k != "UPMOE_BPE_VOCAB"}
+        p = run(JOBS, "worker", "--once", env=bare, timeout=600)
         self.assertIn(f"job {jid} attempt 1: finished", p.stdout)
         st = self.job(jid)
         self.assertEqual((st["state"], st["step"], st["total_steps"], st["attempt"]), ("succeeded", 20, 20, 1))
@@ -94,6 +97,7 @@ class JobsTest(JobsFixture):
         self.assertTrue(st["last_checkpoint"].endswith("step-00000020"))
         self.assertGreater(st["samples_per_s"], 0)
         self.assertIn("--job %d --attempt 1" % jid, st["command"])
+        self.assertIn("--bpe-vocab " + os.path.realpath(self.env["UPMOE_BPE_VOCAB"]), st["command"])
         text = self.jobs("status", jid).stdout
         self.assertIn("succeeded", text)
         self.assertIn("step 20 / 20", text)

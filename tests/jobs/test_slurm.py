@@ -165,6 +165,8 @@ class SlurmJobsTest(unittest.TestCase):
         local.join()
         self.assertEqual(self.job(ref)["state"], "succeeded")
         events = self.events(jid)
+        print(f"\n{steps} steps, {events.count('requeued')} requeues at the time limit, {events.count('started')} "
+              "attempts; weights and metrics compared with the uninterrupted local run")
         self.assertGreaterEqual(events.count("requeued"), 1, events)
         log = self.log(jid)
         self.assertIn("checkpointed before the time limit", log)
