@@ -20,6 +20,10 @@ int parse_id(const char *s, int64_t *id);
 /* The path of a program next to this one (upmoe-train may be overridden by $UPMOE_TRAIN); "" = this one. */
 void sibling(const char *name, char *buf, size_t n);
 
+/* metrics ID [--task T] [--since STEP] [--csv|--json]; plot ID -o FILE.png|.svg (cmd_metrics.c) */
+int cmd_metrics(upm_catalog *cat, int argc, char **argv);
+int cmd_plot(upm_catalog *cat, int argc, char **argv);
+
 /* ---- the Slurm backend's commands (cmd_slurm.c) ---- */
 
 /* The sbatch options of `submit --backend slurm`, validated, as the JSON object kept in the job row. */
