@@ -175,6 +175,17 @@ int upm_comm_allreduce_sum(upm_comm *c, float *buf, size_t n, upm_err *err)
     return rc ? rc : upm_comm_wait(c, r, err);
 }
 
+int upm_comm_allreduce_mean(upm_comm *c, float *buf, size_t n, upm_err *err)
+{
+    int rc = upm_comm_allreduce_sum(c, buf, n, err);
+    if (rc || c->world == 1)
+        return rc;
+    float scale = 1.0f / (float)c->world;
+    for (size_t i = 0; i < n; i++)
+        buf[i] *= scale;
+    return 0;
+}
+
 int upm_comm_iallreduce_sum(upm_comm *c, float *buf, size_t n, upm_comm_req *req, upm_err *err)
 {
     *req = -1;

@@ -50,7 +50,10 @@ const char *upm_comm_name(const upm_comm *c); /* "local", "mpi" */
 
 /* buf[0..n) = the sum over ranks (in place), blocking. */
 int upm_comm_allreduce_sum(upm_comm *c, float *buf, size_t n, upm_err *err);
-/* The same, started: buf must stay untouched until upm_comm_wait/upm_comm_test reports it done. */
+/* buf[0..n) = the mean over ranks (in place), blocking: the sum times 1/world (a NCCL backend would use
+ * ncclAvg). */
+int upm_comm_allreduce_mean(upm_comm *c, float *buf, size_t n, upm_err *err);
+/* The sum, started: buf must stay untouched until upm_comm_wait/upm_comm_test reports it done. */
 int upm_comm_iallreduce_sum(upm_comm *c, float *buf, size_t n, upm_comm_req *req, upm_err *err);
 /* Drives progress; *done = 1 once req completed (req is then released). */
 int upm_comm_test(upm_comm *c, upm_comm_req req, int *done, upm_err *err);

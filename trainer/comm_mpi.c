@@ -270,7 +270,7 @@ static int wait_op(void *impl, int req, upm_err *err)
     mpi_impl *m = impl;
     if (req < 0 || req >= MAX_PENDING || m->pending[req] == MPI_REQUEST_NULL)
         return fail(err, UPM_EINVAL, "no pending collective %d", req);
-    return wait_req(m, &m->pending[req], "gradient all-reduce", err);
+    return wait_req(m, &m->pending[req], "all-reduce", err);
 }
 
 static int allreduce_max_i64(void *impl, int64_t *v, size_t n, upm_err *err)

@@ -1,0 +1,107 @@
+"""The communicator (trainer/comm.h) on its own, through upmoe-comm-ranks (tests/support/comm_ranks.c): every
+collective (all-reduce sum and mean, non-blocking all-reduces in flight together, 64-bit max, broadcast,
+barrier, all-gather of equal and of different sizes) gives the known result in one process without MPI and
+on 2, 3 and 4 ranks under Open MPI's mpirun; a rank that stops (silent) or stays alive but never arrives is
+named by the others, which give up within the bound the options set."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from train_fixture import BUILD, mpi_env  # noqa: E402
+
+RANKS = os.path.join(BUILD, "upmoe-comm-ranks")
+MPIRUN = shutil.which("mpirun")
+LINE = re.compile(r"^rank (\d+) of (\d+) \(local (\d+) of (\d+)\) via (\w+): ok, (\d+) checks$", re.M)
+
+
+def launch(*argv, n=None, timeout=300):
+    """upmoe-comm-ranks argv, alone or under mpirun -np n; (returncode, stdout, stderr, seconds). The job runs
+    in its own session and is killed whole if it outlives the timeout (a stopped rank must not linger)."""
+    cmd = [RANKS, *argv]
+    if n:
+        cmd = [MPIRUN, "-np", str(n), "--oversubscribe", "--bind-to", "none", *cmd]
+    env = mpi_env(os.environ)
+    for k in [k for k in env if k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_"))]:
+        del env[k]  # not itself started by a launcher
+    t0 = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # ranks left behind (a stopped one ignores mpirun's SIGTERM)
+        except ProcessLookupError:
+            pass
+        if p.poll() is None:
+            p.communicate()
+    return p.returncode, out, err, time.time() - t0
+
+
+@unittest.skipUnless(os.access(RANKS, os.X_OK), f"{RANKS} not built")
+class CommTest(unittest.TestCase):
+    def check_world(self, world, out, name):
+        lines = sorted((tuple(int(x) for x in m.groups()[:4]), m.group(5), int(m.group(6)))
+                       for m in LINE.finditer(out))
+        self.assertEqual([l[0][:2] for l in lines], [(r, world) for r in range(world)], out)
+        for (r, w, lr, lw), via, checks in lines:
+            self.assertEqual(via, name)
+            self.assertEqual((lr, lw), (r, w))  # one machine: the local ranks are the ranks
+            self.assertGreater(checks, 3 * 1000)  # every element of the reductions was compared
+
+    def test_one_process_needs_no_launcher(self):
+        rc, out, err, _ = launch()
+        self.assertEqual(rc, 0, err)
+        self.check_world(1, out, "local")
+
+    @unittest.skipUnless(MPIRUN, "mpirun not found: tools/setup installs Debian's openmpi-bin")
+    def test_every_collective_on_2_3_and_4_ranks(self):
+        for n in (2, 3, 4):
+            with self.subTest(ranks=n):
+                rc, out, err, took = launch(n=n)
+                print(f"\n{n} ranks: all collectives checked in {took:.1f} s")
+                self.assertEqual(rc, 0, out + err)
+                self.check_world(n, out, "mpi")
+
+    @unittest.skipUnless(MPIRUN, "mpirun not found: tools/setup installs Debian's openmpi-bin")
+    def test_a_stopped_rank_is_named_within_the_timeout(self):
+        """Rank 1 is SIGSTOPped before a barrier: its heartbeats stop, and after --timeout 2 s of silence the
+        others give up naming it and abort the job."""
+        rc, out, err, took = launch("--timeout", "2", "--stall", "1:stop", n=3, timeout=120)
+        print(f"\nstopped rank 1: the job ended after {took:.1f} s")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("rank 1: stalling (stop)", out)
+        self.assertRegex(err, r"rank [02]: waited \d+ s in the stall check \(barrier\) for rank 1 \(silent for \d+ s, "
+                              r"never reached this collective\), which died or was stopped")
+        self.assertNotRegex(err, r"for rank [02] ")
+        self.assertLess(took, 30)
+
+    @unittest.skipUnless(MPIRUN, "mpirun not found: tools/setup installs Debian's openmpi-bin")
+    def test_a_live_rank_that_never_arrives_is_named_after_the_patience(self):
+        """Rank 1 sleeps instead of entering a barrier: its heartbeats go on, so the others wait the patience
+        (4 s, above the 2 s timeout), then give up naming it as alive but stuck."""
+        rc, out, err, took = launch("--timeout", "2", "--patience", "4", "--stall", "1:sleep", n=2, timeout=120)
+        print(f"\nsleeping rank 1: the job ended after {took:.1f} s")
+        self.assertNotEqual(rc, 0)
+        m = re.search(r"rank 0: waited (\d+) s in the stall check \(barrier\) for rank 1 \(1 collective behind for "
+                      r"\d+ s\), which is alive but made no progress", err)
+        self.assertIsNotNone(m, err)
+        self.assertGreaterEqual(int(m.group(1)), 4)  # not given up on before the patience
+        self.assertLess(took, 30)
+
+    def test_usage(self):
+        for argv in (["--timeout", "0"], ["--stall", "1:nap"], ["--bogus"], ["--stall", "1:stop"]):
+            rc, out, err, _ = launch(*argv)
+            self.assertEqual(rc, 2, argv)
+            self.assertIn("usage: upmoe-comm-ranks", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
