@@ -46,7 +46,8 @@ static int bind_dataset(upm_catalog *cat, sqlite3_stmt *st, const upm_dataset *d
         sqlite3_bind_null(st, 9);
     sqlite3_bind_text(st, 10, d->license, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 11, d->notes, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 12, d->name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 12, upm_augment_name(d->augment), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 13, d->name, -1, SQLITE_TRANSIENT);
     return 0;
 }
 
@@ -63,11 +64,11 @@ static int write_dataset(upm_catalog *cat, upm_dataset *d, int insert, upm_err *
     if (!insert && !exists)
         return upm_errf(err, UPM_EINVAL, "unknown dataset '%s'", d->name);
     const char *sql = insert ? "INSERT INTO datasets (task_id, split, url_pattern, num_samples, num_shards, "
-                               "sampling_weight, loss_weight, batch_size, label_set_id, license, notes, name) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                               "sampling_weight, loss_weight, batch_size, label_set_id, license, notes, augment, name) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                              : "UPDATE datasets SET task_id = ?, split = ?, url_pattern = ?, num_samples = ?, "
                                "num_shards = ?, sampling_weight = ?, loss_weight = ?, batch_size = ?, "
-                               "label_set_id = ?, license = ?, notes = ? WHERE name = ?";
+                               "label_set_id = ?, license = ?, notes = ?, augment = ? WHERE name = ?";
     sqlite3_stmt *st;
     if ((rc = upm_sql_prepare(cat, sql, &st, err)))
         return rc;
@@ -86,7 +87,7 @@ int upm_dataset_get(upm_catalog *cat, const char *name, upm_dataset *d, upm_err 
     sqlite3_stmt *st;
     int rc = upm_sql_prepare(cat,
                              "SELECT t.name, d.split, d.url_pattern, d.num_samples, d.num_shards, "
-                             "d.sampling_weight, d.loss_weight, d.batch_size, l.name, d.license, d.notes "
+                             "d.sampling_weight, d.loss_weight, d.batch_size, l.name, d.license, d.notes, d.augment "
                              "FROM datasets d JOIN tasks t ON t.id = d.task_id "
                              "LEFT JOIN label_sets l ON l.id = d.label_set_id WHERE d.name = ?",
                              &st, err);
@@ -112,6 +113,7 @@ int upm_dataset_get(upm_catalog *cat, const char *name, upm_dataset *d, upm_err 
     upm_sql_text(st, 8, d->label_set, sizeof d->label_set);
     upm_sql_text(st, 9, d->license, sizeof d->license);
     upm_sql_text(st, 10, d->notes, sizeof d->notes);
+    upm_augment_parse((const char *)sqlite3_column_text(st, 11), &d->augment);
     sqlite3_finalize(st);
     return 0;
 }

@@ -111,6 +111,24 @@ static int import_task(upm_catalog *cat, jctx *c, const cJSON *o)
     return rc ? rc : upm_task_add(cat, &t, c->err);
 }
 
+/* "augment": null, missing or "" = the run's (exports before schema version 6 have no such key). */
+static int get_augment(jctx *c, const cJSON *o, upm_dataset *d)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "augment");
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (cJSON_IsString(v) && upm_augment_parse(v->valuestring, &d->augment) == 0)
+        return 0;
+    char got[96];
+    if (cJSON_IsString(v))
+        snprintf(got, sizeof got, "unknown augmentation '%.64s%s'", v->valuestring,
+                 strlen(v->valuestring) > 64 ? "..." : "");
+    else
+        snprintf(got, sizeof got, "the augmentation must be a string or null");
+    return upm_errf(c->err, UPM_EINVAL, "%s: %s.augment: dataset '%s': %s (expected \"paper\", \"light\", \"none\", "
+                    "or null or \"\" for the run's --augment)", c->what, c->path, d->name, got);
+}
+
 static int import_dataset(upm_catalog *cat, jctx *c, const cJSON *o)
 {
     upm_dataset d;
@@ -140,6 +158,8 @@ static int import_dataset(upm_catalog *cat, jctx *c, const cJSON *o)
         d.batch_size = fabs(batch) < 1e7 ? (int)batch : -1;
     if (!rc)
         rc = get_str(c, o, "label_set", 1, d.label_set, sizeof d.label_set);
+    if (!rc)
+        rc = get_augment(c, o, &d);
     if (!rc)
         rc = get_str(c, o, "license", 1, d.license, sizeof d.license);
     if (!rc)

@@ -57,6 +57,7 @@ cJSON *upm_dataset_to_json(const upm_dataset *d)
     add_num_or_null(o, "loss_weight", d->loss_weight, d->loss_weight >= 0);
     cJSON_AddNumberToObject(o, "batch_size", d->batch_size);
     add_str_or_null(o, "label_set", d->label_set);
+    add_str_or_null(o, "augment", upm_augment_name(d->augment)); /* null = the run's */
     cJSON_AddStringToObject(o, "license", d->license);
     cJSON_AddStringToObject(o, "notes", d->notes);
     return o;

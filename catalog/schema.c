@@ -195,6 +195,12 @@ static const char *const schema_v5 =
     "ALTER TABLE jobs ADD COLUMN backend_opts TEXT"
     "  CHECK (backend_opts IS NULL OR (json_valid(backend_opts) AND json_type(backend_opts) = 'object'));";
 
+/* Per-dataset training augmentation of its images and videos (docs/training.md, "Augmentation"):
+ * '' takes the run's (upmoe-train --augment), else paper, light or none. */
+static const char *const schema_v6 =
+    "ALTER TABLE datasets ADD COLUMN augment TEXT NOT NULL DEFAULT ''"
+    "  CHECK (augment IN ('', 'paper', 'light', 'none'));";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
@@ -202,6 +208,7 @@ static const migration migrations[] = {
     {"ranks of data-parallel metrics", schema_v3},
     {"job queue", schema_v4},
     {"job backend options", schema_v5},
+    {"dataset augmentation", schema_v6},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

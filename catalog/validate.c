@@ -205,6 +205,9 @@ int upm_dataset_validate(upm_dataset *d, upm_err *err)
     if (d->batch_size < 1 || d->batch_size > 1000000)
         return upm_errf(err, UPM_EUSAGE, "dataset '%s': batch size %d is not allowed: it must be 1..1000000",
                         d->name, d->batch_size);
+    if ((unsigned)d->augment > UPM_AUGMENT_NONE)
+        return upm_errf(err, UPM_EUSAGE, "dataset '%s': augmentation %d is not inherit, paper, light or none",
+                        d->name, (int)d->augment);
     if (d->num_samples < -1 || d->num_shards < -1 || d->num_shards == 0)
         return upm_errf(err, UPM_EUSAGE, "dataset '%s': sample count must be >= 0 and shard count >= 1",
                         d->name);
@@ -239,6 +242,7 @@ void upm_dataset_init(upm_dataset *d)
 {
     memset(d, 0, sizeof *d);
     d->split = UPM_SPLIT_TRAIN;
+    d->augment = UPM_AUGMENT_INHERIT;
     d->num_samples = -1;
     d->num_shards = -1;
     d->sampling_weight = 1.0;

@@ -97,12 +97,13 @@ struct upm_backend {
 
     /* ---- gates and losses ---- */
     /* Row-wise top-k of softmax(logits + noise) over E columns: G = the k largest probabilities in place,
-     * zeros elsewhere (ties: the lower index wins). probs [rows,E] saved. noise may be NULL. */
+     * zeros elsewhere (ties: the lower index wins); renorm: divided by their sum (= a softmax over the k
+     * chosen logits). probs [rows,E] saved. noise may be NULL. */
     void (*topk_softmax_fwd)(upm_backend *be, float *G, float *probs, const float *logits, const float *noise,
-                             int rows, int E, int k);
-    /* dlogits += d(top_k(softmax))/dlogits . dG (gradient flows through the kept probabilities only) */
+                             int rows, int E, int k, int renorm);
+    /* dlogits += d(G)/dlogits . dG (gradient flows through the kept entries only); renorm as in fwd */
     void (*topk_softmax_bwd)(upm_backend *be, float *dlogits, const float *dG, const float *G, const float *probs,
-                             int rows, int E);
+                             int rows, int E, int renorm);
     /* y = x / max(||x||, 1e-12) per row; saves the norm */
     void (*l2norm_fwd)(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols);
     void (*l2norm_bwd)(upm_backend *be, float *dx, const float *dy, const float *y, const float *norm, int rows,

@@ -147,9 +147,9 @@ void upm_cpu_attention_bwd(upm_backend *be, float *dqkv, const float *dout, cons
 
 /* ---- ops of backend_cpu_loss.c ---- */
 void upm_cpu_topk_softmax_fwd(upm_backend *be, float *G, float *probs, const float *logits, const float *noise,
-                              int rows, int E, int k);
+                              int rows, int E, int k, int renorm);
 void upm_cpu_topk_softmax_bwd(upm_backend *be, float *dlogits, const float *dG, const float *G, const float *probs,
-                              int rows, int E);
+                              int rows, int E, int renorm);
 void upm_cpu_l2norm_fwd(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols);
 void upm_cpu_l2norm_bwd(upm_backend *be, float *dx, const float *dy, const float *y, const float *norm, int rows,
                         int cols);

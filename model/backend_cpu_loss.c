@@ -1,5 +1,5 @@
-/* The CPU backend's gate and loss ops: top-k of a softmax (the Conditional-MoE gate, Eq. 3, no
- * renormalisation), row L2 normalisation of features, and label-smoothed cross-entropy with its
+/* The CPU backend's gate and loss ops: top-k of a softmax (the Conditional-MoE gate: Eq. 3 as written,
+ * or renormalised over the kept k as the official code does), row L2 normalisation of features, and label-smoothed cross-entropy with its
  * gradient. Rows are independent and parallel; the only cross-row sum (the mean loss) goes through
  * fixed chunks combined in order. */
 #include "backend_cpu.h"
@@ -10,7 +10,7 @@
 
 /* Entry j is kept when fewer than k entries beat it; i beats j when p_i > p_j, or p_i == p_j and
  * i < j, so ties go to the lower index and exactly min(k, E) entries are kept. */
-static void topk_row(float *G, float *probs, const float *z, const float *noise, int E, int k)
+static void topk_row(float *G, float *probs, const float *z, const float *noise, int E, int k, int renorm)
 {
     float mx = -INFINITY;
     for (int j = 0; j < E; j++) {
@@ -32,10 +32,17 @@ static void topk_row(float *G, float *probs, const float *z, const float *noise,
             beaten += probs[i] > probs[j] || (probs[i] == probs[j] && i < j);
         G[j] = beaten < k ? probs[j] : 0.0f;
     }
+    if (renorm) { /* softmax over the kept logits = the kept probabilities over their sum */
+        double kept = 0.0;
+        for (int j = 0; j < E; j++)
+            kept += G[j];
+        for (int j = 0; j < E; j++)
+            G[j] = G[j] != 0.0f ? (float)(G[j] / kept) : 0.0f;
+    }
 }
 
 void upm_cpu_topk_softmax_fwd(upm_backend *be, float *G, float *probs, const float *logits, const float *noise,
-                              int rows, int E, int k)
+                              int rows, int E, int k, int renorm)
 {
     if (rows <= 0 || E <= 0)
         return;
@@ -43,15 +50,16 @@ void upm_cpu_topk_softmax_fwd(upm_backend *be, float *G, float *probs, const flo
 #pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)E * (size_t)E >= UPM_CPU_PAR_MIN)
     for (int r = 0; r < rows; r++) {
         size_t o = (size_t)r * E;
-        topk_row(G + o, probs + o, logits + o, noise ? noise + o : NULL, E, k);
+        topk_row(G + o, probs + o, logits + o, noise ? noise + o : NULL, E, k, renorm);
     }
 }
 
 /* With g_i = dG_i on kept entries (where G_i = p_i) and 0 elsewhere,
  * dz_j = sum_i g_i p_i (delta_ij - p_j) = G_j dG_j - p_j sum_i G_i dG_i.
+ * Renormalised, G is a softmax over the kept set K: dz_j = G_j (dG_j - sum_i G_i dG_i) for j in K, else 0.
  * A kept entry whose probability underflowed to 0 contributes 0 either way, so G != 0 marks "kept". */
 void upm_cpu_topk_softmax_bwd(upm_backend *be, float *dlogits, const float *dG, const float *G, const float *probs,
-                              int rows, int E)
+                              int rows, int E, int renorm)
 {
     if (rows <= 0 || E <= 0)
         return;
@@ -61,7 +69,7 @@ void upm_cpu_topk_softmax_bwd(upm_backend *be, float *dlogits, const float *dG, 
         size_t o = (size_t)r * E;
         float s = (float)upm_cpu_dot(G + o, dG + o, (size_t)E);
         for (int j = 0; j < E; j++)
-            dlogits[o + j] += G[o + j] * dG[o + j] - probs[o + j] * s;
+            dlogits[o + j] += G[o + j] * dG[o + j] - (renorm ? G[o + j] : probs[o + j]) * s;
     }
 }
 

@@ -14,7 +14,7 @@ static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_g
     be->add_bias(be, g->Hg, W(k->attr_b), P, D);
     be->layernorm_fwd(be, g->Rn, g->mean, g->rstd, g->Hg, W(k->norm_w), W(k->norm_b), P, D, m->cfg.ln_eps);
     be->gemm(be, 0, 1, P, E, D, 1.0f, g->Rn, D, W(k->proj_w), D, 0.0f, g->Z, E);
-    be->topk_softmax_fwd(be, g->G, g->probs, g->Z, g->noise, P, E, m->cfg.topk);
+    be->topk_softmax_fwd(be, g->G, g->probs, g->Z, g->noise, P, E, m->cfg.topk, m->cfg.gate_renorm);
 }
 
 /* Marks the experts this gate chose for some pattern (training passes only; see upm_model). */
@@ -33,7 +33,7 @@ static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_
     upm_backend *be = m->be;
     int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts;
     be->zero(be, g->dZ, sizeof(float) * (size_t)P * E);
-    be->topk_softmax_bwd(be, g->dZ, g->dG, g->G, g->probs, P, E);
+    be->topk_softmax_bwd(be, g->dZ, g->dG, g->G, g->probs, P, E, m->cfg.gate_renorm);
     be->gemm(be, 1, 0, E, D, P, 1.0f, g->dZ, E, g->Rn, D, 1.0f, G(k->proj_w), D);
     be->gemm(be, 0, 0, P, D, E, 1.0f, g->dZ, E, W(k->proj_w), D, 0.0f, g->dRn, D);
     be->zero(be, g->dHg, sizeof(float) * (size_t)P * D);

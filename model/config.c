@@ -17,7 +17,8 @@ int upm_model_config_preset(const char *size, upm_model_config *c, upm_err *err)
                                     .mlp = 4 * sizes[i].dim, .vocab = UPM_VOCAB, .max_text = 512, .max_frames = 8,
                                     .moe = UPM_MOE_ATTRIBUTE, .experts = 8, .topk = 2, .moe_sa = 1, .moe_ffn = 1,
                                     .moe_every = sizes[i].every, .drop_path = sizes[i].drop_path,
-                                    .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1.0f};
+                                    .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1.0f,
+                                    .gate_renorm = 1, .expert_copies = 1};
             return 0;
         }
     return upm_errf(err, UPM_EUSAGE, "unknown model size '%s' (ti, s, b or l)", size ? size : "");

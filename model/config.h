@@ -21,6 +21,10 @@ typedef struct upm_model_config {
     float drop_path;                /* uniform stochastic-depth rate (training only) */
     float layerscale_init, ln_eps;
     float gate_noise; /* std of the gate-logit noise in training; < 0 = 1/experts (the default) */
+    int expert_copies; /* 1: every expert of an MoE linear starts as the same draw (the MoE model starts as
+                          the dense one); 0: each expert is drawn on its own */
+    int gate_renorm;  /* 1: the k kept gate values are renormalised to sum to 1 (the official code, the
+                         default); 0: Eq. 3 as written (top-k of the softmax over all experts) */
     int npatterns;    /* MERGED: the attribute bytes it serves, ascending; experts == npatterns */
     uint8_t patterns[256];
 } upm_model_config;

@@ -25,7 +25,7 @@ static int gate_values(const upm_model *m, const upm_gate_idx *k, const float *b
     be->layernorm_fwd(be, Rn, mean, rstd, Hg, upm_model_w(m, k->norm_w), upm_model_w(m, k->norm_b), P, D,
                       m->cfg.ln_eps);
     be->gemm(be, 0, 1, P, E, D, 1.0f, Rn, D, upm_model_w(m, k->proj_w), D, 0.0f, Z, E);
-    be->topk_softmax_fwd(be, G, probs, Z, NULL, P, E, m->cfg.topk);
+    be->topk_softmax_fwd(be, G, probs, Z, NULL, P, E, m->cfg.topk, m->cfg.gate_renorm);
     be->free(be, buf);
     return 0;
 }

@@ -21,6 +21,8 @@ typedef struct upm_param {
     int decay;            /* weight decay applies (Linear weights only) */
     upm_init init;
     float init_value; /* std, or the constant */
+    int replicas;     /* > 1: the first numel / replicas values are drawn and repeated (experts that start
+                         as copies of one Linear) */
 } upm_param;
 
 enum { UPM_GATE_ATTN = 0, UPM_GATE_FC1, UPM_GATE_FC2, UPM_NGATES };

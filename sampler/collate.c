@@ -118,6 +118,18 @@ static int read_label(const upm_task *t, const upm_collate_opts *o, const upm_wd
     return 0;
 }
 
+void upm_collate_image_aug(const upm_collate_opts *o, const upm_task *t, upm_side side, upm_aug_image *a)
+{
+    upm_aug_mode mode = !o->train || o->augment == UPM_AUGMENT_NONE ? UPM_AUG_EVAL
+                        : o->augment == UPM_AUGMENT_LIGHT ||
+                                  (t->formulation == UPM_FORM_LABEL && side == UPM_SIDE_INPUT)
+                            ? UPM_AUG_TRAIN_CLASSIFY
+                            : UPM_AUG_TRAIN_PAIR;
+    upm_aug_image_init(a, mode, o->image_size);
+    if (o->train && o->augment == UPM_AUGMENT_LIGHT) /* keeps at least half the image, never mirrors it */
+        a->scale_min = 0.5, a->flip_p = 0;
+}
+
 static int fill_image(const upm_collate_opts *o, const upm_task *t, const upm_wds_sample *s, const char *field,
                       upm_side side, float *out, upm_rng *rng, upm_err *err)
 {
@@ -125,10 +137,7 @@ static int fill_image(const upm_collate_opts *o, const upm_task *t, const upm_wd
     if (!f)
         return upm_errf(err, UPM_EBADDATA, "%s: %s: no .%s member", s->url, s->key, field);
     upm_aug_image a;
-    upm_aug_mode mode = !o->train ? UPM_AUG_EVAL
-                        : (t->formulation == UPM_FORM_LABEL && side == UPM_SIDE_INPUT) ? UPM_AUG_TRAIN_CLASSIFY
-                                                                                        : UPM_AUG_TRAIN_PAIR;
-    upm_aug_image_init(&a, mode, o->image_size);
+    upm_collate_image_aug(o, t, side, &a);
     upm_image_req req = {.name = s->key};
     int rc = upm_aug_image_bytes(&a, f->data, f->size, &req, rng, out, NULL, err);
     if (rc && rc != UPM_ENOMEM) {
@@ -146,6 +155,9 @@ static int fill_video(const upm_collate_opts *o, const upm_wds_sample *s, const 
     if (!f)
         return upm_errf(err, UPM_EBADDATA, "%s: %s: no .%s member", s->url, s->key, field);
     upm_video_aug aug = {.size = o->image_size};
+    int jitter = o->train && o->augment != UPM_AUGMENT_NONE; /* none: the evaluation view */
+    if (o->augment == UPM_AUGMENT_LIGHT) /* shorter side 1-8/7 x the crop (paper: 8/7-10/7), no flip */
+        aug.scale_min = 1.0, aug.scale_max = 256.0 / 224.0, aug.no_flip = 1;
     upm_video_opts vo = {.max_short_side = upm_video_aug_decode_side(&aug)};
     upm_video *v = NULL;
     upm_video_frames frames = {0};
@@ -158,7 +170,7 @@ static int fill_video(const upm_collate_opts *o, const upm_wds_sample *s, const 
     if (!rc)
         rc = upm_video_decode(v, idx, o->frames, &frames, err);
     if (!rc)
-        rc = upm_video_augment(&frames, o->train, &aug, rng, out, NULL, err);
+        rc = upm_video_augment(&frames, jitter, &aug, rng, out, NULL, err);
     upm_video_frames_free(&frames);
     upm_video_close(v);
     if (rc && rc != UPM_ENOMEM && rc != UPM_EUSAGE) {

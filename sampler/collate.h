@@ -5,6 +5,7 @@
 #ifndef UPM_COLLATE_H
 #define UPM_COLLATE_H
 
+#include "augment_image.h"
 #include "batch.h"
 #include "bpe.h"
 #include "rng.h"
@@ -12,6 +13,7 @@
 
 typedef struct upm_collate_opts {
     int train;            /* training augmentation (else evaluation transforms) */
+    upm_augment augment;  /* which training augmentation (paper, light, none; INHERIT = paper) */
     int image_size;       /* pixels per side: 160 in stage 1, 224 in stage 2 */
     int frames;           /* T of video segments */
     double video_interval;/* frames at 30 fps between sampled frames (training) */
@@ -19,6 +21,10 @@ typedef struct upm_collate_opts {
     int n_labels;         /* label tasks: classes in the label set (0 = don't check) */
 } upm_collate_opts;
 
+/* The image transform of one side of task t (docs/training.md, "Augmentation"): evaluation's resize +
+ * centre crop when not training or with augment none; paper: RandomResizedCrop 0.08-1 + flip for a label
+ * task's input, resize + random crop + flip otherwise; light: RandomResizedCrop 0.5-1, no flip. */
+void upm_collate_image_aug(const upm_collate_opts *o, const upm_task *t, upm_side side, upm_aug_image *a);
 /* The batch shape of task t with B rows. */
 int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_batch_shape *sh, upm_err *err);
 /* Fills row `row` of b from sample s. UPM_EBADDATA when the sample is unusable (missing field,

@@ -266,6 +266,8 @@ int upm_loader_next(upm_loader *l, upm_batch *out, upm_err *err)
     row_job j = {.l = l, .m = m, .co = l->o.collate, .b = out};
     j.co.bpe = l->bpe;
     j.co.n_labels = l->n_labels[k];
+    if (m->dataset.augment != UPM_AUGMENT_INHERIT) /* the dataset's own choice wins over the run's */
+        j.co.augment = m->dataset.augment;
     int rc = stream_of(l, k, &ds, err), got = 0;
     if (!rc)
         rc = upm_collate_shape(&m->task, &j.co, B, &sh, err);

@@ -24,6 +24,8 @@ cJSON *upm_model_config_json(const upm_model_config *c)
     cJSON_AddNumberToObject(j, "layerscale_init", c->layerscale_init);
     cJSON_AddNumberToObject(j, "ln_eps", c->ln_eps);
     cJSON_AddNumberToObject(j, "gate_noise", c->gate_noise);
+    cJSON_AddNumberToObject(j, "gate_renorm", c->gate_renorm);
+    cJSON_AddNumberToObject(j, "expert_copies", c->expert_copies);
     if (c->moe == UPM_MOE_MERGED) {
         cJSON *p = cJSON_AddArrayToObject(j, "patterns");
         for (int i = 0; i < c->npatterns; i++)
@@ -61,5 +63,10 @@ int upm_model_config_from_json(const cJSON *j, upm_model_config *c, upm_err *err
     }
     c->drop_path = (float)dp->valuedouble, c->layerscale_init = (float)ls->valuedouble;
     c->ln_eps = (float)eps->valuedouble, c->gate_noise = (float)gn->valuedouble;
+    /* written since the renormalised gate became the default; older checkpoints were trained without it */
+    const cJSON *rn = cJSON_GetObjectItemCaseSensitive(j, "gate_renorm");
+    c->gate_renorm = cJSON_IsNumber(rn) ? rn->valueint != 0 : 0;
+    const cJSON *ec = cJSON_GetObjectItemCaseSensitive(j, "expert_copies"); /* initialisation only */
+    c->expert_copies = cJSON_IsNumber(ec) ? ec->valueint != 0 : 0;
     return upm_model_config_check(c, err);
 }

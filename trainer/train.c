@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "atomic_file.h"
+#include "batchdump.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
 #include "gradsync.h"
@@ -45,6 +47,7 @@ void upm_train_opts_default(upm_train_opts *o)
     o->seed = 1;
     o->loader_threads = 2;
     o->image_size = 160;
+    o->augment = UPM_AUGMENT_PAPER;
     o->log_every = 10;
     o->checkpoint_every = 100;
     o->keep = 3;
@@ -185,6 +188,18 @@ static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res
     row->grad_norm = gnorm;
 }
 
+/* --dump-batches: the step just trained, as a step file (batchdump.h). */
+static int dump_step(trainer *t, const upm_seq_input *in, const upm_seq_input *tg, const upm_vocab_batch *vb,
+                     const upm_loss_result *res, float gnorm, float lr, upm_err *err)
+{
+    if (!t->o->dump_dir || t->eval)
+        return 0;
+    int noisy = t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0;
+    upm_batchdump_step s = {t->step, &t->batch, in, tg, vb, t->batch.spe_attr[UPM_SIDE_TARGET],
+                            {noisy ? t->noise[0] : NULL, noisy ? t->noise[1] : NULL}, res->loss, lr, gnorm};
+    return upm_batchdump_step_write(t->o->dump_dir, t->m, &s, err);
+}
+
 /* vocab-mlm / vocab-caption: read out the masked (or query) positions, score them against the encoded
  * candidate tokens (vocab.h), back-propagate through both. */
 static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
@@ -239,12 +254,14 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
                               b->loss_weight, t->dU, t->dV, t->logits, &res, err)) &&
         !t->eval && !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, t->dV, err)))
         rc = last_backward(t, t->pin, t->dU, err);
+    float gnorm = 0, lr = 0;
+    if (!rc && !t->eval)
+        upm_optim_step(&t->opt, m, &gnorm, &lr);
+    if (!rc)
+        rc = dump_step(t, &in, NULL, &vb, &res, gnorm, lr, err);
     upm_vocab_batch_free(&vb);
     if (rc)
         return rc;
-    float gnorm = 0, lr = 0;
-    if (!t->eval)
-        upm_optim_step(&t->opt, m, &gnorm, &lr);
     fill_row(t, row, &res, gnorm, lr);
     return 0;
 }
@@ -300,6 +317,8 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     float gnorm = 0, lr = 0;
     if (!t->eval)
         upm_optim_step(&t->opt, m, &gnorm, &lr);
+    if ((rc = dump_step(t, &in, &tg, NULL, &res, gnorm, lr, err)))
+        return rc;
     fill_row(t, row, &res, gnorm, lr);
     return 0;
 }
@@ -501,6 +520,7 @@ static int open_loader(trainer *t, const char *cursor, upm_err *err)
     lo.batch_override = o->batch, lo.batch_scale = o->batch_scale, lo.bpe_vocab = o->bpe_vocab;
     lo.collate.image_size = t->eval ? o->image_size : image_size_at(o, t->step);
     lo.collate.train = !t->eval;
+    lo.collate.augment = o->augment;
     upm_loader_close(t->loader);
     t->loader = NULL;
     t->image_size = lo.collate.image_size;
@@ -576,6 +596,16 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
         rc = upm_errf(err, UPM_ENOMEM, "no memory");
     if (!rc && !t->eval && t->world > 1)
         rc = upm_gradsync_new(t->comm, t->m, !o->reduce_all_experts, &t->gs, err);
+    if (!rc && !t->eval && o->dump_dir) {
+        /* a replay needs every random input of a step in the file: gate noise is, drop path is not (the
+         * vocabulary pass draws its own per chunk) */
+        if (t->world > 1 || t->cfg.drop_path > 0)
+            rc = upm_errf(err, UPM_EUSAGE, "--dump-batches needs one process and --drop-path 0");
+        if (!rc)
+            rc = upm_mkdirs(o->dump_dir, err);
+        if (!rc && t->step == 0)
+            rc = upm_batchdump_initial(o->dump_dir, t->m, &o->optim, err);
+    }
     if (!rc && t->eval)
         t->step = 0; /* evaluation draws its own steps from the start of the mixture */
     else if (!rc && t->rank)

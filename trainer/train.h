@@ -10,6 +10,7 @@
 #include "comm.h"
 #include "config.h"
 #include "optim.h"
+#include "records.h"
 
 typedef struct upm_train_opts {
     const char *catalog;  /* NULL: the default catalog */
@@ -26,6 +27,8 @@ typedef struct upm_train_opts {
     int threads;          /* backend threads (0 = all) */
     int loader_threads;
     int image_size;
+    const char *dump_dir; /* --dump-batches: step files for a replay (batchdump.h), or NULL */
+    upm_augment augment; /* training augmentation of datasets that do not choose their own (paper) */
     int stage2_size;      /* > 0: images of this size from step stage2_at * steps on (paper: 224 px) */
     double stage2_at;     /* fraction of the steps (paper: 0.9) */
     int batch;            /* > 0: every dataset's batch size */

@@ -113,7 +113,7 @@ int cli_absolute_url(char *url, size_t n)
 static int add_dataset(cli *c, upm_catalog **cat, int argc, char **argv)
 {
     const char *task = NULL, *batch = NULL, *url = NULL, *split = NULL, *samples = NULL, *shards = NULL, *w = NULL,
-               *lw = NULL, *labels = NULL, *license = NULL, *notes = NULL, *pos[1];
+               *lw = NULL, *labels = NULL, *license = NULL, *notes = NULL, *augment = NULL, *pos[1];
     int npos;
     const cli_opt opts[] = {
         {"task", 1, &task, NULL, NULL, NULL, 0},       {"batch", 1, &batch, NULL, NULL, NULL, 0},
@@ -121,7 +121,8 @@ static int add_dataset(cli *c, upm_catalog **cat, int argc, char **argv)
         {"samples", 1, &samples, NULL, NULL, NULL, 0}, {"shards", 1, &shards, NULL, NULL, NULL, 0},
         {"weight", 1, &w, NULL, NULL, NULL, 0},        {"loss-weight", 1, &lw, NULL, NULL, NULL, 0},
         {"labels", 1, &labels, NULL, NULL, NULL, 0},   {"license", 1, &license, NULL, NULL, NULL, 0},
-        {"notes", 1, &notes, NULL, NULL, NULL, 0},     {0}};
+        {"notes", 1, &notes, NULL, NULL, NULL, 0},     {"augment", 1, &augment, NULL, NULL, NULL, 0},
+        {0}};
     int rc = cli_parse(argc, argv, opts, pos, 1, &npos, "add");
     if (rc)
         return rc;
@@ -139,6 +140,9 @@ static int add_dataset(cli *c, upm_catalog **cat, int argc, char **argv)
     d.batch_size = (int)v;
     if (split && upm_split_parse(split, &d.split) != 0)
         return cli_usage_error("add", "unknown split '%s' (train, val or test)", split);
+    /* "" is the stored form of inherit, so only the three modes (or the spelled-out 'inherit') are taken. */
+    if (augment && strcmp(augment, "inherit") != 0 && (!augment[0] || upm_augment_parse(augment, &d.augment) != 0))
+        return cli_usage_error("add", "unknown augmentation '%s' (paper, light, none or inherit)", augment);
     if ((url && ((rc = cli_copy("add", "URL", url, d.url_pattern, sizeof d.url_pattern)) ||
                  (rc = cli_absolute_url(d.url_pattern, sizeof d.url_pattern)))) ||
         (w && (rc = cli_weight("add", "--weight", w, &d.sampling_weight))) ||

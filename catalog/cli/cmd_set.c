@@ -33,6 +33,11 @@ static int apply_pair(upm_dataset *d, const char *key, const char *val, int *url
     } else if (strcmp(key, "split") == 0) {
         if (upm_split_parse(val, &d->split))
             return upm_errf(err, UPM_EUSAGE, "unknown split '%s' (train, val or test)", val);
+    } else if (strcmp(key, "augment") == 0) {
+        if (strcmp(val, "inherit") == 0)
+            d->augment = UPM_AUGMENT_INHERIT;
+        else if (!val[0] || upm_augment_parse(val, &d->augment))
+            return upm_errf(err, UPM_EUSAGE, "unknown augmentation '%s' (paper, light, none or inherit)", val);
     } else if (strcmp(key, "samples") == 0 || strcmp(key, "num_samples") == 0) {
         if (upm_parse_i64(val, &v) || v < 0)
             return upm_errf(err, UPM_EUSAGE, "samples '%s' is not a count >= 0", val);
@@ -66,8 +71,8 @@ static int apply_pair(upm_dataset *d, const char *key, const char *val, int *url
     } else if (strcmp(key, "notes") == 0) {
         COPY(notes, "notes");
     } else {
-        return upm_errf(err, UPM_EUSAGE, "unknown key '%s' (url, task, split, samples, shards, weight, loss_weight, "
-                        "batch, labels, license, notes)", key);
+        return upm_errf(err, UPM_EUSAGE, "unknown key '%s' (url, task, split, augment, samples, shards, weight, "
+                        "loss_weight, batch, labels, license, notes)", key);
     }
 #undef COPY
     return 0;

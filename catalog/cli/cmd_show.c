@@ -74,6 +74,7 @@ static int show_dataset(cli *c, upm_catalog *cat, const char *name)
     printf("dataset %s\n", d.name);
     kv("task", d.task);
     kv("split", upm_split_name(d.split));
+    kv("augment", d.augment == UPM_AUGMENT_INHERIT ? "inherit (the run's --augment)" : upm_augment_name(d.augment));
     kv("url", d.url_pattern[0] ? d.url_pattern : "(placeholder: set it with '" PROG " set NAME url=PATTERN')");
     upm_urlpat *pat = NULL;
     if (d.url_pattern[0] && upm_urlpat_parse(d.url_pattern, &pat, NULL) == 0) {

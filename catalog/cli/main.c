@@ -55,7 +55,7 @@ static const struct {
      "           [--loss-weight W] [--notes TEXT]\n"
      "       " PROG " add dataset NAME --task TASK --batch N [--url PATTERN] [--split train|val|test]\n"
      "           [--samples N] [--shards N] [--weight W] [--loss-weight W] [--labels SET]\n"
-     "           [--license TEXT] [--notes TEXT]\n"
+     "           [--augment paper|light|none] [--license TEXT] [--notes TEXT]\n"
      "       " PROG " add labels NAME FILE [--synonyms] [--keys] [--replace] [--notes TEXT]\n\n"
      "FIELD is a WebDataset extension (jpg, mp4, txt, cls, s1.txt) or a JSON key (json:label); MODALITY is\n"
      "image, video or text. --target names the field holding the class (label), the paired field with its\n"
@@ -65,12 +65,15 @@ static const struct {
      "<|startoftext|>, <|mask|>, <|gen|>.\n"
      "URL patterns: /path, file:///path, http(s)://host/path, with {000..099} ranges and {a,b} lists;\n"
      "a relative path is stored as an absolute one. A dataset's loss weight defaults to its task's.\n"
+     "--augment: the training augmentation of the dataset's images and videos: paper (Uni-Perceiver's),\n"
+     "light (milder crops, no flip) or none (the evaluation transform); without it, the run's --augment.\n"
      "Label files: one label per line (UTF-8). --synonyms: a line is 'name, synonym, ...';\n"
      "--keys: a line is 'KEY<TAB>label' (e.g. a WordNet id); --replace: give an existing set new labels.\n"},
     {"set", cmd_set, 0,
      "usage: " PROG " set DATASET KEY=VALUE ...\n\n"
-     "keys: url, task, split, samples, shards, weight (sampling), loss_weight ('inherit' = the task's),\n"
-     "batch, labels ('inherit' = the task's), license, notes. All changes apply together or not at all.\n"
+     "keys: url, task, split, augment (paper, light, none; 'inherit' = the run's --augment), samples,\n"
+     "shards, weight (sampling), loss_weight ('inherit' = the task's), batch, labels ('inherit' = the\n"
+     "task's), license, notes. All changes apply together or not at all.\n"
      "A new url recomputes the shard count from its pattern unless shards= is given too.\n"},
     {"remove", cmd_remove, 0,
      "usage: " PROG " remove task|dataset|labels|mixture NAME [--cascade]\n\n"

@@ -20,7 +20,7 @@ PAPER = os.environ.get("UPMOE_PAPER") or os.path.join(
 TASK_KEYS = ["name", "formulation", "causal", "inputs", "target_field", "target_modality", "label_set", "prompt",
              "max_text_len", "max_target_len", "loss_weight", "notes"]
 DATASET_KEYS = ["name", "task", "split", "url", "num_samples", "num_shards", "sampling_weight", "loss_weight",
-                "batch_size", "label_set", "license", "notes"]
+                "batch_size", "label_set", "augment", "license", "notes"]
 LABELSET_KEYS = ["name", "synonyms", "notes", "labels"]
 MIXTURE_KEYS = ["name", "notes", "datasets"]
 MEMBER_KEYS = ["dataset", "sampling_weight", "loss_weight"]

@@ -3,6 +3,7 @@ JSON each prints. Ends with the README-style tour: MSVD and a GLUE task added by
 import json
 import os
 import re
+import sqlite3
 import unittest
 
 from catalog_cli import (DATASET_KEYS, LABELSET_KEYS, MEMBER_KEYS, MIXTURE_KEYS, TASK_KEYS, CatalogTestCase)
@@ -120,14 +121,14 @@ class AddDatasetTest(Base):
         self.assertEqual(list(d), DATASET_KEYS)
         self.assertEqual(d, {"name": "pets", "task": "animal-cls", "split": "val", "url": url, "num_samples": 12345,
                              "num_shards": 100, "sampling_weight": 0.125, "loss_weight": 0.3, "batch_size": 32,
-                             "label_set": "birds", "license": "CC BY 4.0", "notes": "café notes"})
+                             "label_set": "birds", "augment": None, "license": "CC BY 4.0", "notes": "café notes"})
 
     def test_defaults_inherit_the_task(self):
         self.ok("add", "dataset", "pets", "--task", "animal-cls", "--batch", "7")
         d = self.json_of("show", "dataset", "pets")
         self.assertEqual(d, {"name": "pets", "task": "animal-cls", "split": "train", "url": None, "num_samples": None,
                              "num_shards": None, "sampling_weight": 1, "loss_weight": None, "batch_size": 7,
-                             "label_set": None, "license": "", "notes": ""})
+                             "label_set": None, "augment": None, "license": "", "notes": ""})
         out = self.ok("show", "dataset", "pets").stdout
         self.assertRegex(out, r"loss weight\s+0\.25 \(the task's\)")
         self.assertRegex(out, r"label set\s+animals \(the task's\)")
@@ -298,6 +299,8 @@ class SetTest(Base):
         cases = [
             ("url=/data/p/{0..4}.tar", {"url": "/data/p/{0..4}.tar", "num_shards": 5}),
             ("split=test", {"split": "test"}),
+            ("augment=light", {"augment": "light"}),
+            ("augment=inherit", {"augment": None}),
             ("samples=999", {"num_samples": 999}),
             ("weight=0.75", {"sampling_weight": 0.75}),
             ("loss_weight=0.2", {"loss_weight": 0.2}),
@@ -386,6 +389,114 @@ class SetTest(Base):
         self.assertEqual(rows["pets"]["WEIGHT"], "3")
         self.assertEqual(rows["pets"]["PROB"], "60.00%")
         self.assertEqual(rows["wiki"]["PROB"], "40.00%")
+
+
+class AugmentTest(Base):
+    """The per-dataset training augmentation (schema version 6): '' in the catalog, null in JSON and
+    'inherit (the run's --augment)' in `show` mean the run's choice."""
+
+    def setUp(self):
+        super().setUp()
+        self.basic()
+
+    def augment(self, name):
+        return self.sql("SELECT augment FROM datasets WHERE name = ?", name)[0][0]
+
+    def test_add_set_show_round_trip(self):
+        self.assertEqual(self.augment("pets"), "")
+        self.assertIsNone(self.json_of("show", "dataset", "pets")["augment"])
+        self.assertRegex(self.ok("show", "dataset", "pets").stdout, r"augment\s+inherit \(the run's --augment\)")
+        for mode in ("paper", "light", "none"):
+            with self.subTest(mode=mode):
+                self.ok("add", "dataset", f"pets-{mode}", "--task", "animal-cls", "--batch", "4", "--augment", mode)
+                self.assertEqual(self.augment(f"pets-{mode}"), mode)
+                self.assertEqual(self.json_of("show", "dataset", f"pets-{mode}")["augment"], mode)
+                self.assertRegex(self.ok("show", "dataset", f"pets-{mode}").stdout, rf"\n  augment\s+{mode}\n")
+                self.ok("set", "pets", f"augment={mode}")
+                self.assertEqual(self.augment("pets"), mode)
+                self.assertEqual(self.json_of("show", "dataset", "pets")["augment"], mode)
+        self.ok("add", "dataset", "pets-inherit", "--task", "animal-cls", "--batch", "4", "--augment", "inherit")
+        self.assertEqual(self.augment("pets-inherit"), "")
+        self.ok("set", "pets", "augment=inherit", "notes=back to the run's")
+        self.assertEqual(self.augment("pets"), "")
+        self.assertIsNone(self.json_of("show", "dataset", "pets")["augment"])
+        listed = {d["name"]: d["augment"] for d in self.json_of("list", "datasets")}
+        self.assertEqual(listed["pets-light"], "light")
+        self.assertIsNone(listed["zoo"])
+
+    def test_other_changes_keep_it(self):
+        self.ok("set", "zoo", "augment=none")
+        self.ok("set", "zoo", "weight=0.25", "batch=12", "split=val")
+        self.assertEqual(self.augment("zoo"), "none")
+
+    def test_bad_values_change_nothing(self):
+        self.ok("set", "zoo", "augment=light")
+        before = self.snapshot()
+        for args in (["set", "zoo", "augment=heavy"], ["set", "zoo", "augment="], ["set", "zoo", "augment=PAPER"],
+                     ["set", "zoo", "batch=3", "augment=strong"],
+                     ["add", "dataset", "new", "--task", "lm", "--batch", "1", "--augment", "heavy"]):
+            with self.subTest(args=args):
+                self.fails(2, *args, contains="paper, light, none or inherit")
+                self.assertEqual(self.snapshot(), before)
+
+    def test_export_import_round_trip(self):
+        self.ok("set", "pets", "augment=paper")
+        self.ok("set", "zoo", "augment=light")
+        self.ok("set", "wiki", "augment=none")
+        self.ok("add", "dataset", "pets2", "--task", "animal-cls", "--batch", "4")
+        first = self.ok("export").stdout
+        doc = json.loads(first)
+        self.assertEqual(doc["schema_version"], 6)
+        self.assertEqual({d["name"]: d["augment"] for d in doc["datasets"]},
+                         {"pets": "paper", "zoo": "light", "wiki": "none", "pets2": None})
+        other = os.path.join(self.tmp, "other.db")
+        self.run_cli("--catalog", other, "init", catalog=False, check=0)
+        self.run_cli("--catalog", other, "import", self.write("e.json", first), catalog=False, check=0)
+        self.assertEqual(self.run_cli("--catalog", other, "export", catalog=False, check=0).stdout, first)
+        self.assertEqual(self.sql("SELECT name, augment FROM datasets ORDER BY name", path=other),
+                         [("pets", "paper"), ("pets2", ""), ("wiki", "none"), ("zoo", "light")])
+
+    def test_import_without_the_key_or_with_empty_string_inherits(self):
+        doc = json.loads(self.ok("export").stdout)
+        doc["schema_version"] = 5  # an export written before the key existed
+        del doc["datasets"][0]["augment"]
+        doc["datasets"][1]["augment"] = ""
+        doc["datasets"][2]["augment"] = "light"
+        other = os.path.join(self.tmp, "other.db")
+        self.run_cli("--catalog", other, "init", catalog=False, check=0)
+        self.run_cli("--catalog", other, "import", self.write("e.json", json.dumps(doc)), catalog=False, check=0)
+        self.assertEqual([r[0] for r in self.sql("SELECT augment FROM datasets ORDER BY name", path=other)],
+                         ["", "", "light"])
+
+    def test_migration_of_older_catalogs(self):
+        """A catalog of schema version 5 (and 4) gets datasets.augment = '' on its first write open."""
+        self.ok("set", "pets", "augment=light")
+        for old in (5, 4):
+            with self.subTest(version=old):
+                path = os.path.join(self.tmp, f"v{old}.db")
+                con = sqlite3.connect(path)
+                try:
+                    sqlite3.connect(self.db).backup(con)
+                    con.execute("ALTER TABLE datasets DROP COLUMN augment")
+                    if old <= 4:
+                        con.execute("ALTER TABLE jobs DROP COLUMN backend_opts")
+                    con.execute(f"PRAGMA user_version = {old}")
+                    con.commit()
+                finally:
+                    con.close()
+                self.assertNotIn("augment", [r[1] for r in self.sql("PRAGMA table_info(datasets)", path=path)])
+                # a reader cannot migrate: it asks for one write open
+                self.run_cli("--catalog", path, "show", "dataset", "pets", catalog=False, check=1)
+                self.run_cli("--catalog", path, "set", "zoo", "augment=none", catalog=False, check=0)
+                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 6)
+                self.assertEqual(self.sql("SELECT name, augment FROM datasets ORDER BY name", path=path),
+                                 [("pets", ""), ("wiki", ""), ("zoo", "none")])
+                if old <= 4:
+                    self.assertIn("backend_opts", [r[1] for r in self.sql("PRAGMA table_info(jobs)", path=path)])
+                out = self.run_cli("--catalog", path, "show", "dataset", "pets", catalog=False, check=0).stdout
+                self.assertRegex(out, r"augment\s+inherit \(the run's --augment\)")
+                self.assertEqual(self.sql("PRAGMA foreign_key_check", path=path), [])
+                self.assertEqual(self.sql("PRAGMA integrity_check", path=path), [("ok",)])
 
 
 class RemoveTest(Base):

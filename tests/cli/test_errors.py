@@ -92,6 +92,12 @@ class UsageErrorTest(Base):
         (["add", "task", "t", "--formulation", "vocab-mlm", "--input", "txt"], "txt"),
         (DS + ["--split", "holdout"], "holdout"),
         (["set", "books-wiki", "split=holdout"], "holdout"),
+        (DS + ["--augment", "heavy"], "heavy"),
+        (DS + ["--augment", ""], "paper, light, none or inherit"),
+        (["set", "books-wiki", "augment=heavy"], "heavy"),
+        (["set", "books-wiki", "augment=Paper"], "paper, light, none or inherit"),
+        (["set", "books-wiki", "augment="], "paper, light, none or inherit"),
+        (["set", "books-wiki", "weight=0.5", "augment=strong"], "strong"),
         (["set", "books-wiki", "colour=red"], "colour"),
         (["set", "books-wiki", "justaword"], "justaword"),
         # invalid names
@@ -347,6 +353,10 @@ class ImportErrorTest(CatalogTestCase):
             ("datasets", "sampling_weight", "heavy"),
             ("datasets", "sampling_weight", -1),
             ("datasets", "split", "holdout"),
+            ("datasets", "augment", "heavy"),
+            ("datasets", "augment", "inherit"),
+            ("datasets", "augment", 1),
+            ("datasets", "augment", True),
             ("tasks", "formulation", "classify"),
             ("tasks", "causal", "yes"),
             ("tasks", "loss_weight", None),
@@ -368,6 +378,12 @@ class ImportErrorTest(CatalogTestCase):
         doc = json.loads(json.dumps(self.export))
         doc["datasets"][3]["batch_size"] = "x"
         self.import_doc(doc, 1, "datasets[3].batch_size")
+        # a bad augmentation names the record, the dataset and the allowed values
+        doc = json.loads(json.dumps(self.export))
+        doc["datasets"][3]["augment"] = "strong"
+        p = self.import_doc(doc, 1, "datasets[3].augment")
+        for part in (f"dataset '{doc['datasets'][3]['name']}'", "'strong'", '"paper", "light", "none"'):
+            self.assertIn(part, p.stderr)
 
     def test_duplicate_inside_the_export(self):
         doc = json.loads(json.dumps(self.export))
@@ -443,6 +459,11 @@ class SchemaIntegrityTest(CatalogTestCase):
         self.refused(self.insert_dataset, batch_size=0)
         self.refused(self.insert_dataset, batch_size=-5)
         self.refused(self.con.execute, "UPDATE datasets SET batch_size = 0 WHERE name = 'books-wiki'")
+
+    def test_unknown_augmentation(self):
+        self.refused(self.insert_dataset, augment="heavy")
+        self.refused(self.insert_dataset, augment=None)
+        self.refused(self.con.execute, "UPDATE datasets SET augment = 'inherit' WHERE name = 'books-wiki'")
 
     def test_unknown_formulation(self):
         self.refused(self.insert_task, formulation="classify")

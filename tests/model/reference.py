@@ -60,6 +60,9 @@ def normalize_config(cfg):
         "max_text": int(cfg.get("max_text", 512)),
         "max_frames": int(cfg.get("max_frames", 8)),
         "ln_eps": float(cfg.get("ln_eps", 1e-5)),
+        # the official code renormalises the kept gate values (a softmax over the k chosen logits); Eq. 3 as
+        # written does not; a configuration without the key predates the choice and means Eq. 3
+        "gate_renorm": _flag(cfg.get("gate_renorm"), False),
     }
     if c["moe"] not in ("attribute", "none"):
         raise ValueError("moe must be 'attribute' or 'none', got %r" % c["moe"])
@@ -245,10 +248,12 @@ def pass_patterns(ps):
     return sorted(ps_set)
 
 
-def gate(P, prefix, patterns, noise, k, eps):
-    """G [P, E] (Eq. 9 then Eq. 3): top-k of softmax(W_g LN(W_attr a + b) + noise[p]), unnormalised."""
+def gate(P, prefix, patterns, noise, k, eps, renorm=False):
+    """G [P, E] (Eq. 9 then Eq. 3): top-k of softmax(W_g LN(W_attr a + b) + noise[p]); renorm: the kept
+    values divided by their sum, i.e. a softmax over the k chosen logits (the official code)."""
     probs = gate_probs(P, prefix, patterns, noise, eps)
-    return probs * topk_mask(probs, k)
+    G = probs * topk_mask(probs, k)
+    return G / G.sum(dim=1, keepdim=True) if renorm else G
 
 
 def gate_probs(P, prefix, patterns, noise, eps):
@@ -295,7 +300,7 @@ def encoder(c, P, x, attrs, mask, noise=None, keep=None):
     D, eps = c["dim"], c["ln_eps"]
     for l in range(c["layers"]):
         p = "blocks.%d." % l
-        G = {g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps) for g in layer_gates(c, l)}
+        G = {g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps, c["gate_renorm"]) for g in layer_gates(c, l)}
 
         def lin(name, h, g):
             W, b = P[p + name + ".weight"], P[p + name + ".bias"]

@@ -68,8 +68,14 @@ class OracleTests(unittest.TestCase):
 
     def test_label_image_moe(self):
         T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--seed", 2)
-        self.check_config(meta, moe="attribute", experts=4, topk=2)
+        self.check_config(meta, moe="attribute", experts=4, topk=2, gate_renorm=1)
         self.assertEqual(list(T["blocks.0.attn.qkv.weight"].shape), [4, 192, 64])
+
+    def test_label_image_moe_eq3(self):
+        # the gate of Eq. 3 as written (kept probabilities not renormalised); the default renormalises
+        T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--gate-renorm", "0",
+                              "--gate-noise", "--seed", 4)
+        self.check_config(meta, gate_renorm=0)
 
     def test_label_text_moe(self):
         T, meta = self.oracle("--formulation", "label", "--input", "text", "--moe", "attribute", "--seed", 3)

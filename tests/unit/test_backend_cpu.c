@@ -295,23 +295,29 @@ static void test_rows(void)
 /* ---- gates and losses ---- */
 
 typedef struct gate_case {
-    int rows, E, k;
+    int rows, E, k, renorm;
     const double *dG;
 } gate_case;
 
-static void topk_ref(double *G, const double *z, int E, int k)
+/* The gate written from its definition: top-k of the softmax; renorm = a softmax over the k kept logits. */
+static void topk_ref(double *G, const double *z, int E, int k, int renorm)
 {
     double mx = -INFINITY, sum = 0, p[64];
     for (int j = 0; j < E; j++)
         mx = fmax(mx, z[j]);
     for (int j = 0; j < E; j++)
         sum += p[j] = exp(z[j] - mx);
+    double kept = 0;
     for (int j = 0; j < E; j++) {
         int beaten = 0;
         for (int i = 0; i < E; i++)
             beaten += p[i] > p[j] || (p[i] == p[j] && i < j);
-        G[j] = beaten < k ? p[j] / sum : 0;
+        if (beaten < k)
+            kept += p[j];
+        G[j] = beaten < k ? p[j] : -1;
     }
+    for (int j = 0; j < E; j++)
+        G[j] = G[j] < 0 ? 0 : G[j] / (renorm ? kept : sum);
 }
 
 static double topk_loss(const void *vc, const double *z)
@@ -319,14 +325,14 @@ static double topk_loss(const void *vc, const double *z)
     const gate_case *c = vc;
     double L = 0, G[64];
     for (int r = 0; r < c->rows; r++) {
-        topk_ref(G, z + r * c->E, c->E, c->k);
+        topk_ref(G, z + r * c->E, c->E, c->k, c->renorm);
         for (int j = 0; j < c->E; j++)
             L += c->dG[r * c->E + j] * G[j];
     }
     return L;
 }
 
-static void test_topk(void)
+static void test_topk(int renorm)
 {
     enum { R = 17, E = 7 };
     float *z = frand(R * E, 2), *noise = frand(R * E, 0.15), *G = fbuf(R * E), *p = fbuf(R * E);
@@ -336,10 +342,10 @@ static void test_topk(void)
     for (int i = 0; i < R * E; i++)
         zin[i] = (double)z[i] + noise[i];
     for (int k = 1; k <= E; k += 3) {
-        be->topk_softmax_fwd(be, G, p, z, noise, R, E, k);
+        be->topk_softmax_fwd(be, G, p, z, noise, R, E, k, renorm);
         for (int r = 0; r < R; r++) {
-            topk_ref(rG + r * E, zin + r * E, E, k);
-            topk_ref(rp + r * E, zin + r * E, E, E);
+            topk_ref(rG + r * E, zin + r * E, E, k, renorm);
+            topk_ref(rp + r * E, zin + r * E, E, E, 0);
         }
         CHECK(near("topk probs", p, rp, R * E, 1e-5, 1e-3));
         CHECK(near("topk G", G, rG, R * E, 1e-5, 1e-3));
@@ -348,12 +354,13 @@ static void test_topk(void)
             kept += G[i] != 0.0f;
         CHECK(kept == R * k);
     }
-    be->topk_softmax_fwd(be, G, p, z, noise, R, E, 2);
+    be->topk_softmax_fwd(be, G, p, z, noise, R, E, 2, renorm);
     CHECK(G[0] > 0 && G[1] > 0 && G[2] == 0 && G[6] == 0); /* ties: the lower index wins */
-    CHECK(fabs(G[0] - 1.0 / E) < 1e-6);                   /* kept values are not renormalised */
+    /* Eq. 3 keeps the probabilities as they are; renormalised, the two tied winners get 1/2 each */
+    CHECK(fabs(G[0] - (renorm ? 0.5 : 1.0 / E)) < 1e-6);
     float *dG = frand(R * E, 1), *dz = frand(R * E, 1);
     double *ddG = dcopy(dG, R * E);
-    gate_case c = {R - 1, E, 2, ddG + E}; /* the tied row has no derivative: leave it out */
+    gate_case c = {R - 1, E, 2, renorm, ddG + E}; /* the tied row has no derivative: leave it out */
     double *fd = fd_grad(topk_loss, &c, zin + E, (R - 1) * E);
     double ref[R * E];
     for (int i = 0; i < E; i++)
@@ -362,7 +369,7 @@ static void test_topk(void)
         ref[E + i] = fd[i] + dz[E + i];
     for (int j = 0; j < E; j++)
         dG[j] = 0;
-    be->topk_softmax_bwd(be, dz, dG, G, p, R, E);
+    be->topk_softmax_bwd(be, dz, dG, G, p, R, E, renorm);
     CHECK(near("topk_softmax_bwd", dz, ref, R * E, 1e-5, 1e-2));
     free(ddG), free(fd);
     RELEASE(z, noise, G, p, dG, dz);
@@ -510,7 +517,8 @@ int main(void)
     test_gelu();
     test_residual();
     test_rows();
-    test_topk();
+    test_topk(0);
+    test_topk(1);
     test_l2norm();
     test_xent();
     test_adamw();

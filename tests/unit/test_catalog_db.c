@@ -99,6 +99,22 @@ static void test_records(void)
     upm_dataset e;
     CHECK(upm_dataset_get(cat, "cc3m-caption", &e, &err) == 0 && e.num_shards == 576);
 
+    /* The augmentation: inherit by default, each mode round-trips, an out-of-range value is refused. */
+    CHECK(e.augment == UPM_AUGMENT_INHERIT);
+    upm_dataset_init(&e);
+    CHECK(e.augment == UPM_AUGMENT_INHERIT);
+    static const upm_augment modes[] = {UPM_AUGMENT_PAPER, UPM_AUGMENT_LIGHT, UPM_AUGMENT_NONE, UPM_AUGMENT_INHERIT};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        d.augment = modes[i];
+        CHECK(upm_catalog_begin(cat, &err) == 0 && upm_dataset_update(cat, &d, &err) == 0 &&
+              upm_catalog_commit(cat, &err) == 0);
+        CHECK(upm_dataset_get(cat, "cc3m-caption", &e, &err) == 0 && e.augment == modes[i]);
+    }
+    d.augment = (upm_augment)(UPM_AUGMENT_NONE + 1);
+    CHECK(upm_dataset_validate(&d, &err) == UPM_EUSAGE && strstr(err.msg, "cc3m-caption") &&
+          strstr(err.msg, "paper, light or none"));
+    d.augment = UPM_AUGMENT_INHERIT;
+
     /* Validation names the problem. */
     upm_task t;
     CHECK(upm_task_get(cat, "glue-sst2", &t, &err) == 0 && t.n_inputs == 1 && t.formulation == UPM_FORM_LABEL);

@@ -85,6 +85,43 @@ int main(void)
     upm_batch_free(&b);
     f[2].data = (unsigned char *)"3", f[2].size = 1;
 
+    /* augmentation: none trains on exactly the evaluation pixels; paper and light crop; light keeps at
+     * least half the image and never mirrors; the choice applies to every image task */
+    size_t npx = 3 * 64 * 64;
+    float *eval_px = malloc(sizeof(float) * npx), *train_px = malloc(sizeof(float) * npx);
+    o.train = 0;
+    CHECK(fill(&cls, &o, &s, &b, &err) == 0);
+    memcpy(eval_px, b.seg[0].pixels + npx, sizeof(float) * npx);
+    upm_batch_free(&b);
+    o.train = 1, o.augment = UPM_AUGMENT_NONE;
+    CHECK(fill(&cls, &o, &s, &b, &err) == 0);
+    CHECK(memcmp(eval_px, b.seg[0].pixels + npx, sizeof(float) * npx) == 0);
+    upm_batch_free(&b);
+    o.augment = UPM_AUGMENT_PAPER;
+    CHECK(fill(&cls, &o, &s, &b, &err) == 0);
+    memcpy(train_px, b.seg[0].pixels + npx, sizeof(float) * npx);
+    CHECK(memcmp(eval_px, train_px, sizeof(float) * npx) != 0);
+    upm_batch_free(&b);
+    upm_aug_image a;
+    upm_collate_image_aug(&o, &cls, UPM_SIDE_INPUT, &a);
+    CHECK(a.mode == UPM_AUG_TRAIN_CLASSIFY && a.scale_min == 0.08 && a.flip_p == 0.5);
+    o.augment = UPM_AUGMENT_INHERIT; /* a collate option left at zero is the paper's */
+    upm_collate_image_aug(&o, &cls, UPM_SIDE_INPUT, &a);
+    CHECK(a.mode == UPM_AUG_TRAIN_CLASSIFY && a.scale_min == 0.08 && a.flip_p == 0.5);
+    o.augment = UPM_AUGMENT_LIGHT;
+    upm_collate_image_aug(&o, &cls, UPM_SIDE_INPUT, &a);
+    CHECK(a.mode == UPM_AUG_TRAIN_CLASSIFY && a.scale_min == 0.5 && a.scale_max == 1.0 && a.flip_p == 0);
+    upm_task pr = task("pair", UPM_FORM_PAIR, "jpg=image", "txt", UPM_MOD_TEXT);
+    upm_collate_image_aug(&o, &pr, UPM_SIDE_INPUT, &a);
+    CHECK(a.mode == UPM_AUG_TRAIN_CLASSIFY && a.scale_min == 0.5 && a.flip_p == 0);
+    o.augment = UPM_AUGMENT_NONE;
+    upm_collate_image_aug(&o, &pr, UPM_SIDE_INPUT, &a);
+    CHECK(a.mode == UPM_AUG_EVAL);
+    o.augment = UPM_AUGMENT_PAPER;
+    upm_collate_image_aug(&o, &pr, UPM_SIDE_INPUT, &a);
+    CHECK(a.mode == UPM_AUG_TRAIN_PAIR);
+    free(eval_px), free(train_px);
+
     /* caption: image, causal text, then the query segment; bits [1,1,0,1,...] */
     upm_task capt = task("cap", UPM_FORM_VOCAB_CAPTION, "jpg=image txt=text", "txt", UPM_MOD_TEXT);
     CHECK(fill(&capt, &o, &s, &b, &err) == 0);

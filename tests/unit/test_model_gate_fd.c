@@ -44,12 +44,13 @@ static float loss_of(fixture *f, int backward)
     return res.loss;
 }
 
-static void setup(fixture *f)
+static void setup(fixture *f, int renorm)
 {
     upm_err err = {0};
     upm_model_config cfg = {.dim = 16, .heads = 2, .layers = 1, .mlp = 32, .vocab = 64, .max_text = 8,
                             .max_frames = 1, .moe = UPM_MOE_ATTRIBUTE, .experts = 4, .topk = 2, .moe_sa = 1,
-                            .moe_ffn = 1, .moe_every = 1, .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1};
+                            .moe_ffn = 1, .moe_every = 1, .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1,
+                            .gate_renorm = renorm};
     CHECK(upm_backend_cpu_new(1, &f->be, &err) == 0);
     CHECK(upm_model_new(&cfg, f->be, 5, &f->m, &err) == 0);
     /* move away from the initial values so every path carries signal (LayerScale 1e-3 would hide it) */
@@ -133,12 +134,13 @@ static void check_param(fixture *f, const char *name, const float *grad_host)
     }
 }
 
-int main(void)
+/* The gate gradients of one model: Eq. 3 as written (renorm 0) or renormalised over the kept k (1). */
+static void check_model(int renorm)
 {
     fixture f = {0};
-    setup(&f);
+    setup(&f, renorm);
     if (failures)
-        return CHECK_RESULT("test_model_gate_fd");
+        return;
     upm_model *m = f.m;
     upm_model_zero_grad(m);
     float l0 = loss_of(&f, 1);
@@ -165,5 +167,11 @@ int main(void)
     f.be->free(f.be, f.dlabels);
     upm_model_free(m);
     upm_backend_free(f.be);
+}
+
+int main(void)
+{
+    check_model(0);
+    check_model(1);
     return CHECK_RESULT("test_model_gate_fd");
 }

@@ -13,6 +13,7 @@
 #include "model.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "stepfile.h"
 #include "vocab.h"
 
 #define PROG "upmoe-model-oracle"
@@ -22,7 +23,7 @@ typedef struct args {
     int vocab_sampled, vocab_chunk;
     int moe_sa, moe_ffn, moe_every, dim, layers, heads, experts, topk, vocab, batch, image, text, classes;
     float drop_path;
-    int gate_noise;
+    int gate_noise, gate_renorm;
     unsigned long long seed;
 } args;
 
@@ -31,7 +32,7 @@ static const char usage[] =
     "       [--vocab-targets full|sampled:N] [--vocab-chunk N]   (mlm: text input; caption: image + text)\n"
     "       [--moe-sa 0|1] [--moe-ffn 0|1] [--moe-every N] [--dim 64] [--layers 2] [--heads 4] [--experts 4]\n"
     "       [--topk 2] [--vocab 512] [--batch 4] [--image 32] [--text 8] [--text-attn full|causal]\n"
-    "       [--classes 5] [--drop-path P] [--gate-noise] [--seed S] --out FILE.safetensors\n"
+    "       [--classes 5] [--drop-path P] [--gate-noise] [--gate-renorm 0|1] [--seed S] --out FILE.safetensors\n"
     "Writes one training step of a small model (forward, loss, backward) for the PyTorch oracle.\n";
 
 /* Attribute bytes of paper Table 2 for the oracle's made-up tasks. */
@@ -45,16 +46,16 @@ static int parse(int argc, char **argv, args *a)
 {
     *a = (args){.moe_sa = 1, .moe_ffn = 1, .moe_every = 1, .dim = 64, .layers = 2, .heads = 4, .experts = 4,
                 .topk = 2, .vocab = 512, .batch = 4, .image = 32, .text = 8, .classes = 5, .seed = 1,
-                .text_attn = "full", .vocab_chunk = 4096};
+                .text_attn = "full", .vocab_chunk = 4096, .gate_renorm = 1};
     enum { O_FORM = 256, O_INPUT, O_MOE, O_SA, O_FFN, O_EVERY, O_DIM, O_LAYERS, O_HEADS, O_EXPERTS, O_TOPK, O_VOCAB,
-           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC };
+           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC, O_RENORM };
     static const struct option opts[] = {
         {"formulation", 1, 0, O_FORM}, {"input", 1, 0, O_INPUT}, {"moe", 1, 0, O_MOE}, {"moe-sa", 1, 0, O_SA},
         {"moe-ffn", 1, 0, O_FFN}, {"moe-every", 1, 0, O_EVERY}, {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS},
         {"heads", 1, 0, O_HEADS}, {"experts", 1, 0, O_EXPERTS}, {"topk", 1, 0, O_TOPK}, {"vocab", 1, 0, O_VOCAB},
         {"batch", 1, 0, O_BATCH}, {"image", 1, 0, O_IMAGE}, {"text", 1, 0, O_TEXT}, {"text-attn", 1, 0, O_TATTN},
         {"classes", 1, 0, O_CLASSES}, {"drop-path", 1, 0, O_DROP}, {"gate-noise", 0, 0, O_NOISE},
-        {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT}, {"vocab-targets", 1, 0, O_VT}, {"vocab-chunk", 1, 0, O_VC},
+        {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT}, {"vocab-targets", 1, 0, O_VT}, {"vocab-chunk", 1, 0, O_VC}, {"gate-renorm", 1, 0, O_RENORM},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -78,6 +79,7 @@ static int parse(int argc, char **argv, args *a)
         case O_CLASSES: a->classes = atoi(optarg); break;
         case O_DROP: a->drop_path = strtof(optarg, NULL); break;
         case O_NOISE: a->gate_noise = 1; break;
+        case O_RENORM: a->gate_renorm = atoi(optarg) != 0; break;
         case O_SEED: a->seed = strtoull(optarg, NULL, 10); break;
         case O_OUT: a->out = optarg; break;
         case O_VT: a->vocab_sampled = !strncmp(optarg, "sampled:", 8) ? atoi(optarg + 8) : 0; break;
@@ -197,115 +199,6 @@ static void free_side(side *s)
     free(s->attrs[1]);
 }
 
-/* ---- the dump ---- */
-
-typedef struct dump {
-    upm_st_tensor *t;
-    int n, cap;
-    void **owned;
-    int nowned;
-    int failed;
-} dump;
-
-/* Adds a tensor whose data the dump takes ownership of (freed after writing). */
-static void put(dump *d, const char *name, upm_st_dtype dt, void *data, int ndim, const int64_t *shape)
-{
-    if (d->n == d->cap) {
-        int cap = d->cap ? 2 * d->cap : 256;
-        upm_st_tensor *t = realloc(d->t, sizeof *t * (size_t)cap);
-        void **o = realloc(d->owned, sizeof *o * (size_t)cap * 2);
-        if (!t || !o) {
-            d->failed = 1;
-            free(t ? NULL : data);
-            if (t)
-                d->t = t;
-            if (o)
-                d->owned = o;
-            return;
-        }
-        d->t = t, d->owned = o, d->cap = cap;
-    }
-    char *nm = strdup(name);
-    if (!nm || !data) {
-        d->failed = 1;
-        free(nm);
-        free(data);
-        return;
-    }
-    upm_st_tensor *t = &d->t[d->n++];
-    memset(t, 0, sizeof *t);
-    t->name = nm, t->dtype = dt, t->ndim = ndim, t->data = data;
-    size_t count = 1;
-    for (int i = 0; i < ndim; i++)
-        t->shape[i] = shape[i], count *= (size_t)shape[i];
-    t->nbytes = count * upm_st_dtype_size(dt);
-    d->owned[d->nowned++] = nm;
-    d->owned[d->nowned++] = data;
-}
-
-static void *dup_bytes(const void *p, size_t n)
-{
-    void *q = malloc(n ? n : 1);
-    if (q && n)
-        memcpy(q, p, n);
-    return q;
-}
-
-/* A backend tensor copied to the host and added. */
-static void put_backend(dump *d, upm_backend *be, const char *name, const float *src, int ndim, const int64_t *shape)
-{
-    size_t count = 1;
-    for (int i = 0; i < ndim; i++)
-        count *= (size_t)shape[i];
-    float *h = malloc(sizeof(float) * (count ? count : 1));
-    if (h)
-        be->download(be, h, src, sizeof(float) * count);
-    put(d, name, UPM_ST_F32, h, ndim, shape);
-}
-
-static void put_side(dump *d, const char *pre, const side *s, const args *a)
-{
-    char nm[128];
-    for (int i = 0; i < s->in.nseg; i++) {
-        const upm_seq_segment *g = &s->in.seg[i];
-        int64_t n = s->in.nseq, tok = upm_seq_segment_tokens(g);
-        if (g->kind == UPM_SEG_TEXT) {
-            snprintf(nm, sizeof nm, "%s.%d.ids", pre, i);
-            put(d, nm, UPM_ST_I32, dup_bytes(g->ids, sizeof(int32_t) * (size_t)(n * g->L)), 2, (int64_t[]){n, g->L});
-            snprintf(nm, sizeof nm, "%s.%d.lengths", pre, i);
-            put(d, nm, UPM_ST_I32, dup_bytes(g->lengths, sizeof(int32_t) * (size_t)n), 1, (int64_t[]){n});
-        } else {
-            snprintf(nm, sizeof nm, "%s.%d.pixels", pre, i);
-            put(d, nm, UPM_ST_F32, dup_bytes(g->pixels, sizeof(float) * (size_t)(n * g->T * 3 * g->H * g->W)), 5,
-                (int64_t[]){n, g->T, 3, g->H, g->W});
-        }
-        snprintf(nm, sizeof nm, "%s.%d.attrs", pre, i);
-        put(d, nm, UPM_ST_U8, dup_bytes(g->attrs, (size_t)(n * tok)), 2, (int64_t[]){n, tok});
-    }
-    (void)a;
-}
-
-static void put_tables(dump *d, const char *pass, const upm_model *m, const float *noise, const float *keep, int nseq)
-{
-    char nm[128];
-    static const char *gates[UPM_NGATES] = {"attn.gate", "mlp.gate1", "mlp.gate2"};
-    int E = m->cfg.experts;
-    for (int l = 0; l < m->cfg.layers; l++) {
-        for (int gi = 0; noise && gi < UPM_NGATES; gi++)
-            if (m->L.blocks[l].has_gate[gi]) {
-                snprintf(nm, sizeof nm, "noise.%s.blocks.%d.%s", pass, l, gates[gi]);
-                put(d, nm, UPM_ST_F32,
-                    dup_bytes(noise + ((size_t)l * UPM_NGATES + gi) * 256 * E, sizeof(float) * 256 * (size_t)E), 2,
-                    (int64_t[]){256, E});
-            }
-        for (int br = 0; keep && br < 2; br++) {
-            snprintf(nm, sizeof nm, "keep.%s.blocks.%d.%s", pass, l, br ? "mlp" : "attn");
-            put(d, nm, UPM_ST_F32, dup_bytes(keep + ((size_t)l * 2 + br) * nseq, sizeof(float) * (size_t)nseq), 1,
-                (int64_t[]){nseq});
-        }
-    }
-}
-
 /* Gate noise (std from the config) and drop-path factors for one pass, from the counter RNG. */
 static void make_tables(const upm_model *m, uint64_t seed, int pass, int nseq, float **noise, float **keep)
 {
@@ -342,21 +235,6 @@ static void perturb(upm_model *m, uint64_t seed)
     }
     m->be->upload(m->be, m->w, h, sizeof(float) * n);
     free(h);
-}
-
-static void segments_json(const side *s, char *buf, size_t n)
-{
-    static const char *kinds[] = {"text", "image", "video"}, *attn[] = {"full", "causal", "query"};
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < s->in.nseg && k < n; i++) {
-        const upm_seq_segment *g = &s->in.seg[i];
-        k += (size_t)snprintf(buf + k, n - k,
-                              "%s{\"kind\": \"%s\", \"attn\": \"%s\", \"T\": %d, \"H\": %d, \"W\": %d, \"L\": %d, "
-                              "\"attr\": %d}",
-                              i ? ", " : "", kinds[g->kind], attn[g->attn], g->T, g->H, g->W, g->L, g->attrs[0]);
-    }
-    if (k < n)
-        snprintf(buf + k, n - k, "]");
 }
 
 /* vocab formulations: read-outs (mlm: ~15% of each row's valid positions, at least one; caption: every
@@ -397,7 +275,7 @@ static int run(const args *a)
                             .moe = !strcmp(a->moe, "attribute") ? UPM_MOE_ATTRIBUTE : UPM_MOE_NONE,
                             .experts = a->experts, .topk = a->topk, .moe_sa = a->moe_sa, .moe_ffn = a->moe_ffn,
                             .moe_every = a->moe_every, .drop_path = a->drop_path, .layerscale_init = 1e-3f,
-                            .ln_eps = 1e-5f, .gate_noise = -1.0f};
+                            .ln_eps = 1e-5f, .gate_noise = -1.0f, .gate_renorm = a->gate_renorm};
     upm_backend *be = NULL;
     upm_model *m = NULL;
     upm_pass *pin = upm_pass_new(), *ptg = upm_pass_new();
@@ -470,49 +348,45 @@ static int run(const args *a)
         rc = 1;
         goto out;
     }
-    dump d = {0};
-    char nm[160];
-    for (int i = 0; i < m->L.n; i++) {
-        const upm_param *p = &m->L.p[i];
-        put_backend(&d, be, p->name, upm_model_w(m, i), p->ndim, p->shape);
-        snprintf(nm, sizeof nm, "grad.%s", p->name);
-        put_backend(&d, be, nm, upm_model_g(m, i), p->ndim, p->shape);
+    upm_stepfile *d = upm_stepfile_new();
+    if (!d) {
+        fprintf(stderr, PROG ": error: no memory\n");
+        rc = 1;
+        goto out;
     }
-    put_side(&d, "input", &in, a);
+    upm_stepfile_put_params(d, m, 1);
+    upm_stepfile_put_side(d, "input", &in.in);
     if (vocab) {
-        put(&d, "read.seq", UPM_ST_I32, dup_bytes(vb.read_seq, sizeof(int32_t) * (size_t)R), 1, (int64_t[]){R});
-        put(&d, "read.pos", UPM_ST_I32, dup_bytes(vb.read_pos, sizeof(int32_t) * (size_t)R), 1, (int64_t[]){R});
-        put(&d, "read.target", UPM_ST_I32, dup_bytes(vb.target_idx, sizeof(int32_t) * (size_t)R), 1, (int64_t[]){R});
-        put(&d, "vocab.ids", UPM_ST_I32, dup_bytes(vb.cand, sizeof(int32_t) * (size_t)C), 1, (int64_t[]){C});
+        upm_stepfile_put(d, "read.seq", UPM_ST_I32, vb.read_seq, 1, (int64_t[]){R});
+        upm_stepfile_put(d, "read.pos", UPM_ST_I32, vb.read_pos, 1, (int64_t[]){R});
+        upm_stepfile_put(d, "read.target", UPM_ST_I32, vb.target_idx, 1, (int64_t[]){R});
+        upm_stepfile_put(d, "vocab.ids", UPM_ST_I32, vb.cand, 1, (int64_t[]){C});
         if (vb.logq)
-            put(&d, "vocab.logq", UPM_ST_F32, dup_bytes(vb.logq, sizeof(float) * (size_t)C), 1, (int64_t[]){C});
+            upm_stepfile_put(d, "vocab.logq", UPM_ST_F32, vb.logq, 1, (int64_t[]){C});
     } else {
-        put_side(&d, "target", &tg, a);
-        put(&d, "labels", UPM_ST_I32, dup_bytes(labels, sizeof(int32_t) * (size_t)B), 1, (int64_t[]){B});
+        upm_stepfile_put_side(d, "target", &tg.in);
+        upm_stepfile_put(d, "labels", UPM_ST_I32, labels, 1, (int64_t[]){B});
     }
     if (a->gate_noise || a->drop_path > 0) {
-        put_tables(&d, "input", m, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL, B);
-        put_tables(&d, "target", m, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL, C);
+        upm_stepfile_put_tables(d, "input", m, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL, B);
+        upm_stepfile_put_tables(d, "target", m, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL, C);
     }
-    float *loss = malloc(sizeof(float));
-    if (loss)
-        *loss = res.loss;
-    put(&d, "out.loss", UPM_ST_F32, loss, 1, (int64_t[]){1});
-    put_backend(&d, be, "out.logits", logits, 2, (int64_t[]){R, C});
-    put_backend(&d, be, "out.input_features", upm_pass_features(pin), 2, (int64_t[]){R, D});
-    put_backend(&d, be, "out.target_features", vocab ? V : upm_pass_features(ptg), 2, (int64_t[]){C, D});
+    upm_stepfile_put(d, "out.loss", UPM_ST_F32, &res.loss, 1, (int64_t[]){1});
+    upm_stepfile_put_backend(d, be, "out.logits", logits, 2, (int64_t[]){R, C});
+    upm_stepfile_put_backend(d, be, "out.input_features", upm_pass_features(pin), 2, (int64_t[]){R, D});
+    upm_stepfile_put_backend(d, be, "out.target_features", vocab ? V : upm_pass_features(ptg), 2, (int64_t[]){C, D});
     char config[1024], seg_in[1024], seg_tg[1024] = "[]", spe[64], vattr[64];
     snprintf(config, sizeof config,
              "{\"dim\": %d, \"heads\": %d, \"layers\": %d, \"mlp\": %d, \"vocab\": %d, \"max_text\": %d, "
              "\"max_frames\": %d, \"moe\": \"%s\", \"experts\": %d, \"topk\": %d, \"moe_sa\": %d, \"moe_ffn\": %d, "
-             "\"moe_every\": %d, \"drop_path\": %g, \"layerscale_init\": %g, \"ln_eps\": %g, \"gate_noise\": %g}",
+             "\"moe_every\": %d, \"drop_path\": %g, \"layerscale_init\": %g, \"ln_eps\": %g, \"gate_noise\": %g, \"gate_renorm\": %d}",
              cfg.dim, cfg.heads, cfg.layers, cfg.mlp, cfg.vocab, cfg.max_text, cfg.max_frames, a->moe, cfg.experts,
              cfg.topk, cfg.moe_sa, cfg.moe_ffn, cfg.moe_every, (double)cfg.drop_path, (double)cfg.layerscale_init,
-             (double)cfg.ln_eps, (double)upm_gate_noise_std(&cfg));
+             (double)cfg.ln_eps, (double)upm_gate_noise_std(&cfg), cfg.gate_renorm);
     char segs[2200];
-    segments_json(&in, seg_in, sizeof seg_in);
+    upm_stepfile_segments_json(&in.in, seg_in, sizeof seg_in);
     if (!vocab)
-        segments_json(&tg, seg_tg, sizeof seg_tg);
+        upm_stepfile_segments_json(&tg.in, seg_tg, sizeof seg_tg);
     snprintf(segs, sizeof segs, "{\"input\": %s, \"target\": %s}", seg_in, seg_tg);
     snprintf(spe, sizeof spe, "[%d, %d]", in.in.spe_attr, vocab ? vocab_attr : tg.in.spe_attr);
     snprintf(vattr, sizeof vattr, "[%d, %d]", vocab_attr, vocab_attr);
@@ -520,16 +394,13 @@ static int run(const args *a)
                                                                                                           : a->formulation;
     const char *meta[] = {"config", config, "formulation", form, "segments", segs, "spe_attr", spe,
                           "loss_weight", "1", "label_smoothing", "0.1", vocab ? "vocab_attr" : NULL, vattr, NULL};
-    if (d.failed || upm_st_write(a->out, d.t, d.n, meta, &err)) {
-        fprintf(stderr, PROG ": error: %s\n", d.failed ? "no memory" : err.msg);
+    if (upm_stepfile_write(d, a->out, meta, &err)) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
         rc = 1;
     } else
         printf("loss %.6f correct %.0f of %d; %d tensors written to %s\n", (double)res.loss, (double)res.correct, R,
-               d.n, a->out);
-    for (int i = 0; i < d.nowned; i++)
-        free(d.owned[i]);
-    free(d.owned);
-    free(d.t);
+               upm_stepfile_count(d), a->out);
+    upm_stepfile_free(d);
 out:
     free(labels);
     void *bufs[] = {dU, dV, logits, V, colb, dlabels};

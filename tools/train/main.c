@@ -34,16 +34,25 @@ static const char usage[] =
     "  --dim D --layers N --heads H   custom sizes (after --model)\n"
     "  --drop-path P          stochastic depth rate (size default)\n"
     "  --gate-noise STD       std of the MoE gate-logit noise in training (1/experts; 0 = none)\n"
+    "  --expert-init copy|independent   the experts of an MoE linear start as copies of one draw, so the\n"
+    "                         MoE model starts as the dense one, or are drawn each on its own\n"
+    "  --gate-renorm 1|0      1: the top-k gate values are renormalised to sum to 1, as the official code does\n"
+    "                         (default); 0: Eq. 3 as written (about k/experts of a dense linear's output)\n"
     "  --layerscale V         initial LayerScale of every block (1e-3)\n"
     "  --steps N              training steps (100)\n"
     "  --lr LR --min-lr LR    peak and final learning rate (5e-4, 1e-6); --warmup N steps (5% of --steps)\n"
     "  --weight-decay W       AdamW weight decay on Linear weights (0.05)\n"
     "  --clip C               global gradient-norm clip (0.5; 0 = off)\n"
+    "  --adam-eps E --adam-beta2 B   AdamW's epsilon (1e-6) and second-moment decay (0.98), the paper's\n"
     "  --batch N              every dataset's batch size (default: the catalog's)\n"
     "  --batch-scale F        every dataset's catalog batch size times F (rounded, at least 1)\n"
     "  --vocab-targets full|sampled:N   vocab-mlm / vocab-caption candidates: the whole vocabulary (the\n"
     "                         paper's, default) or the batch's targets + N sampled tokens (fast on a CPU)\n"
     "  --image-size S         image side in pixels (160)\n"
+    "  --augment paper|light|none   training augmentation of images and videos, for datasets whose catalog\n"
+    "                         row does not choose one (default paper: RandomResizedCrop 0.08-1 + flip for\n"
+    "                         classification; light: RandomResizedCrop 0.5-1, no flip; none: resize + centre\n"
+    "                         crop, as in evaluation); docs/training.md, \"Augmentation\"\n"
     "  --stage2 F:S           from fraction F of the steps on, S-pixel images (the paper: --stage2 0.9:224);\n"
     "                         positions are fixed sin-cos, evaluated on the new grid\n"
     "  --seed S               seed of data order, augmentation, initialisation and noise (1)\n"
@@ -64,6 +73,9 @@ static const char usage[] =
     "  --checkpoint-every N   checkpoint every N steps (100), and always at the end; --keep K newest (3)\n"
     "  --job ID --attempt N   set by upmoe-jobs: write to the catalog only while attempt N owns job ID\n"
     "                         (exit status 3 when it no longer does)\n"
+    "  --dump-batches DIR     write the initial weights and every step (its batch, gate noise, loss, learning\n"
+    "                         rate, gradient norm) as safetensors files, for a replay in another\n"
+    "                         implementation (tests/trainer/long_oracle.py); one process, --drop-path 0\n"
     "  --quiet                no progress lines\n"
     "  -h, --help, --version\n";
 
@@ -122,7 +134,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
     enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
-           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE };
+           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -137,7 +149,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         {"shuffle-block", 1, 0, O_SHUFFLE}, {"reduce-all-experts", 0, 0, O_ALL_EXPERTS},
         {"gate-noise", 1, 0, O_NOISE}, {"layerscale", 1, 0, O_LAYERSCALE},
         {"no-overlap", 0, 0, O_NO_OVERLAP}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
-        {"batch-scale", 1, 0, O_BATCH_SCALE},
+        {"batch-scale", 1, 0, O_BATCH_SCALE}, {"augment", 1, 0, O_AUGMENT}, {"gate-renorm", 1, 0, O_RENORM}, {"dump-batches", 1, 0, O_DUMP}, {"adam-eps", 1, 0, O_EPS}, {"adam-beta2", 1, 0, O_BETA2}, {"expert-init", 1, 0, O_COPIES},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     double v;
@@ -181,6 +193,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         INT_OPT(O_EVERY, o->model.moe_every, 1, 1000)
         INT_OPT(O_SA, o->model.moe_sa, 0, 1)
         INT_OPT(O_FFN, o->model.moe_ffn, 0, 1)
+        INT_OPT(O_RENORM, o->model.gate_renorm, 0, 1)
         INT_OPT(O_LAYERS, o->model.layers, 1, 1000)
         INT_OPT(O_HEADS, o->model.heads, 1, 1024)
         INT_OPT(O_BATCH, o->batch, 1, 1000000)
@@ -207,6 +220,16 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
                 bad = "--comm-timeout needs seconds in [0.1, 1e6]";
             else
                 co->timeout_s = v;
+            break;
+        case O_COPIES:
+            if (!strcmp(optarg, "copy") || !strcmp(optarg, "independent"))
+                o->model.expert_copies = !strcmp(optarg, "copy");
+            else
+                bad = "--expert-init must be copy or independent";
+            break;
+        case O_AUGMENT:
+            if (upm_augment_parse(optarg, &o->augment) || o->augment == UPM_AUGMENT_INHERIT)
+                bad = "--augment must be paper, light or none";
             break;
         case O_ALL_EXPERTS: o->reduce_all_experts = 1; break;
         case O_NO_OVERLAP: o->no_overlap = 1; break;
@@ -264,6 +287,8 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         case O_LR: if (number(optarg, 0, 10, &v)) bad = "--lr needs a rate in [0, 10]"; else o->optim.lr = (float)v; break;
         case O_MINLR: if (number(optarg, 0, 10, &v)) bad = "--min-lr needs a rate in [0, 10]"; else o->optim.min_lr = (float)v; break;
         case O_WD: if (number(optarg, 0, 10, &v)) bad = "--weight-decay needs a value in [0, 10]"; else o->optim.weight_decay = (float)v; break;
+        case O_EPS: if (number(optarg, 1e-30, 1, &v)) bad = "--adam-eps needs a value in (0, 1]"; else o->optim.eps = (float)v; break;
+        case O_BETA2: if (number(optarg, 0, 0.999999, &v)) bad = "--adam-beta2 needs a value in [0, 1)"; else o->optim.beta2 = (float)v; break;
         case O_CLIP: if (number(optarg, 0, 1e9, &v)) bad = "--clip needs a value >= 0"; else o->optim.clip = (float)v; break;
         case O_SEED: {
             char *end;
@@ -273,6 +298,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
             break;
         }
         case O_BPE: o->bpe_vocab = optarg; break;
+        case O_DUMP: o->dump_dir = optarg; break;
         case O_STAGE2: {
             double f;
             int size, used = 0;
