@@ -15,6 +15,7 @@ typedef struct upm_metric_row {
     int64_t samples;
     double lr, grad_norm, samples_per_s;
     char ranks[256]; /* the ranks that trained this task in this step, "0 3 5" ("" = unknown) */
+    double chance;   /* the accuracy of a uniform guess among the step's candidates (not stored) */
 } upm_metric_row;
 
 int upm_run_create(upm_catalog *cat, const char *name, const char *mixture, const char *model, const char *config_json,

@@ -173,7 +173,8 @@ static int last_backward(trainer *t, upm_pass *p, const float *dU, upm_err *err)
     return rc;
 }
 
-static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res, float gnorm, float lr)
+static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res, int candidates, float gnorm,
+                     float lr)
 {
     const upm_batch *b = &t->batch;
     memset(row, 0, sizeof *row);
@@ -186,6 +187,7 @@ static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res
     row->samples = b->B;
     row->lr = lr;
     row->grad_norm = gnorm;
+    row->chance = candidates > 0 ? 1.0 / candidates : -1;
 }
 
 /* --dump-batches: the step just trained, as a step file (batchdump.h). */
@@ -262,7 +264,7 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
     upm_vocab_batch_free(&vb);
     if (rc)
         return rc;
-    fill_row(t, row, &res, gnorm, lr);
+    fill_row(t, row, &res, C, gnorm, lr);
     return 0;
 }
 
@@ -319,7 +321,7 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
         upm_optim_step(&t->opt, m, &gnorm, &lr);
     if ((rc = dump_step(t, &in, &tg, NULL, &res, gnorm, lr, err)))
         return rc;
-    fill_row(t, row, &res, gnorm, lr);
+    fill_row(t, row, &res, C, gnorm, lr); /* label: the classes; pair: the batch (C = B) */
     return 0;
 }
 
@@ -749,6 +751,7 @@ int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps,
             e->accuracy += (r.accuracy - e->accuracy) / (double)e->batches;
         else
             e->accuracy = -1;
+        e->chance += (r.chance - e->chance) / (double)e->batches;
     }
     trainer_close(&t);
     return rc;

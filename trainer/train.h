@@ -57,6 +57,7 @@ typedef struct upm_eval_row {
     char dataset[128], task[128];
     int64_t batches, samples;
     double loss, accuracy; /* means over batches; accuracy -1 where undefined */
+    double chance;         /* mean over batches of a uniform guess's accuracy among the candidates */
 } upm_eval_row;
 
 /* Evaluates the weights of checkpoint directory `checkpoint` (model configuration from its state.json)

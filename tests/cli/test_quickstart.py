@@ -4,6 +4,7 @@ with upmoe-jobs and run by a local worker while its log is followed live, the st
 drawn by gnuplot, and the evaluation of the checkpoint."""
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import tempfile
@@ -54,8 +55,17 @@ class QuickstartTest(unittest.TestCase):
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
             self.assertIn("loss.png", tail)
             # the evaluation of the checkpoint: one line per dataset of the mixture
+            # every evaluation line shows chance, a uniform guess among the candidates: 12 classes, the batch
+            # of 16 for retrieval, the ~1,000 scored tokens (targets + 1,024 sampled) of captions and MLM
+            want = {"quickstart-images": 1 / 12, "quickstart-retrieval": 1 / 16}
             for ds in ("quickstart-images", "quickstart-captions", "quickstart-retrieval", "quickstart-book"):
-                self.assertRegex(tail, ds + r" +\S+ +\d+ samples +loss \d")
+                m = re.search(ds + r" +\S+ +\d+ samples +loss [\d.]+ +accuracy ([\d.]+) \(chance ([\d.e-]+), ", tail)
+                self.assertIsNotNone(m, f"no evaluation line for {ds}:\n{tail}")
+                chance = float(m.group(2))
+                if ds in want:
+                    self.assertAlmostEqual(chance, want[ds], places=4)
+                else:
+                    self.assertTrue(1 / 1300 < chance <= 1 / 1024, f"{ds}: chance {chance}")
             status = json.loads(subprocess.run([os.path.join(BUILD, "upmoe-jobs"), "--catalog", db, "status", str(jid),
                                                 "--json"], env=env, text=True, stdout=subprocess.PIPE,
                                                check=True).stdout)

@@ -15,7 +15,8 @@ static const char usage[] =
     "       [--vocab-targets full|sampled:N] [--seed S] [--threads N] [--catalog PATH] [--bpe-vocab PATH] [--json]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, or a run's --out directory for its newest)\n"
     "on N batches (default 10) of the mixture: loss and accuracy (label: top-1 over the label set;\n"
-    "pair: image-to-text top-1 in the batch; vocab: top-1 token) per dataset.\n";
+    "pair: image-to-text top-1 in the batch; vocab: top-1 token) per dataset, each next to chance (a uniform\n"
+    "guess among the candidates: the classes, the batch, the scored tokens).\n";
 
 int main(int argc, char **argv)
 {
@@ -92,13 +93,14 @@ int main(int argc, char **argv)
                    "\"accuracy\": ", i ? ", " : "", r->dataset, r->task, (long long)r->batches, (long long)r->samples,
                    r->loss);
             if (r->accuracy >= 0)
-                printf("%.6f}", r->accuracy);
+                printf("%.6f, \"chance\": %.6f}", r->accuracy, r->chance);
             else
                 printf("null}");
         } else {
             printf("%-24s %-28s %6lld samples  loss %.4f", r->dataset, r->task, (long long)r->samples, r->loss);
             if (r->accuracy >= 0)
-                printf("  accuracy %.4f", r->accuracy);
+                printf("  accuracy %.4f (chance %.3g, %.1fx)", r->accuracy, r->chance,
+                       r->chance > 0 ? r->accuracy / r->chance : 0.0);
             printf("\n");
         }
     }
