@@ -9,12 +9,14 @@
 #include "modelcfg.h"
 #include "stepfile.h"
 
-static char *config_string(const upm_model_config *c)
+/* A new step file and the model configuration as its "config" metadata (both freed by the caller). */
+static int begin(const char *path, const upm_model *m, upm_stepfile **f, char **config, upm_err *err)
 {
-    cJSON *j = upm_model_config_json(c);
-    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON *j = upm_model_config_json(&m->cfg);
+    *config = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
-    return s;
+    *f = upm_stepfile_new();
+    return *config && *f ? 0 : upm_errf(err, UPM_ENOMEM, "no memory for %s", path);
 }
 
 int upm_batchdump_initial(const char *dir, const upm_model *m, const upm_optim_config *oc, upm_err *err)
@@ -26,11 +28,9 @@ int upm_batchdump_initial(const char *dir, const upm_model *m, const upm_optim_c
              "\"eps\": %.9g, \"clip\": %.9g, \"warmup_steps\": %" PRId64 ", \"total_steps\": %" PRId64 "}",
              (double)oc->lr, (double)oc->min_lr, (double)oc->weight_decay, (double)oc->beta1, (double)oc->beta2,
              (double)oc->eps, (double)oc->clip, oc->warmup_steps, oc->total_steps);
-    char *config = config_string(&m->cfg);
-    upm_stepfile *f = upm_stepfile_new();
-    int rc = 0;
-    if (!config || !f)
-        rc = upm_errf(err, UPM_ENOMEM, "no memory for %s", path);
+    char *config = NULL;
+    upm_stepfile *f = NULL;
+    int rc = begin(path, m, &f, &config, err);
     if (!rc) {
         upm_stepfile_put_params(f, m, 0);
         const char *meta[] = {"config", config, "optim", optim, NULL};
@@ -59,11 +59,9 @@ int upm_batchdump_step_write(const char *dir, const upm_model *m, const upm_batc
     snprintf(num[3], sizeof num[3], "%.9g", s->grad_norm);
     char step[32];
     snprintf(step, sizeof step, "%" PRId64, s->step);
-    char *config = config_string(&m->cfg);
-    upm_stepfile *f = upm_stepfile_new();
-    int rc = 0;
-    if (!config || !f)
-        rc = upm_errf(err, UPM_ENOMEM, "no memory for %s", path);
+    char *config = NULL;
+    upm_stepfile *f = NULL;
+    int rc = begin(path, m, &f, &config, err);
     if (!rc) {
         upm_stepfile_put_side(f, "input", s->in);
         if (vocab) {
