@@ -16,6 +16,8 @@ typedef struct upm_metric_row {
     double lr, grad_norm, samples_per_s;
     char ranks[256]; /* the ranks that trained this task in this step, "0 3 5" ("" = unknown) */
     double chance;   /* the accuracy of a uniform guess among the step's candidates (not stored) */
+    double accuracy_t2i; /* pair, in evaluation: text-to-image R@1 (accuracy is image-to-text); else < 0; not stored */
+    int64_t scored;      /* the predictions the accuracy is over (rows, masked tokens, caption tokens); not stored */
 } upm_metric_row;
 
 int upm_run_create(upm_catalog *cat, const char *name, const char *mixture, const char *model, const char *config_json,

@@ -27,6 +27,7 @@
 #include "loss.h"
 #include "modelcfg.h"
 #include "model.h"
+#include "retrieval.h"
 #include "rng.h"
 #include "runs.h"
 #include "trainer_state.h"
@@ -185,9 +186,28 @@ static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res
     row->weighted_loss = res->loss * b->loss_weight;
     row->accuracy = res->rows ? res->correct / res->rows : -1;
     row->samples = b->B;
+    row->scored = res->rows;
     row->lr = lr;
     row->grad_norm = gnorm;
     row->chance = candidates > 0 ? 1.0 / candidates : -1;
+    row->accuracy_t2i = -1;
+}
+
+/* Evaluation of a pair batch: R@1 both ways over the batch as gallery, from the logits (images x texts). */
+static int retrieval_row(trainer *t, const upm_seq_input *tg, upm_metric_row *row, upm_err *err)
+{
+    int B = t->batch.B;
+    float *s = malloc(sizeof(float) * (size_t)B * B);
+    if (!s)
+        return upm_errf(err, UPM_ENOMEM, "no memory for %d x %d retrieval scores", B, B);
+    t->be->download(t->be, s, t->logits, sizeof(float) * (size_t)B * B);
+    const upm_seq_segment *g = &tg->seg[0];
+    upm_retrieval_r1 r = upm_retrieval_r1_score(s, B, g->ids, g->L, g->lengths);
+    free(s);
+    row->accuracy = (double)r.hits_i2t / B;
+    row->accuracy_t2i = (double)r.hits_t2i / B;
+    row->chance = r.chance;
+    return 0;
 }
 
 /* --dump-batches: the step just trained, as a step file (batchdump.h). */
@@ -322,6 +342,8 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     if ((rc = dump_step(t, &in, &tg, NULL, &res, gnorm, lr, err)))
         return rc;
     fill_row(t, row, &res, C, gnorm, lr); /* label: the classes; pair: the batch (C = B) */
+    if (t->eval && b->formulation == UPM_FORM_PAIR && tg.nseg == 1 && tg.seg[0].kind == UPM_SEG_TEXT)
+        return retrieval_row(t, &tg, row, err);
     return 0;
 }
 
@@ -746,12 +768,17 @@ int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps,
         upm_eval_row *e = &(*rows)[i];
         e->batches++;
         e->samples += r.samples;
+        e->scored += r.scored;
         e->loss += (r.loss - e->loss) / (double)e->batches; /* running mean over batches */
         if (r.accuracy >= 0)
             e->accuracy += (r.accuracy - e->accuracy) / (double)e->batches;
         else
             e->accuracy = -1;
         e->chance += (r.chance - e->chance) / (double)e->batches;
+        if (r.accuracy_t2i >= 0)
+            e->accuracy_t2i += (r.accuracy_t2i - e->accuracy_t2i) / (double)e->batches;
+        else
+            e->accuracy_t2i = -1;
     }
     trainer_close(&t);
     return rc;

@@ -55,14 +55,16 @@ int upm_train(const upm_train_opts *o, upm_err *err);
 
 typedef struct upm_eval_row {
     char dataset[128], task[128];
-    int64_t batches, samples;
-    double loss, accuracy; /* means over batches; accuracy -1 where undefined */
+    int64_t batches, samples, scored; /* scored: the predictions behind the accuracy (masked tokens, ...) */
+    double loss, accuracy; /* means over batches; accuracy -1 where undefined (pair: image-to-text R@1) */
     double chance;         /* mean over batches of a uniform guess's accuracy among the candidates */
+    double accuracy_t2i;   /* pair: text-to-image R@1; -1 for other formulations */
 } upm_eval_row;
 
 /* Evaluates the weights of checkpoint directory `checkpoint` (model configuration from its state.json)
  * on `steps` batches of o->mixture with evaluation transforms, no gate noise and no drop path; nothing
- * is written. *rows (caller frees) holds one row per dataset drawn. */
+ * is written. Pair datasets are scored as retrieval with the batch as the gallery, both ways, every
+ * text equal to a sample's caption counting as its ground truth (tasks/retrieval.h). *rows (caller frees) holds one row per dataset drawn. */
 int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps, upm_eval_row **rows, int *nrows,
                  upm_err *err);
 

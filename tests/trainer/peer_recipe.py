@@ -2,13 +2,14 @@
 (tests/model/reference.py, written from docs/model.md) on an image-classification folder with label texts,
 with its own initialisation (the official code's: timm trunc_normal_(std=0.02) for Linears, N(0, 0.02) for
 embeddings, LayerScale 1e-3, the feature projection N(0, D^-0.5), temperature ln(1/0.07)), its own data
-loading (PIL: plain bicubic resize to the image size, ToTensor, ImageNet normalisation; no augmentation),
+loading (PIL: plain bicubic resize to the image size, ToTensor, ImageNet normalisation; no augmentation, or
+with --augment paper torchvision's RandomResizedCrop(scale 0.08-1, bicubic) + RandomHorizontalFlip),
 torch.optim.AdamW (0.9, 0.98, eps 1e-6, decay 0.05 on Linear weights), linear warmup over 5 % of the
 steps then cosine to 1e-6, clip 0.5, cross-entropy with label smoothing 0.1, the label texts
 [SPE, words..., <|endoftext|>] encoded every step. Then held-out top-1 over a second folder.
 
     /usr/bin/python3 tests/trainer/peer_recipe.py TRAIN_DIR HELDOUT_DIR [--steps 120] [--batch 16]
-        [--image-size 160] [--seed 0] [--dim 192 --layers 12 --heads 3] [--eps 1e-6]
+        [--image-size 160] [--seed 0] [--dim 192 --layers 12 --heads 3] [--eps 1e-6] [--augment none|paper]
 
 Folders hold <class>/<image>; classes sorted by name are the label set (their names are the label texts,
 tokenized by upmoe-tokenize, which tests/pipeline checks against an independent CLIP tokenizer). Used to
@@ -43,6 +44,23 @@ def images(folder, size):
             xs.append((t.float() / 255 - mean) / std)
             ys.append(ci)
     return torch.stack(xs), torch.tensor(ys), classes
+
+
+def originals(folder):
+    """The training pictures as they are (PIL, RGB) for per-step augmentation."""
+    from PIL import Image
+    return [Image.open(os.path.join(folder, c, f)).convert("RGB") for c in sorted(os.listdir(folder))
+            for f in sorted(os.listdir(os.path.join(folder, c)))]
+
+
+def paper_transform(size):
+    """The paper's training transform for classification (torchvision, python3-torchvision)."""
+    try:
+        from torchvision import transforms as T
+    except ImportError:
+        sys.exit("peer_recipe.py: --augment paper needs torchvision (apt-get install python3-torchvision)")
+    return T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
 def label_ids(classes):
@@ -95,11 +113,16 @@ def main(argv):
         ap.add_argument("--" + k, type=int, default=v)
     ap.add_argument("--eps", type=float, default=1e-6)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--augment", choices=("none", "paper"), default="none")
+    ap.add_argument("--log-every", type=int, default=10)
     a = ap.parse_args(argv)
+    torch.manual_seed(a.seed)  # torchvision's transforms draw from the global generator
     torch.set_num_threads(os.cpu_count() or 1)
     gen = torch.Generator().manual_seed(a.seed)
     X, Y, classes = images(a.train, a.image_size)
     Xh, Yh, _ = images(a.heldout, a.image_size)
+    if a.augment == "paper":
+        pics, aug = originals(a.train), paper_transform(a.image_size)
     ids, lens = label_ids(classes)
     cfg = {"dim": a.dim, "heads": a.heads, "layers": a.layers, "moe": "none", "vocab": 49411, "max_text": 512}
     P = init_params(cfg, gen)
@@ -115,7 +138,8 @@ def main(argv):
             order, at = torch.randperm(len(X), generator=gen), 0
         idx = order[at:at + a.batch]
         at += a.batch
-        inp, tgt = passes(X[idx], ids, lens)
+        x = torch.stack([aug(pics[int(i)]) for i in idx]) if a.augment == "paper" else X[idx]
+        inp, tgt = passes(x, ids, lens)
         out = ref.forward(cfg, P, "label", inp, tgt, Y[idx], 1.0, torch.float32)
         opt.zero_grad()
         out["loss"].sum().backward()
@@ -125,7 +149,7 @@ def main(argv):
         for g in opt.param_groups:
             g["lr"] = lr
         opt.step()
-        if step % 10 == 0 or step == a.steps - 1:
+        if step % a.log_every == 0 or step == a.steps - 1:
             print("step %d loss %.4f gnorm %.3e" % (step + 1, float(out["loss"]), float(norm)), flush=True)
     correct = 0
     with torch.no_grad():

@@ -88,6 +88,33 @@ def build(tmp, heldout_every=0):
     return env
 
 
+def add_book(tmp, env, batch=16):
+    """Sherlock Holmes for MLM with a held-out part: its first 90 % of paragraphs as dataset `book`, the last
+    10 % (261 paragraphs) as `book-heldout` (split val), task mlm, one mixture of each name, in the catalog
+    of env. Returns the two text files (train, held out)."""
+    td = testdata()
+    with open(os.path.join(td, "text", "pg1661.txt"), encoding="utf-8") as f:
+        paras = [p for p in f.read().split("\n\n") if p.strip()]
+    cut = len(paras) * 9 // 10
+    data = os.path.join(tmp, "data")
+    os.makedirs(data, exist_ok=True)
+    files = []
+    for name, prefix, part in (("book", "text-train", paras[:cut]), ("book-heldout", "text-heldout", paras[cut:])):
+        path = os.path.join(tmp, name + ".txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n\n".join(part) + "\n")
+        run(SHARD, "text", path, "--out", data, "--prefix", prefix, "--max-samples", 500)
+        files.append(path)
+    c = lambda *a: run(CAT, *a, env=env)  # noqa: E731
+    c("add", "dataset", "book", "--task", "mlm", "--batch", batch, "--url", pattern(data, "text-train"))
+    c("add", "dataset", "book-heldout", "--task", "mlm", "--batch", batch, "--split", "val",
+      "--url", pattern(data, "text-heldout"))
+    for n in ("book", "book-heldout"):
+        c("mixture", "create", n)
+        c("mixture", "add", n, n)
+    return files
+
+
 def sanitized():
     """Whether this build's trainer runs under AddressSanitizer (several times slower)."""
     with open(TRAIN, "rb") as f:

@@ -15,8 +15,9 @@ static const char usage[] =
     "       [--vocab-targets full|sampled:N] [--seed S] [--threads N] [--catalog PATH] [--bpe-vocab PATH] [--json]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, or a run's --out directory for its newest)\n"
     "on N batches (default 10) of the mixture: loss and accuracy (label: top-1 over the label set;\n"
-    "pair: image-to-text top-1 in the batch; vocab: top-1 token) per dataset, each next to chance (a uniform\n"
-    "guess among the candidates: the classes, the batch, the scored tokens).\n";
+    "pair: R@1 image-to-text and text-to-image with the batch as the gallery, every text equal to a sample's\n"
+    "caption counting as its ground truth; vocab: top-1 token) per dataset, each next to chance (a uniform\n"
+    "guess among the candidates: the classes, the gallery's ground truths, the scored tokens).\n";
 
 int main(int argc, char **argv)
 {
@@ -89,16 +90,22 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         const upm_eval_row *r = &rows[i];
         if (json) {
-            printf("%s{\"dataset\": \"%s\", \"task\": \"%s\", \"batches\": %lld, \"samples\": %lld, \"loss\": %.6f, "
-                   "\"accuracy\": ", i ? ", " : "", r->dataset, r->task, (long long)r->batches, (long long)r->samples,
-                   r->loss);
+            printf("%s{\"dataset\": \"%s\", \"task\": \"%s\", \"batches\": %lld, \"samples\": %lld, \"scored\": %lld, "
+                   "\"loss\": %.6f, \"accuracy\": ", i ? ", " : "", r->dataset, r->task, (long long)r->batches,
+                   (long long)r->samples, (long long)r->scored, r->loss);
             if (r->accuracy >= 0)
-                printf("%.6f, \"chance\": %.6f}", r->accuracy, r->chance);
+                printf("%.6f, \"chance\": %.6f", r->accuracy, r->chance);
             else
-                printf("null}");
+                printf("null");
+            if (r->accuracy_t2i >= 0)
+                printf(", \"accuracy_t2i\": %.6f", r->accuracy_t2i);
+            printf("}");
         } else {
             printf("%-24s %-28s %6lld samples  loss %.4f", r->dataset, r->task, (long long)r->samples, r->loss);
-            if (r->accuracy >= 0)
+            if (r->accuracy_t2i >= 0)
+                printf("  R@1 image->text %.4f, text->image %.4f (chance %.3g)", r->accuracy, r->accuracy_t2i,
+                       r->chance);
+            else if (r->accuracy >= 0)
                 printf("  accuracy %.4f (chance %.3g, %.1fx)", r->accuracy, r->chance,
                        r->chance > 0 ? r->accuracy / r->chance : 0.0);
             printf("\n");

@@ -1,0 +1,20 @@
+/* Retrieval metrics of the pair formulation over a gallery: R@1 image-to-text and text-to-image from a
+ * score matrix. A sample may share its caption with others (class captions such as "a handwritten digit
+ * seven"): every text equal to an image's own caption, token for token, is a ground truth of that image,
+ * and the best-ranked ground truth counts, so duplicate captions are not scored as misses. */
+#ifndef UPM_TASKS_RETRIEVAL_H
+#define UPM_TASKS_RETRIEVAL_H
+
+#include <stdint.h>
+
+typedef struct upm_retrieval_r1 {
+    int hits_i2t, hits_t2i; /* queries whose top-ranked candidate is a ground truth */
+    int n;                  /* queries each way (= the gallery size) */
+    double chance;          /* expected R@1 of a uniform guess: mean over queries of (ground truths / n) */
+} upm_retrieval_r1;
+
+/* scores: host [n][n], row i = image i against every text, column j = text j against every image;
+ * texts: host [n][L] token ids, lengths [n]. Ties go to the lower index. */
+upm_retrieval_r1 upm_retrieval_r1_score(const float *scores, int n, const int32_t *texts, int L, const int32_t *lengths);
+
+#endif
