@@ -8,7 +8,6 @@ a catalog of its own (mixtures `digits` and `digits-heldout`).
 
 Used by tests/trainer/test_learning.py and tests/trainer/test_digits.py, and by hand for the
 measurements in docs/training.md."""
-import json
 import os
 import sys
 
@@ -17,21 +16,7 @@ sys.path.insert(0, HERE)
 from train_fixture import CAT, SHARD, pattern, run, testdata  # noqa: E402
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-def digits(td, per_class, skip=0):
-    """[(word, 28x28 bytes)] for `per_class` digits of each class after the first `skip` of it."""
-    out = []
-    for d, word in enumerate(WORDS):
-        with open(os.path.join(td, "mnist", f"{d}.json")) as f:
-            data = json.load(f)["data"]
-        n = len(data) // 784
-        if skip + per_class > n:
-            raise AssertionError(f"mnist/{d}.json has {n} digits, not {skip + per_class}")
-        for i in range(skip, skip + per_class):
-            px = data[i * 784:(i + 1) * 784]
-            out.append((word, bytes(max(0, min(255, round(v * 255))) for v in px)))
-    return out
+DIGIT_IMAGES = os.path.join(HERE, "..", "..", "tools", "digit-images")
 
 
 def uci_digits(heldout):
@@ -51,18 +36,10 @@ def uci_digits(heldout):
     return train, held
 
 
-def write_images(items, folder, coarse=True):
-    """JPEGs of the digits. coarse: as the UCI handwritten digits (sklearn's load_digits) the issue measured
-    on: each digit averaged down to 8x8, then scaled up to a 32x32 picture (bicubic); else 28x28 as is."""
-    from PIL import Image
-    for i, (word, px) in enumerate(items):
+def write_images(items, folder):
+    """JPEGs of [(word, PIL picture)] in folder/<word>/."""
+    for i, (word, im) in enumerate(items):
         os.makedirs(os.path.join(folder, word), exist_ok=True)
-        if not isinstance(px, bytes):  # already a picture (uci_digits)
-            px.save(os.path.join(folder, word, f"{i:05d}.jpg"), quality=95)
-            continue
-        im = Image.frombytes("L", (28, 28), px)
-        if coarse:
-            im = im.resize((8, 8), Image.BOX).resize((32, 32), Image.BICUBIC)
         im.save(os.path.join(folder, word, f"{i:05d}.jpg"), quality=95)
 
 
@@ -79,9 +56,11 @@ def build(tmp, train=150, heldout=40, batch=16, coarse=True, uci=False):
         tr, held = uci_digits(heldout)
         write_images(tr, os.path.join(tmp, "train-digits"))
         write_images(held, os.path.join(tmp, "heldout-digits"))
-    else:
-        write_images(digits(td, train), os.path.join(tmp, "train-digits"), coarse)
-        write_images(digits(td, heldout, skip=train), os.path.join(tmp, "heldout-digits"), coarse)
+    else:  # tools/digit-images: the MNIST digits as class folders, the held-out ones after the training ones
+        coarse_arg = ["--coarse"] if coarse else []
+        run(DIGIT_IMAGES, td, os.path.join(tmp, "train-digits"), "--per-class", train, *coarse_arg)
+        run(DIGIT_IMAGES, td, os.path.join(tmp, "heldout-digits"), "--per-class", heldout, "--skip", train,
+            *coarse_arg)
     run(SHARD, "folder", os.path.join(tmp, "train-digits"), "--kind", "image-class", "--out", data, "--prefix",
         "digits", "--shuffle", 1, "--max-samples", 300, "--write-classes", os.path.join(data, "digits.txt"))
     run(SHARD, "folder", os.path.join(tmp, "heldout-digits"), "--kind", "image-class", "--out", data, "--prefix",
