@@ -43,7 +43,7 @@ def write_images(items, folder):
         im.save(os.path.join(folder, word, f"{i:05d}.jpg"), quality=95)
 
 
-def build(tmp, train=150, heldout=40, batch=16, coarse=True, uci=False):
+def build(tmp, train=150, heldout=40, batch=16, coarse=True, uci=False, ink=False):
     """Catalog tmp/catalog.db with the label task `digits` (label set: the ten words), the datasets
     `digits` (train per class) and `digits-heldout` (the next `heldout` per class, split val), and one
     mixture of each name. Returns the environment for the programs."""
@@ -57,7 +57,7 @@ def build(tmp, train=150, heldout=40, batch=16, coarse=True, uci=False):
         write_images(tr, os.path.join(tmp, "train-digits"))
         write_images(held, os.path.join(tmp, "heldout-digits"))
     else:  # tools/digit-images: the MNIST digits as class folders, the held-out ones after the training ones
-        coarse_arg = ["--coarse"] if coarse else []
+        coarse_arg = (["--coarse"] if coarse else []) + (["--ink"] if ink else [])
         run(DIGIT_IMAGES, td, os.path.join(tmp, "train-digits"), "--per-class", train, *coarse_arg)
         run(DIGIT_IMAGES, td, os.path.join(tmp, "heldout-digits"), "--per-class", heldout, "--skip", train,
             *coarse_arg)
@@ -181,9 +181,10 @@ if __name__ == "__main__":
     ap.add_argument("--mnist", action="store_true", help="28x28 digits as they are (default: coarse 8x8 -> 32x32)")
     ap.add_argument("--uci", action="store_true", help="the UCI digits (python3-sklearn's load_digits) instead of MNIST")
     ap.add_argument("--extras", action="store_true", help="also the captions and the moving-digit videos")
+    ap.add_argument("--ink", action="store_true", help="dark digits on white (tools/digit-images --ink)")
     a = ap.parse_args()
     os.environ.setdefault("UPMOE_TESTDATA", os.path.expanduser("~/.cache/upmoe/testdata"))
-    e = build(os.path.abspath(a.dir), a.train, a.heldout, coarse=not a.mnist, uci=a.uci)
+    e = build(os.path.abspath(a.dir), a.train, a.heldout, coarse=not a.mnist, uci=a.uci, ink=a.ink)
     if a.extras:
         add_captions(os.path.abspath(a.dir), e)
         add_videos(os.path.abspath(a.dir), e)
