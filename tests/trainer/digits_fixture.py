@@ -13,7 +13,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_fixture import CAT, SHARD, pattern, run, testdata  # noqa: E402
+from train_fixture import CAT, SHARD, add_split, pattern, run, testdata  # noqa: E402
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 DIGIT_IMAGES = os.path.join(HERE, "..", "..", "tools", "digit-images")
@@ -70,12 +70,7 @@ def build(tmp, train=150, heldout=40, batch=16, coarse=True, uci=False, ink=Fals
     c("add", "labels", "digit-words", os.path.join(data, "digits.txt"))
     c("add", "task", "digits", "--formulation", "label", "--input", "jpg=image", "--target", "cls",
       "--labels", "digit-words")
-    c("add", "dataset", "digits", "--task", "digits", "--batch", batch, "--url", pattern(data, "digits"))
-    c("add", "dataset", "digits-heldout", "--task", "digits", "--batch", batch, "--split", "val",
-      "--url", pattern(data, "heldout"))
-    for name in ("digits", "digits-heldout"):
-        c("mixture", "create", name)
-        c("mixture", "add", name, name)
+    add_split(env, "digits", "digits", batch, pattern(data, "digits"), pattern(data, "heldout"))
     return env
 
 
@@ -97,14 +92,8 @@ def add_captions(tmp, env, batch=16):
                     f.write(f"{os.path.join(tmp, folder, word, name)},{caption(word)}\n")
         run(SHARD, "annotations", csv, "--kind", "image-caption", "--out", data, "--prefix", f"dcap-{split}",
             "--shuffle", 1, "--max-samples", 300)
-    c = lambda *a: run(CAT, *a, env=env)  # noqa: E731
     for task, name in (("image-caption", "digit-captions"), ("image-text-retrieval", "digit-retrieval")):
-        c("add", "dataset", name, "--task", task, "--batch", batch, "--url", pattern(data, "dcap-train"))
-        c("add", "dataset", name + "-heldout", "--task", task, "--batch", batch, "--split", "val",
-          "--url", pattern(data, "dcap-heldout"))
-        for n in (name, name + "-heldout"):
-            c("mixture", "create", n)
-            c("mixture", "add", n, n)
+        add_split(env, name, task, batch, pattern(data, "dcap-train"), pattern(data, "dcap-heldout"))
 
 
 def gray_frame(av, picture):
@@ -160,16 +149,10 @@ def add_videos(tmp, env, batch=16):
                     write_video(im, os.path.join(dst, word, name[:-4] + ".mp4"), seed=i * 100003 + j)
         run(SHARD, "folder", dst, "--kind", "video-class", "--out", data, "--prefix", f"video-{split}",
             "--shuffle", 1, "--max-samples", 300)
-    c = lambda *a: run(CAT, *a, env=env)  # noqa: E731
-    c("add", "task", "moving-digits", "--formulation", "label", "--input", "mp4=video", "--target", "cls",
-      "--labels", "digit-words")
-    c("add", "dataset", "moving-digits", "--task", "moving-digits", "--batch", batch, "--url",
-      pattern(data, "video-train"))
-    c("add", "dataset", "moving-digits-heldout", "--task", "moving-digits", "--batch", batch, "--split", "val",
-      "--url", pattern(data, "video-heldout"))
-    for n in ("moving-digits", "moving-digits-heldout"):
-        c("mixture", "create", n)
-        c("mixture", "add", n, n)
+    run(CAT, "add", "task", "moving-digits", "--formulation", "label", "--input", "mp4=video", "--target", "cls",
+        "--labels", "digit-words", env=env)
+    add_split(env, "moving-digits", "moving-digits", batch, pattern(data, "video-train"),
+              pattern(data, "video-heldout"))
 
 
 if __name__ == "__main__":
@@ -179,7 +162,8 @@ if __name__ == "__main__":
     ap.add_argument("--train", type=int, default=150)
     ap.add_argument("--heldout", type=int, default=40)
     ap.add_argument("--mnist", action="store_true", help="28x28 digits as they are (default: coarse 8x8 -> 32x32)")
-    ap.add_argument("--uci", action="store_true", help="the UCI digits (python3-sklearn's load_digits) instead of MNIST")
+    ap.add_argument("--uci", action="store_true",
+                    help="the UCI digits (python3-sklearn's load_digits) instead of MNIST")
     ap.add_argument("--extras", action="store_true", help="also the captions and the moving-digit videos")
     ap.add_argument("--ink", action="store_true", help="dark digits on white (tools/digit-images --ink)")
     a = ap.parse_args()

@@ -88,6 +88,17 @@ def build(tmp, heldout_every=0):
     return env
 
 
+def add_split(env, name, task, batch, train_url, heldout_url):
+    """Datasets `name` (train) and `name`-heldout (split val) of `task` in the catalog of env, and one mixture
+    of each name, for a held-out check: train on mixture `name`, evaluate on `name`-heldout."""
+    c = lambda *a: run(CAT, *a, env=env)  # noqa: E731
+    c("add", "dataset", name, "--task", task, "--batch", batch, "--url", train_url)
+    c("add", "dataset", name + "-heldout", "--task", task, "--batch", batch, "--split", "val", "--url", heldout_url)
+    for n in (name, name + "-heldout"):
+        c("mixture", "create", n)
+        c("mixture", "add", n, n)
+
+
 def add_book(tmp, env, batch=16):
     """Sherlock Holmes for MLM with a held-out part: its first 90 % of paragraphs as dataset `book`, the last
     10 % (261 paragraphs) as `book-heldout` (split val), task mlm, one mixture of each name, in the catalog
@@ -105,13 +116,7 @@ def add_book(tmp, env, batch=16):
             f.write("\n\n".join(part) + "\n")
         run(SHARD, "text", path, "--out", data, "--prefix", prefix, "--max-samples", 500)
         files.append(path)
-    c = lambda *a: run(CAT, *a, env=env)  # noqa: E731
-    c("add", "dataset", "book", "--task", "mlm", "--batch", batch, "--url", pattern(data, "text-train"))
-    c("add", "dataset", "book-heldout", "--task", "mlm", "--batch", batch, "--split", "val",
-      "--url", pattern(data, "text-heldout"))
-    for n in ("book", "book-heldout"):
-        c("mixture", "create", n)
-        c("mixture", "add", n, n)
+    add_split(env, "book", "mlm", batch, pattern(data, "text-train"), pattern(data, "text-heldout"))
     return files
 
 
