@@ -1,10 +1,13 @@
-/* The upmoe catalog: one SQLite file holding tasks, datasets, label sets and mixtures (and, in later
- * schema versions, jobs and metrics). This header opens it, finds it, and runs transactions; the
- * record-level functions are in catalog_ops.h. */
+/* The upmoe catalog: one SQLite file holding tasks, datasets, label sets and mixtures, the trainer's runs
+ * and metrics, and the job queue. This header opens it, finds it, and runs transactions; the record-level
+ * functions are in catalog_ops.h, runs and metrics in runs.h.
+ *
+ * The handle is opaque and SQL stays inside the modules that own the tables: catalog/ for the catalog's
+ * tables, runs and metrics, jobs/queue.c for the job queue. Only those library files
+ * include sqlutil.h, which holds the SQLite handle; programs and other modules call functions. */
 #ifndef UPM_CATALOG_H
 #define UPM_CATALOG_H
 
-#include <sqlite3.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,16 +23,7 @@ enum {
     UPM_CAT_READONLY = 1 << 1, /* open for reading only */
 };
 
-typedef struct upm_catalog {
-    sqlite3 *db;
-    char path[4096];
-    int readonly;
-    int created; /* this open created the schema (the file was new or empty) */
-    /* A trainer started by a job worker writes only while its job is running with its attempt
-     * (upm_catalog_fence): every write transaction checks this first (fencing: a worker that lost its
-     * lease cannot let a stale trainer overwrite the progress of the new attempt). 0 = unfenced. */
-    int64_t fence_job, fence_attempt;
-} upm_catalog;
+typedef struct upm_catalog upm_catalog;
 
 /* Where the catalog lives: --catalog (explicit, may be NULL), else $UPMOE_CATALOG, else
  * $UPMOE_HOME/catalog.db, else ~/.upmoe/catalog.db. */
@@ -49,11 +43,9 @@ void upm_catalog_fence(upm_catalog *cat, int64_t job, int64_t attempt);
 int upm_catalog_commit(upm_catalog *cat, upm_err *err);
 void upm_catalog_rollback(upm_catalog *cat);
 
-/* Turns the latest SQLite error of cat into err, prefixed with what was being done. */
-int upm_catalog_sqlerr(upm_catalog *cat, upm_err *err, const char *doing);
-
-/* Runs the forward migrations (schema.c) from the catalog's version up to UPM_CATALOG_SCHEMA_VERSION;
- * *from_version tells the version found once the lock was held (0: this call created the schema). */
-int upm_catalog_migrate(sqlite3 *db, const char *path, int *from_version, upm_err *err);
+/* The catalog's file, as opened. */
+const char *upm_catalog_path(const upm_catalog *cat);
+/* 1 when this open created the schema (the file was new or empty). */
+int upm_catalog_created(const upm_catalog *cat);
 
 #endif

@@ -85,6 +85,11 @@ int upm_kind_parse(const char *s, upm_kind *out);
 const char *upm_kind_name(upm_kind k);
 /* 1 if a record of that kind and name exists, 0 if not, negative on error. */
 int upm_exists(upm_catalog *cat, upm_kind kind, const char *name, upm_err *err);
+/* The number of records of a kind. */
+int upm_count(upm_catalog *cat, upm_kind kind, long long *n, upm_err *err);
+/* Comma-separated names, in name order, into buf (truncated to n): the datasets of task `name` (kind
+ * TASK) or the mixtures holding dataset `name` (kind DATASET). */
+int upm_related_names(upm_catalog *cat, upm_kind kind, const char *name, char *buf, size_t n, upm_err *err);
 /* Removes a record. Without cascade, refuses when anything depends on it and lists what. With
  * cascade, removes the dependents too (a task's datasets, their mixture memberships, ...). */
 int upm_remove(upm_catalog *cat, upm_kind kind, const char *name, int cascade, upm_err *err);

@@ -8,8 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
-#include "catalog.h"
+#include "fileio.h"
+#include "sqlutil.h"
 
 /* Long enough for a writer that holds the lock for a big import; readers in WAL never wait on it. */
 #define BUSY_TIMEOUT_MS 15000
@@ -239,4 +239,14 @@ void upm_catalog_rollback(upm_catalog *cat)
 {
     if (!sqlite3_get_autocommit(cat->db))
         sqlite3_exec(cat->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+const char *upm_catalog_path(const upm_catalog *cat)
+{
+    return cat->path;
+}
+
+int upm_catalog_created(const upm_catalog *cat)
+{
+    return cat->created;
 }

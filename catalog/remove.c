@@ -1,6 +1,7 @@
-/* Removing records. Dependencies (dataset -> task, task/dataset -> label set, mixture -> dataset) are
- * foreign keys without ON DELETE, so the schema itself refuses an orphan; this file says which
- * records are in the way, and with --cascade removes them first. */
+/* Records by kind: existence, counts, related names, and removal. Dependencies (dataset -> task,
+ * task/dataset -> label set, mixture -> dataset) are foreign keys without ON DELETE, so the schema
+ * itself refuses an orphan; this file says which records are in the way, and with --cascade removes
+ * them first. */
 #include <stdio.h>
 #include <string.h>
 
@@ -36,6 +37,46 @@ int upm_exists(upm_catalog *cat, upm_kind kind, const char *name, upm_err *err)
         return 0;
     }
     return rc ? rc : 1;
+}
+
+int upm_count(upm_catalog *cat, upm_kind kind, long long *n, upm_err *err)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", kind_tables[kind]);
+    sqlite3_stmt *st;
+    int rc = upm_sql_prepare(cat, sql, &st, err);
+    if (rc)
+        return rc;
+    rc = sqlite3_step(st) == SQLITE_ROW ? 0 : upm_catalog_sqlerr(cat, err, "counting records");
+    *n = rc ? -1 : sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int upm_related_names(upm_catalog *cat, upm_kind kind, const char *name, char *buf, size_t n, upm_err *err)
+{
+    static const char *const sql[] = {
+        [UPM_KIND_TASK] = "SELECT d.name FROM datasets d JOIN tasks t ON t.id = d.task_id WHERE t.name = ? "
+                          "ORDER BY d.name",
+        [UPM_KIND_DATASET] = "SELECT x.name FROM mixture_datasets m JOIN mixtures x ON x.id = m.mixture_id JOIN "
+                             "datasets d ON d.id = m.dataset_id WHERE d.name = ? ORDER BY x.name",
+    };
+    buf[0] = '\0';
+    if ((kind != UPM_KIND_TASK && kind != UPM_KIND_DATASET))
+        return upm_errf(err, UPM_EINVAL, "no related names for a %s", kind_names[kind]);
+    sqlite3_stmt *st;
+    int rc = upm_sql_prepare(cat, sql[kind], &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, "%s%s", len ? ", " : "", (const char *)sqlite3_column_text(st, 0));
+    }
+    rc = s == SQLITE_DONE ? 0 : upm_catalog_sqlerr(cat, err, "listing related records");
+    sqlite3_finalize(st);
+    return rc;
 }
 
 /* Collects up to a few dependent names for the message, and their count. */

@@ -168,3 +168,128 @@ int upm_run_link_job(upm_catalog *cat, int64_t id, int64_t job, upm_err *err)
     upm_catalog_rollback(cat);
     return rc;
 }
+
+/* ---- reading ---- */
+
+int upm_run_progress_get(upm_catalog *cat, int64_t run_id, upm_run_progress *p, upm_err *err)
+{
+    *p = (upm_run_progress){.samples_per_s = -1, .s_per_step = -1};
+    sqlite3_stmt *st = NULL;
+    int rc = upm_sql_prepare(cat, "SELECT state, step, total_steps, last_checkpoint FROM runs WHERE id = ?1", &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        p->found = 1;
+        upm_sql_text(st, 0, p->state, sizeof p->state);
+        p->step = sqlite3_column_int64(st, 1), p->total_steps = sqlite3_column_int64(st, 2);
+        upm_sql_text(st, 3, p->last_checkpoint, sizeof p->last_checkpoint);
+    }
+    sqlite3_finalize(st);
+    if (!p->found)
+        return 0;
+    /* one row per step over the newest 20 steps with a rate: its samples and the step's rate */
+    rc = upm_sql_prepare(cat,
+                         "SELECT sum(samples), sum(samples / samples_per_s), avg(samples / samples_per_s) FROM "
+                         "(SELECT step, sum(samples) AS samples, max(samples_per_s) AS samples_per_s FROM metrics "
+                         "WHERE run_id = ?1 AND samples_per_s > 0 GROUP BY step ORDER BY step DESC LIMIT 20)",
+                         &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        if (sqlite3_column_double(st, 1) > 0)
+            p->samples_per_s = sqlite3_column_double(st, 0) / sqlite3_column_double(st, 1);
+        if (sqlite3_column_double(st, 2) > 0)
+            p->s_per_step = sqlite3_column_double(st, 2);
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int upm_run_latest_losses(upm_catalog *cat, int64_t run_id, upm_task_loss_fn fn, void *ctx, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_sql_prepare(cat,
+                             "SELECT m.task, m.loss FROM metrics m JOIN (SELECT task, max(step) AS s FROM metrics "
+                             "WHERE run_id = ?1 GROUP BY task) l ON l.task = m.task AND l.s = m.step "
+                             "WHERE m.run_id = ?1 ORDER BY m.task",
+                             &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    int s;
+    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW)
+        rc = fn((const char *)sqlite3_column_text(st, 0), sqlite3_column_double(st, 1), ctx);
+    if (!rc && s != SQLITE_DONE)
+        rc = upm_catalog_sqlerr(cat, err, "reading losses");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+const char *const upm_metric_columns[UPM_METRIC_NCOLS] = {"step", "task", "dataset", "loss", "accuracy", "samples",
+                                                          "lr", "grad_norm", "samples_per_s", "ranks"};
+
+int upm_metrics_foreach(upm_catalog *cat, int64_t run_id, int64_t since, const char *task, upm_metric_cells_fn fn,
+                        void *ctx, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_sql_prepare(cat,
+                             "SELECT step, task, dataset, loss, accuracy, samples, lr, grad_norm, samples_per_s, ranks "
+                             "FROM metrics WHERE run_id = ?1 AND step >= ?2 AND (?3 IS NULL OR task = ?3) "
+                             "ORDER BY step, task",
+                             &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, since);
+    upm_sql_bind_text_or_null(st, 3, task);
+    int s;
+    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        upm_cell cells[UPM_METRIC_NCOLS];
+        for (int c = 0; c < UPM_METRIC_NCOLS; c++) {
+            int t = sqlite3_column_type(st, c);
+            cells[c].type = t == SQLITE_NULL ? UPM_CELL_NULL : t == SQLITE_TEXT ? UPM_CELL_TEXT : UPM_CELL_NUMBER;
+            cells[c].num = sqlite3_column_double(st, c);
+            cells[c].text = (const char *)sqlite3_column_text(st, c); /* after the number: a text read converts */
+        }
+        rc = fn(cells, ctx);
+    }
+    if (!rc && s != SQLITE_DONE)
+        rc = upm_catalog_sqlerr(cat, err, "reading metrics");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int upm_metrics_tasks(upm_catalog *cat, int64_t run_id, char (*tasks)[128], int max, int *n, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    *n = 0;
+    int rc = upm_sql_prepare(cat, "SELECT DISTINCT task FROM metrics WHERE run_id = ?1 ORDER BY task", &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    while (sqlite3_step(st) == SQLITE_ROW && *n < max)
+        upm_sql_text(st, 0, tasks[(*n)++], sizeof tasks[0]);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int upm_metrics_series(upm_catalog *cat, int64_t run_id, const char *task, upm_step_value_fn fn, void *ctx,
+                       upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_sql_prepare(cat,
+                             task ? "SELECT step, loss FROM metrics WHERE run_id = ?1 AND task = ?2 ORDER BY step"
+                                  : "SELECT step, max(lr) FROM metrics WHERE run_id = ?1 GROUP BY step ORDER BY step",
+                             &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    if (task)
+        sqlite3_bind_text(st, 2, task, -1, SQLITE_TRANSIENT);
+    while (!rc && sqlite3_step(st) == SQLITE_ROW)
+        rc = fn(sqlite3_column_int64(st, 0), sqlite3_column_double(st, 1), ctx);
+    sqlite3_finalize(st);
+    return rc;
+}

@@ -4,7 +4,7 @@
  * catalog stays valid whoever writes to it. Documented in docs/catalog.md. */
 #include <stdio.h>
 
-#include "catalog.h"
+#include "sqlutil.h"
 
 /* Names: lower-case ASCII letters, digits, '.', '_' and '-', starting with a letter or digit. */
 #define NAME_CHECK(col) \

@@ -494,3 +494,16 @@ int upm_job_withdraw(upm_catalog *cat, int64_t id, upm_err *err)
     }
     return finish_tx(cat, rc, err);
 }
+
+int upm_job_slurm_active(upm_catalog *cat, int *any, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    *any = 0;
+    int rc = upm_sql_prepare(cat, "SELECT 1 FROM jobs WHERE backend = 'slurm' AND state IN ('queued', 'running') AND "
+                                  "slurm_job IS NOT NULL LIMIT 1", &st, err);
+    if (rc)
+        return rc;
+    *any = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return 0;
+}

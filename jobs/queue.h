@@ -4,7 +4,11 @@
  * attempt's lease expires or its trainer died with attempts left. Every claim is one BEGIN IMMEDIATE
  * transaction that increments `attempt` and sets owner + lease; every later write about that attempt
  * (heartbeat, finish, the trainer's progress through upm_catalog_fence) is guarded by (id, attempt), so
- * a worker that lost its lease changes nothing. Every transition appends a job_events row. */
+ * a worker that lost its lease changes nothing. Every transition appends a job_events row.
+ *
+ * queue.c is the only file that reads or writes the tables jobs and job_events (apart from the fence
+ * check of catalog/db.c, which reads a job's state and attempt when a fenced connection begins a write:
+ * the catalog cannot call up into jobs/); the worker, the Slurm backend and upmoe-jobs call these. */
 #ifndef UPM_JOBS_QUEUE_H
 #define UPM_JOBS_QUEUE_H
 
@@ -54,6 +58,8 @@ int upm_job_get(upm_catalog *cat, int64_t id, upm_job *out, upm_err *err);
 typedef int (*upm_job_fn)(const upm_job *j, void *ctx);
 /* Jobs in id order; state NULL = all. */
 int upm_job_foreach(upm_catalog *cat, const char *state, upm_job_fn fn, void *ctx, upm_err *err);
+/* *any = 1 when a Slurm job is queued or running with a Slurm id (something for upm_slurm_follow). */
+int upm_job_slurm_active(upm_catalog *cat, int *any, upm_err *err);
 
 /* Claims the next queued job (highest priority, then oldest) of `backend` for `owner` with a lease of
  * lease_s seconds -- or, with only > 0, that job if it is queued; *got = 0 when none is queued. The

@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
+#include "fileio.h"
 
 /* The batch script: constant, so that no shell ever sees a name or an option. */
 static const char script[] =

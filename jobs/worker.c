@@ -16,11 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
 #include "catalog.h"
+#include "fileio.h"
 #include "queue.h"
+#include "runs.h"
 #include "shellword.h"
-#include "sqlutil.h"
 
 typedef struct child {
     int64_t job, attempt;
@@ -179,14 +179,13 @@ static int spawn(const upm_worker_opts *o, const upm_job *j, pid_t *pid, upm_err
 static void run_state(upm_catalog *cat, int64_t job, char *state, size_t n)
 {
     state[0] = 0;
-    sqlite3_stmt *st = NULL;
-    upm_err e = {0};
-    if (upm_sql_prepare(cat, "SELECT r.state FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = ?1", &st, &e))
+    upm_job j;
+    upm_run_progress p;
+    if (upm_job_get(cat, job, &j, NULL))
         return;
-    sqlite3_bind_int64(st, 1, job);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        upm_sql_text(st, 0, state, n);
-    sqlite3_finalize(st);
+    if (j.run_id && !upm_run_progress_get(cat, j.run_id, &p, NULL) && p.found)
+        snprintf(state, n, "%s", p.state);
+    upm_job_free(&j);
 }
 
 /* The child exited with `status`: the attempt's end state. */

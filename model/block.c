@@ -3,17 +3,17 @@
  * per pattern (a [P,E] x [E,out*in] matmul), then one matmul per pattern's contiguous rows. */
 #include "pass_internal.h"
 
-#define W(i) upm_model_w(m, (i))
-#define G(i) upm_model_g(m, (i))
+#define WEIGHTS(i) upm_model_w(m, (i)) /* parameter i's values, backend memory */
+#define GRADS(i) upm_model_g(m, (i))   /* its gradient */
 
 static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
 {
     upm_backend *be = m->be;
     int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts;
-    be->gemm(be, 0, 1, P, D, UPM_GATE_BITS, 1.0f, p->bits, UPM_GATE_BITS, W(k->attr_w), UPM_GATE_BITS, 0.0f, g->Hg, D);
-    be->add_bias(be, g->Hg, W(k->attr_b), P, D);
-    be->layernorm_fwd(be, g->Rn, g->mean, g->rstd, g->Hg, W(k->norm_w), W(k->norm_b), P, D, m->cfg.ln_eps);
-    be->gemm(be, 0, 1, P, E, D, 1.0f, g->Rn, D, W(k->proj_w), D, 0.0f, g->Z, E);
+    be->gemm(be, 0, 1, P, D, UPM_GATE_BITS, 1.0f, p->bits, UPM_GATE_BITS, WEIGHTS(k->attr_w), UPM_GATE_BITS, 0.0f, g->Hg, D);
+    be->add_bias(be, g->Hg, WEIGHTS(k->attr_b), P, D);
+    be->layernorm_fwd(be, g->Rn, g->mean, g->rstd, g->Hg, WEIGHTS(k->norm_w), WEIGHTS(k->norm_b), P, D, m->cfg.ln_eps);
+    be->gemm(be, 0, 1, P, E, D, 1.0f, g->Rn, D, WEIGHTS(k->proj_w), D, 0.0f, g->Z, E);
     be->topk_softmax_fwd(be, g->G, g->probs, g->Z, g->noise, P, E, m->cfg.topk, m->cfg.gate_renorm);
 }
 
@@ -34,13 +34,13 @@ static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_
     int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts;
     be->zero(be, g->dZ, sizeof(float) * (size_t)P * E);
     be->topk_softmax_bwd(be, g->dZ, g->dG, g->G, g->probs, P, E, m->cfg.gate_renorm);
-    be->gemm(be, 1, 0, E, D, P, 1.0f, g->dZ, E, g->Rn, D, 1.0f, G(k->proj_w), D);
-    be->gemm(be, 0, 0, P, D, E, 1.0f, g->dZ, E, W(k->proj_w), D, 0.0f, g->dRn, D);
+    be->gemm(be, 1, 0, E, D, P, 1.0f, g->dZ, E, g->Rn, D, 1.0f, GRADS(k->proj_w), D);
+    be->gemm(be, 0, 0, P, D, E, 1.0f, g->dZ, E, WEIGHTS(k->proj_w), D, 0.0f, g->dRn, D);
     be->zero(be, g->dHg, sizeof(float) * (size_t)P * D);
-    be->layernorm_bwd(be, g->dHg, G(k->norm_w), G(k->norm_b), g->dRn, g->Hg, g->mean, g->rstd, W(k->norm_w), P, D);
-    be->gemm(be, 1, 0, D, UPM_GATE_BITS, P, 1.0f, g->dHg, D, p->bits, UPM_GATE_BITS, 1.0f, G(k->attr_w),
+    be->layernorm_bwd(be, g->dHg, GRADS(k->norm_w), GRADS(k->norm_b), g->dRn, g->Hg, g->mean, g->rstd, WEIGHTS(k->norm_w), P, D);
+    be->gemm(be, 1, 0, D, UPM_GATE_BITS, P, 1.0f, g->dHg, D, p->bits, UPM_GATE_BITS, 1.0f, GRADS(k->attr_w),
              UPM_GATE_BITS);
-    be->bias_grad(be, G(k->attr_b), g->dHg, P, D);
+    be->bias_grad(be, GRADS(k->attr_b), g->dHg, P, D);
 }
 
 /* Y = X W^T + b over all rows (dense) or per pattern with its merged weight (MoE). */
@@ -50,24 +50,24 @@ static void linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin
     upm_backend *be = m->be;
     int N = p->plan.N, in = k->in, out = k->out;
     if (k->gate < 0) {
-        be->gemm(be, 0, 1, N, out, in, 1.0f, X, in, W(k->w), in, 0.0f, Y, out);
-        be->add_bias(be, Y, W(k->b), N, out);
+        be->gemm(be, 0, 1, N, out, in, 1.0f, X, in, WEIGHTS(k->w), in, 0.0f, Y, out);
+        be->add_bias(be, Y, WEIGHTS(k->b), N, out);
         return;
     }
     int P = p->plan.npat, E = m->cfg.experts, wn = out * in;
     if (m->cfg.moe == UPM_MOE_MERGED) { /* deployment: the pattern's own dense weight */
         for (int q = 0; q < P; q++) {
             int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0;
-            be->gemm(be, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, W(k->w) + (size_t)p->slot[q] * wn, in, 0.0f,
+            be->gemm(be, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, WEIGHTS(k->w) + (size_t)p->slot[q] * wn, in, 0.0f,
                      Y + (size_t)r0 * out, out);
-            be->add_bias(be, Y + (size_t)r0 * out, W(k->b) + (size_t)p->slot[q] * out, n, out);
+            be->add_bias(be, Y + (size_t)r0 * out, WEIGHTS(k->b) + (size_t)p->slot[q] * out, n, out);
         }
         return;
     }
     upm_gate_act *g = &la->gate[k->gate];
     upm_linear_act *a = &la->lin[lin];
-    be->gemm(be, 0, 0, P, wn, E, 1.0f, g->G, E, W(k->w), wn, 0.0f, a->Wm, wn);
-    be->gemm(be, 0, 0, P, out, E, 1.0f, g->G, E, W(k->b), out, 0.0f, a->bm, out);
+    be->gemm(be, 0, 0, P, wn, E, 1.0f, g->G, E, WEIGHTS(k->w), wn, 0.0f, a->Wm, wn);
+    be->gemm(be, 0, 0, P, out, E, 1.0f, g->G, E, WEIGHTS(k->b), out, 0.0f, a->bm, out);
     for (int q = 0; q < P; q++) {
         int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0;
         be->gemm(be, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, a->Wm + (size_t)q * wn, in, 0.0f,
@@ -84,9 +84,9 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
     upm_backend *be = m->be;
     int N = p->plan.N, in = k->in, out = k->out;
     if (k->gate < 0) {
-        be->gemm(be, 0, 0, N, in, out, 1.0f, dY, out, W(k->w), in, 1.0f, dX, in);
-        be->gemm(be, 1, 0, out, in, N, 1.0f, dY, out, X, in, 1.0f, G(k->w), in);
-        be->bias_grad(be, G(k->b), dY, N, out);
+        be->gemm(be, 0, 0, N, in, out, 1.0f, dY, out, WEIGHTS(k->w), in, 1.0f, dX, in);
+        be->gemm(be, 1, 0, out, in, N, 1.0f, dY, out, X, in, 1.0f, GRADS(k->w), in);
+        be->bias_grad(be, GRADS(k->b), dY, N, out);
         return;
     }
     int P = p->plan.npat, E = m->cfg.experts, wn = out * in;
@@ -94,9 +94,9 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
         for (int q = 0; q < P; q++) {
             int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0, s = p->slot[q];
             const float *dYq = dY + (size_t)r0 * out, *Xq = X + (size_t)r0 * in;
-            be->gemm(be, 0, 0, n, in, out, 1.0f, dYq, out, W(k->w) + (size_t)s * wn, in, 1.0f, dX + (size_t)r0 * in, in);
-            be->gemm(be, 1, 0, out, in, n, 1.0f, dYq, out, Xq, in, 1.0f, G(k->w) + (size_t)s * wn, in);
-            be->bias_grad(be, G(k->b) + (size_t)s * out, dYq, n, out);
+            be->gemm(be, 0, 0, n, in, out, 1.0f, dYq, out, WEIGHTS(k->w) + (size_t)s * wn, in, 1.0f, dX + (size_t)r0 * in, in);
+            be->gemm(be, 1, 0, out, in, n, 1.0f, dYq, out, Xq, in, 1.0f, GRADS(k->w) + (size_t)s * wn, in);
+            be->bias_grad(be, GRADS(k->b) + (size_t)s * out, dYq, n, out);
         }
         return;
     }
@@ -110,10 +110,10 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
         be->gemm(be, 1, 0, out, in, n, 1.0f, dYq, out, Xq, in, 0.0f, a->dWm + (size_t)q * wn, in);
         be->bias_grad(be, a->dbm + (size_t)q * out, dYq, n, out);
     }
-    be->gemm(be, 1, 0, E, wn, P, 1.0f, g->G, E, a->dWm, wn, 1.0f, G(k->w), wn);
-    be->gemm(be, 1, 0, E, out, P, 1.0f, g->G, E, a->dbm, out, 1.0f, G(k->b), out);
-    be->gemm(be, 0, 1, P, E, wn, 1.0f, a->dWm, wn, W(k->w), wn, 1.0f, g->dG, E);
-    be->gemm(be, 0, 1, P, E, out, 1.0f, a->dbm, out, W(k->b), out, 1.0f, g->dG, E);
+    be->gemm(be, 1, 0, E, wn, P, 1.0f, g->G, E, a->dWm, wn, 1.0f, GRADS(k->w), wn);
+    be->gemm(be, 1, 0, E, out, P, 1.0f, g->G, E, a->dbm, out, 1.0f, GRADS(k->b), out);
+    be->gemm(be, 0, 1, P, E, wn, 1.0f, a->dWm, wn, WEIGHTS(k->w), wn, 1.0f, g->dG, E);
+    be->gemm(be, 0, 1, P, E, out, 1.0f, a->dbm, out, WEIGHTS(k->b), out, 1.0f, g->dG, E);
 }
 
 void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
@@ -129,16 +129,16 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
             if (p->train && m->expert_used)
                 mark_experts(m, p, l, gi, &la->gate[gi]);
         }
-    be->layernorm_fwd(be, la->h, la->mean1, la->rstd1, x_in, W(k->ln1_w), W(k->ln1_b), N, D, eps);
+    be->layernorm_fwd(be, la->h, la->mean1, la->rstd1, x_in, WEIGHTS(k->ln1_w), WEIGHTS(k->ln1_b), N, D, eps);
     linear_forward(m, p, la, UPM_LIN_QKV, &k->qkv, la->h, la->qkv);
     be->attention_fwd(be, la->a, la->probs, la->qkv, &p->attn);
     linear_forward(m, p, la, UPM_LIN_PROJ, &k->proj, la->a, la->o);
-    be->residual_fwd(be, la->x_mid, x_in, la->o, W(k->ls1), la->keep1, p->seq_of, N, D);
-    be->layernorm_fwd(be, la->h2, la->mean2, la->rstd2, la->x_mid, W(k->ln2_w), W(k->ln2_b), N, D, eps);
+    be->residual_fwd(be, la->x_mid, x_in, la->o, WEIGHTS(k->ls1), la->keep1, p->seq_of, N, D);
+    be->layernorm_fwd(be, la->h2, la->mean2, la->rstd2, la->x_mid, WEIGHTS(k->ln2_w), WEIGHTS(k->ln2_b), N, D, eps);
     linear_forward(m, p, la, UPM_LIN_FC1, &k->fc1, la->h2, la->f);
     be->gelu_fwd(be, la->gl, la->f, (size_t)N * F);
     linear_forward(m, p, la, UPM_LIN_FC2, &k->fc2, la->gl, la->o2);
-    be->residual_fwd(be, la->x_out, la->x_mid, la->o2, W(k->ls2), la->keep2, p->seq_of, N, D);
+    be->residual_fwd(be, la->x_out, la->x_mid, la->o2, WEIGHTS(k->ls2), la->keep2, p->seq_of, N, D);
 }
 
 void upm_block_backward(upm_model *m, upm_pass *p, int l, const float *x_in, const float *dx_out, float *dx_in)
@@ -154,26 +154,26 @@ void upm_block_backward(upm_model *m, upm_pass *p, int l, const float *x_in, con
     /* x_out = x_mid + keep2 * ls2 * fc2(gelu(fc1(ln2(x_mid)))) */
     be->zero(be, p->dx_mid, nd);
     be->zero(be, p->do2, nd);
-    be->residual_bwd(be, p->dx_mid, p->do2, G(k->ls2), dx_out, la->o2, W(k->ls2), la->keep2, p->seq_of, N, D);
+    be->residual_bwd(be, p->dx_mid, p->do2, GRADS(k->ls2), dx_out, la->o2, WEIGHTS(k->ls2), la->keep2, p->seq_of, N, D);
     be->zero(be, p->dgl, nf);
     linear_backward(m, p, la, UPM_LIN_FC2, &k->fc2, la->gl, p->do2, p->dgl);
     be->zero(be, p->df, nf);
     be->gelu_bwd(be, p->df, p->dgl, la->f, (size_t)N * F);
     be->zero(be, p->dh2, nd);
     linear_backward(m, p, la, UPM_LIN_FC1, &k->fc1, la->h2, p->df, p->dh2);
-    be->layernorm_bwd(be, p->dx_mid, G(k->ln2_w), G(k->ln2_b), p->dh2, la->x_mid, la->mean2, la->rstd2, W(k->ln2_w),
+    be->layernorm_bwd(be, p->dx_mid, GRADS(k->ln2_w), GRADS(k->ln2_b), p->dh2, la->x_mid, la->mean2, la->rstd2, WEIGHTS(k->ln2_w),
                       N, D);
     /* x_mid = x_in + keep1 * ls1 * proj(attn(qkv(ln1(x_in)))) */
     be->zero(be, dx_in, nd);
     be->zero(be, p->do_, nd);
-    be->residual_bwd(be, dx_in, p->do_, G(k->ls1), p->dx_mid, la->o, W(k->ls1), la->keep1, p->seq_of, N, D);
+    be->residual_bwd(be, dx_in, p->do_, GRADS(k->ls1), p->dx_mid, la->o, WEIGHTS(k->ls1), la->keep1, p->seq_of, N, D);
     be->zero(be, p->da, nd);
     linear_backward(m, p, la, UPM_LIN_PROJ, &k->proj, la->a, p->do_, p->da);
     be->zero(be, p->dqkv, 3 * nd);
     be->attention_bwd(be, p->dqkv, p->da, la->probs, la->qkv, &p->attn);
     be->zero(be, p->dh, nd);
     linear_backward(m, p, la, UPM_LIN_QKV, &k->qkv, la->h, p->dqkv, p->dh);
-    be->layernorm_bwd(be, dx_in, G(k->ln1_w), G(k->ln1_b), p->dh, x_in, la->mean1, la->rstd1, W(k->ln1_w), N, D);
+    be->layernorm_bwd(be, dx_in, GRADS(k->ln1_w), GRADS(k->ln1_b), p->dh, x_in, la->mean1, la->rstd1, WEIGHTS(k->ln1_w), N, D);
     for (int gi = 0; gi < UPM_NGATES; gi++)
         if (k->has_gate[gi])
             gate_backward(m, p, &k->gate[gi], &la->gate[gi]);

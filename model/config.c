@@ -21,7 +21,41 @@ int upm_model_config_preset(const char *size, upm_model_config *c, upm_err *err)
                                     .gate_renorm = 1, .expert_copies = 1};
             return 0;
         }
-    return upm_errf(err, UPM_EUSAGE, "unknown model size '%s' (ti, s, b or l)", size ? size : "");
+    return upm_errf(err, UPM_EUSAGE, "unknown model size '%s' (%s)", size ? size : "", upm_model_size_names());
+}
+
+const char *upm_model_size_names(void)
+{
+    return "ti, s, b or l";
+}
+
+static const struct {
+    upm_moe_kind kind;
+    const char *name;
+    int trainable;
+} moe_kinds[] = {{UPM_MOE_ATTRIBUTE, "attribute", 1}, {UPM_MOE_NONE, "none", 1}, {UPM_MOE_MERGED, "merged", 0}};
+
+const char *upm_moe_kind_name(upm_moe_kind k)
+{
+    for (size_t i = 0; i < sizeof moe_kinds / sizeof moe_kinds[0]; i++)
+        if (moe_kinds[i].kind == k)
+            return moe_kinds[i].name;
+    return "unknown";
+}
+
+const char *upm_moe_kind_names(int trainable)
+{
+    return trainable ? "attribute or none" : "attribute, none or merged";
+}
+
+int upm_moe_kind_parse(const char *name, int trainable, upm_moe_kind *k, upm_err *err)
+{
+    for (size_t i = 0; name && i < sizeof moe_kinds / sizeof moe_kinds[0]; i++)
+        if (!strcmp(moe_kinds[i].name, name) && (moe_kinds[i].trainable || !trainable)) {
+            *k = moe_kinds[i].kind;
+            return 0;
+        }
+    return upm_errf(err, UPM_EUSAGE, "--moe must be %s, not '%s'", upm_moe_kind_names(trainable), name ? name : "");
 }
 
 int upm_model_config_check(const upm_model_config *c, upm_err *err)

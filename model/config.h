@@ -35,6 +35,13 @@ typedef struct upm_model_config {
 
 /* The preset of a named size: "ti", "s", "b" or "l" (UPM_EUSAGE for another name). */
 int upm_model_config_preset(const char *size, upm_model_config *c, upm_err *err);
+/* The preset names for messages: "ti, s, b or l". */
+const char *upm_model_size_names(void);
+/* MoE kinds by name ("none", "attribute", "merged"). A merged model is made by upmoe-export, not trained:
+ * with trainable set, parse refuses "merged". Names for messages: "attribute or none" (trainable). */
+const char *upm_moe_kind_name(upm_moe_kind k);
+int upm_moe_kind_parse(const char *name, int trainable, upm_moe_kind *k, upm_err *err);
+const char *upm_moe_kind_names(int trainable);
 /* Refuses inconsistent configurations (dim % heads, dim % 4 for sin-cos, topk <= experts, ...). */
 int upm_model_config_check(const upm_model_config *c, upm_err *err);
 /* Whether layer l has MoE attention / FFN linears. */

@@ -9,8 +9,8 @@
 
 #include "pass_internal.h"
 
-#define W(i) upm_model_w(m, (i))
-#define G(i) upm_model_g(m, (i))
+#define WEIGHTS(i) upm_model_w(m, (i)) /* parameter i's values, backend memory */
+#define GRADS(i) upm_model_g(m, (i))   /* its gradient */
 
 int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, upm_model **out, upm_err *err)
 {
@@ -124,8 +124,8 @@ static void *carve(carver *c, size_t bytes)
     return c->base ? c->base + at : NULL;
 }
 
-#define CF(c, n) ((float *)carve((c), sizeof(float) * (size_t)(n)))
-#define CI(c, n) ((int32_t *)carve((c), sizeof(int32_t) * (size_t)(n)))
+#define CARVE_F(c, n) ((float *)carve((c), sizeof(float) * (size_t)(n)))
+#define CARVE_I(c, n) ((int32_t *)carve((c), sizeof(int32_t) * (size_t)(n)))
 
 static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_keep)
 {
@@ -134,20 +134,20 @@ static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_ke
     upm_layer_act *la = &p->layers[l];
     size_t N = (size_t)p->plan.N, D = (size_t)cfg->dim, F = (size_t)cfg->mlp, P = (size_t)p->plan.npat;
     size_t E = (size_t)cfg->experts, nseq = (size_t)p->plan.nseq, S = (size_t)p->plan.S;
-    la->x_out = CF(c, N * D), la->mean1 = CF(c, N), la->rstd1 = CF(c, N), la->h = CF(c, N * D);
-    la->qkv = CF(c, N * 3 * D), la->probs = CF(c, nseq * cfg->heads * S * S), la->a = CF(c, N * D);
-    la->o = CF(c, N * D), la->x_mid = CF(c, N * D), la->mean2 = CF(c, N), la->rstd2 = CF(c, N);
-    la->h2 = CF(c, N * D), la->f = CF(c, N * F), la->gl = CF(c, N * F), la->o2 = CF(c, N * D);
-    la->keep1 = want_keep ? CF(c, nseq) : NULL, la->keep2 = want_keep ? CF(c, nseq) : NULL;
+    la->x_out = CARVE_F(c, N * D), la->mean1 = CARVE_F(c, N), la->rstd1 = CARVE_F(c, N), la->h = CARVE_F(c, N * D);
+    la->qkv = CARVE_F(c, N * 3 * D), la->probs = CARVE_F(c, nseq * cfg->heads * S * S), la->a = CARVE_F(c, N * D);
+    la->o = CARVE_F(c, N * D), la->x_mid = CARVE_F(c, N * D), la->mean2 = CARVE_F(c, N), la->rstd2 = CARVE_F(c, N);
+    la->h2 = CARVE_F(c, N * D), la->f = CARVE_F(c, N * F), la->gl = CARVE_F(c, N * F), la->o2 = CARVE_F(c, N * D);
+    la->keep1 = want_keep ? CARVE_F(c, nseq) : NULL, la->keep2 = want_keep ? CARVE_F(c, nseq) : NULL;
     for (int gi = 0; gi < UPM_NGATES; gi++) {
         upm_gate_act *g = &la->gate[gi];
         if (!k->has_gate[gi]) {
             memset(g, 0, sizeof *g);
             continue;
         }
-        g->Hg = CF(c, P * D), g->mean = CF(c, P), g->rstd = CF(c, P), g->Rn = CF(c, P * D), g->Z = CF(c, P * E);
-        g->probs = CF(c, P * E), g->G = CF(c, P * E), g->noise = la->has_noise ? CF(c, P * E) : NULL;
-        g->dG = CF(c, P * E), g->dZ = CF(c, P * E), g->dRn = CF(c, P * D), g->dHg = CF(c, P * D);
+        g->Hg = CARVE_F(c, P * D), g->mean = CARVE_F(c, P), g->rstd = CARVE_F(c, P), g->Rn = CARVE_F(c, P * D), g->Z = CARVE_F(c, P * E);
+        g->probs = CARVE_F(c, P * E), g->G = CARVE_F(c, P * E), g->noise = la->has_noise ? CARVE_F(c, P * E) : NULL;
+        g->dG = CARVE_F(c, P * E), g->dZ = CARVE_F(c, P * E), g->dRn = CARVE_F(c, P * D), g->dHg = CARVE_F(c, P * D);
     }
     const upm_linear_idx *lins[UPM_NLIN] = {&k->qkv, &k->proj, &k->fc1, &k->fc2};
     for (int i = 0; i < UPM_NLIN; i++) {
@@ -156,7 +156,7 @@ static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_ke
         if (lins[i]->gate < 0 || cfg->moe == UPM_MOE_MERGED)
             continue;
         size_t wn = (size_t)lins[i]->out * lins[i]->in, out = (size_t)lins[i]->out;
-        a->Wm = CF(c, P * wn), a->bm = CF(c, P * out), a->dWm = CF(c, P * wn), a->dbm = CF(c, P * out);
+        a->Wm = CARVE_F(c, P * wn), a->bm = CARVE_F(c, P * out), a->dWm = CARVE_F(c, P * wn), a->dbm = CARVE_F(c, P * out);
     }
 }
 
@@ -166,30 +166,30 @@ static void carve_pass(upm_model *m, upm_pass *p, carver *c, int want_keep)
     const upm_seq_input *in = &p->in;
     size_t N = (size_t)pl->N, D = (size_t)m->cfg.dim, F = (size_t)m->cfg.mlp, R = (size_t)pl->nread;
     size_t nseq = (size_t)pl->nseq, S = (size_t)pl->S;
-    p->perm = CI(c, N), p->row_of = CI(c, nseq * S), p->seq_of = CI(c, N), p->read_rows = CI(c, R);
-    p->spe_idx = CI(c, nseq);
+    p->perm = CARVE_I(c, N), p->row_of = CARVE_I(c, nseq * S), p->seq_of = CARVE_I(c, N), p->read_rows = CARVE_I(c, R);
+    p->spe_idx = CARVE_I(c, nseq);
     p->mask = carve(c, nseq * S * S);
     for (int s = 0; s < in->nseg; s++) {
         const upm_seq_segment *g = &in->seg[s];
         size_t tok = (size_t)upm_seq_segment_tokens(g);
-        p->pos_idx[s] = CI(c, nseq * tok), p->frame_idx[s] = CI(c, nseq * tok);
-        p->ids[s] = g->kind == UPM_SEG_TEXT ? CI(c, nseq * tok) : NULL;
+        p->pos_idx[s] = CARVE_I(c, nseq * tok), p->frame_idx[s] = CARVE_I(c, nseq * tok);
+        p->ids[s] = g->kind == UPM_SEG_TEXT ? CARVE_I(c, nseq * tok) : NULL;
         if (g->kind != UPM_SEG_TEXT) {
-            p->pixels[s] = CF(c, nseq * g->T * 3 * g->H * g->W);
-            p->patches[s] = CF(c, nseq * tok * UPM_PATCH_DIM);
-            p->sincos[s] = CF(c, (size_t)(g->H / 16) * (g->W / 16) * D);
+            p->pixels[s] = CARVE_F(c, nseq * g->T * 3 * g->H * g->W);
+            p->patches[s] = CARVE_F(c, nseq * tok * UPM_PATCH_DIM);
+            p->sincos[s] = CARVE_F(c, (size_t)(g->H / 16) * (g->W / 16) * D);
         } else
             p->pixels[s] = p->patches[s] = p->sincos[s] = NULL;
     }
-    p->E = CF(c, N * D), p->x0 = CF(c, N * D), p->bits = CF(c, (size_t)pl->npat * UPM_GATE_BITS);
+    p->E = CARVE_F(c, N * D), p->x0 = CARVE_F(c, N * D), p->bits = CARVE_F(c, (size_t)pl->npat * UPM_GATE_BITS);
     for (int l = 0; l < m->cfg.layers; l++)
         carve_layer(m, p, c, l, want_keep);
-    p->zsel = CF(c, R * D), p->zmean = CF(c, R), p->zrstd = CF(c, R), p->zn = CF(c, R * D), p->feat = CF(c, R * D);
-    p->fnorm = CF(c, R), p->U = CF(c, R * D);
-    p->dxa = CF(c, N * D), p->dxb = CF(c, N * D), p->dx_mid = CF(c, N * D), p->dh = CF(c, N * D);
-    p->dqkv = CF(c, N * 3 * D), p->da = CF(c, N * D), p->do_ = CF(c, N * D), p->dh2 = CF(c, N * D);
-    p->df = CF(c, N * F), p->dgl = CF(c, N * F), p->do2 = CF(c, N * D), p->dE = CF(c, N * D);
-    p->dfeat = CF(c, R * D), p->dzn = CF(c, R * D), p->dzsel = CF(c, R * D);
+    p->zsel = CARVE_F(c, R * D), p->zmean = CARVE_F(c, R), p->zrstd = CARVE_F(c, R), p->zn = CARVE_F(c, R * D), p->feat = CARVE_F(c, R * D);
+    p->fnorm = CARVE_F(c, R), p->U = CARVE_F(c, R * D);
+    p->dxa = CARVE_F(c, N * D), p->dxb = CARVE_F(c, N * D), p->dx_mid = CARVE_F(c, N * D), p->dh = CARVE_F(c, N * D);
+    p->dqkv = CARVE_F(c, N * 3 * D), p->da = CARVE_F(c, N * D), p->do_ = CARVE_F(c, N * D), p->dh2 = CARVE_F(c, N * D);
+    p->df = CARVE_F(c, N * F), p->dgl = CARVE_F(c, N * F), p->do2 = CARVE_F(c, N * D), p->dE = CARVE_F(c, N * D);
+    p->dfeat = CARVE_F(c, R * D), p->dzn = CARVE_F(c, R * D), p->dzsel = CARVE_F(c, R * D);
 }
 
 /* Plans the input and makes the arena big enough; uploads the plan's index arrays and the inputs. */
@@ -298,23 +298,23 @@ static void embed_forward(upm_model *m, upm_pass *p)
     const upm_seq_plan *pl = &p->plan;
     int D = cfg->dim, n = pl->nseq;
     be->zero(be, p->E, sizeof(float) * (size_t)pl->N * D);
-    be->gather_add(be, p->E, W(L->spe), p->spe_idx, n, D);
+    be->gather_add(be, p->E, WEIGHTS(L->spe), p->spe_idx, n, D);
     for (int s = 0; s < p->in.nseg; s++) {
         const upm_seq_segment *g = &p->in.seg[s];
         int rows = n * upm_seq_segment_tokens(g);
         float *Es = p->E + (size_t)pl->seg_e0[s] * D;
         if (g->kind == UPM_SEG_TEXT) {
-            be->gather_add(be, Es, W(L->token), p->ids[s], rows, D);
-            be->gather_add(be, Es, W(L->text_pos), p->pos_idx[s], rows, D);
+            be->gather_add(be, Es, WEIGHTS(L->token), p->ids[s], rows, D);
+            be->gather_add(be, Es, WEIGHTS(L->text_pos), p->pos_idx[s], rows, D);
             continue;
         }
         be->patchify(be, p->patches[s], p->pixels[s], n, g->T, g->H, g->W);
-        be->gemm(be, 0, 1, rows, D, UPM_PATCH_DIM, 1.0f, p->patches[s], UPM_PATCH_DIM, W(L->patch_w), UPM_PATCH_DIM,
+        be->gemm(be, 0, 1, rows, D, UPM_PATCH_DIM, 1.0f, p->patches[s], UPM_PATCH_DIM, WEIGHTS(L->patch_w), UPM_PATCH_DIM,
                  1.0f, Es, D);
-        be->add_bias(be, Es, W(L->patch_b), rows, D);
+        be->add_bias(be, Es, WEIGHTS(L->patch_b), rows, D);
         be->gather_add(be, Es, p->sincos[s], p->pos_idx[s], rows, D);
         if (g->kind == UPM_SEG_VIDEO)
-            be->gather_add(be, Es, W(L->temporal), p->frame_idx[s], rows, D);
+            be->gather_add(be, Es, WEIGHTS(L->temporal), p->frame_idx[s], rows, D);
     }
     be->gather_rows(be, p->x0, p->E, p->perm, pl->N, D);
 }
@@ -327,21 +327,21 @@ static void embed_backward(upm_model *m, upm_pass *p, const float *dx0)
     int D = m->cfg.dim, n = pl->nseq;
     be->zero(be, p->dE, sizeof(float) * (size_t)pl->N * D);
     be->scatter_rows_add(be, p->dE, dx0, p->perm, pl->N, D);
-    be->scatter_add(be, G(L->spe), p->dE, p->spe_idx, n, D);
+    be->scatter_add(be, GRADS(L->spe), p->dE, p->spe_idx, n, D);
     for (int s = 0; s < p->in.nseg; s++) {
         const upm_seq_segment *g = &p->in.seg[s];
         int rows = n * upm_seq_segment_tokens(g);
         const float *dEs = p->dE + (size_t)pl->seg_e0[s] * D;
         if (g->kind == UPM_SEG_TEXT) {
-            be->scatter_add(be, G(L->token), dEs, p->ids[s], rows, D);
-            be->scatter_add(be, G(L->text_pos), dEs, p->pos_idx[s], rows, D);
+            be->scatter_add(be, GRADS(L->token), dEs, p->ids[s], rows, D);
+            be->scatter_add(be, GRADS(L->text_pos), dEs, p->pos_idx[s], rows, D);
             continue;
         }
-        be->gemm(be, 1, 0, D, UPM_PATCH_DIM, rows, 1.0f, dEs, D, p->patches[s], UPM_PATCH_DIM, 1.0f, G(L->patch_w),
+        be->gemm(be, 1, 0, D, UPM_PATCH_DIM, rows, 1.0f, dEs, D, p->patches[s], UPM_PATCH_DIM, 1.0f, GRADS(L->patch_w),
                  UPM_PATCH_DIM);
-        be->bias_grad(be, G(L->patch_b), dEs, rows, D);
+        be->bias_grad(be, GRADS(L->patch_b), dEs, rows, D);
         if (g->kind == UPM_SEG_VIDEO)
-            be->scatter_add(be, G(L->temporal), dEs, p->frame_idx[s], rows, D);
+            be->scatter_add(be, GRADS(L->temporal), dEs, p->frame_idx[s], rows, D);
     }
 }
 
@@ -360,8 +360,8 @@ int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const u
         x = p->layers[l].x_out;
     }
     be->gather_rows(be, p->zsel, x, p->read_rows, R, D);
-    be->layernorm_fwd(be, p->zn, p->zmean, p->zrstd, p->zsel, W(L->norm_w), W(L->norm_b), R, D, m->cfg.ln_eps);
-    be->gemm(be, 0, 1, R, D, D, 1.0f, p->zn, D, W(L->proj_w), D, 0.0f, p->feat, D);
+    be->layernorm_fwd(be, p->zn, p->zmean, p->zrstd, p->zsel, WEIGHTS(L->norm_w), WEIGHTS(L->norm_b), R, D, m->cfg.ln_eps);
+    be->gemm(be, 0, 1, R, D, D, 1.0f, p->zn, D, WEIGHTS(L->proj_w), D, 0.0f, p->feat, D);
     be->l2norm_fwd(be, p->U, p->fnorm, p->feat, R, D);
     return 0;
 }
@@ -383,10 +383,10 @@ int upm_pass_backward_cb(upm_model *m, upm_pass *p, const float *dU, void (*done
     int D = m->cfg.dim, R = p->plan.nread, N = p->plan.N;
     be->zero(be, p->dfeat, sizeof(float) * (size_t)R * D);
     be->l2norm_bwd(be, p->dfeat, dU, p->U, p->fnorm, R, D);
-    be->gemm(be, 1, 0, D, D, R, 1.0f, p->dfeat, D, p->zn, D, 1.0f, G(L->proj_w), D);
-    be->gemm(be, 0, 0, R, D, D, 1.0f, p->dfeat, D, W(L->proj_w), D, 0.0f, p->dzn, D);
+    be->gemm(be, 1, 0, D, D, R, 1.0f, p->dfeat, D, p->zn, D, 1.0f, GRADS(L->proj_w), D);
+    be->gemm(be, 0, 0, R, D, D, 1.0f, p->dfeat, D, WEIGHTS(L->proj_w), D, 0.0f, p->dzn, D);
     be->zero(be, p->dzsel, sizeof(float) * (size_t)R * D);
-    be->layernorm_bwd(be, p->dzsel, G(L->norm_w), G(L->norm_b), p->dzn, p->zsel, p->zmean, p->zrstd, W(L->norm_w), R,
+    be->layernorm_bwd(be, p->dzsel, GRADS(L->norm_w), GRADS(L->norm_b), p->dzn, p->zsel, p->zmean, p->zrstd, WEIGHTS(L->norm_w), R,
                       D);
     if (done)
         done(ctx, m->cfg.layers);
@@ -405,4 +405,10 @@ int upm_pass_backward_cb(upm_model *m, upm_pass *p, const float *dU, void (*done
     if (done)
         done(ctx, -1);
     return 0;
+}
+
+void upm_drop_path_keep(float *keep, size_t n, float p, upm_rng *r)
+{
+    for (size_t i = 0; i < n; i++)
+        keep[i] = upm_rng_uniform(r) < p ? 0.0f : 1.0f / (1.0f - p);
 }

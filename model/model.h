@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "config.h"
 #include "params.h"
+#include "rng.h"
 #include "seqplan.h"
 
 typedef struct upm_model {
@@ -39,6 +40,10 @@ typedef struct upm_pass_opts {
     /* Drop-path keep factors (0 or 1/(1-p)), host [layers][2][nseq] (attention, MLP), or NULL = 1. */
     const float *keep;
 } upm_pass_opts;
+
+/* Fills keep[0..n) with drop-path keep factors at rate p: 0 with probability p, else 1/(1-p), one
+ * uniform draw of r per factor in order (the one rule the trainer, vocabulary passes and oracle share). */
+void upm_drop_path_keep(float *keep, size_t n, float p, upm_rng *r);
 
 typedef struct upm_pass upm_pass;
 

@@ -1,26 +1,51 @@
 /* The inside of an encoder pass, shared by model.c (embeddings, head, orchestration) and block.c (the
  * transformer blocks and their MoE linears). All float/int pointers are backend memory carved from one
- * arena. Not a public header. */
+ * arena (model.c: carve_pass). Not a public header.
+ *
+ * Shapes (row-major): N token rows of the pass (grouped by attribute pattern, docs/ARCHITECTURE.md §15),
+ * D = dim, F = mlp width, H = heads, P = attribute patterns present, E = experts, B = sequences (nseq),
+ * S = the longest sequence, R = read-out rows (the features), T/Hp/Wp = frames and pixels of a visual
+ * segment, K = its tokens, out/in = a linear's output/input width. */
 #ifndef UPM_PASS_INTERNAL_H
 #define UPM_PASS_INTERNAL_H
 
 #include "model.h"
 
 typedef struct upm_gate_act {
-    float *Hg, *mean, *rstd, *Rn, *Z, *probs, *G, *noise; /* [P,D] [P] [P] [P,D] [P,E] [P,E] [P,E] [P,E] */
-    float *dG, *dZ, *dRn, *dHg;
+    float *Hg;    /* [P, D]  the gate's input per pattern (the attribute bits embedded) */
+    float *mean;  /* [P]     its LayerNorm statistics */
+    float *rstd;  /* [P] */
+    float *Rn;    /* [P, D]  normalised */
+    float *Z;     /* [P, E]  gate logits (plus noise in training) */
+    float *probs; /* [P, E]  softmax over the experts */
+    float *G;     /* [P, E]  gate values: top-k kept (renormalised by default), the rest 0 */
+    float *noise; /* [P, E]  the logit noise of this pass, or NULL */
+    float *dG, *dZ; /* [P, E] */
+    float *dRn, *dHg; /* [P, D] */
 } upm_gate_act;
 
 typedef struct upm_linear_act {
-    float *Wm, *bm, *dWm, *dbm; /* merged per pattern: [P,out*in] [P,out] (MoE linears only) */
+    float *Wm, *dWm; /* [P, out*in] the experts merged per pattern (MoE linears only) */
+    float *bm, *dbm; /* [P, out] */
 } upm_linear_act;
 
 enum { UPM_LIN_QKV = 0, UPM_LIN_PROJ, UPM_LIN_FC1, UPM_LIN_FC2, UPM_NLIN };
 
 typedef struct upm_layer_act {
-    float *x_out; /* the block's output (the next block's input) */
-    float *mean1, *rstd1, *h, *qkv, *probs, *a, *o, *x_mid, *mean2, *rstd2, *h2, *f, *gl, *o2;
-    float *keep1, *keep2; /* [nseq] or NULL */
+    float *x_out;        /* [N, D] the block's output (the next block's input) */
+    float *mean1, *rstd1; /* [N]   LayerNorm 1 statistics */
+    float *h;            /* [N, D] LayerNorm 1 output */
+    float *qkv;          /* [N, 3D] */
+    float *probs;        /* [B, H, S, S] attention probabilities */
+    float *a;            /* [N, D] attention output (heads concatenated) */
+    float *o;            /* [N, D] after the projection */
+    float *x_mid;        /* [N, D] residual after attention */
+    float *mean2, *rstd2; /* [N]   LayerNorm 2 statistics */
+    float *h2;           /* [N, D] LayerNorm 2 output */
+    float *f;            /* [N, F] fc1 output (before GELU) */
+    float *gl;           /* [N, F] GELU(f) */
+    float *o2;           /* [N, D] fc2 output */
+    float *keep1, *keep2; /* [B] drop-path keep factors of the two branches, or NULL */
     int has_noise;
     upm_gate_act gate[UPM_NGATES];
     upm_linear_act lin[UPM_NLIN];
@@ -32,18 +57,36 @@ struct upm_pass {
     void *arena;
     size_t arena_bytes;
     /* index arrays (uploaded from the plan) */
-    int32_t *perm, *row_of, *seq_of, *read_rows, *spe_idx;
-    int32_t *ids[UPM_SEQ_MAX_SEGMENTS], *pos_idx[UPM_SEQ_MAX_SEGMENTS], *frame_idx[UPM_SEQ_MAX_SEGMENTS];
-    uint8_t *mask;
+    int32_t *perm;      /* [N]     grouped row -> embedding-order row (E, x0 before grouping) */
+    int32_t *row_of;    /* [B, S]  the row of each (sequence, position); N = B * S (padding is masked) */
+    int32_t *seq_of;    /* [N]     the sequence of each row */
+    int32_t *read_rows; /* [R]     the rows read out as features */
+    int32_t *spe_idx;   /* [B]     each sequence's row of the <|spe|> table (zeros: it has one row) */
+    int32_t *ids[UPM_SEQ_MAX_SEGMENTS];       /* [B, K] token ids (text segments) */
+    int32_t *pos_idx[UPM_SEQ_MAX_SEGMENTS];   /* [B, K] position of each token in its segment */
+    int32_t *frame_idx[UPM_SEQ_MAX_SEGMENTS]; /* [B, K] frame of each token (video) */
+    uint8_t *mask;      /* [B, S, S] 1 where a query may attend to a key */
     /* embeddings */
-    float *pixels[UPM_SEQ_MAX_SEGMENTS], *patches[UPM_SEQ_MAX_SEGMENTS], *sincos[UPM_SEQ_MAX_SEGMENTS];
-    float *E, *x0, *bits;
-    upm_layer_act *layers;
-    /* head */
-    float *zsel, *zmean, *zrstd, *zn, *feat, *fnorm, *U;
+    float *pixels[UPM_SEQ_MAX_SEGMENTS];  /* [B, T, 3, Hp, Wp] */
+    float *patches[UPM_SEQ_MAX_SEGMENTS]; /* [B, K, 3*16*16] */
+    float *sincos[UPM_SEQ_MAX_SEGMENTS];  /* [Hp/16 * Wp/16, D] fixed 2-D positions */
+    float *E;     /* [N, D] embeddings with positions, in embedding order (every <|spe|>, then each segment) */
+    float *x0;    /* [N, D] E's rows grouped by pattern (gathered through perm): the first block's input */
+    float *bits;  /* [P, 8] the attribute bits of each pattern */
+    upm_layer_act *layers; /* [layers] */
+    /* head: the read-out rows through the final LayerNorm, the projection and the L2 norm */
+    float *zsel;  /* [R, D] */
+    float *zmean, *zrstd; /* [R] */
+    float *zn;    /* [R, D] */
+    float *feat;  /* [R, D] projected */
+    float *fnorm; /* [R]    their norms */
+    float *U;     /* [R, D] L2-normalised features (upm_pass_features) */
     /* backward scratch */
-    float *dxa, *dxb, *dx_mid, *dh, *dqkv, *da, *do_, *dh2, *df, *dgl, *do2, *dE;
-    float *dfeat, *dzn, *dzsel;
+    float *dxa, *dxb, *dx_mid, *dh, *da, *do_, *do2, *dE; /* [N, D] */
+    float *dqkv;           /* [N, 3D] */
+    float *dh2;            /* [N, D] */
+    float *df, *dgl;       /* [N, F] */
+    float *dfeat, *dzn, *dzsel; /* [R, D] */
     upm_attn_desc attn;
     int slot[256]; /* merged models: the weight slot of each pattern of the plan */
     upm_seq_input in; /* the segment shapes of the planned input (host pointers not kept) */

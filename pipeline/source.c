@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "urlpattern.h"
 
 #define MIN_BUFFER ((size_t)64 << 10)
@@ -159,16 +160,9 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud);
 static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *ud);
 static int progress_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow);
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static double driven_now(const upm_source *s)
 {
-    return s->drive_base + (mono_now() - s->fill_entry);
+    return s->drive_base + (upm_monotonic_s() - s->fill_entry);
 }
 
 /* curl_global_init is reference-counted and thread-safe in libcurl >= 7.84 built with
@@ -590,9 +584,9 @@ static int http_drive(upm_source *s, upm_err *err)
 
 static int http_fill(upm_source *s, upm_err *err)
 {
-    s->fill_entry = mono_now();
+    s->fill_entry = upm_monotonic_s();
     int rc = http_drive(s, err);
-    s->drive_base += mono_now() - s->fill_entry;
+    s->drive_base += upm_monotonic_s() - s->fill_entry;
     return rc;
 }
 

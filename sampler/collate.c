@@ -8,6 +8,7 @@
 #include "augment_image.h"
 #include "augment_video.h"
 #include "collate.h"
+#include "formulation.h"
 #include "text_mask.h"
 #include "video.h"
 
@@ -17,6 +18,9 @@ int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_b
 {
     memset(sh, 0, sizeof *sh);
     sh->B = B;
+    const upm_formulation_desc *fd = upm_formulation_desc_get(t->formulation);
+    if (!fd)
+        return upm_errf(err, UPM_EINVAL, "task %s: unknown formulation %d", t->name, (int)t->formulation);
     for (int i = 0; i < t->n_inputs; i++) {
         sh->seg[i].field = t->inputs[i].field;
         sh->seg[i].side = UPM_SIDE_INPUT;
@@ -33,7 +37,7 @@ int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_b
                 sh->seg[w++] = sh->seg[i];
         sh->nseg = w;
     }
-    if (t->formulation == UPM_FORM_VOCAB_CAPTION) { /* query segment after the caption text */
+    if (fd->caption_queries) { /* query segment after the caption text */
         int text = -1;
         for (int i = 0; i < sh->nseg; i++)
             if (sh->seg[i].modality == UPM_MOD_TEXT && strcmp(sh->seg[i].field, t->target_field) == 0)
@@ -44,7 +48,7 @@ int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_b
         sh->seg[q] = sh->seg[text];
         sh->seg[q].query = 1;
     }
-    if (t->formulation == UPM_FORM_PAIR) {
+    if (fd->target_segment) {
         int s = sh->nseg++;
         sh->seg[s].field = t->target_field;
         sh->seg[s].side = UPM_SIDE_TARGET;
@@ -53,8 +57,8 @@ int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_b
         sh->seg[s].H = sh->seg[s].W = o->image_size;
         sh->seg[s].L = t->max_target_len - 1;
     }
-    sh->with_labels = t->formulation == UPM_FORM_LABEL;
-    sh->with_mlm_targets = t->formulation == UPM_FORM_VOCAB_MLM;
+    sh->with_labels = fd->label_index;
+    sh->with_mlm_targets = fd->mlm_mask;
     for (int i = 0; i < sh->nseg; i++)
         if (sh->seg[i].modality != UPM_MOD_TEXT && (o->image_size < 16 || o->image_size % 16))
             return upm_errf(err, UPM_EUSAGE, "image size %d is not a multiple of the 16-pixel patch", o->image_size);
@@ -122,7 +126,7 @@ void upm_collate_image_aug(const upm_collate_opts *o, const upm_task *t, upm_sid
 {
     upm_aug_mode mode = !o->train || o->augment == UPM_AUGMENT_NONE ? UPM_AUG_EVAL
                         : o->augment == UPM_AUGMENT_LIGHT ||
-                                  (t->formulation == UPM_FORM_LABEL && side == UPM_SIDE_INPUT)
+                                  (upm_formulation_desc_get(t->formulation)->classify_augment && side == UPM_SIDE_INPUT)
                             ? UPM_AUG_TRAIN_CLASSIFY
                             : UPM_AUG_TRAIN_PAIR;
     upm_aug_image_init(a, mode, o->image_size);
@@ -261,7 +265,7 @@ static int fill_text(const upm_task *t, const upm_collate_opts *o, const upm_wds
     if (rc)
         return rc == UPM_ENOMEM ? rc : upm_errf(err, UPM_EBADDATA, "%s: %s: %s", s->url, s->key, err->msg);
     seg->lengths[row] = n;
-    if (t->formulation == UPM_FORM_VOCAB_MLM && seg->side == UPM_SIDE_INPUT)
+    if (upm_formulation_desc_get(t->formulation)->mlm_mask && seg->side == UPM_SIDE_INPUT)
         return upm_text_mask(o->bpe, ids, n, rng, b->mlm_targets + (size_t)row * (size_t)seg->L, err);
     return 0;
 }

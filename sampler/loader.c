@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formulation.h"
 #include "loader.h"
 #include "pool.h"
 
@@ -47,7 +48,8 @@ static int load_label_counts(upm_loader *l, upm_catalog *cat, upm_err *err)
 {
     for (int i = 0; i < l->plan.n; i++) {
         const upm_plan_member *m = &l->plan.members[i];
-        if (m->task.formulation != UPM_FORM_LABEL)
+        const upm_formulation_desc *fd = upm_formulation_desc_get(m->task.formulation);
+        if (!fd || fd->targets != UPM_TARGETS_LABEL_TEXTS)
             continue;
         upm_labelset ls;
         const char *name = m->dataset.label_set[0] ? m->dataset.label_set : m->task.label_set;
@@ -107,10 +109,12 @@ int upm_loader_open(upm_catalog *cat, const char *mixture, const upm_loader_opts
     if (!rc)
         rc = load_label_counts(l, cat, err);
     int needs_text = 0;
-    for (int i = 0; !rc && i < l->plan.n; i++)
-        for (int k = 0; k < l->plan.members[i].task.n_inputs; k++)
-            needs_text |= l->plan.members[i].task.inputs[k].modality == UPM_MOD_TEXT ||
-                          l->plan.members[i].task.formulation == UPM_FORM_PAIR;
+    for (int i = 0; !rc && i < l->plan.n; i++) {
+        const upm_task *t = &l->plan.members[i].task;
+        const upm_formulation_desc *fd = upm_formulation_desc_get(t->formulation);
+        for (int k = 0; k < t->n_inputs; k++)
+            needs_text |= t->inputs[k].modality == UPM_MOD_TEXT || (fd && fd->target_segment);
+    }
     if (!rc && needs_text && !o->bpe_vocab)
         rc = upm_errf(err, UPM_EUSAGE, "mixture %s has text: give the CLIP BPE vocabulary file", mixture);
     if (!rc && o->bpe_vocab)

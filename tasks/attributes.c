@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "formulation.h"
+
 static int is_visual(upm_modality m) { return m == UPM_MOD_IMAGE || m == UPM_MOD_VIDEO; }
 
 uint8_t upm_attr_byte(const upm_task *t, upm_side side, upm_modality mod)
@@ -49,17 +51,13 @@ int upm_task_token_kinds(const upm_task *t, upm_token_kind *out, int cap)
         n = push(out, n, cap, t, UPM_SIDE_INPUT, t->inputs[i].modality, what);
     }
     n = push(out, n, cap, t, UPM_SIDE_TARGET, t->target_modality, "<|spe|>");
-    switch (t->formulation) {
-    case UPM_FORM_LABEL:
+    const upm_formulation_desc *fd = upm_formulation_desc_get(t->formulation);
+    if (fd && fd->targets == UPM_TARGETS_LABEL_TEXTS)
         snprintf(what, sizeof what, "label texts (%s)", t->label_set);
-        break;
-    case UPM_FORM_PAIR:
+    else if (fd && fd->targets == UPM_TARGETS_PAIRED)
         snprintf(what, sizeof what, "%s %s", t->target_field, unit(t->target_modality));
-        break;
-    default:
+    else
         snprintf(what, sizeof what, "vocabulary words");
-        break;
-    }
     return push(out, n, cap, t, UPM_SIDE_TARGET, t->target_modality, what);
 }
 

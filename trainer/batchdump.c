@@ -74,7 +74,7 @@ int upm_batchdump_step_write(const char *dir, const upm_model *m, const upm_batc
                 upm_stepfile_put(f, "vocab.logq", UPM_ST_F32, vb->logq, 1, (int64_t[]){vb->C});
         } else {
             upm_stepfile_put_side(f, "target", s->tg);
-            if (b->formulation == UPM_FORM_LABEL)
+            if (b->labels) /* label formulations: the class of each row */
                 upm_stepfile_put(f, "labels", UPM_ST_I32, b->labels, 1, (int64_t[]){b->B});
         }
         upm_stepfile_put_tables(f, "input", m, s->noise[0], NULL, s->in->nseq);

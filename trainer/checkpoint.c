@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
+#include "fileio.h"
 #include "safetensors.h"
 
 /* Tensors named prefix + parameter name, viewing a host copy of a layout-shaped buffer. */
@@ -74,15 +74,6 @@ int upm_weights_save(const char *path, const upm_model *m, const char *const *me
     const float *bufs[] = {m->w};
     const char *pre[] = {""};
     return write_buffers(path, m, bufs, pre, 1, meta, err);
-}
-
-static void fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
 }
 
 static int remove_tree(const char *path)
@@ -162,13 +153,14 @@ int upm_checkpoint_save(const char *dir, int64_t step, const upm_model *m, const
         snprintf(file, sizeof file, "%s/state.json", tmp);
         rc = upm_write_file_atomic(file, state_json, strlen(state_json), err);
     }
+    if (!rc)
+        rc = upm_fsync_dir(tmp, err);
     if (!rc) {
-        fsync_dir(tmp);
         remove_tree(final); /* a checkpoint of the same step from an earlier, abandoned attempt */
         if (rename(tmp, final) != 0)
             rc = upm_errf(err, UPM_EIO, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
         else
-            fsync_dir(root);
+            rc = upm_fsync_dir(root, err);
     }
     if (rc) {
         remove_tree(tmp);
@@ -254,21 +246,7 @@ int upm_checkpoint_load(const char *ckpt, upm_model *m, upm_optim *o, char **sta
     }
     if (!rc && state_json) {
         snprintf(file, sizeof file, "%s/state.json", ckpt);
-        FILE *s = fopen(file, "rb");
-        if (!s)
-            return upm_errf(err, UPM_EIO, "cannot read %s: %s", file, strerror(errno));
-        fseek(s, 0, SEEK_END);
-        long len = ftell(s);
-        rewind(s);
-        *state_json = malloc(len > 0 ? (size_t)len + 1 : 1);
-        if (!*state_json || (len > 0 && fread(*state_json, 1, (size_t)len, s) != (size_t)len)) {
-            fclose(s);
-            free(*state_json);
-            *state_json = NULL;
-            return upm_errf(err, UPM_EIO, "cannot read %s", file);
-        }
-        (*state_json)[len > 0 ? len : 0] = 0;
-        fclose(s);
+        rc = upm_read_file(file, state_json, NULL, err);
     }
     return rc;
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "comm_module.h"
 
 #define MAX_PENDING 1024
@@ -67,13 +68,6 @@ static int mpi_fail(mpi_impl *m, upm_err *err, int mrc, const char *what)
     return fail(err, UPM_ECOMM, "%s failed in %s: %s", what, m->phase, s);
 }
 
-static double wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void nap(double s)
 {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -83,7 +77,7 @@ static void nap(double s)
 /* Records every heartbeat that arrived and re-posts the receives (lk held). */
 static void drain(mpi_impl *m)
 {
-    double t = wall();
+    double t = upm_monotonic_s();
     for (int p = 0; p < m->world; p++) {
         if (p == m->rank)
             continue;
@@ -150,7 +144,7 @@ static int trouble(mpi_impl *m, int which, double t0, char *buf, size_t cap)
 {
     pthread_mutex_lock(&m->lk);
     drain(m);
-    double t = wall();
+    double t = upm_monotonic_s();
     int n = 0;
     size_t len = 0;
     buf[0] = 0;
@@ -174,7 +168,7 @@ static int trouble(mpi_impl *m, int which, double t0, char *buf, size_t cap)
 
 static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *err)
 {
-    double t0 = wall(), stop_seen = 0, grace_end = 0, next_check = t0 + m->ping;
+    double t0 = upm_monotonic_s(), stop_seen = 0, grace_end = 0, next_check = t0 + m->ping;
     long spins = 0;
     for (;;) {
         int flag = 0, mrc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
@@ -182,7 +176,7 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
             return mpi_fail(m, err, mrc, what);
         if (flag)
             break;
-        double t = wall();
+        double t = upm_monotonic_s();
         char who[512];
         if (m->stop && *m->stop && !stop_seen) {
             /* Interrupted (e.g. mpirun's SIGTERM after a rank died, shortly followed by SIGKILL): say now
@@ -228,7 +222,7 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
         if (spins++ > 2000) /* long waits: yield the core to a co-located rank */
             nap(50e-6);
     }
-    *m->wait_s += wall() - t0;
+    *m->wait_s += upm_monotonic_s() - t0;
     return 0;
 }
 
@@ -426,7 +420,7 @@ int upm_comm_module_init(upm_comm_module_args *mi, upm_err *err)
         m->pending[i] = MPI_REQUEST_NULL;
     for (int p = 0; p < m->world; p++) {
         m->sreq[p] = m->rreq[p] = MPI_REQUEST_NULL;
-        m->heard[p] = m->moved[p] = wall();
+        m->heard[p] = m->moved[p] = upm_monotonic_s();
         if (p != m->rank)
             MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
     }

@@ -1,6 +1,7 @@
 /* Bucketed, overlapped gradient averaging (see gradsync.h). The gradients live in host memory here
  * (the CPU backend); a GPU build reduces device buffers through a NCCL communicator instead. */
 #include "gradsync.h"
+#include "clock.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -36,13 +37,6 @@ struct upm_gradsync {
     upm_err err;
     double comm_s, sync_s;
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int add_item(bucket *b, item it)
 {
@@ -148,9 +142,9 @@ int upm_gradsync_begin(upm_gradsync *gs, upm_err *err)
     gs->rc = 0;
     gs->comm_s = gs->sync_s = 0;
     if (gs->skip) { /* OR over ranks of the experts each used */
-        double t0 = now();
+        double t0 = upm_monotonic_s();
         int rc = upm_comm_allgather(gs->c, m->expert_used, gs->used_bytes, gs->used_all, err);
-        gs->sync_s = now() - t0;
+        gs->sync_s = upm_monotonic_s() - t0;
         if (rc)
             return rc;
         for (int r = 1; r < W; r++)
@@ -196,14 +190,14 @@ void upm_gradsync_ready(void *ctx, int group)
         }
         buf = b->stage;
     }
-    double t0 = now();
+    double t0 = upm_monotonic_s();
     gs->rc = upm_comm_iallreduce_sum(gs->c, buf, b->sel, &b->req, &gs->err);
     b->launched = 1;
     /* Progress the earlier buckets while we are in the library anyway. */
     for (int k = gs->ngroups - 1; !gs->rc && k >= 0; k--)
         if (gs->b[k].launched && !gs->b[k].done && k != group + 1)
             gs->rc = upm_comm_test(gs->c, gs->b[k].req, &gs->b[k].done, &gs->err);
-    gs->comm_s += now() - t0;
+    gs->comm_s += upm_monotonic_s() - t0;
 }
 
 int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
@@ -223,9 +217,9 @@ int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
                 break;
         }
         if (!b->done) {
-            double t0 = now();
+            double t0 = upm_monotonic_s();
             gs->rc = upm_comm_wait(gs->c, b->req, &gs->err);
-            wait += now() - t0;
+            wait += upm_monotonic_s() - t0;
             b->done = 1;
         }
         if (gs->rc)

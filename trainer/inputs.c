@@ -9,6 +9,11 @@
 #include "catalog_ops.h"
 #include "rng.h"
 
+/* The pipeline's attention kinds are handed to the model by value (below): one numbering for both. */
+_Static_assert(UPM_ATTN_FULL == (int)UPM_SEG_FULL && UPM_ATTN_CAUSAL == (int)UPM_SEG_CAUSAL &&
+                   UPM_ATTN_CAPTION_QUERY == (int)UPM_SEG_QUERY,
+               "pipeline/batch.h attention kinds must equal model/seqplan.h segment kinds");
+
 int upm_batch_side_input(const upm_batch *b, upm_side side, upm_seq_input *in, upm_err *err)
 {
     memset(in, 0, sizeof *in);

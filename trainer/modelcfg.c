@@ -13,8 +13,7 @@ cJSON *upm_model_config_json(const upm_model_config *c)
     cJSON_AddNumberToObject(j, "vocab", c->vocab);
     cJSON_AddNumberToObject(j, "max_text", c->max_text);
     cJSON_AddNumberToObject(j, "max_frames", c->max_frames);
-    cJSON_AddStringToObject(j, "moe", c->moe == UPM_MOE_ATTRIBUTE ? "attribute" : c->moe == UPM_MOE_MERGED ? "merged"
-                                                                                                   : "none");
+    cJSON_AddStringToObject(j, "moe", upm_moe_kind_name(c->moe));
     cJSON_AddNumberToObject(j, "experts", c->experts);
     cJSON_AddNumberToObject(j, "topk", c->topk);
     cJSON_AddNumberToObject(j, "moe_sa", c->moe_sa);
@@ -51,9 +50,9 @@ int upm_model_config_from_json(const cJSON *j, upm_model_config *c, upm_err *err
     const cJSON *gn = cJSON_GetObjectItemCaseSensitive(j, "gate_noise");
     if (!cJSON_IsString(moe) || !cJSON_IsNumber(dp) || !cJSON_IsNumber(ls) || !cJSON_IsNumber(eps) || !cJSON_IsNumber(gn))
         return upm_errf(err, UPM_EBADDATA, "state.json: model configuration incomplete");
-    c->moe = !strcmp(moe->valuestring, "attribute") ? UPM_MOE_ATTRIBUTE
-             : !strcmp(moe->valuestring, "merged")  ? UPM_MOE_MERGED
-                                                     : UPM_MOE_NONE;
+    if (upm_moe_kind_parse(moe->valuestring, 0, &c->moe, NULL))
+        return upm_errf(err, UPM_EBADDATA, "state.json: unknown MoE kind '%s' (%s)", moe->valuestring,
+                        upm_moe_kind_names(0));
     c->npatterns = 0;
     const cJSON *pats = cJSON_GetObjectItemCaseSensitive(j, "patterns"), *v;
     cJSON_ArrayForEach(v, pats) {

@@ -7,13 +7,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "fileio.h"
+#include "text.h"
 
 /* The format stores little-endian data and header length; tensors are handed out as views into the
  * mapping, which is only right on a little-endian host. */
@@ -62,31 +64,14 @@ static const char *shown(const char *s, char buf[static 96])
     return buf;
 }
 
-/* Strict UTF-8: no overlong forms, surrogates or code points above U+10FFFF. With json set, raw
- * control characters other than JSON whitespace are refused too (JSON allows none inside strings). */
+/* Strict UTF-8 (common/text.c). With json set, raw control characters other than JSON whitespace are
+ * refused too (JSON allows none inside strings). */
 static int utf8_valid(const unsigned char *s, size_t n, int json)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            if (json && c < 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r')
-                return 0;
-            i++;
-            continue;
-        }
-        int len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-        if (!len || n - i < (size_t)len)
+    for (size_t i = 0; json && i < n; i++)
+        if (s[i] < 0x20 && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
             return 0;
-        unsigned c1 = s[i + 1];
-        if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
-            (c == 0xf4 && c1 > 0x8f))
-            return 0;
-        for (int k = 1; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-        i += (size_t)len;
-    }
-    return 1;
+    return upm_utf8_valid((const char *)s, n, NULL);
 }
 
 /* A "\u0000" escape would cut a name short once decoded into a C string, so two different JSON names
@@ -286,56 +271,6 @@ static char *build_header(const upm_st_tensor *t, int n, const char *const *meta
     return buf;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n > (1u << 30) ? (1u << 30) : n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync of the directory holding path, so the rename itself survives a crash. File systems that
- * cannot sync a directory (EINVAL) are taken as they are. */
-static int fsync_parent(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir)
-        return -1;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd) != 0 && errno != EINVAL ? -1 : 0;
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
-static atomic_uint tmp_counter;
-
-/* Streams header and tensors into the open temporary file; 0 or -1 with errno set. */
-static int write_body(int fd, const char *hdr, size_t hlen, const upm_st_tensor *t, int n)
-{
-    if (write_all(fd, hdr, hlen) != 0)
-        return -1;
-    for (int i = 0; i < n; i++)
-        if (t[i].nbytes && write_all(fd, t[i].data, t[i].nbytes) != 0)
-            return -1;
-    return fsync(fd);
-}
-
 int upm_st_write(const char *path, const upm_st_tensor *t, int n, const char *const *meta, upm_err *err)
 {
     if (!path || !path[0])
@@ -352,30 +287,18 @@ int upm_st_write(const char *path, const upm_st_tensor *t, int n, const char *co
         return upm_errf(err, UPM_EINVAL, "%s: header of %zu bytes exceeds the format's limit of %u", path, hlen - 8,
                         UPM_ST_MAX_HEADER);
     }
-    size_t tn = strlen(path) + 48;
-    char *tmp = malloc(tn);
-    if (!tmp) {
-        free(hdr);
-        return upm_errf(err, UPM_ENOMEM, "%s: out of memory", path);
+    const void **parts = malloc(sizeof(void *) * ((size_t)n + 1));
+    size_t *lens = malloc(sizeof(size_t) * ((size_t)n + 1));
+    if (!parts || !lens)
+        rc = upm_errf(err, UPM_ENOMEM, "%s: out of memory", path);
+    else {
+        parts[0] = hdr, lens[0] = hlen;
+        for (int i = 0; i < n; i++)
+            parts[i + 1] = t[i].data, lens[i + 1] = t[i].nbytes;
+        rc = upm_write_parts_atomic(path, parts, lens, n + 1, err);
     }
-    snprintf(tmp, tn, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&tmp_counter, 1u));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = upm_errf(err, UPM_EIO, "cannot create %s: %s", tmp, strerror(errno));
-    } else {
-        int wr = write_body(fd, hdr, hlen, t, n), e = errno;
-        if (close(fd) != 0 && !wr)
-            wr = -1, e = errno;
-        if (wr != 0)
-            rc = upm_errf(err, UPM_EIO, "cannot write %s: %s", tmp, strerror(e));
-        else if (rename(tmp, path) != 0)
-            rc = upm_errf(err, UPM_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        if (rc)
-            unlink(tmp);
-        else if (fsync_parent(path) != 0)
-            rc = upm_errf(err, UPM_EIO, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
-    }
-    free(tmp);
+    free(parts);
+    free(lens);
     free(hdr);
     return rc;
 }

@@ -17,16 +17,18 @@
 #include <string.h>
 #include <time.h>
 
-#include "atomic_file.h"
 #include "batchdump.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
+#include "clock.h"
+#include "fileio.h"
+#include "formulation.h"
 #include "gradsync.h"
 #include "inputs.h"
 #include "loader.h"
 #include "loss.h"
-#include "modelcfg.h"
 #include "model.h"
+#include "modelcfg.h"
 #include "retrieval.h"
 #include "rng.h"
 #include "runs.h"
@@ -60,13 +62,6 @@ void upm_train_opts_default(upm_train_opts *o)
 static uint64_t step_key(const trainer *t)
 {
     return (uint64_t)t->step + ((uint64_t)t->rank << 40);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ---- per-step randomness: gate noise rows for the attribute bytes present, drop-path factors ---- */
@@ -104,8 +99,7 @@ static int fill_tables(trainer *t, int pass, const upm_seq_input *in)
             t->keep[pass] = k, t->cap_keep[pass] = nk;
         }
         upm_rng r = upm_rng_stream(t->o->seed, UPM_RNG_DROP_PATH, step_key(t), (uint64_t)pass, 0);
-        for (size_t i = 0; i < nk; i++)
-            t->keep[pass][i] = upm_rng_uniform(&r) < c->drop_path ? 0.0f : 1.0f / (1.0f - c->drop_path);
+        upm_drop_path_keep(t->keep[pass], nk, c->drop_path, &r);
     }
     return 0;
 }
@@ -224,7 +218,7 @@ static int dump_step(trainer *t, const upm_seq_input *in, const upm_seq_input *t
 
 /* vocab-mlm / vocab-caption: read out the masked (or query) positions, score them against the encoded
  * candidate tokens (vocab.h), back-propagate through both. */
-static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
+static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row *row, upm_err *err)
 {
     upm_backend *be = t->be;
     upm_model *m = t->m;
@@ -233,7 +227,7 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
     upm_vocab_batch vb = {0};
     int rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err);
     if (!rc)
-        rc = upm_vocab_readouts(b, &in, &vb, err);
+        rc = upm_vocab_readouts(b, &in, fd->readout, &vb, err);
     if (!rc)
         rc = upm_vocab_candidates(&vb, t->cfg.vocab, t->o->vocab_sampled, t->o->seed, (int64_t)step_key(t), err);
     if (rc) {
@@ -248,7 +242,7 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
     if (!rc && (ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)M * D) ||
                 ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
                 ensure(be, (void **)&t->V, &t->cap_V, sizeof(float) * (size_t)C * D) ||
-                ensure(be, (void **)&t->colb, &t->cap_colb, sizeof(float) * (size_t)C) ||
+                ensure(be, (void **)&t->logq, &t->cap_logq, sizeof(float) * (size_t)C) ||
                 ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)M * C) ||
                 ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)M)))
         rc = upm_errf(err, UPM_ENOMEM, "no memory for %d read-outs against %d candidates", M, C);
@@ -268,14 +262,14 @@ static int vocab_step(trainer *t, upm_metric_row *row, upm_err *err)
     be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
     be->upload(be, t->dlabels, vb.target_idx, sizeof(int32_t) * (size_t)M);
     if (vb.logq)
-        be->upload(be, t->colb, vb.logq, sizeof(float) * (size_t)C);
+        be->upload(be, t->logq, vb.logq, sizeof(float) * (size_t)C);
     upm_loss_result res;
-    if (!(rc = upm_pass_forward(m, t->pin, &in, &oi, err)) &&
-        !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, NULL, err)) &&
-        !(rc = upm_loss_label(m, upm_pass_features(t->pin), M, t->V, C, t->dlabels, vb.logq ? t->colb : NULL,
+    if (!(rc = upm_pass_forward(m, t->pass_in, &in, &oi, err)) &&
+        !(rc = upm_vocab_encode(m, t->pass_voc, vb.cand, C, &vo, t->V, NULL, err)) &&
+        !(rc = upm_loss_label(m, upm_pass_features(t->pass_in), M, t->V, C, t->dlabels, vb.logq ? t->logq : NULL,
                               b->loss_weight, t->dU, t->dV, t->logits, &res, err)) &&
-        !t->eval && !(rc = upm_vocab_encode(m, t->pvoc, vb.cand, C, &vo, t->V, t->dV, err)))
-        rc = last_backward(t, t->pin, t->dU, err);
+        !t->eval && !(rc = upm_vocab_encode(m, t->pass_voc, vb.cand, C, &vo, t->V, t->dV, err)))
+        rc = last_backward(t, t->pass_in, t->dU, err);
     float gnorm = 0, lr = 0;
     if (!rc && !t->eval)
         upm_optim_step(&t->opt, m, &gnorm, &lr);
@@ -296,13 +290,16 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     int rc = upm_loader_next(t->loader, b, err);
     if (rc)
         return rc;
-    if (b->formulation == UPM_FORM_VOCAB_MLM || b->formulation == UPM_FORM_VOCAB_CAPTION)
-        return vocab_step(t, row, err);
+    const upm_formulation_desc *fd = upm_formulation_desc_get(b->formulation);
+    if (!fd)
+        return upm_errf(err, UPM_EINVAL, "batch of task %s: unknown formulation %d", b->task, (int)b->formulation);
+    if (fd->targets == UPM_TARGETS_VOCABULARY)
+        return vocab_step(t, fd, row, err);
     upm_seq_input in, tg;
     const upm_label_texts *lt = NULL;
     if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
         return rc;
-    if (b->formulation == UPM_FORM_LABEL) {
+    if (fd->targets == UPM_TARGETS_LABEL_TEXTS) {
         if (!(lt = labels_for(t, b, err)))
             return err->code ? err->code : UPM_EINVAL;
         upm_label_texts_input(lt, &tg);
@@ -321,20 +318,20 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
         ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)B))
         return upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", B);
     upm_model_zero_grad(m); /* also starts the step's record of the experts used (model.h) */
-    if ((rc = upm_pass_forward(m, t->pin, &in, &oi, err)) || (rc = upm_pass_forward(m, t->ptg, &tg, &ot, err)))
+    if ((rc = upm_pass_forward(m, t->pass_in, &in, &oi, err)) || (rc = upm_pass_forward(m, t->pass_tg, &tg, &ot, err)))
         return rc;
     be->zero(be, t->dU, sizeof(float) * (size_t)B * D);
     be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
     upm_loss_result res;
-    if (b->formulation == UPM_FORM_LABEL) {
+    if (fd->loss == UPM_LOSS_TARGET_CE) { /* label: each row's class among the label texts */
         be->upload(be, t->dlabels, b->labels, sizeof(int32_t) * (size_t)B);
-        rc = upm_loss_label(m, upm_pass_features(t->pin), B, upm_pass_features(t->ptg), C, t->dlabels, NULL, b->loss_weight,
+        rc = upm_loss_label(m, upm_pass_features(t->pass_in), B, upm_pass_features(t->pass_tg), C, t->dlabels, NULL, b->loss_weight,
                             t->dU, t->dV, t->logits, &res, err);
     } else
-        rc = upm_loss_pair(m, upm_pass_features(t->pin), upm_pass_features(t->ptg), B, b->loss_weight, t->dU, t->dV,
+        rc = upm_loss_pair(m, upm_pass_features(t->pass_in), upm_pass_features(t->pass_tg), B, b->loss_weight, t->dU, t->dV,
                            t->logits, &res, err);
-    if (rc || (!t->eval && ((rc = upm_pass_backward(m, t->ptg, t->dV, err)) ||
-                            (rc = last_backward(t, t->pin, t->dU, err)))))
+    if (rc || (!t->eval && ((rc = upm_pass_backward(m, t->pass_tg, t->dV, err)) ||
+                            (rc = last_backward(t, t->pass_in, t->dU, err)))))
         return rc;
     float gnorm = 0, lr = 0;
     if (!t->eval)
@@ -342,7 +339,7 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     if ((rc = dump_step(t, &in, &tg, NULL, &res, gnorm, lr, err)))
         return rc;
     fill_row(t, row, &res, C, gnorm, lr); /* label: the classes; pair: the batch (C = B) */
-    if (t->eval && b->formulation == UPM_FORM_PAIR && tg.nseg == 1 && tg.seg[0].kind == UPM_SEG_TEXT)
+    if (t->eval && fd->metric == UPM_METRIC_RETRIEVAL_R1 && tg.nseg == 1 && tg.seg[0].kind == UPM_SEG_TEXT)
         return retrieval_row(t, &tg, row, err);
     return 0;
 }
@@ -438,7 +435,7 @@ static int checkpoint(trainer *t, const char *state, upm_err *err)
 
 static void progress(trainer *t, const upm_metric_row *rows, int n)
 {
-    double dt = now() - t->t0;
+    double dt = upm_monotonic_s() - t->t0;
     int64_t done = t->step - t->step0;
     double per = done > 0 ? dt / (double)done : 0, eta = per * (double)(t->o->steps - t->step), sps = 0;
     printf("step %" PRId64 "/%" PRId64, t->step, t->o->steps);
@@ -462,13 +459,13 @@ static void trainer_close(trainer *t)
 {
     upm_backend *be = t->be;
     if (t->m) {
-        upm_pass_free(t->m, t->pin);
-        upm_pass_free(t->m, t->ptg);
-        upm_pass_free(t->m, t->pvoc);
+        upm_pass_free(t->m, t->pass_in);
+        upm_pass_free(t->m, t->pass_tg);
+        upm_pass_free(t->m, t->pass_voc);
         if (t->have_opt)
             upm_optim_free(&t->opt, t->m);
     }
-    void *bufs[] = {t->dU, t->dV, t->logits, t->dlabels, t->V, t->colb};
+    void *bufs[] = {t->dU, t->dV, t->logits, t->dlabels, t->V, t->logq};
     for (int i = 0; i < 6; i++)
         if (bufs[i])
             be->free(be, bufs[i]);
@@ -608,10 +605,10 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
     if (!rc)
         rc = open_loader(t, cursor, err);
     if (!rc) {
-        t->pin = upm_pass_new();
-        t->ptg = upm_pass_new();
-        t->pvoc = upm_pass_new();
-        if (!t->pin || !t->ptg || !t->pvoc)
+        t->pass_in = upm_pass_new();
+        t->pass_tg = upm_pass_new();
+        t->pass_voc = upm_pass_new();
+        if (!t->pass_in || !t->pass_tg || !t->pass_voc)
             rc = upm_errf(err, UPM_ENOMEM, "no memory");
     }
     t->cap_pending = ((o->metrics_every > 0 ? o->metrics_every : 1) + 1) * t->world;
@@ -676,7 +673,7 @@ int upm_train(const upm_train_opts *o, upm_err *err)
     if (!o->quiet && t.rank == 0 && t.world > 1)
         printf("data parallel: %d ranks (%s), each samples its own task every step; gradients averaged\n", t.world,
                upm_comm_name(t.comm));
-    t.t0 = now(), t.step0 = t.step;
+    t.t0 = upm_monotonic_s(), t.step0 = t.step;
     int stopped = 0, pending_steps = 0;
     while (!rc && t.step < o->steps) {
         if (image_size_at(o, t.step) != t.image_size) { /* the next stage: same data order, new resolution */
@@ -688,11 +685,11 @@ int upm_train(const upm_train_opts *o, upm_err *err)
             if (!o->quiet && t.rank == 0)
                 printf("stage 2 from step %" PRId64 ": %d px images\n", t.step, t.image_size);
         }
-        double ts = now();
+        double ts = upm_monotonic_s();
         upm_metric_row row;
         if ((rc = train_step(&t, &row, err)))
             break;
-        double secs = now() - ts;
+        double secs = upm_monotonic_s() - ts;
         row.samples_per_s = (double)row.samples / secs;
         snprintf(row.ranks, sizeof row.ranks, "%d", t.rank);
         int first = t.npending, any_stop = 0;
@@ -700,7 +697,7 @@ int upm_train(const upm_train_opts *o, upm_err *err)
         if ((rc = dp_exchange(&t, &row, secs, o->stop && *o->stop, &any_stop, err)))
             break;
         if (t.gs && t.step > t.step0) { /* the first step warms up: not counted */
-            t.dp_steps += 1, t.dp_step_s += now() - ts, t.dp_comm_s += t.gst.comm_s, t.dp_sync_s += t.gst.sync_s;
+            t.dp_steps += 1, t.dp_step_s += upm_monotonic_s() - ts, t.dp_comm_s += t.gst.comm_s, t.dp_sync_s += t.gst.sync_s;
             t.dp_wait_s += upm_comm_wait_seconds(t.comm) - w1, t.dp_reduced += t.gst.floats_reduced;
             t.dp_all += t.gst.floats_all;
         }

@@ -33,16 +33,25 @@ typedef struct trainer {
     int have_opt;
     upm_loader *loader;
     upm_bpe *bpe;
-    upm_pass *pin, *ptg, *pvoc;
+    upm_pass *pass_in;  /* the inputs' pass (images, video, text) */
+    upm_pass *pass_tg;  /* the target texts' pass (label names, paired captions) */
+    upm_pass *pass_voc; /* the vocabulary candidates' passes (vocab-mlm, vocab-caption) */
     upm_batch batch;
     int64_t run_id, step;
     int image_size; /* of the open loader */
     label_cache *labels;
     int nlabels;
-    float *dU, *dV, *logits, *V, *colb;
-    int32_t *dlabels;
-    size_t cap_u, cap_v, cap_l, cap_lab, cap_V, cap_colb;
-    float *noise[2], *keep[2];
+    /* backend buffers that grow with the batch: M input features read out (B for label and pair), C target
+     * candidates (labels, captions or vocabulary entries) */
+    float *dU;       /* [M, D] gradient of the input features */
+    float *dV;       /* [C, D] gradient of the target features */
+    float *logits;   /* [M, C] */
+    float *V;        /* [C, D] vocabulary features (vocab formulations) */
+    float *logq;     /* [C]    log-Q correction of sampled vocabulary candidates */
+    int32_t *dlabels; /* [M]   the target column of each row */
+    size_t cap_u, cap_v, cap_l, cap_lab, cap_V, cap_logq; /* their capacities in bytes */
+    float *noise[2]; /* host [layers][gates][256][E]: gate noise of the two passes */
+    float *keep[2];  /* host [layers][2][B]: drop-path keep factors of the two passes */
     size_t cap_keep[2];
     upm_metric_row *pending;
     int npending, cap_pending;

@@ -1,6 +1,7 @@
 /* Vocabulary read-outs, candidates and chunked candidate encoding (see vocab.h). */
 #include "vocab.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,8 @@
 #include "bpe.h"
 #include "rng.h"
 
-int upm_vocab_readouts(const upm_batch *b, const upm_seq_input *in, upm_vocab_batch *vb, upm_err *err)
+int upm_vocab_readouts(const upm_batch *b, const upm_seq_input *in, upm_readout_kind readout, upm_vocab_batch *vb,
+                       upm_err *err)
 {
     memset(vb, 0, sizeof *vb);
     int off[UPM_SEQ_MAX_SEGMENTS], pos = 1, text = -1, query = -1;
@@ -19,7 +21,10 @@ int upm_vocab_readouts(const upm_batch *b, const upm_seq_input *in, upm_vocab_ba
         if (in->seg[s].attn == UPM_SEG_QUERY)
             query = s;
     }
-    int mlm = b->formulation == UPM_FORM_VOCAB_MLM;
+    int mlm = readout == UPM_READ_MASKED;
+    if (readout != UPM_READ_MASKED && readout != UPM_READ_QUERIES)
+        return upm_errf(err, UPM_EINVAL, "batch of task %s: vocabulary targets need masked or query read-outs",
+                        b->task);
     if (text < 0 || (mlm && !b->mlm_targets) || (!mlm && query < 0))
         return upm_errf(err, UPM_EINVAL, "batch of task %s: no %s to score against the vocabulary", b->task,
                         mlm ? "masked text" : "caption query segment");
@@ -123,8 +128,7 @@ static int chunk_forward(upm_model *m, upm_pass *p, const int32_t *cand, int c0,
                                   .lengths = lengths, .attrs = attrs};
     if (keep) {
         upm_rng r = upm_rng_stream(o->seed, UPM_RNG_DROP_PATH, (uint64_t)o->step, 2, (uint64_t)c0);
-        for (size_t i = 0; i < (size_t)m->cfg.layers * 2 * n; i++)
-            keep[i] = upm_rng_uniform(&r) < o->drop_path ? 0.0f : 1.0f / (1.0f - o->drop_path);
+        upm_drop_path_keep(keep, (size_t)m->cfg.layers * 2 * n, o->drop_path, &r);
     }
     upm_pass_opts po = {1, o->gate_noise, keep};
     return upm_pass_forward(m, p, &in, &po, err);
@@ -157,4 +161,18 @@ int upm_vocab_encode(upm_model *m, upm_pass *p, const int32_t *cand, int C, cons
     free(attrs);
     free(keep);
     return rc;
+}
+
+int upm_vocab_targets_parse(const char *s, int *sampled_n, upm_err *err)
+{
+    if (!strcmp(s, "full")) {
+        *sampled_n = 0;
+        return 0;
+    }
+    char *end = NULL;
+    long n = strncmp(s, "sampled:", 8) || !isdigit((unsigned char)s[8]) ? 0 : strtol(s + 8, &end, 10);
+    if (n < 1 || n > 10000000 || !end || *end)
+        return upm_errf(err, UPM_EUSAGE, "--vocab-targets must be full or sampled:N (1 <= N <= 10000000), not '%s'", s);
+    *sampled_n = (int)n;
+    return 0;
 }

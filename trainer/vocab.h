@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "batch.h"
+#include "formulation.h"
 #include "model.h"
 
 typedef struct upm_vocab_batch {
@@ -24,9 +25,14 @@ typedef struct upm_vocab_batch {
     float *logq;                      /* host [C] correction, or NULL (full vocabulary) */
 } upm_vocab_batch;
 
-/* Read-outs of a vocab batch: MLM = the masked positions of the first text input (mlm_targets); caption
+/* Read-outs of a vocab batch (readout: the formulation's, tasks/formulation.h): UPM_READ_MASKED = the
+ * masked positions of the first text input (mlm_targets); UPM_READ_QUERIES (caption)
  * = every query position j < length, whose target is caption token j. `in` is the batch's input side. */
-int upm_vocab_readouts(const upm_batch *b, const upm_seq_input *in, upm_vocab_batch *vb, upm_err *err);
+int upm_vocab_readouts(const upm_batch *b, const upm_seq_input *in, upm_readout_kind readout, upm_vocab_batch *vb,
+                       upm_err *err);
+/* Parses a --vocab-targets value: "full" (*sampled_n = 0) or "sampled:N" with 1 <= N <= 10^7; UPM_EUSAGE
+ * naming the value otherwise. The one rule for every program that takes the option. */
+int upm_vocab_targets_parse(const char *s, int *sampled_n, upm_err *err);
 /* Candidates: the whole vocabulary [0, V) when sampled_n <= 0, else targets + sampled_n negatives drawn
  * from the stream (seed, step). */
 int upm_vocab_candidates(upm_vocab_batch *vb, int V, int sampled_n, uint64_t seed, int64_t step, upm_err *err);

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "atomic_file.h"
 #include "cli.h"
+#include "fileio.h"
 #include "json.h"
 
 int cmd_export(cli *c, int argc, char **argv)
@@ -47,38 +47,6 @@ int cmd_export(cli *c, int argc, char **argv)
     return rc;
 }
 
-/* Reads a whole file ("-" = standard input) into a NUL-terminated buffer. */
-static char *slurp(const char *path, upm_err *err)
-{
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) {
-        upm_errf(err, UPM_EINVAL, "cannot read %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t r;
-    while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (cap - n - 1 == 0) {
-            char *p = realloc(buf, cap *= 2);
-            if (!p)
-                free(buf);
-            buf = p;
-        }
-    }
-    int bad = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    if (!buf || bad) {
-        free(buf);
-        upm_errf(err, UPM_EIO, "cannot read %s", path);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 typedef struct import_job {
     const cJSON *doc;
     const char *path;
@@ -99,7 +67,8 @@ int cmd_import(cli *c, int argc, char **argv)
         return rc;
     if (npos != 1)
         return cli_usage_error("import", "import needs a FILE (an export; '-' for standard input)");
-    char *text = slurp(pos[0], &c->err);
+    char *text = NULL;
+    upm_read_file(pos[0], &text, NULL, &c->err);
     if (!text)
         return cli_fail(&c->err);
     const char *end = NULL;

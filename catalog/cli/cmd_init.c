@@ -8,15 +8,10 @@ static int apply_preset(upm_catalog *cat, void *preset, upm_err *err)
     return upm_preset_apply(cat, preset, err);
 }
 
-static long long count_rows(upm_catalog *cat, const char *table)
+static long long count_of(upm_catalog *cat, upm_kind kind)
 {
-    char sql[64];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
-    sqlite3_stmt *st;
     long long n = -1;
-    if (sqlite3_prepare_v2(cat->db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    upm_count(cat, kind, &n, NULL);
     return n;
 }
 
@@ -44,7 +39,7 @@ int cmd_init(cli *c, int argc, char **argv)
     upm_catalog *cat;
     if ((rc = upm_catalog_open(path, UPM_CAT_CREATE, &cat, &c->err)))
         return cli_fail(&c->err);
-    int existed = !cat->created;
+    int existed = !upm_catalog_created(cat);
     if (existed && !preset) {
         upm_catalog_close(cat);
         upm_errf(&c->err, UPM_EINVAL, "a catalog already exists at %s (use --preset NAME to add a preset to it)", path);
@@ -59,8 +54,8 @@ int cmd_init(cli *c, int argc, char **argv)
         printf("preset %s: the catalog now holds label sets: %lld, tasks: %lld, datasets: %lld, mixtures: %lld\n"
                "next: give each dataset its shard URL with '" PROG " set DATASET url=PATTERN'\n"
                "      ('" PROG " list datasets' shows which still have a placeholder)\n",
-               preset, count_rows(cat, "label_sets"), count_rows(cat, "tasks"), count_rows(cat, "datasets"),
-               count_rows(cat, "mixtures"));
+               preset, count_of(cat, UPM_KIND_LABELS), count_of(cat, UPM_KIND_TASK), count_of(cat, UPM_KIND_DATASET),
+               count_of(cat, UPM_KIND_MIXTURE));
     upm_catalog_close(cat);
     return 0;
 }

@@ -5,25 +5,9 @@
 #include "attributes.h"
 #include "cli.h"
 #include "json.h"
-#include "sqlutil.h"
 #include "urlpattern.h"
 
 static void kv(const char *key, const char *val) { printf("  %-16s %s\n", key, val && *val ? val : "-"); }
-
-/* Comma-separated names from a one-column query with one text parameter. */
-static void names_of(upm_catalog *cat, const char *sql, const char *param, char *buf, size_t n)
-{
-    sqlite3_stmt *st;
-    buf[0] = '\0';
-    if (sqlite3_prepare_v2(cat->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return;
-    sqlite3_bind_text(st, 1, param, -1, SQLITE_TRANSIENT);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        size_t len = strlen(buf);
-        snprintf(buf + len, n - len, "%s%s", len ? ", " : "", (const char *)sqlite3_column_text(st, 0));
-    }
-    sqlite3_finalize(st);
-}
 
 static int show_task(cli *c, upm_catalog *cat, const char *name)
 {
@@ -52,8 +36,7 @@ static int show_task(cli *c, upm_catalog *cat, const char *name)
     kv("text limits", buf);
     cli_fmt_weight(t.loss_weight, buf, sizeof buf);
     kv("loss weight", buf);
-    names_of(cat, "SELECT d.name FROM datasets d JOIN tasks t ON t.id = d.task_id WHERE t.name = ? ORDER BY d.name",
-             name, buf, sizeof buf);
+    upm_related_names(cat, UPM_KIND_TASK, name, buf, sizeof buf, NULL);
     kv("datasets", buf);
     kv("notes", t.notes);
     printf("\ntoken attributes (paper Table 2):\n");
@@ -107,8 +90,7 @@ static int show_dataset(cli *c, upm_catalog *cat, const char *name)
         }
     }
     kv("license", d.license);
-    names_of(cat, "SELECT x.name FROM mixture_datasets m JOIN mixtures x ON x.id = m.mixture_id JOIN datasets d ON "
-                  "d.id = m.dataset_id WHERE d.name = ? ORDER BY x.name", name, buf, sizeof buf);
+    upm_related_names(cat, UPM_KIND_DATASET, name, buf, sizeof buf, NULL);
     kv("mixtures", buf);
     kv("notes", d.notes);
     return 0;

@@ -8,19 +8,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "shardstream.h"
 
 typedef struct verify_ctx {
     int tty;
     double last;
 } verify_ctx;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void report(void *ctx, const upm_stream_report *r)
 {
@@ -83,12 +77,12 @@ int cmd_verify(cli *c, int argc, char **argv)
     upm_wds_sample s;
     while ((rc = upm_shardstream_next(ss, &s, &c->err)) == 1) {
         upm_wds_sample_free(&s);
-        if (vc.tty && now() - vc.last > 0.25) {
+        if (vc.tty && upm_monotonic_s() - vc.last > 0.25) {
             upm_shardstream_counters k;
             upm_shardstream_counters_get(ss, &k);
             fprintf(stderr, "\r\033[K%s: shard %" PRIu64 "/%" PRIu64 ", %" PRIu64 " samples, %.1f MB", d.name,
                     k.shards_done + k.bad_shards + 1, n_shards, k.samples, k.bytes / 1e6);
-            vc.last = now();
+            vc.last = upm_monotonic_s();
         }
     }
     if (vc.tty)

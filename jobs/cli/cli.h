@@ -1,7 +1,9 @@
-/* Helpers shared by the files of upmoe-jobs (jobs/cli/). */
+/* The commands of upmoe-jobs, one file each (jobs/cli/cmd_*.c), and the helpers they share (util.c).
+ * Commands call the jobs/ and catalog/ libraries; none of them writes SQL. */
 #ifndef UPM_JOBS_CLI_H
 #define UPM_JOBS_CLI_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +21,20 @@ int usage_error(const char *fmt, const char *arg);
 int parse_id(const char *s, int64_t *id);
 /* The path of a program next to this one (upmoe-train may be overridden by $UPMOE_TRAIN); "" = this one. */
 void sibling(const char *name, char *buf, size_t n);
+
+/* Set by SIGINT/SIGTERM once cli_catch_stop() installed the handler (worker, logs -f). */
+extern volatile sig_atomic_t cli_stop;
+void cli_catch_stop(void);
+
+/* Each command gets argv from its name on; returns the exit status. */
+int cmd_submit(upm_catalog *cat, int argc, char **argv); /* cmd_submit.c */
+int cmd_list(upm_catalog *cat, int argc, char **argv);   /* cmd_list.c */
+int cmd_status(upm_catalog *cat, int argc, char **argv); /* cmd_status.c */
+int cmd_cancel(upm_catalog *cat, int argc, char **argv); /* cmd_cancel.c: cancel, resume, retry */
+int cmd_resume(upm_catalog *cat, int argc, char **argv);
+int cmd_retry(upm_catalog *cat, int argc, char **argv);
+int cmd_logs(upm_catalog *cat, int argc, char **argv);   /* cmd_logs.c */
+int cmd_worker(const char *path, int argc, char **argv); /* cmd_worker.c: opens its own connections */
 
 /* metrics ID [--task T] [--since STEP] [--csv|--json]; plot ID -o FILE.png|.svg (cmd_metrics.c) */
 int cmd_metrics(upm_catalog *cat, int argc, char **argv);

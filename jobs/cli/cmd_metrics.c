@@ -18,7 +18,7 @@
 #include "cli.h"
 #include "queue.h"
 #include "shellword.h"
-#include "sqlutil.h"
+#include "runs.h"
 #include "worker.h"
 
 /* ---- metrics, plot ---- */
@@ -32,6 +32,38 @@ static int job_run(upm_catalog *cat, int64_t id, int64_t *run, upm_err *err)
     *run = j.run_id;
     upm_job_free(&j);
     return rc;
+}
+
+/* One stored row as JSON (NULL cells as null), CSV (the stored text) or a table line. */
+static int print_metric(const upm_cell *c, void *ctx)
+{
+    int fmt = *(const int *)ctx;
+    if (fmt == 2) {
+        cJSON *o = cJSON_CreateObject();
+        for (int i = 0; i < UPM_METRIC_NCOLS; i++) {
+            if (c[i].type == UPM_CELL_NULL)
+                cJSON_AddNullToObject(o, upm_metric_columns[i]);
+            else if (c[i].type == UPM_CELL_TEXT)
+                cJSON_AddStringToObject(o, upm_metric_columns[i], c[i].text);
+            else
+                cJSON_AddNumberToObject(o, upm_metric_columns[i], c[i].num);
+        }
+        char *js = cJSON_PrintUnformatted(o);
+        printf("%s\n", js ? js : "{}");
+        free(js);
+        cJSON_Delete(o);
+    } else if (fmt == 1) {
+        for (int i = 0; i < UPM_METRIC_NCOLS; i++)
+            printf("%s%s", i ? "," : "", c[i].text ? c[i].text : "");
+        printf("\n");
+    } else {
+        char acc[16] = "-";
+        if (c[4].type != UPM_CELL_NULL)
+            snprintf(acc, sizeof acc, "%.3f", c[4].num);
+        printf("%8lld  %-24s %-20s %10.4f %8s %8lld %10.3e %9.3f %10.1f\n", (long long)c[0].num, c[1].text, c[2].text,
+               c[3].num, acc, (long long)c[5].num, c[6].num, c[7].num, c[8].num);
+    }
+    return 0;
 }
 
 int cmd_metrics(upm_catalog *cat, int argc, char **argv)
@@ -59,58 +91,18 @@ int cmd_metrics(upm_catalog *cat, int argc, char **argv)
     upm_err err = {0};
     if (job_run(cat, id, &run, &err))
         return fail(&err);
-    sqlite3_stmt *st = NULL;
-    if (upm_sql_prepare(cat,
-                        "SELECT step, task, dataset, loss, accuracy, samples, lr, grad_norm, samples_per_s, ranks "
-                        "FROM metrics WHERE run_id = ?1 AND step >= ?2 AND (?3 IS NULL OR task = ?3) ORDER BY step, task",
-                        &st, &err))
-        return fail(&err);
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_int64(st, 2, since);
-    upm_sql_bind_text_or_null(st, 3, task);
-    static const char *const cols[] = {"step", "task", "dataset", "loss", "accuracy", "samples", "lr", "grad_norm",
-                                       "samples_per_s", "ranks"};
     if (fmt == 1)
         printf("step,task,dataset,loss,accuracy,samples,lr,grad_norm,samples_per_s,ranks\n");
     else if (fmt == 0)
         printf("%8s  %-24s %-20s %10s %8s %8s %10s %9s %10s\n", "STEP", "TASK", "DATASET", "LOSS", "ACC", "SAMPLES",
                "LR", "GNORM", "SAMPLES/S");
-    int s;
-    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (fmt == 2) {
-            cJSON *o = cJSON_CreateObject();
-            for (int c = 0; c < 10; c++) {
-                int t = sqlite3_column_type(st, c);
-                if (t == SQLITE_NULL)
-                    cJSON_AddNullToObject(o, cols[c]);
-                else if (t == SQLITE_TEXT)
-                    cJSON_AddStringToObject(o, cols[c], (const char *)sqlite3_column_text(st, c));
-                else
-                    cJSON_AddNumberToObject(o, cols[c], sqlite3_column_double(st, c));
-            }
-            char *js = cJSON_PrintUnformatted(o);
-            printf("%s\n", js ? js : "{}");
-            free(js);
-            cJSON_Delete(o);
-        } else if (fmt == 1) {
-            for (int c = 0; c < 10; c++) {
-                const unsigned char *v = sqlite3_column_text(st, c);
-                printf("%s%s", c ? "," : "", v ? (const char *)v : "");
-            }
-            printf("\n");
-        } else {
-            char acc[16] = "-";
-            if (sqlite3_column_type(st, 4) != SQLITE_NULL)
-                snprintf(acc, sizeof acc, "%.3f", sqlite3_column_double(st, 4));
-            printf("%8lld  %-24s %-20s %10.4f %8s %8lld %10.3e %9.3f %10.1f\n", (long long)sqlite3_column_int64(st, 0),
-                   (const char *)sqlite3_column_text(st, 1), (const char *)sqlite3_column_text(st, 2),
-                   sqlite3_column_double(st, 3), acc, (long long)sqlite3_column_int64(st, 5),
-                   sqlite3_column_double(st, 6), sqlite3_column_double(st, 7), sqlite3_column_double(st, 8));
-        }
-    }
-    int rc = s == SQLITE_DONE ? 0 : upm_catalog_sqlerr(cat, &err, "reading metrics");
-    sqlite3_finalize(st);
-    return rc ? fail(&err) : 0;
+    return upm_metrics_foreach(cat, run, since, task, print_metric, &fmt, &err) ? fail(&err) : 0;
+}
+
+static int put_point(int64_t step, double value, void *f)
+{
+    fprintf(f, "%lld %.9g\n", (long long)step, value);
+    return 0;
 }
 
 /* Per-task loss against step (left axis) and the learning rate (right axis), drawn by gnuplot from a
@@ -143,32 +135,17 @@ int cmd_plot(upm_catalog *cat, int argc, char **argv)
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(script, sizeof script, "%s/plot.gp", dir);
     FILE *f = fopen(data, "w");
-    sqlite3_stmt *st = NULL;
     int rc = f ? 0 : 1, ntasks = 0;
     char tasks[64][128];
-    if (!rc && upm_sql_prepare(cat, "SELECT DISTINCT task FROM metrics WHERE run_id = ?1 ORDER BY task", &st, &err))
+    if (!rc && upm_metrics_tasks(cat, run, tasks, 64, &ntasks, &err))
         rc = 1;
-    if (!rc) {
-        sqlite3_bind_int64(st, 1, run);
-        while (sqlite3_step(st) == SQLITE_ROW && ntasks < 64)
-            upm_sql_text(st, 0, tasks[ntasks++], sizeof tasks[0]);
-        sqlite3_finalize(st);
-    }
     /* one block per task (gnuplot 'index'), then the learning rate per step */
     for (int t = 0; !rc && t <= ntasks; t++) {
-        const char *q = t < ntasks ? "SELECT step, loss FROM metrics WHERE run_id = ?1 AND task = ?2 ORDER BY step"
-                                   : "SELECT step, max(lr) FROM metrics WHERE run_id = ?1 GROUP BY step ORDER BY step";
-        if (upm_sql_prepare(cat, q, &st, &err)) {
+        if (upm_metrics_series(cat, run, t < ntasks ? tasks[t] : NULL, put_point, f, &err)) {
             rc = 1;
             break;
         }
-        sqlite3_bind_int64(st, 1, run);
-        if (t < ntasks)
-            sqlite3_bind_text(st, 2, tasks[t], -1, SQLITE_TRANSIENT);
-        while (sqlite3_step(st) == SQLITE_ROW)
-            fprintf(f, "%lld %.9g\n", (long long)sqlite3_column_int64(st, 0), sqlite3_column_double(st, 1));
         fprintf(f, "\n\n");
-        sqlite3_finalize(st);
     }
     if (f && fclose(f))
         rc = 1;

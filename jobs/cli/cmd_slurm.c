@@ -11,7 +11,6 @@
 #include "cli.h"
 #include "shellword.h"
 #include "slurm.h"
-#include "sqlutil.h"
 #include "worker.h"
 
 char *slurm_opts_json(const slurm_cli *s)
@@ -45,7 +44,7 @@ static int job_opts(const upm_catalog *cat, const upm_job *j, opts_buf *b)
 {
     memset(b, 0, sizeof *b);
     sibling("", b->self, sizeof b->self);
-    b->o.jobs_prog = b->self, b->o.catalog = cat->path;
+    b->o.jobs_prog = b->self, b->o.catalog = upm_catalog_path(cat);
     if (!(b->doc = cJSON_Parse(j->backend_opts ? j->backend_opts : "{}")))
         return -1;
     const cJSON *p = cJSON_GetObjectItem(b->doc, "partition"), *t = cJSON_GetObjectItem(b->doc, "time");
@@ -174,14 +173,9 @@ int slurm_resubmit(upm_catalog *cat, const upm_job *j, int retry)
 
 void slurm_follow(const char *path, upm_catalog *ro)
 {
-    sqlite3_stmt *st = NULL;
     upm_err err = {0};
-    if (upm_sql_prepare(ro, "SELECT 1 FROM jobs WHERE backend = 'slurm' AND state IN ('queued', 'running') AND "
-                            "slurm_job IS NOT NULL LIMIT 1", &st, &err))
-        return;
-    int any = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
-    if (!any)
+    int any = 0;
+    if (upm_job_slurm_active(ro, &any, &err) || !any)
         return;
     upm_catalog *cat = NULL;
     int changed = 0;

@@ -7,6 +7,7 @@
 
 #include "checkpoint.h"
 #include "train.h"
+#include "vocab.h"
 
 #define PROG "upmoe-eval"
 
@@ -33,6 +34,7 @@ int main(int argc, char **argv)
         {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE}, {"help", 0, 0, 'h'},
         {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
+    upm_err verr;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         char *end = NULL;
@@ -51,12 +53,8 @@ int main(int argc, char **argv)
         case O_JSON: json = 1; break;
         case O_VOCAB:
             bad_int = 0;
-            if (!strcmp(optarg, "full"))
-                o.vocab_sampled = 0;
-            else if (!strncmp(optarg, "sampled:", 8) && atoi(optarg + 8) > 0)
-                o.vocab_sampled = atoi(optarg + 8);
-            else {
-                fprintf(stderr, PROG ": error: --vocab-targets must be full or sampled:N, not '%s'\n", optarg);
+            if (upm_vocab_targets_parse(optarg, &o.vocab_sampled, &verr)) {
+                fprintf(stderr, PROG ": error: %s\n", verr.msg);
                 return 2;
             }
             break;

@@ -10,11 +10,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "atomic_file.h"
 #include "attributes.h"
 #include "catalog.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
+#include "fileio.h"
 #include "merge.h"
 #include "modelcfg.h"
 
@@ -26,25 +26,6 @@ static const char usage[] =
     "target token kinds, paper Table 2) into one dense weight per pattern: a checkpoint directory that\n"
     "upmoe-eval (and later serving) runs at a dense model's cost with the MoE model's outputs on TASK.\n"
     "--checkpoint is a step-* directory or a run's --out directory (its newest checkpoint).\n";
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s)
-        s[n] = 0;
-    fclose(f);
-    return s;
-}
 
 int main(int argc, char **argv)
 {
@@ -76,12 +57,16 @@ int main(int argc, char **argv)
     if (upm_checkpoint_latest(ckpt_arg, ckpt, sizeof ckpt, &err) != 0)
         snprintf(ckpt, sizeof ckpt, "%s", ckpt_arg);
     snprintf(path, sizeof path, "%s/state.json", ckpt);
-    char *state = slurp(path);
+    char *state = NULL;
+    int read_failed = upm_read_file(path, &state, NULL, &err);
     cJSON *js = state ? cJSON_Parse(state) : NULL;
     free(state);
     upm_model_config cfg;
     if (!js || upm_model_config_from_json(cJSON_GetObjectItemCaseSensitive(js, "model"), &cfg, &err)) {
-        fprintf(stderr, PROG ": error: %s: %s\n", path, js ? err.msg : "cannot read a checkpoint state");
+        if (read_failed)
+            fprintf(stderr, PROG ": error: %s\n", err.msg);
+        else
+            fprintf(stderr, PROG ": error: %s: %s\n", path, js ? err.msg : "not a checkpoint state (JSON)");
         cJSON_Delete(js);
         return 1;
     }

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <turbojpeg.h>
 
+#include "clock.h"
+#include "fileio.h"
 #include "pool.h"
 
 typedef struct file {
@@ -95,18 +97,14 @@ int main(int argc, char **argv)
     if (size)
         memset(j.batch, 0x7f, batch_bytes); /* touched up front, as the loader's reused batch is */
     for (int i = 0; i < nfiles; i++) {
-        FILE *f = fopen(argv[first + i], "rb");
-        if (!f) {
-            fprintf(stderr, "upmoe-jpeg-ceiling: error: cannot read %s\n", argv[first + i]);
+        char *data;
+        size_t n;
+        upm_err rerr;
+        if (upm_read_file(argv[first + i], &data, &n, &rerr)) {
+            fprintf(stderr, "upmoe-jpeg-ceiling: error: %s\n", rerr.msg);
             return 1;
         }
-        fseek(f, 0, SEEK_END);
-        j.files[i].size = (unsigned long)ftell(f);
-        fseek(f, 0, SEEK_SET);
-        j.files[i].data = malloc(j.files[i].size);
-        if (fread(j.files[i].data, 1, j.files[i].size, f) != j.files[i].size)
-            return 1;
-        fclose(f);
+        j.files[i].data = (unsigned char *)data, j.files[i].size = (unsigned long)n;
     }
     for (int t = 0; t < threads; t++)
         j.out[t] = malloc(8192 * 8192 * 3);
@@ -114,11 +112,9 @@ int main(int argc, char **argv)
     upm_err err;
     if (upm_pool_new(threads, &pool, &err))
         return 1;
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
+    double t0 = upm_monotonic_s();
     upm_pool_for(pool, total, decode_one, &j);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    double dt = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+    double dt = upm_monotonic_s() - t0;
     printf("decoded %s%d images from %d files on %d threads: %.1f images/s%s\n", size ? "and normalised " : "", total,
            nfiles, threads, total / dt, j.failed ? " (some failed)" : "");
     upm_pool_free(pool);

@@ -9,8 +9,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "atomic_file.h"
 #include "catalog.h"
+#include "clock.h"
+#include "fileio.h"
 #include "loader.h"
 #include "pipeline.h"
 #include "text.h"
@@ -51,26 +52,6 @@ static void report(void *ctx, const upm_stream_report *r)
 {
     (void)ctx;
     fprintf(stderr, PROG ": warning: skipped %s: %s\n", r->key ? "sample" : "shard", r->msg);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    if (buf)
-        buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 typedef struct args {
@@ -157,8 +138,8 @@ int main(int argc, char **argv)
     upm_catalog *cat = NULL;
     upm_loader *l = NULL;
     char *cursor = NULL;
-    if (a.resume && !(cursor = slurp(a.resume))) {
-        fprintf(stderr, PROG ": error: cannot read cursor %s: %s\n", a.resume, strerror(errno));
+    if (a.resume && upm_read_file(a.resume, &cursor, NULL, &err)) {
+        fprintf(stderr, PROG ": error: cursor: %s\n", err.msg);
         return 1;
     }
     if (upm_catalog_resolve_path(a.catalog, path, sizeof path, &err) || upm_catalog_open(path, UPM_CAT_READONLY, &cat, &err) ||
@@ -169,23 +150,23 @@ int main(int argc, char **argv)
         return err.code == UPM_EUSAGE ? 2 : 1;
     }
     free(cursor);
-    double t0 = now();
+    double t0 = upm_monotonic_s();
     uint64_t samples = 0;
     upm_batch b = {0}; /* reused from step to step */
     for (long long s = 0; s < a.steps && !rc; s++) {
-        double t = now();
+        double t = upm_monotonic_s();
         if ((rc = upm_loader_next(l, &b, &err))) {
             fprintf(stderr, PROG ": error: step %lld: %s\n", s, err.msg);
             break;
         }
-        double ms = (now() - t) * 1e3; /* the loader's time alone, not the checksum's */
+        double ms = (upm_monotonic_s() - t) * 1e3; /* the loader's time alone, not the checksum's */
         samples += (uint64_t)b.B;
         if (!a.quiet)
             printf("step %" PRIu64 " dataset %s task %s batch %d checksum %016" PRIx64 " ms %.1f\n", b.step, b.dataset,
                    b.task, b.B, upm_batch_checksum(&b), ms);
     }
     upm_batch_free(&b);
-    double dt = now() - t0;
+    double dt = upm_monotonic_s() - t0;
     if (!rc)
         printf("summary: %lld steps, %" PRIu64 " samples, %.1f samples/s, %" PRIu64 " decoded, %" PRIu64
                " unusable samples replaced\n", a.steps, samples, dt > 0 ? samples / dt : 0.0, upm_loader_decoded(l),

@@ -24,6 +24,7 @@ typedef struct args {
     int moe_sa, moe_ffn, moe_every, dim, layers, heads, experts, topk, vocab, batch, image, text, classes;
     float drop_path;
     int gate_noise, gate_renorm;
+    upm_moe_kind moe_kind;
     unsigned long long seed;
 } args;
 
@@ -82,7 +83,14 @@ static int parse(int argc, char **argv, args *a)
         case O_RENORM: a->gate_renorm = atoi(optarg) != 0; break;
         case O_SEED: a->seed = strtoull(optarg, NULL, 10); break;
         case O_OUT: a->out = optarg; break;
-        case O_VT: a->vocab_sampled = !strncmp(optarg, "sampled:", 8) ? atoi(optarg + 8) : 0; break;
+        case O_VT: {
+            upm_err err;
+            if (upm_vocab_targets_parse(optarg, &a->vocab_sampled, &err)) {
+                fprintf(stderr, PROG ": error: %s\n", err.msg);
+                return 2;
+            }
+            break;
+        }
         case O_VC: a->vocab_chunk = atoi(optarg); break;
         case 'h': fputs(usage, stdout); return -1;
         default: fputs(usage, stderr); return 2;
@@ -97,7 +105,7 @@ static int parse(int argc, char **argv, args *a)
               !strcmp(a->formulation, "mlm") || !strcmp(a->formulation, "caption")) &&
              (!strcmp(a->input, "image") || !strcmp(a->input, "text") || !strcmp(a->input, "image+text") ||
               !strcmp(a->input, "video")) &&
-             (!strcmp(a->moe, "none") || !strcmp(a->moe, "attribute")) &&
+             !upm_moe_kind_parse(a->moe, 1, &a->moe_kind, NULL) &&
              (!strcmp(a->text_attn, "full") || !strcmp(a->text_attn, "causal")) && a->batch > 0 && a->text > 1 &&
              a->classes > 0 && a->image >= 16 && a->image % 16 == 0;
     if (!ok) {
@@ -210,8 +218,8 @@ static void make_tables(const upm_model *m, uint64_t seed, int pass, int nseq, f
         (*noise)[i] = (float)(upm_gate_noise_std(c) * upm_rng_normal(&r));
     r = upm_rng_stream(seed, UPM_RNG_DROP_PATH, (uint64_t)pass, 0, 0);
     *keep = malloc(sizeof(float) * (size_t)c->layers * 2 * nseq);
-    for (size_t i = 0; *keep && i < (size_t)c->layers * 2 * nseq; i++)
-        (*keep)[i] = upm_rng_uniform(&r) < c->drop_path ? 0.0f : 1.0f / (1.0f - c->drop_path);
+    if (*keep)
+        upm_drop_path_keep(*keep, (size_t)c->layers * 2 * nseq, c->drop_path, &r);
 }
 
 /* Away from the initial values: at init LayerScale (1e-3) makes every feature nearly the same, and the
@@ -272,7 +280,7 @@ static int run(const args *a)
     }
     upm_model_config cfg = {.dim = a->dim, .heads = a->heads, .layers = a->layers, .mlp = 4 * a->dim,
                             .vocab = a->vocab, .max_text = 2 * a->text, .max_frames = 8,
-                            .moe = !strcmp(a->moe, "attribute") ? UPM_MOE_ATTRIBUTE : UPM_MOE_NONE,
+                            .moe = a->moe_kind,
                             .experts = a->experts, .topk = a->topk, .moe_sa = a->moe_sa, .moe_ffn = a->moe_ffn,
                             .moe_every = a->moe_every, .drop_path = a->drop_path, .layerscale_init = 1e-3f,
                             .ln_eps = 1e-5f, .gate_noise = -1.0f, .gate_renorm = a->gate_renorm};

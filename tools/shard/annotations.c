@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "shard.h"
 #include "text.h"
 
@@ -49,7 +50,7 @@ static int read_fixed_classes(ctx *c, upm_err *err)
     char *text;
     size_t n;
     const char *file = c->in->classes_file;
-    int rc = upm_shard_read_file(file, &text, &n, err);
+    int rc = upm_read_file(file, &text, &n, err);
     if (rc)
         return rc;
     char where[1100];
@@ -334,7 +335,7 @@ int upm_shard_read_annotations(const char *file, const upm_shard_input *in, upm_
     if (in->classes_file && is_class(in->kind))
         rc = read_fixed_classes(&c, err);
     if (!rc)
-        rc = upm_shard_read_file(file, &text, &n, err);
+        rc = upm_read_file(file, &text, &n, err);
     if (!rc)
         rc = jsonl ? read_jsonl(&c, text, n, err) : read_csv(&c, text, n, err);
     if (rc > 0)

@@ -2,13 +2,13 @@
  * extensions, keys taken from paths, the deterministic shuffle and the class-name file. */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "rng.h"
 #include "shard.h"
 
@@ -211,86 +211,18 @@ void upm_shard_shuffle(upm_shard_list *l, uint64_t seed)
     }
 }
 
-/* Writes all of buf to fd, retrying short writes. */
-static int write_all(int fd, const char *buf, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, buf, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        buf += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int upm_shard_write_classes(const upm_shard_list *l, const char *path, upm_err *err)
 {
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp)
+    size_t n = 0;
+    for (size_t i = 0; i < l->nclasses; i++)
+        n += strlen(l->classes[i]) + 1;
+    char *text = malloc(n + 1), *p = text;
+    if (!text)
         return upm_errf(err, UPM_ENOMEM, "out of memory");
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        int rc = upm_errf(err, UPM_EIO, "cannot write %s: %s", path, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    int bad = 0;
-    for (size_t i = 0; i < l->nclasses && !bad; i++)
-        bad = write_all(fd, l->classes[i], strlen(l->classes[i])) || write_all(fd, "\n", 1);
-    bad = bad || fsync(fd) != 0;
-    int e = errno;
-    bad = (close(fd) != 0) || bad;
-    if (!bad && rename(tmp, path) != 0) {
-        e = errno;
-        bad = 1;
-    }
-    int rc = 0;
-    if (bad) {
-        unlink(tmp);
-        rc = upm_errf(err, UPM_EIO, "cannot write %s: %s", path, strerror(e));
-    }
-    free(tmp);
+    for (size_t i = 0; i < l->nclasses; i++)
+        p += sprintf(p, "%s\n", l->classes[i]);
+    int rc = upm_write_file_atomic(path, text, n, err);
+    free(text);
     return rc;
 }
 
-int upm_shard_read_file(const char *path, char **out, size_t *n, upm_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return upm_errf(err, errno == ENOENT ? UPM_ENOTFOUND : UPM_EIO, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    int rc = buf ? 0 : upm_errf(err, UPM_ENOMEM, "out of memory reading %s", path);
-    while (!rc) {
-        if (len + 1 >= cap) {
-            char *p = realloc(buf, cap * 2);
-            if (!p) {
-                rc = upm_errf(err, UPM_ENOMEM, "out of memory reading %s", path);
-                break;
-            }
-            buf = p;
-            cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f))
-                rc = upm_errf(err, UPM_EIO, "%s: read error: %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(f);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    *n = len;
-    return 0;
-}

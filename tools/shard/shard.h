@@ -85,8 +85,6 @@ void upm_shard_shuffle(upm_shard_list *l, uint64_t seed);
 int upm_shard_write_classes(const upm_shard_list *l, const char *path, upm_err *err);
 /* "FILE:LINE: " (or "FILE: " when line is 0) into buf, for error messages. */
 const char *upm_shard_where(char *buf, size_t n, const char *file, uint64_t line);
-/* Reads a whole file into memory (NUL-terminated). */
-int upm_shard_read_file(const char *path, char **out, size_t *n, upm_err *err);
 
 /* folder.c: DIR/<class>/<file>, classes sorted by name. */
 int upm_shard_read_folder(const char *dir, const upm_shard_input *in, upm_shard_list *l, upm_err *err);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "shard.h"
 #include "text.h"
 
@@ -71,7 +72,7 @@ int upm_shard_read_text(const char *file, const upm_shard_input *in, upm_shard_l
     const char *src = upm_shard_list_source(l, file);
     if (!src)
         return upm_errf(err, UPM_ENOMEM, "out of memory");
-    int rc = upm_shard_read_file(file, &text, &n, err);
+    int rc = upm_read_file(file, &text, &n, err);
     if (rc)
         return rc;
     /* The first byte that is not text: a bad UTF-8 sequence or a NUL. */

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "fileio.h"
 #include "shard.h"
 #include "urlpattern.h"
 
@@ -35,7 +37,7 @@ typedef struct writer {
     uint64_t index;           /* the open shard's number; shards before it were renamed into place by this run */
     uint64_t samples, bytes;  /* in the open shard; bytes as predicted, trailer excluded */
     char *buf;
-    struct timespec last_progress;
+    double last_progress; /* upm_monotonic_s() */
 } writer;
 
 static uint64_t pad_block(uint64_t n) { return (n + TAR_BLOCK - 1) / TAR_BLOCK * TAR_BLOCK; }
@@ -245,10 +247,8 @@ static void progress(writer *w, int final)
 {
     if (!w->o->progress)
         return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double dt = (double)(now.tv_sec - w->last_progress.tv_sec) + (double)(now.tv_nsec - w->last_progress.tv_nsec) * 1e-9;
-    if (!final && dt < 0.2)
+    double now = upm_monotonic_s();
+    if (!final && now - w->last_progress < 0.2)
         return;
     w->last_progress = now;
     fprintf(stderr, "\r" UPM_SHARD_PROG ": %" PRIu64 " samples, %" PRIu64 " shards, %.1f MB\033[K%s", w->r->samples,
@@ -279,16 +279,6 @@ static void discard(writer *w)
         shard_paths(w, i);
         unlink(w->final);
     }
-}
-
-static int sync_dir(const char *dir, upm_err *err)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return upm_errf(err, UPM_EIO, "%s: %s", dir, strerror(errno));
-    int rc = fsync(fd) == 0 ? 0 : upm_errf(err, UPM_EIO, "%s: fsync: %s", dir, strerror(errno));
-    close(fd);
-    return rc;
 }
 
 /* Warns about one sample that needs a shard of its own. */
@@ -358,17 +348,17 @@ int upm_shard_write_all(const upm_shard_list *l, const upm_shard_opts *o, upm_sh
     r->samples = r->shards = r->bytes = r->oversized = 0;
     if (!(w.buf = malloc(COPY_CHUNK)))
         return upm_errf(err, UPM_ENOMEM, "out of memory");
-    clock_gettime(CLOCK_MONOTONIC, &w.last_progress);
+    w.last_progress = upm_monotonic_s();
     int rc = pack(&w, l, err);
     if (!rc)
         rc = make_url(&w, err);
     if (!rc && o->force)
         rc = upm_shard_remove_stale(o, r->shards, &r->removed_stale, err);
     if (!rc)
-        rc = sync_dir(o->out_dir, err);
+        rc = upm_fsync_dir(o->out_dir, err);
     if (rc) {
         discard(&w);
-        sync_dir(o->out_dir, NULL);
+        upm_fsync_dir(o->out_dir, NULL);
     } else {
         progress(&w, 1);
     }

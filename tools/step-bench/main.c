@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -45,13 +46,6 @@ static void rec_gemm(upm_backend *be, int ta, int tb, int M, int N, int K, float
     inner->gemm(inner, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* Seconds one call of shape s takes alone (median of a few repetitions after a warm-up). */
 static double time_shape(const shape *s)
 {
@@ -62,10 +56,10 @@ static double time_shape(const shape *s)
     int reps = (int)fmin(50, fmax(3, 2e8 / (2.0 * s->M * s->N * s->K + 1)));
     inner->gemm(inner, s->ta, s->tb, s->M, s->N, s->K, 1, A, s->lda, B, s->ldb, 0, C, s->ldc);
     for (int r = 0; r < 5; r++) {
-        double t = now();
+        double t = upm_monotonic_s();
         for (int i = 0; i < reps; i++)
             inner->gemm(inner, s->ta, s->tb, s->M, s->N, s->K, 1, A, s->lda, B, s->ldb, 1, C, s->ldc);
-        t = (now() - t) / reps;
+        t = (upm_monotonic_s() - t) / reps;
         best = t < best ? t : best;
     }
     inner->free(inner, A), inner->free(inner, B), inner->free(inner, C);
@@ -139,7 +133,7 @@ int main(int argc, char **argv)
     double best = 1e30; /* the fastest step: the VM is shared, noise only ever adds time */
     for (int s = 0; s < warmup + steps; s++) {
         recording = s == warmup; /* record the gemm calls of one timed step */
-        double t = now();
+        double t = upm_monotonic_s();
         upm_model_zero_grad(m);
         if (upm_pass_forward(m, p, &in, NULL, &err) || upm_pass_backward(m, p, dU, &err)) {
             fprintf(stderr, PROG ": error: %s\n", err.msg);
@@ -148,7 +142,7 @@ int main(int argc, char **argv)
         float gn, lr;
         upm_optim_step(&opt, m, &gn, &lr);
         inner->sync(inner);
-        double dt = now() - t;
+        double dt = upm_monotonic_s() - t;
         if (s >= warmup && dt < best)
             best = dt;
     }

@@ -12,6 +12,7 @@
 
 #include "comm.h"
 #include "train.h"
+#include "vocab.h"
 
 #define PROG "upmoe-train"
 
@@ -175,12 +176,14 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
             o->model_name = optarg;
             break;
         }
-        case O_MOE:
-            if (!strcmp(optarg, "attribute") || !strcmp(optarg, "none"))
-                o->model.moe = !strcmp(optarg, "none") ? UPM_MOE_NONE : UPM_MOE_ATTRIBUTE;
-            else
-                bad = "--moe must be attribute or none";
+        case O_MOE: {
+            upm_err err;
+            if (upm_moe_kind_parse(optarg, 1, &o->model.moe, &err)) {
+                fprintf(stderr, PROG ": error: %s\n", err.msg);
+                return 2;
+            }
             break;
+        }
 #define INT_OPT(CASE, FIELD, LO, HI)                                              \
     case CASE:                                                                    \
         if (number(optarg, LO, HI, &v) || v != (int64_t)v)                        \
@@ -309,14 +312,14 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
                 o->stage2_at = f, o->stage2_size = size;
             break;
         }
-        case O_VOCAB:
-            if (!strcmp(optarg, "full"))
-                o->vocab_sampled = 0;
-            else if (strncmp(optarg, "sampled:", 8) || number(optarg + 8, 1, 1e7, &v) || v != (int)v)
-                bad = "--vocab-targets must be full or sampled:N (N >= 1)";
-            else
-                o->vocab_sampled = (int)v;
+        case O_VOCAB: {
+            upm_err err;
+            if (upm_vocab_targets_parse(optarg, &o->vocab_sampled, &err)) {
+                fprintf(stderr, PROG ": error: %s\n", err.msg);
+                return 2;
+            }
             break;
+        }
         case O_QUIET: o->quiet = 1; break;
         case 'h': fputs(usage, stdout); return -1;
         case O_VERSION: printf(PROG " %s\n", UPMOE_VERSION); return -1;

@@ -1,0 +1,115 @@
+/* upmoe-jobs status ID [--json]: the job, its run's progress (from the catalog's runs and metrics) and the
+ * exact command. */
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "runs.h"
+#include "shellword.h"
+
+static int add_loss(const char *task, double loss, void *losses)
+{
+    cJSON_AddNumberToObject(losses, task, loss);
+    return 0;
+}
+
+/* The run's progress: step/total, state, checkpoint, latest loss per task, samples/s and ETA from the
+ * last 20 steps' rows. */
+static cJSON *progress(upm_catalog *cat, int64_t run_id)
+{
+    cJSON *o = cJSON_CreateObject();
+    upm_run_progress p;
+    upm_err e = {0};
+    if (!run_id || upm_run_progress_get(cat, run_id, &p, &e))
+        return o;
+    if (p.found) {
+        cJSON_AddStringToObject(o, "run_state", p.state);
+        cJSON_AddNumberToObject(o, "step", (double)p.step);
+        cJSON_AddNumberToObject(o, "total_steps", (double)p.total_steps);
+        cJSON_AddStringToObject(o, "last_checkpoint", p.last_checkpoint);
+    }
+    upm_run_latest_losses(cat, run_id, add_loss, cJSON_AddObjectToObject(o, "loss"), &e);
+    if (p.samples_per_s > 0)
+        cJSON_AddNumberToObject(o, "samples_per_s", p.samples_per_s);
+    if (p.s_per_step > 0 && p.total_steps > p.step)
+        cJSON_AddNumberToObject(o, "eta_s", p.s_per_step * (double)(p.total_steps - p.step));
+    return o;
+}
+
+int cmd_status(upm_catalog *cat, int argc, char **argv)
+{
+    int64_t id;
+    int json = argc > 2 && !strcmp(argv[2], "--json");
+    if (argc < 2 || parse_id(argv[1], &id) || argc > 3 || (argc == 3 && !json))
+        return usage_error("usage: status ID [--json]%s", "");
+    upm_err err = {0};
+    upm_job j;
+    if (upm_job_get(cat, id, &j, &err))
+        return fail(&err);
+    cJSON *o = progress(cat, j.run_id);
+    cJSON_AddNumberToObject(o, "id", (double)j.id);
+    cJSON_AddStringToObject(o, "name", j.name);
+    cJSON_AddStringToObject(o, "state", j.state);
+    cJSON_AddNumberToObject(o, "attempt", (double)j.attempt);
+    cJSON_AddNumberToObject(o, "max_attempts", (double)j.max_attempts);
+    cJSON_AddNumberToObject(o, "run_id", (double)j.run_id);
+    cJSON_AddStringToObject(o, "out_dir", j.out_dir);
+    cJSON_AddStringToObject(o, "log", j.log_path);
+    cJSON_AddStringToObject(o, "message", j.message);
+    cJSON_AddStringToObject(o, "backend", j.backend);
+    char slurm[512];
+    slurm_state_line(&j, slurm, sizeof slurm);
+    if (j.slurm_job[0]) {
+        cJSON_AddStringToObject(o, "slurm_job", j.slurm_job);
+        cJSON_AddStringToObject(o, "slurm", slurm);
+    }
+    char train[PATH_MAX];
+    sibling("upmoe-train", train, sizeof train);
+    char cmd[16384], ids[2][32];
+    size_t n = 0;
+    snprintf(ids[0], sizeof ids[0], "%lld", (long long)j.id);
+    snprintf(ids[1], sizeof ids[1], "%lld", (long long)(j.attempt > 0 ? j.attempt : 1));
+    const char *head[] = {train, "--catalog", upm_catalog_path(cat), "--job", ids[0], "--attempt", ids[1], "--out", j.out_dir};
+    cmd[0] = 0;
+    for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
+        upm_shell_append(cmd, sizeof cmd, &n, head[i]);
+    cJSON *a = cJSON_Parse(j.argv_json);
+    for (int i = 0; i < cJSON_GetArraySize(a); i++)
+        upm_shell_append(cmd, sizeof cmd, &n, cJSON_GetArrayItem(a, i)->valuestring);
+    cJSON_Delete(a);
+    cJSON_AddStringToObject(o, "command", cmd);
+    if (json) {
+        char *s = cJSON_PrintUnformatted(o);
+        printf("%s\n", s ? s : "{}");
+        free(s);
+    } else {
+        const cJSON *step = cJSON_GetObjectItem(o, "step"), *total = cJSON_GetObjectItem(o, "total_steps");
+        printf("job %lld (%s): %s, attempt %lld of %lld\n", (long long)j.id, j.name, j.state, (long long)j.attempt,
+               (long long)j.max_attempts);
+        if (cJSON_IsNumber(step))
+            printf("  step %.0f / %.0f\n", step->valuedouble, total->valuedouble);
+        const cJSON *l;
+        cJSON_ArrayForEach(l, cJSON_GetObjectItem(o, "loss"))
+            printf("  loss %-24s %.4f\n", l->string, l->valuedouble);
+        const cJSON *sps = cJSON_GetObjectItem(o, "samples_per_s"), *eta = cJSON_GetObjectItem(o, "eta_s");
+        if (cJSON_IsNumber(sps))
+            printf("  %.1f samples/s\n", sps->valuedouble);
+        if (cJSON_IsNumber(eta))
+            printf("  ETA %dm%02ds\n", (int)(eta->valuedouble / 60), (int)eta->valuedouble % 60);
+        const cJSON *ck = cJSON_GetObjectItem(o, "last_checkpoint");
+        if (cJSON_IsString(ck) && ck->valuestring[0])
+            printf("  last checkpoint %s\n", ck->valuestring);
+        if (j.message[0])
+            printf("  %s\n", j.message);
+        if (slurm[0])
+            printf("  %s\n", slurm);
+        printf("  log %s\n  command %s\n", j.log_path, cmd);
+    }
+    cJSON_Delete(o);
+    upm_job_free(&j);
+    return 0;
+}
+

@@ -1,0 +1,225 @@
+/* upmoe-jobs submit pretrain: checks the mixture and the options, and queues the job (or, with --dry-run,
+ * prints the exact command the worker would run). */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "catalog_ops.h"
+#include "cli.h"
+#include "config.h"
+#include "shellword.h"
+
+typedef struct check_ctx {
+    upm_catalog *cat;
+    int members;
+    char missing[1024];
+    upm_err *err;
+} check_ctx;
+
+static int check_member(const upm_mixture_member *m, void *vctx)
+{
+    check_ctx *c = vctx;
+    upm_dataset d;
+    int rc = upm_dataset_get(c->cat, m->dataset, &d, c->err);
+    if (rc)
+        return rc;
+    c->members++;
+    if (!d.url_pattern[0]) {
+        size_t len = strlen(c->missing);
+        snprintf(c->missing + len, sizeof c->missing - len, "%s%s", len ? ", " : "", m->dataset);
+    }
+    return 0;
+}
+
+int cmd_submit(upm_catalog *cat, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "pretrain"))
+        return usage_error("submit needs a job kind: 'pretrain'%s", "");
+    const char *mixture = "uniperceiver-moe-pretrain", *model = "ti", *moe = "attribute", *name = NULL;
+    const char *backend = "local", *out = NULL, *steps = "1000", *scale = NULL;
+    long long ranks = 1, priority = 0, attempts = 3;
+    int dry = 0, slurm_only = 0;
+    slurm_cli sl = {.signal_lead = 120};
+    enum { O_MIX = 256, O_MODEL, O_MOE, O_STEPS, O_SCALE, O_RANKS, O_PRIO, O_NAME, O_BACKEND, O_ATT, O_OUT, O_DRY,
+           O_PART, O_TIME, O_LEAD, O_CPUS, O_SBATCH };
+    static const struct option opts[] = {
+        {"mixture", 1, 0, O_MIX}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"steps", 1, 0, O_STEPS},
+        {"batch-scale", 1, 0, O_SCALE}, {"ranks", 1, 0, O_RANKS}, {"priority", 1, 0, O_PRIO}, {"name", 1, 0, O_NAME},
+        {"backend", 1, 0, O_BACKEND}, {"max-attempts", 1, 0, O_ATT}, {"out", 1, 0, O_OUT}, {"dry-run", 0, 0, O_DRY},
+        {"partition", 1, 0, O_PART}, {"time", 1, 0, O_TIME}, {"signal-lead", 1, 0, O_LEAD},
+        {"cpus-per-rank", 1, 0, O_CPUS}, {"sbatch-arg", 1, 0, O_SBATCH}, {0, 0, 0, 0}};
+    optind = 2;
+    opterr = 0;
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MIX: mixture = optarg; break;
+        case O_MODEL: model = optarg; break;
+        case O_MOE: moe = optarg; break;
+        case O_STEPS:
+            if (strtoll(optarg, &end, 10) <= 0 || *end)
+                return usage_error("--steps needs a positive integer, not '%s'", optarg);
+            steps = optarg;
+            break;
+        case O_SCALE:
+            if (!(strtod(optarg, &end) > 0) || *end)
+                return usage_error("--batch-scale needs a factor > 0, not '%s'", optarg);
+            scale = optarg;
+            break;
+        case O_RANKS:
+            if ((ranks = strtoll(optarg, &end, 10)) < 1 || *end || ranks > 65536)
+                return usage_error("--ranks needs an integer in [1, 65536], not '%s'", optarg);
+            break;
+        case O_PRIO:
+            priority = strtoll(optarg, &end, 10);
+            if (!*optarg || *end)
+                return usage_error("--priority needs an integer, not '%s'", optarg);
+            break;
+        case O_ATT:
+            if ((attempts = strtoll(optarg, &end, 10)) < 1 || *end || attempts > 1000)
+                return usage_error("--max-attempts needs an integer in [1, 1000], not '%s'", optarg);
+            break;
+        case O_NAME: name = optarg; break;
+        case O_BACKEND: backend = optarg; break;
+        case O_OUT: out = optarg; break;
+        case O_DRY: dry = 1; break;
+        case O_PART: sl.partition = optarg, slurm_only = 1; break;
+        case O_TIME:
+            if (!*optarg || strspn(optarg, "0123456789:-") != strlen(optarg))
+                return usage_error("--time needs a Slurm time limit (MM, HH:MM:SS, D-HH:MM, ...), not '%s'", optarg);
+            sl.time_limit = optarg, slurm_only = 1;
+            break;
+        case O_LEAD:
+            if ((sl.signal_lead = strtol(optarg, &end, 10)) < 1 || *end || sl.signal_lead > 65535)
+                return usage_error("--signal-lead needs seconds in [1, 65535], not '%s'", optarg);
+            slurm_only = 1;
+            break;
+        case O_CPUS:
+            if ((sl.cpus_per_rank = strtol(optarg, &end, 10)) < 1 || *end || sl.cpus_per_rank > 4096)
+                return usage_error("--cpus-per-rank needs an integer in [1, 4096], not '%s'", optarg);
+            slurm_only = 1;
+            break;
+        case O_SBATCH:
+            if (optarg[0] != '-')
+                return usage_error("--sbatch-arg takes one sbatch option (starting with -), not '%s'", optarg);
+            if (sl.nextra == (int)(sizeof sl.extra / sizeof sl.extra[0]))
+                return usage_error("at most 64 --sbatch-arg options%s", "");
+            sl.extra[sl.nextra++] = optarg, slurm_only = 1;
+            break;
+        default: return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    upm_model_config preset; /* the trainer's own tables say what it accepts */
+    upm_moe_kind moe_kind;
+    upm_err verr = {0};
+    if (upm_model_config_preset(model, &preset, NULL))
+        upm_errf(&verr, UPM_EUSAGE, "--model must be %s, not '%s'", upm_model_size_names(), model);
+    else
+        upm_moe_kind_parse(moe, 1, &moe_kind, &verr);
+    if (verr.code)
+        return usage_error("%s", verr.msg);
+    if (strcmp(backend, "local") && strcmp(backend, "slurm"))
+        return usage_error("--backend must be local or slurm, not '%s'", backend);
+    int slurm = !strcmp(backend, "slurm");
+    if (slurm_only && !slurm)
+        return usage_error("--partition, --time, --signal-lead, --cpus-per-rank and --sbatch-arg need --backend slurm%s",
+                           "");
+    char out_abs[PATH_MAX];
+    if (out && out[0] != '/') { /* the worker or the batch step may run elsewhere */
+        char cwd[PATH_MAX - 256];
+        if (!getcwd(cwd, sizeof cwd) || snprintf(out_abs, sizeof out_abs, "%s/%s", cwd, out) >= (int)sizeof out_abs)
+            return usage_error("--out: cannot make '%s' an absolute path", out);
+        out = out_abs;
+    }
+    upm_err err = {0};
+    check_ctx cc = {cat, 0, "", &err};
+    if (upm_mixture_foreach_member(cat, mixture, check_member, &cc, &err))
+        return fail(&err);
+    if (!cc.members) {
+        fprintf(stderr, PROG ": error: mixture %s has no datasets\n", mixture);
+        return 1;
+    }
+    if (cc.missing[0]) {
+        fprintf(stderr, PROG ": error: mixture %s has datasets without shard URLs: %s (set them with "
+                "'upmoe-catalog set DATASET url=PATTERN')\n", mixture, cc.missing);
+        return 1;
+    }
+    char auto_name[64];
+    if (!name) {
+        snprintf(auto_name, sizeof auto_name, "pretrain-%s", model);
+        name = auto_name;
+    }
+    cJSON *a = cJSON_CreateArray();
+    const char *fixed[] = {"--mixture", mixture, "--model", model, "--moe", moe, "--steps", steps, "--name", name};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(fixed[i]));
+    if (scale) {
+        cJSON_AddItemToArray(a, cJSON_CreateString("--batch-scale"));
+        cJSON_AddItemToArray(a, cJSON_CreateString(scale));
+    }
+    int has_bpe = 0;
+    for (int i = optind; i < argc; i++) {
+        if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "--resume") || !strcmp(argv[i], "--catalog") ||
+            !strcmp(argv[i], "--job") || !strcmp(argv[i], "--attempt")) {
+            cJSON_Delete(a);
+            return usage_error("%s is set by the worker; give the job's folder with submit --out", argv[i]);
+        }
+        cJSON_AddItemToArray(a, cJSON_CreateString(argv[i]));
+        has_bpe |= !strcmp(argv[i], "--bpe-vocab");
+    }
+    /* The job must not depend on the environment of whichever worker or batch step runs it: the
+     * submitter's UPMOE_BPE_VOCAB becomes an argument. */
+    const char *bpe = getenv("UPMOE_BPE_VOCAB");
+    if (!has_bpe && bpe && *bpe) {
+        char abs[PATH_MAX];
+        cJSON_AddItemToArray(a, cJSON_CreateString("--bpe-vocab"));
+        cJSON_AddItemToArray(a, cJSON_CreateString(realpath(bpe, abs) ? abs : bpe));
+    }
+    char *aj = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    if (!aj) {
+        fprintf(stderr, PROG ": error: no memory\n");
+        return 1;
+    }
+    char train[PATH_MAX];
+    sibling("upmoe-train", train, sizeof train);
+    if (dry) {
+        char cmd[16384] = "", dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", out ? out : "<catalog folder>/runs/job-ID");
+        size_t n = 0;
+        const char *head[] = {train, "--catalog", upm_catalog_path(cat), "--job", "ID", "--attempt", "N", "--out", dir};
+        for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
+            upm_shell_append(cmd, sizeof cmd, &n, head[i]);
+        cJSON *p = cJSON_Parse(aj);
+        for (int i = 0; i < cJSON_GetArraySize(p); i++)
+            upm_shell_append(cmd, sizeof cmd, &n, cJSON_GetArrayItem(p, i)->valuestring);
+        cJSON_Delete(p);
+        free(aj);
+        if (slurm)
+            slurm_dry_run(cat, &sl, name, (int)ranks, dir, cmd);
+        else if (ranks > 1)
+            printf("mpirun -np %lld --bind-to none %s\n", ranks, cmd);
+        else
+            printf("%s\n", cmd);
+        return 0;
+    }
+    char *bopts = slurm ? slurm_opts_json(&sl) : NULL;
+    upm_job_submit s = {name, "pretrain", backend, priority, (int)ranks, attempts, aj, out, bopts};
+    int64_t id = 0;
+    int rc = upm_job_submit_new(cat, &s, &id, &err);
+    free(aj);
+    free(bopts);
+    if (rc)
+        return fail(&err);
+    if (slurm && (rc = slurm_submit(cat, id)))
+        return rc;
+    printf("%lld\n", (long long)id);
+    return 0;
+}
+

@@ -1,0 +1,77 @@
+/* Helpers shared by the commands of upmoe-jobs (see cli.h). */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+volatile sig_atomic_t cli_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    cli_stop = 1;
+}
+
+void cli_catch_stop(void)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int fail(const upm_err *e)
+{
+    fprintf(stderr, PROG ": error: %s\n", e->msg);
+    return e->code == UPM_EUSAGE ? 2 : 1;
+}
+
+int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, PROG ": error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see " PROG " --help)\n");
+    return 2;
+}
+
+int parse_id(const char *s, int64_t *id)
+{
+    char *end;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v <= 0)
+        return -1;
+    *id = v;
+    return 0;
+}
+
+/* A program next to this one (upmoe-train: or $UPMOE_TRAIN; "" = this program itself). */
+void sibling(const char *name, char *buf, size_t n)
+{
+    const char *env = getenv("UPMOE_TRAIN");
+    if (env && *env && !strcmp(name, "upmoe-train")) {
+        snprintf(buf, n, "%s", env);
+        return;
+    }
+    char exe[PATH_MAX - 64];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0) {
+        snprintf(buf, n, "%s", name);
+        return;
+    }
+    exe[k] = 0;
+    if (!*name) {
+        snprintf(buf, n, "%s", exe);
+        return;
+    }
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(buf, n, "%s/%s", exe, name);
+}
+
