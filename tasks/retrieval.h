@@ -17,4 +17,21 @@ typedef struct upm_retrieval_r1 {
  * texts: host [n][L] token ids, lengths [n]. Ties go to the lower index. */
 upm_retrieval_r1 upm_retrieval_r1_score(const float *scores, int n, const int32_t *texts, int L, const int32_t *lengths);
 
+/* Recall at K = 1, 5, 10 both ways over a whole gallery (the paper's retrieval protocol), with the same
+ * ground truth (caption identity) and tie rule (lower index first): a query scores a hit at K when its
+ * best-ranked ground truth is among its first K candidates. Captions are grouped by identity once
+ * (sorting), so a gallery of n costs O(n^2) score reads, not O(n^2 L). */
+#define UPM_RECALL_KS 3
+extern const int upm_recall_k[UPM_RECALL_KS]; /* 1, 5, 10 */
+typedef struct upm_retrieval_recall {
+    int n;
+    int64_t i2t[UPM_RECALL_KS], t2i[UPM_RECALL_KS]; /* hits at each K */
+    double chance[UPM_RECALL_KS]; /* expected recall of a uniform ranking at each K (mean over queries) */
+} upm_retrieval_recall;
+
+/* As upm_retrieval_r1_score: scores host [n][n] (image rows, text columns), texts [n][L], lengths [n].
+ * Returns 0, or -1 when out of memory. */
+int upm_retrieval_recall_score(const float *scores, int n, const int32_t *texts, int L, const int32_t *lengths,
+                               upm_retrieval_recall *out);
+
 #endif

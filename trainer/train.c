@@ -106,7 +106,7 @@ static int fill_tables(trainer *t, int pass, const upm_seq_input *in)
 
 /* ---- device buffers that grow with the batch ---- */
 
-static int ensure(upm_backend *be, void **p, size_t *cap, size_t bytes)
+int upm_trainer_ensure(upm_backend *be, void **p, size_t *cap, size_t bytes)
 {
     if (bytes <= *cap)
         return 0;
@@ -120,7 +120,7 @@ static int ensure(upm_backend *be, void **p, size_t *cap, size_t bytes)
 }
 
 /* The label texts of b's dataset, with this step's synonym of each class (canonical names in evaluation). */
-static const upm_label_texts *labels_for(trainer *t, const upm_batch *b, upm_err *err)
+const upm_label_texts *upm_trainer_labels(trainer *t, const upm_batch *b, upm_err *err)
 {
     for (int i = 0; i < t->nlabels; i++)
         if (!strcmp(t->labels[i].dataset, b->dataset)) {
@@ -239,12 +239,12 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
     upm_seq_input dummy = {.nseq = 1, .spe_attr = b->spe_attr[UPM_SIDE_TARGET]};
     if (fill_tables(t, 0, &in) || fill_tables(t, 1, &dummy))
         rc = upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
-    if (!rc && (ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)M * D) ||
-                ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
-                ensure(be, (void **)&t->V, &t->cap_V, sizeof(float) * (size_t)C * D) ||
-                ensure(be, (void **)&t->logq, &t->cap_logq, sizeof(float) * (size_t)C) ||
-                ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)M * C) ||
-                ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)M)))
+    if (!rc && (upm_trainer_ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)M * D) ||
+                upm_trainer_ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
+                upm_trainer_ensure(be, (void **)&t->V, &t->cap_V, sizeof(float) * (size_t)C * D) ||
+                upm_trainer_ensure(be, (void **)&t->logq, &t->cap_logq, sizeof(float) * (size_t)C) ||
+                upm_trainer_ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)M * C) ||
+                upm_trainer_ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)M)))
         rc = upm_errf(err, UPM_ENOMEM, "no memory for %d read-outs against %d candidates", M, C);
     if (rc) {
         upm_vocab_batch_free(&vb);
@@ -282,14 +282,12 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
     return 0;
 }
 
-static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
+int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
 {
     upm_backend *be = t->be;
     upm_model *m = t->m;
     upm_batch *b = &t->batch;
-    int rc = upm_loader_next(t->loader, b, err);
-    if (rc)
-        return rc;
+    int rc;
     const upm_formulation_desc *fd = upm_formulation_desc_get(b->formulation);
     if (!fd)
         return upm_errf(err, UPM_EINVAL, "batch of task %s: unknown formulation %d", b->task, (int)b->formulation);
@@ -300,7 +298,7 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
         return rc;
     if (fd->targets == UPM_TARGETS_LABEL_TEXTS) {
-        if (!(lt = labels_for(t, b, err)))
+        if (!(lt = upm_trainer_labels(t, b, err)))
             return err->code ? err->code : UPM_EINVAL;
         upm_label_texts_input(lt, &tg);
     } else if ((rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err)))
@@ -312,10 +310,10 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
     upm_pass_opts ot = {!t->eval, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL};
     int B = b->B, C = tg.nseq, D = t->cfg.dim;
-    if (ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)B * D) ||
-        ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
-        ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)B * C) ||
-        ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)B))
+    if (upm_trainer_ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)B * D) ||
+        upm_trainer_ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
+        upm_trainer_ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)B * C) ||
+        upm_trainer_ensure(be, (void **)&t->dlabels, &t->cap_lab, sizeof(int32_t) * (size_t)B))
         return upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", B);
     upm_model_zero_grad(m); /* also starts the step's record of the experts used (model.h) */
     if ((rc = upm_pass_forward(m, t->pass_in, &in, &oi, err)) || (rc = upm_pass_forward(m, t->pass_tg, &tg, &ot, err)))
@@ -342,6 +340,12 @@ static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
     if (t->eval && fd->metric == UPM_METRIC_RETRIEVAL_R1 && tg.nseg == 1 && tg.seg[0].kind == UPM_SEG_TEXT)
         return retrieval_row(t, &tg, row, err);
     return 0;
+}
+
+static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
+{
+    int rc = upm_loader_next(t->loader, &t->batch, err);
+    return rc ? rc : upm_trainer_batch_step(t, row, err);
 }
 
 /* ---- progress, metrics, checkpoints ---- */
@@ -455,7 +459,7 @@ static void progress(trainer *t, const upm_metric_row *rows, int n)
 
 /* ---- set-up, resume, the loop ---- */
 
-static void trainer_close(trainer *t)
+void upm_trainer_close(trainer *t)
 {
     upm_backend *be = t->be;
     if (t->m) {
@@ -548,7 +552,7 @@ static int open_loader(trainer *t, const char *cursor, upm_err *err)
     return upm_loader_open(t->cat, o->mixture, &lo, cursor, &t->loader, err);
 }
 
-static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt, upm_err *err)
+int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt, upm_err *err)
 {
     memset(t, 0, sizeof *t);
     t->o = o;
@@ -568,22 +572,9 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
     if (!rc && t->eval)
         snprintf(ckpt, sizeof ckpt, "%s", eval_ckpt);
     if (!rc && resume && (t->eval || !(rc = upm_checkpoint_latest(o->out_dir, ckpt, sizeof ckpt, err)))) {
-        FILE *f = NULL;
         char sp[4200];
         snprintf(sp, sizeof sp, "%s/state.json", ckpt);
-        if (!(f = fopen(sp, "rb")))
-            rc = upm_errf(err, UPM_EIO, "cannot read %s", sp);
-        else {
-            fseek(f, 0, SEEK_END);
-            long n = ftell(f);
-            rewind(f);
-            state = malloc((size_t)(n > 0 ? n : 0) + 1);
-            if (!state || fread(state, 1, (size_t)n, f) != (size_t)n)
-                rc = upm_errf(err, UPM_EIO, "cannot read %s", sp);
-            else
-                state[n] = 0;
-            fclose(f);
-        }
+        rc = upm_read_file(sp, &state, NULL, err);
         if (!rc)
             rc = read_state(t, state, &cursor, &regrouped, err);
     }
@@ -602,7 +593,7 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
         rc = upm_checkpoint_load(ckpt, t->m, t->eval ? NULL : &t->opt, NULL, err);
     if (!rc && o->bpe_vocab)
         rc = upm_bpe_load(o->bpe_vocab, &t->bpe, err);
-    if (!rc)
+    if (!rc && o->mixture)
         rc = open_loader(t, cursor, err);
     if (!rc) {
         t->pass_in = upm_pass_new();
@@ -659,11 +650,11 @@ static int trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ck
 int upm_train(const upm_train_opts *o, upm_err *err)
 {
     trainer t;
-    int rc = trainer_open(&t, o, NULL, err);
+    int rc = upm_trainer_open(&t, o, NULL, err);
     if (!rc)
         rc = dp_check_same_weights(&t, err);
     if (rc) {
-        trainer_close(&t);
+        upm_trainer_close(&t);
         return rc;
     }
     if (!o->quiet && t.rank == 0)
@@ -733,50 +724,6 @@ int upm_train(const upm_train_opts *o, upm_err *err)
         if (stopped && !o->quiet && t.rank == 0)
             printf("stopped at step %" PRId64 " after a checkpoint; continue with --resume %s\n", t.step, o->out_dir);
     }
-    trainer_close(&t);
-    return rc;
-}
-
-int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps, upm_eval_row **rows, int *nrows,
-                 upm_err *err)
-{
-    trainer t;
-    *rows = NULL, *nrows = 0;
-    int rc = trainer_open(&t, o, checkpoint, err);
-    for (int64_t s = 0; !rc && s < steps; s++, t.step++) {
-        upm_metric_row r;
-        if ((rc = train_step(&t, &r, err)))
-            break;
-        int i = 0;
-        while (i < *nrows && strcmp((*rows)[i].dataset, r.dataset))
-            i++;
-        if (i == *nrows) {
-            upm_eval_row *g = realloc(*rows, sizeof *g * (size_t)(*nrows + 1));
-            if (!g) {
-                rc = upm_errf(err, UPM_ENOMEM, "no memory");
-                break;
-            }
-            *rows = g;
-            memset(&g[i], 0, sizeof g[i]);
-            snprintf(g[i].dataset, sizeof g[i].dataset, "%s", r.dataset);
-            snprintf(g[i].task, sizeof g[i].task, "%s", r.task);
-            (*nrows)++;
-        }
-        upm_eval_row *e = &(*rows)[i];
-        e->batches++;
-        e->samples += r.samples;
-        e->scored += r.scored;
-        e->loss += (r.loss - e->loss) / (double)e->batches; /* running mean over batches */
-        if (r.accuracy >= 0)
-            e->accuracy += (r.accuracy - e->accuracy) / (double)e->batches;
-        else
-            e->accuracy = -1;
-        e->chance += (r.chance - e->chance) / (double)e->batches;
-        if (r.accuracy_t2i >= 0)
-            e->accuracy_t2i += (r.accuracy_t2i - e->accuracy_t2i) / (double)e->batches;
-        else
-            e->accuracy_t2i = -1;
-    }
-    trainer_close(&t);
+    upm_trainer_close(&t);
     return rc;
 }

@@ -61,11 +61,53 @@ typedef struct upm_eval_row {
     double accuracy_t2i;   /* pair: text-to-image R@1; -1 for other formulations */
 } upm_eval_row;
 
-/* Evaluates the weights of checkpoint directory `checkpoint` (model configuration from its state.json)
- * on `steps` batches of o->mixture with evaluation transforms, no gate noise and no drop path; nothing
- * is written. Pair datasets are scored as retrieval with the batch as the gallery, both ways, every
- * text equal to a sample's caption counting as its ground truth (tasks/retrieval.h). *rows (caller frees) holds one row per dataset drawn. */
+/* Sampled evaluation (upmoe-eval --steps N, evaluate.c): the weights of checkpoint directory `checkpoint`
+ * (model configuration from its state.json) on `steps` batches drawn from o->mixture as training draws
+ * them, with evaluation transforms, no gate noise and no drop path; nothing is written. Pair datasets
+ * are scored as retrieval with the batch as the gallery, both ways, every text equal to a sample's
+ * caption counting as its ground truth (tasks/retrieval.h). *rows (caller frees) holds one row per
+ * dataset drawn. A quick look; the paper's protocol is upm_evaluate_full. */
 int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps, upm_eval_row **rows, int *nrows,
                  upm_err *err);
+
+/* ---- full-pass evaluation (evaluate.c; docs/evaluation.md) ---- */
+
+#define UPM_EVAL_MAX_METRICS 8
+typedef struct upm_eval_metric {
+    char name[24];  /* "top1", "top5", "i2t_r1", ..., "recall_mean", "token_accuracy", "perplexity" */
+    double value;
+    double chance;  /* the value of a uniform guess; < 0 where it has none */
+} upm_eval_metric;
+
+typedef struct upm_eval_result {
+    char dataset[128], task[128];
+    upm_formulation formulation;
+    int64_t samples; /* scored samples: every usable sample of the split (or of --limit) once */
+    int64_t skipped; /* samples or bad shards left out, each reported */
+    int64_t scored;  /* predictions behind the metrics (samples, queries, tokens) */
+    double loss;     /* mean cross-entropy without label smoothing over the scored predictions; < 0: n/a */
+    int nmetrics;
+    upm_eval_metric metrics[UPM_EVAL_MAX_METRICS];
+} upm_eval_result;
+
+/* Progress of the dataset being evaluated: samples done and the split's recorded size (-1: unknown). */
+typedef void (*upm_eval_progress_fn)(void *ctx, const char *dataset, int64_t done, int64_t total);
+
+typedef struct upm_eval_opts {
+    const char *const *datasets; /* catalog datasets, evaluated in this order */
+    int ndatasets;
+    int64_t limit;               /* > 0: the first `limit` samples of each dataset only */
+    upm_eval_progress_fn progress;
+    void *progress_ctx;
+} upm_eval_opts;
+
+/* Evaluates checkpoint `checkpoint` on every sample of each dataset once, in shard order, with the
+ * evaluation transforms, batched (o->batch, else the dataset's catalog batch size), and the metrics of
+ * its formulation (tasks/formulation.h): label top-1/top-5 with the label texts encoded once; pair
+ * R@1/5/10 both ways over the whole split as the gallery; vocab token accuracy, and perplexity when
+ * scored against the full vocabulary. Deterministic: the same inputs give the same bits. Nothing is
+ * written. *out (caller frees) holds one result per dataset. */
+int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm_eval_opts *eo, upm_eval_result **out,
+                      int *nout, upm_err *err);
 
 #endif

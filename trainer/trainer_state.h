@@ -1,4 +1,4 @@
-/* The training loop's state, shared by train.c and dp.c (private to trainer/). */
+/* The training loop's state, shared by train.c, dp.c and evaluate.c (private to trainer/). */
 #ifndef UPM_TRAINER_STATE_H
 #define UPM_TRAINER_STATE_H
 
@@ -84,5 +84,18 @@ int dp_check_same_weights(trainer *t, upm_err *err);
 int dp_pick_cursor(trainer *t, const cJSON *cursors, char **cursor, int *regrouped, upm_err *err);
 /* Rank 0's end-of-run summary of a data-parallel run. */
 void dp_summary(const trainer *t);
+
+/* train.c, for evaluate.c */
+
+/* Opens the trainer: with eval_ckpt, its weights for evaluation (no optimizer, nothing written); the
+ * training loader is opened only when o->mixture is set. */
+int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt, upm_err *err);
+void upm_trainer_close(trainer *t);
+/* One step (or, in evaluation, one forward) on the batch in t->batch; fills row. */
+int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err);
+/* The label texts of b's dataset (canonical names in evaluation), cached per dataset. */
+const upm_label_texts *upm_trainer_labels(trainer *t, const upm_batch *b, upm_err *err);
+/* Grows the backend buffer *p (capacity *cap bytes) to at least bytes; UPM_ENOMEM on failure. */
+int upm_trainer_ensure(upm_backend *be, void **p, size_t *cap, size_t bytes);
 
 #endif

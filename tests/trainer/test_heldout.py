@@ -58,6 +58,16 @@ class HeldOutTest(unittest.TestCase):
         self.assertEqual(res["samples"], 400)
         self.assertAlmostEqual(res["chance"], 0.1)
         self.assertGreaterEqual(res["accuracy"], 3 * res["chance"])
+        # the paper's protocol (upmoe-eval's full pass): every held-out sample once, the same bound
+        p = run(os.path.join(BUILD, "upmoe-eval"), "--dataset", name + "-heldout", "--checkpoint",
+                os.path.join(self.tmp.name, name), "--image-size", 32, "--batch", 80, "--json", env=self.env)
+        full = json.loads(p.stdout)["datasets"][0]
+        print(f"{name}: full pass top-1 {full['metrics']['top1']:.3f}, top-5 {full['metrics']['top5']:.3f}",
+              file=sys.stderr)
+        self.assertEqual((full["samples"], full["skipped"]), (400, 0))
+        self.assertAlmostEqual(full["chance"]["top1"], 0.1)
+        self.assertGreaterEqual(full["metrics"]["top1"], 3 * full["chance"]["top1"])
+        self.assertGreaterEqual(full["metrics"]["top5"], full["metrics"]["top1"])
 
     def test_image_classification(self):
         """Held-out top-1 at least 3x chance (the issue's bound; 400 images, chance 10 %)."""

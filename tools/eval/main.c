@@ -1,88 +1,142 @@
-/* upmoe-eval: evaluates a checkpoint on a catalog mixture (typically held-out datasets): loss and
- * accuracy per dataset with evaluation transforms, no gate noise, no drop path, nothing written. */
+/* upmoe-eval: evaluates a checkpoint. By default the paper's protocol: every sample of each named
+ * dataset (or of each dataset of a mixture) once, in shard order, with the metrics of its formulation
+ * (docs/evaluation.md). With --steps N, the sampled quick look of earlier versions: N batches drawn from
+ * the mixture as training draws them. Nothing is written. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "catalog_ops.h"
 #include "checkpoint.h"
+#include "clock.h"
 #include "train.h"
 #include "vocab.h"
 
 #define PROG "upmoe-eval"
+#define MAX_DATASETS 256
 
 static const char usage[] =
-    "usage: " PROG " --mixture NAME --checkpoint DIR [--steps N] [--batch N] [--image-size S]\n"
-    "       [--vocab-targets full|sampled:N] [--seed S] [--threads N] [--catalog PATH] [--bpe-vocab PATH] [--json]\n"
+    "usage: " PROG " --checkpoint DIR (--dataset NAME ... | --mixture NAME) [--limit N] [--batch N]\n"
+    "       [--image-size S] [--vocab-targets full|sampled:N] [--threads N] [--catalog PATH] [--bpe-vocab PATH]\n"
+    "       [--json] [--steps N [--seed S]]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, or a run's --out directory for its newest)\n"
-    "on N batches (default 10) of the mixture: loss and accuracy (label: top-1 over the label set;\n"
-    "pair: R@1 image-to-text and text-to-image with the batch as the gallery, every text equal to a sample's\n"
-    "caption counting as its ground truth; vocab: top-1 token) per dataset, each next to chance (a uniform\n"
-    "guess among the candidates: the classes, the gallery's ground truths, the scored tokens).\n";
+    "on every sample of each dataset once (--dataset, repeatable, or every dataset of --mixture), in shard\n"
+    "order, with evaluation transforms, and prints the metrics of each dataset's formulation next to chance:\n"
+    "  label   top-1 and top-5 over the label set (label texts encoded once)\n"
+    "  pair    R@1, R@5, R@10 image->text and text->image over the whole split as the gallery, and their\n"
+    "          mean (every text equal to a sample's caption counts as its ground truth)\n"
+    "  vocab   teacher-forced token accuracy; perplexity with --vocab-targets full (the default)\n"
+    "--limit N  the first N samples of each dataset only (a quick look)\n"
+    "--batch N  rows per batch (default: each dataset's catalog batch size)\n"
+    "--steps N  instead: N batches drawn from --mixture as training draws them (pair: the batch is the\n"
+    "           gallery), loss and top-1 only; the sampled quick look of earlier versions\n"
+    "--json     one JSON document on standard output; the same inputs give the same bytes\n"
+    "A progress line with an ETA goes to a terminal's standard error.\n";
 
-int main(int argc, char **argv)
+typedef struct progress_ctx {
+    int on;
+    double t0, last;
+    char dataset[128];
+} progress_ctx;
+
+static void progress(void *ctx, const char *dataset, int64_t done, int64_t total)
 {
-    upm_train_opts o;
-    upm_train_opts_default(&o);
-    const char *ckpt = NULL;
-    long long steps = 10;
-    int json = 0;
-    enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE };
-    static const struct option opts[] = {
-        {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
-        {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
-        {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE}, {"help", 0, 0, 'h'},
-        {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
-    int c;
-    upm_err verr;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        char *end = NULL;
-        long long v = optarg ? strtoll(optarg, &end, 10) : 0;
-        int bad_int = optarg && (!*optarg || *end || v < 0);
-        switch (c) {
-        case O_MIX: o.mixture = optarg; break;
-        case O_CKPT: ckpt = optarg; break;
-        case O_STEPS: steps = v; break;
-        case O_BATCH: o.batch = (int)v; break;
-        case O_IMAGE: o.image_size = (int)v; break;
-        case O_SEED: o.seed = (uint64_t)v; break;
-        case O_THREADS: o.threads = (int)v; break;
-        case O_CAT: o.catalog = optarg; bad_int = 0; break;
-        case O_BPE: o.bpe_vocab = optarg; bad_int = 0; break;
-        case O_JSON: json = 1; break;
-        case O_VOCAB:
-            bad_int = 0;
-            if (upm_vocab_targets_parse(optarg, &o.vocab_sampled, &verr)) {
-                fprintf(stderr, PROG ": error: %s\n", verr.msg);
-                return 2;
-            }
-            break;
-        case 'h': fputs(usage, stdout); return 0;
-        case O_VERSION: printf(PROG " %s\n", UPMOE_VERSION); return 0;
-        default: fprintf(stderr, PROG ": error: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]); return 2;
-        }
-        if (c != O_MIX && c != O_CKPT && c != O_BPE && bad_int) {
-            fprintf(stderr, PROG ": error: %s needs a non-negative integer, not '%s'\n", argv[optind - 2], optarg);
-            return 2;
-        }
+    progress_ctx *p = ctx;
+    double now = upm_monotonic_s();
+    if (strcmp(p->dataset, dataset)) {
+        snprintf(p->dataset, sizeof p->dataset, "%s", dataset);
+        p->t0 = now, p->last = 0;
     }
-    if (!o.mixture || !ckpt || optind < argc || steps < 1) {
-        fprintf(stderr, PROG ": error: --mixture and --checkpoint are required, --steps >= 1 (see --help)\n");
-        return 2;
-    }
-    if (!o.bpe_vocab)
-        o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
-    upm_err err = {0};
+    if (!p->on || now - p->last < 0.2)
+        return;
+    p->last = now;
+    double rate = now > p->t0 ? (double)done / (now - p->t0) : 0;
+    fprintf(stderr, "\r" PROG ": %s: %lld", dataset, (long long)done);
+    if (total > 0)
+        fprintf(stderr, " / %lld samples, %.1f/s, ETA %.0fs\033[K", (long long)total, rate,
+                rate > 0 && total > done ? (double)(total - done) / rate : 0.0);
+    else
+        fprintf(stderr, " samples, %.1f/s\033[K", rate);
+}
+
+static int add_member(const upm_mixture_member *m, void *ctx)
+{
+    char **names = ctx;
+    int n = 0;
+    while (names[n])
+        n++;
+    if (n + 1 >= MAX_DATASETS)
+        return UPM_EINVAL;
+    names[n] = strdup(m->dataset);
+    return names[n] ? 0 : UPM_ENOMEM;
+}
+
+/* The datasets of a mixture, in its order (upm_mixture_foreach_member). */
+static int mixture_datasets(const upm_train_opts *o, const char *mixture, char **names, upm_err *err)
+{
     char path[4096];
-    if (upm_checkpoint_latest(ckpt, path, sizeof path, &err) != 0) /* a run directory: its newest */
-        snprintf(path, sizeof path, "%s", ckpt);
-    upm_eval_row *rows;
-    int n;
-    if (upm_evaluate(&o, path, steps, &rows, &n, &err)) {
-        fprintf(stderr, PROG ": error: %s\n", err.msg);
-        return err.code == UPM_EUSAGE ? 2 : 1;
+    upm_catalog *cat = NULL;
+    int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err);
+    if (!rc)
+        rc = upm_catalog_open(path, UPM_CAT_READONLY, &cat, err);
+    if (!rc && (rc = upm_mixture_foreach_member(cat, mixture, add_member, names, err)) == UPM_EINVAL && !err->msg[0])
+        upm_errf(err, UPM_EINVAL, "mixture %s has more than %d datasets", mixture, MAX_DATASETS - 1);
+    upm_catalog_close(cat);
+    return rc;
+}
+
+static void print_full(const char *ckpt, const upm_eval_result *res, int n, int json)
+{
+    if (json) {
+        printf("{\"checkpoint\": \"%s\", \"datasets\": [", ckpt);
+        for (int i = 0; i < n; i++) {
+            const upm_eval_result *r = &res[i];
+            printf("%s{\"dataset\": \"%s\", \"task\": \"%s\", \"formulation\": \"%s\", \"samples\": %lld, "
+                   "\"skipped\": %lld, \"scored\": %lld, \"loss\": ", i ? ", " : "", r->dataset, r->task,
+                   upm_formulation_name(r->formulation), (long long)r->samples, (long long)r->skipped,
+                   (long long)r->scored);
+            if (r->loss >= 0)
+                printf("%.6f", r->loss);
+            else
+                printf("null");
+            for (int pass = 0; pass < 2; pass++) {
+                printf(", \"%s\": {", pass ? "chance" : "metrics");
+                for (int k = 0, first = 1; k < r->nmetrics; k++) {
+                    double v = pass ? r->metrics[k].chance : r->metrics[k].value;
+                    if (pass && v < 0)
+                        continue;
+                    printf("%s\"%s\": %.6f", first ? "" : ", ", r->metrics[k].name, v);
+                    first = 0;
+                }
+                printf("}");
+            }
+            printf("}");
+        }
+        printf("]}\n");
+        return;
     }
+    for (int i = 0; i < n; i++) {
+        const upm_eval_result *r = &res[i];
+        printf("%s (%s, %s): %lld samples", r->dataset, r->task, upm_formulation_name(r->formulation),
+               (long long)r->samples);
+        if (r->skipped)
+            printf(" (%lld left out)", (long long)r->skipped);
+        if (r->loss >= 0)
+            printf(", loss %.4f", r->loss);
+        printf("\n");
+        for (int k = 0; k < r->nmetrics; k++) {
+            printf("  %-16s %.4f", r->metrics[k].name, r->metrics[k].value);
+            if (r->metrics[k].chance >= 0)
+                printf("  (chance %.4g)", r->metrics[k].chance);
+            printf("\n");
+        }
+    }
+}
+
+static void print_sampled(const char *path, const upm_eval_row *rows, int n, int json)
+{
     if (json)
         printf("{\"checkpoint\": \"%s\", \"datasets\": [", path);
     for (int i = 0; i < n; i++) {
@@ -111,6 +165,110 @@ int main(int argc, char **argv)
     }
     if (json)
         printf("]}\n");
-    free(rows);
+}
+
+int main(int argc, char **argv)
+{
+    upm_train_opts o;
+    upm_train_opts_default(&o);
+    const char *ckpt = NULL;
+    long long steps = 0, limit = 0;
+    int json = 0, ndatasets = 0;
+    char *datasets[MAX_DATASETS] = {0};
+    enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE,
+           O_DATASET, O_LIMIT };
+    static const struct option opts[] = {
+        {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
+        {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
+        {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE},
+        {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
+        {0, 0, 0, 0}};
+    int c;
+    upm_err verr;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end = NULL;
+        long long v = optarg ? strtoll(optarg, &end, 10) : 0;
+        int bad_int = optarg && (!*optarg || *end || v < 0);
+        switch (c) {
+        case O_MIX: o.mixture = optarg; bad_int = 0; break;
+        case O_CKPT: ckpt = optarg; bad_int = 0; break;
+        case O_DATASET:
+            bad_int = 0;
+            if (ndatasets == MAX_DATASETS - 1) {
+                fprintf(stderr, PROG ": error: at most %d --dataset options\n", MAX_DATASETS - 1);
+                return 2;
+            }
+            datasets[ndatasets++] = strdup(optarg);
+            break;
+        case O_STEPS: steps = v; break;
+        case O_LIMIT: limit = v; break;
+        case O_BATCH: o.batch = (int)v; break;
+        case O_IMAGE: o.image_size = (int)v; break;
+        case O_SEED: o.seed = (uint64_t)v; break;
+        case O_THREADS: o.threads = (int)v; break;
+        case O_CAT: o.catalog = optarg; bad_int = 0; break;
+        case O_BPE: o.bpe_vocab = optarg; bad_int = 0; break;
+        case O_JSON: json = 1; break;
+        case O_VOCAB:
+            bad_int = 0;
+            if (upm_vocab_targets_parse(optarg, &o.vocab_sampled, &verr)) {
+                fprintf(stderr, PROG ": error: %s\n", verr.msg);
+                return 2;
+            }
+            break;
+        case 'h': fputs(usage, stdout); return 0;
+        case O_VERSION: printf(PROG " %s\n", UPMOE_VERSION); return 0;
+        default: fprintf(stderr, PROG ": error: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]); return 2;
+        }
+        if (bad_int) {
+            fprintf(stderr, PROG ": error: %s needs a non-negative integer, not '%s'\n", argv[optind - 2], optarg);
+            return 2;
+        }
+    }
+    int sampled = steps > 0;
+    if (!ckpt || optind < argc || (!o.mixture && !ndatasets) || (o.mixture && ndatasets) ||
+        (sampled && (ndatasets || limit))) {
+        fprintf(stderr, PROG ": error: --checkpoint and one of --mixture or --dataset are required; --steps goes "
+                "with --mixture alone (see --help)\n");
+        return 2;
+    }
+    if (!o.bpe_vocab)
+        o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
+    upm_err err = {0};
+    char path[4096];
+    if (upm_checkpoint_latest(ckpt, path, sizeof path, &err) != 0) /* a run directory: its newest */
+        snprintf(path, sizeof path, "%s", ckpt);
+    int rc = 0;
+    if (sampled) {
+        upm_eval_row *rows;
+        int n;
+        if (!(rc = upm_evaluate(&o, path, steps, &rows, &n, &err))) {
+            print_sampled(path, rows, n, json);
+            free(rows);
+        }
+    } else {
+        if (o.mixture)
+            rc = mixture_datasets(&o, o.mixture, datasets, &err);
+        for (ndatasets = 0; datasets[ndatasets]; ndatasets++)
+            ;
+        progress_ctx pc = {.on = isatty(2) && !json};
+        upm_eval_opts eo = {(const char *const *)datasets, ndatasets, limit, progress, &pc};
+        upm_eval_result *res = NULL;
+        int n = 0;
+        if (!rc)
+            rc = upm_evaluate_full(&o, path, &eo, &res, &n, &err);
+        if (pc.on)
+            fprintf(stderr, "\r\033[K");
+        if (!rc)
+            print_full(path, res, n, json);
+        free(res);
+    }
+    for (int i = 0; datasets[i]; i++)
+        free(datasets[i]);
+    if (rc) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+        return err.code == UPM_EUSAGE ? 2 : 1;
+    }
     return 0;
 }

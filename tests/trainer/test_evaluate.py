@@ -1,0 +1,119 @@
+"""upmoe-eval's full pass (the paper's protocol, trainer/evaluate.c): every sample of a dataset once, in
+shard order, batched, with the metrics of its formulation. Checked on the trainer fixture's real shards
+after a short training run: the sample count equals what `upmoe-catalog verify --store` counted
+independently, two runs print the same bytes, --limit stops where asked, a mixture is evaluated dataset by
+dataset in its order, the metrics are consistent (R@1 <= R@5 <= R@10, top-1 <= top-5, chance from the
+label set and the gallery), and bad requests fail with the CLI's exit statuses and nothing printed on
+standard output. Learning under this protocol is checked in test_heldout.py."""
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from train_fixture import BUILD, CAT, TRAIN, build, run  # noqa: E402
+
+EVAL = os.path.join(BUILD, "upmoe-eval")
+SMALL = ["--dim", 32, "--layers", 2, "--heads", 2, "--experts", 4, "--batch", 8, "--image-size", 32,
+         "--vocab-targets", "sampled:64", "--lr", 2e-3, "--threads", 2]
+
+
+class EvaluateTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = tempfile.TemporaryDirectory(prefix="upmoe-evaluate-")
+        cls.tmp = cls.tmpdir.name
+        cls.env = build(cls.tmp)
+        cls.run_dir = os.path.join(cls.tmp, "run")
+        run(TRAIN, "--mixture", "four", "--out", cls.run_dir, *SMALL, "--steps", 12, "--quiet", env=cls.env)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmpdir.cleanup()
+
+    def evaluate(self, *args, ok=True):
+        p = run(EVAL, "--checkpoint", self.run_dir, "--image-size", 32, *args, env=self.env, ok=ok)
+        return p if not ok else (json.loads(p.stdout) if "--json" in args else p.stdout)
+
+    def test_every_sample_once_as_verify_counts(self):
+        run(CAT, "verify", "images", "--store", env=self.env)
+        shown = json.loads(run(CAT, "show", "dataset", "images", "--json", env=self.env).stdout)
+        self.assertGreater(shown["num_samples"], 100)
+        res = self.evaluate("--dataset", "images", "--batch", 64, "--json")["datasets"]
+        self.assertEqual(len(res), 1)
+        r = res[0]
+        self.assertEqual((r["dataset"], r["formulation"], r["skipped"]), ("images", "label", 0))
+        self.assertEqual(r["samples"], shown["num_samples"])  # a last, shorter batch included
+        self.assertEqual(r["scored"], r["samples"])
+        with open(os.path.join(self.tmp, "data", "classes.txt"), encoding="utf-8") as f:
+            labels = len([line for line in f if line.strip()])  # the label set as the shard builder wrote it
+        self.assertAlmostEqual(r["chance"]["top1"], 1 / labels, places=6)
+        self.assertAlmostEqual(r["chance"]["top5"], 5 / labels, places=6)
+        self.assertLessEqual(r["metrics"]["top1"], r["metrics"]["top5"])
+        self.assertGreater(r["loss"], 0)
+
+    def test_two_runs_give_the_same_bytes(self):
+        args = ["--dataset", "images", "--dataset", "retrieval", "--dataset", "captions", "--limit", 40, "--batch", 16,
+                "--vocab-targets", "sampled:64", "--json"]
+        a = run(EVAL, "--checkpoint", self.run_dir, "--image-size", 32, *args, env=self.env).stdout
+        b = run(EVAL, "--checkpoint", self.run_dir, "--image-size", 32, *args, env=self.env).stdout
+        self.assertEqual(a, b)
+        self.assertEqual([r["samples"] for r in json.loads(a)["datasets"]], [40, 40, 40])
+
+    def test_retrieval_over_the_whole_split(self):
+        r = self.evaluate("--dataset", "retrieval", "--batch", 50, "--json")["datasets"][0]
+        n = r["samples"]
+        self.assertEqual((r["formulation"], r["scored"], r["loss"]), ("pair", n, None))
+        m, c = r["metrics"], r["chance"]
+        for d in ("i2t", "t2i"):
+            self.assertLessEqual(m[f"{d}_r1"], m[f"{d}_r5"])
+            self.assertLessEqual(m[f"{d}_r5"], m[f"{d}_r10"])
+        # the gallery is the whole split, not a batch of 50: chance of R@1 is (ground truths) / n, at most
+        # a few captions per image over the whole split
+        self.assertLess(c["i2t_r1"], 5 / n)
+        mean = sum(m[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)) / 6
+        self.assertAlmostEqual(m["recall_mean"], mean, places=5)
+
+    def test_mixture_dataset_by_dataset_in_order(self):
+        res = self.evaluate("--mixture", "four", "--limit", 24, "--batch", 8, "--vocab-targets", "sampled:64",
+                            "--json")["datasets"]
+        self.assertEqual([r["dataset"] for r in res], ["book", "captions", "images", "retrieval"])
+        self.assertEqual([r["formulation"] for r in res], ["vocab-mlm", "vocab-caption", "label", "pair"])
+        for r in res:
+            self.assertEqual(r["samples"], 24)
+            for v in r["metrics"].values():
+                self.assertTrue(0 <= v <= 1, r)
+
+    def test_full_vocabulary_gives_perplexity(self):
+        r = self.evaluate("--dataset", "book", "--limit", 16, "--batch", 8, "--json")["datasets"][0]
+        self.assertEqual(r["formulation"], "vocab-mlm")
+        self.assertGreater(r["scored"], 0)
+        import math
+        self.assertAlmostEqual(r["metrics"]["perplexity"], math.exp(r["loss"]), delta=1e-3 * r["metrics"]["perplexity"])
+        self.assertAlmostEqual(r["chance"]["token_accuracy"], 1 / 49411, places=6)
+
+    def test_text_output_and_limit(self):
+        out = self.evaluate("--dataset", "images", "--limit", 10)
+        self.assertIn("images (classification, label): 10 samples", out)
+        self.assertRegex(out, r"top1 +[0-9.]+ +\(chance 0\.0833")
+
+    def test_bad_requests(self):
+        cases = [
+            (["--dataset", "books-wiki"], 1, "no shard URL"),      # a preset placeholder
+            (["--dataset", "nope"], 1, "unknown dataset 'nope'"),
+            (["--dataset", "images", "--steps", 2], 2, "--steps goes with --mixture"),
+            (["--dataset", "images", "--limit", "x"], 2, "--limit needs a non-negative integer"),
+            (["--mixture", "four", "--dataset", "images"], 2, "one of --mixture or --dataset"),
+            (["--mixture", "nope"], 1, "nope"),
+        ]
+        for args, code, msg in cases:
+            p = self.evaluate(*args, ok=False)
+            self.assertEqual(p.returncode, code, (args, p.stderr))
+            self.assertIn(msg, p.stderr)
+            self.assertEqual(p.stdout, "")
+
+
+if __name__ == "__main__":
+    unittest.main()

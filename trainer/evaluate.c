@@ -1,0 +1,384 @@
+/* Evaluation: the sampled quick look over a mixture (upm_evaluate) and the paper's protocol, one full
+ * deterministic pass over each dataset with the metrics of its formulation (upm_evaluate_full). See
+ * train.h and docs/evaluation.md. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "evalset.h"
+#include "formulation.h"
+#include "loss.h"
+#include "retrieval.h"
+#include "trainer_state.h"
+
+int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps, upm_eval_row **rows, int *nrows,
+                 upm_err *err)
+{
+    trainer t;
+    *rows = NULL, *nrows = 0;
+    int rc = upm_trainer_open(&t, o, checkpoint, err);
+    for (int64_t s = 0; !rc && s < steps; s++, t.step++) {
+        upm_metric_row r;
+        if ((rc = upm_loader_next(t.loader, &t.batch, err)) || (rc = upm_trainer_batch_step(&t, &r, err)))
+            break;
+        int i = 0;
+        while (i < *nrows && strcmp((*rows)[i].dataset, r.dataset))
+            i++;
+        if (i == *nrows) {
+            upm_eval_row *g = realloc(*rows, sizeof *g * (size_t)(*nrows + 1));
+            if (!g) {
+                rc = upm_errf(err, UPM_ENOMEM, "no memory");
+                break;
+            }
+            *rows = g;
+            memset(&g[i], 0, sizeof g[i]);
+            snprintf(g[i].dataset, sizeof g[i].dataset, "%s", r.dataset);
+            snprintf(g[i].task, sizeof g[i].task, "%s", r.task);
+            (*nrows)++;
+        }
+        upm_eval_row *e = &(*rows)[i];
+        e->batches++;
+        e->samples += r.samples;
+        e->scored += r.scored;
+        e->loss += (r.loss - e->loss) / (double)e->batches; /* running mean over batches */
+        if (r.accuracy >= 0)
+            e->accuracy += (r.accuracy - e->accuracy) / (double)e->batches;
+        else
+            e->accuracy = -1;
+        e->chance += (r.chance - e->chance) / (double)e->batches;
+        if (r.accuracy_t2i >= 0)
+            e->accuracy_t2i += (r.accuracy_t2i - e->accuracy_t2i) / (double)e->batches;
+        else
+            e->accuracy_t2i = -1;
+    }
+    upm_trainer_close(&t);
+    return rc;
+}
+
+/* ---- the full pass ---- */
+
+static void metric(upm_eval_result *r, const char *name, double value, double chance)
+{
+    if (r->nmetrics == UPM_EVAL_MAX_METRICS)
+        return;
+    upm_eval_metric *m = &r->metrics[r->nmetrics++];
+    snprintf(m->name, sizeof m->name, "%s", name);
+    m->value = value, m->chance = chance;
+}
+
+/* Per-row scores of one batch: the label's rank (ties to the lower index) and its cross-entropy. */
+static void score_rows(const float *logits, int B, int C, const int32_t *labels, int64_t *top1, int64_t *top5,
+                       int64_t *n, double *ce)
+{
+    for (int i = 0; i < B; i++) {
+        int y = labels[i];
+        if (y < 0 || y >= C)
+            continue;
+        const float *s = logits + (size_t)i * C;
+        double mx = s[0], sum = 0;
+        for (int c = 1; c < C; c++)
+            mx = s[c] > mx ? s[c] : mx;
+        int rank = 0;
+        for (int c = 0; c < C; c++) {
+            sum += exp((double)s[c] - mx);
+            rank += s[c] > s[y] || (s[c] == s[y] && c < y);
+        }
+        *ce += mx + log(sum) - s[y];
+        *top1 += rank < 1, *top5 += rank < 5, (*n)++;
+    }
+}
+
+typedef struct pass_ctx {
+    trainer *t;
+    upm_evalset *es;
+    const upm_eval_opts *eo;
+    int64_t total;
+} pass_ctx;
+
+static void tick(const pass_ctx *p)
+{
+    if (p->eo->progress)
+        p->eo->progress(p->eo->progress_ctx, upm_evalset_dataset(p->es)->name, (int64_t)upm_evalset_done(p->es),
+                        p->total);
+}
+
+static const upm_pass_opts no_noise = {0, NULL, NULL};
+
+/* label: the label texts encoded once; every batch's inputs scored against them. */
+static int eval_label(pass_ctx *p, upm_eval_result *r, upm_err *err)
+{
+    trainer *t = p->t;
+    upm_backend *be = t->be;
+    int D = t->cfg.dim, C = 0, rc, have_targets = 0;
+    int64_t top1 = 0, top5 = 0, n = 0;
+    double ce = 0;
+    float *host = NULL;
+    while ((rc = upm_evalset_next(p->es, &t->batch, err)) == 1) {
+        upm_batch *b = &t->batch;
+        upm_seq_input in, tg;
+        if (!have_targets) {
+            const upm_label_texts *lt = upm_trainer_labels(t, b, err);
+            if (!lt)
+                return err->code ? err->code : UPM_EINVAL;
+            upm_label_texts_input(lt, &tg);
+            if ((rc = upm_pass_forward(t->m, t->pass_tg, &tg, &no_noise, err)))
+                return rc;
+            C = tg.nseq, have_targets = 1;
+        }
+        int B = b->B;
+        if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)) ||
+            (rc = upm_pass_forward(t->m, t->pass_in, &in, &no_noise, err)))
+            break;
+        if (upm_trainer_ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)B * C)) {
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for %d x %d scores", B, C);
+            break;
+        }
+        float *h = realloc(host, sizeof(float) * (size_t)B * C);
+        if (!h) {
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for %d x %d scores", B, C);
+            break;
+        }
+        host = h;
+        be->gemm(be, 0, 1, B, C, D, upm_logit_scale(t->m, NULL), upm_pass_features(t->pass_in), D,
+                 upm_pass_features(t->pass_tg), D, 0.0f, t->logits, C);
+        be->download(be, host, t->logits, sizeof(float) * (size_t)B * C);
+        score_rows(host, B, C, b->labels, &top1, &top5, &n, &ce);
+        tick(p);
+    }
+    free(host);
+    if (rc < 0)
+        return rc;
+    r->scored = n;
+    r->loss = n ? ce / (double)n : -1;
+    metric(r, "top1", n ? (double)top1 / (double)n : 0, C ? 1.0 / C : -1);
+    metric(r, "top5", n ? (double)top5 / (double)n : 0, C ? (C < 5 ? 1.0 : 5.0 / C) : -1);
+    return 0;
+}
+
+/* Appends n rows of w floats (or ints) to a growing host array. */
+static int append(void **arr, size_t *len, size_t *cap, const void *src, size_t bytes)
+{
+    if (*len + bytes > *cap) {
+        size_t c = *cap ? *cap : 1 << 16;
+        while (c < *len + bytes)
+            c *= 2;
+        void *a = realloc(*arr, c);
+        if (!a)
+            return UPM_ENOMEM;
+        *arr = a, *cap = c;
+    }
+    memcpy((char *)*arr + *len, src, bytes);
+    *len += bytes;
+    return 0;
+}
+
+/* The single text segment of one side (the identity of its captions), or NULL. */
+static const upm_segment *side_text(const upm_batch *b, upm_side side)
+{
+    const upm_segment *found = NULL;
+    int n = 0;
+    for (int i = 0; i < b->nseg; i++)
+        if (b->seg[i].side == side)
+            n++, found = b->seg[i].modality == UPM_MOD_TEXT ? &b->seg[i] : NULL;
+    return n == 1 ? found : NULL;
+}
+
+/* pair: both sides' features of every sample, then the whole split as one gallery. */
+static int eval_pair(pass_ctx *p, upm_eval_result *r, upm_err *err)
+{
+    trainer *t = p->t;
+    upm_backend *be = t->be;
+    int D = t->cfg.dim, rc, L = -1;
+    void *U = NULL, *V = NULL, *ids = NULL, *lens = NULL;
+    size_t nu = 0, cu = 0, nv = 0, cv = 0, ni = 0, ci = 0, nl = 0, cl = 0;
+    int64_t N = 0;
+    float *hu = NULL;
+    while ((rc = upm_evalset_next(p->es, &t->batch, err)) == 1) {
+        upm_batch *b = &t->batch;
+        upm_seq_input in, tg;
+        int B = b->B;
+        if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)) ||
+            (rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err)) ||
+            (rc = upm_pass_forward(t->m, t->pass_in, &in, &no_noise, err)) ||
+            (rc = upm_pass_forward(t->m, t->pass_tg, &tg, &no_noise, err)))
+            break;
+        float *h = realloc(hu, sizeof(float) * (size_t)B * D * 2);
+        if (!h) {
+            rc = UPM_ENOMEM;
+            break;
+        }
+        hu = h;
+        be->download(be, hu, upm_pass_features(t->pass_in), sizeof(float) * (size_t)B * D);
+        be->download(be, hu + (size_t)B * D, upm_pass_features(t->pass_tg), sizeof(float) * (size_t)B * D);
+        /* caption identity: the target text, else the input text, else each sample its own */
+        const upm_segment *txt = side_text(b, UPM_SIDE_TARGET);
+        if (!txt)
+            txt = side_text(b, UPM_SIDE_INPUT);
+        int32_t own[1];
+        for (int i = 0; i < B && !rc; i++) {
+            int32_t len = txt ? txt->lengths[i] : 1;
+            own[0] = (int32_t)(N + i);
+            if (L < 0)
+                L = txt ? txt->L : 1;
+            rc = append(&ids, &ni, &ci, txt ? (const void *)(txt->ids + (size_t)i * txt->L) : (const void *)own,
+                        sizeof(int32_t) * (size_t)L) ||
+                 append(&lens, &nl, &cl, &len, sizeof len);
+        }
+        if (rc || append(&U, &nu, &cu, hu, sizeof(float) * (size_t)B * D) ||
+            append(&V, &nv, &cv, hu + (size_t)B * D, sizeof(float) * (size_t)B * D)) {
+            rc = UPM_ENOMEM;
+            break;
+        }
+        N += B;
+        tick(p);
+    }
+    free(hu);
+    float *dU = NULL, *dV = NULL, *dS = NULL, *S = NULL;
+    if (rc == UPM_ENOMEM)
+        rc = upm_errf(err, UPM_ENOMEM, "no memory for the features of %lld samples", (long long)N);
+    if (rc >= 0 && N > 0) {
+        size_t fb = sizeof(float) * (size_t)N * D, sb = sizeof(float) * (size_t)N * (size_t)N;
+        dU = be->alloc(be, fb), dV = be->alloc(be, fb), dS = be->alloc(be, sb), S = malloc(sb);
+        if (!dU || !dV || !dS || !S)
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for a gallery of %lld x %lld scores", (long long)N, (long long)N);
+    }
+    upm_retrieval_recall rr;
+    if (rc >= 0 && N > 0) {
+        be->upload(be, dU, U, sizeof(float) * (size_t)N * D);
+        be->upload(be, dV, V, sizeof(float) * (size_t)N * D);
+        be->gemm(be, 0, 1, (int)N, (int)N, D, 1.0f, dU, D, dV, D, 0.0f, dS, (int)N);
+        be->download(be, S, dS, sizeof(float) * (size_t)N * (size_t)N);
+        if (upm_retrieval_recall_score(S, (int)N, ids, L, lens, &rr))
+            rc = upm_errf(err, UPM_ENOMEM, "no memory to rank a gallery of %lld", (long long)N);
+    }
+    if (dU)
+        be->free(be, dU);
+    if (dV)
+        be->free(be, dV);
+    if (dS)
+        be->free(be, dS);
+    free(S), free(U), free(V), free(ids), free(lens);
+    if (rc < 0)
+        return rc;
+    r->scored = N, r->loss = -1;
+    if (N == 0)
+        return 0;
+    static const char *const names[2][UPM_RECALL_KS] = {{"i2t_r1", "i2t_r5", "i2t_r10"}, {"t2i_r1", "t2i_r5", "t2i_r10"}};
+    double sum = 0, chance = 0;
+    for (int dir = 0; dir < 2; dir++)
+        for (int k = 0; k < UPM_RECALL_KS; k++) {
+            double v = (double)(dir ? rr.t2i[k] : rr.i2t[k]) / (double)N;
+            metric(r, names[dir][k], v, rr.chance[k]);
+            sum += v, chance += rr.chance[k];
+        }
+    metric(r, "recall_mean", sum / (2 * UPM_RECALL_KS), chance / (2 * UPM_RECALL_KS));
+    return 0;
+}
+
+/* vocab-mlm / vocab-caption: teacher-forced, each batch as a training forward; the perplexity needs the
+ * full vocabulary as candidates (a sampled softmax's cross-entropy is not the model's). */
+static int eval_vocab(pass_ctx *p, upm_eval_result *r, upm_err *err)
+{
+    trainer *t = p->t;
+    int rc, full = t->o->vocab_sampled <= 0;
+    int64_t n = 0, correct = 0, C = 0;
+    double ce = 0;
+    float *host = NULL;
+    int32_t *targets = NULL;
+    while ((rc = upm_evalset_next(p->es, &t->batch, err)) == 1) {
+        upm_metric_row row;
+        if ((rc = upm_trainer_batch_step(t, &row, err)))
+            break;
+        int M = (int)row.scored;
+        C = row.chance > 0 ? (int64_t)llround(1.0 / row.chance) : 0;
+        correct += (int64_t)llround(row.accuracy * (double)M);
+        if (full && M > 0 && C > 0) { /* exact cross-entropy from the scores, no smoothing */
+            float *h = realloc(host, sizeof(float) * (size_t)M * (size_t)C);
+            int32_t *tg = realloc(targets, sizeof(int32_t) * (size_t)M);
+            if (h)
+                host = h;
+            if (tg)
+                targets = tg;
+            if (!h || !tg) {
+                rc = upm_errf(err, UPM_ENOMEM, "no memory for %d x %lld scores", M, (long long)C);
+                break;
+            }
+            t->be->download(t->be, host, t->logits, sizeof(float) * (size_t)M * (size_t)C);
+            t->be->download(t->be, targets, t->dlabels, sizeof(int32_t) * (size_t)M);
+            int64_t t1 = 0, t5 = 0, k = 0;
+            score_rows(host, M, (int)C, targets, &t1, &t5, &k, &ce);
+        }
+        n += M;
+        tick(p);
+    }
+    free(host);
+    free(targets);
+    if (rc < 0)
+        return rc;
+    r->scored = n;
+    r->loss = full && n ? ce / (double)n : -1;
+    metric(r, "token_accuracy", n ? (double)correct / (double)n : 0, C > 0 && full ? 1.0 / (double)C : -1);
+    if (full && n)
+        metric(r, "perplexity", exp(ce / (double)n), -1);
+    return 0;
+}
+
+int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm_eval_opts *eo, upm_eval_result **out,
+                      int *nout, upm_err *err)
+{
+    *out = NULL, *nout = 0;
+    if (eo->ndatasets < 1)
+        return upm_errf(err, UPM_EUSAGE, "nothing to evaluate: name a dataset or a mixture");
+    upm_train_opts to = *o;
+    to.mixture = NULL; /* no training loader: each dataset is read once, in order */
+    trainer t;
+    int rc = upm_trainer_open(&t, &to, checkpoint, err);
+    upm_eval_result *res = rc ? NULL : calloc((size_t)eo->ndatasets, sizeof *res);
+    if (!rc && !res)
+        rc = upm_errf(err, UPM_ENOMEM, "no memory");
+    for (int d = 0; !rc && d < eo->ndatasets; d++) {
+        upm_evalset_opts so;
+        upm_evalset_opts_default(&so);
+        so.threads = o->loader_threads > 0 ? o->loader_threads : 1;
+        so.limit = eo->limit;
+        so.collate.image_size = o->image_size;
+        so.collate.augment = UPM_AUGMENT_NONE;
+        upm_dataset ds;
+        if ((rc = upm_dataset_get(t.cat, eo->datasets[d], &ds, err)))
+            break;
+        so.batch = o->batch > 0 ? o->batch : ds.batch_size;
+        upm_evalset *es = NULL;
+        if ((rc = upm_evalset_open(t.cat, eo->datasets[d], &so, t.bpe, &es, err)))
+            break;
+        const upm_task *task = upm_evalset_task(es);
+        const upm_formulation_desc *fd = upm_formulation_desc_get(task->formulation);
+        upm_eval_result *r = &res[d];
+        snprintf(r->dataset, sizeof r->dataset, "%s", ds.name);
+        snprintf(r->task, sizeof r->task, "%s", task->name);
+        r->formulation = task->formulation;
+        pass_ctx p = {&t, es, eo, ds.num_samples >= 0 ? ds.num_samples : -1};
+        if (eo->limit > 0 && (p.total < 0 || p.total > eo->limit))
+            p.total = eo->limit;
+        if (fd->targets == UPM_TARGETS_LABEL_TEXTS)
+            rc = eval_label(&p, r, err);
+        else if (fd->targets == UPM_TARGETS_PAIRED)
+            rc = eval_pair(&p, r, err);
+        else
+            rc = eval_vocab(&p, r, err);
+        r->samples = (int64_t)upm_evalset_done(es);
+        r->skipped = (int64_t)upm_evalset_skipped(es);
+        if (!rc && r->samples == 0)
+            rc = upm_errf(err, UPM_EINVAL, "dataset %s: no usable sample to evaluate (empty split?)", ds.name);
+        upm_evalset_close(es);
+        *nout = d + 1;
+    }
+    upm_trainer_close(&t);
+    if (rc) {
+        free(res);
+        *nout = 0;
+        return rc;
+    }
+    *out = res;
+    return 0;
+}
