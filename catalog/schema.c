@@ -201,6 +201,27 @@ static const char *const schema_v6 =
     "ALTER TABLE datasets ADD COLUMN augment TEXT NOT NULL DEFAULT ''"
     "  CHECK (augment IN ('', 'paper', 'light', 'none'));";
 
+/* Evaluation results (upmoe-eval, docs/evaluation.md): one row per (evaluation, dataset, metric), with the
+ * checkpoint's run (NULL when it is not in this catalog) and step, the samples scored, and chance. */
+static const char *const schema_v7 =
+    "CREATE TABLE eval_results ("
+    "  id INTEGER PRIMARY KEY,"
+    "  run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,"
+    "  checkpoint TEXT NOT NULL CHECK (length(checkpoint) BETWEEN 1 AND 4096),"
+    "  step INTEGER NOT NULL CHECK (step >= 0),"
+    "  dataset TEXT NOT NULL CHECK (length(dataset) BETWEEN 1 AND 64),"
+    "  task TEXT NOT NULL CHECK (length(task) BETWEEN 1 AND 64),"
+    "  formulation TEXT NOT NULL"
+    "    CHECK (formulation IN ('label', 'pair', 'vocab-mlm', 'vocab-caption')),"
+    "  metric TEXT NOT NULL CHECK (length(metric) BETWEEN 1 AND 32),"
+    "  value REAL NOT NULL,"
+    "  chance REAL,"
+    "  samples INTEGER NOT NULL CHECK (samples >= 0),"
+    "  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    ") STRICT;"
+    "CREATE INDEX eval_results_dataset ON eval_results (dataset, run_id, step);"
+    "CREATE INDEX eval_results_run ON eval_results (run_id, step);";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
@@ -209,6 +230,7 @@ static const migration migrations[] = {
     {"job queue", schema_v4},
     {"job backend options", schema_v5},
     {"dataset augmentation", schema_v6},
+    {"evaluation results", schema_v7},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

@@ -76,6 +76,7 @@ int cmd_attributes(cli *c, int argc, char **argv);
 int cmd_export(cli *c, int argc, char **argv);
 int cmd_verify(cli *c, int argc, char **argv);
 int cmd_import(cli *c, int argc, char **argv);
+int cmd_results(cli *c, int argc, char **argv);
 /* The attribute table of a task (shared by `show task` and `attributes`). */
 int cli_print_attributes(const upm_task *t, FILE *f);
 /* `show` for a mixture, shared with `mixture show`. */

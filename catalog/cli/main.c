@@ -26,11 +26,12 @@ static const char *const usage_main =
     "  verify DATASET [--store]               stream every shard once; count samples, find bad ones\n"
     "  export [-o FILE]                       the whole catalog as JSON\n"
     "  import FILE                            add an export's records (FILE '-' = standard input)\n"
+    "  results [--dataset D] [--run N] [--csv]   evaluation results stored by upmoe-eval\n"
     "\n"
     "options:\n"
     "  --catalog PATH   the catalog file (default: $UPMOE_CATALOG, else $UPMOE_HOME/catalog.db,\n"
     "                   else ~/.upmoe/catalog.db)\n"
-    "  --json           machine-readable output (list, show, mixture show, attributes, export)\n"
+    "  --json           machine-readable output (list, show, mixture show, attributes, export, results)\n"
     "  --help           help; '" PROG " COMMAND --help' for a command\n"
     "  --version        print the version\n"
     "\n"
@@ -111,6 +112,10 @@ static const struct {
      "usage: " PROG " import FILE\n\n"
      "Adds every record of an export (FILE '-' reads standard input) in one transaction: if any record is\n"
      "invalid or already exists, nothing is added.\n"},
+    {"results", cmd_results, 1,
+     "usage: " PROG " results [--dataset NAME] [--run ID] [--csv | --json]\n\n"
+     "The evaluation results upmoe-eval stored, oldest first: run and checkpoint step, dataset, metric,\n"
+     "value, chance (a uniform guess's value), samples scored, when. Filter by dataset and/or run.\n"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 

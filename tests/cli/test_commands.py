@@ -446,7 +446,7 @@ class AugmentTest(Base):
         self.ok("add", "dataset", "pets2", "--task", "animal-cls", "--batch", "4")
         first = self.ok("export").stdout
         doc = json.loads(first)
-        self.assertEqual(doc["schema_version"], 6)
+        self.assertEqual(doc["schema_version"], 7)
         self.assertEqual({d["name"]: d["augment"] for d in doc["datasets"]},
                          {"pets": "paper", "zoo": "light", "wiki": "none", "pets2": None})
         other = os.path.join(self.tmp, "other.db")
@@ -477,6 +477,7 @@ class AugmentTest(Base):
                 con = sqlite3.connect(path)
                 try:
                     sqlite3.connect(self.db).backup(con)
+                    con.execute("DROP TABLE eval_results")  # what version 7 added
                     con.execute("ALTER TABLE datasets DROP COLUMN augment")
                     if old <= 4:
                         con.execute("ALTER TABLE jobs DROP COLUMN backend_opts")
@@ -488,11 +489,12 @@ class AugmentTest(Base):
                 # a reader cannot migrate: it asks for one write open
                 self.run_cli("--catalog", path, "show", "dataset", "pets", catalog=False, check=1)
                 self.run_cli("--catalog", path, "set", "zoo", "augment=none", catalog=False, check=0)
-                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 6)
+                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 7)
                 self.assertEqual(self.sql("SELECT name, augment FROM datasets ORDER BY name", path=path),
                                  [("pets", ""), ("wiki", ""), ("zoo", "none")])
                 if old <= 4:
                     self.assertIn("backend_opts", [r[1] for r in self.sql("PRAGMA table_info(jobs)", path=path)])
+                self.assertEqual(self.sql("SELECT count(*) FROM eval_results", path=path), [(0,)])
                 out = self.run_cli("--catalog", path, "show", "dataset", "pets", catalog=False, check=0).stdout
                 self.assertRegex(out, r"augment\s+inherit \(the run's --augment\)")
                 self.assertEqual(self.sql("PRAGMA foreign_key_check", path=path), [])

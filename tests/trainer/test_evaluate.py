@@ -3,8 +3,9 @@ shard order, batched, with the metrics of its formulation. Checked on the traine
 after a short training run: the sample count equals what `upmoe-catalog verify --store` counted
 independently, two runs print the same bytes, --limit stops where asked, a mixture is evaluated dataset by
 dataset in its order, the metrics are consistent (R@1 <= R@5 <= R@10, top-1 <= top-5, chance from the
-label set and the gallery), and bad requests fail with the CLI's exit statuses and nothing printed on
-standard output. Learning under this protocol is checked in test_heldout.py."""
+label set and the gallery), the results land in the catalog (schema v7) as printed, with the checkpoint's
+run and step, and bad requests fail with the CLI's exit statuses, nothing printed on standard output and
+nothing stored. Learning under this protocol is checked in test_heldout.py."""
 import json
 import os
 import sys
@@ -99,6 +100,41 @@ class EvaluateTest(unittest.TestCase):
         self.assertIn("images (classification, label): 10 samples", out)
         self.assertRegex(out, r"top1 +[0-9.]+ +\(chance 0\.0833")
 
+    def results(self, *args):
+        return json.loads(run(CAT, "results", "--json", *args, env=self.env).stdout)
+
+    def test_results_stored_in_the_catalog(self):
+        before = len(self.results())
+        out = self.evaluate("--dataset", "images", "--dataset", "retrieval", "--limit", 30, "--json")
+        rows = self.results()[before:]
+        # one row per dataset and metric, plus the label dataset's loss (pair has none)
+        self.assertEqual(len(rows), 2 + 1 + 7)
+        with open(os.path.join(out["checkpoint"], "state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+        for r in rows:
+            self.assertEqual((r["run"], r["step"], r["checkpoint"], r["samples"]),
+                             (state["run_id"], state["step"], out["checkpoint"], 30))
+        by = {(r["dataset"], r["metric"]): r for r in rows}
+        for res in out["datasets"]:
+            for name, value in res["metrics"].items():
+                self.assertAlmostEqual(by[(res["dataset"], name)]["value"], value, places=6)
+                self.assertEqual(by[(res["dataset"], name)]["formulation"], res["formulation"])
+            for name, chance in res["chance"].items():
+                self.assertAlmostEqual(by[(res["dataset"], name)]["chance"], chance, places=6)
+        self.assertAlmostEqual(by[("images", "loss")]["value"], out["datasets"][0]["loss"], places=6)
+        self.assertIsNone(by[("images", "loss")]["chance"])
+        # filters, CSV and the table
+        self.assertEqual({r["dataset"] for r in self.results("--dataset", "retrieval")}, {"retrieval"})
+        self.assertEqual({r["run"] for r in self.results("--run", state["run_id"])}, {state["run_id"]})
+        csv = run(CAT, "results", "--csv", "--dataset", "images", env=self.env).stdout.splitlines()
+        self.assertEqual(csv[0], "run,step,dataset,task,metric,value,chance,samples,at")
+        self.assertIn(f"{state['run_id']},{state['step']},images,classification,top1,", csv[-3] + csv[-2] + csv[-1])
+        self.assertIn("top5", run(CAT, "results", env=self.env).stdout)
+        # --no-store leaves the catalog as it was
+        n = len(self.results())
+        self.evaluate("--dataset", "images", "--limit", 8, "--no-store")
+        self.assertEqual(len(self.results()), n)
+
     def test_bad_requests(self):
         cases = [
             (["--dataset", "books-wiki"], 1, "no shard URL"),      # a preset placeholder
@@ -108,11 +144,13 @@ class EvaluateTest(unittest.TestCase):
             (["--mixture", "four", "--dataset", "images"], 2, "one of --mixture or --dataset"),
             (["--mixture", "nope"], 1, "nope"),
         ]
+        stored = len(self.results())
         for args, code, msg in cases:
             p = self.evaluate(*args, ok=False)
             self.assertEqual(p.returncode, code, (args, p.stderr))
             self.assertIn(msg, p.stderr)
             self.assertEqual(p.stdout, "")
+        self.assertEqual(len(self.results()), stored)  # nothing stored by a failed evaluation
 
 
 if __name__ == "__main__":

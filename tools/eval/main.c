@@ -2,6 +2,7 @@
  * dataset (or of each dataset of a mixture) once, in shard order, with the metrics of its formulation
  * (docs/evaluation.md). With --steps N, the sampled quick look of earlier versions: N batches drawn from
  * the mixture as training draws them. Nothing is written. */
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,9 @@
 #include "catalog_ops.h"
 #include "checkpoint.h"
 #include "clock.h"
+#include "fileio.h"
+#include "results.h"
+#include "runs.h"
 #include "train.h"
 #include "vocab.h"
 
@@ -20,7 +24,7 @@
 static const char usage[] =
     "usage: " PROG " --checkpoint DIR (--dataset NAME ... | --mixture NAME) [--limit N] [--batch N]\n"
     "       [--image-size S] [--vocab-targets full|sampled:N] [--threads N] [--catalog PATH] [--bpe-vocab PATH]\n"
-    "       [--json] [--steps N [--seed S]]\n"
+    "       [--json] [--no-store] [--steps N [--seed S]]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, or a run's --out directory for its newest)\n"
     "on every sample of each dataset once (--dataset, repeatable, or every dataset of --mixture), in shard\n"
     "order, with evaluation transforms, and prints the metrics of each dataset's formulation next to chance:\n"
@@ -33,6 +37,8 @@ static const char usage[] =
     "--steps N  instead: N batches drawn from --mixture as training draws them (pair: the batch is the\n"
     "           gallery), loss and top-1 only; the sampled quick look of earlier versions\n"
     "--json     one JSON document on standard output; the same inputs give the same bytes\n"
+    "The results are stored in the catalog (upmoe-catalog results) with the checkpoint's run and step;\n"
+    "--no-store leaves the catalog as it is (the sampled --steps mode never stores).\n"
     "A progress line with an ETA goes to a terminal's standard error.\n";
 
 typedef struct progress_ctx {
@@ -167,21 +173,72 @@ static void print_sampled(const char *path, const upm_eval_row *rows, int n, int
         printf("]}\n");
 }
 
+/* The evaluation's rows in the catalog: the checkpoint's run (when this catalog has it) and step from its
+ * state.json, one row per dataset and metric (and its loss), in one transaction. */
+static int store(const upm_train_opts *o, const char *ckpt, const upm_eval_result *res, int n, int *stored,
+                 upm_err *err)
+{
+    char sp[4200], path[4096], *state = NULL;
+    snprintf(sp, sizeof sp, "%s/state.json", ckpt);
+    int rc = upm_read_file(sp, &state, NULL, err);
+    cJSON *js = rc ? NULL : cJSON_Parse(state);
+    free(state);
+    if (!rc && !js)
+        rc = upm_errf(err, UPM_EBADDATA, "%s is not JSON", sp);
+    const cJSON *run = cJSON_GetObjectItemCaseSensitive(js, "run_id"), *step = cJSON_GetObjectItemCaseSensitive(js, "step");
+    int64_t run_id = cJSON_IsNumber(run) ? (int64_t)run->valuedouble : 0;
+    int64_t at = cJSON_IsNumber(step) ? (int64_t)step->valuedouble : 0;
+    cJSON_Delete(js);
+    upm_catalog *cat = NULL;
+    if (!rc)
+        rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err);
+    if (!rc)
+        rc = upm_catalog_open(path, 0, &cat, err);
+    int exists = 0;
+    if (!rc && run_id > 0 && !(rc = upm_run_exists(cat, run_id, &exists, err)) && !exists)
+        run_id = 0; /* a checkpoint trained against another catalog */
+    upm_eval_record *rows = rc ? NULL : calloc((size_t)n * (UPM_EVAL_MAX_METRICS + 1) + 1, sizeof *rows);
+    if (!rc && !rows)
+        rc = upm_errf(err, UPM_ENOMEM, "no memory");
+    int k = 0;
+    for (int i = 0; !rc && i < n; i++)
+        for (int m = -1; m < res[i].nmetrics; m++) {
+            if (m < 0 && res[i].loss < 0)
+                continue;
+            upm_eval_record *r = &rows[k++];
+            r->run_id = run_id, r->step = at, r->samples = res[i].samples;
+            snprintf(r->checkpoint, sizeof r->checkpoint, "%s", ckpt);
+            snprintf(r->dataset, sizeof r->dataset, "%s", res[i].dataset);
+            snprintf(r->task, sizeof r->task, "%s", res[i].task);
+            snprintf(r->formulation, sizeof r->formulation, "%s", upm_formulation_name(res[i].formulation));
+            snprintf(r->metric, sizeof r->metric, "%s", m < 0 ? "loss" : res[i].metrics[m].name);
+            r->value = m < 0 ? res[i].loss : res[i].metrics[m].value;
+            r->chance = m < 0 ? -1 : res[i].metrics[m].chance;
+        }
+    if (!rc)
+        rc = upm_results_put(cat, rows, k, err);
+    *stored = rc ? 0 : k;
+    free(rows);
+    upm_catalog_close(cat);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     upm_train_opts o;
     upm_train_opts_default(&o);
     const char *ckpt = NULL;
     long long steps = 0, limit = 0;
-    int json = 0, ndatasets = 0;
+    int json = 0, ndatasets = 0, no_store = 0;
     char *datasets[MAX_DATASETS] = {0};
     enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE,
-           O_DATASET, O_LIMIT };
+           O_DATASET, O_LIMIT, O_NO_STORE };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
         {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE},
-        {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
+        {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"no-store", 0, 0, O_NO_STORE}, {"help", 0, 0, 'h'},
+        {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
     upm_err verr;
@@ -210,6 +267,7 @@ int main(int argc, char **argv)
         case O_CAT: o.catalog = optarg; bad_int = 0; break;
         case O_BPE: o.bpe_vocab = optarg; bad_int = 0; break;
         case O_JSON: json = 1; break;
+        case O_NO_STORE: no_store = 1; break;
         case O_VOCAB:
             bad_int = 0;
             if (upm_vocab_targets_parse(optarg, &o.vocab_sampled, &verr)) {
@@ -260,8 +318,13 @@ int main(int argc, char **argv)
             rc = upm_evaluate_full(&o, path, &eo, &res, &n, &err);
         if (pc.on)
             fprintf(stderr, "\r\033[K");
+        int stored = 0;
+        if (!rc && !no_store)
+            rc = store(&o, path, res, n, &stored, &err);
         if (!rc)
             print_full(path, res, n, json);
+        if (!rc && stored && !json)
+            printf("stored %d results in the catalog ('upmoe-catalog results')\n", stored);
         free(res);
     }
     for (int i = 0; datasets[i]; i++)

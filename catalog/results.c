@@ -1,0 +1,81 @@
+/* Evaluation results (see results.h). */
+#include "results.h"
+
+#include "sqlutil.h"
+
+int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, upm_err *err)
+{
+    if (n <= 0)
+        return 0;
+    sqlite3_stmt *st = NULL;
+    int rc = upm_catalog_begin(cat, err);
+    if (rc)
+        return rc;
+    rc = upm_sql_prepare(cat,
+                         "INSERT INTO eval_results (run_id, checkpoint, step, dataset, task, formulation, metric, "
+                         "value, chance, samples) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                         &st, err);
+    for (int i = 0; !rc && i < n; i++) {
+        const upm_eval_record *r = &rows[i];
+        sqlite3_reset(st);
+        if (r->run_id > 0)
+            sqlite3_bind_int64(st, 1, r->run_id);
+        else
+            sqlite3_bind_null(st, 1);
+        sqlite3_bind_text(st, 2, r->checkpoint, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 3, r->step);
+        sqlite3_bind_text(st, 4, r->dataset, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 5, r->task, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 6, r->formulation, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 7, r->metric, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(st, 8, r->value);
+        if (r->chance >= 0)
+            sqlite3_bind_double(st, 9, r->chance);
+        else
+            sqlite3_bind_null(st, 9);
+        sqlite3_bind_int64(st, 10, r->samples);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = upm_catalog_sqlerr(cat, err, "writing evaluation results");
+    }
+    if (st)
+        sqlite3_finalize(st);
+    if (!rc)
+        return upm_catalog_commit(cat, err);
+    upm_catalog_rollback(cat);
+    return rc;
+}
+
+int upm_results_foreach(upm_catalog *cat, const char *dataset, int64_t run_id, upm_eval_record_fn fn, void *ctx,
+                        upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_sql_prepare(cat,
+                             "SELECT coalesce(run_id, 0), checkpoint, step, dataset, task, formulation, metric, value, "
+                             "coalesce(chance, -1), samples, at FROM eval_results WHERE (?1 IS NULL OR dataset = ?1) "
+                             "AND (?2 = 0 OR run_id = ?2) ORDER BY id",
+                             &st, err);
+    if (rc)
+        return rc;
+    upm_sql_bind_text_or_null(st, 1, dataset);
+    sqlite3_bind_int64(st, 2, run_id);
+    int s;
+    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        upm_eval_record r;
+        r.run_id = sqlite3_column_int64(st, 0);
+        upm_sql_text(st, 1, r.checkpoint, sizeof r.checkpoint);
+        r.step = sqlite3_column_int64(st, 2);
+        upm_sql_text(st, 3, r.dataset, sizeof r.dataset);
+        upm_sql_text(st, 4, r.task, sizeof r.task);
+        upm_sql_text(st, 5, r.formulation, sizeof r.formulation);
+        upm_sql_text(st, 6, r.metric, sizeof r.metric);
+        r.value = sqlite3_column_double(st, 7);
+        r.chance = sqlite3_column_double(st, 8);
+        r.samples = sqlite3_column_int64(st, 9);
+        upm_sql_text(st, 10, r.at, sizeof r.at);
+        rc = fn(&r, ctx);
+    }
+    if (!rc && s != SQLITE_DONE)
+        rc = upm_catalog_sqlerr(cat, err, "reading evaluation results");
+    sqlite3_finalize(st);
+    return rc;
+}

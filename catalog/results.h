@@ -1,0 +1,30 @@
+/* Evaluation results in the catalog (schema v7, table eval_results; docs/evaluation.md): upmoe-eval writes
+ * one row per (dataset, metric) of an evaluation in one transaction; `upmoe-catalog results` lists them.
+ * results.c is the only file that reads or writes the table. */
+#ifndef UPM_RESULTS_H
+#define UPM_RESULTS_H
+
+#include <stdint.h>
+
+#include "catalog.h"
+
+typedef struct upm_eval_record {
+    int64_t run_id;          /* the checkpoint's run in this catalog; 0 = none (stored NULL) */
+    char checkpoint[4096];   /* the step directory evaluated */
+    int64_t step;
+    char dataset[128], task[128], formulation[32];
+    char metric[32];         /* "top1", "i2t_r5", "loss", ... */
+    double value;
+    double chance;           /* < 0: none (stored NULL) */
+    int64_t samples;
+    char at[40];             /* when stored (filled by reads) */
+} upm_eval_record;
+
+/* Stores n records in one transaction (all or nothing). */
+int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, upm_err *err);
+/* Records in storage order, of one dataset and/or one run (NULL / 0: all). */
+typedef int (*upm_eval_record_fn)(const upm_eval_record *r, void *ctx);
+int upm_results_foreach(upm_catalog *cat, const char *dataset, int64_t run_id, upm_eval_record_fn fn, void *ctx,
+                        upm_err *err);
+
+#endif
