@@ -115,9 +115,12 @@ static int read_label(const upm_task *t, const upm_collate_opts *o, const upm_wd
     long v = strtol(buf, &end, 10);
     while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')
         end++;
-    if (end == buf || *end || errno || v < 0 || (o->n_labels > 0 && v >= o->n_labels))
-        return upm_errf(err, UPM_EBADDATA, "%s: %s: label '%s' is not a class index in 0..%d", s->url, s->key, buf,
-                        o->n_labels - 1);
+    if (end == buf || *end || errno || v < 0)
+        return upm_errf(err, UPM_EBADDATA, "%s: %s: label '%s' is not a class index", s->url, s->key, buf);
+    if (o->n_labels > 0 && v >= o->n_labels) /* the label set lacks classes the data has */
+        return upm_errf(err, o->strict_labels ? UPM_EINVAL : UPM_EBADDATA,
+                        "%s: %s: label '%s' is not a class index in 0..%d (the label set of task %s has %d classes)",
+                        s->url, s->key, buf, o->n_labels - 1, t->name, o->n_labels);
     *label = (int32_t)v;
     return 0;
 }

@@ -19,6 +19,8 @@ typedef struct upm_collate_opts {
     double video_interval;/* frames at 30 fps between sampled frames (training) */
     upm_bpe *bpe;         /* needed by tasks with text */
     int n_labels;         /* label tasks: classes in the label set (0 = don't check) */
+    int strict_labels;    /* a class index outside the label set is an error (UPM_EINVAL: evaluation, whose
+                             metrics would silently lose those samples), not a bad sample (UPM_EBADDATA) */
 } upm_collate_opts;
 
 /* The image transform of one side of task t (docs/training.md, "Augmentation"): evaluation's resize +

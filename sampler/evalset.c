@@ -56,6 +56,7 @@ int upm_evalset_open(upm_catalog *cat, const char *dataset, const upm_evalset_op
         return upm_errf(err, UPM_ENOMEM, "out of memory");
     e->o = *o;
     e->o.collate.train = 0;
+    e->o.collate.strict_labels = 1;
     e->o.collate.bpe = bpe;
     int rc = upm_dataset_get(cat, dataset, &e->dataset, err);
     if (!rc)

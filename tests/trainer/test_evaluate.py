@@ -135,6 +135,54 @@ class EvaluateTest(unittest.TestCase):
         self.evaluate("--dataset", "images", "--limit", 8, "--no-store")
         self.assertEqual(len(self.results()), n)
 
+    def test_checkpoint_as_a_job_id(self):
+        jobs = os.path.join(BUILD, "upmoe-jobs")
+        queued = run(jobs, "submit", "pretrain", "--mixture", "images-only", "--steps", 3, "--name", "not-run", "--",
+                     *SMALL, env=self.env).stdout.strip()
+        p = run(EVAL, "--checkpoint", queued, "--dataset", "images", "--limit", 8, env=self.env, ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"job {queued} has no checkpoint yet (it is queued)", p.stderr)
+        run(jobs, "cancel", queued, env=self.env)
+        jid = run(jobs, "submit", "pretrain", "--mixture", "images-only", "--steps", 3, "--name", "eval-me", "--",
+                  *SMALL, env=self.env).stdout.strip()
+        run(jobs, "worker", "--once", env=self.env, timeout=600)
+        status = json.loads(run(jobs, "status", jid, "--json", env=self.env).stdout)
+        self.assertEqual(status["state"], "succeeded")
+        out = json.loads(run(EVAL, "--checkpoint", jid, "--dataset", "images", "--limit", 8, "--image-size", 32,
+                             "--json", env=self.env).stdout)
+        self.assertEqual(out["checkpoint"], status["last_checkpoint"])
+        self.assertEqual(out["datasets"][0]["samples"], 8)
+        p = run(EVAL, "--checkpoint", 9999, "--dataset", "images", env=self.env, ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no job 9999", p.stderr)
+
+    def test_bad_data(self):
+        """A label set that lacks classes of the data, and a split with no sample: clear errors, exit 1,
+        nothing stored."""
+        stored = len(self.results())
+        url = json.loads(run(CAT, "show", "dataset", "images", "--json", env=self.env).stdout)["url"]
+        short = os.path.join(self.tmp, "short.txt")
+        with open(os.path.join(self.tmp, "data", "classes.txt"), encoding="utf-8") as f, \
+                open(short, "w", encoding="utf-8") as g:
+            g.writelines(f.readlines()[:5])
+        run(CAT, "add", "labels", "five-classes", short, env=self.env)
+        run(CAT, "add", "dataset", "images-five", "--task", "classification", "--labels", "five-classes", "--batch", 16,
+            "--url", url, env=self.env)
+        p = self.evaluate("--dataset", "images-five", ok=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertRegex(p.stderr, r"label '\d+' is not a class index in 0\.\.4 \(the label set of task classification "
+                                   r"has 5 classes\)")
+        import tarfile
+        empty = os.path.join(self.tmp, "empty-000000.tar")
+        tarfile.open(empty, "w").close()  # a valid tar without members
+        run(CAT, "add", "dataset", "images-empty", "--task", "classification", "--batch", 16, "--url", empty,
+            env=self.env)
+        p = self.evaluate("--dataset", "images-empty", ok=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("dataset images-empty: no usable sample to evaluate (empty split?)", p.stderr)
+        self.assertEqual(p.stdout, "")
+        self.assertEqual(len(self.results()), stored)
+
     def test_bad_requests(self):
         cases = [
             (["--dataset", "books-wiki"], 1, "no shard URL"),      # a preset placeholder

@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "catalog_ops.h"
 #include "checkpoint.h"
 #include "clock.h"
 #include "fileio.h"
+#include "queue.h"
 #include "results.h"
 #include "runs.h"
 #include "train.h"
@@ -25,7 +27,8 @@ static const char usage[] =
     "usage: " PROG " --checkpoint DIR (--dataset NAME ... | --mixture NAME) [--limit N] [--batch N]\n"
     "       [--image-size S] [--vocab-targets full|sampled:N] [--threads N] [--catalog PATH] [--bpe-vocab PATH]\n"
     "       [--json] [--no-store] [--steps N [--seed S]]\n"
-    "Evaluates the weights of a checkpoint (a step-* directory, or a run's --out directory for its newest)\n"
+    "Evaluates the weights of a checkpoint (a step-* directory, a run's --out directory for its newest, or\n"
+    "the id of an upmoe-jobs job for its run's last checkpoint)\n"
     "on every sample of each dataset once (--dataset, repeatable, or every dataset of --mixture), in shard\n"
     "order, with evaluation transforms, and prints the metrics of each dataset's formulation next to chance:\n"
     "  label   top-1 and top-5 over the label set (label texts encoded once)\n"
@@ -173,6 +176,38 @@ static void print_sampled(const char *path, const upm_eval_row *rows, int n, int
         printf("]}\n");
 }
 
+/* --checkpoint: a step directory, a run's --out directory (its newest step), or a job id of this catalog
+ * (its run's last checkpoint). */
+static int resolve_checkpoint(const upm_train_opts *o, const char *arg, char *path, size_t n, upm_err *err)
+{
+    struct stat st;
+    if (stat(arg, &st) == 0 || strspn(arg, "0123456789") != strlen(arg) || !arg[0]) {
+        if (upm_checkpoint_latest(arg, path, n, err) != 0) /* not a run directory: the step directory itself */
+            snprintf(path, n, "%s", arg);
+        upm_err_clear(err);
+        return 0;
+    }
+    char cp[4096];
+    upm_catalog *cat = NULL;
+    upm_job j;
+    int have_job = 0, rc = upm_catalog_resolve_path(o->catalog, cp, sizeof cp, err);
+    if (!rc)
+        rc = upm_catalog_open(cp, UPM_CAT_READONLY, &cat, err);
+    if (!rc && !(rc = upm_job_get(cat, strtoll(arg, NULL, 10), &j, err)))
+        have_job = 1;
+    upm_run_progress p = {0};
+    if (!rc && j.run_id > 0)
+        rc = upm_run_progress_get(cat, j.run_id, &p, err);
+    if (!rc && !p.last_checkpoint[0])
+        rc = upm_errf(err, UPM_EINVAL, "job %s has no checkpoint yet (it is %s)", arg, j.state);
+    if (!rc)
+        snprintf(path, n, "%s", p.last_checkpoint);
+    if (have_job)
+        upm_job_free(&j);
+    upm_catalog_close(cat);
+    return rc;
+}
+
 /* The evaluation's rows in the catalog: the checkpoint's run (when this catalog has it) and step from its
  * state.json, one row per dataset and metric (and its loss), in one transaction. */
 static int store(const upm_train_opts *o, const char *ckpt, const upm_eval_result *res, int n, int *stored,
@@ -295,17 +330,15 @@ int main(int argc, char **argv)
         o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
     upm_err err = {0};
     char path[4096];
-    if (upm_checkpoint_latest(ckpt, path, sizeof path, &err) != 0) /* a run directory: its newest */
-        snprintf(path, sizeof path, "%s", ckpt);
-    int rc = 0;
-    if (sampled) {
+    int rc = resolve_checkpoint(&o, ckpt, path, sizeof path, &err);
+    if (!rc && sampled) {
         upm_eval_row *rows;
         int n;
         if (!(rc = upm_evaluate(&o, path, steps, &rows, &n, &err))) {
             print_sampled(path, rows, n, json);
             free(rows);
         }
-    } else {
+    } else if (!rc) {
         if (o.mixture)
             rc = mixture_datasets(&o, o.mixture, datasets, &err);
         for (ndatasets = 0; datasets[ndatasets]; ndatasets++)
