@@ -9,6 +9,7 @@
 #include "catalog_ops.h"
 
 #define MIXTURE "uniperceiver-moe-pretrain"
+#define ZEROSHOT "uniperceiver-moe-zeroshot"
 #define NOT_PAPER "batch size not given by the paper; a default"
 
 typedef struct task_row {
@@ -215,6 +216,19 @@ static int apply_uniperceiver_moe(upm_catalog *cat, upm_err *err)
         upm_mixture_member m = {.sampling_weight = -1, .loss_weight = -1};
         snprintf(m.dataset, sizeof m.dataset, "%s", datasets[i].name);
         rc = upm_mixture_add(cat, MIXTURE, &m, err);
+    }
+    /* the downstream and novel-task evaluation sets, for `upmoe-eval --mixture` (docs/evaluation.md) */
+    if (!rc)
+        rc = upm_mixture_create(cat, ZEROSHOT,
+                                "The evaluation sets of the paper's zero-shot tables (sections 4.1 and 4.5): "
+                                "upmoe-eval --checkpoint C --mixture " ZEROSHOT " once their URLs are set",
+                                err);
+    for (size_t i = 0; !rc && i < sizeof datasets / sizeof datasets[0]; i++) {
+        if (datasets[i].pretrain)
+            continue;
+        upm_mixture_member m = {.sampling_weight = -1, .loss_weight = -1};
+        snprintf(m.dataset, sizeof m.dataset, "%s", datasets[i].name);
+        rc = upm_mixture_add(cat, ZEROSHOT, &m, err);
     }
     return rc;
 }

@@ -3,6 +3,7 @@ and the uniperceiver-moe preset checked value by value against the paper's Table
 import os
 import re
 import sqlite3
+import subprocess
 import unittest
 
 from catalog_cli import BIN, PAPER, CatalogTestCase
@@ -289,6 +290,26 @@ class PresetTest(CatalogTestCase):
         # and none of them is in the pretraining mixture
         members = {m["dataset"] for m in self.json_of("mixture", "show", MIXTURE)["datasets"]}
         self.assertFalse(set(expected) & members)
+
+    def test_zeroshot_mixture_holds_every_evaluation_set(self):
+        """The mixture upmoe-eval takes to reproduce the paper's zero-shot tables: every preset dataset of a
+        val or test split (downstream sets, MSVD, GLUE dev), none of the pretraining sets."""
+        datasets = self.json_of("list", "datasets")
+        evaluation = {d["name"] for d in datasets if d["split"] in ("val", "test")}
+        self.assertTrue({"imagenet-1k", "kinetics-400", "coco-retrieval-test", "msvd-caption", "cola"} <= evaluation)
+        members = {m["dataset"] for m in self.json_of("mixture", "show", "uniperceiver-moe-zeroshot")["datasets"]}
+        self.assertEqual(members, evaluation)
+        pretrain = {m["dataset"] for m in self.json_of("mixture", "show", MIXTURE)["datasets"]}
+        self.assertFalse(members & pretrain)
+        # evaluating it before the URLs are set names every dataset still missing one, before any model loads
+        self.ok("set", "cola", f"url={self.tmp}/cola-{{000..003}}.tar")
+        p = subprocess.run([os.path.join(os.path.dirname(BIN), "upmoe-eval"), "--catalog", self.db, "--checkpoint",
+                            os.path.join(self.tmp, "no-such-run"), "--mixture", "uniperceiver-moe-zeroshot"],
+                           capture_output=True, text=True, env=self.env, timeout=120)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(f"{len(members) - 1} datasets have no shard URL yet: coco-caption-test, coco-retrieval-test, "
+                      "flickr30k-caption-test", p.stderr)
+        self.assertNotIn("cola", p.stderr)
 
     def test_novel_video_tasks(self):
         vc = self.json_of("show", "task", "video-caption")

@@ -96,6 +96,35 @@ static int mixture_datasets(const upm_train_opts *o, const char *mixture, char *
     return rc;
 }
 
+/* Every dataset must exist and have shard URLs: all the missing ones are named at once, before the model
+ * is loaded (a preset's evaluation mixture starts as placeholders). */
+static int check_datasets(const upm_train_opts *o, char **names, upm_err *err)
+{
+    char path[4096], missing[900] = "";
+    upm_catalog *cat = NULL;
+    int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err), n = 0;
+    if (!rc)
+        rc = upm_catalog_open(path, UPM_CAT_READONLY, &cat, err);
+    for (int i = 0; !rc && names[i]; i++) {
+        upm_dataset d;
+        if ((rc = upm_dataset_get(cat, names[i], &d, err)))
+            break;
+        if (!d.url_pattern[0]) {
+            size_t len = strlen(missing);
+            if (len + strlen(names[i]) + 8 < sizeof missing)
+                snprintf(missing + len, sizeof missing - len, "%s%s", n ? ", " : "", names[i]);
+            else if (!strstr(missing, ", ..."))
+                snprintf(missing + len, sizeof missing - len, ", ...");
+            n++;
+        }
+    }
+    upm_catalog_close(cat);
+    if (!rc && n)
+        rc = upm_errf(err, UPM_EINVAL, "%d dataset%s ha%s no shard URL yet: %s (set with 'upmoe-catalog set DATASET "
+                      "url=PATTERN')", n, n == 1 ? "" : "s", n == 1 ? "s" : "ve", missing);
+    return rc;
+}
+
 static void print_full(const char *ckpt, const upm_eval_result *res, int n, int json)
 {
     if (json) {
@@ -343,6 +372,8 @@ int main(int argc, char **argv)
             rc = mixture_datasets(&o, o.mixture, datasets, &err);
         for (ndatasets = 0; datasets[ndatasets]; ndatasets++)
             ;
+        if (!rc)
+            rc = check_datasets(&o, datasets, &err);
         progress_ctx pc = {.on = isatty(2) && !json};
         upm_eval_opts eo = {(const char *const *)datasets, ndatasets, limit, progress, &pc};
         upm_eval_result *res = NULL;
