@@ -74,6 +74,10 @@ int upm_batchdump_step_write(const char *dir, const upm_model *m, const upm_batc
                 upm_stepfile_put(f, "vocab.logq", UPM_ST_F32, vb->logq, 1, (int64_t[]){vb->C});
         } else {
             upm_stepfile_put_side(f, "target", s->tg);
+            if (s->in->nread > 0) { /* a cloze prompt's <|spe|> read-outs (upm_prompt_readouts) */
+                upm_stepfile_put(f, "read.seq", UPM_ST_I32, s->in->read_seq, 1, (int64_t[]){s->in->nread});
+                upm_stepfile_put(f, "read.pos", UPM_ST_I32, s->in->read_pos, 1, (int64_t[]){s->in->nread});
+            }
             if (b->labels) /* label formulations: the class of each row */
                 upm_stepfile_put(f, "labels", UPM_ST_I32, b->labels, 1, (int64_t[]){b->B});
         }

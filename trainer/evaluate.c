@@ -67,18 +67,24 @@ static void metric(upm_eval_result *r, const char *name, double value, double ch
     m->value = value, m->chance = chance;
 }
 
-/* Per-row scores of one batch: the label's rank (ties to the lower index) and its cross-entropy. */
+/* Per-row scores of one batch: the label's rank (ties to the lower index), its cross-entropy and the
+ * top-ranked class (pred[i], when pred is not NULL; -1 for an unscored row). */
 static void score_rows(const float *logits, int B, int C, const int32_t *labels, int64_t *top1, int64_t *top5,
-                       int64_t *n, double *ce)
+                       int64_t *n, double *ce, int32_t *pred)
 {
     for (int i = 0; i < B; i++) {
         int y = labels[i];
+        if (pred)
+            pred[i] = -1;
         if (y < 0 || y >= C)
             continue;
         const float *s = logits + (size_t)i * C;
         double mx = s[0], sum = 0;
+        int best = 0;
         for (int c = 1; c < C; c++)
-            mx = s[c] > mx ? s[c] : mx;
+            if (s[c] > s[best])
+                best = c;
+        mx = s[best];
         int rank = 0;
         for (int c = 0; c < C; c++) {
             sum += exp((double)s[c] - mx);
@@ -86,7 +92,18 @@ static void score_rows(const float *logits, int B, int C, const int32_t *labels,
         }
         *ce += mx + log(sum) - s[y];
         *top1 += rank < 1, *top5 += rank < 5, (*n)++;
+        if (pred)
+            pred[i] = best;
     }
+}
+
+/* F1 of class 1 and Matthews' correlation of a two-class confusion matrix (0 where undefined, as
+ * scikit-learn returns them). */
+static void binary_scores(int64_t tp, int64_t fp, int64_t fn, int64_t tn, double *f1, double *mcc)
+{
+    *f1 = 2 * tp + fp + fn ? 2.0 * (double)tp / (double)(2 * tp + fp + fn) : 0.0;
+    double d = ((double)tp + fp) * ((double)tp + fn) * ((double)tn + fp) * ((double)tn + fn);
+    *mcc = d > 0 ? ((double)tp * tn - (double)fp * fn) / sqrt(d) : 0.0;
 }
 
 typedef struct pass_ctx {
@@ -111,9 +128,10 @@ static int eval_label(pass_ctx *p, upm_eval_result *r, upm_err *err)
     trainer *t = p->t;
     upm_backend *be = t->be;
     int D = t->cfg.dim, C = 0, rc, have_targets = 0;
-    int64_t top1 = 0, top5 = 0, n = 0;
+    int64_t top1 = 0, top5 = 0, n = 0, npred = 0;
     double ce = 0;
     float *host = NULL;
+    int32_t *preds = NULL, *labs = NULL;
     while ((rc = upm_evalset_next(p->es, &t->batch, err)) == 1) {
         upm_batch *b = &t->batch;
         upm_seq_input in, tg;
@@ -127,8 +145,13 @@ static int eval_label(pass_ctx *p, upm_eval_result *r, upm_err *err)
             C = tg.nseq, have_targets = 1;
         }
         int B = b->B;
-        if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)) ||
-            (rc = upm_pass_forward(t->m, t->pass_in, &in, &no_noise, err)))
+        if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
+            break;
+        if (upm_trainer_prompt_readouts(t, &in)) {
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", B);
+            break;
+        }
+        if ((rc = upm_pass_forward(t->m, t->pass_in, &in, &no_noise, err)))
             break;
         if (upm_trainer_ensure(be, (void **)&t->logits, &t->cap_l, sizeof(float) * (size_t)B * C)) {
             rc = upm_errf(err, UPM_ENOMEM, "no memory for %d x %d scores", B, C);
@@ -143,16 +166,49 @@ static int eval_label(pass_ctx *p, upm_eval_result *r, upm_err *err)
         be->gemm(be, 0, 1, B, C, D, upm_logit_scale(t->m, NULL), upm_pass_features(t->pass_in), D,
                  upm_pass_features(t->pass_tg), D, 0.0f, t->logits, C);
         be->download(be, host, t->logits, sizeof(float) * (size_t)B * C);
-        score_rows(host, B, C, b->labels, &top1, &top5, &n, &ce);
+        int32_t *pr = realloc(preds, sizeof(int32_t) * ((size_t)npred + (size_t)B));
+        if (pr)
+            preds = pr;
+        int32_t *lb = pr ? realloc(labs, sizeof(int32_t) * ((size_t)npred + (size_t)B)) : NULL;
+        if (lb)
+            labs = lb;
+        if (!pr || !lb) {
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for predictions");
+            break;
+        }
+        int64_t base = npred;
+        score_rows(host, B, C, b->labels, &top1, &top5, &n, &ce, preds + base);
+        for (int i = 0; i < B; i++)
+            if (preds[base + i] >= 0) { /* keep the scored rows, in pass order (npred <= base + i) */
+                labs[npred] = b->labels[i], preds[npred] = preds[base + i];
+                npred++;
+            }
         tick(p);
     }
     free(host);
-    if (rc < 0)
+    if (rc < 0) {
+        free(preds), free(labs);
         return rc;
+    }
     r->scored = n;
     r->loss = n ? ce / (double)n : -1;
     metric(r, "top1", n ? (double)top1 / (double)n : 0, C ? 1.0 / C : -1);
     metric(r, "top5", n ? (double)top5 / (double)n : 0, C ? (C < 5 ? 1.0 : 5.0 / C) : -1);
+    if (C == 2 && npred > 0) { /* GLUE's binary metrics: F1 of class 1, Matthews' correlation */
+        int64_t tp = 0, fp = 0, fn = 0, tn = 0;
+        for (int64_t i = 0; i < npred; i++) {
+            tp += labs[i] == 1 && preds[i] == 1, fp += labs[i] == 0 && preds[i] == 1;
+            fn += labs[i] == 1 && preds[i] == 0, tn += labs[i] == 0 && preds[i] == 0;
+        }
+        double f1, mcc, pi = (double)(tp + fn) / (double)npred;
+        binary_scores(tp, fp, fn, tn, &f1, &mcc);
+        metric(r, "f1", f1, pi > 0 ? pi / (pi + 0.5) : 0); /* a fair coin: precision pi, recall 1/2 */
+        metric(r, "mcc", mcc, 0);
+    }
+    if (p->eo->predictions)
+        r->labels = labs, r->predicted = preds, r->npredicted = npred;
+    else
+        free(preds), free(labs);
     return 0;
 }
 
@@ -199,8 +255,13 @@ static int eval_pair(pass_ctx *p, upm_eval_result *r, upm_err *err)
         upm_seq_input in, tg;
         int B = b->B;
         if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)) ||
-            (rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err)) ||
-            (rc = upm_pass_forward(t->m, t->pass_in, &in, &no_noise, err)) ||
+            (rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err)))
+            break;
+        if (upm_trainer_prompt_readouts(t, &in)) {
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", B);
+            break;
+        }
+        if ((rc = upm_pass_forward(t->m, t->pass_in, &in, &no_noise, err)) ||
             (rc = upm_pass_forward(t->m, t->pass_tg, &tg, &no_noise, err)))
             break;
         float *h = realloc(hu, sizeof(float) * (size_t)B * D * 2);
@@ -307,7 +368,7 @@ static int eval_vocab(pass_ctx *p, upm_eval_result *r, upm_err *err)
             t->be->download(t->be, host, t->logits, sizeof(float) * (size_t)M * (size_t)C);
             t->be->download(t->be, targets, t->dlabels, sizeof(int32_t) * (size_t)M);
             int64_t t1 = 0, t5 = 0, k = 0;
-            score_rows(host, M, (int)C, targets, &t1, &t5, &k, &ce);
+            score_rows(host, M, (int)C, targets, &t1, &t5, &k, &ce, NULL);
         }
         n += M;
         tick(p);
@@ -375,10 +436,17 @@ int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm
     }
     upm_trainer_close(&t);
     if (rc) {
-        free(res);
+        upm_eval_results_free(res, *nout);
         *nout = 0;
         return rc;
     }
     *out = res;
     return 0;
+}
+
+void upm_eval_results_free(upm_eval_result *r, int n)
+{
+    for (int i = 0; r && i < n; i++)
+        free(r[i].labels), free(r[i].predicted);
+    free(r);
 }

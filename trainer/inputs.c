@@ -36,6 +36,26 @@ int upm_batch_side_input(const upm_batch *b, upm_side side, upm_seq_input *in, u
     return 0;
 }
 
+int upm_prompt_readouts(upm_seq_input *in, int32_t *seq, int32_t *pos)
+{
+    int found = 0;
+    for (int r = 0; r < in->nseq; r++) {
+        seq[r] = r, pos[r] = 0;
+        int off = 1; /* position 0 is the sequence's leading <|spe|> */
+        for (int g = 0; g < in->nseg && !pos[r]; g++) {
+            const upm_seq_segment *sg = &in->seg[g];
+            if (sg->kind == UPM_SEG_TEXT && sg->attn != UPM_SEG_QUERY)
+                for (int j = 0; j < sg->lengths[r] && !pos[r]; j++)
+                    if (sg->ids[(size_t)r * sg->L + j] == UPM_BPE_SPE)
+                        pos[r] = off + j, found = 1;
+            off += upm_seq_segment_tokens(sg);
+        }
+    }
+    if (found)
+        in->nread = in->nseq, in->read_seq = seq, in->read_pos = pos;
+    return found;
+}
+
 int upm_label_texts_load(upm_catalog *cat, const upm_task *t, const char *set, upm_bpe *bpe, upm_label_texts *out,
                          upm_err *err)
 {

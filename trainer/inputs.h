@@ -11,6 +11,11 @@
 
 /* The segments of the given side of b, in batch order; spe_attr from the batch. */
 int upm_batch_side_input(const upm_batch *b, upm_side side, upm_seq_input *in, upm_err *err);
+/* Cloze prompts (GLUE as the paper poses it): a prompt marks where the answer is read with a <|spe|>
+ * token inside its text. When some row of `in` has one, its feature is read there, the other rows' at
+ * their leading <|spe|>: fills seq/pos (host, [in->nseq] each, owned by the caller, alive until the pass
+ * ran), points in->read_seq/read_pos at them and returns 1; returns 0 and leaves in as it is otherwise. */
+int upm_prompt_readouts(upm_seq_input *in, int32_t *seq, int32_t *pos);
 
 typedef struct upm_label_texts {
     char set[UPM_NAME_MAX + 1];

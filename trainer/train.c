@@ -119,6 +119,19 @@ int upm_trainer_ensure(upm_backend *be, void **p, size_t *cap, size_t bytes)
     return 0;
 }
 
+int upm_trainer_prompt_readouts(trainer *t, upm_seq_input *in)
+{
+    size_t need = (size_t)in->nseq * 2;
+    if (need > t->cap_readout) {
+        int32_t *r = realloc(t->readout, sizeof(int32_t) * need);
+        if (!r)
+            return UPM_ENOMEM;
+        t->readout = r, t->cap_readout = need;
+    }
+    upm_prompt_readouts(in, t->readout, t->readout + in->nseq);
+    return 0;
+}
+
 /* The label texts of b's dataset, with this step's synonym of each class (canonical names in evaluation). */
 const upm_label_texts *upm_trainer_labels(trainer *t, const upm_batch *b, upm_err *err)
 {
@@ -297,6 +310,8 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
     const upm_label_texts *lt = NULL;
     if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
         return rc;
+    if (upm_trainer_prompt_readouts(t, &in))
+        return upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", b->B);
     if (fd->targets == UPM_TARGETS_LABEL_TEXTS) {
         if (!(lt = upm_trainer_labels(t, b, err)))
             return err->code ? err->code : UPM_EINVAL;
@@ -478,6 +493,7 @@ void upm_trainer_close(trainer *t)
     upm_backend_free(be);
     upm_loader_close(t->loader);
     upm_batch_free(&t->batch);
+    free(t->readout);
     upm_bpe_free(t->bpe);
     for (int i = 0; i < t->nlabels; i++)
         upm_label_texts_free(&t->labels[i].lt);

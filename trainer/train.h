@@ -88,6 +88,10 @@ typedef struct upm_eval_result {
     double loss;     /* mean cross-entropy without label smoothing over the scored predictions; < 0: n/a */
     int nmetrics;
     upm_eval_metric metrics[UPM_EVAL_MAX_METRICS];
+    /* label, with upm_eval_opts.predictions: each scored sample's class and the top-ranked class, in pass
+     * order (caller frees both with upm_eval_results_free) */
+    int32_t *labels, *predicted;
+    int64_t npredicted;
 } upm_eval_result;
 
 /* Progress of the dataset being evaluated: samples done and the split's recorded size (-1: unknown). */
@@ -99,15 +103,18 @@ typedef struct upm_eval_opts {
     int64_t limit;               /* > 0: the first `limit` samples of each dataset only */
     upm_eval_progress_fn progress;
     void *progress_ctx;
+    int predictions;             /* keep the label datasets' per-sample predictions */
 } upm_eval_opts;
 
 /* Evaluates checkpoint `checkpoint` on every sample of each dataset once, in shard order, with the
  * evaluation transforms, batched (o->batch, else the dataset's catalog batch size), and the metrics of
- * its formulation (tasks/formulation.h): label top-1/top-5 with the label texts encoded once; pair
+ * its formulation (tasks/formulation.h): label top-1/top-5 with the label texts encoded once (two classes:
+ * also F1 of class 1 and Matthews' correlation, as GLUE reports them); pair
  * R@1/5/10 both ways over the whole split as the gallery; vocab token accuracy, and perplexity when
  * scored against the full vocabulary. Deterministic: the same inputs give the same bits. Nothing is
  * written. *out (caller frees) holds one result per dataset. */
 int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm_eval_opts *eo, upm_eval_result **out,
                       int *nout, upm_err *err);
+void upm_eval_results_free(upm_eval_result *r, int n);
 
 #endif

@@ -50,6 +50,8 @@ typedef struct trainer {
     float *logq;     /* [C]    log-Q correction of sampled vocabulary candidates */
     int32_t *dlabels; /* [M]   the target column of each row */
     size_t cap_u, cap_v, cap_l, cap_lab, cap_V, cap_logq; /* their capacities in bytes */
+    int32_t *readout; /* host [2][B]: read-out sequences and positions of cloze prompts (upm_prompt_readouts) */
+    size_t cap_readout;
     float *noise[2]; /* host [layers][gates][256][E]: gate noise of the two passes */
     float *keep[2];  /* host [layers][2][B]: drop-path keep factors of the two passes */
     size_t cap_keep[2];
@@ -95,6 +97,8 @@ void upm_trainer_close(trainer *t);
 int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err);
 /* The label texts of b's dataset (canonical names in evaluation), cached per dataset. */
 const upm_label_texts *upm_trainer_labels(trainer *t, const upm_batch *b, upm_err *err);
+/* Reads in's features at its rows' prompt <|spe|> where the input has one (inputs.h); UPM_ENOMEM. */
+int upm_trainer_prompt_readouts(trainer *t, upm_seq_input *in);
 /* Grows the backend buffer *p (capacity *cap bytes) to at least bytes; UPM_ENOMEM on failure. */
 int upm_trainer_ensure(upm_backend *be, void **p, size_t *cap, size_t bytes);
 

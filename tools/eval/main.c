@@ -26,12 +26,13 @@
 static const char usage[] =
     "usage: " PROG " --checkpoint DIR (--dataset NAME ... | --mixture NAME) [--limit N] [--batch N]\n"
     "       [--image-size S] [--vocab-targets full|sampled:N] [--threads N] [--catalog PATH] [--bpe-vocab PATH]\n"
-    "       [--json] [--no-store] [--steps N [--seed S]]\n"
+    "       [--json] [--no-store] [--predictions FILE] [--steps N [--seed S]]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, a run's --out directory for its newest, or\n"
     "the id of an upmoe-jobs job for its run's last checkpoint)\n"
     "on every sample of each dataset once (--dataset, repeatable, or every dataset of --mixture), in shard\n"
     "order, with evaluation transforms, and prints the metrics of each dataset's formulation next to chance:\n"
-    "  label   top-1 and top-5 over the label set (label texts encoded once)\n"
+    "  label   top-1 and top-5 over the label set (label texts encoded once); two classes: also F1 of\n"
+    "          class 1 and Matthews' correlation (GLUE); a cloze prompt is read at its <|spe|>\n"
     "  pair    R@1, R@5, R@10 image->text and text->image over the whole split as the gallery, and their\n"
     "          mean (every text equal to a sample's caption counts as its ground truth)\n"
     "  vocab   teacher-forced token accuracy; perplexity with --vocab-targets full (the default)\n"
@@ -40,6 +41,8 @@ static const char usage[] =
     "--steps N  instead: N batches drawn from --mixture as training draws them (pair: the batch is the\n"
     "           gallery), loss and top-1 only; the sampled quick look of earlier versions\n"
     "--json     one JSON document on standard output; the same inputs give the same bytes\n"
+    "--predictions FILE  label datasets: every scored sample's class and predicted class, one JSON line\n"
+    "           each, in pass order (to recompute any metric elsewhere)\n"
     "The results are stored in the catalog (upmoe-catalog results) with the checkpoint's run and step;\n"
     "--no-store leaves the catalog as it is (the sampled --steps mode never stores).\n"
     "A progress line with an ETA goes to a terminal's standard error.\n";
@@ -122,6 +125,33 @@ static int check_datasets(const upm_train_opts *o, char **names, upm_err *err)
     if (!rc && n)
         rc = upm_errf(err, UPM_EINVAL, "%d dataset%s ha%s no shard URL yet: %s (set with 'upmoe-catalog set DATASET "
                       "url=PATTERN')", n, n == 1 ? "" : "s", n == 1 ? "s" : "ve", missing);
+    return rc;
+}
+
+/* --predictions FILE: one JSON line per scored sample of each label dataset, in pass order, written
+ * atomically: {"dataset", "index", "label", "prediction"}. */
+static int write_predictions(const char *path, const upm_eval_result *res, int n, upm_err *err)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    for (int i = 0; buf && i < n; i++)
+        for (int64_t k = 0; buf && k < res[i].npredicted; k++) {
+            if (cap - len < 512) {
+                char *b = realloc(buf, cap *= 2);
+                if (!b)
+                    free(buf);
+                buf = b;
+                if (!buf)
+                    break;
+            }
+            len += (size_t)snprintf(buf + len, cap - len,
+                                    "{\"dataset\": \"%s\", \"index\": %lld, \"label\": %d, \"prediction\": %d}\n",
+                                    res[i].dataset, (long long)k, res[i].labels[k], res[i].predicted[k]);
+        }
+    if (!buf)
+        return upm_errf(err, UPM_ENOMEM, "no memory for the predictions");
+    int rc = upm_write_file_atomic(path, buf, len, err);
+    free(buf);
     return rc;
 }
 
@@ -294,14 +324,16 @@ int main(int argc, char **argv)
     const char *ckpt = NULL;
     long long steps = 0, limit = 0;
     int json = 0, ndatasets = 0, no_store = 0;
+    const char *predictions = NULL;
     char *datasets[MAX_DATASETS] = {0};
     enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE,
-           O_DATASET, O_LIMIT, O_NO_STORE };
+           O_DATASET, O_LIMIT, O_NO_STORE, O_PRED };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
         {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE},
-        {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"no-store", 0, 0, O_NO_STORE}, {"help", 0, 0, 'h'},
+        {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"no-store", 0, 0, O_NO_STORE}, {"predictions", 1, 0, O_PRED},
+        {"help", 0, 0, 'h'},
         {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -332,6 +364,7 @@ int main(int argc, char **argv)
         case O_BPE: o.bpe_vocab = optarg; bad_int = 0; break;
         case O_JSON: json = 1; break;
         case O_NO_STORE: no_store = 1; break;
+        case O_PRED: predictions = optarg; bad_int = 0; break;
         case O_VOCAB:
             bad_int = 0;
             if (upm_vocab_targets_parse(optarg, &o.vocab_sampled, &verr)) {
@@ -375,7 +408,7 @@ int main(int argc, char **argv)
         if (!rc)
             rc = check_datasets(&o, datasets, &err);
         progress_ctx pc = {.on = isatty(2) && !json};
-        upm_eval_opts eo = {(const char *const *)datasets, ndatasets, limit, progress, &pc};
+        upm_eval_opts eo = {(const char *const *)datasets, ndatasets, limit, progress, &pc, predictions != NULL};
         upm_eval_result *res = NULL;
         int n = 0;
         if (!rc)
@@ -385,11 +418,13 @@ int main(int argc, char **argv)
         int stored = 0;
         if (!rc && !no_store)
             rc = store(&o, path, res, n, &stored, &err);
+        if (!rc && predictions)
+            rc = write_predictions(predictions, res, n, &err);
         if (!rc)
             print_full(path, res, n, json);
         if (!rc && stored && !json)
             printf("stored %d results in the catalog ('upmoe-catalog results')\n", stored);
-        free(res);
+        upm_eval_results_free(res, n);
     }
     for (int i = 0; datasets[i]; i++)
         free(datasets[i]);
