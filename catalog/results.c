@@ -3,7 +3,7 @@
 
 #include "sqlutil.h"
 
-int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, upm_err *err)
+int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, int replace, upm_err *err)
 {
     if (n <= 0)
         return 0;
@@ -11,7 +11,22 @@ int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, upm_er
     int rc = upm_catalog_begin(cat, err);
     if (rc)
         return rc;
-    rc = upm_sql_prepare(cat,
+    if (replace)
+        rc = upm_sql_prepare(cat, "DELETE FROM eval_results WHERE run_id = ?1 AND step = ?2 AND dataset = ?3", &st, err);
+    for (int i = 0; replace && !rc && i < n; i++) {
+        if (rows[i].run_id <= 0)
+            continue;
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, rows[i].run_id);
+        sqlite3_bind_int64(st, 2, rows[i].step);
+        sqlite3_bind_text(st, 3, rows[i].dataset, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = upm_catalog_sqlerr(cat, err, "replacing evaluation results");
+    }
+    if (st)
+        sqlite3_finalize(st), st = NULL;
+    if (!rc)
+        rc = upm_sql_prepare(cat,
                          "INSERT INTO eval_results (run_id, checkpoint, step, dataset, task, formulation, metric, "
                          "value, chance, samples) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                          &st, err);

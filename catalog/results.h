@@ -20,8 +20,9 @@ typedef struct upm_eval_record {
     char at[40];             /* when stored (filled by reads) */
 } upm_eval_record;
 
-/* Stores n records in one transaction (all or nothing). */
-int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, upm_err *err);
+/* Stores n records in one transaction (all or nothing). With replace, earlier rows of the same run, step
+ * and dataset as any of the records (run_id > 0) are deleted in that transaction first. */
+int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, int replace, upm_err *err);
 /* Records in storage order, of one dataset and/or one run (NULL / 0: all). */
 typedef int (*upm_eval_record_fn)(const upm_eval_record *r, void *ctx);
 int upm_results_foreach(upm_catalog *cat, const char *dataset, int64_t run_id, upm_eval_record_fn fn, void *ctx,

@@ -1,14 +1,17 @@
 /* Evaluation: the sampled quick look over a mixture (upm_evaluate) and the paper's protocol, one full
  * deterministic pass over each dataset with the metrics of its formulation (upm_evaluate_full). See
  * train.h and docs/evaluation.md. */
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "evalset.h"
 #include "formulation.h"
 #include "loss.h"
+#include "results.h"
 #include "retrieval.h"
 #include "trainer_state.h"
 
@@ -385,19 +388,13 @@ static int eval_vocab(pass_ctx *p, upm_eval_result *r, upm_err *err)
     return 0;
 }
 
-int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm_eval_opts *eo, upm_eval_result **out,
-                      int *nout, upm_err *err)
+/* The full pass over each dataset of eo with trainer t's model (t->eval set by the caller). */
+static int evaluate_datasets(trainer *t, const upm_eval_opts *eo, upm_eval_result **out, int *nout, upm_err *err)
 {
+    const upm_train_opts *o = t->o;
     *out = NULL, *nout = 0;
-    if (eo->ndatasets < 1)
-        return upm_errf(err, UPM_EUSAGE, "nothing to evaluate: name a dataset or a mixture");
-    upm_train_opts to = *o;
-    to.mixture = NULL; /* no training loader: each dataset is read once, in order */
-    trainer t;
-    int rc = upm_trainer_open(&t, &to, checkpoint, err);
-    upm_eval_result *res = rc ? NULL : calloc((size_t)eo->ndatasets, sizeof *res);
-    if (!rc && !res)
-        rc = upm_errf(err, UPM_ENOMEM, "no memory");
+    upm_eval_result *res = calloc((size_t)(eo->ndatasets > 0 ? eo->ndatasets : 1), sizeof *res);
+    int rc = res ? 0 : upm_errf(err, UPM_ENOMEM, "no memory");
     for (int d = 0; !rc && d < eo->ndatasets; d++) {
         upm_evalset_opts so;
         upm_evalset_opts_default(&so);
@@ -406,11 +403,11 @@ int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm
         so.collate.image_size = o->image_size;
         so.collate.augment = UPM_AUGMENT_NONE;
         upm_dataset ds;
-        if ((rc = upm_dataset_get(t.cat, eo->datasets[d], &ds, err)))
+        if ((rc = upm_dataset_get(t->cat, eo->datasets[d], &ds, err)))
             break;
         so.batch = o->batch > 0 ? o->batch : ds.batch_size;
         upm_evalset *es = NULL;
-        if ((rc = upm_evalset_open(t.cat, eo->datasets[d], &so, t.bpe, &es, err)))
+        if ((rc = upm_evalset_open(t->cat, eo->datasets[d], &so, t->bpe, &es, err)))
             break;
         const upm_task *task = upm_evalset_task(es);
         const upm_formulation_desc *fd = upm_formulation_desc_get(task->formulation);
@@ -418,7 +415,7 @@ int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm
         snprintf(r->dataset, sizeof r->dataset, "%s", ds.name);
         snprintf(r->task, sizeof r->task, "%s", task->name);
         r->formulation = task->formulation;
-        pass_ctx p = {&t, es, eo, ds.num_samples >= 0 ? ds.num_samples : -1};
+        pass_ctx p = {t, es, eo, ds.num_samples >= 0 ? ds.num_samples : -1};
         if (eo->limit > 0 && (p.total < 0 || p.total > eo->limit))
             p.total = eo->limit;
         if (fd->targets == UPM_TARGETS_LABEL_TEXTS)
@@ -434,7 +431,6 @@ int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm
         upm_evalset_close(es);
         *nout = d + 1;
     }
-    upm_trainer_close(&t);
     if (rc) {
         upm_eval_results_free(res, *nout);
         *nout = 0;
@@ -442,6 +438,107 @@ int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm
     }
     *out = res;
     return 0;
+}
+
+int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm_eval_opts *eo, upm_eval_result **out,
+                      int *nout, upm_err *err)
+{
+    *out = NULL, *nout = 0;
+    if (eo->ndatasets < 1)
+        return upm_errf(err, UPM_EUSAGE, "nothing to evaluate: name a dataset or a mixture");
+    upm_train_opts to = *o;
+    to.mixture = NULL; /* no training loader: each dataset is read once, in order */
+    trainer t;
+    int rc = upm_trainer_open(&t, &to, checkpoint, err);
+    if (!rc)
+        rc = evaluate_datasets(&t, eo, out, nout, err);
+    upm_trainer_close(&t);
+    return rc;
+}
+
+int upm_eval_check_datasets(upm_catalog *cat, const char *const *names, int n, upm_err *err)
+{
+    char missing[900] = "";
+    int rc = 0, nm = 0;
+    for (int i = 0; !rc && i < n; i++) {
+        upm_dataset d;
+        if ((rc = upm_dataset_get(cat, names[i], &d, err)))
+            break;
+        if (!d.url_pattern[0]) {
+            size_t len = strlen(missing);
+            if (len + strlen(names[i]) + 8 < sizeof missing)
+                snprintf(missing + len, sizeof missing - len, "%s%s", nm ? ", " : "", names[i]);
+            else if (!strstr(missing, ", ..."))
+                snprintf(missing + len, sizeof missing - len, ", ...");
+            nm++;
+        }
+    }
+    if (!rc && nm)
+        rc = upm_errf(err, UPM_EINVAL, "%d dataset%s ha%s no shard URL yet: %s (set with 'upmoe-catalog set DATASET "
+                      "url=PATTERN')", nm, nm == 1 ? "" : "s", nm == 1 ? "s" : "ve", missing);
+    return rc;
+}
+
+int upm_eval_results_store(upm_catalog *cat, int64_t run_id, int64_t step, const char *checkpoint,
+                           const upm_eval_result *res, int n, int replace, int *stored, upm_err *err)
+{
+    *stored = 0;
+    upm_eval_record *rows = calloc((size_t)n * (UPM_EVAL_MAX_METRICS + 1) + 1, sizeof *rows);
+    if (!rows)
+        return upm_errf(err, UPM_ENOMEM, "no memory");
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        for (int m = -1; m < res[i].nmetrics; m++) {
+            if (m < 0 && res[i].loss < 0)
+                continue;
+            upm_eval_record *r = &rows[k++];
+            r->run_id = run_id, r->step = step, r->samples = res[i].samples;
+            snprintf(r->checkpoint, sizeof r->checkpoint, "%s", checkpoint);
+            snprintf(r->dataset, sizeof r->dataset, "%s", res[i].dataset);
+            snprintf(r->task, sizeof r->task, "%s", res[i].task);
+            snprintf(r->formulation, sizeof r->formulation, "%s", upm_formulation_name(res[i].formulation));
+            snprintf(r->metric, sizeof r->metric, "%s", m < 0 ? "loss" : res[i].metrics[m].name);
+            r->value = m < 0 ? res[i].loss : res[i].metrics[m].value;
+            r->chance = m < 0 ? -1 : res[i].metrics[m].chance;
+        }
+    int rc = upm_results_put(cat, rows, k, replace, err);
+    if (!rc)
+        *stored = k;
+    free(rows);
+    return rc;
+}
+
+int upm_trainer_eval_step(trainer *t, upm_err *err)
+{
+    const upm_train_opts *o = t->o;
+    upm_eval_opts eo = {o->eval_datasets, o->n_eval_datasets, o->eval_limit, NULL, NULL, 0};
+    upm_eval_result *res = NULL;
+    int n = 0, stored = 0;
+    t->eval = 1; /* forward only, no noise, no drop path, no optimizer step; training resumes unchanged */
+    upm_err e = {0};
+    int rc = evaluate_datasets(t, &eo, &res, &n, &e);
+    t->eval = 0;
+    if (rc) { /* the datasets were checked at the start: a failure now (a shard gone) must not end the run */
+        if (t->rank == 0)
+            fprintf(stderr, "upmoe-train: warning: evaluation after step %" PRId64 " failed, training goes on: %s\n",
+                    t->step, e.msg);
+        return 0;
+    }
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoints/step-%08" PRId64, o->out_dir, t->step);
+    struct stat st;
+    if (stat(ckpt, &st) != 0) /* evaluated between checkpoints: the run's weights at this step */
+        snprintf(ckpt, sizeof ckpt, "%s", o->out_dir);
+    if (!rc && t->rank == 0)
+        rc = upm_eval_results_store(t->cat, t->run_id, t->step, ckpt, res, n, 1, &stored, err);
+    for (int i = 0; !rc && t->rank == 0 && !o->quiet && i < n; i++) {
+        printf("eval step %" PRId64 " %s:", t->step, res[i].dataset);
+        for (int k = 0; k < res[i].nmetrics; k++)
+            printf(" %s %.4f", res[i].metrics[k].name, res[i].metrics[k].value);
+        printf(" (%lld samples)\n", (long long)res[i].samples);
+    }
+    upm_eval_results_free(res, n);
+    return rc;
 }
 
 void upm_eval_results_free(upm_eval_result *r, int n)

@@ -583,6 +583,8 @@ int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt,
     /* Only rank 0 writes the catalog; the others read the mixture and label sets. */
     if (!rc)
         rc = upm_catalog_open(path, t->eval || t->rank ? UPM_CAT_READONLY : 0, &t->cat, err);
+    if (!rc && !t->eval && o->n_eval_datasets) /* a typo is an error now, not after hours of training */
+        rc = upm_eval_check_datasets(t->cat, o->eval_datasets, o->n_eval_datasets, err);
     if (!rc && !t->eval && o->job > 0) /* a job worker's trainer: writes only while its attempt owns the job */
         upm_catalog_fence(t->cat, o->job, o->attempt);
     if (!rc && t->eval)
@@ -723,6 +725,9 @@ int upm_train(const upm_train_opts *o, upm_err *err)
                 rc = upm_run_update(t.cat, t.run_id, "running", t.step, NULL, NULL, err);
             pending_steps = 0;
         }
+        if (!rc && !stopped && o->n_eval_datasets > 0 &&
+            ((o->eval_every > 0 && t.step % o->eval_every == 0) || t.step == o->steps))
+            rc = upm_trainer_eval_step(&t, err);
         if (stopped)
             break;
     }

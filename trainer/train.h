@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "catalog.h"
 #include "comm.h"
 #include "config.h"
 #include "optim.h"
@@ -45,6 +46,13 @@ typedef struct upm_train_opts {
     int reduce_all_experts; /* reduce the gradients of experts no rank used, too (for measurements) */
     int no_overlap;         /* reduce the gradients after the backward pass, not during it (for measurements) */
     int64_t job, attempt;   /* > 0: started by a job worker (upmoe-jobs): every catalog write is fenced */
+    /* Evaluation during training (evaluate.c): after every eval_every steps and the last, the full pass over
+     * each of eval_datasets (at most eval_limit samples each when > 0), results stored with the run and
+     * step. Side-effect free: the training's bits are those of a run without it. */
+    const char *const *eval_datasets;
+    int n_eval_datasets;
+    int eval_every;
+    int64_t eval_limit;
 } upm_train_opts;
 
 void upm_train_opts_default(upm_train_opts *o);
@@ -116,5 +124,13 @@ typedef struct upm_eval_opts {
 int upm_evaluate_full(const upm_train_opts *o, const char *checkpoint, const upm_eval_opts *eo, upm_eval_result **out,
                       int *nout, upm_err *err);
 void upm_eval_results_free(upm_eval_result *r, int n);
+/* Every named dataset exists and has shard URLs; else one error naming all those without (a preset's
+ * evaluation sets start as placeholders). */
+int upm_eval_check_datasets(upm_catalog *cat, const char *const *names, int n, upm_err *err);
+/* Stores results in the catalog (catalog/results.h) with run_id (0: none), step and checkpoint, one row per
+ * dataset and metric and the loss, in one transaction. With replace, rows of the same run, step and
+ * dataset stored earlier go (a resumed run that evaluates a step again). *stored: rows written. */
+int upm_eval_results_store(upm_catalog *cat, int64_t run_id, int64_t step, const char *checkpoint,
+                           const upm_eval_result *res, int n, int replace, int *stored, upm_err *err);
 
 #endif

@@ -97,6 +97,8 @@ void upm_trainer_close(trainer *t);
 int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err);
 /* The label texts of b's dataset (canonical names in evaluation), cached per dataset. */
 const upm_label_texts *upm_trainer_labels(trainer *t, const upm_batch *b, upm_err *err);
+/* evaluate.c: the training's evaluation after this step (o->eval_datasets), stored by rank 0. */
+int upm_trainer_eval_step(trainer *t, upm_err *err);
 /* Reads in's features at its rows' prompt <|spe|> where the input has one (inputs.h); UPM_ENOMEM. */
 int upm_trainer_prompt_readouts(trainer *t, upm_seq_input *in);
 /* Grows the backend buffer *p (capacity *cap bytes) to at least bytes; UPM_ENOMEM on failure. */

@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "queue.h"
 #include "shellword.h"
+#include "results.h"
 #include "runs.h"
 #include "worker.h"
 
@@ -105,6 +106,59 @@ static int put_point(int64_t step, double value, void *f)
     return 0;
 }
 
+/* Evaluation results of the run as series (dataset, metric) -> (step, value), the newest row of a step
+ * winning; losses and perplexities are left out (another scale). */
+#define MAX_SERIES 32
+typedef struct series {
+    char name[160];
+    int n, cap;
+    int64_t *step;
+    double *value;
+} series;
+
+typedef struct series_set {
+    series s[MAX_SERIES];
+    int n;
+} series_set;
+
+static int collect_result(const upm_eval_record *r, void *ctx)
+{
+    series_set *ss = ctx;
+    if (!strcmp(r->metric, "loss") || !strcmp(r->metric, "perplexity"))
+        return 0;
+    char name[160];
+    snprintf(name, sizeof name, "%s %s", r->dataset, r->metric);
+    int k = 0;
+    while (k < ss->n && strcmp(ss->s[k].name, name))
+        k++;
+    if (k == ss->n) {
+        if (ss->n == MAX_SERIES)
+            return 0;
+        snprintf(ss->s[ss->n++].name, sizeof ss->s[0].name, "%s", name);
+    }
+    series *x = &ss->s[k];
+    for (int i = 0; i < x->n; i++)
+        if (x->step[i] == r->step) {
+            x->value[i] = r->value;
+            return 0;
+        }
+    if (x->n == x->cap) {
+        int cap = x->cap ? 2 * x->cap : 16;
+        int64_t *st = realloc(x->step, sizeof *st * (size_t)cap);
+        if (st)
+            x->step = st;
+        double *v = st ? realloc(x->value, sizeof *v * (size_t)cap) : NULL;
+        if (!st || !v)
+            return UPM_ENOMEM;
+        x->value = v, x->cap = cap;
+    }
+    int i = x->n++;
+    while (i > 0 && x->step[i - 1] > r->step) /* keep the steps sorted */
+        x->step[i] = x->step[i - 1], x->value[i] = x->value[i - 1], i--;
+    x->step[i] = r->step, x->value[i] = r->value;
+    return 0;
+}
+
 /* Per-task loss against step (left axis) and the learning rate (right axis), drawn by gnuplot from a
  * data file of the run's rows; the terminal follows the output's extension. */
 int cmd_plot(upm_catalog *cat, int argc, char **argv)
@@ -139,12 +193,20 @@ int cmd_plot(upm_catalog *cat, int argc, char **argv)
     char tasks[64][128];
     if (!rc && upm_metrics_tasks(cat, run, tasks, 64, &ntasks, &err))
         rc = 1;
-    /* one block per task (gnuplot 'index'), then the learning rate per step */
+    /* one block per task (gnuplot 'index'), then the learning rate per step, then each evaluation series */
     for (int t = 0; !rc && t <= ntasks; t++) {
         if (upm_metrics_series(cat, run, t < ntasks ? tasks[t] : NULL, put_point, f, &err)) {
             rc = 1;
             break;
         }
+        fprintf(f, "\n\n");
+    }
+    series_set *ss = calloc(1, sizeof *ss);
+    if (!rc && (!ss || upm_results_foreach(cat, NULL, run, collect_result, ss, &err)))
+        rc = 1;
+    for (int k = 0; !rc && k < ss->n; k++) {
+        for (int i = 0; i < ss->s[k].n; i++)
+            fprintf(f, "%lld %.9g\n", (long long)ss->s[k].step[i], ss->s[k].value[i]);
         fprintf(f, "\n\n");
     }
     if (f && fclose(f))
@@ -157,12 +219,23 @@ int cmd_plot(upm_catalog *cat, int argc, char **argv)
         if (!g)
             rc = 1;
         else {
-            fprintf(g, "set terminal %s\nset output '%s'\nset title 'job %lld'\nset xlabel 'step'\n"
+            fprintf(g, "set terminal %s\nset output '%s'\nset termoption noenhanced\nset xrange [0:*]\n", term, out);
+            if (ss->n) /* evaluation results under the losses, on the same steps */
+                fprintf(g, "set multiplot layout 2,1\n");
+            fprintf(g, "set title 'job %lld'\nset xlabel 'step'\n"
                        "set ylabel 'loss'\nset y2label 'learning rate'\nset y2tics\nset ytics nomirror\n"
-                       "set key outside right\nplot ", term, out, (long long)id);
+                       "set key outside right\nplot ", (long long)id);
             for (int t = 0; t < ntasks; t++)
                 fprintf(g, "'%s' index %d using 1:2 with lines title '%s', ", data, t, tasks[t]);
             fprintf(g, "'%s' index %d using 1:2 axes x1y2 with lines dashtype 2 title 'learning rate'\n", data, ntasks);
+            if (ss->n) {
+                fprintf(g, "set title 'evaluation'\nset ylabel 'metric'\nunset y2label\nunset y2tics\n"
+                           "set yrange [0:1]\nplot ");
+                for (int k = 0; k < ss->n; k++)
+                    fprintf(g, "%s'%s' index %d using 1:2 with linespoints title '%s'", k ? ", " : "", data,
+                            ntasks + 1 + k, ss->s[k].name);
+                fprintf(g, "\nunset multiplot\n");
+            }
             fclose(g);
             int st2 = -1;
             pid_t p = fork(); /* gnuplot SCRIPT, no shell */
@@ -181,6 +254,9 @@ int cmd_plot(upm_catalog *cat, int argc, char **argv)
         }
     } else if (err.msg[0])
         fprintf(stderr, PROG ": error: %s\n", err.msg);
+    for (int k = 0; ss && k < ss->n; k++)
+        free(ss->s[k].step), free(ss->s[k].value);
+    free(ss);
     unlink(data);
     unlink(script);
     rmdir(dir);

@@ -7,8 +7,27 @@
 #include <string.h>
 
 #include "cli.h"
+#include "results.h"
 #include "runs.h"
 #include "shellword.h"
+
+/* "eval": {dataset: {"step": N, metric: value, ...}}, each dataset's newest evaluated step. */
+static int add_result(const upm_eval_record *r, void *evals)
+{
+    cJSON *d = cJSON_GetObjectItemCaseSensitive(evals, r->dataset);
+    const cJSON *st = d ? cJSON_GetObjectItemCaseSensitive(d, "step") : NULL;
+    if (d && st && st->valuedouble > (double)r->step)
+        return 0; /* an older step (rows come in storage order) */
+    if (d && st && st->valuedouble < (double)r->step)
+        cJSON_DeleteItemFromObjectCaseSensitive(evals, r->dataset), d = NULL;
+    if (!d) {
+        d = cJSON_AddObjectToObject(evals, r->dataset);
+        cJSON_AddNumberToObject(d, "step", (double)r->step);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(d, r->metric); /* a re-evaluation of the step replaces it */
+    cJSON_AddNumberToObject(d, r->metric, r->value);
+    return 0;
+}
 
 static int add_loss(const char *task, double loss, void *losses)
 {
@@ -32,6 +51,12 @@ static cJSON *progress(upm_catalog *cat, int64_t run_id)
         cJSON_AddStringToObject(o, "last_checkpoint", p.last_checkpoint);
     }
     upm_run_latest_losses(cat, run_id, add_loss, cJSON_AddObjectToObject(o, "loss"), &e);
+    cJSON *evals = cJSON_CreateObject();
+    upm_results_foreach(cat, NULL, run_id, add_result, evals, &e);
+    if (cJSON_GetArraySize(evals) > 0)
+        cJSON_AddItemToObject(o, "eval", evals);
+    else
+        cJSON_Delete(evals);
     if (p.samples_per_s > 0)
         cJSON_AddNumberToObject(o, "samples_per_s", p.samples_per_s);
     if (p.s_per_step > 0 && p.total_steps > p.step)
@@ -99,6 +124,15 @@ int cmd_status(upm_catalog *cat, int argc, char **argv)
             printf("  %.1f samples/s\n", sps->valuedouble);
         if (cJSON_IsNumber(eta))
             printf("  ETA %dm%02ds\n", (int)(eta->valuedouble / 60), (int)eta->valuedouble % 60);
+        const cJSON *ev, *mv;
+        cJSON_ArrayForEach(ev, cJSON_GetObjectItem(o, "eval")) {
+            printf("  eval %s (step %.0f):", ev->string, cJSON_GetObjectItem(ev, "step")->valuedouble);
+            int first = 1;
+            cJSON_ArrayForEach(mv, ev)
+                if (strcmp(mv->string, "step"))
+                    printf("%s %s %.4f", first ? "" : ",", mv->string, mv->valuedouble), first = 0;
+            printf("\n");
+        }
         const cJSON *ck = cJSON_GetObjectItem(o, "last_checkpoint");
         if (cJSON_IsString(ck) && ck->valuestring[0])
             printf("  last checkpoint %s\n", ck->valuestring);

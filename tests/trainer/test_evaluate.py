@@ -144,10 +144,18 @@ class EvaluateTest(unittest.TestCase):
         self.assertIn(f"job {queued} has no checkpoint yet (it is queued)", p.stderr)
         run(jobs, "cancel", queued, env=self.env)
         jid = run(jobs, "submit", "pretrain", "--mixture", "images-only", "--steps", 3, "--name", "eval-me", "--",
-                  *SMALL, env=self.env).stdout.strip()
+                  *SMALL, "--eval-every", 2, "--eval-dataset", "images", "--eval-limit", 8, env=self.env).stdout.strip()
         run(jobs, "worker", "--once", env=self.env, timeout=600)
         status = json.loads(run(jobs, "status", jid, "--json", env=self.env).stdout)
         self.assertEqual(status["state"], "succeeded")
+        # the job evaluated itself at steps 2 and 3: status shows the newest, plot draws both
+        self.assertEqual(status["eval"]["images"]["step"], 3)
+        self.assertEqual(set(status["eval"]["images"]), {"step", "loss", "top1", "top5"})
+        self.assertRegex(run(jobs, "status", jid, env=self.env).stdout, r"eval images \(step 3\): loss [0-9.]+, top1")
+        png = os.path.join(self.tmp, "job.png")
+        run(jobs, "plot", jid, "-o", png, env=self.env)
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
         out = json.loads(run(EVAL, "--checkpoint", jid, "--dataset", "images", "--limit", 8, "--image-size", 32,
                              "--json", env=self.env).stdout)
         self.assertEqual(out["checkpoint"], status["last_checkpoint"])
@@ -208,6 +216,40 @@ class EvaluateTest(unittest.TestCase):
         # deterministic, and the predictions file is rewritten whole
         again = self.evaluate("--dataset", "next-sentence", "--predictions", preds, "--json", "--no-store")
         self.assertEqual(again["datasets"][0]["metrics"], out["metrics"])
+
+    def test_evaluation_during_training(self):
+        """upmoe-train --eval-every N --eval-dataset D: the full pass after every N steps and the last, stored
+        with the run and step; side-effect free (the weights equal those of the same run without it)."""
+        plain, evald = os.path.join(self.tmp, "plain"), os.path.join(self.tmp, "evald")
+        common = ["--mixture", "four", *SMALL, "--steps", 10, "--checkpoint-every", 10, "--quiet"]
+        run(TRAIN, "--out", plain, *common, env=self.env)
+        run(TRAIN, "--out", evald, *common, "--eval-every", 4, "--eval-dataset", "images", "--eval-dataset",
+            "retrieval", "--eval-limit", 24, env=self.env)
+        def weights(d):
+            with open(os.path.join(d, "checkpoints", "step-00000010", "model.safetensors"), "rb") as f:
+                return f.read()
+        self.assertEqual(weights(plain), weights(evald))
+        with open(os.path.join(evald, "checkpoints", "step-00000010", "state.json"), encoding="utf-8") as f:
+            run_id = json.load(f)["run_id"]
+        rows = self.results("--run", run_id)
+        self.assertEqual(sorted({(r["step"], r["dataset"]) for r in rows}),
+                         [(s, d) for s in (4, 8, 10) for d in ("images", "retrieval")])
+        for r in rows:
+            self.assertEqual(r["samples"], 24)
+            self.assertEqual(r["checkpoint"], os.path.join(evald, "checkpoints", "step-00000010") if r["step"] == 10
+                             else evald)
+        # the last step's numbers equal upmoe-eval's on the checkpoint
+        mine = json.loads(run(EVAL, "--checkpoint", evald, "--dataset", "images", "--limit", 24, "--image-size", 32,
+                              "--batch", 8, "--no-store", "--json", env=self.env).stdout)["datasets"][0]
+        at10 = {r["metric"]: r["value"] for r in rows if r["step"] == 10 and r["dataset"] == "images"}
+        self.assertAlmostEqual(at10["top1"], mine["metrics"]["top1"], places=6)
+        self.assertAlmostEqual(at10["loss"], mine["loss"], places=5)
+        # a dataset that cannot be evaluated stops the run before it starts
+        p = run(TRAIN, "--out", os.path.join(self.tmp, "typo"), *common, "--eval-dataset", "imagez", env=self.env,
+                ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("unknown dataset 'imagez'", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "typo", "checkpoints")))
 
     def test_bad_data(self):
         """A label set that lacks classes of the data, and a split with no sample: clear errors, exit 1,

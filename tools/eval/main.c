@@ -99,32 +99,17 @@ static int mixture_datasets(const upm_train_opts *o, const char *mixture, char *
     return rc;
 }
 
-/* Every dataset must exist and have shard URLs: all the missing ones are named at once, before the model
- * is loaded (a preset's evaluation mixture starts as placeholders). */
-static int check_datasets(const upm_train_opts *o, char **names, upm_err *err)
+/* Every dataset must exist and have shard URLs (upm_eval_check_datasets), before the model is loaded. */
+static int check_datasets(const upm_train_opts *o, char **names, int n, upm_err *err)
 {
-    char path[4096], missing[900] = "";
+    char path[4096];
     upm_catalog *cat = NULL;
-    int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err), n = 0;
+    int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err);
     if (!rc)
         rc = upm_catalog_open(path, UPM_CAT_READONLY, &cat, err);
-    for (int i = 0; !rc && names[i]; i++) {
-        upm_dataset d;
-        if ((rc = upm_dataset_get(cat, names[i], &d, err)))
-            break;
-        if (!d.url_pattern[0]) {
-            size_t len = strlen(missing);
-            if (len + strlen(names[i]) + 8 < sizeof missing)
-                snprintf(missing + len, sizeof missing - len, "%s%s", n ? ", " : "", names[i]);
-            else if (!strstr(missing, ", ..."))
-                snprintf(missing + len, sizeof missing - len, ", ...");
-            n++;
-        }
-    }
+    if (!rc)
+        rc = upm_eval_check_datasets(cat, (const char *const *)names, n, err);
     upm_catalog_close(cat);
-    if (!rc && n)
-        rc = upm_errf(err, UPM_EINVAL, "%d dataset%s ha%s no shard URL yet: %s (set with 'upmoe-catalog set DATASET "
-                      "url=PATTERN')", n, n == 1 ? "" : "s", n == 1 ? "s" : "ve", missing);
     return rc;
 }
 
@@ -291,28 +276,8 @@ static int store(const upm_train_opts *o, const char *ckpt, const upm_eval_resul
     int exists = 0;
     if (!rc && run_id > 0 && !(rc = upm_run_exists(cat, run_id, &exists, err)) && !exists)
         run_id = 0; /* a checkpoint trained against another catalog */
-    upm_eval_record *rows = rc ? NULL : calloc((size_t)n * (UPM_EVAL_MAX_METRICS + 1) + 1, sizeof *rows);
-    if (!rc && !rows)
-        rc = upm_errf(err, UPM_ENOMEM, "no memory");
-    int k = 0;
-    for (int i = 0; !rc && i < n; i++)
-        for (int m = -1; m < res[i].nmetrics; m++) {
-            if (m < 0 && res[i].loss < 0)
-                continue;
-            upm_eval_record *r = &rows[k++];
-            r->run_id = run_id, r->step = at, r->samples = res[i].samples;
-            snprintf(r->checkpoint, sizeof r->checkpoint, "%s", ckpt);
-            snprintf(r->dataset, sizeof r->dataset, "%s", res[i].dataset);
-            snprintf(r->task, sizeof r->task, "%s", res[i].task);
-            snprintf(r->formulation, sizeof r->formulation, "%s", upm_formulation_name(res[i].formulation));
-            snprintf(r->metric, sizeof r->metric, "%s", m < 0 ? "loss" : res[i].metrics[m].name);
-            r->value = m < 0 ? res[i].loss : res[i].metrics[m].value;
-            r->chance = m < 0 ? -1 : res[i].metrics[m].chance;
-        }
     if (!rc)
-        rc = upm_results_put(cat, rows, k, err);
-    *stored = rc ? 0 : k;
-    free(rows);
+        rc = upm_eval_results_store(cat, run_id, at, ckpt, res, n, 0, stored, err);
     upm_catalog_close(cat);
     return rc;
 }
@@ -406,7 +371,7 @@ int main(int argc, char **argv)
         for (ndatasets = 0; datasets[ndatasets]; ndatasets++)
             ;
         if (!rc)
-            rc = check_datasets(&o, datasets, &err);
+            rc = check_datasets(&o, datasets, ndatasets, &err);
         progress_ctx pc = {.on = isatty(2) && !json};
         upm_eval_opts eo = {(const char *const *)datasets, ndatasets, limit, progress, &pc, predictions != NULL};
         upm_eval_result *res = NULL;

@@ -77,8 +77,15 @@ static const char usage[] =
     "  --dump-batches DIR     write the initial weights and every step (its batch, gate noise, loss, learning\n"
     "                         rate, gradient norm) as safetensors files, for a replay in another\n"
     "                         implementation (tests/trainer/long_oracle.py); one process, --drop-path 0\n"
+    "  --eval-dataset D       evaluate on catalog dataset D during training (repeatable): the full pass of\n"
+    "                         upmoe-eval (docs/evaluation.md), results stored with the run and step\n"
+    "  --eval-every N         ... after every N steps and the last (default: at each --checkpoint-every)\n"
+    "  --eval-limit N         ... on the first N samples of each dataset only\n"
     "  --quiet                no progress lines\n"
     "  -h, --help, --version\n";
+
+#define MAX_EVAL_DATASETS 64
+static const char *eval_datasets[MAX_EVAL_DATASETS];
 
 static volatile sig_atomic_t stop;
 
@@ -135,7 +142,8 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
     enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
-           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES };
+           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES,
+           O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -151,6 +159,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         {"gate-noise", 1, 0, O_NOISE}, {"layerscale", 1, 0, O_LAYERSCALE},
         {"no-overlap", 0, 0, O_NO_OVERLAP}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
         {"batch-scale", 1, 0, O_BATCH_SCALE}, {"augment", 1, 0, O_AUGMENT}, {"gate-renorm", 1, 0, O_RENORM}, {"dump-batches", 1, 0, O_DUMP}, {"adam-eps", 1, 0, O_EPS}, {"adam-beta2", 1, 0, O_BETA2}, {"expert-init", 1, 0, O_COPIES},
+        {"eval-dataset", 1, 0, O_EVAL_DATASET}, {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-limit", 1, 0, O_EVAL_LIMIT},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     double v;
@@ -321,6 +330,14 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
             break;
         }
         case O_QUIET: o->quiet = 1; break;
+        case O_EVAL_DATASET:
+            if (o->n_eval_datasets == MAX_EVAL_DATASETS)
+                bad = "--eval-dataset may be given at most 64 times";
+            else
+                eval_datasets[o->n_eval_datasets++] = optarg, o->eval_datasets = eval_datasets;
+            break;
+        INT_OPT(O_EVAL_EVERY, o->eval_every, 1, 1000000000)
+        INT_OPT(O_EVAL_LIMIT, o->eval_limit, 1, 1000000000000LL)
         case 'h': fputs(usage, stdout); return -1;
         case O_VERSION: printf(PROG " %s\n", UPMOE_VERSION); return -1;
         default:
@@ -336,6 +353,12 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         fprintf(stderr, PROG ": error: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
+    if ((o->eval_every || o->eval_limit) && !o->n_eval_datasets) {
+        fprintf(stderr, PROG ": error: --eval-every and --eval-limit need --eval-dataset (see --help)\n");
+        return 2;
+    }
+    if (o->n_eval_datasets && !o->eval_every) /* at the checkpoints, else at the end */
+        o->eval_every = o->checkpoint_every > 0 ? o->checkpoint_every : 0;
     if (resume_dir && o->out_dir && strcmp(resume_dir, o->out_dir)) {
         fprintf(stderr, PROG ": error: --resume %s continues in that directory; leave out --out or give the same\n",
                 resume_dir);
