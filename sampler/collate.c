@@ -65,9 +65,27 @@ int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_b
     return 0;
 }
 
-/* The bytes of a field: "txt" is the member with that extension; "json:key" the string (or number)
- * at key in the sample's .json member. *owned is set when the returned text must be freed. */
-static int field_text(const upm_wds_sample *s, const char *field, char **text, size_t *len, int *owned, upm_err *err)
+int upm_caption_lines(const char *text, size_t len, upm_text_span *lines, int max)
+{
+    int n = 0;
+    for (size_t i = 0; i < len && n < max;) {
+        size_t j = i;
+        while (j < len && text[j] != '\n')
+            j++;
+        size_t e = j;
+        while (e > i && (text[e - 1] == '\r' || text[e - 1] == ' ' || text[e - 1] == '\t'))
+            e--;
+        size_t b = i;
+        while (b < e && (text[b] == ' ' || text[b] == '\t'))
+            b++;
+        if (e > b)
+            lines[n++] = (upm_text_span){text + b, e - b};
+        i = j + 1;
+    }
+    return n;
+}
+
+int upm_collate_field_text(const upm_wds_sample *s, const char *field, char **text, size_t *len, int *owned, upm_err *err)
 {
     const char *colon = strchr(field, ':');
     char ext[UPM_FIELD_MAX + 1];
@@ -104,7 +122,7 @@ static int read_label(const upm_task *t, const upm_collate_opts *o, const upm_wd
 {
     char *text, *end;
     size_t len;
-    int owned, rc = field_text(s, t->target_field, &text, &len, &owned, err);
+    int owned, rc = upm_collate_field_text(s, t->target_field, &text, &len, &owned, err);
     if (rc)
         return rc;
     char buf[32];
@@ -209,7 +227,7 @@ static int encode_prompt(const upm_task *t, const upm_collate_opts *o, const upm
             const char *close = strchr(open, '}');
             char name[UPM_FIELD_MAX + 1];
             snprintf(name, sizeof name, "%.*s", (int)(close - open - 1), open + 1);
-            rc = field_text(s, name, &text, &tlen, &owned, err);
+            rc = upm_collate_field_text(s, name, &text, &tlen, &owned, err);
             field = 1;
             p = close + 1;
         }
@@ -258,9 +276,18 @@ static int fill_text(const upm_task *t, const upm_collate_opts *o, const upm_wds
         char *text;
         size_t len;
         int owned;
-        if ((rc = field_text(s, seg->field, &text, &len, &owned, err)))
+        if ((rc = upm_collate_field_text(s, seg->field, &text, &len, &owned, err)))
             return rc;
-        n = upm_bpe_encode(o->bpe, text, len, ids, seg->L, UPM_BPE_ADD_EOT | UPM_BPE_TRUNCATE | UPM_BPE_STRICT_UTF8, err);
+        const char *pick = text;
+        size_t plen = len;
+        upm_text_span lines[64];
+        int nl = seg->side == UPM_SIDE_TARGET && memchr(text, '\n', len) ? upm_caption_lines(text, len, lines, 64) : 0;
+        if (nl > 1) { /* several captions: one at random in training, the first in evaluation */
+            int k = o->train ? (int)(upm_rng_uniform(rng) * nl) : 0;
+            k = k < nl ? k : nl - 1;
+            pick = lines[k].s, plen = lines[k].n;
+        }
+        n = upm_bpe_encode(o->bpe, pick, plen, ids, seg->L, UPM_BPE_ADD_EOT | UPM_BPE_TRUNCATE | UPM_BPE_STRICT_UTF8, err);
         if (owned)
             free(text);
         rc = n < 0 ? n : 0;

@@ -27,6 +27,19 @@ typedef struct upm_collate_opts {
  * centre crop when not training or with augment none; paper: RandomResizedCrop 0.08-1 + flip for a label
  * task's input, resize + random crop + flip otherwise; light: RandomResizedCrop 0.5-1, no flip. */
 void upm_collate_image_aug(const upm_collate_opts *o, const upm_task *t, upm_side side, upm_aug_image *a);
+/* Several captions per sample (COCO and Flickr30K have five): a pair task's target text field may hold one
+ * caption per line. Its non-empty lines (a trailing '\r' dropped) into lines[0..max); returns how many (a
+ * field without a newline is one caption). Training takes one at random each time a sample is drawn,
+ * evaluation's collation the first, and the evaluation pass scores all (docs/evaluation.md). */
+typedef struct upm_text_span {
+    const char *s;
+    size_t n;
+} upm_text_span;
+int upm_caption_lines(const char *text, size_t len, upm_text_span *lines, int max);
+/* The bytes of a sample's field: "txt" is the member with that extension, "json:key" the string (or number)
+ * at key of its .json member (*owned: the text was allocated and must be freed). */
+int upm_collate_field_text(const upm_wds_sample *s, const char *field, char **text, size_t *len, int *owned,
+                           upm_err *err);
 /* The batch shape of task t with B rows. */
 int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_batch_shape *sh, upm_err *err);
 /* Fills row `row` of b from sample s. UPM_EBADDATA when the sample is unusable (missing field,

@@ -24,6 +24,9 @@ struct upm_evalset {
     upm_err *errs;
     uint64_t first; /* the pass index of raw[0] */
     upm_batch *b;
+    int keep_texts;  /* a pair task with a text target: the rows' whole target fields are kept */
+    char **texts;    /* [batch] */
+    size_t *text_lens;
 };
 
 void upm_evalset_opts_default(upm_evalset_opts *o)
@@ -76,6 +79,10 @@ int upm_evalset_open(upm_catalog *cat, const char *dataset, const upm_evalset_op
         }
     }
     e->o.collate.n_labels = e->n_labels;
+    e->keep_texts = !rc && fd->targets == UPM_TARGETS_PAIRED && e->task.target_modality == UPM_MOD_TEXT;
+    if (!rc && e->keep_texts && (!(e->texts = calloc((size_t)o->batch, sizeof *e->texts)) ||
+                                 !(e->text_lens = calloc((size_t)o->batch, sizeof *e->text_lens))))
+        rc = upm_errf(err, UPM_ENOMEM, "out of memory for a batch of %d", o->batch);
     if (!rc)
         rc = upm_urlpat_parse(e->dataset.url_pattern, &e->pat, err);
     upm_shardstream_opts so = o->shards;
@@ -161,6 +168,22 @@ int upm_evalset_next(upm_evalset *e, upm_batch *b, upm_err *err)
                             rc = e->status[i], *err = e->errs[i];
                 }
             }
+            for (int i = 0; !rc && e->keep_texts && i < good; i++) { /* every caption, for the gallery */
+                char *text;
+                size_t len;
+                int owned;
+                free(e->texts[i]);
+                e->texts[i] = NULL;
+                if (!(rc = upm_collate_field_text(&e->raw[i], e->task.target_field, &text, &len, &owned, err))) {
+                    if ((e->texts[i] = malloc(len + 1))) {
+                        memcpy(e->texts[i], text, len);
+                        e->texts[i][len] = 0, e->text_lens[i] = len;
+                    } else
+                        rc = upm_errf(err, UPM_ENOMEM, "out of memory");
+                    if (owned)
+                        free(text);
+                }
+            }
             if (!rc) {
                 snprintf(b->dataset, sizeof b->dataset, "%s", e->dataset.name);
                 b->step = e->done;
@@ -181,6 +204,14 @@ int upm_evalset_next(upm_evalset *e, upm_batch *b, upm_err *err)
     return n > 0 ? 1 : 0;
 }
 
+int upm_evalset_target_text(const upm_evalset *e, int row, const char **text, size_t *len)
+{
+    if (!e->keep_texts || row < 0 || row >= e->o.batch || !e->texts[row])
+        return -1;
+    *text = e->texts[row], *len = e->text_lens[row];
+    return 0;
+}
+
 const upm_task *upm_evalset_task(const upm_evalset *e) { return &e->task; }
 const upm_dataset *upm_evalset_dataset(const upm_evalset *e) { return &e->dataset; }
 int upm_evalset_labels(const upm_evalset *e) { return e->n_labels; }
@@ -194,6 +225,10 @@ void upm_evalset_close(upm_evalset *e)
     upm_shardstream_close(e->stream);
     upm_urlpat_free(e->pat);
     upm_pool_free(e->pool);
+    for (int i = 0; e->texts && i < e->o.batch; i++)
+        free(e->texts[i]);
+    free(e->texts);
+    free(e->text_lens);
     free(e->raw);
     free(e->status);
     free(e->errs);

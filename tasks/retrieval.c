@@ -46,18 +46,39 @@ static int text_cmp(const void *a, const void *b)
     return c ? c : (x->index > y->index) - (x->index < y->index);
 }
 
-/* The rank (0 = first) of the best-ranked candidate c with group[c] == g among n candidates whose scores
- * are at s[c * stride]; ties go to the lower index. *truths counts the ground truths. */
-static int best_truth_rank(const float *s, size_t stride, int n, const int *group, int g, int *truths)
+/* Caption identity groups (by sorting) of n texts into group[n]; returns the number of groups or -1. */
+static int group_texts(const int32_t *texts, int L, const int32_t *lengths, int n, int *group)
+{
+    text_ref *refs = malloc(sizeof *refs * (size_t)(n > 0 ? n : 1));
+    if (!refs)
+        return -1;
+    for (int i = 0; i < n; i++)
+        refs[i] = (text_ref){texts + (size_t)i * L, lengths[i], i};
+    qsort(refs, (size_t)n, sizeof *refs, text_cmp);
+    int g = -1;
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || refs[i].len != refs[i - 1].len ||
+            memcmp(refs[i].ids, refs[i - 1].ids, sizeof(int32_t) * (size_t)refs[i].len))
+            g++;
+        group[refs[i].index] = g;
+    }
+    free(refs);
+    return g + 1;
+}
+
+/* Rank (ties to the lower index) of the best-ranked candidate c < n with truth(c) set; *truths counts them. */
+static int best_rank(const float *s, size_t stride, int n, const unsigned char *truth, int *truths)
 {
     int best = -1;
     *truths = 0;
     for (int c = 0; c < n; c++)
-        if (group[c] == g) {
+        if (truth[c]) {
             (*truths)++;
             if (best < 0 || s[(size_t)c * stride] > s[(size_t)best * stride])
                 best = c;
         }
+    if (best < 0)
+        return n;
     int rank = 0;
     float v = s[(size_t)best * stride];
     for (int c = 0; c < n; c++) {
@@ -67,43 +88,73 @@ static int best_truth_rank(const float *s, size_t stride, int n, const int *grou
     return rank;
 }
 
+static double chance_at(int n, int truths, int K)
+{
+    if (K > n)
+        K = n;
+    if (truths + K > n)
+        return 1.0;
+    double miss = 1.0;
+    for (int j = 0; j < K; j++)
+        miss *= (double)(n - truths - j) / (double)(n - j);
+    return 1.0 - miss;
+}
+
+int upm_retrieval_recall_multi_score(const float *scores, int n_img, int n_txt, const int32_t *texts, int L,
+                                     const int32_t *lengths, const int32_t *owner, upm_retrieval_recall_multi *out)
+{
+    memset(out, 0, sizeof *out);
+    out->n = n_img, out->n_txt = n_txt;
+    int *group = malloc(sizeof *group * (size_t)(n_txt > 0 ? n_txt : 1));
+    int ng = group ? group_texts(texts, L, lengths, n_txt, group) : -1;
+    /* has[i * ng + g]: image i owns a caption of group g (n_img x groups bytes) */
+    unsigned char *has = ng >= 0 ? calloc((size_t)n_img * (size_t)(ng > 0 ? ng : 1), 1) : NULL;
+    unsigned char *truth = has ? malloc((size_t)(n_img > n_txt ? n_img : n_txt) + 1) : NULL;
+    if (!truth) {
+        free(group), free(has), free(truth);
+        return -1;
+    }
+    for (int j = 0; j < n_txt; j++)
+        if (owner[j] >= 0 && owner[j] < n_img)
+            has[(size_t)owner[j] * ng + group[j]] = 1;
+    for (int i = 0; i < n_img; i++) { /* image i: the texts in its groups */
+        int truths;
+        for (int j = 0; j < n_txt; j++)
+            truth[j] = has[(size_t)i * ng + group[j]];
+        int r = best_rank(scores + (size_t)i * n_txt, 1, n_txt, truth, &truths);
+        for (int k = 0; k < UPM_RECALL_KS; k++) {
+            out->i2t[k] += r < upm_recall_k[k];
+            out->chance[k] += chance_at(n_txt, truths, upm_recall_k[k]) / n_img;
+        }
+    }
+    for (int j = 0; j < n_txt; j++) { /* caption j: the images owning an equal caption */
+        int truths;
+        for (int i = 0; i < n_img; i++)
+            truth[i] = has[(size_t)i * ng + group[j]];
+        int r = best_rank(scores + j, (size_t)n_txt, n_img, truth, &truths);
+        for (int k = 0; k < UPM_RECALL_KS; k++) {
+            out->t2i[k] += r < upm_recall_k[k];
+            out->chance_t2i[k] += chance_at(n_img, truths, upm_recall_k[k]) / n_txt;
+        }
+    }
+    free(group), free(has), free(truth);
+    return 0;
+}
+
 int upm_retrieval_recall_score(const float *scores, int n, const int32_t *texts, int L, const int32_t *lengths,
                                upm_retrieval_recall *out)
 {
+    int32_t *owner = malloc(sizeof *owner * (size_t)(n > 0 ? n : 1));
+    upm_retrieval_recall_multi m;
     memset(out, 0, sizeof *out);
-    out->n = n;
-    text_ref *refs = malloc(sizeof *refs * (size_t)(n > 0 ? n : 1));
-    int *group = malloc(sizeof *group * (size_t)(n > 0 ? n : 1));
-    if (!refs || !group) {
-        free(refs);
-        free(group);
+    if (!owner)
         return -1;
-    }
     for (int i = 0; i < n; i++)
-        refs[i] = (text_ref){texts + (size_t)i * L, lengths[i], i};
-    qsort(refs, (size_t)n, sizeof *refs, text_cmp);
-    for (int i = 0, g = -1; i < n; i++) {
-        if (i == 0 || refs[i].len != refs[i - 1].len ||
-            memcmp(refs[i].ids, refs[i - 1].ids, sizeof(int32_t) * (size_t)refs[i].len))
-            g++;
-        group[refs[i].index] = g;
-    }
-    for (int q = 0; q < n; q++) {
-        int truths;
-        int r_i2t = best_truth_rank(scores + (size_t)q * n, 1, n, group, group[q], &truths); /* image q's row */
-        int r_t2i = best_truth_rank(scores + q, (size_t)n, n, group, group[q], &truths);     /* text q's column */
-        for (int k = 0; k < UPM_RECALL_KS; k++) {
-            int K = upm_recall_k[k] < n ? upm_recall_k[k] : n;
-            out->i2t[k] += r_i2t < K;
-            out->t2i[k] += r_t2i < K;
-            /* a uniform ranking puts no ground truth in the first K with probability C(n-t, K) / C(n, K) */
-            double miss = 1.0;
-            for (int j = 0; j < K; j++)
-                miss *= (double)(n - truths - j) / (double)(n - j);
-            out->chance[k] += (truths + K > n ? 1.0 : 1.0 - miss) / n;
-        }
-    }
-    free(refs);
-    free(group);
-    return 0;
+        owner[i] = i; /* one caption per image: its own */
+    int rc = upm_retrieval_recall_multi_score(scores, n, n, texts, L, lengths, owner, &m);
+    free(owner);
+    out->n = n;
+    for (int k = 0; !rc && k < UPM_RECALL_KS; k++)
+        out->i2t[k] = m.i2t[k], out->t2i[k] = m.t2i[k], out->chance[k] = m.chance[k];
+    return rc;
 }

@@ -34,4 +34,17 @@ typedef struct upm_retrieval_recall {
 int upm_retrieval_recall_score(const float *scores, int n, const int32_t *texts, int L, const int32_t *lengths,
                                upm_retrieval_recall *out);
 
+/* The general gallery: n_img images, n_txt captions, caption j belonging to image owner[j] (a sample may
+ * carry several: COCO and Flickr30K have five). Image i's ground truths are the captions equal to any of
+ * its own; caption j's are the images owning a caption equal to it. scores host [n_img][n_txt]. Image-to-
+ * text recall is over the n_img images (out->n), text-to-image over the n_txt captions (out->n_txt);
+ * chance_t2i is the text queries' chance. Returns 0, or -1 when out of memory. */
+typedef struct upm_retrieval_recall_multi {
+    int n, n_txt;
+    int64_t i2t[UPM_RECALL_KS], t2i[UPM_RECALL_KS];
+    double chance[UPM_RECALL_KS], chance_t2i[UPM_RECALL_KS];
+} upm_retrieval_recall_multi;
+int upm_retrieval_recall_multi_score(const float *scores, int n_img, int n_txt, const int32_t *texts, int L,
+                                     const int32_t *lengths, const int32_t *owner, upm_retrieval_recall_multi *out);
+
 #endif

@@ -243,22 +243,99 @@ static const upm_segment *side_text(const upm_batch *b, upm_side side)
     return n == 1 ? found : NULL;
 }
 
-/* pair: both sides' features of every sample, then the whole split as one gallery. */
+/* The growing host arrays of a pair evaluation: image features, caption features, caption token ids,
+ * lengths and owners. */
+typedef struct gallery {
+    void *U, *V, *ids, *lens, *owner;
+    size_t nu, cu, nv, cv, ni, ci, nl, cl, no, co;
+    int64_t N, T; /* images, captions */
+    int L;
+} gallery;
+
+static int add_caption(gallery *g, const int32_t *ids, int32_t len, int32_t owner)
+{
+    return append(&g->ids, &g->ni, &g->ci, ids, sizeof(int32_t) * (size_t)g->L) ||
+           append(&g->lens, &g->nl, &g->cl, &len, sizeof len) || append(&g->owner, &g->no, &g->co, &owner, sizeof owner);
+}
+
+/* The batch's captions when the evaluation pass kept the rows' whole target fields: every line a caption
+ * (COCO's five), encoded as the target segment is (same length, attribute, end token), into *tg. */
+static int batch_captions(pass_ctx *p, const upm_segment *txt, gallery *g, upm_seq_input *tg, int32_t **ids,
+                          int32_t **lens, uint8_t **attrs, upm_err *err)
+{
+    const upm_batch *b = &p->t->batch;
+    int n = 0, cap = 0, rc = 0;
+    for (int r = 0; !rc && r < b->B; r++) {
+        const char *text;
+        size_t len;
+        upm_text_span lines[64];
+        upm_evalset_target_text(p->es, r, &text, &len);
+        int nl = upm_caption_lines(text, len, lines, 64);
+        for (int k = 0; !rc && k < nl; k++) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 4 * b->B;
+                int32_t *i2 = realloc(*ids, sizeof(int32_t) * (size_t)cap * txt->L);
+                if (i2)
+                    *ids = i2;
+                int32_t *l2 = i2 ? realloc(*lens, sizeof(int32_t) * (size_t)cap) : NULL;
+                if (l2)
+                    *lens = l2;
+                if (!i2 || !l2)
+                    return upm_errf(err, UPM_ENOMEM, "no memory for captions");
+            }
+            memset(*ids + (size_t)n * txt->L, 0, sizeof(int32_t) * (size_t)txt->L); /* padding, as collation */
+            int m = upm_bpe_encode(p->t->bpe, lines[k].s, lines[k].n, *ids + (size_t)n * txt->L, txt->L,
+                                   UPM_BPE_ADD_EOT | UPM_BPE_TRUNCATE | UPM_BPE_STRICT_UTF8, err);
+            if (m < 0)
+                return upm_errf(err, UPM_EBADDATA, "dataset %s: a caption: %s", b->dataset, err->msg);
+            (*lens)[n] = m;
+            rc = add_caption(g, *ids + (size_t)n * txt->L, m, (int32_t)(g->N + r)) ? UPM_ENOMEM : 0;
+            n++;
+        }
+    }
+    if (rc)
+        return upm_errf(err, UPM_ENOMEM, "no memory for captions");
+    uint8_t *a = realloc(*attrs, (size_t)(n > 0 ? n : 1) * txt->L);
+    if (!a)
+        return upm_errf(err, UPM_ENOMEM, "no memory for captions");
+    *attrs = a;
+    memset(a, txt->attr, (size_t)n * txt->L);
+    memset(tg, 0, sizeof *tg);
+    tg->nseq = n, tg->spe_attr = b->spe_attr[UPM_SIDE_TARGET], tg->nseg = 1;
+    tg->seg[0] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .attn = (upm_seg_attn)txt->attn, .L = txt->L, .ids = *ids,
+                                   .lengths = *lens, .attrs = a};
+    g->T += n;
+    return 0;
+}
+
+/* pair: the features of every image and every caption of the split, then the whole split as one gallery
+ * (a sample may carry several captions, one per line of its target field). */
 static int eval_pair(pass_ctx *p, upm_eval_result *r, upm_err *err)
 {
     trainer *t = p->t;
     upm_backend *be = t->be;
-    int D = t->cfg.dim, rc, L = -1;
-    void *U = NULL, *V = NULL, *ids = NULL, *lens = NULL;
-    size_t nu = 0, cu = 0, nv = 0, cv = 0, ni = 0, ci = 0, nl = 0, cl = 0;
-    int64_t N = 0;
-    float *hu = NULL;
+    int D = t->cfg.dim, rc;
+    gallery g = {.L = -1};
+    float *hf = NULL;
+    int32_t *cids = NULL, *clens = NULL;
+    uint8_t *cattrs = NULL;
     while ((rc = upm_evalset_next(p->es, &t->batch, err)) == 1) {
         upm_batch *b = &t->batch;
         upm_seq_input in, tg;
         int B = b->B;
-        if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)) ||
-            (rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err)))
+        const upm_segment *tt = side_text(b, UPM_SIDE_TARGET), *txt = tt ? tt : side_text(b, UPM_SIDE_INPUT);
+        const char *probe;
+        size_t plen;
+        int multi = tt && upm_evalset_target_text(p->es, 0, &probe, &plen) == 0;
+        if (g.L < 0)
+            g.L = txt ? txt->L : 1;
+        if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
+            break;
+        if (multi)
+            rc = batch_captions(p, tt, &g, &tg, &cids, &clens, &cattrs, err);
+        else
+            rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err);
+        if (rc)
             break;
         if (upm_trainer_prompt_readouts(t, &in)) {
             rc = upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", B);
@@ -267,53 +344,50 @@ static int eval_pair(pass_ctx *p, upm_eval_result *r, upm_err *err)
         if ((rc = upm_pass_forward(t->m, t->pass_in, &in, &no_noise, err)) ||
             (rc = upm_pass_forward(t->m, t->pass_tg, &tg, &no_noise, err)))
             break;
-        float *h = realloc(hu, sizeof(float) * (size_t)B * D * 2);
+        int C = tg.nseq;
+        float *h = realloc(hf, sizeof(float) * (size_t)(B + C) * D);
         if (!h) {
             rc = UPM_ENOMEM;
             break;
         }
-        hu = h;
-        be->download(be, hu, upm_pass_features(t->pass_in), sizeof(float) * (size_t)B * D);
-        be->download(be, hu + (size_t)B * D, upm_pass_features(t->pass_tg), sizeof(float) * (size_t)B * D);
-        /* caption identity: the target text, else the input text, else each sample its own */
-        const upm_segment *txt = side_text(b, UPM_SIDE_TARGET);
-        if (!txt)
-            txt = side_text(b, UPM_SIDE_INPUT);
-        int32_t own[1];
-        for (int i = 0; i < B && !rc; i++) {
-            int32_t len = txt ? txt->lengths[i] : 1;
-            own[0] = (int32_t)(N + i);
-            if (L < 0)
-                L = txt ? txt->L : 1;
-            rc = append(&ids, &ni, &ci, txt ? (const void *)(txt->ids + (size_t)i * txt->L) : (const void *)own,
-                        sizeof(int32_t) * (size_t)L) ||
-                 append(&lens, &nl, &cl, &len, sizeof len);
+        hf = h;
+        be->download(be, hf, upm_pass_features(t->pass_in), sizeof(float) * (size_t)B * D);
+        be->download(be, hf + (size_t)B * D, upm_pass_features(t->pass_tg), sizeof(float) * (size_t)C * D);
+        if (!multi) { /* one caption per sample: identity from the target text, else the input text, else own */
+            int32_t own[1];
+            for (int i = 0; i < B && !rc; i++) {
+                own[0] = (int32_t)(g.N + i);
+                rc = add_caption(&g, txt ? txt->ids + (size_t)i * txt->L : own, txt ? txt->lengths[i] : 1,
+                                 (int32_t)(g.N + i));
+            }
+            g.T += B;
         }
-        if (rc || append(&U, &nu, &cu, hu, sizeof(float) * (size_t)B * D) ||
-            append(&V, &nv, &cv, hu + (size_t)B * D, sizeof(float) * (size_t)B * D)) {
+        if (rc || append(&g.U, &g.nu, &g.cu, hf, sizeof(float) * (size_t)B * D) ||
+            append(&g.V, &g.nv, &g.cv, hf + (size_t)B * D, sizeof(float) * (size_t)C * D)) {
             rc = UPM_ENOMEM;
             break;
         }
-        N += B;
+        g.N += B;
         tick(p);
     }
-    free(hu);
+    free(hf), free(cids), free(clens), free(cattrs);
+    int64_t N = g.N, T = g.T;
     float *dU = NULL, *dV = NULL, *dS = NULL, *S = NULL;
     if (rc == UPM_ENOMEM)
         rc = upm_errf(err, UPM_ENOMEM, "no memory for the features of %lld samples", (long long)N);
-    if (rc >= 0 && N > 0) {
-        size_t fb = sizeof(float) * (size_t)N * D, sb = sizeof(float) * (size_t)N * (size_t)N;
-        dU = be->alloc(be, fb), dV = be->alloc(be, fb), dS = be->alloc(be, sb), S = malloc(sb);
+    if (rc >= 0 && N > 0 && T > 0) {
+        dU = be->alloc(be, sizeof(float) * (size_t)N * D), dV = be->alloc(be, sizeof(float) * (size_t)T * D);
+        dS = be->alloc(be, sizeof(float) * (size_t)N * (size_t)T), S = malloc(sizeof(float) * (size_t)N * (size_t)T);
         if (!dU || !dV || !dS || !S)
-            rc = upm_errf(err, UPM_ENOMEM, "no memory for a gallery of %lld x %lld scores", (long long)N, (long long)N);
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for a gallery of %lld x %lld scores", (long long)N, (long long)T);
     }
-    upm_retrieval_recall rr;
-    if (rc >= 0 && N > 0) {
-        be->upload(be, dU, U, sizeof(float) * (size_t)N * D);
-        be->upload(be, dV, V, sizeof(float) * (size_t)N * D);
-        be->gemm(be, 0, 1, (int)N, (int)N, D, 1.0f, dU, D, dV, D, 0.0f, dS, (int)N);
-        be->download(be, S, dS, sizeof(float) * (size_t)N * (size_t)N);
-        if (upm_retrieval_recall_score(S, (int)N, ids, L, lens, &rr))
+    upm_retrieval_recall_multi rr;
+    if (rc >= 0 && N > 0 && T > 0) {
+        be->upload(be, dU, g.U, sizeof(float) * (size_t)N * D);
+        be->upload(be, dV, g.V, sizeof(float) * (size_t)T * D);
+        be->gemm(be, 0, 1, (int)N, (int)T, D, 1.0f, dU, D, dV, D, 0.0f, dS, (int)T);
+        be->download(be, S, dS, sizeof(float) * (size_t)N * (size_t)T);
+        if (upm_retrieval_recall_multi_score(S, (int)N, (int)T, g.ids, g.L, g.lens, g.owner, &rr))
             rc = upm_errf(err, UPM_ENOMEM, "no memory to rank a gallery of %lld", (long long)N);
     }
     if (dU)
@@ -322,21 +396,23 @@ static int eval_pair(pass_ctx *p, upm_eval_result *r, upm_err *err)
         be->free(be, dV);
     if (dS)
         be->free(be, dS);
-    free(S), free(U), free(V), free(ids), free(lens);
+    free(S), free(g.U), free(g.V), free(g.ids), free(g.lens), free(g.owner);
     if (rc < 0)
         return rc;
     r->scored = N, r->loss = -1;
-    if (N == 0)
+    if (N == 0 || T == 0)
         return 0;
     static const char *const names[2][UPM_RECALL_KS] = {{"i2t_r1", "i2t_r5", "i2t_r10"}, {"t2i_r1", "t2i_r5", "t2i_r10"}};
     double sum = 0, chance = 0;
     for (int dir = 0; dir < 2; dir++)
         for (int k = 0; k < UPM_RECALL_KS; k++) {
-            double v = (double)(dir ? rr.t2i[k] : rr.i2t[k]) / (double)N;
-            metric(r, names[dir][k], v, rr.chance[k]);
-            sum += v, chance += rr.chance[k];
+            double v = dir ? (double)rr.t2i[k] / (double)T : (double)rr.i2t[k] / (double)N;
+            double c = dir ? rr.chance_t2i[k] : rr.chance[k];
+            metric(r, names[dir][k], v, c);
+            sum += v, chance += c;
         }
     metric(r, "recall_mean", sum / (2 * UPM_RECALL_KS), chance / (2 * UPM_RECALL_KS));
+    r->captions = T;
     return 0;
 }
 

@@ -93,6 +93,7 @@ typedef struct upm_eval_result {
     int64_t samples; /* scored samples: every usable sample of the split (or of --limit) once */
     int64_t skipped; /* samples or bad shards left out, each reported */
     int64_t scored;  /* predictions behind the metrics (samples, queries, tokens) */
+    int64_t captions; /* pair: the gallery's captions (a sample may carry several) */
     double loss;     /* mean cross-entropy without label smoothing over the scored predictions; < 0: n/a */
     int nmetrics;
     upm_eval_metric metrics[UPM_EVAL_MAX_METRICS];

@@ -251,6 +251,44 @@ class EvaluateTest(unittest.TestCase):
         self.assertIn("unknown dataset 'imagez'", p.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "typo", "checkpoints")))
 
+    def test_several_captions_per_sample(self):
+        """A retrieval split whose samples carry one to three captions, one per line of txt (the COCO
+        convention): every caption joins the gallery. R@1 does not change when each caption is given twice
+        (equal captions are one ground truth), while the gallery doubles."""
+        import io
+        import tarfile
+        from train_fixture import testdata
+        art = os.path.join(testdata(), "images", "art4apps")
+        pics = sorted((c, f) for c in os.listdir(art) for f in os.listdir(os.path.join(art, c)))[::12][:40]
+
+        def shard(name, captions_of):
+            path = os.path.join(self.tmp, f"{name}-000000.tar")
+            with tarfile.open(path, "w") as t:
+                for i, (c, f) in enumerate(pics):
+                    with open(os.path.join(art, c, f), "rb") as fp:
+                        jpg = fp.read()
+                    for ext, data in (("jpg", jpg), ("txt", "\n".join(captions_of(i, c, f)).encode() + b"\n")):
+                        info = tarfile.TarInfo(f"p{i:04d}.{ext}")
+                        info.size = len(data)
+                        t.addfile(info, io.BytesIO(data))
+            run(CAT, "add", "dataset", name, "--task", "image-text-retrieval", "--split", "test", "--batch", 16,
+                "--url", path, env=self.env)
+            return self.evaluate("--dataset", name, "--no-store", "--json")["datasets"][0]
+
+        word = lambda f: os.path.splitext(f)[0].replace("_", " ")  # noqa: E731
+        multi = shard("multi-captions", lambda i, c, f: [f"a picture of a {word(f)}", f"{c}: {word(f)}",
+                                                         f"the {word(f)} again"][:1 + i % 3])
+        self.assertEqual((multi["samples"], multi["captions"]), (40, sum(1 + i % 3 for i in range(40))))
+        m = multi["metrics"]
+        for d in ("i2t", "t2i"):
+            self.assertTrue(0 <= m[f"{d}_r1"] <= m[f"{d}_r5"] <= m[f"{d}_r10"] <= 1, m)
+        one = shard("one-caption", lambda i, c, f: [f"a picture of a {word(f)}"])
+        two = shard("same-caption-twice", lambda i, c, f: [f"a picture of a {word(f)}"] * 2)
+        self.assertEqual((one["captions"], two["captions"]), (40, 80))
+        for k in ("i2t_r1", "t2i_r1"):
+            self.assertAlmostEqual(one["metrics"][k], two["metrics"][k], places=6)
+            self.assertAlmostEqual(one["chance"][k], two["chance"][k], places=6)
+
     def test_bad_data(self):
         """A label set that lacks classes of the data, and a split with no sample: clear errors, exit 1,
         nothing stored."""

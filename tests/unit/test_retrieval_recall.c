@@ -2,7 +2,8 @@
  * then random galleries (coarse scores, so ties happen; few distinct captions, so ground truths repeat)
  * against a brute-force reference written from the definition (sort each query's candidates by score,
  * ties to the lower index; the first ground truth's position decides every K), R@1 against
- * upm_retrieval_r1_score, and chance against its closed form C(n-t, K) / C(n, K). */
+ * upm_retrieval_r1_score, and chance against its closed form C(n-t, K) / C(n, K). The general scorer (several
+ * captions per image) against its own brute force, and equal to the square one with one caption each. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,88 @@ int main(void)
         upm_retrieval_r1 r1 = upm_retrieval_r1_score(s, n, ids, 2, lens);
         CHECK(rr.i2t[0] == r1.hits_i2t && rr.t2i[0] == r1.hits_t2i && fabs(rr.chance[0] - r1.chance) < 1e-9);
         free(s), free(ids), free(lens), free(cap);
+    }
+    /* Several captions per image (upm_retrieval_recall_multi_score) against the brute force: caption j of
+     * owner[j]; image i's truths are the captions equal to one of its own, caption j's the images owning an
+     * equal caption. With one caption per image it equals the square scorer. */
+    for (int trial = 0; trial < 40; trial++) {
+        int ni = 2 + rand() % 25, ncap = 1 + rand() % 15, nt = 0;
+        int32_t *owner = malloc(sizeof(int32_t) * (size_t)ni * 5), *ids = malloc(sizeof(int32_t) * (size_t)ni * 5);
+        int32_t *lens = malloc(sizeof(int32_t) * (size_t)ni * 5);
+        for (int i = 0; i < ni; i++)
+            for (int c = 0, k = 1 + rand() % 5; c < k; c++, nt++)
+                owner[nt] = i, ids[nt] = 300 + rand() % ncap, lens[nt] = 1;
+        float *s = malloc(sizeof(float) * (size_t)ni * nt);
+        for (int i = 0; i < ni * nt; i++)
+            s[i] = (float)(rand() % 9) / 9.0f;
+        upm_retrieval_recall_multi rm;
+        CHECK(upm_retrieval_recall_multi_score(s, ni, nt, ids, 1, lens, owner, &rm) == 0);
+        CHECK(rm.n == ni && rm.n_txt == nt);
+        int64_t i2t[3] = {0}, t2i[3] = {0};
+        int *cap_of = malloc(sizeof(int) * (size_t)(ni > nt ? ni : nt));
+        for (int i = 0; i < ni; i++) { /* image i: a text is a truth when it equals one of i's captions */
+            for (int j = 0; j < nt; j++) {
+                cap_of[j] = 0;
+                for (int c = 0; c < nt; c++)
+                    cap_of[j] |= owner[c] == i && ids[c] == ids[j];
+            }
+            /* brute force: sort, first truth */
+            int pos = 0;
+            for (;; pos++) { /* the pos-th best text, by score then index */
+                int best = -1;
+                for (int j = 0; j < nt; j++) {
+                    int before = 0; /* texts ranked above j */
+                    for (int c = 0; c < nt; c++)
+                        before += s[i * nt + c] > s[i * nt + j] || (s[i * nt + c] == s[i * nt + j] && c < j);
+                    if (before == pos)
+                        best = j;
+                }
+                if (cap_of[best])
+                    break;
+            }
+            for (int k = 0; k < 3; k++)
+                i2t[k] += pos < upm_recall_k[k];
+        }
+        for (int j = 0; j < nt; j++) { /* caption j: an image is a truth when it owns an equal caption */
+            for (int i = 0; i < ni; i++) {
+                cap_of[i] = 0;
+                for (int c = 0; c < nt; c++)
+                    cap_of[i] |= owner[c] == i && ids[c] == ids[j];
+            }
+            int pos = 0;
+            for (;; pos++) {
+                int best = -1;
+                for (int i = 0; i < ni; i++) {
+                    int before = 0;
+                    for (int c = 0; c < ni; c++)
+                        before += s[c * nt + j] > s[i * nt + j] || (s[c * nt + j] == s[i * nt + j] && c < i);
+                    if (before == pos)
+                        best = i;
+                }
+                if (cap_of[best])
+                    break;
+            }
+            for (int k = 0; k < 3; k++)
+                t2i[k] += pos < upm_recall_k[k];
+        }
+        for (int k = 0; k < 3; k++)
+            CHECK(rm.i2t[k] == i2t[k] && rm.t2i[k] == t2i[k]);
+        free(cap_of), free(s), free(owner), free(ids), free(lens);
+    }
+    {
+        enum { N = 17 };
+        float sq[N * N];
+        int32_t ids[N], lens[N], own[N];
+        for (int i = 0; i < N; i++)
+            ids[i] = 40 + rand() % 6, lens[i] = 1, own[i] = i;
+        for (int i = 0; i < N * N; i++)
+            sq[i] = (float)(rand() % 5);
+        upm_retrieval_recall_multi rm;
+        CHECK(upm_retrieval_recall_multi_score(sq, N, N, ids, 1, lens, own, &rm) == 0);
+        CHECK(upm_retrieval_recall_score(sq, N, ids, 1, lens, &rr) == 0);
+        for (int k = 0; k < 3; k++)
+            CHECK(rm.i2t[k] == rr.i2t[k] && rm.t2i[k] == rr.t2i[k] && fabs(rm.chance[k] - rr.chance[k]) < 1e-12 &&
+                  fabs(rm.chance_t2i[k] - rr.chance[k]) < 1e-12);
     }
     return CHECK_RESULT("test_retrieval_recall");
 }

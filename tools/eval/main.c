@@ -154,6 +154,8 @@ static void print_full(const char *ckpt, const upm_eval_result *res, int n, int 
                 printf("%.6f", r->loss);
             else
                 printf("null");
+            if (r->formulation == UPM_FORM_PAIR)
+                printf(", \"captions\": %lld", (long long)r->captions);
             for (int pass = 0; pass < 2; pass++) {
                 printf(", \"%s\": {", pass ? "chance" : "metrics");
                 for (int k = 0, first = 1; k < r->nmetrics; k++) {
@@ -176,6 +178,8 @@ static void print_full(const char *ckpt, const upm_eval_result *res, int n, int 
                (long long)r->samples);
         if (r->skipped)
             printf(" (%lld left out)", (long long)r->skipped);
+        if (r->formulation == UPM_FORM_PAIR)
+            printf(", %lld captions", (long long)r->captions);
         if (r->loss >= 0)
             printf(", loss %.4f", r->loss);
         printf("\n");
