@@ -321,7 +321,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, PROG ": error: at most %d --dataset options\n", MAX_DATASETS - 1);
                 return 2;
             }
-            datasets[ndatasets++] = strdup(optarg);
+            datasets[ndatasets++] = optarg; /* argv's own string: only a mixture's names are allocated */
             break;
         case O_STEPS: steps = v; break;
         case O_LIMIT: limit = v; break;
@@ -395,7 +395,7 @@ int main(int argc, char **argv)
             printf("stored %d results in the catalog ('upmoe-catalog results')\n", stored);
         upm_eval_results_free(res, n);
     }
-    for (int i = 0; datasets[i]; i++)
+    for (int i = 0; o.mixture && datasets[i]; i++)
         free(datasets[i]);
     if (rc) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
