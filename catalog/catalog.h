@@ -42,6 +42,8 @@ int upm_catalog_begin(upm_catalog *cat, upm_err *err);
 void upm_catalog_fence(upm_catalog *cat, int64_t job, int64_t attempt);
 int upm_catalog_commit(upm_catalog *cat, upm_err *err);
 void upm_catalog_rollback(upm_catalog *cat);
+/* Ends a write transaction: commits when rc is 0, else rolls back; returns rc, or the commit's error. */
+int upm_catalog_end(upm_catalog *cat, int rc, upm_err *err);
 
 /* The catalog's file, as opened. */
 const char *upm_catalog_path(const upm_catalog *cat);

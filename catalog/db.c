@@ -250,3 +250,11 @@ int upm_catalog_created(const upm_catalog *cat)
 {
     return cat->created;
 }
+
+int upm_catalog_end(upm_catalog *cat, int rc, upm_err *err)
+{
+    if (!rc)
+        return upm_catalog_commit(cat, err);
+    upm_catalog_rollback(cat);
+    return rc;
+}

@@ -44,20 +44,14 @@ int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, int re
         sqlite3_bind_text(st, 6, r->formulation, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 7, r->metric, -1, SQLITE_TRANSIENT);
         sqlite3_bind_double(st, 8, r->value);
-        if (r->chance >= 0)
-            sqlite3_bind_double(st, 9, r->chance);
-        else
-            sqlite3_bind_null(st, 9);
+        upm_sql_bind_nonneg_or_null(st, 9, r->chance);
         sqlite3_bind_int64(st, 10, r->samples);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = upm_catalog_sqlerr(cat, err, "writing evaluation results");
     }
     if (st)
         sqlite3_finalize(st);
-    if (!rc)
-        return upm_catalog_commit(cat, err);
-    upm_catalog_rollback(cat);
-    return rc;
+    return upm_catalog_end(cat, rc, err);
 }
 
 int upm_results_foreach(upm_catalog *cat, const char *dataset, int64_t run_id, upm_eval_record_fn fn, void *ctx,

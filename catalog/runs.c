@@ -53,10 +53,7 @@ int upm_run_update(upm_catalog *cat, int64_t id, const char *state, int64_t step
     }
     if (!rc && sqlite3_changes(cat->db) != 1)
         rc = upm_errf(err, UPM_EINVAL, "%s: no run %lld", cat->path, (long long)id);
-    if (!rc)
-        return upm_catalog_commit(cat, err);
-    upm_catalog_rollback(cat);
-    return rc;
+    return upm_catalog_end(cat, rc, err);
 }
 
 int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows, int n, upm_err *err)
@@ -80,10 +77,7 @@ int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows
         sqlite3_bind_text(st, 4, r->dataset, -1, SQLITE_TRANSIENT);
         sqlite3_bind_double(st, 5, r->loss);
         sqlite3_bind_double(st, 6, r->weighted_loss);
-        if (r->accuracy >= 0)
-            sqlite3_bind_double(st, 7, r->accuracy);
-        else
-            sqlite3_bind_null(st, 7);
+        upm_sql_bind_nonneg_or_null(st, 7, r->accuracy);
         sqlite3_bind_int64(st, 8, r->samples);
         sqlite3_bind_double(st, 9, r->lr);
         sqlite3_bind_double(st, 10, r->grad_norm);
@@ -97,10 +91,7 @@ int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows
     }
     if (st)
         sqlite3_finalize(st);
-    if (!rc)
-        return upm_catalog_commit(cat, err);
-    upm_catalog_rollback(cat);
-    return rc;
+    return upm_catalog_end(cat, rc, err);
 }
 
 int upm_run_exists(upm_catalog *cat, int64_t id, int *exists, upm_err *err)
@@ -139,10 +130,7 @@ int upm_run_resume(upm_catalog *cat, int64_t id, int64_t step, upm_err *err)
     }
     if (!rc && sqlite3_changes(cat->db) != 1)
         rc = upm_errf(err, UPM_EINVAL, "%s: no run %lld", cat->path, (long long)id);
-    if (!rc)
-        return upm_catalog_commit(cat, err);
-    upm_catalog_rollback(cat);
-    return rc;
+    return upm_catalog_end(cat, rc, err);
 }
 
 int upm_run_link_job(upm_catalog *cat, int64_t id, int64_t job, upm_err *err)
@@ -163,10 +151,7 @@ int upm_run_link_job(upm_catalog *cat, int64_t id, int64_t job, upm_err *err)
         sqlite3_bind_int64(st, 2, job);
         rc = upm_sql_run(cat, st, "linking the job to its run", err);
     }
-    if (!rc)
-        return upm_catalog_commit(cat, err);
-    upm_catalog_rollback(cat);
-    return rc;
+    return upm_catalog_end(cat, rc, err);
 }
 
 /* ---- reading ---- */

@@ -57,3 +57,11 @@ int upm_sql_id(upm_catalog *cat, const char *table, const char *what, const char
     sqlite3_finalize(st);
     return rc;
 }
+
+void upm_sql_bind_nonneg_or_null(sqlite3_stmt *st, int idx, double v)
+{
+    if (v >= 0)
+        sqlite3_bind_double(st, idx, v);
+    else
+        sqlite3_bind_null(st, idx);
+}
