@@ -222,6 +222,16 @@ static const char *const schema_v7 =
     "CREATE INDEX eval_results_dataset ON eval_results (dataset, run_id, step);"
     "CREATE INDEX eval_results_run ON eval_results (run_id, step);";
 
+/* Evaluation jobs (upmoe-jobs submit eval): jobs.kind may be 'eval'. SQLite cannot alter a CHECK; the
+ * documented way for a change that leaves every stored row valid is to edit the table's definition in
+ * sqlite_schema (https://sqlite.org/lang_altertable.html, "other kinds of table schema changes"); rebuilding
+ * the table instead would fire the ON DELETE actions of job_events and runs. */
+static const char *const schema_v8 =
+    "PRAGMA writable_schema = ON;"
+    "UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (kind IN (''pretrain''))', "
+    "  'CHECK (kind IN (''pretrain'', ''eval''))') WHERE type = 'table' AND name = 'jobs';"
+    "PRAGMA writable_schema = RESET;";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
@@ -231,6 +241,7 @@ static const migration migrations[] = {
     {"job backend options", schema_v5},
     {"dataset augmentation", schema_v6},
     {"evaluation results", schema_v7},
+    {"evaluation jobs", schema_v8},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

@@ -78,7 +78,7 @@ static int has_checkpoint(const char *out_dir)
 /* The child's command line: [mpirun -np N --bind-to none | srun --ntasks=N --mpi=pmix] upmoe-train --catalog C --job ID --attempt A
  * (--resume OUT | --out OUT) <the job's arguments>. NULL-terminated; caller frees the array (the strings
  * point into the job, the options or numbers kept in `nums`). */
-static char **command(const upm_worker_opts *o, const upm_job *j, char nums[4][32], upm_err *err)
+static char **command(const upm_worker_opts *o, const upm_job *j, char nums[4][32], int *first_owned, upm_err *err)
 {
     cJSON *a = cJSON_Parse(j->argv_json);
     int n = cJSON_GetArraySize(a), k = 0;
@@ -98,11 +98,17 @@ static char **command(const upm_worker_opts *o, const upm_job *j, char nums[4][3
     } else if (j->ranks > 1) {
         argv[k++] = "mpirun", argv[k++] = "-np", argv[k++] = nums[2], argv[k++] = "--bind-to", argv[k++] = "none";
     }
-    argv[k++] = (char *)o->train;
+    int eval = !strcmp(j->kind, "eval");
+    if (eval) /* an evaluation job: one process, upmoe-eval, its results fenced to this attempt */
+        k = 0;
+    argv[k++] = (char *)(eval ? o->eval : o->train);
     argv[k++] = "--catalog", argv[k++] = (char *)o->catalog;
     argv[k++] = "--job", argv[k++] = nums[0], argv[k++] = "--attempt", argv[k++] = nums[1];
-    argv[k++] = has_checkpoint(j->out_dir) ? "--resume" : "--out";
-    argv[k++] = (char *)j->out_dir;
+    if (!eval) {
+        argv[k++] = has_checkpoint(j->out_dir) ? "--resume" : "--out";
+        argv[k++] = (char *)j->out_dir;
+    }
+    *first_owned = k;
     /* the strings stay valid while `a` lives: copy them */
     for (int i = 0; i < n; i++) {
         const cJSON *x = cJSON_GetArrayItem(a, i);
@@ -126,13 +132,10 @@ static void free_command(char **argv, int first_owned)
 static int spawn(const upm_worker_opts *o, const upm_job *j, pid_t *pid, upm_err *err)
 {
     char nums[4][32];
-    char **argv = command(o, j, nums, err);
+    int owned = 0; /* the job's own arguments (copies) start here */
+    char **argv = command(o, j, nums, &owned, err);
     if (!argv)
         return err->code;
-    int owned = 0;
-    while (argv[owned] && strcmp(argv[owned], j->out_dir))
-        owned++;
-    owned++; /* the job's own arguments follow the output folder */
     int rc = 0, fd = -1;
     if ((rc = upm_mkdirs(j->out_dir, err)))
         ;
@@ -198,8 +201,9 @@ static int reap_child(const upm_worker_opts *o, upm_catalog *cat, child *c, int 
     char rs[32], msg[8800];
     run_state(cat, c->job, rs, sizeof rs);
     const char *end;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !strcmp(rs, "finished"))
-        end = "succeeded", snprintf(msg, sizeof msg, "finished");
+    int eval = !strcmp(j.kind, "eval"); /* no run: its exit status says it all */
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && (eval || !strcmp(rs, "finished")))
+        end = "succeeded", snprintf(msg, sizeof msg, eval ? "evaluated (upmoe-catalog results)" : "finished");
     else if (j.cancel_requested)
         end = "cancelled", snprintf(msg, sizeof msg, "cancelled%s%s", j.message[0] ? ": " : "", j.message);
     else if (c->stop_sent && WIFEXITED(status) && WEXITSTATUS(status) == 0)

@@ -18,7 +18,8 @@
 
 typedef struct upm_worker_opts {
     const char *catalog;        /* resolved catalog path */
-    const char *train;          /* the upmoe-train program */
+    const char *train;          /* the upmoe-train program (pretrain jobs) */
+    const char *eval;           /* the upmoe-eval program (eval jobs) */
     int slots;                  /* jobs run at once (1) */
     int once;                   /* run at most one job, then return */
     double lease_s;             /* lease length (30 s); heartbeat every third of it */

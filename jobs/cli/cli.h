@@ -3,6 +3,7 @@
 #ifndef UPM_JOBS_CLI_H
 #define UPM_JOBS_CLI_H
 
+#include <cjson/cJSON.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,17 +18,25 @@
 int fail(const upm_err *e);
 /* Prints the usage error (fmt has one %s) and a pointer to --help; returns 2. */
 int usage_error(const char *fmt, const char *arg);
+/* An integer option in [lo, hi] into *out: 0, or the usage error's exit status (naming opt and s). */
+int int_option(const char *opt, const char *s, long long lo, long long hi, long long *out);
 /* A positive job id; -1 if s is not one. */
 int parse_id(const char *s, int64_t *id);
 /* The path of a program next to this one (upmoe-train may be overridden by $UPMOE_TRAIN); "" = this one. */
 void sibling(const char *name, char *buf, size_t n);
 
+/* The job's argument array a plus argv[first..argc) (refusing the options in the NULL-terminated
+ * `refused`: the worker sets them; `hint` ends that message) and the submitter's UPMOE_BPE_VOCAB as
+ * --bpe-vocab unless given, as JSON text (free it); a is deleted. NULL with *rc the exit status. */
+char *job_arguments(cJSON *a, int argc, char **argv, int first, const char *const *refused, const char *hint,
+                    int *rc);
 /* Set by SIGINT/SIGTERM once cli_catch_stop() installed the handler (worker, logs -f). */
 extern volatile sig_atomic_t cli_stop;
 void cli_catch_stop(void);
 
 /* Each command gets argv from its name on; returns the exit status. */
 int cmd_submit(upm_catalog *cat, int argc, char **argv); /* cmd_submit.c */
+int cmd_submit_eval(upm_catalog *cat, int argc, char **argv); /* cmd_submit_eval.c: submit eval */
 int cmd_list(upm_catalog *cat, int argc, char **argv);   /* cmd_list.c */
 int cmd_status(upm_catalog *cat, int argc, char **argv); /* cmd_status.c */
 int cmd_cancel(upm_catalog *cat, int argc, char **argv); /* cmd_cancel.c: cancel, resume, retry */

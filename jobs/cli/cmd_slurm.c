@@ -276,12 +276,14 @@ int cmd_slurm_run(const char *path, int argc, char **argv)
         return go < 0 ? 1 : 0;
     char train[PATH_MAX], host[256] = "?", owner[400];
     sibling("upmoe-train", train, sizeof train);
+    char eval_prog[PATH_MAX];
+    sibling("upmoe-eval", eval_prog, sizeof eval_prog);
     gethostname(host, sizeof host - 1);
     snprintf(owner, sizeof owner, "slurm:%s@%s:%d", mine, host, (int)getpid());
     int requeued = 0;
     upm_worker_opts o;
     upm_worker_opts_default(&o);
-    o.catalog = path, o.train = train, o.stop = &stop, o.backend = "slurm", o.only = id, o.owner = owner;
+    o.catalog = path, o.train = train, o.eval = eval_prog, o.stop = &stop, o.backend = "slurm", o.only = id, o.owner = owner;
     o.requeued = &requeued;
     o.srun = upm_slurm_has_pmix();
     o.stop_note = "Slurm stopped the job (time limit, preemption, requeue or scancel)";

@@ -77,6 +77,7 @@ int cmd_status(upm_catalog *cat, int argc, char **argv)
     cJSON *o = progress(cat, j.run_id);
     cJSON_AddNumberToObject(o, "id", (double)j.id);
     cJSON_AddStringToObject(o, "name", j.name);
+    cJSON_AddStringToObject(o, "kind", j.kind);
     cJSON_AddStringToObject(o, "state", j.state);
     cJSON_AddNumberToObject(o, "attempt", (double)j.attempt);
     cJSON_AddNumberToObject(o, "max_attempts", (double)j.max_attempts);
@@ -92,14 +93,15 @@ int cmd_status(upm_catalog *cat, int argc, char **argv)
         cJSON_AddStringToObject(o, "slurm", slurm);
     }
     char train[PATH_MAX];
-    sibling("upmoe-train", train, sizeof train);
+    int eval = !strcmp(j.kind, "eval"); /* upmoe-eval, without an output folder (jobs/worker.c) */
+    sibling(eval ? "upmoe-eval" : "upmoe-train", train, sizeof train);
     char cmd[16384], ids[2][32];
     size_t n = 0;
     snprintf(ids[0], sizeof ids[0], "%lld", (long long)j.id);
     snprintf(ids[1], sizeof ids[1], "%lld", (long long)(j.attempt > 0 ? j.attempt : 1));
     const char *head[] = {train, "--catalog", upm_catalog_path(cat), "--job", ids[0], "--attempt", ids[1], "--out", j.out_dir};
     cmd[0] = 0;
-    for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
+    for (size_t i = 0; i < sizeof head / sizeof head[0] - (eval ? 2 : 0); i++)
         upm_shell_append(cmd, sizeof cmd, &n, head[i]);
     cJSON *a = cJSON_Parse(j.argv_json);
     for (int i = 0; i < cJSON_GetArraySize(a); i++)

@@ -38,8 +38,10 @@ static int check_member(const upm_mixture_member *m, void *vctx)
 
 int cmd_submit(upm_catalog *cat, int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "eval"))
+        return cmd_submit_eval(cat, argc, argv);
     if (argc < 2 || strcmp(argv[1], "pretrain"))
-        return usage_error("submit needs a job kind: 'pretrain'%s", "");
+        return usage_error("submit needs a job kind: 'pretrain' or 'eval'%s", "");
     const char *mixture = "uniperceiver-moe-pretrain", *model = "ti", *moe = "attribute", *name = NULL;
     const char *backend = "local", *out = NULL, *steps = "1000", *scale = NULL;
     long long ranks = 1, priority = 0, attempts = 3;
@@ -55,7 +57,7 @@ int cmd_submit(upm_catalog *cat, int argc, char **argv)
         {"cpus-per-rank", 1, 0, O_CPUS}, {"sbatch-arg", 1, 0, O_SBATCH}, {0, 0, 0, 0}};
     optind = 2;
     opterr = 0;
-    int c;
+    int c, rc;
     char *end;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         switch (c) {
@@ -77,13 +79,12 @@ int cmd_submit(upm_catalog *cat, int argc, char **argv)
                 return usage_error("--ranks needs an integer in [1, 65536], not '%s'", optarg);
             break;
         case O_PRIO:
-            priority = strtoll(optarg, &end, 10);
-            if (!*optarg || *end)
-                return usage_error("--priority needs an integer, not '%s'", optarg);
+            if ((rc = int_option("--priority", optarg, LLONG_MIN, LLONG_MAX, &priority)))
+                return rc;
             break;
         case O_ATT:
-            if ((attempts = strtoll(optarg, &end, 10)) < 1 || *end || attempts > 1000)
-                return usage_error("--max-attempts needs an integer in [1, 1000], not '%s'", optarg);
+            if ((rc = int_option("--max-attempts", optarg, 1, 1000, &attempts)))
+                return rc;
             break;
         case O_NAME: name = optarg; break;
         case O_BACKEND: backend = optarg; break;
@@ -163,30 +164,11 @@ int cmd_submit(upm_catalog *cat, int argc, char **argv)
         cJSON_AddItemToArray(a, cJSON_CreateString("--batch-scale"));
         cJSON_AddItemToArray(a, cJSON_CreateString(scale));
     }
-    int has_bpe = 0;
-    for (int i = optind; i < argc; i++) {
-        if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "--resume") || !strcmp(argv[i], "--catalog") ||
-            !strcmp(argv[i], "--job") || !strcmp(argv[i], "--attempt")) {
-            cJSON_Delete(a);
-            return usage_error("%s is set by the worker; give the job's folder with submit --out", argv[i]);
-        }
-        cJSON_AddItemToArray(a, cJSON_CreateString(argv[i]));
-        has_bpe |= !strcmp(argv[i], "--bpe-vocab");
-    }
-    /* The job must not depend on the environment of whichever worker or batch step runs it: the
-     * submitter's UPMOE_BPE_VOCAB becomes an argument. */
-    const char *bpe = getenv("UPMOE_BPE_VOCAB");
-    if (!has_bpe && bpe && *bpe) {
-        char abs[PATH_MAX];
-        cJSON_AddItemToArray(a, cJSON_CreateString("--bpe-vocab"));
-        cJSON_AddItemToArray(a, cJSON_CreateString(realpath(bpe, abs) ? abs : bpe));
-    }
-    char *aj = cJSON_PrintUnformatted(a);
-    cJSON_Delete(a);
-    if (!aj) {
-        fprintf(stderr, PROG ": error: no memory\n");
-        return 1;
-    }
+    static const char *const set_by_worker[] = {"--out", "--resume", "--catalog", "--job", "--attempt", NULL};
+    int arc = 0;
+    char *aj = job_arguments(a, argc, argv, optind, set_by_worker, "; give the job's folder with submit --out", &arc);
+    if (!aj)
+        return arc;
     char train[PATH_MAX];
     sibling("upmoe-train", train, sizeof train);
     if (dry) {
@@ -212,7 +194,7 @@ int cmd_submit(upm_catalog *cat, int argc, char **argv)
     char *bopts = slurm ? slurm_opts_json(&sl) : NULL;
     upm_job_submit s = {name, "pretrain", backend, priority, (int)ranks, attempts, aj, out, bopts};
     int64_t id = 0;
-    int rc = upm_job_submit_new(cat, &s, &id, &err);
+    rc = upm_job_submit_new(cat, &s, &id, &err);
     free(aj);
     free(bopts);
     if (rc)

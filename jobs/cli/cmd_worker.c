@@ -31,11 +31,13 @@ int cmd_worker(const char *path, int argc, char **argv)
     }
     char train[PATH_MAX];
     sibling("upmoe-train", train, sizeof train);
+    char eval_prog[PATH_MAX];
+    sibling("upmoe-eval", eval_prog, sizeof eval_prog);
     if (access(train, X_OK)) {
         fprintf(stderr, PROG ": error: cannot run the trainer %s (set UPMOE_TRAIN)\n", train);
         return 1;
     }
-    o.catalog = path, o.train = train, o.stop = &cli_stop;
+    o.catalog = path, o.train = train, o.eval = eval_prog, o.stop = &cli_stop;
     cli_catch_stop();
     upm_err err = {0};
     return upm_worker_run(&o, &err) ? fail(&err) : 0;

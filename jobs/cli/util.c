@@ -1,4 +1,6 @@
 /* Helpers shared by the commands of upmoe-jobs (see cli.h). */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -75,3 +77,51 @@ void sibling(const char *name, char *buf, size_t n)
     snprintf(buf, n, "%s/%s", exe, name);
 }
 
+char *job_arguments(cJSON *a, int argc, char **argv, int first, const char *const *refused, const char *hint,
+                    int *rc)
+{
+    int has_bpe = 0;
+    for (int i = first; i < argc; i++) {
+        for (int k = 0; refused[k]; k++)
+            if (!strcmp(argv[i], refused[k])) {
+                cJSON_Delete(a);
+                char msg[512];
+                snprintf(msg, sizeof msg, "%%s is set by the worker%s", hint);
+                *rc = usage_error(msg, argv[i]);
+                return NULL;
+            }
+        cJSON_AddItemToArray(a, cJSON_CreateString(argv[i]));
+        has_bpe |= !strcmp(argv[i], "--bpe-vocab");
+    }
+    /* The job must not depend on the environment of whichever worker or batch step runs it: the
+     * submitter's UPMOE_BPE_VOCAB becomes an argument. */
+    const char *bpe = getenv("UPMOE_BPE_VOCAB");
+    if (!has_bpe && bpe && *bpe) {
+        char abs[PATH_MAX];
+        cJSON_AddItemToArray(a, cJSON_CreateString("--bpe-vocab"));
+        cJSON_AddItemToArray(a, cJSON_CreateString(realpath(bpe, abs) ? abs : bpe));
+    }
+    char *aj = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    if (!aj) {
+        fprintf(stderr, PROG ": error: no memory\n");
+        *rc = 1;
+    }
+    return aj;
+}
+
+int int_option(const char *opt, const char *s, long long lo, long long hi, long long *out)
+{
+    char *end, msg[200];
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) {
+        if (lo == LLONG_MIN && hi == LLONG_MAX)
+            snprintf(msg, sizeof msg, "%s needs an integer, not '%%s'", opt);
+        else
+            snprintf(msg, sizeof msg, "%s needs an integer in [%lld, %lld], not '%%s'", opt, lo, hi);
+        return usage_error(msg, s);
+    }
+    *out = v;
+    return 0;
+}

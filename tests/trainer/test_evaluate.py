@@ -289,6 +289,75 @@ class EvaluateTest(unittest.TestCase):
             self.assertAlmostEqual(one["metrics"][k], two["metrics"][k], places=6)
             self.assertAlmostEqual(one["chance"][k], two["chance"][k], places=6)
 
+    def test_evaluation_as_a_job(self):
+        """upmoe-jobs submit eval: queued, claimed and run by a worker like any job (upmoe-eval under the job's
+        attempt), its results stored in the catalog; bad submissions are refused before anything is queued."""
+        jobs = os.path.join(BUILD, "upmoe-jobs")
+        before = len(self.results("--dataset", "retrieval"))
+        jid = run(jobs, "submit", "eval", "--checkpoint", self.run_dir, "--dataset", "images", "--dataset",
+                  "retrieval", "--limit", 20, "--name", "eval-two", "--", "--image-size", 32, env=self.env).stdout.strip()
+        status = json.loads(run(jobs, "status", jid, "--json", env=self.env).stdout)
+        self.assertEqual((status["state"], status["name"], status["kind"]), ("queued", "eval-two", "eval"))
+        self.assertRegex(status["command"], r"/upmoe-eval --catalog \S+ --job \d+ --attempt 1 --checkpoint ")
+        self.assertNotIn("--out", status["command"])
+        run(jobs, "worker", "--once", env=self.env, timeout=600)
+        status = json.loads(run(jobs, "status", jid, "--json", env=self.env).stdout)
+        self.assertEqual(status["state"], "succeeded", status)
+        self.assertEqual(status["attempt"], 1)
+        rows = self.results("--dataset", "retrieval")[before:]
+        self.assertEqual({(r["metric"], r["samples"]) for r in rows},
+                         {(m, 20) for m in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "recall_mean")})
+        with open(status["log"], encoding="utf-8") as f:
+            log = f.read()
+        self.assertIn("upmoe-eval --catalog", log)
+        self.assertIn(f"--job {jid} --attempt 1", log)
+        for argv, msg in ((["--dataset", "images"], "needs --checkpoint"),
+                          (["--checkpoint", self.run_dir], "one of --mixture or --dataset"),
+                          (["--checkpoint", os.path.join(self.tmp, "nope"), "--dataset", "images"], "no checkpoint"),
+                          (["--checkpoint", self.run_dir, "--dataset", "images", "--backend", "slurm"], "local backend")):
+            p = run(jobs, "submit", "eval", *argv, env=self.env, ok=False)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(msg, p.stderr)
+        p = run(jobs, "submit", "eval", "--checkpoint", self.run_dir, "--dataset", "books-wiki", env=self.env, ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no shard URL", p.stderr)
+
+    def test_migration_to_evaluation_jobs(self):
+        """A catalog of schema version 7 (jobs.kind CHECK 'pretrain' only) takes evaluation jobs after its
+        first write open: the CHECK is widened in place, existing jobs and their events stay, the file passes
+        SQLite's integrity check, and other kinds are still refused."""
+        import sqlite3
+        old = os.path.join(self.tmp, "v7.db")
+        con = sqlite3.connect(old)
+        try:
+            src = sqlite3.connect(os.path.join(self.tmp, "catalog.db"))
+            src.backup(con)  # WAL-safe copy
+            src.close()
+            jobs_before = con.execute("SELECT count(*) FROM jobs").fetchone()[0]
+            events_before = con.execute("SELECT count(*) FROM job_events").fetchone()[0]
+            con.execute("PRAGMA writable_schema = ON")
+            con.execute("UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (kind IN (''pretrain'', ''eval''))', "
+                        "'CHECK (kind IN (''pretrain''))') WHERE name = 'jobs'")
+            con.execute("PRAGMA writable_schema = RESET")
+            con.execute("PRAGMA user_version = 7")
+            con.commit()
+        finally:
+            con.close()
+        env = dict(self.env, UPMOE_CATALOG=old)
+        jid = run(os.path.join(BUILD, "upmoe-jobs"), "submit", "eval", "--checkpoint", self.run_dir, "--dataset",
+                  "images", env=env).stdout.strip()
+        con = sqlite3.connect(old)
+        try:
+            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 8)
+            self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+            self.assertEqual(con.execute("SELECT kind FROM jobs WHERE id = ?", (int(jid),)).fetchone()[0], "eval")
+            self.assertEqual(con.execute("SELECT count(*) FROM jobs").fetchone()[0], jobs_before + 1)
+            self.assertGreaterEqual(con.execute("SELECT count(*) FROM job_events").fetchone()[0], events_before)
+            with self.assertRaises(sqlite3.IntegrityError):
+                con.execute("INSERT INTO jobs (name, kind, argv, out_dir) VALUES ('x', 'bogus', '[]', '/tmp')")
+        finally:
+            con.close()
+
     def test_bad_data(self):
         """A label set that lacks classes of the data, and a split with no sample: clear errors, exit 1,
         nothing stored."""

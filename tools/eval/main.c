@@ -41,6 +41,8 @@ static const char usage[] =
     "--steps N  instead: N batches drawn from --mixture as training draws them (pair: the batch is the\n"
     "           gallery), loss and top-1 only; the sampled quick look of earlier versions\n"
     "--json     one JSON document on standard output; the same inputs give the same bytes\n"
+    "--job ID --attempt N  set by upmoe-jobs for evaluation jobs: store only while attempt N owns job ID\n"
+    "           (exit status 3 when it no longer does)\n"
     "--predictions FILE  label datasets: every scored sample's class and predicted class, one JSON line\n"
     "           each, in pass order (to recompute any metric elsewhere)\n"
     "The results are stored in the catalog (upmoe-catalog results) with the checkpoint's run and step;\n"
@@ -277,6 +279,8 @@ static int store(const upm_train_opts *o, const char *ckpt, const upm_eval_resul
         rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err);
     if (!rc)
         rc = upm_catalog_open(path, 0, &cat, err);
+    if (!rc && o->job > 0) /* an evaluation job: stored only while this attempt owns it (jobs.md, fencing) */
+        upm_catalog_fence(cat, o->job, o->attempt);
     int exists = 0;
     if (!rc && run_id > 0 && !(rc = upm_run_exists(cat, run_id, &exists, err)) && !exists)
         run_id = 0; /* a checkpoint trained against another catalog */
@@ -296,12 +300,13 @@ int main(int argc, char **argv)
     const char *predictions = NULL;
     char *datasets[MAX_DATASETS] = {0};
     enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE,
-           O_DATASET, O_LIMIT, O_NO_STORE, O_PRED };
+           O_DATASET, O_LIMIT, O_NO_STORE, O_PRED, O_JOB, O_ATTEMPT };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
         {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE},
         {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"no-store", 0, 0, O_NO_STORE}, {"predictions", 1, 0, O_PRED},
+        {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
         {"help", 0, 0, 'h'},
         {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
@@ -334,6 +339,8 @@ int main(int argc, char **argv)
         case O_JSON: json = 1; break;
         case O_NO_STORE: no_store = 1; break;
         case O_PRED: predictions = optarg; bad_int = 0; break;
+        case O_JOB: o.job = v; break;
+        case O_ATTEMPT: o.attempt = v; break;
         case O_VOCAB:
             bad_int = 0;
             if (upm_vocab_targets_parse(optarg, &o.vocab_sampled, &verr)) {
@@ -399,7 +406,7 @@ int main(int argc, char **argv)
         free(datasets[i]);
     if (rc) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
-        return err.code == UPM_EUSAGE ? 2 : 1;
+        return err.code == UPM_EUSAGE ? 2 : err.code == UPM_ELEASE ? 3 : 1; /* 3: as upmoe-train, for the worker */
     }
     return 0;
 }
