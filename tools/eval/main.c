@@ -15,7 +15,6 @@
 #include "clock.h"
 #include "fileio.h"
 #include "queue.h"
-#include "results.h"
 #include "runs.h"
 #include "train.h"
 #include "vocab.h"
