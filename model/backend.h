@@ -29,6 +29,24 @@ typedef struct upm_attn_desc {
     const uint8_t *mask;   /* backend memory [nseq*S*S] */
 } upm_attn_desc;
 
+/* Attention of new tokens over cached keys and values (generation, model/decode.c). Sequence s has n_new
+ * new tokens; token i's q|k|v sit at row row_of[s*n_new + i] of qkv ([*, 3D]) and its output goes to the
+ * same row of out ([*, D]). First the k|v of the first n_append new tokens of each sequence are stored at
+ * cache positions len .. len+n_append-1 (cache row pos*nseq + s, width 2D: k | v). Then new token i
+ * attends to the prefix shared by its `group` of sequences (prefix rows (s/group)*prefix_len + j, width
+ * 3D: q | k | v, j < prefix_len), then to cache positions 0 .. len+i when i < n_append (appended tokens are
+ * causal text), else to cache positions 0 .. len+n_append-1 and to itself (a query token nobody else
+ * sees). Keys in that order; no probabilities kept (no backward). */
+typedef struct upm_attn_kv_desc {
+    int nseq, n_new, n_append;
+    int heads, head_dim;
+    const int32_t *row_of; /* backend memory [nseq*n_new] */
+    const float *prefix;   /* backend memory [nseq/group][prefix_len][3D] */
+    int prefix_len, group;
+    float *cache;          /* backend memory [capacity][nseq][2D] */
+    int len;               /* cached positions before this call */
+} upm_attn_kv_desc;
+
 struct upm_backend {
     const char *name;
     void *ctx;
@@ -81,6 +99,8 @@ struct upm_backend {
     void (*attention_fwd)(upm_backend *be, float *out, float *probs, const float *qkv, const upm_attn_desc *a);
     void (*attention_bwd)(upm_backend *be, float *dqkv, const float *dout, const float *probs, const float *qkv,
                           const upm_attn_desc *a);
+    /* Generation's attention over a key/value cache (upm_attn_kv_desc): forward only. */
+    void (*attention_kv_fwd)(upm_backend *be, float *out, const float *qkv, const upm_attn_kv_desc *a);
 
     /* ---- embeddings and row movement ---- */
     /* Y[r,:] += T[idx[r],:] for r < n (idx rows of a cols-wide table) */

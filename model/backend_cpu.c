@@ -320,6 +320,7 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .residual_bwd = upm_cpu_residual_bwd,
         .attention_fwd = upm_cpu_attention_fwd,
         .attention_bwd = upm_cpu_attention_bwd,
+        .attention_kv_fwd = upm_cpu_attention_kv_fwd,
         .gather_add = upm_cpu_gather_add,
         .scatter_add = upm_cpu_scatter_add,
         .gather_rows = upm_cpu_gather_rows,

@@ -142,6 +142,7 @@ void upm_cpu_patchify(upm_backend *be, float *P, const float *pixels, int n, int
 
 /* ---- ops of backend_cpu_attn.c ---- */
 void upm_cpu_attention_fwd(upm_backend *be, float *out, float *probs, const float *qkv, const upm_attn_desc *a);
+void upm_cpu_attention_kv_fwd(upm_backend *be, float *out, const float *qkv, const upm_attn_kv_desc *a);
 void upm_cpu_attention_bwd(upm_backend *be, float *dqkv, const float *dout, const float *probs, const float *qkv,
                            const upm_attn_desc *a);
 

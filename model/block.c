@@ -131,7 +131,12 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
         }
     be->layernorm_fwd(be, la->h, la->mean1, la->rstd1, x_in, WEIGHTS(k->ln1_w), WEIGHTS(k->ln1_b), N, D, eps);
     linear_forward(m, p, la, UPM_LIN_QKV, &k->qkv, la->h, la->qkv);
-    be->attention_fwd(be, la->a, la->probs, la->qkv, &p->attn);
+    if (p->kv) { /* a generation step: the new tokens attend to the cache */
+        upm_attn_kv_desc d = p->kv[l];
+        d.nseq = p->plan.nseq, d.n_new = p->plan.S, d.row_of = p->row_of;
+        be->attention_kv_fwd(be, la->a, la->qkv, &d);
+    } else
+        be->attention_fwd(be, la->a, la->probs, la->qkv, &p->attn);
     linear_forward(m, p, la, UPM_LIN_PROJ, &k->proj, la->a, la->o);
     be->residual_fwd(be, la->x_mid, x_in, la->o, WEIGHTS(k->ls1), la->keep1, p->seq_of, N, D);
     be->layernorm_fwd(be, la->h2, la->mean2, la->rstd2, la->x_mid, WEIGHTS(k->ln2_w), WEIGHTS(k->ln2_b), N, D, eps);

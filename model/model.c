@@ -298,7 +298,8 @@ static void embed_forward(upm_model *m, upm_pass *p)
     const upm_seq_plan *pl = &p->plan;
     int D = cfg->dim, n = pl->nseq;
     be->zero(be, p->E, sizeof(float) * (size_t)pl->N * D);
-    be->gather_add(be, p->E, WEIGHTS(L->spe), p->spe_idx, n, D);
+    if (!p->in.no_spe)
+        be->gather_add(be, p->E, WEIGHTS(L->spe), p->spe_idx, n, D);
     for (int s = 0; s < p->in.nseg; s++) {
         const upm_seq_segment *g = &p->in.seg[s];
         int rows = n * upm_seq_segment_tokens(g);
@@ -327,7 +328,8 @@ static void embed_backward(upm_model *m, upm_pass *p, const float *dx0)
     int D = m->cfg.dim, n = pl->nseq;
     be->zero(be, p->dE, sizeof(float) * (size_t)pl->N * D);
     be->scatter_rows_add(be, p->dE, dx0, p->perm, pl->N, D);
-    be->scatter_add(be, GRADS(L->spe), p->dE, p->spe_idx, n, D);
+    if (!p->in.no_spe)
+        be->scatter_add(be, GRADS(L->spe), p->dE, p->spe_idx, n, D);
     for (int s = 0; s < p->in.nseg; s++) {
         const upm_seq_segment *g = &p->in.seg[s];
         int rows = n * upm_seq_segment_tokens(g);
@@ -376,8 +378,9 @@ int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err)
 int upm_pass_backward_cb(upm_model *m, upm_pass *p, const float *dU, void (*done)(void *ctx, int group), void *ctx,
                          upm_err *err)
 {
-    if (!p->have_plan)
-        return upm_errf(err, UPM_EINVAL, "model: backward of a pass that has not run forward");
+    if (!p->have_plan || p->kv)
+        return upm_errf(err, UPM_EINVAL, "model: backward of a pass that has not run forward (or of a generation "
+                        "step, which has none)");
     upm_backend *be = m->be;
     const upm_layout *L = &m->L;
     int D = m->cfg.dim, R = p->plan.nread, N = p->plan.N;

@@ -91,6 +91,9 @@ struct upm_pass {
     int slot[256]; /* merged models: the weight slot of each pattern of the plan */
     upm_seq_input in; /* the segment shapes of the planned input (host pointers not kept) */
     int train;        /* this pass is a training pass (upm_pass_opts.train) */
+    /* A generation step (decode.c): [layers] attention over the key/value cache instead of attention_fwd;
+     * nseq, n_new and row_of are filled from the plan by the block. NULL for every other pass. */
+    const upm_attn_kv_desc *kv;
 };
 
 /* block.c */

@@ -19,9 +19,9 @@ static int check_input(const upm_seq_input *in, int vocab, int max_text, int max
         if (!g->attrs)
             return upm_errf(err, UPM_EINVAL, "model input: segment %d has no attribute bytes", s);
         if (g->kind == UPM_SEG_TEXT) {
-            if (g->L < 1 || g->L > max_text || !g->ids || !g->lengths)
-                return upm_errf(err, UPM_EINVAL, "model input: text segment %d: length %d (1..%d) or ids missing", s,
-                                g->L, max_text);
+            if (g->L < 1 || g->pos0 < 0 || g->pos0 + g->L > max_text || !g->ids || !g->lengths)
+                return upm_errf(err, UPM_EINVAL, "model input: text segment %d: positions %d..%d (0..%d) or ids "
+                                "missing", s, g->pos0, g->pos0 + g->L - 1, max_text - 1);
             for (int b = 0; b < in->nseq; b++) {
                 if (g->lengths[b] < 0 || g->lengths[b] > g->L)
                     return upm_errf(err, UPM_EINVAL, "model input: text segment %d row %d: length %d of %d", s, b,
@@ -41,6 +41,8 @@ static int check_input(const upm_seq_input *in, int vocab, int max_text, int max
         if (g->attn != UPM_SEG_FULL && g->kind != UPM_SEG_TEXT)
             return upm_errf(err, UPM_EINVAL, "model input: segment %d: only text can be causal", s);
     }
+    if (in->no_spe && (in->nread < 1 || in->nseg < 1))
+        return upm_errf(err, UPM_EINVAL, "model input: a pass without SPE tokens needs segments and read-outs");
     return 0;
 }
 
@@ -66,7 +68,7 @@ int upm_seq_plan_build(const upm_seq_input *in, int vocab, int max_text, int max
     int rc = check_input(in, vocab, max_text, max_frames, err);
     if (rc)
         return rc;
-    int n = in->nseq, S = 1, off[UPM_SEQ_MAX_SEGMENTS];
+    int n = in->nseq, spe = !in->no_spe, S = spe, off[UPM_SEQ_MAX_SEGMENTS];
     for (int s = 0; s < in->nseg; s++)
         off[s] = S, S += upm_seq_segment_tokens(&in->seg[s]);
     int N = n * S, nread = in->nread > 0 ? in->nread : n;
@@ -100,8 +102,11 @@ int upm_seq_plan_build(const upm_seq_input *in, int vocab, int max_text, int max
     }
     int32_t *erow_pos = erow_seq + N;
     int e = 0;
-    for (int b = 0; b < n; b++, e++)
-        attr_of[e] = in->spe_attr, erow_seq[e] = b, erow_pos[e] = 0, p->spe_idx[b] = 0;
+    for (int b = 0; b < n; b++) {
+        p->spe_idx[b] = 0;
+        if (spe)
+            attr_of[e] = in->spe_attr, erow_seq[e] = b, erow_pos[e] = 0, e++;
+    }
     for (int s = 0; s < in->nseg; s++) {
         const upm_seq_segment *g = &in->seg[s];
         int tok = upm_seq_segment_tokens(g), gw = g->W / 16, per_frame = g->kind == UPM_SEG_TEXT ? 1 : (g->H / 16) * gw;
@@ -110,7 +115,7 @@ int upm_seq_plan_build(const upm_seq_input *in, int vocab, int max_text, int max
             for (int i = 0; i < tok; i++, e++) {
                 attr_of[e] = g->attrs[(size_t)b * tok + i], erow_seq[e] = b, erow_pos[e] = off[s] + i;
                 size_t k = (size_t)b * tok + i;
-                p->pos_idx[s][k] = g->kind == UPM_SEG_TEXT ? i : i % per_frame;
+                p->pos_idx[s][k] = g->kind == UPM_SEG_TEXT ? g->pos0 + i : i % per_frame;
                 p->frame_idx[s][k] = g->kind == UPM_SEG_TEXT ? 0 : i / per_frame;
             }
     }
@@ -137,7 +142,8 @@ int upm_seq_plan_build(const upm_seq_input *in, int vocab, int max_text, int max
     int ok = seg_at != NULL;
     for (int b = 0; ok && b < n; b++) {
         int8_t *valid = seg_at + S;
-        seg_at[0] = -1, valid[0] = 1;
+        if (spe)
+            seg_at[0] = -1, valid[0] = 1;
         for (int s = 0; s < in->nseg; s++) {
             const upm_seq_segment *g = &in->seg[s];
             for (int i = 0; i < upm_seq_segment_tokens(g); i++) {

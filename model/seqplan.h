@@ -21,6 +21,7 @@ typedef struct upm_seq_segment {
     upm_seg_attn attn;
     int T, H, W;          /* pixel segments (T = 1 for images) */
     int L;                /* text segments: positions per row */
+    int pos0;             /* text segments: the position of their first token (0; generation steps go on) */
     const float *pixels;  /* host [nseq][T][3][H][W] */
     const int32_t *ids;   /* host [nseq][L] */
     const int32_t *lengths; /* host [nseq] (text) */
@@ -30,6 +31,9 @@ typedef struct upm_seq_segment {
 typedef struct upm_seq_input {
     int nseq;
     uint8_t spe_attr;
+    /* A generation step (model/decode.c): the sequences continue cached ones, so they have no leading
+     * SPE token and need explicit read-outs (nread > 0). */
+    int no_spe;
     int nseg;
     upm_seq_segment seg[UPM_SEQ_MAX_SEGMENTS];
     /* Feature read-out positions (sequence, position); nread = 0 reads every sequence's SPE token. */
