@@ -24,7 +24,7 @@ struct upm_evalset {
     upm_err *errs;
     uint64_t first; /* the pass index of raw[0] */
     upm_batch *b;
-    int keep_texts;  /* a pair task with a text target: the rows' whole target fields are kept */
+    int keep_texts;  /* pair tasks with a text target, caption tasks: the rows' whole caption fields are kept */
     char **texts;    /* [batch] */
     size_t *text_lens;
 };
@@ -79,7 +79,8 @@ int upm_evalset_open(upm_catalog *cat, const char *dataset, const upm_evalset_op
         }
     }
     e->o.collate.n_labels = e->n_labels;
-    e->keep_texts = !rc && fd->targets == UPM_TARGETS_PAIRED && e->task.target_modality == UPM_MOD_TEXT;
+    e->keep_texts = !rc && ((fd->targets == UPM_TARGETS_PAIRED && e->task.target_modality == UPM_MOD_TEXT) ||
+                            fd->caption_queries); /* the gallery's captions; the references of generated ones */
     if (!rc && e->keep_texts && (!(e->texts = calloc((size_t)o->batch, sizeof *e->texts)) ||
                                  !(e->text_lens = calloc((size_t)o->batch, sizeof *e->text_lens))))
         rc = upm_errf(err, UPM_ENOMEM, "out of memory for a batch of %d", o->batch);

@@ -33,8 +33,9 @@ int upm_evalset_open(upm_catalog *cat, const char *dataset, const upm_evalset_op
 /* 1 with the next batch in *b (which must be zeroed or hold an earlier batch: its memory is reused; b->B
  * rows), 0 when every sample was read, or a negative UPM_E*. */
 int upm_evalset_next(upm_evalset *e, upm_batch *b, upm_err *err);
-/* Pair tasks with a text target: the whole target field of row `row` of the last batch (every caption of
- * the sample, one per line: upm_caption_lines), valid until the next batch; 0, or -1 for other tasks. */
+/* Pair tasks with a text target and caption tasks: the whole caption field of row `row` of the last batch
+ * (every caption of the sample, one per line: upm_caption_lines), valid until the next batch; 0, or -1 for
+ * other tasks. */
 int upm_evalset_target_text(const upm_evalset *e, int row, const char **text, size_t *len);
 const upm_task *upm_evalset_task(const upm_evalset *e);
 const upm_dataset *upm_evalset_dataset(const upm_evalset *e);

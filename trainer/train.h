@@ -101,6 +101,10 @@ typedef struct upm_eval_result {
      * order (caller frees both with upm_eval_results_free) */
     int32_t *labels, *predicted;
     int64_t npredicted;
+    /* vocab-caption, with upm_eval_opts.predictions: each sample's generated caption and its reference
+     * field (captions one per line), in pass order */
+    char **generated, **references;
+    int64_t ngenerated;
 } upm_eval_result;
 
 /* Progress of the dataset being evaluated: samples done and the split's recorded size (-1: unknown). */
@@ -112,7 +116,12 @@ typedef struct upm_eval_opts {
     int64_t limit;               /* > 0: the first `limit` samples of each dataset only */
     upm_eval_progress_fn progress;
     void *progress_ctx;
-    int predictions;             /* keep the label datasets' per-sample predictions */
+    int predictions;             /* keep the per-sample predictions (label classes, generated captions) */
+    /* caption generation (trainer/generate.h); 0 = the defaults: 2 beams (the official code's), the
+     * task's caption length, no length penalty, the key/value cache */
+    int beams, max_len;
+    double length_penalty;
+    int reencode;
 } upm_eval_opts;
 
 /* Evaluates checkpoint `checkpoint` on every sample of each dataset once, in shard order, with the

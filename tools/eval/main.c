@@ -13,6 +13,7 @@
 #include "catalog_ops.h"
 #include "checkpoint.h"
 #include "clock.h"
+#include "collate.h"
 #include "fileio.h"
 #include "queue.h"
 #include "runs.h"
@@ -25,7 +26,8 @@
 static const char usage[] =
     "usage: " PROG " --checkpoint DIR (--dataset NAME ... | --mixture NAME) [--limit N] [--batch N]\n"
     "       [--image-size S] [--vocab-targets full|sampled:N] [--threads N] [--catalog PATH] [--bpe-vocab PATH]\n"
-    "       [--json] [--no-store] [--predictions FILE] [--steps N [--seed S]]\n"
+    "       [--json] [--no-store] [--predictions FILE] [--beams N] [--max-len N] [--length-penalty A]\n"
+    "       [--no-cache] [--steps N [--seed S]]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, a run's --out directory for its newest, or\n"
     "the id of an upmoe-jobs job for its run's last checkpoint)\n"
     "on every sample of each dataset once (--dataset, repeatable, or every dataset of --mixture), in shard\n"
@@ -35,6 +37,14 @@ static const char usage[] =
     "  pair    R@1, R@5, R@10 image->text and text->image over the whole split as the gallery, and their\n"
     "          mean (every text equal to a sample's caption counts as its ground truth)\n"
     "  vocab   teacher-forced token accuracy; perplexity with --vocab-targets full (the default)\n"
+    "  caption also a generated caption per sample (beam search; the image encoded once, its keys and values\n"
+    "          cached), scored with BLEU-4 and CIDEr-D against the sample's captions (one per line)\n"
+    "--beams N  beam size of caption generation (default 2, as the official code; 1 = greedy)\n"
+    "--max-len N  generated tokens at most, the end token included (default: the task's caption length)\n"
+    "--length-penalty A  rank finished beams by log-probability / (tokens + 1)^A (default 0: none; the\n"
+    "           paper's MSVD setting is 2.0)\n"
+    "--no-cache  generate by re-encoding the caption so far at every step (what the cache saves; the same\n"
+    "           captions, slower)\n"
     "--limit N  the first N samples of each dataset only (a quick look)\n"
     "--batch N  rows per batch (default: each dataset's catalog batch size)\n"
     "--steps N  instead: N batches drawn from --mixture as training draws them (pair: the batch is the\n"
@@ -42,8 +52,9 @@ static const char usage[] =
     "--json     one JSON document on standard output; the same inputs give the same bytes\n"
     "--job ID --attempt N  set by upmoe-jobs for evaluation jobs: store only while attempt N owns job ID\n"
     "           (exit status 3 when it no longer does)\n"
-    "--predictions FILE  label datasets: every scored sample's class and predicted class, one JSON line\n"
-    "           each, in pass order (to recompute any metric elsewhere)\n"
+    "--predictions FILE  one JSON line per sample, in pass order (to recompute any metric elsewhere):\n"
+    "           label datasets: the class and the predicted class; caption datasets: the generated caption\n"
+    "           and the references\n"
     "The results are stored in the catalog (upmoe-catalog results) with the checkpoint's run and step;\n"
     "--no-store leaves the catalog as it is (the sampled --steps mode never stores).\n"
     "A progress line with an ETA goes to a terminal's standard error.\n";
@@ -114,12 +125,57 @@ static int check_datasets(const upm_train_opts *o, char **names, int n, upm_err 
     return rc;
 }
 
-/* --predictions FILE: one JSON line per scored sample of each label dataset, in pass order, written
- * atomically: {"dataset", "index", "label", "prediction"}. */
+/* A caption dataset's line: {"dataset", "index", "caption", "references": [...]} (cJSON escapes the text). */
+static char *caption_line(const upm_eval_result *r, int64_t k)
+{
+    cJSON *o = cJSON_CreateObject(), *refs = cJSON_CreateArray();
+    if (!o || !refs) {
+        cJSON_Delete(o), cJSON_Delete(refs);
+        return NULL;
+    }
+    cJSON_AddStringToObject(o, "dataset", r->dataset);
+    cJSON_AddNumberToObject(o, "index", (double)k);
+    cJSON_AddStringToObject(o, "caption", r->generated[k]);
+    upm_text_span lines[64];
+    int nl = upm_caption_lines(r->references[k], strlen(r->references[k]), lines, 64);
+    for (int i = 0; i < nl; i++) {
+        char *t = strndup(lines[i].s, lines[i].n);
+        if (t)
+            cJSON_AddItemToArray(refs, cJSON_CreateString(t));
+        free(t);
+    }
+    cJSON_AddItemToObject(o, "references", refs);
+    char *line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return line;
+}
+
+/* --predictions FILE: one JSON line per sample of each caption dataset (caption_line) and per scored
+ * sample of each label dataset ({"dataset", "index", "label", "prediction"}), in pass order, written
+ * atomically. */
 static int write_predictions(const char *path, const upm_eval_result *res, int n, upm_err *err)
 {
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
+    for (int i = 0; buf && i < n; i++)
+        for (int64_t k = 0; buf && k < res[i].ngenerated; k++) {
+            char *line = caption_line(&res[i], k);
+            size_t ll = line ? strlen(line) : 0;
+            while (line && buf && cap - len < ll + 2) {
+                char *b = realloc(buf, cap *= 2);
+                if (!b)
+                    free(buf);
+                buf = b;
+            }
+            if (!line || !buf) {
+                free(line), free(buf);
+                buf = NULL;
+                break;
+            }
+            memcpy(buf + len, line, ll);
+            len += ll, buf[len++] = '\n';
+            free(line);
+        }
     for (int i = 0; buf && i < n; i++)
         for (int64_t k = 0; buf && k < res[i].npredicted; k++) {
             if (cap - len < 512) {
@@ -298,14 +354,17 @@ int main(int argc, char **argv)
     int json = 0, ndatasets = 0, no_store = 0;
     const char *predictions = NULL;
     char *datasets[MAX_DATASETS] = {0};
+    int beams = 0, max_len = 0, no_cache = 0;
+    double length_penalty = 0;
     enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE,
-           O_DATASET, O_LIMIT, O_NO_STORE, O_PRED, O_JOB, O_ATTEMPT };
+           O_DATASET, O_LIMIT, O_NO_STORE, O_PRED, O_JOB, O_ATTEMPT, O_BEAMS, O_MAXLEN, O_LENPEN, O_NOCACHE };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
         {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE},
         {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"no-store", 0, 0, O_NO_STORE}, {"predictions", 1, 0, O_PRED},
-        {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
+        {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT}, {"beams", 1, 0, O_BEAMS}, {"max-len", 1, 0, O_MAXLEN},
+        {"length-penalty", 1, 0, O_LENPEN}, {"no-cache", 0, 0, O_NOCACHE},
         {"help", 0, 0, 'h'},
         {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
@@ -338,6 +397,17 @@ int main(int argc, char **argv)
         case O_JSON: json = 1; break;
         case O_NO_STORE: no_store = 1; break;
         case O_PRED: predictions = optarg; bad_int = 0; break;
+        case O_BEAMS: beams = (int)v; bad_int |= v < 1 || v > 64; break;
+        case O_MAXLEN: max_len = (int)v; bad_int |= v < 1 || v > 1024; break;
+        case O_LENPEN:
+            bad_int = 0;
+            length_penalty = strtod(optarg, &end);
+            if (!*optarg || *end || !(length_penalty >= 0 && length_penalty <= 100)) {
+                fprintf(stderr, PROG ": error: --length-penalty needs a number from 0 to 100, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_NOCACHE: no_cache = 1; break;
         case O_JOB: o.job = v; break;
         case O_ATTEMPT: o.attempt = v; break;
         case O_VOCAB:
@@ -352,7 +422,8 @@ int main(int argc, char **argv)
         default: fprintf(stderr, PROG ": error: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]); return 2;
         }
         if (bad_int) {
-            fprintf(stderr, PROG ": error: %s needs a non-negative integer, not '%s'\n", argv[optind - 2], optarg);
+            fprintf(stderr, PROG ": error: %s needs a non-negative integer%s, not '%s'\n", argv[optind - 2],
+                    c == O_BEAMS ? " from 1 to 64" : c == O_MAXLEN ? " from 1 to 1024" : "", optarg);
             return 2;
         }
     }
@@ -383,7 +454,8 @@ int main(int argc, char **argv)
         if (!rc)
             rc = check_datasets(&o, datasets, ndatasets, &err);
         progress_ctx pc = {.on = isatty(2) && !json};
-        upm_eval_opts eo = {(const char *const *)datasets, ndatasets, limit, progress, &pc, predictions != NULL};
+        upm_eval_opts eo = {(const char *const *)datasets, ndatasets, limit, progress, &pc, predictions != NULL,
+                            beams, max_len, length_penalty, no_cache};
         upm_eval_result *res = NULL;
         int n = 0;
         if (!rc)
