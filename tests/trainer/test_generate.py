@@ -106,7 +106,8 @@ class GenerateTest(unittest.TestCase):
         with tarfile.open(path, "w") as t:
             for i, (c, f) in enumerate(pics):
                 word = os.path.splitext(f)[0].replace("_", " ")
-                caps = [f"a picture of a {word}", f"a {c} picture", f"the {word} again"][:1 + i % 3]
+                forms = [f"a picture of a {word}", f"a {c} picture", f"the {word} again"]
+                caps = [forms[(i + k) % 3] for k in range(1 + i % 3)]  # the template in 2/3 of the samples
                 with open(os.path.join(art, c, f), "rb") as fp:
                     jpg = fp.read()
                 for ext, data in (("jpg", jpg), ("txt", ("\n".join(caps) + "\n").encode())):
