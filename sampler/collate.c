@@ -282,7 +282,8 @@ static int fill_text(const upm_task *t, const upm_collate_opts *o, const upm_wds
         size_t plen = len;
         upm_text_span lines[64];
         /* the caption field (a pair task's target, a caption task's causal input) may hold several */
-        int captions = seg->side == UPM_SIDE_TARGET || strcmp(seg->field, t->target_field) == 0;
+        int captions = seg->side == UPM_SIDE_TARGET || (upm_formulation_desc_get(t->formulation)->caption_queries &&
+                                                         strcmp(seg->field, t->target_field) == 0);
         int nl = captions && memchr(text, '\n', len) ? upm_caption_lines(text, len, lines, 64) : 0;
         if (nl > 1) { /* several captions: one at random in training, the first in evaluation */
             int k = o->train ? (int)(upm_rng_uniform(rng) * nl) : 0;
