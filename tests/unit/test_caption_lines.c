@@ -1,7 +1,8 @@
 /* Unit test for several captions per sample (sampler/collate.c): upm_caption_lines splits a target field
  * into its non-empty lines (trimmed; CR LF too), and collating a pair task with a real image and the real
  * CLIP vocabulary encodes one of the lines as the target: a random one in training (each line is met
- * over draws), the first in evaluation, each exactly as that line alone encodes. */
+ * over draws), the first in evaluation, each exactly as that line alone encodes. The same for a caption
+ * task's caption (an input); an MLM text stays whole. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,6 +77,35 @@ int main(void)
             upm_batch_free(&b);
         }
     CHECK(seen[0] > 0 && seen[1] > 0);
+
+    /* A caption task's caption is an input (causal text before its queries): its lines are captions too,
+     * the first in evaluation. An MLM task's text field is its own target field: it stays whole. */
+    for (int form = 0; form < 2; form++) {
+        upm_task u = t;
+        u.formulation = form ? UPM_FORM_VOCAB_MLM : UPM_FORM_VOCAB_CAPTION;
+        u.causal = !form;
+        u.n_inputs = form ? 1 : 2;
+        u.inputs[form ? 0 : 1] = (upm_task_input){.field = "txt", .modality = UPM_MOD_TEXT};
+        upm_collate_opts o = {.train = 0, .image_size = 32, .frames = 1, .bpe = bpe};
+        upm_batch_shape sh;
+        upm_batch b;
+        memset(&b, 0, sizeof b);
+        CHECK(upm_collate_shape(&u, &o, 1, &sh, &err) == 0 && upm_batch_alloc(&b, &u, &sh, &err) == 0);
+        upm_rng rng = upm_rng_stream(5, UPM_RNG_AUGMENT, 0, 0, 0);
+        CHECK(upm_collate_row(&u, &o, &s, &b, 0, &rng, &err) == 0);
+        const upm_segment *g = NULL;
+        for (int i = 0; i < b.nseg; i++)
+            if (b.seg[i].modality == UPM_MOD_TEXT && !g)
+                g = &b.seg[i];
+        int32_t whole[16];
+        int nw = upm_bpe_encode(bpe, caps, strlen(caps), whole, g ? g->L : 1, UPM_BPE_ADD_EOT | UPM_BPE_TRUNCATE, &err);
+        CHECK(g != NULL);
+        if (g && !form) /* caption: the first line */
+            CHECK(g->lengths[0] == wn[0] && !memcmp(g->ids, want[0], sizeof(int32_t) * (size_t)wn[0]));
+        if (g && form) /* MLM: the whole text (before masking, the lengths agree; ids may be masked) */
+            CHECK(g->lengths[0] == nw && nw > wn[0] + 1);
+        upm_batch_free(&b);
+    }
     upm_bpe_free(bpe);
     free(jpg);
     return CHECK_RESULT("test_caption_lines");
