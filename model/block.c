@@ -2,6 +2,7 @@
  * attribute-routed Conditional-MoE: a gate per attribute pattern present, experts merged into one weight
  * per pattern (a [P,E] x [E,out*in] matmul), then one matmul per pattern's contiguous rows. */
 #include "pass_internal.h"
+#include "progress.h"
 
 #define WEIGHTS(i) upm_model_w(m, (i)) /* parameter i's values, backend memory */
 #define GRADS(i) upm_model_g(m, (i))   /* its gradient */
@@ -123,6 +124,7 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
     upm_layer_act *la = &p->layers[l];
     int N = p->plan.N, D = m->cfg.dim, F = m->cfg.mlp;
     float eps = m->cfg.ln_eps;
+    upm_progress_tick();
     for (int gi = 0; gi < UPM_NGATES; gi++)
         if (k->has_gate[gi]) {
             gate_forward(m, p, &k->gate[gi], &la->gate[gi]);
@@ -153,6 +155,7 @@ void upm_block_backward(upm_model *m, upm_pass *p, int l, const float *x_in, con
     upm_layer_act *la = &p->layers[l];
     int N = p->plan.N, D = m->cfg.dim, F = m->cfg.mlp, P = p->plan.npat, E = m->cfg.experts;
     size_t nd = sizeof(float) * (size_t)N * D, nf = sizeof(float) * (size_t)N * F;
+    upm_progress_tick();
     for (int gi = 0; gi < UPM_NGATES; gi++)
         if (k->has_gate[gi])
             be->zero(be, la->gate[gi].dG, sizeof(float) * (size_t)P * E);

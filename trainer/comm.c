@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "comm_module.h"
+#include "progress.h"
 
 #define MPI_MODULE "libupmoe-comm-mpi.so"
 
@@ -88,7 +89,8 @@ static int open_mpi(upm_comm *c, const upm_comm_opts *o, upm_err *err)
     if (!init)
         return upm_errf(err, UPM_EINVAL, "%s is not an upmoe communicator module", path);
     upm_comm_module_args mi = {.abi = UPM_COMM_MODULE_ABI, .timeout_s = o->timeout_s, .stop = o->stop,
-                               .phase = c->phase, .wait_s = &c->wait_s, .patience = &c->patience};
+                               .phase = c->phase, .wait_s = &c->wait_s, .patience = &c->patience,
+                               .work = upm_progress_count};
     int rc = init(&mi, err);
     if (rc)
         return rc;

@@ -10,7 +10,7 @@
 
 #include "err.h"
 
-#define UPM_COMM_MODULE_ABI 1
+#define UPM_COMM_MODULE_ABI 2
 #define UPM_COMM_MODULE_ENTRY "upm_comm_module_init"
 
 typedef struct upm_comm_ops {
@@ -33,7 +33,8 @@ typedef struct upm_comm_module_args {
     volatile sig_atomic_t *stop; /* in: may be NULL */
     const char *phase;           /* in: the caller's current phase text (read at error time) */
     double *wait_s;              /* in: where to add the seconds spent waiting */
-    const double *patience;      /* in: how long a live rank may stay behind (read at wait time) */
+    const double *patience;      /* in: how long a live rank may go without progress (read at wait time) */
+    int64_t (*work)(void);       /* in: this process's work count (common/progress.h), sent with heartbeats */
     int rank, world, local_rank, local_world; /* out */
     const upm_comm_ops *ops;     /* out */
     void *impl;                  /* out */

@@ -5,9 +5,11 @@
  *   - a heartbeat thread sends this rank's collective number (all ranks call the collectives in the same
  *     order and number them alike) to every peer every `ping` seconds, on a private duplicate of the world
  *     communicator, and records what it hears. A peer silent for `timeout_s` is dead or stopped;
- *   - a peer that is alive but has not reached the collective we wait in is slow (a longer task, a full-
- *     vocabulary step) or stuck in its own code: we give it `patience` seconds (the trainer sets this from
- *     the step times it has seen) before stopping the job.
+ *   - the heartbeat also carries the rank's work count (common/progress.h: one per encoder block pass). A
+ *     peer that is alive but has not reached the collective we wait in is slow (a longer task, a full-
+ *     vocabulary step) or stuck in its own code: while its work count moves it is slow; once neither its
+ *     collective number nor its work count has moved for `patience` seconds (the trainer sets this from
+ *     the step times it has seen) it is stuck, and we stop the job.
  * The messages name the ranks. Heartbeats are 8 bytes, eager, and need no reply. Without
  * MPI_THREAD_MULTIPLE there is no thread: ranks ping only while they wait, and any wait longer than
  * timeout_s counts as a failure. */
@@ -32,15 +34,17 @@ typedef struct mpi_impl {
     int rank, world;
     double timeout_s, ping;
     const double *patience;
+    int64_t (*work)(void);
     volatile sig_atomic_t *stop;
     const char *phase;
     double *wait_s;
     /* heartbeat state, under lk */
     pthread_mutex_t lk;
     int64_t seq;                     /* collectives entered by this rank */
-    int64_t *last, *rbuf, *sbuf;     /* per peer: last number heard, receive and send buffers */
+    int64_t *last, *done;            /* per peer: last collective number and work count heard */
+    int64_t *rbuf, *sbuf;            /* per peer: receive and send buffers, {collective number, work count} */
     double *heard;                   /* per peer: when we last heard from it */
-    double *moved;                   /* per peer: when its number last changed */
+    double *moved;                   /* per peer: when its collective number or work count last changed */
     MPI_Request *rreq, *sreq;        /* per peer */
     pthread_t thread;
     int threaded, quit;
@@ -85,15 +89,16 @@ static void drain(mpi_impl *m)
             int flag = 0;
             if (MPI_Test(&m->rreq[p], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag)
                 break;
-            if (m->rbuf[p] > m->last[p])
-                m->last[p] = m->rbuf[p], m->moved[p] = t;
+            const int64_t *r = &m->rbuf[2 * p];
+            if (r[0] > m->last[p] || r[1] != m->done[p])
+                m->last[p] = r[0] > m->last[p] ? r[0] : m->last[p], m->done[p] = r[1], m->moved[p] = t;
             m->heard[p] = t;
-            MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
+            MPI_Irecv(&m->rbuf[2 * p], 2, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
         }
     }
 }
 
-/* Tells every peer our collective number (lk held). A peer still holding our previous message (its
+/* Tells every peer our collective number and work count (lk held). A peer still holding our previous message (its
  * receive not matched yet) is skipped: it only ever needs the latest. */
 static void announce(mpi_impl *m)
 {
@@ -105,8 +110,8 @@ static void announce(mpi_impl *m)
             MPI_Test(&m->sreq[p], &flag, MPI_STATUS_IGNORE);
         if (!flag)
             continue;
-        m->sbuf[p] = m->seq;
-        MPI_Isend(&m->sbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->sreq[p]);
+        m->sbuf[2 * p] = m->seq, m->sbuf[2 * p + 1] = m->work ? m->work() : 0;
+        MPI_Isend(&m->sbuf[2 * p], 2, MPI_INT64_T, p, HB_TAG, m->hb, &m->sreq[p]);
     }
     drain(m);
 }
@@ -139,8 +144,9 @@ enum { SILENT = 1, BEHIND = 2 };
 
 /* The peers in trouble while we wait in our collective since t0, as "1 (...), 3 (...)" into buf: silent
  * ones (not heard from for timeout_s: dead or stopped), or with which = BEHIND the live ones that have
- * not reached it. Returns how many. */
-static int trouble(mpi_impl *m, int which, double t0, char *buf, size_t cap)
+ * not reached it and have shown no progress (collective number or work count) for `stale` seconds, nor
+ * since t0. Returns how many. */
+static int trouble(mpi_impl *m, int which, double t0, double stale, char *buf, size_t cap)
 {
     pthread_mutex_lock(&m->lk);
     drain(m);
@@ -156,7 +162,8 @@ static int trouble(mpi_impl *m, int which, double t0, char *buf, size_t cap)
         if ((which & SILENT) && quiet > m->timeout_s)
             len += (size_t)snprintf(buf + len, cap - len, "%s%d (silent for %.0f s%s)", n++ ? ", " : "", p, quiet,
                                     behind > 0 ? ", never reached this collective" : "");
-        else if ((which & BEHIND) && behind > 0 && (!m->threaded || quiet < 3 * m->ping))
+        else if ((which & BEHIND) && behind > 0 && (!m->threaded || quiet < 3 * m->ping) &&
+                 t - (m->moved[p] > t0 ? m->moved[p] : t0) >= stale)
             /* (threaded: a peer not heard from for a few pings is left to the silence rule) */
             len += (size_t)snprintf(buf + len, cap - len, "%s%d (%lld collective%s behind for %.0f s)",
                                     n++ ? ", " : "", p, (long long)behind, behind == 1 ? "" : "s",
@@ -182,7 +189,7 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
             /* Interrupted (e.g. mpirun's SIGTERM after a rank died, shortly followed by SIGKILL): say now
              * whom we are waiting for; keep waiting a little in case everyone was interrupted. */
             stop_seen = t;
-            if (trouble(m, SILENT | BEHIND, t0, who, sizeof who)) {
+            if (trouble(m, SILENT | BEHIND, t0, 0, who, sizeof who)) {
                 grace_end = t + STOP_GRACE_S;
                 if (!m->stop_noted)
                     fprintf(stderr, "upmoe: rank %d: interrupted while waiting in %s (%s) for rank %s\n", m->rank,
@@ -201,11 +208,12 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
             double limit = m->threaded ? (*m->patience > m->timeout_s ? *m->patience : m->timeout_s) : m->timeout_s;
             const char *why = NULL;
             int n = 0;
-            if (m->threaded && (n = trouble(m, SILENT, t0, who, sizeof who)))
+            if (m->threaded && (n = trouble(m, SILENT, t0, 0, who, sizeof who)))
                 why = "which died or was stopped";
-            else if (t - t0 > limit && (n = trouble(m, m->threaded ? BEHIND : SILENT | BEHIND, t0, who, sizeof who)))
+            else if (t - t0 > limit &&
+                     (n = trouble(m, m->threaded ? BEHIND : SILENT | BEHIND, t0, limit, who, sizeof who)))
                 why = m->threaded ? "which is alive but made no progress (hangs?)" : "which died or hangs";
-            else if (grace_end > 0 && t > grace_end && (n = trouble(m, SILENT | BEHIND, t0, who, sizeof who)))
+            else if (grace_end > 0 && t > grace_end && (n = trouble(m, SILENT | BEHIND, t0, 0, who, sizeof who)))
                 why = "and was interrupted";
             if (n) {
                 *m->wait_s += t - t0;
@@ -213,8 +221,9 @@ static int wait_req(mpi_impl *m, MPI_Request *req, const char *what, upm_err *er
                             "from its last checkpoint)", t - t0, m->phase, what, who, why);
             }
             /* Everyone arrived and sounds alive: allow one more timeout, in which a rank that stopped inside
-             * the collective falls silent, before blaming the collective itself. */
-            if (t - t0 > limit + (m->threaded ? m->timeout_s : 0))
+             * the collective falls silent, before blaming the collective itself. (A rank still working its
+             * way to the collective is waited for.) */
+            if (t - t0 > limit + (m->threaded ? m->timeout_s : 0) && !trouble(m, BEHIND, t0, 0, who, sizeof who))
                 return fail(err, UPM_ECOMM, "%s in %s did not complete within %.0f s although every rank reached "
                             "it and is alive (the network?); stopping (the run resumes from its last checkpoint)",
                             what, m->phase, t - t0);
@@ -361,6 +370,7 @@ static void close_impl(void *impl, int abort_job)
     free(m->heard);
     free(m->moved);
     free(m->last);
+    free(m->done);
     free(m->rbuf);
     free(m->sbuf);
     free(m->rreq);
@@ -406,14 +416,16 @@ int upm_comm_module_init(upm_comm_module_args *mi, upm_err *err)
         MPI_Comm_free(&node);
     }
     m->timeout_s = mi->timeout_s, m->stop = mi->stop, m->phase = mi->phase, m->wait_s = mi->wait_s;
-    m->patience = mi->patience;
+    m->patience = mi->patience, m->work = mi->work;
     m->ping = m->timeout_s / 8 < 1 ? m->timeout_s / 8 : 1;
     size_t W = (size_t)m->world;
     m->heard = calloc(W, sizeof *m->heard), m->moved = calloc(W, sizeof *m->moved);
-    m->last = calloc(W, sizeof *m->last), m->rbuf = calloc(W, sizeof *m->rbuf), m->sbuf = calloc(W, sizeof *m->sbuf);
+    m->last = calloc(W, sizeof *m->last), m->done = calloc(W, sizeof *m->done);
+    m->rbuf = calloc(2 * W, sizeof *m->rbuf), m->sbuf = calloc(2 * W, sizeof *m->sbuf);
     m->rreq = malloc(W * sizeof *m->rreq), m->sreq = malloc(W * sizeof *m->sreq);
-    if (!m->heard || !m->moved || !m->last || !m->rbuf || !m->sbuf || !m->rreq || !m->sreq) {
-        free(m->heard), free(m->moved), free(m->last), free(m->rbuf), free(m->sbuf), free(m->rreq), free(m->sreq), free(m);
+    if (!m->heard || !m->moved || !m->last || !m->done || !m->rbuf || !m->sbuf || !m->rreq || !m->sreq) {
+        free(m->heard), free(m->moved), free(m->last), free(m->done), free(m->rbuf), free(m->sbuf);
+        free(m->rreq), free(m->sreq), free(m);
         return fail(err, UPM_ENOMEM, "no memory");
     }
     for (int i = 0; i < MAX_PENDING; i++)
@@ -422,7 +434,7 @@ int upm_comm_module_init(upm_comm_module_args *mi, upm_err *err)
         m->sreq[p] = m->rreq[p] = MPI_REQUEST_NULL;
         m->heard[p] = m->moved[p] = upm_monotonic_s();
         if (p != m->rank)
-            MPI_Irecv(&m->rbuf[p], 1, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
+            MPI_Irecv(&m->rbuf[2 * p], 2, MPI_INT64_T, p, HB_TAG, m->hb, &m->rreq[p]);
     }
     pthread_mutex_init(&m->lk, NULL);
     m->threaded = provided >= MPI_THREAD_MULTIPLE && m->world > 1 &&

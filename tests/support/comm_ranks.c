@@ -2,11 +2,13 @@
  * process (the local backend) or as each rank of `mpirun -np N` (the MPI module), and can stall one rank
  * so that tests/trainer/test_comm.py sees the others give up with a message naming it.
  *
- *   upmoe-comm-ranks [--timeout S] [--patience S] [--stall RANK:stop|sleep]
+ *   upmoe-comm-ranks [--timeout S] [--patience S] [--stall RANK:stop|sleep|work]
  *
  * Each rank prints "rank R of W (local L of LW) via NAME: ok, N checks" and exits 0, or names the first
- * check that failed and exits 1. With --stall, the other ranks print the communicator's error and exit 1
- * (closing the communicator as failed aborts the job, as the trainer does). */
+ * check that failed and exits 1. With --stall stop or sleep, the other ranks print the communicator's error
+ * and exit 1 (closing the communicator as failed aborts the job, as the trainer does); with --stall work the
+ * rank works (counting progress, common/progress.h) for 3 x the patience before it reaches the barrier,
+ * which must then complete. */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,7 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "comm.h"
+#include "progress.h"
 
 static int checks, rank_ = -1;
 
@@ -40,7 +44,7 @@ static int checks, rank_ = -1;
 static void usage(const char *msg)
 {
     fprintf(stderr, "upmoe-comm-ranks: %s\nusage: upmoe-comm-ranks [--timeout S] [--patience S] "
-                    "[--stall RANK:stop|sleep]\n", msg);
+                    "[--stall RANK:stop|sleep|work]\n", msg);
     exit(2);
 }
 
@@ -69,8 +73,8 @@ int main(int argc, char **argv)
             char *colon;
             stall_rank = (int)strtol(argv[++i], &colon, 10);
             stall_how = *colon == ':' ? colon + 1 : "";
-            if (stall_rank < 0 || (strcmp(stall_how, "stop") && strcmp(stall_how, "sleep")))
-                usage("--stall needs RANK:stop or RANK:sleep");
+            if (stall_rank < 0 || (strcmp(stall_how, "stop") && strcmp(stall_how, "sleep") && strcmp(stall_how, "work")))
+                usage("--stall needs RANK:stop, RANK:sleep or RANK:work");
         } else
             usage("unknown argument");
     }
@@ -87,6 +91,8 @@ int main(int argc, char **argv)
     rank_ = r;
     if (stall_rank >= W)
         usage("--stall names a rank beyond the world");
+    if (stall_how && !strcmp(stall_how, "work") && !(patience > 0))
+        usage("--stall RANK:work needs --patience");
     CHECK(W >= 1 && r >= 0 && r < W, "rank %d of %d", r, W);
     CHECK(lw >= 1 && lw <= W && lr >= 0 && lr < lw, "local rank %d of %d in a world of %d", lr, lw, W);
 
@@ -178,7 +184,14 @@ int main(int argc, char **argv)
             fflush(stdout);
             if (!strcmp(stall_how, "stop"))
                 raise(SIGSTOP); /* silent: its heartbeats stop too */
-            for (;;)            /* alive: heartbeats go on, but it never reaches the barrier */
+            for (double t0 = upm_monotonic_s(); !strcmp(stall_how, "work");) { /* slow, but computing */
+                struct timespec ms = {0, 10000000};
+                nanosleep(&ms, NULL);
+                upm_progress_tick();
+                if (upm_monotonic_s() - t0 > 3 * patience)
+                    break;
+            }
+            while (strcmp(stall_how, "work")) /* alive: heartbeats go on, but it never reaches the barrier */
                 sleep(1);
         }
         int rc = upm_comm_barrier(c, &err);
@@ -188,7 +201,7 @@ int main(int argc, char **argv)
             upm_comm_close(c, 1);
             return 1;
         }
-        CHECK(0, "the barrier completed although rank %d stalled", stall_rank);
+        CHECK(!strcmp(stall_how, "work"), "the barrier completed although rank %d stalled", stall_rank);
     }
     printf("rank %d of %d (local %d of %d) via %s: ok, %d checks\n", r, W, lr, lw, upm_comm_name(c), checks);
     fflush(stdout);

@@ -96,8 +96,20 @@ class CommTest(unittest.TestCase):
         self.assertGreaterEqual(int(m.group(1)), 4)  # not given up on before the patience
         self.assertLess(took, 30)
 
+    @unittest.skipUnless(MPIRUN, "mpirun not found: tools/setup installs Debian's openmpi-bin")
+    def test_a_live_rank_that_is_working_is_waited_for_beyond_the_patience(self):
+        """Rank 1 computes (its work count moving, as the encoder's block passes move it) for 3 x the
+        patience (2 s) before it enters the barrier: the others wait for it, and every check passes. A
+        rank slower than any step seen so far, e.g. the first full-vocabulary step, is not a hung one."""
+        rc, out, err, took = launch("--timeout", "1", "--patience", "2", "--stall", "1:work", n=2, timeout=120)
+        print(f"\nworking rank 1: the barrier completed after {took:.1f} s")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("rank 1: stalling (work)", out)
+        self.check_world(2, out, "mpi")
+        self.assertGreater(took, 6)
+
     def test_usage(self):
-        for argv in (["--timeout", "0"], ["--stall", "1:nap"], ["--bogus"], ["--stall", "1:stop"]):
+        for argv in (["--timeout", "0"], ["--stall", "1:nap"], ["--bogus"], ["--stall", "1:stop"], ["--stall", "0:work"]):
             rc, out, err, _ = launch(*argv)
             self.assertEqual(rc, 2, argv)
             self.assertIn("usage: upmoe-comm-ranks", err)
