@@ -744,6 +744,19 @@ int upm_video_decode_frames(const void *data, size_t n, const int64_t *indices, 
     return r;
 }
 
+int upm_video_eval_indices(int64_t num_frames, int T, int clip, int clips, int64_t *out, upm_err *err)
+{
+    int64_t n = num_frames;
+    if (n <= 0 || T <= 0)
+        return upm_errf(err, UPM_EINVAL, "video: cannot sample %d frames from a %lld-frame video", T, (long long)n);
+    if (clips < 1 || clip < 0 || clip >= clips)
+        return upm_errf(err, UPM_EINVAL, "video: clip %d of %d", clip, clips);
+    /* floor((i + (2 clip + 1) / (2 clips)) * n / T), in integers */
+    for (int i = 0; i < T; i++)
+        out[i] = (2 * (int64_t)clips * i + 2 * (int64_t)clip + 1) * n / (2 * (int64_t)clips * T);
+    return 0;
+}
+
 int upm_video_sample_indices(int64_t num_frames, double fps, int T, double interval, int train, upm_rng *rng,
                              int64_t *out, upm_err *err)
 {
@@ -752,11 +765,8 @@ int upm_video_sample_indices(int64_t num_frames, double fps, int T, double inter
         return upm_errf(err, UPM_EINVAL, "video: cannot sample %d frames from a %lld-frame video", T, (long long)n);
     if (train && !rng)
         return upm_errf(err, UPM_EINVAL, "video: training frame sampling needs a random stream");
-    if (!train) { /* segment centres */
-        for (int i = 0; i < T; i++)
-            out[i] = (2 * (int64_t)i + 1) * n / (2 * (int64_t)T);
-        return 0;
-    }
+    if (!train) /* segment centres */
+        return upm_video_eval_indices(n, T, 0, 1, out, err);
     if (n < T) { /* too short even at stride 1: spread what there is, repeating frames */
         for (int i = 0; i < T; i++)
             out[i] = (int64_t)i * n / T;

@@ -92,5 +92,10 @@ int upm_video_decode_frames(const void *data, size_t n, const int64_t *indices, 
 #define UPM_VIDEO_INTERVAL 32 /* Uni-Perceiver's STRIDE: 32 frames at 30 fps between sampled frames */
 int upm_video_sample_indices(int64_t num_frames, double fps, int T, double interval, int train, upm_rng *rng,
                              int64_t *out, upm_err *err);
+/* Evaluation's temporal views: clip `clip` of `clips` takes, in each of the T equal segments, the frame at
+ * offset (clip + 1/2) / clips of the segment: index i = floor((i + (2 clip + 1) / (2 clips)) * num_frames / T).
+ * One clip is the segment centres above; K clips shift them evenly through the segments (mmaction2's
+ * segment sampling in test mode, several clips). Indices ascend within a clip. */
+int upm_video_eval_indices(int64_t num_frames, int T, int clip, int clips, int64_t *out, upm_err *err);
 
 #endif

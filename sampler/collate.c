@@ -179,7 +179,11 @@ static int fill_video(const upm_collate_opts *o, const upm_wds_sample *s, const 
     const upm_wds_field *f = upm_wds_sample_get(s, field);
     if (!f)
         return upm_errf(err, UPM_EBADDATA, "%s: %s: no .%s member", s->url, s->key, field);
-    upm_video_aug aug = {.size = o->image_size};
+    int crops = o->video_crops > 1 ? o->video_crops : 1, clips = o->video_clips > 1 ? o->video_clips : 1;
+    if ((crops != 1 && crops != 3) || o->view < 0 || o->view >= crops * clips)
+        return upm_errf(err, UPM_EUSAGE, "video view %d of %d crops x %d clips", o->view, crops, clips);
+    /* one crop: the centre; three: view 0 the centre, 1 and 2 the two ends (augment_video.h) */
+    upm_video_aug aug = {.size = o->image_size, .eval_crop = o->view % crops};
     int jitter = o->train && o->augment != UPM_AUGMENT_NONE; /* none: the evaluation view */
     if (o->augment == UPM_AUGMENT_LIGHT) /* shorter side 1-8/7 x the crop (paper: 8/7-10/7), no flip */
         aug.scale_min = 1.0, aug.scale_max = 256.0 / 224.0, aug.no_flip = 1;
@@ -190,7 +194,8 @@ static int fill_video(const upm_collate_opts *o, const upm_wds_sample *s, const 
     int rc = o->frames > 64 ? upm_errf(err, UPM_EUSAGE, "at most 64 frames") : upm_video_open(f->data, f->size, &vo, &v, err);
     if (!rc) {
         const upm_video_info *info = upm_video_get_info(v);
-        rc = upm_video_sample_indices(info->num_frames, info->fps, o->frames, o->video_interval, o->train, rng, idx, err);
+        rc = o->train ? upm_video_sample_indices(info->num_frames, info->fps, o->frames, o->video_interval, 1, rng, idx, err)
+                      : upm_video_eval_indices(info->num_frames, o->frames, o->view / crops, clips, idx, err);
     }
     if (!rc)
         rc = upm_video_decode(v, idx, o->frames, &frames, err);
@@ -301,6 +306,17 @@ static int fill_text(const upm_task *t, const upm_collate_opts *o, const upm_wds
     if (upm_formulation_desc_get(t->formulation)->mlm_mask && seg->side == UPM_SIDE_INPUT)
         return upm_text_mask(o->bpe, ids, n, rng, b->mlm_targets + (size_t)row * (size_t)seg->L, err);
     return 0;
+}
+
+int upm_collate_views(const upm_task *t, const upm_collate_opts *o)
+{
+    const upm_formulation_desc *fd = upm_formulation_desc_get(t->formulation);
+    int video = 0;
+    for (int i = 0; i < t->n_inputs; i++)
+        video |= t->inputs[i].modality == UPM_MOD_VIDEO;
+    if (o->train || !fd || fd->targets != UPM_TARGETS_LABEL_TEXTS || !video)
+        return 1;
+    return (o->video_crops > 1 ? o->video_crops : 1) * (o->video_clips > 1 ? o->video_clips : 1);
 }
 
 int upm_collate_row(const upm_task *t, const upm_collate_opts *o, const upm_wds_sample *s, upm_batch *b, int row,

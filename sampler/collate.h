@@ -17,6 +17,9 @@ typedef struct upm_collate_opts {
     int image_size;       /* pixels per side: 160 in stage 1, 224 in stage 2 */
     int frames;           /* T of video segments */
     double video_interval;/* frames at 30 fps between sampled frames (training) */
+    int video_crops;      /* evaluation views of a video: 1 (centre) or 3 spatial crops (left/top, centre, */
+    int video_clips;      /* right/bottom) x clips temporal clips (upm_video_eval_indices); 0 = 1 */
+    int view;             /* the view a row gets: crop view % crops of clip view / crops */
     upm_bpe *bpe;         /* needed by tasks with text */
     int n_labels;         /* label tasks: classes in the label set (0 = don't check) */
     int strict_labels;    /* a class index outside the label set is an error (UPM_EINVAL: evaluation, whose
@@ -40,6 +43,9 @@ int upm_caption_lines(const char *text, size_t len, upm_text_span *lines, int ma
  * at key of its .json member (*owned: the text was allocated and must be freed). */
 int upm_collate_field_text(const upm_wds_sample *s, const char *field, char **text, size_t *len, int *owned,
                            upm_err *err);
+/* Evaluation views per sample for task t: video_crops x video_clips for a label task whose input is a
+ * video (its scores are averaged over them, the paper's multi-view protocol), else 1. */
+int upm_collate_views(const upm_task *t, const upm_collate_opts *o);
 /* The batch shape of task t with B rows. */
 int upm_collate_shape(const upm_task *t, const upm_collate_opts *o, int B, upm_batch_shape *sh, upm_err *err);
 /* Fills row `row` of b from sample s. UPM_EBADDATA when the sample is unusable (missing field,

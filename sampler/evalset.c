@@ -13,6 +13,7 @@ struct upm_evalset {
     upm_dataset dataset;
     upm_task task;
     int n_labels;
+    int views; /* rows per sample: a video label task's crops x clips, else 1 */
     upm_urlpat *pat;
     upm_shardstream *stream;
     upm_pool *pool;
@@ -79,6 +80,11 @@ int upm_evalset_open(upm_catalog *cat, const char *dataset, const upm_evalset_op
         }
     }
     e->o.collate.n_labels = e->n_labels;
+    e->views = rc ? 1 : upm_collate_views(&e->task, &e->o.collate);
+    if (e->views == 1) /* other tasks see one view: the centre crop of the centre clip */
+        e->o.collate.video_crops = e->o.collate.video_clips = 1;
+    else if (e->o.collate.video_crops > 1 && e->o.collate.video_crops != 3)
+        rc = upm_errf(err, UPM_EUSAGE, "video crops must be 1 or 3 (got %d)", e->o.collate.video_crops);
     e->keep_texts = !rc && ((fd->targets == UPM_TARGETS_PAIRED && e->task.target_modality == UPM_MOD_TEXT) ||
                             fd->caption_queries); /* the gallery's captions; the references of generated ones */
     if (!rc && e->keep_texts && (!(e->texts = calloc((size_t)o->batch, sizeof *e->texts)) ||
@@ -110,13 +116,18 @@ static void fill_row(void *ctx, int i, int worker)
     upm_evalset *e = ctx;
     /* evaluation transforms are deterministic; the stream is keyed by the sample's place in the pass */
     upm_rng rng = upm_rng_stream(0, UPM_RNG_AUGMENT, e->first + (uint64_t)i, 0, 0);
-    e->status[i] = upm_collate_row(&e->task, &e->o.collate, &e->raw[i], e->b, i, &rng, &e->errs[i]);
+    upm_collate_opts co = e->o.collate;
+    e->status[i] = 0;
+    for (int v = 0; v < e->views && !e->status[i]; v++) { /* sample i's views are rows i*views .. */
+        co.view = v;
+        e->status[i] = upm_collate_row(&e->task, &co, &e->raw[i], e->b, i * e->views + v, &rng, &e->errs[i]);
+    }
 }
 
 static int shape(upm_evalset *e, int n, upm_batch *b, upm_err *err)
 {
     upm_batch_shape sh;
-    int rc = upm_collate_shape(&e->task, &e->o.collate, n, &sh, err);
+    int rc = upm_collate_shape(&e->task, &e->o.collate, n * e->views, &sh, err);
     return rc ? rc : upm_batch_realloc(b, &e->task, &sh, err);
 }
 
@@ -216,6 +227,7 @@ int upm_evalset_target_text(const upm_evalset *e, int row, const char **text, si
 const upm_task *upm_evalset_task(const upm_evalset *e) { return &e->task; }
 const upm_dataset *upm_evalset_dataset(const upm_evalset *e) { return &e->dataset; }
 int upm_evalset_labels(const upm_evalset *e) { return e->n_labels; }
+int upm_evalset_views(const upm_evalset *e) { return e->views; }
 uint64_t upm_evalset_done(const upm_evalset *e) { return e->done; }
 uint64_t upm_evalset_skipped(const upm_evalset *e) { return e->skipped; }
 

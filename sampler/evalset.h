@@ -31,7 +31,8 @@ typedef struct upm_evalset upm_evalset;
 int upm_evalset_open(upm_catalog *cat, const char *dataset, const upm_evalset_opts *o, upm_bpe *bpe,
                      upm_evalset **out, upm_err *err);
 /* 1 with the next batch in *b (which must be zeroed or hold an earlier batch: its memory is reused; b->B
- * rows), 0 when every sample was read, or a negative UPM_E*. */
+ * rows: upm_evalset_views rows per sample, a sample's views consecutive), 0 when every sample was read,
+ * or a negative UPM_E*. */
 int upm_evalset_next(upm_evalset *e, upm_batch *b, upm_err *err);
 /* Pair tasks with a text target and caption tasks: the whole caption field of row `row` of the last batch
  * (every caption of the sample, one per line: upm_caption_lines), valid until the next batch; 0, or -1 for
@@ -40,6 +41,9 @@ int upm_evalset_target_text(const upm_evalset *e, int row, const char **text, si
 const upm_task *upm_evalset_task(const upm_evalset *e);
 const upm_dataset *upm_evalset_dataset(const upm_evalset *e);
 int upm_evalset_labels(const upm_evalset *e); /* classes of a label task's label set, else 0 */
+/* Rows per sample: collate.video_crops x video_clips for a label task with a video input (the views whose
+ * scores are averaged), else 1. */
+int upm_evalset_views(const upm_evalset *e);
 uint64_t upm_evalset_done(const upm_evalset *e);    /* samples delivered in batches so far */
 uint64_t upm_evalset_skipped(const upm_evalset *e); /* samples (or whole bad shards) left out, each reported */
 void upm_evalset_close(upm_evalset *e);

@@ -12,6 +12,7 @@
 #include "evalset.h"
 #include "formulation.h"
 #include "generate.h"
+#include "label_metrics.h"
 #include "loss.h"
 #include "results.h"
 #include "retrieval.h"
@@ -183,8 +184,13 @@ static int eval_label(pass_ctx *p, upm_eval_result *r, upm_err *err)
             break;
         }
         int64_t base = npred;
-        score_rows(host, B, C, b->labels, &top1, &top5, &n, &ce, preds + base);
-        for (int i = 0; i < B; i++)
+        int V = upm_evalset_views(p->es), ns = B / V;
+        if (upm_label_average_views(host, b->labels, ns, V, C)) {
+            rc = upm_errf(err, UPM_ENOMEM, "no memory for %d scores", C);
+            break;
+        }
+        score_rows(host, ns, C, b->labels, &top1, &top5, &n, &ce, preds + base);
+        for (int i = 0; i < ns; i++)
             if (preds[base + i] >= 0) { /* keep the scored rows, in pass order (npred <= base + i) */
                 labs[npred] = b->labels[i], preds[npred] = preds[base + i];
                 npred++;
@@ -641,6 +647,8 @@ static int evaluate_datasets(trainer *t, const upm_eval_opts *eo, upm_eval_resul
         so.limit = eo->limit;
         so.collate.image_size = o->image_size;
         so.collate.augment = UPM_AUGMENT_NONE;
+        so.collate.video_crops = eo->video_crops > 0 ? eo->video_crops : 3;
+        so.collate.video_clips = eo->video_clips > 0 ? eo->video_clips : 1;
         upm_dataset ds;
         if ((rc = upm_dataset_get(t->cat, eo->datasets[d], &ds, err)))
             break;
@@ -750,7 +758,7 @@ int upm_eval_results_store(upm_catalog *cat, int64_t run_id, int64_t step, const
 int upm_trainer_eval_step(trainer *t, upm_err *err)
 {
     const upm_train_opts *o = t->o;
-    upm_eval_opts eo = {o->eval_datasets, o->n_eval_datasets, o->eval_limit, NULL, NULL, 0, 0, 0, 0.0, 0};
+    upm_eval_opts eo = {o->eval_datasets, o->n_eval_datasets, o->eval_limit, NULL, NULL, 0, 0, 0, 0.0, 0, 0, 0};
     upm_eval_result *res = NULL;
     int n = 0, stored = 0;
     t->eval = 1; /* forward only, no noise, no drop path, no optimizer step; training resumes unchanged */

@@ -122,6 +122,9 @@ typedef struct upm_eval_opts {
     int beams, max_len;
     double length_penalty;
     int reencode;
+    /* a video label task's views, whose class probabilities are averaged: crops (1 or 3) x clips; 0 = the
+     * defaults, 3 crops x 1 clip */
+    int video_crops, video_clips;
 } upm_eval_opts;
 
 /* Evaluates checkpoint `checkpoint` on every sample of each dataset once, in shard order, with the

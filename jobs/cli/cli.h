@@ -51,13 +51,26 @@ int cmd_plot(upm_catalog *cat, int argc, char **argv);
 
 /* ---- the Slurm backend's commands (cmd_slurm.c) ---- */
 
-/* The sbatch options of `submit --backend slurm`, validated, as the JSON object kept in the job row. */
+/* The sbatch options of `submit pretrain|eval --backend slurm`, validated, as the JSON object kept in the
+ * job row. Both submit commands put SLURM_CLI_OPTIONS in their getopt table and hand each option to
+ * slurm_cli_option. */
 typedef struct slurm_cli {
     const char *partition, *time_limit;
-    long signal_lead, cpus_per_rank;
+    long signal_lead, cpus_per_rank; /* signal_lead: 120 unless given */
     const char *extra[64];
     int nextra;
+    int given; /* any of them was given */
 } slurm_cli;
+enum { SLURM_O_PART = 1000, SLURM_O_TIME, SLURM_O_LEAD, SLURM_O_CPUS, SLURM_O_SBATCH };
+#define SLURM_CLI_OPTIONS                                                                                \
+    {"partition", 1, 0, SLURM_O_PART}, {"time", 1, 0, SLURM_O_TIME}, {"signal-lead", 1, 0, SLURM_O_LEAD}, \
+        {"cpus-per-rank", 1, 0, SLURM_O_CPUS}, {"sbatch-arg", 1, 0, SLURM_O_SBATCH}
+/* getopt code c with its argument: 0 when it was a Slurm option and taken, the usage error's exit status
+ * when its value is bad, -1 when c is not a Slurm option. */
+int slurm_cli_option(int c, const char *arg, slurm_cli *s);
+/* After parsing: 1 for --backend slurm, 0 for local, or (-) the usage error's exit status for another
+ * backend or Slurm options without --backend slurm (returned negated). */
+int slurm_cli_backend(const slurm_cli *s, const char *backend);
 char *slurm_opts_json(const slurm_cli *s);
 /* submit: hands queued job `id` to sbatch (withdrawn from the catalog if sbatch refuses it). */
 int slurm_submit(upm_catalog *cat, int64_t id);

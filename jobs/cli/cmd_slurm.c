@@ -13,6 +13,48 @@
 #include "slurm.h"
 #include "worker.h"
 
+int slurm_cli_option(int c, const char *arg, slurm_cli *s)
+{
+    char *end;
+    switch (c) {
+    case SLURM_O_PART: s->partition = arg; break;
+    case SLURM_O_TIME:
+        if (!*arg || strspn(arg, "0123456789:-") != strlen(arg))
+            return usage_error("--time needs a Slurm time limit (MM, HH:MM:SS, D-HH:MM, ...), not '%s'", arg);
+        s->time_limit = arg;
+        break;
+    case SLURM_O_LEAD:
+        if ((s->signal_lead = strtol(arg, &end, 10)) < 1 || *end || s->signal_lead > 65535)
+            return usage_error("--signal-lead needs seconds in [1, 65535], not '%s'", arg);
+        break;
+    case SLURM_O_CPUS:
+        if ((s->cpus_per_rank = strtol(arg, &end, 10)) < 1 || *end || s->cpus_per_rank > 4096)
+            return usage_error("--cpus-per-rank needs an integer in [1, 4096], not '%s'", arg);
+        break;
+    case SLURM_O_SBATCH:
+        if (arg[0] != '-')
+            return usage_error("--sbatch-arg takes one sbatch option (starting with -), not '%s'", arg);
+        if (s->nextra == (int)(sizeof s->extra / sizeof s->extra[0]))
+            return usage_error("at most 64 --sbatch-arg options%s", "");
+        s->extra[s->nextra++] = arg;
+        break;
+    default: return -1;
+    }
+    s->given = 1;
+    return 0;
+}
+
+int slurm_cli_backend(const slurm_cli *s, const char *backend)
+{
+    if (strcmp(backend, "local") && strcmp(backend, "slurm"))
+        return -usage_error("--backend must be local or slurm, not '%s'", backend);
+    int slurm = !strcmp(backend, "slurm");
+    if (s->given && !slurm)
+        return -usage_error("--partition, --time, --signal-lead, --cpus-per-rank and --sbatch-arg need --backend "
+                            "slurm%s", "");
+    return slurm;
+}
+
 char *slurm_opts_json(const slurm_cli *s)
 {
     cJSON *o = cJSON_CreateObject();

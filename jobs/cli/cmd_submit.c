@@ -45,21 +45,24 @@ int cmd_submit(upm_catalog *cat, int argc, char **argv)
     const char *mixture = "uniperceiver-moe-pretrain", *model = "ti", *moe = "attribute", *name = NULL;
     const char *backend = "local", *out = NULL, *steps = "1000", *scale = NULL;
     long long ranks = 1, priority = 0, attempts = 3;
-    int dry = 0, slurm_only = 0;
+    int dry = 0;
     slurm_cli sl = {.signal_lead = 120};
-    enum { O_MIX = 256, O_MODEL, O_MOE, O_STEPS, O_SCALE, O_RANKS, O_PRIO, O_NAME, O_BACKEND, O_ATT, O_OUT, O_DRY,
-           O_PART, O_TIME, O_LEAD, O_CPUS, O_SBATCH };
+    enum { O_MIX = 256, O_MODEL, O_MOE, O_STEPS, O_SCALE, O_RANKS, O_PRIO, O_NAME, O_BACKEND, O_ATT, O_OUT, O_DRY };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"steps", 1, 0, O_STEPS},
         {"batch-scale", 1, 0, O_SCALE}, {"ranks", 1, 0, O_RANKS}, {"priority", 1, 0, O_PRIO}, {"name", 1, 0, O_NAME},
         {"backend", 1, 0, O_BACKEND}, {"max-attempts", 1, 0, O_ATT}, {"out", 1, 0, O_OUT}, {"dry-run", 0, 0, O_DRY},
-        {"partition", 1, 0, O_PART}, {"time", 1, 0, O_TIME}, {"signal-lead", 1, 0, O_LEAD},
-        {"cpus-per-rank", 1, 0, O_CPUS}, {"sbatch-arg", 1, 0, O_SBATCH}, {0, 0, 0, 0}};
+        SLURM_CLI_OPTIONS, {0, 0, 0, 0}};
     optind = 2;
     opterr = 0;
     int c, rc;
     char *end;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if ((rc = slurm_cli_option(c, optarg, &sl)) >= 0) {
+            if (rc)
+                return rc;
+            continue;
+        }
         switch (c) {
         case O_MIX: mixture = optarg; break;
         case O_MODEL: model = optarg; break;
@@ -90,29 +93,6 @@ int cmd_submit(upm_catalog *cat, int argc, char **argv)
         case O_BACKEND: backend = optarg; break;
         case O_OUT: out = optarg; break;
         case O_DRY: dry = 1; break;
-        case O_PART: sl.partition = optarg, slurm_only = 1; break;
-        case O_TIME:
-            if (!*optarg || strspn(optarg, "0123456789:-") != strlen(optarg))
-                return usage_error("--time needs a Slurm time limit (MM, HH:MM:SS, D-HH:MM, ...), not '%s'", optarg);
-            sl.time_limit = optarg, slurm_only = 1;
-            break;
-        case O_LEAD:
-            if ((sl.signal_lead = strtol(optarg, &end, 10)) < 1 || *end || sl.signal_lead > 65535)
-                return usage_error("--signal-lead needs seconds in [1, 65535], not '%s'", optarg);
-            slurm_only = 1;
-            break;
-        case O_CPUS:
-            if ((sl.cpus_per_rank = strtol(optarg, &end, 10)) < 1 || *end || sl.cpus_per_rank > 4096)
-                return usage_error("--cpus-per-rank needs an integer in [1, 4096], not '%s'", optarg);
-            slurm_only = 1;
-            break;
-        case O_SBATCH:
-            if (optarg[0] != '-')
-                return usage_error("--sbatch-arg takes one sbatch option (starting with -), not '%s'", optarg);
-            if (sl.nextra == (int)(sizeof sl.extra / sizeof sl.extra[0]))
-                return usage_error("at most 64 --sbatch-arg options%s", "");
-            sl.extra[sl.nextra++] = optarg, slurm_only = 1;
-            break;
         default: return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -125,12 +105,9 @@ int cmd_submit(upm_catalog *cat, int argc, char **argv)
         upm_moe_kind_parse(moe, 1, &moe_kind, &verr);
     if (verr.code)
         return usage_error("%s", verr.msg);
-    if (strcmp(backend, "local") && strcmp(backend, "slurm"))
-        return usage_error("--backend must be local or slurm, not '%s'", backend);
-    int slurm = !strcmp(backend, "slurm");
-    if (slurm_only && !slurm)
-        return usage_error("--partition, --time, --signal-lead, --cpus-per-rank and --sbatch-arg need --backend slurm%s",
-                           "");
+    int slurm = slurm_cli_backend(&sl, backend);
+    if (slurm < 0)
+        return -slurm;
     char out_abs[PATH_MAX];
     if (out && out[0] != '/') { /* the worker or the batch step may run elsewhere */
         char cwd[PATH_MAX - 256];

@@ -1,6 +1,7 @@
 /* upmoe-jobs submit eval: queues an evaluation of a checkpoint (upmoe-eval's full pass, docs/evaluation.md)
- * on datasets or a mixture, run by a worker like any job (leases, retries), its results stored in the
- * catalog under the job's attempt. */
+ * on datasets or a mixture, run by a worker like any job (leases, retries) or as a Slurm batch job
+ * (--backend slurm, with the sbatch options of submit pretrain), its results stored in the catalog under
+ * the job's attempt. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -40,16 +41,23 @@ int cmd_submit_eval(upm_catalog *cat, int argc, char **argv)
     const char *datasets[64];
     int ndatasets = 0;
     long long priority = 0, attempts = 3;
+    slurm_cli sl = {.signal_lead = 120};
     enum { O_CKPT = 256, O_DATASET, O_MIX, O_LIMIT, O_NAME, O_PRIO, O_ATT, O_BACKEND, O_OUT };
     static const struct option opts[] = {
         {"checkpoint", 1, 0, O_CKPT}, {"dataset", 1, 0, O_DATASET}, {"mixture", 1, 0, O_MIX}, {"limit", 1, 0, O_LIMIT},
         {"name", 1, 0, O_NAME},       {"priority", 1, 0, O_PRIO},   {"max-attempts", 1, 0, O_ATT},
-        {"backend", 1, 0, O_BACKEND}, {"out", 1, 0, O_OUT},         {0, 0, 0, 0}};
+        {"backend", 1, 0, O_BACKEND}, {"out", 1, 0, O_OUT},         SLURM_CLI_OPTIONS,
+        {0, 0, 0, 0}};
     optind = 2;
     opterr = 0;
     int c, rc;
     char *end;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if ((rc = slurm_cli_option(c, optarg, &sl)) >= 0) {
+            if (rc)
+                return rc;
+            continue;
+        }
         switch (c) {
         case O_CKPT: ckpt = optarg; break;
         case O_DATASET:
@@ -79,8 +87,9 @@ int cmd_submit_eval(upm_catalog *cat, int argc, char **argv)
     }
     if (!ckpt || (!mixture && !ndatasets) || (mixture && ndatasets))
         return usage_error("submit eval needs --checkpoint and one of --mixture or --dataset%s", "");
-    if (strcmp(backend, "local"))
-        return usage_error("evaluation jobs run on the local backend for now, not '%s'", backend);
+    int slurm = slurm_cli_backend(&sl, backend);
+    if (slurm < 0)
+        return -slurm;
     char abs_ckpt[PATH_MAX];
     struct stat st;
     if (strspn(ckpt, "0123456789") == strlen(ckpt)) /* a job id: upmoe-eval finds its last checkpoint */
@@ -120,12 +129,16 @@ int cmd_submit_eval(upm_catalog *cat, int argc, char **argv)
         strcat(out_abs, "/"), strcat(out_abs, out);
         out = out_abs;
     }
-    upm_job_submit s = {name ? name : "eval", "eval", backend, priority, 1, attempts, aj, out, NULL};
+    char *bopts = slurm ? slurm_opts_json(&sl) : NULL;
+    upm_job_submit s = {name ? name : "eval", "eval", backend, priority, 1, attempts, aj, out, bopts};
     int64_t id = 0;
     rc = upm_job_submit_new(cat, &s, &id, &err);
     free(aj);
+    free(bopts);
     if (rc)
         return fail(&err);
+    if (slurm && (rc = slurm_submit(cat, id))) /* one rank: the batch step runs upmoe-eval */
+        return rc;
     printf("%lld\n", (long long)id);
     return 0;
 }

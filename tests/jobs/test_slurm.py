@@ -3,7 +3,7 @@ localhost by slurm_fixture, then stopped): sbatch runs the job's batch step, whi
 the trainer (srun --mpi=pmix for several ranks) and records its end; a time limit makes the trainer
 checkpoint and the job requeue and resume to the same weights as an uninterrupted run; a preempted
 (requeued) job resumes; cancel uses scancel; a job cancelled behind upmoe-jobs' back is followed;
-names and options never reach a shell."""
+names and options never reach a shell; an evaluation job runs upmoe-eval the same way."""
 import json
 import os
 import shutil
@@ -245,6 +245,35 @@ class SlurmJobsTest(unittest.TestCase):
         self.assertTrue(jobname.startswith(f"upmoe-{jid}-x__touch_"), jobname)
         self.assertEqual(comment, f"$(touch {mark})")
         self.assertIn("'" + f"x$(touch {mark})", self.job(jid)["command"])  # shown quoted
+
+    def test_an_evaluation_job_runs_under_sbatch(self):
+        """submit eval --backend slurm: sbatch runs the batch step, which claims the job and runs upmoe-eval's
+        full pass under the job's attempt; the results land in the catalog, the job succeeds and its log is
+        Slurm's output file; --time reaches sbatch."""
+        ckpt = os.path.join(self.tmp, "eval-ckpt")
+        run(os.path.join(BUILD, "upmoe-train"), "--mixture", "three", "--steps", 2, "--out", ckpt, *TINY, "--quiet",
+            env=self.env)
+        before = self.sql("SELECT count(*) FROM eval_results WHERE dataset = 'images'")[0][0]
+        p = self.jobs("submit", "eval", "--checkpoint", ckpt, "--dataset", "images", "--limit", 24, "--name",
+                      "eval-slurm", "--backend", "slurm", "--time", "10:00", "--", "--image-size", 32, "--batch", 8)
+        jid = int(p.stdout.strip())
+        self.assertIn("is Slurm job", p.stderr)
+        sid = self.slurm_id(jid)
+        self.assertTrue(sid.isdigit(), sid)
+        self.assertEqual(self.wait_end(jid), "succeeded", self.log(jid))
+        st = self.job(jid)
+        self.assertEqual((st["kind"], st["attempt"], st["slurm_job"]), ("eval", 1, sid))
+        self.assertIn(f"Slurm job {sid}: COMPLETED", st["slurm"])
+        self.assertEqual(self.events(jid), ["submitted", "submitted to Slurm", "started", "succeeded"])
+        rows = self.sql("SELECT metric, samples FROM eval_results WHERE dataset = 'images' ORDER BY rowid")[before:]
+        self.assertEqual({m for m, _ in rows}, {"top1", "top5", "loss"})
+        self.assertEqual({n for _, n in rows}, {24})
+        with open(st["log"], encoding="utf-8") as f:
+            log = f.read()
+        self.assertIn("upmoe-eval --catalog", log)
+        self.assertIn(f"--job {jid} --attempt 1", log)
+        tl = subprocess.run(["scontrol", "show", "job", sid], env=self.env, text=True, stdout=subprocess.PIPE)
+        self.assertIn("TimeLimit=00:10:00", tl.stdout)
 
     def test_bad_slurm_options_change_nothing(self):
         """Slurm-only options without --backend slurm, a malformed --time and an sbatch that refuses the job

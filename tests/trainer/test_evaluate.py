@@ -14,7 +14,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_fixture import BUILD, CAT, TRAIN, build, run  # noqa: E402
+from train_fixture import BUILD, CAT, SHARD, TRAIN, build, run, testdata  # noqa: E402
 
 EVAL = os.path.join(BUILD, "upmoe-eval")
 SMALL = ["--dim", 32, "--layers", 2, "--heads", 2, "--experts", 4, "--batch", 8, "--image-size", 32,
@@ -314,7 +314,10 @@ class EvaluateTest(unittest.TestCase):
         for argv, msg in ((["--dataset", "images"], "needs --checkpoint"),
                           (["--checkpoint", self.run_dir], "one of --mixture or --dataset"),
                           (["--checkpoint", os.path.join(self.tmp, "nope"), "--dataset", "images"], "no checkpoint"),
-                          (["--checkpoint", self.run_dir, "--dataset", "images", "--backend", "slurm"], "local backend")):
+                          (["--checkpoint", self.run_dir, "--dataset", "images", "--time", "10"],
+                           "need --backend slurm"),
+                          (["--checkpoint", self.run_dir, "--dataset", "images", "--backend", "pbs"],
+                           "--backend must be local or slurm")):
             p = run(jobs, "submit", "eval", *argv, env=self.env, ok=False)
             self.assertEqual(p.returncode, 2, p.stderr)
             self.assertIn(msg, p.stderr)
@@ -357,6 +360,50 @@ class EvaluateTest(unittest.TestCase):
                 con.execute("INSERT INTO jobs (name, kind, argv, out_dir) VALUES ('x', 'bogus', '[]', '/tmp')")
         finally:
             con.close()
+
+    def test_video_views_are_averaged(self):
+        """A video label task (real videos of eight codecs and containers, three classes): each video is
+        scored once (samples = videos), from 3 crops x 1 clip by default; other view counts change the
+        scores but not the count; the same views give the same bytes; bad view options exit 2. (The
+        views themselves are checked in test_collate.c, the probability averaging in
+        test_label_metrics.c.)"""
+        td = testdata()
+        vids = os.path.join(self.tmp, "videos")
+        for cls, files in (("bird", ["cockatoo.mp4"]), ("short", ["realshort.mp4"]),
+                           ("codec", ["codecs/" + f for f in sorted(os.listdir(os.path.join(td, "video", "codecs")))])):
+            os.makedirs(os.path.join(vids, cls), exist_ok=True)
+            for f in files:  # one member name for all: FFmpeg finds the container from the bytes
+                os.symlink(os.path.join(td, "video", f),
+                           os.path.join(vids, cls, os.path.basename(f).rsplit(".", 1)[0] + ".mp4"))
+        out = os.path.join(self.tmp, "video-shards")
+        run(SHARD, "folder", vids, "--kind", "video-class", "--out", out, "--prefix", "videos",
+            "--write-classes", os.path.join(out, "classes.txt"))
+        c = lambda *a: run(CAT, *a, env=self.env)  # noqa: E731
+        c("add", "labels", "video-classes", os.path.join(out, "classes.txt"))
+        c("add", "task", "codec-classification", "--formulation", "label", "--input", "mp4=video", "--target", "cls",
+          "--labels", "video-classes")
+        c("add", "dataset", "videos", "--task", "codec-classification", "--batch", 4, "--url",
+          os.path.join(out, "videos-000000.tar"))
+        nvid = sum(len(fs) for _, _, fs in os.walk(vids))
+        self.assertEqual(nvid, 8)
+
+        def ev(*views):
+            r = self.evaluate("--dataset", "videos", "--json", "--no-store", *views)["datasets"][0]
+            self.assertEqual((r["samples"], r["scored"], r["skipped"]), (nvid, nvid, 0), views)
+            return r
+
+        one, default, six = ev("--video-crops", 1, "--video-clips", 1), ev(), ev("--video-crops", 3, "--video-clips", 2)
+        self.assertEqual(default, ev("--video-crops", 3, "--video-clips", 1))
+        self.assertEqual(six, ev("--video-crops", 3, "--video-clips", 2))
+        self.assertNotEqual(one["loss"], default["loss"])
+        self.assertNotEqual(default["loss"], six["loss"])
+        for r in (one, default, six):
+            self.assertLessEqual(r["metrics"]["top1"], r["metrics"]["top5"])
+            self.assertAlmostEqual(r["chance"]["top1"], 1 / 3, places=6)
+        for bad in (["--video-crops", 2], ["--video-clips", 0], ["--video-clips", 17]):
+            p = self.evaluate("--dataset", "videos", *bad, ok=False)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(str(bad[0]), p.stderr)
 
     def test_bad_data(self):
         """A label set that lacks classes of the data, and a split with no sample: clear errors, exit 1,

@@ -1,12 +1,15 @@
 /* Unit test for sampler/collate.c on real data: a real JPEG, real captions and the real CLIP
  * vocabulary become batch rows for every formulation (label, caption with its query layout, pair,
- * MLM, a GLUE prompt), with the attribute bytes of paper Table 2, and unusable samples are refused. */
+ * MLM, a GLUE prompt), with the attribute bytes of paper Table 2, and unusable samples are refused; a real
+ * video's evaluation views (crops x clips) are the crops and clips augment_video.h and video.h define. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "augment_video.h"
 #include "bpe.h"
 #include "check.h"
 #include "collate.h"
+#include "video.h"
 
 /* A sample with up to three fields that borrow the given bytes. */
 static upm_wds_sample sample(upm_wds_field *f, size_t n)
@@ -44,6 +47,67 @@ static int fill(const upm_task *t, upm_collate_opts *o, upm_wds_sample *s, upm_b
         return -100;
     upm_rng rng = upm_rng_stream(1, UPM_RNG_AUGMENT, 0, 0, 0);
     return upm_collate_row(t, o, s, b, 1, &rng, err);
+}
+
+/* Evaluation views of a video label task: view v is crop v % 3 (0 centre, 1 and 2 the ends of the longer
+ * side) of clip v / 3 (video.h's upm_video_eval_indices); other tasks and training have one view. */
+static void test_video_views(const char *td)
+{
+    char path[4096];
+    size_t nv = 0;
+    snprintf(path, sizeof path, "%s/video/codecs/mp4.mp4", td); /* 560x320, 166 frames */
+    unsigned char *mp4 = check_read_file(path, &nv);
+    if (!mp4)
+        return;
+    upm_err err;
+    upm_wds_field f[2] = {{"mp4", mp4, nv}, {"cls", (unsigned char *)"1", 1}};
+    upm_wds_sample s = sample(f, 2);
+    upm_task vt = task("kinetics", UPM_FORM_LABEL, "mp4=video", "cls", UPM_MOD_TEXT);
+    upm_task it = task("cls", UPM_FORM_LABEL, "jpg=image", "cls", UPM_MOD_TEXT);
+    upm_task vp = task("vpair", UPM_FORM_PAIR, "mp4=video", "txt", UPM_MOD_TEXT);
+    upm_collate_opts o = {.train = 0, .image_size = 64, .frames = 4, .n_labels = 4, .video_crops = 3, .video_clips = 2};
+    CHECK(upm_collate_views(&vt, &o) == 6 && upm_collate_views(&it, &o) == 1 && upm_collate_views(&vp, &o) == 1);
+    o.train = 1;
+    CHECK(upm_collate_views(&vt, &o) == 1);
+    o.train = 0;
+    size_t px = 4 * 3 * 64 * 64;
+    float *rows[6] = {0};
+    upm_batch b;
+    for (int v = 0; v < 6; v++) {
+        o.view = v;
+        CHECK(fill(&vt, &o, &s, &b, &err) == 0 && b.labels[1] == 1);
+        rows[v] = malloc(sizeof(float) * px);
+        memcpy(rows[v], b.seg[0].pixels + px, sizeof(float) * px);
+        upm_batch_free(&b);
+        /* the same view made directly: the clip's frames, the crop */
+        upm_video_aug aug = {.size = 64, .eval_crop = v % 3};
+        upm_video_opts vo = {.max_short_side = upm_video_aug_decode_side(&aug)};
+        upm_video_info info;
+        int64_t idx[4];
+        upm_video_frames fr = {0};
+        float *want = malloc(sizeof(float) * px);
+        CHECK(upm_video_probe(mp4, nv, &info, &err) == 0 && llabs(info.num_frames - 166) <= 2);
+        CHECK(upm_video_eval_indices(info.num_frames, 4, v / 3, 2, idx, &err) == 0);
+        /* 166 frames (as Debian 12's FFmpeg counts them): 4 segments of 41.5, offsets 1/4 and 3/4 of them */
+        CHECK(info.num_frames != 166 || (idx[0] == (v / 3 == 0 ? 10 : 31) && idx[3] == (v / 3 == 0 ? 134 : 155)));
+        CHECK(upm_video_decode_frames(mp4, nv, idx, 4, &vo, &fr, &err) == 0);
+        CHECK(upm_video_augment(&fr, 0, &aug, NULL, want, NULL, &err) == 0);
+        CHECK(memcmp(want, rows[v], sizeof(float) * px) == 0);
+        upm_video_frames_free(&fr);
+        free(want);
+    }
+    for (int v = 1; v < 6; v++) /* every view is a different input */
+        for (int w = 0; w < v; w++)
+            CHECK(memcmp(rows[v], rows[w], sizeof(float) * px) != 0);
+    for (int v = 0; v < 6; v++)
+        free(rows[v]);
+    o.view = 6; /* beyond crops x clips */
+    CHECK(fill(&vt, &o, &s, &b, &err) == UPM_EUSAGE);
+    upm_batch_free(&b);
+    o.view = 0, o.video_crops = 2;
+    CHECK(fill(&vt, &o, &s, &b, &err) == UPM_EUSAGE && strstr(err.msg, "2 crops"));
+    upm_batch_free(&b);
+    free(mp4);
 }
 
 int main(void)
@@ -195,6 +259,7 @@ int main(void)
     CHECK(fill(&cls, &o, &s, &b, &err) == UPM_EBADDATA);
     upm_batch_free(&b);
 
+    test_video_views(td);
     upm_bpe_free(bpe);
     free(jpg);
     return CHECK_RESULT("test_collate");

@@ -62,6 +62,17 @@ static void test_policy(void)
     CHECK(upm_video_sample_indices(100, 30, 8, 0, 0, NULL, a, &err) == 0);
     const int64_t centres[8] = {6, 18, 31, 43, 56, 68, 81, 93};
     CHECK(memcmp(a, centres, sizeof a) == 0);
+    /* evaluation's temporal views: 320 frames, 8 segments of 40, 4 clips: clip k's offset in each segment is
+     * (k + 1/2) / 4 of 40 frames = 10 k + 5; one clip is the segment centres above */
+    for (int k = 0; k < 4; k++) {
+        CHECK(upm_video_eval_indices(320, 8, k, 4, a, &err) == 0);
+        for (int i = 0; i < 8; i++)
+            CHECK(a[i] == 40 * i + 10 * k + 5);
+    }
+    CHECK(upm_video_eval_indices(100, 8, 0, 1, a, &err) == 0 && memcmp(a, centres, sizeof a) == 0);
+    CHECK(upm_video_eval_indices(100, 8, 2, 2, a, &err) == UPM_EINVAL);
+    CHECK(upm_video_eval_indices(100, 8, 0, 0, a, &err) == UPM_EINVAL);
+    CHECK(upm_video_eval_indices(3, 8, 1, 2, a, &err) == 0 && ascending(a, 8, 0) && a[7] == 2);
     CHECK(upm_video_sample_indices(5, 30, 8, 0, 0, NULL, a, &err) == 0); /* fewer frames than T: repeats */
     CHECK(ascending(a, 8, 0) && a[0] == 0 && a[7] == 4);
     for (int64_t n = 8; n < 400; n += 13) { /* uniform: gaps differ by at most one frame */

@@ -27,13 +27,14 @@ static const char usage[] =
     "usage: " PROG " --checkpoint DIR (--dataset NAME ... | --mixture NAME) [--limit N] [--batch N]\n"
     "       [--image-size S] [--vocab-targets full|sampled:N] [--threads N] [--catalog PATH] [--bpe-vocab PATH]\n"
     "       [--json] [--no-store] [--predictions FILE] [--beams N] [--max-len N] [--length-penalty A]\n"
-    "       [--no-cache] [--steps N [--seed S]]\n"
+    "       [--no-cache] [--video-crops 1|3] [--video-clips N] [--steps N [--seed S]]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, a run's --out directory for its newest, or\n"
     "the id of an upmoe-jobs job for its run's last checkpoint)\n"
     "on every sample of each dataset once (--dataset, repeatable, or every dataset of --mixture), in shard\n"
     "order, with evaluation transforms, and prints the metrics of each dataset's formulation next to chance:\n"
     "  label   top-1 and top-5 over the label set (label texts encoded once); two classes: also F1 of\n"
-    "          class 1 and Matthews' correlation (GLUE); a cloze prompt is read at its <|spe|>\n"
+    "          class 1 and Matthews' correlation (GLUE); a cloze prompt is read at its <|spe|>; a video's\n"
+    "          class probabilities averaged over its views (crops x clips)\n"
     "  pair    R@1, R@5, R@10 image->text and text->image over the whole split as the gallery, and their\n"
     "          mean (every text equal to a sample's caption counts as its ground truth)\n"
     "  vocab   teacher-forced token accuracy; perplexity with --vocab-targets full (the default)\n"
@@ -45,6 +46,10 @@ static const char usage[] =
     "           paper's MSVD setting is 2.0)\n"
     "--no-cache  generate by re-encoding the caption so far at every step (what the cache saves; the same\n"
     "           captions, slower)\n"
+    "--video-crops 1|3  spatial views of a video to classify (default 3: the two ends and the centre of its\n"
+    "           longer side; 1: the centre crop)\n"
+    "--video-clips N  temporal views (default 1: the centre frame of each of the clip's segments; N: N\n"
+    "           offsets spread through the segments), 1 to 16\n"
     "--limit N  the first N samples of each dataset only (a quick look)\n"
     "--batch N  rows per batch (default: each dataset's catalog batch size)\n"
     "--steps N  instead: N batches drawn from --mixture as training draws them (pair: the batch is the\n"
@@ -354,17 +359,19 @@ int main(int argc, char **argv)
     int json = 0, ndatasets = 0, no_store = 0;
     const char *predictions = NULL;
     char *datasets[MAX_DATASETS] = {0};
-    int beams = 0, max_len = 0, no_cache = 0;
+    int beams = 0, max_len = 0, no_cache = 0, crops = 0, clips = 0;
     double length_penalty = 0;
     enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE,
-           O_DATASET, O_LIMIT, O_NO_STORE, O_PRED, O_JOB, O_ATTEMPT, O_BEAMS, O_MAXLEN, O_LENPEN, O_NOCACHE };
+           O_DATASET, O_LIMIT, O_NO_STORE, O_PRED, O_JOB, O_ATTEMPT, O_BEAMS, O_MAXLEN, O_LENPEN, O_NOCACHE,
+           O_CROPS, O_CLIPS };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
         {"threads", 1, 0, O_THREADS}, {"catalog", 1, 0, O_CAT}, {"json", 0, 0, O_JSON}, {"bpe-vocab", 1, 0, O_BPE},
         {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"no-store", 0, 0, O_NO_STORE}, {"predictions", 1, 0, O_PRED},
         {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT}, {"beams", 1, 0, O_BEAMS}, {"max-len", 1, 0, O_MAXLEN},
-        {"length-penalty", 1, 0, O_LENPEN}, {"no-cache", 0, 0, O_NOCACHE},
+        {"length-penalty", 1, 0, O_LENPEN}, {"no-cache", 0, 0, O_NOCACHE}, {"video-crops", 1, 0, O_CROPS},
+        {"video-clips", 1, 0, O_CLIPS},
         {"help", 0, 0, 'h'},
         {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
@@ -408,6 +415,8 @@ int main(int argc, char **argv)
             }
             break;
         case O_NOCACHE: no_cache = 1; break;
+        case O_CROPS: crops = (int)v; bad_int |= v != 1 && v != 3; break;
+        case O_CLIPS: clips = (int)v; bad_int |= v < 1 || v > 16; break;
         case O_JOB: o.job = v; break;
         case O_ATTEMPT: o.attempt = v; break;
         case O_VOCAB:
@@ -423,7 +432,12 @@ int main(int argc, char **argv)
         }
         if (bad_int) {
             fprintf(stderr, PROG ": error: %s needs a non-negative integer%s, not '%s'\n", argv[optind - 2],
-                    c == O_BEAMS ? " from 1 to 64" : c == O_MAXLEN ? " from 1 to 1024" : "", optarg);
+                    c == O_BEAMS    ? " from 1 to 64"
+                    : c == O_MAXLEN ? " from 1 to 1024"
+                    : c == O_CROPS  ? " (1 or 3)"
+                    : c == O_CLIPS  ? " from 1 to 16"
+                                    : "",
+                    optarg);
             return 2;
         }
     }
@@ -455,7 +469,7 @@ int main(int argc, char **argv)
             rc = check_datasets(&o, datasets, ndatasets, &err);
         progress_ctx pc = {.on = isatty(2) && !json};
         upm_eval_opts eo = {(const char *const *)datasets, ndatasets, limit, progress, &pc, predictions != NULL,
-                            beams, max_len, length_penalty, no_cache};
+                            beams, max_len, length_penalty, no_cache, crops, clips};
         upm_eval_result *res = NULL;
         int n = 0;
         if (!rc)
