@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "caption_metrics.h"
+#include "clock.h"
 #include "evalset.h"
 #include "formulation.h"
 #include "generate.h"
@@ -605,8 +606,11 @@ static int eval_vocab(pass_ctx *p, upm_eval_result *r, upm_err *err)
         }
         rc = full ? vocab_full_batch(t, fd, &host, &n, &correct, &ce, err)
                   : vocab_sampled_batch(t, &n, &correct, &C, err);
-        if (!rc && caption)
+        if (!rc && caption) {
+            double t0 = upm_monotonic_s();
             rc = generate_batch(p, &gen, corpus, r, err);
+            r->generate_seconds += upm_monotonic_s() - t0;
+        }
         if (rc)
             break;
         tick(p);
@@ -665,12 +669,14 @@ static int evaluate_datasets(trainer *t, const upm_eval_opts *eo, upm_eval_resul
         pass_ctx p = {t, es, eo, ds.num_samples >= 0 ? ds.num_samples : -1, so.batch};
         if (eo->limit > 0 && (p.total < 0 || p.total > eo->limit))
             p.total = eo->limit;
+        double t0 = upm_monotonic_s();
         if (fd->targets == UPM_TARGETS_LABEL_TEXTS)
             rc = eval_label(&p, r, err);
         else if (fd->targets == UPM_TARGETS_PAIRED)
             rc = eval_pair(&p, r, err);
         else
             rc = eval_vocab(&p, r, err);
+        r->seconds = upm_monotonic_s() - t0;
         r->samples = (int64_t)upm_evalset_done(es);
         r->skipped = (int64_t)upm_evalset_skipped(es);
         if (!rc && r->samples == 0)

@@ -95,6 +95,8 @@ typedef struct upm_eval_result {
     int64_t scored;  /* predictions behind the metrics (samples, queries, tokens) */
     int64_t captions; /* pair: the gallery's captions (a sample may carry several) */
     double loss;     /* mean cross-entropy without label smoothing over the scored predictions; < 0: n/a */
+    double seconds;          /* wall time of the pass (not part of the deterministic output) */
+    double generate_seconds; /* vocab-caption: of it, generating the captions */
     int nmetrics;
     upm_eval_metric metrics[UPM_EVAL_MAX_METRICS];
     /* label, with upm_eval_opts.predictions: each scored sample's class and the top-ranked class, in pass

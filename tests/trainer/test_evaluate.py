@@ -406,8 +406,8 @@ class EvaluateTest(unittest.TestCase):
             self.assertIn(str(bad[0]), p.stderr)
 
     def test_bad_data(self):
-        """A label set that lacks classes of the data, and a split with no sample: clear errors, exit 1,
-        nothing stored."""
+        """A label set that lacks classes of the data, a split with no sample, and a checkpoint whose weights
+        are of another model size than its configuration: clear errors, exit 1, nothing stored."""
         stored = len(self.results())
         url = json.loads(run(CAT, "show", "dataset", "images", "--json", env=self.env).stdout)["url"]
         short = os.path.join(self.tmp, "short.txt")
@@ -429,6 +429,20 @@ class EvaluateTest(unittest.TestCase):
         p = self.evaluate("--dataset", "images-empty", ok=False)
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("dataset images-empty: no usable sample to evaluate (empty split?)", p.stderr)
+        self.assertEqual(p.stdout, "")
+        # a checkpoint whose weights are another model size's (dim 64) than its state.json says (dim 32)
+        import glob
+        import shutil
+        other = os.path.join(self.tmp, "other-size")
+        run(TRAIN, "--mixture", "images-only", "--out", other, *SMALL, "--dim", 64, "--steps", 1, "--quiet",
+            env=self.env)
+        mixed = os.path.join(self.tmp, "mixed-ckpt")
+        shutil.copytree(sorted(glob.glob(os.path.join(self.run_dir, "checkpoints", "step-*")))[-1], mixed)
+        shutil.copy(os.path.join(sorted(glob.glob(os.path.join(other, "checkpoints", "step-*")))[-1],
+                                 "model.safetensors"), mixed)
+        p = run(EVAL, "--checkpoint", mixed, "--dataset", "images", "--image-size", 32, env=self.env, ok=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("has another dtype or shape (this model's configuration differs)", p.stderr)
         self.assertEqual(p.stdout, "")
         self.assertEqual(len(self.results()), stored)
 

@@ -244,7 +244,10 @@ static void print_full(const char *ckpt, const upm_eval_result *res, int n, int 
             printf(", %lld captions", (long long)r->captions);
         if (r->loss >= 0)
             printf(", loss %.4f", r->loss);
-        printf("\n");
+        printf(" (%.2f s", r->seconds);
+        if (r->formulation == UPM_FORM_VOCAB_CAPTION)
+            printf("; generating the captions %.2f s", r->generate_seconds);
+        printf(")\n");
         for (int k = 0; k < r->nmetrics; k++) {
             printf("  %-16s %.4f", r->metrics[k].name, r->metrics[k].value);
             if (r->metrics[k].chance >= 0)
