@@ -17,6 +17,7 @@ enum {
     UPM_EBADDATA = -7,  /* corrupt or unusable input data: a bad sample, a damaged tar, a truncated JPEG */
     UPM_ECOMM = -8,     /* another rank died, hung or disagrees (data-parallel runs) */
     UPM_ELEASE = -9,    /* this process's job attempt lost its lease: another attempt owns the job now */
+    UPM_EBACKEND = -10, /* a backend op failed (a kernel error, device memory exhausted): backend.h status */
 };
 
 typedef struct upm_err {

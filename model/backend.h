@@ -59,6 +59,20 @@ struct upm_backend {
     void (*copy)(upm_backend *be, void *dst, const void *src, size_t bytes);
     void (*zero)(upm_backend *be, void *p, size_t bytes);
     void (*sync)(upm_backend *be); /* waits for queued work (no-op on the CPU) */
+    /* Errors: ops return nothing; an op that fails (no scratch memory, a library or kernel error) records
+     * it and leaves its outputs NaN. status returns 0, or UPM_EBACKEND with the first failure's op and
+     * reason in err; the failure sticks (every later call reports it), as a GPU's does. Callers check it
+     * once per pass and per optimizer step, not per op. */
+    int (*status)(upm_backend *be, upm_err *err);
+    /* The host address of backend memory p when the host may use it directly (the CPU backend: p itself;
+     * a communicator then reduces gradients in place), else NULL: stage through download/upload. */
+    void *(*host_ptr)(upm_backend *be, void *p);
+    /* Buckets of parameter ranges (gradient reduction): pack gathers the n ranges src[off[r] ..
+     * off[r]+len[r]) one after another into dst; unpack_scale writes them back, times alpha. off and len
+     * are host arrays, in floats. */
+    void (*pack)(upm_backend *be, float *dst, const float *src, const size_t *off, const size_t *len, int n);
+    void (*unpack_scale)(upm_backend *be, float *dst, const float *src, const size_t *off, const size_t *len, int n,
+                         float alpha);
 
     /* ---- dense algebra ---- */
     /* C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T (ta/tb != 0), leading dims as BLAS
@@ -145,9 +159,28 @@ struct upm_backend {
     void (*destroy)(upm_backend *be);
 };
 
+/* ---- the registry (backend_registry.c) ---- */
+typedef struct upm_backend_opts {
+    int threads; /* CPU threads of the CPU ops (0 = the OpenMP default) */
+} upm_backend_opts;
+/* Opens backend `name` ("cpu", "debug"; NULL = upm_backend_default()). A name this build or machine cannot
+ * run is UPM_EUSAGE, naming the backends that can. o may be NULL (defaults). */
+int upm_backend_open(const char *name, const upm_backend_opts *o, upm_backend **out, upm_err *err);
+/* $UPMOE_BACKEND when set (so a whole test suite can run on another backend), else "cpu". */
+const char *upm_backend_default(void);
+/* "cpu, debug": the backends upm_backend_open can open here. */
+void upm_backend_list(char *buf, size_t cap);
+
 /* The CPU backend: oneDNN's sgemm for matmuls, OpenMP loops for the rest, `threads` threads (0 = the
  * OpenMP default). */
 int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err);
+/* The debug backend (backend_debug.c): the CPU backend's ops on memory the host cannot dereference. Its
+ * pointers are tagged (bit 52 set: a non-canonical or unmapped address), so model or trainer code that
+ * reads or writes backend memory other than through upload/download crashes at once, as it would on a
+ * GPU; every pointer an op receives is checked to lie in a live allocation of this backend (and, where
+ * the op knows its extent, to fit), and a host pointer given as backend memory or the reverse aborts
+ * naming the op and the argument. */
+int upm_backend_debug_new(int threads, upm_backend **out, upm_err *err);
 
 static inline void upm_backend_free(upm_backend *be)
 {

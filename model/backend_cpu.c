@@ -6,6 +6,7 @@
 #include <dnnl.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,19 @@ void upm_cpu_poison(float *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         p[i] = NAN;
+}
+
+void upm_cpu_fail(upm_backend *be, const char *op, const char *why)
+{
+    upm_cpu_ctx *c = be->ctx;
+    if (!c->failed[0])
+        snprintf(c->failed, sizeof c->failed, "%s: %s", op, why);
+}
+
+static int cpu_status(upm_backend *be, upm_err *err)
+{
+    upm_cpu_ctx *c = be->ctx;
+    return c->failed[0] ? upm_errf(err, UPM_EBACKEND, "%s backend: %s", be->name, c->failed) : 0;
 }
 
 /* ---- memory ---- */
@@ -118,9 +132,14 @@ static void cpu_gemm(upm_backend *be, int ta, int tb, int M, int N, int K, float
         return;
     }
     dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    if (st != dnnl_success && ldc >= N) /* bad leading dimensions: a void op can only make it loud */
-        for (int i = 0; i < M; i++)
+    if (st != dnnl_success) { /* bad leading dimensions */
+        char why[160];
+        snprintf(why, sizeof why, "oneDNN sgemm refused M=%d N=%d K=%d lda=%d ldb=%d ldc=%d (status %d)", M, N, K, lda,
+                 ldb, ldc, (int)st);
+        upm_cpu_fail(be, "gemm", why);
+        for (int i = 0; i < M && ldc >= N; i++)
             upm_cpu_poison(C + (size_t)i * ldc, (size_t)N);
+    }
 }
 
 static void cpu_axpy(upm_backend *be, float *y, const float *x, float alpha, size_t n)
@@ -137,6 +156,28 @@ static void cpu_scale(upm_backend *be, float *y, float alpha, size_t n)
 #pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++)
         y[i] *= alpha;
+}
+
+static void *cpu_host_ptr(upm_backend *be, void *p)
+{
+    (void)be;
+    return p;
+}
+
+static void cpu_pack(upm_backend *be, float *dst, const float *src, const size_t *off, const size_t *len, int n)
+{
+    (void)be;
+    for (int r = 0; r < n; dst += len[r], r++)
+        memcpy(dst, src + off[r], sizeof(float) * len[r]);
+}
+
+static void cpu_unpack_scale(upm_backend *be, float *dst, const float *src, const size_t *off, const size_t *len,
+                             int n, float alpha)
+{
+    (void)be;
+    for (int r = 0; r < n; src += len[r], r++)
+        for (size_t i = 0; i < len[r]; i++)
+            dst[off[r] + i] = src[i] * alpha;
 }
 
 static void cpu_add_bias(upm_backend *be, float *Y, const float *b, int rows, int cols)
@@ -306,6 +347,10 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .copy = cpu_copy,
         .zero = cpu_zero,
         .sync = cpu_sync,
+        .status = cpu_status,
+        .host_ptr = cpu_host_ptr,
+        .pack = cpu_pack,
+        .unpack_scale = cpu_unpack_scale,
         .gemm = cpu_gemm,
         .axpy = cpu_axpy,
         .scale = cpu_scale,

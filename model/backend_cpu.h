@@ -17,6 +17,7 @@ typedef struct upm_cpu_ctx {
     int threads;          /* > 0: applied to the calling thread's OpenMP thread count at every op */
     float *scratch;       /* per-thread working memory of attention, grown on demand, 64-byte aligned */
     size_t scratch_bytes;
+    char failed[256];     /* the first op failure ("" = none), for status() */
 } upm_cpu_ctx;
 
 /* Parallel loops below this many elements run on the calling thread: the fork costs more. */
@@ -36,6 +37,9 @@ float *upm_cpu_scratch(upm_backend *be, size_t per_thread, int threads, size_t *
 /* Fills n floats with NaN: what a void op leaves when it could not get scratch memory, so the
  * trainer's non-finite check stops the run instead of it going on with wrong numbers. */
 void upm_cpu_poison(float *p, size_t n);
+/* Records that op failed and why (the first failure sticks; status() reports it). Called on the op's
+ * calling thread, outside parallel regions. */
+void upm_cpu_fail(upm_backend *be, const char *op, const char *why);
 
 /* Hot elementwise loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time:
  * the build targets baseline x86-64 (SSE2) and the wide versions of GELU run ~3.5x faster. ISO C

@@ -12,19 +12,21 @@
 #include <omp.h>
 
 /* Row-major sgemm (beta 0 or 1); a failure (impossible with the sizes used here) poisons C rather than
- * leaving stale numbers. */
-static void mmb(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-                float beta, float *C, int ldc)
+ * leaving stale numbers, and returns 1 so that the op records it. */
+static int mmb(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+               float beta, float *C, int ldc)
 {
-    if (dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) != dnnl_success)
-        for (int i = 0; i < M; i++)
-            upm_cpu_poison(C + (size_t)i * ldc, (size_t)N);
+    if (dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == dnnl_success)
+        return 0;
+    for (int i = 0; i < M; i++)
+        upm_cpu_poison(C + (size_t)i * ldc, (size_t)N);
+    return 1;
 }
 
-static void mm(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-               float *C, int ldc)
+static int mm(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+              float *C, int ldc)
 {
-    mmb(ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
+    return mmb(ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
 }
 
 /* A sequence whose tokens sit in consecutive rows (the usual case: one attribute pattern) is used in
@@ -108,9 +110,10 @@ UPM_CPU_CLONES static void masked_softmax(float *P, const uint8_t *mask, int S)
     }
 }
 
-/* One sequence, every head: probs of head h at P + h*S*S. */
-static void fwd_seq(float *out, float *P, const float *qkv, const upm_attn_desc *a, int s, float *buf)
+/* One sequence, every head: probs of head h at P + h*S*S. Returns 1 when a matmul failed. */
+static int fwd_seq(float *out, float *P, const float *qkv, const upm_attn_desc *a, int s, float *buf)
 {
+    int bad = 0;
     int S = a->S, hd = a->head_dim, in_place = rows_contiguous(a->row_of + (size_t)s * S, S);
     size_t D = (size_t)a->heads * hd;
     const int32_t *rows = a->row_of + (size_t)s * S;
@@ -124,14 +127,15 @@ static void fwd_seq(float *out, float *P, const float *qkv, const upm_attn_desc 
     for (int h = 0; h < a->heads; h++) {
         float *Ph = P + (size_t)h * S * S;
         const float *q = X + (size_t)h * hd;
-        mm('N', 'T', S, S, hd, scale, q, (int)(3 * D), q + D, (int)(3 * D), Ph, S);
+        bad |= mm('N', 'T', S, S, hd, scale, q, (int)(3 * D), q + D, (int)(3 * D), Ph, S);
         masked_softmax(Ph, a->mask + (size_t)s * S * S, S);
-        mm('N', 'N', S, hd, S, 1.0f, Ph, S, q + 2 * D, (int)(3 * D), O + (size_t)h * hd, (int)D);
+        bad |= mm('N', 'N', S, hd, S, 1.0f, Ph, S, q + 2 * D, (int)(3 * D), O + (size_t)h * hd, (int)D);
     }
     if (!in_place)
         for (int i = 0; i < S; i++)
             if (rows[i] >= 0)
                 memcpy(out + (size_t)rows[i] * D, O + (size_t)i * D, D * sizeof *O);
+    return bad;
 }
 
 static int attn_items(const upm_attn_desc *a)
@@ -160,11 +164,16 @@ void upm_cpu_attention_fwd(upm_backend *be, float *out, float *probs, const floa
     if (!scr) {
         upm_cpu_poison(probs, (size_t)items * S * S);
         poison_rows(out, D, a);
+        upm_cpu_fail(be, "attention_fwd", "no memory for its scratch");
         return;
     }
-#pragma omp parallel for schedule(dynamic) if (a->nseq > 1)
+    int bad = 0;
+#pragma omp parallel for schedule(dynamic) if (a->nseq > 1) reduction(| : bad)
     for (int s = 0; s < a->nseq; s++)
-        fwd_seq(out, probs + (size_t)s * a->heads * S * S, qkv, a, s, scr + stride * (size_t)omp_get_thread_num());
+        bad |= fwd_seq(out, probs + (size_t)s * a->heads * S * S, qkv, a, s,
+                       scr + stride * (size_t)omp_get_thread_num());
+    if (bad)
+        upm_cpu_fail(be, "attention_fwd", "oneDNN sgemm failed");
 }
 
 /* dS = P (dP - rowsum(dP P)) in place of dP, row by row. */
@@ -182,9 +191,10 @@ UPM_CPU_CLONES static void softmax_bwd(float *dS, const float *P, int S)
 /* dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = dS K / sqrt(hd), dK = dS^T Q / sqrt(hd) for
  * every head of sequence s, added into dqkv through row_of: straight by the gemms (beta 1) when the
  * sequence is in place, else into a gathered block added back row by row. */
-static void bwd_seq(float *dqkv, const float *dout, const float *P, const float *qkv, const upm_attn_desc *a, int s,
-                    float *buf)
+static int bwd_seq(float *dqkv, const float *dout, const float *P, const float *qkv, const upm_attn_desc *a, int s,
+                   float *buf)
 {
+    int bad = 0;
     int S = a->S, hd = a->head_dim, in_place = rows_contiguous(a->row_of + (size_t)s * S, S);
     size_t D = (size_t)a->heads * hd, S3 = (size_t)S * 3 * D;
     const int32_t *rows = a->row_of + (size_t)s * S;
@@ -204,16 +214,17 @@ static void bwd_seq(float *dqkv, const float *dout, const float *P, const float 
     for (int h = 0; h < a->heads; h++) {
         const float *Ph = P + (size_t)h * S * S, *q = X + (size_t)h * hd, *dOh = dO + (size_t)h * hd;
         float *g = G + (size_t)h * hd;
-        mmb('T', 'N', S, hd, S, 1.0f, Ph, S, dOh, (int)D, beta, g + 2 * D, ld);
-        mm('N', 'T', S, S, hd, 1.0f, dOh, (int)D, q + 2 * D, ld, dS, S);
+        bad |= mmb('T', 'N', S, hd, S, 1.0f, Ph, S, dOh, (int)D, beta, g + 2 * D, ld);
+        bad |= mm('N', 'T', S, S, hd, 1.0f, dOh, (int)D, q + 2 * D, ld, dS, S);
         softmax_bwd(dS, Ph, S);
-        mmb('N', 'N', S, hd, S, scale, dS, S, q + D, ld, beta, g, ld);
-        mmb('T', 'N', S, hd, S, scale, dS, S, q, ld, beta, g + D, ld);
+        bad |= mmb('N', 'N', S, hd, S, scale, dS, S, q + D, ld, beta, g, ld);
+        bad |= mmb('T', 'N', S, hd, S, scale, dS, S, q, ld, beta, g + D, ld);
     }
     if (!in_place)
         for (int i = 0; i < S; i++)
             if (rows[i] >= 0)
                 add_to(dqkv + (size_t)rows[i] * 3 * D, G + (size_t)i * 3 * D, 3 * D);
+    return bad;
 }
 
 void upm_cpu_attention_bwd(upm_backend *be, float *dqkv, const float *dout, const float *probs, const float *qkv,
@@ -227,10 +238,14 @@ void upm_cpu_attention_bwd(upm_backend *be, float *dqkv, const float *dout, cons
     float *scr = upm_cpu_scratch(be, S * S + 7 * S * D, nt, &stride);
     if (!scr) {
         poison_rows(dqkv, 3 * D, a);
+        upm_cpu_fail(be, "attention_bwd", "no memory for its scratch");
         return;
     }
-#pragma omp parallel for schedule(dynamic) if (a->nseq > 1)
+    int bad = 0;
+#pragma omp parallel for schedule(dynamic) if (a->nseq > 1) reduction(| : bad)
     for (int s = 0; s < a->nseq; s++)
-        bwd_seq(dqkv, dout, probs + (size_t)s * a->heads * S * S, qkv, a, s,
-                scr + stride * (size_t)omp_get_thread_num());
+        bad |= bwd_seq(dqkv, dout, probs + (size_t)s * a->heads * S * S, qkv, a, s,
+                       scr + stride * (size_t)omp_get_thread_num());
+    if (bad)
+        upm_cpu_fail(be, "attention_bwd", "oneDNN sgemm failed");
 }

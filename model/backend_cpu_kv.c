@@ -61,6 +61,7 @@ void upm_cpu_attention_kv_fwd(upm_backend *be, float *out, const float *qkv, con
     if (!scr) {
         for (size_t r = 0; r < (size_t)a->nseq * a->n_new; r++)
             upm_cpu_poison(out + (size_t)a->row_of[r] * D, D);
+        upm_cpu_fail(be, "attention_kv_fwd", "no memory for its scratch");
         return;
     }
 #pragma omp parallel for schedule(static) if (items > 1)

@@ -365,7 +365,7 @@ int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const u
     be->layernorm_fwd(be, p->zn, p->zmean, p->zrstd, p->zsel, WEIGHTS(L->norm_w), WEIGHTS(L->norm_b), R, D, m->cfg.ln_eps);
     be->gemm(be, 0, 1, R, D, D, 1.0f, p->zn, D, WEIGHTS(L->proj_w), D, 0.0f, p->feat, D);
     be->l2norm_fwd(be, p->U, p->fnorm, p->feat, R, D);
-    return 0;
+    return be->status(be, err);
 }
 
 const float *upm_pass_features(const upm_pass *p) { return p->U; }
@@ -407,7 +407,7 @@ int upm_pass_backward_cb(upm_model *m, upm_pass *p, const float *dU, void (*done
     embed_backward(m, p, dx);
     if (done)
         done(ctx, -1);
-    return 0;
+    return be->status(be, err);
 }
 
 void upm_drop_path_keep(float *keep, size_t n, float p, upm_rng *r)

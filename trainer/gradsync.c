@@ -1,5 +1,8 @@
-/* Bucketed, overlapped gradient averaging (see gradsync.h). The gradients live in host memory here
- * (the CPU backend); a GPU build reduces device buffers through a NCCL communicator instead. */
+/* Bucketed, overlapped gradient averaging (see gradsync.h). The gradients are backend memory: a bucket's
+ * selected ranges are packed by a backend op (one range is reduced where it lies), handed to the
+ * communicator where the host may address them (the CPU backend: in place, no copy), else staged through
+ * a host buffer by download and upload (the debug backend; a GPU with MPI), and written back averaged by
+ * a backend op. */
 #include "gradsync.h"
 #include "clock.h"
 
@@ -21,7 +24,10 @@ typedef struct bucket {
     size_t *roff, *rn;  /* this step's selected ranges */
     int nranges;
     size_t sel;         /* floats selected this step */
-    float *stage;       /* packed ranges when there are several */
+    float *stage;       /* backend memory: packed ranges when there are several */
+    float *host;        /* host staging when the backend's memory is not host-addressable */
+    float *dev;         /* this step's reduced buffer: the gradient range or stage (backend memory) */
+    float *red;         /* what the communicator reduces: dev's host address, or host */
     int launched, done;
     upm_comm_req req;
 } bucket;
@@ -119,7 +125,9 @@ void upm_gradsync_free(upm_gradsync *gs)
         free(gs->b[g].items);
         free(gs->b[g].roff);
         free(gs->b[g].rn);
-        free(gs->b[g].stage);
+        if (gs->b[g].stage)
+            gs->m->be->free(gs->m->be, gs->b[g].stage);
+        free(gs->b[g].host);
     }
     free(gs->b);
     free(gs->used_all);
@@ -177,21 +185,28 @@ void upm_gradsync_ready(void *ctx, int group)
     bucket *b = &gs->b[group + 1];
     if (b->launched || !b->sel)
         return;
-    float *g = gs->m->g, *buf = g + (b->nranges ? b->roff[0] : 0);
+    upm_backend *be = gs->m->be;
+    float *g = gs->m->g;
+    b->dev = g + (b->nranges ? b->roff[0] : 0);
     if (b->nranges > 1) { /* pack the selected ranges */
-        if (!b->stage && !(b->stage = malloc(sizeof(float) * b->floats))) {
+        if (!b->stage && !(b->stage = be->alloc(be, sizeof(float) * b->floats))) {
             gs->rc = upm_errf(&gs->err, UPM_ENOMEM, "no memory for a gradient bucket");
             return;
         }
-        size_t o = 0;
-        for (int r = 0; r < b->nranges; r++) {
-            memcpy(b->stage + o, g + b->roff[r], sizeof(float) * b->rn[r]);
-            o += b->rn[r];
+        be->pack(be, b->stage, g, b->roff, b->rn, b->nranges);
+        b->dev = b->stage;
+    }
+    b->red = be->host_ptr(be, b->dev);
+    if (!b->red) { /* stage on the host (download waits for the backward pass's ops so far) */
+        if (!b->host && !(b->host = malloc(sizeof(float) * b->floats))) {
+            gs->rc = upm_errf(&gs->err, UPM_ENOMEM, "no memory for a gradient bucket");
+            return;
         }
-        buf = b->stage;
+        be->download(be, b->host, b->dev, sizeof(float) * b->sel);
+        b->red = b->host;
     }
     double t0 = upm_monotonic_s();
-    gs->rc = upm_comm_iallreduce_sum(gs->c, buf, b->sel, &b->req, &gs->err);
+    gs->rc = upm_comm_iallreduce_sum(gs->c, b->red, b->sel, &b->req, &gs->err);
     b->launched = 1;
     /* Progress the earlier buckets while we are in the library anyway. */
     for (int k = gs->ngroups - 1; !gs->rc && k >= 0; k--)
@@ -204,6 +219,7 @@ int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
 {
     int W = upm_comm_world(gs->c);
     float scale = 1.0f / (float)W, *g = gs->m->g;
+    upm_backend *be = gs->m->be;
     double wait = 0;
     if (st)
         memset(st, 0, sizeof *st);
@@ -224,16 +240,12 @@ int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
         }
         if (gs->rc)
             break;
-        if (b->nranges > 1) {
-            size_t o = 0;
-            for (int r = 0; r < b->nranges; o += b->rn[r], r++)
-                for (size_t i = 0; i < b->rn[r]; i++)
-                    g[b->roff[r] + i] = b->stage[o + i] * scale;
-        } else if (W > 1) {
-            float *x = g + b->roff[0];
-            for (size_t i = 0; i < b->sel; i++)
-                x[i] *= scale;
-        }
+        if (b->red == b->host)
+            be->upload(be, b->dev, b->host, sizeof(float) * b->sel);
+        if (b->nranges > 1)
+            be->unpack_scale(be, g, b->stage, b->roff, b->rn, b->nranges, scale);
+        else if (W > 1)
+            be->scale(be, g + b->roff[0], scale, b->sel);
         if (st) {
             st->floats_reduced += (double)b->sel;
             st->buckets++;

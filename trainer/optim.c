@@ -52,7 +52,7 @@ float upm_optim_lr(const upm_optim_config *c, int64_t step)
     return (float)(c->min_lr + 0.5 * (c->lr - c->min_lr) * (1.0 + cos(3.14159265358979323846 * progress)));
 }
 
-void upm_optim_step(upm_optim *o, upm_model *m, float *grad_norm, float *lr)
+int upm_optim_step(upm_optim *o, upm_model *m, float *grad_norm, float *lr, upm_err *err)
 {
     upm_backend *be = m->be;
     float sq;
@@ -69,4 +69,5 @@ void upm_optim_step(upm_optim *o, upm_model *m, float *grad_norm, float *lr)
         *grad_norm = norm;
     if (lr)
         *lr = rate;
+    return be->status(be, err);
 }

@@ -27,7 +27,8 @@ void upm_optim_free(upm_optim *o, upm_model *m);
 /* The learning rate of update number step (0-based): linear warmup to lr, then cosine to min_lr. */
 float upm_optim_lr(const upm_optim_config *c, int64_t step);
 /* Clips by global norm and applies one AdamW update to m->w from m->g; returns the gradient's global
- * norm before clipping (through *grad_norm) and the learning rate used. */
-void upm_optim_step(upm_optim *o, upm_model *m, float *grad_norm, float *lr);
+ * norm before clipping (through *grad_norm) and the learning rate used. Returns the backend's status
+ * (UPM_EBACKEND when an op of the step, or of the passes before it, failed). */
+int upm_optim_step(upm_optim *o, upm_model *m, float *grad_norm, float *lr, upm_err *err);
 
 #endif

@@ -285,7 +285,7 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
         rc = last_backward(t, t->pass_in, t->dU, err);
     float gnorm = 0, lr = 0;
     if (!rc && !t->eval)
-        upm_optim_step(&t->opt, m, &gnorm, &lr);
+        rc = upm_optim_step(&t->opt, m, &gnorm, &lr, err);
     if (!rc)
         rc = dump_step(t, &in, NULL, &vb, &res, gnorm, lr, err);
     upm_vocab_batch_free(&vb);
@@ -347,8 +347,8 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
                             (rc = last_backward(t, t->pass_in, t->dU, err)))))
         return rc;
     float gnorm = 0, lr = 0;
-    if (!t->eval)
-        upm_optim_step(&t->opt, m, &gnorm, &lr);
+    if (!t->eval && (rc = upm_optim_step(&t->opt, m, &gnorm, &lr, err)))
+        return rc;
     if ((rc = dump_step(t, &in, &tg, NULL, &res, gnorm, lr, err)))
         return rc;
     fill_row(t, row, &res, C, gnorm, lr); /* label: the classes; pair: the batch (C = B) */
@@ -602,7 +602,7 @@ int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt,
                 "uninterrupted run from step %" PRId64 " on\n", ckpt, regrouped, regrouped == 1 ? "" : "s", t->world,
                 t->step);
     if (!rc)
-        rc = upm_backend_cpu_new(o->threads, &t->be, err);
+        rc = upm_backend_open(o->backend, &(upm_backend_opts){.threads = o->threads}, &t->be, err);
     if (!rc)
         rc = upm_model_new(&t->cfg, t->be, o->seed, &t->m, err);
     if (!rc && !t->eval && !(rc = upm_optim_init(&t->opt, t->m, &o->optim, err)))
@@ -676,9 +676,9 @@ int upm_train(const upm_train_opts *o, upm_err *err)
         return rc;
     }
     if (!o->quiet && t.rank == 0)
-        printf("run %" PRId64 ": %s on mixture %s, %zu parameters, steps %" PRId64 "..%" PRId64 ", output %s\n",
-               t.run_id, o->model_name ? o->model_name : "custom", o->mixture, upm_layout_count(&t.m->L), t.step,
-               o->steps, o->out_dir);
+        printf("run %" PRId64 ": %s on mixture %s, %zu parameters, steps %" PRId64 "..%" PRId64 ", %s backend, "
+               "output %s\n", t.run_id, o->model_name ? o->model_name : "custom", o->mixture,
+               upm_layout_count(&t.m->L), t.step, o->steps, t.be->name, o->out_dir);
     if (!o->quiet && t.rank == 0 && t.world > 1)
         printf("data parallel: %d ranks (%s), each samples its own task every step; gradients averaged\n", t.world,
                upm_comm_name(t.comm));

@@ -25,6 +25,7 @@ typedef struct upm_train_opts {
     upm_optim_config optim;
     int64_t steps;
     uint64_t seed;
+    const char *backend;  /* backend name (model/backend.h; NULL = upm_backend_default()) */
     int threads;          /* backend threads (0 = all) */
     int loader_threads;
     int image_size;

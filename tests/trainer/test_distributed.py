@@ -16,6 +16,8 @@ import tempfile
 import time
 import unittest
 
+import torch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from train_fixture import CAT, TRAIN, build, mpi_env, query, run, testdata  # noqa: E402
@@ -338,6 +340,24 @@ class DistributedTest(unittest.TestCase):
             self.assertEqual(len(json.load(f)["cursors"]), 2)
         self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'usr1'"), [("interrupted", step)])
 
+    def test_the_debug_backend_trains_the_same_bits(self):
+        """On the debug backend (memory the host cannot dereference, docs/model.md) 2 ranks train to the same
+        weights and moments, bit for bit, as on the CPU backend: the gradient buckets go through the backend's
+        pack / unpack_scale ops and a host staging buffer instead of being reduced in place. 1 rank too."""
+        for n in (1, 2):
+            runs = {}
+            for backend in ("cpu", "debug"):
+                name = f"be-{backend}-{n}"
+                p = self.mpirun(n, "--mixture", "three", "--out", self.out(name), *SMALL, "--steps", 4,
+                                "--backend", backend, "--name", name)
+                self.assertIn(f"{backend} backend", p.stdout)
+                runs[backend] = (self.weights(name, 4), self.weights(name, 4, "optim"))
+            for kind in (0, 1):
+                a, b = runs["cpu"][kind], runs["debug"][kind]
+                self.assertEqual(sorted(a), sorted(b))
+                for k in a:
+                    self.assertTrue(torch.equal(a[k], b[k]), (n, k))
+
     def test_usage(self):
         """A local communicator under mpirun -np 2 is refused; single-process runs need no launcher."""
         p = self.mpirun(2, "--mixture", "three", "--out", self.out("usage"), "--comm", "local", *SMALL, "--steps", 1,
@@ -349,6 +369,9 @@ class DistributedTest(unittest.TestCase):
         self.assertIn("--comm must be auto, local or mpi", p.stderr)
         p = self.train("--mixture", "three", "--out", self.out("usage"), "--comm-timeout", "0", ok=False)
         self.assertEqual(p.returncode, 2)
+        p = self.train("--mixture", "three", "--out", self.out("usage"), "--backend", "cuda", ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("backend 'cuda' (NVIDIA GPUs: not part of this build); backends here: cpu, debug", p.stderr)
 
 
 if __name__ == "__main__":

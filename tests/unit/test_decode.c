@@ -53,7 +53,7 @@ static void run(upm_moe_kind moe, const char *what)
     upm_model_config cfg = {.dim = D, .heads = 2, .layers = 3, .mlp = 4 * D, .vocab = VOCAB, .max_text = 8,
                             .max_frames = 1, .moe = moe, .experts = 4, .topk = 2, .moe_sa = 1, .moe_ffn = 1,
                             .moe_every = 1, .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1};
-    CHECK(upm_backend_cpu_new(2, &be, &err) == 0);
+    CHECK(upm_backend_open(NULL, &(upm_backend_opts){.threads = 2}, &be, &err) == 0);
     CHECK(upm_model_new(&cfg, be, 5, &m, &err) == 0);
     if (!m)
         return;

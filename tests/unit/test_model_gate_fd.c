@@ -51,7 +51,7 @@ static void setup(fixture *f, int renorm)
                             .max_frames = 1, .moe = UPM_MOE_ATTRIBUTE, .experts = 4, .topk = 2, .moe_sa = 1,
                             .moe_ffn = 1, .moe_every = 1, .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1,
                             .gate_renorm = renorm};
-    CHECK(upm_backend_cpu_new(1, &f->be, &err) == 0);
+    CHECK(upm_backend_open(NULL, &(upm_backend_opts){.threads = 1}, &f->be, &err) == 0);
     CHECK(upm_model_new(&cfg, f->be, 5, &f->m, &err) == 0);
     /* move away from the initial values so every path carries signal (LayerScale 1e-3 would hide it) */
     upm_model *m = f->m;

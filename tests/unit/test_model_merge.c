@@ -20,7 +20,7 @@ int main(void)
     upm_model_config cfg = {.dim = D, .heads = 2, .layers = 3, .mlp = 4 * D, .vocab = 100, .max_text = 8,
                             .max_frames = 1, .moe = UPM_MOE_ATTRIBUTE, .experts = 4, .topk = 2, .moe_sa = 1,
                             .moe_ffn = 1, .moe_every = 1, .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1};
-    CHECK(upm_backend_cpu_new(1, &be, &err) == 0);
+    CHECK(upm_backend_open(NULL, &(upm_backend_opts){.threads = 1}, &be, &err) == 0);
     CHECK(upm_model_new(&cfg, be, 3, &m, &err) == 0);
     if (failures)
         return CHECK_RESULT("test_model_merge");

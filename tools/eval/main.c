@@ -25,7 +25,8 @@
 
 static const char usage[] =
     "usage: " PROG " --checkpoint DIR (--dataset NAME ... | --mixture NAME) [--limit N] [--batch N]\n"
-    "       [--image-size S] [--vocab-targets full|sampled:N] [--threads N] [--catalog PATH] [--bpe-vocab PATH]\n"
+    "       [--image-size S] [--vocab-targets full|sampled:N] [--threads N] [--backend cpu|debug]\n"
+    "       [--catalog PATH] [--bpe-vocab PATH]\n"
     "       [--json] [--no-store] [--predictions FILE] [--beams N] [--max-len N] [--length-penalty A]\n"
     "       [--no-cache] [--video-crops 1|3] [--video-clips N] [--steps N [--seed S]]\n"
     "Evaluates the weights of a checkpoint (a step-* directory, a run's --out directory for its newest, or\n"
@@ -366,7 +367,7 @@ int main(int argc, char **argv)
     double length_penalty = 0;
     enum { O_MIX = 256, O_CKPT, O_STEPS, O_BATCH, O_IMAGE, O_VOCAB, O_SEED, O_THREADS, O_CAT, O_JSON, O_VERSION, O_BPE,
            O_DATASET, O_LIMIT, O_NO_STORE, O_PRED, O_JOB, O_ATTEMPT, O_BEAMS, O_MAXLEN, O_LENPEN, O_NOCACHE,
-           O_CROPS, O_CLIPS };
+           O_CROPS, O_CLIPS, O_BACKEND };
     static const struct option opts[] = {
         {"mixture", 1, 0, O_MIX}, {"checkpoint", 1, 0, O_CKPT}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
         {"image-size", 1, 0, O_IMAGE}, {"vocab-targets", 1, 0, O_VOCAB}, {"seed", 1, 0, O_SEED},
@@ -374,7 +375,7 @@ int main(int argc, char **argv)
         {"dataset", 1, 0, O_DATASET}, {"limit", 1, 0, O_LIMIT}, {"no-store", 0, 0, O_NO_STORE}, {"predictions", 1, 0, O_PRED},
         {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT}, {"beams", 1, 0, O_BEAMS}, {"max-len", 1, 0, O_MAXLEN},
         {"length-penalty", 1, 0, O_LENPEN}, {"no-cache", 0, 0, O_NOCACHE}, {"video-crops", 1, 0, O_CROPS},
-        {"video-clips", 1, 0, O_CLIPS},
+        {"video-clips", 1, 0, O_CLIPS}, {"backend", 1, 0, O_BACKEND},
         {"help", 0, 0, 'h'},
         {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
@@ -387,6 +388,7 @@ int main(int argc, char **argv)
         int bad_int = optarg && (!*optarg || *end || v < 0);
         switch (c) {
         case O_MIX: o.mixture = optarg; bad_int = 0; break;
+        case O_BACKEND: o.backend = optarg; bad_int = 0; break;
         case O_CKPT: ckpt = optarg; bad_int = 0; break;
         case O_DATASET:
             bad_int = 0;

@@ -21,7 +21,7 @@
 #define PROG "upmoe-export"
 
 static const char usage[] =
-    "usage: " PROG " --merge-experts --task TASK --checkpoint DIR --out DIR [--catalog PATH]\n"
+    "usage: " PROG " --merge-experts --task TASK --checkpoint DIR --out DIR [--catalog PATH] [--backend cpu|debug]\n"
     "Merges the experts of an attribute-MoE checkpoint for the attribute patterns of TASK (its input and\n"
     "target token kinds, paper Table 2) into one dense weight per pattern: a checkpoint directory that\n"
     "upmoe-eval (and later serving) runs at a dense model's cost with the MoE model's outputs on TASK.\n"
@@ -29,10 +29,10 @@ static const char usage[] =
 
 int main(int argc, char **argv)
 {
-    const char *ckpt_arg = NULL, *task_name = NULL, *out = NULL, *catalog = NULL;
+    const char *ckpt_arg = NULL, *task_name = NULL, *out = NULL, *catalog = NULL, *backend = NULL;
     int merge = 0;
     static const struct option opts[] = {{"checkpoint", 1, 0, 'c'}, {"task", 1, 0, 't'}, {"out", 1, 0, 'o'},
-                                         {"catalog", 1, 0, 'C'}, {"merge-experts", 0, 0, 'm'}, {"help", 0, 0, 'h'},
+                                         {"catalog", 1, 0, 'C'}, {"merge-experts", 0, 0, 'm'}, {"backend", 1, 0, 'B'}, {"help", 0, 0, 'h'},
                                          {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
@@ -43,6 +43,7 @@ int main(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'C': catalog = optarg; break;
         case 'm': merge = 1; break;
+        case 'B': backend = optarg; break;
         case 'h': fputs(usage, stdout); return 0;
         case 'V': printf(PROG " %s\n", UPMOE_VERSION); return 0;
         default: fprintf(stderr, PROG ": error: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]); return 2;
@@ -90,7 +91,7 @@ int main(int argc, char **argv)
             pats[np++] = kinds[i].attr;
     }
     if (!rc)
-        rc = upm_backend_cpu_new(0, &be, &err);
+        rc = upm_backend_open(backend, NULL, &be, &err);
     if (!rc)
         rc = upm_model_new(&cfg, be, 0, &m, &err);
     if (!rc)

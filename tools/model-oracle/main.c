@@ -19,7 +19,7 @@
 #define PROG "upmoe-model-oracle"
 
 typedef struct args {
-    const char *formulation, *input, *moe, *text_attn, *out;
+    const char *formulation, *input, *moe, *text_attn, *out, *backend;
     int vocab_sampled, vocab_chunk;
     int moe_sa, moe_ffn, moe_every, dim, layers, heads, experts, topk, vocab, batch, image, text, classes;
     float drop_path;
@@ -33,7 +33,8 @@ static const char usage[] =
     "       [--vocab-targets full|sampled:N] [--vocab-chunk N]   (mlm: text input; caption: image + text)\n"
     "       [--moe-sa 0|1] [--moe-ffn 0|1] [--moe-every N] [--dim 64] [--layers 2] [--heads 4] [--experts 4]\n"
     "       [--topk 2] [--vocab 512] [--batch 4] [--image 32] [--text 8] [--text-attn full|causal]\n"
-    "       [--classes 5] [--drop-path P] [--gate-noise] [--gate-renorm 0|1] [--seed S] --out FILE.safetensors\n"
+    "       [--classes 5] [--drop-path P] [--gate-noise] [--gate-renorm 0|1] [--seed S] [--backend cpu|debug]\n"
+    "       --out FILE.safetensors\n"
     "Writes one training step of a small model (forward, loss, backward) for the PyTorch oracle.\n";
 
 /* Attribute bytes of paper Table 2 for the oracle's made-up tasks. */
@@ -49,7 +50,7 @@ static int parse(int argc, char **argv, args *a)
                 .topk = 2, .vocab = 512, .batch = 4, .image = 32, .text = 8, .classes = 5, .seed = 1,
                 .text_attn = "full", .vocab_chunk = 4096, .gate_renorm = 1};
     enum { O_FORM = 256, O_INPUT, O_MOE, O_SA, O_FFN, O_EVERY, O_DIM, O_LAYERS, O_HEADS, O_EXPERTS, O_TOPK, O_VOCAB,
-           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC, O_RENORM };
+           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC, O_RENORM, O_BACKEND };
     static const struct option opts[] = {
         {"formulation", 1, 0, O_FORM}, {"input", 1, 0, O_INPUT}, {"moe", 1, 0, O_MOE}, {"moe-sa", 1, 0, O_SA},
         {"moe-ffn", 1, 0, O_FFN}, {"moe-every", 1, 0, O_EVERY}, {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS},
@@ -57,7 +58,7 @@ static int parse(int argc, char **argv, args *a)
         {"batch", 1, 0, O_BATCH}, {"image", 1, 0, O_IMAGE}, {"text", 1, 0, O_TEXT}, {"text-attn", 1, 0, O_TATTN},
         {"classes", 1, 0, O_CLASSES}, {"drop-path", 1, 0, O_DROP}, {"gate-noise", 0, 0, O_NOISE},
         {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT}, {"vocab-targets", 1, 0, O_VT}, {"vocab-chunk", 1, 0, O_VC}, {"gate-renorm", 1, 0, O_RENORM},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"backend", 1, 0, O_BACKEND}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -83,6 +84,7 @@ static int parse(int argc, char **argv, args *a)
         case O_RENORM: a->gate_renorm = atoi(optarg) != 0; break;
         case O_SEED: a->seed = strtoull(optarg, NULL, 10); break;
         case O_OUT: a->out = optarg; break;
+        case O_BACKEND: a->backend = optarg; break;
         case O_VT: {
             upm_err err;
             if (upm_vocab_targets_parse(optarg, &a->vocab_sampled, &err)) {
@@ -291,7 +293,7 @@ static int run(const args *a)
     upm_vocab_batch vb = {0};
     float *noise[2] = {0}, *keep[2] = {0}, *dU = NULL, *dV = NULL, *logits = NULL, *V = NULL, *colb = NULL;
     int32_t *labels = NULL, *dlabels = NULL;
-    int rc = upm_backend_cpu_new(0, &be, &err);
+    int rc = upm_backend_open(a->backend, NULL, &be, &err);
     if (!rc)
         rc = upm_model_new(&cfg, be, a->seed, &m, &err);
     if (rc) {

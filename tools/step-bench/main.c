@@ -69,11 +69,13 @@ static double time_shape(const shape *s)
 int main(int argc, char **argv)
 {
     int batch = 32, image = 160, steps = 5, warmup = 2, threads = 0, json = 0, verbose = 0;
+    const char *backend = NULL;
     upm_model_config cfg;
     upm_model_config_preset("ti", &cfg, NULL);
     static const struct option opts[] = {{"moe", 1, 0, 'm'}, {"batch", 1, 0, 'b'}, {"image", 1, 0, 'i'},
                                          {"steps", 1, 0, 's'}, {"warmup", 1, 0, 'w'}, {"threads", 1, 0, 't'},
-                                         {"json", 0, 0, 'j'}, {"shapes", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"json", 0, 0, 'j'}, {"shapes", 0, 0, 'v'}, {"backend", 1, 0, 'B'},
+                                         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -84,10 +86,11 @@ int main(int argc, char **argv)
         case 'w': warmup = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'j': json = 1; break;
+        case 'B': backend = optarg; break;
         case 'v': verbose = 1; break;
         case 'h':
             printf("usage: " PROG " [--moe attribute|none] [--batch 32] [--image 160] [--steps 5] [--warmup 2] "
-                   "[--threads N] [--json] [--shapes]\nTimes a ViT-Ti (Uni-Perceiver-Ti) training step on the CPU backend.\n");
+                   "[--threads N] [--backend cpu|debug] [--json] [--shapes]\nTimes a ViT-Ti (Uni-Perceiver-Ti) training step.\n");
             return 0;
         default: return 2;
         }
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
     upm_err err = {0};
     upm_backend rec;
     upm_model *m = NULL;
-    if (upm_backend_cpu_new(threads, &inner, &err)) {
+    if (upm_backend_open(backend, &(upm_backend_opts){.threads = threads}, &inner, &err)) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         return 1;
     }
@@ -140,7 +143,10 @@ int main(int argc, char **argv)
             return 1;
         }
         float gn, lr;
-        upm_optim_step(&opt, m, &gn, &lr);
+        if (upm_optim_step(&opt, m, &gn, &lr, &err)) {
+            fprintf(stderr, PROG ": error: %s\n", err.msg);
+            return 1;
+        }
         inner->sync(inner);
         double dt = upm_monotonic_s() - t;
         if (s >= warmup && dt < best)

@@ -58,6 +58,8 @@ static const char usage[] =
     "                         positions are fixed sin-cos, evaluated on the new grid\n"
     "  --seed S               seed of data order, augmentation, initialisation and noise (1)\n"
     "  --threads N            compute threads (all cores); --loader-threads N decode threads (2)\n"
+    "  --backend NAME         where the model computes: cpu, or debug (the CPU ops on memory the host cannot\n"
+    "                         touch: finds code that bypasses the backend); default $UPMOE_BACKEND, else cpu\n"
     "  --bpe-vocab PATH       CLIP merges file for text tasks (default: $UPMOE_BPE_VOCAB)\n"
     "  --log-every N          progress line every N steps (10)\n"
     "\n"
@@ -143,7 +145,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
            O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES,
-           O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT };
+           O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT, O_BACKEND };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -159,7 +161,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         {"gate-noise", 1, 0, O_NOISE}, {"layerscale", 1, 0, O_LAYERSCALE},
         {"no-overlap", 0, 0, O_NO_OVERLAP}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
         {"batch-scale", 1, 0, O_BATCH_SCALE}, {"augment", 1, 0, O_AUGMENT}, {"gate-renorm", 1, 0, O_RENORM}, {"dump-batches", 1, 0, O_DUMP}, {"adam-eps", 1, 0, O_EPS}, {"adam-beta2", 1, 0, O_BETA2}, {"expert-init", 1, 0, O_COPIES},
-        {"eval-dataset", 1, 0, O_EVAL_DATASET}, {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-limit", 1, 0, O_EVAL_LIMIT},
+        {"backend", 1, 0, O_BACKEND}, {"eval-dataset", 1, 0, O_EVAL_DATASET}, {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-limit", 1, 0, O_EVAL_LIMIT},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     double v;
@@ -171,6 +173,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         switch (c) {
         case O_CAT: o->catalog = optarg; break;
         case O_MIX: o->mixture = optarg; break;
+        case O_BACKEND: o->backend = optarg; break;
         case O_OUT: o->out_dir = optarg; break;
         case O_RESUME: o->resume = 1, resume_dir = optarg; break;
         case O_NAME: o->name = optarg; break;
