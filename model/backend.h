@@ -89,6 +89,13 @@ struct upm_backend {
     void (*bias_grad)(upm_backend *be, float *db, const float *dY, int rows, int cols);
     /* out[0] = sum_i x[i]^2, summed in double in a fixed order (global gradient norm) */
     void (*sumsq)(upm_backend *be, float *out, const float *x, size_t n);
+    /* The learnable temperature, read where it lives (no download inside a step): gemm_temp is gemm with
+     * alpha = s = min(exp(t[0]), cap); temperature_bwd adds dt[0] += sum_i dy[i] * y[i] (= dL/ds * s for
+     * y = s * cos), summed as gemm sums a 1 x 1 x n product, unless the cap holds (s = cap: no gradient). */
+    void (*gemm_temp)(upm_backend *be, int ta, int tb, int M, int N, int K, const float *t, float cap, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
+    void (*temperature_bwd)(upm_backend *be, float *dt, const float *dy, const float *y, size_t n, const float *t,
+                            float cap);
 
     /* ---- per-token ops (rows x cols) ---- */
     /* y = (x - mean) * rstd * g + b, eps inside the sqrt; saves mean and rstd per row */
@@ -138,6 +145,9 @@ struct upm_backend {
     /* dlogits += d(G)/dlogits . dG (gradient flows through the kept entries only); renorm as in fwd */
     void (*topk_softmax_bwd)(upm_backend *be, float *dlogits, const float *dG, const float *G, const float *probs,
                              int rows, int E, int renorm);
+    /* mask[c] = 1 where column c of G [rows, cols] has a non-zero entry (other entries unchanged): the
+     * experts a gate chose, marked on the backend so that a step downloads the whole record once */
+    void (*mark_nonzero_cols)(upm_backend *be, uint8_t *mask, const float *G, int rows, int cols);
     /* y = x / max(||x||, 1e-12) per row; saves the norm */
     void (*l2norm_fwd)(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols);
     void (*l2norm_bwd)(upm_backend *be, float *dx, const float *dy, const float *y, const float *norm, int rows,

@@ -180,6 +180,15 @@ static void cpu_unpack_scale(upm_backend *be, float *dst, const float *src, cons
             dst[off[r] + i] = src[i] * alpha;
 }
 
+static void cpu_mark_nonzero_cols(upm_backend *be, uint8_t *mask, const float *G, int rows, int cols)
+{
+    (void)be;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            if (G[(size_t)r * cols + c] != 0.0f)
+                mask[c] = 1;
+}
+
 static void cpu_add_bias(upm_backend *be, float *Y, const float *b, int rows, int cols)
 {
     upm_cpu_threads(be);
@@ -250,6 +259,25 @@ static void cpu_sumsq(upm_backend *be, float *out, const float *x, size_t n)
     for (size_t ci = 0; ci < nc; ci++)
         total += part[ci];
     out[0] = (float)total;
+}
+
+static float temperature(const float *t, float cap)
+{
+    float s = expf(t[0]);
+    return s < cap ? s : cap;
+}
+
+static void cpu_gemm_temp(upm_backend *be, int ta, int tb, int M, int N, int K, const float *t, float cap,
+                          const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    cpu_gemm(be, ta, tb, M, N, K, temperature(t, cap), A, lda, B, ldb, beta, C, ldc);
+}
+
+static void cpu_temperature_bwd(upm_backend *be, float *dt, const float *dy, const float *y, size_t n, const float *t,
+                                float cap)
+{
+    if (expf(t[0]) < cap)
+        cpu_gemm(be, 0, 1, 1, 1, (int)n, 1.0f, dy, (int)n, y, (int)n, 1.0f, dt, 1);
 }
 
 /* ---- optimizer ---- */
@@ -357,6 +385,8 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .add_bias = cpu_add_bias,
         .bias_grad = cpu_bias_grad,
         .sumsq = cpu_sumsq,
+        .gemm_temp = cpu_gemm_temp,
+        .temperature_bwd = cpu_temperature_bwd,
         .layernorm_fwd = upm_cpu_layernorm_fwd,
         .layernorm_bwd = upm_cpu_layernorm_bwd,
         .gelu_fwd = upm_cpu_gelu_fwd,
@@ -373,6 +403,7 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .patchify = upm_cpu_patchify,
         .topk_softmax_fwd = upm_cpu_topk_softmax_fwd,
         .topk_softmax_bwd = upm_cpu_topk_softmax_bwd,
+        .mark_nonzero_cols = cpu_mark_nonzero_cols,
         .l2norm_fwd = upm_cpu_l2norm_fwd,
         .l2norm_bwd = upm_cpu_l2norm_bwd,
         .xent_fwd_bwd = upm_cpu_xent_fwd_bwd,

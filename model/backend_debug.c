@@ -224,6 +224,19 @@ static void d_bias_grad(upm_backend *be, float *db, const float *dY, int rows, i
 
 static void d_sumsq(upm_backend *be, float *out, const float *x, size_t n) { CPU(sumsq, F(out, 1), F(x, n), n); }
 
+static void d_gemm_temp(upm_backend *be, int ta, int tb, int M, int N, int K, const float *t, float cap,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    CPU(gemm_temp, ta, tb, M, N, K, F(t, 1), cap, F(A, ta ? span_of(K, M, lda) : span_of(M, K, lda)), lda,
+        F(B, tb ? span_of(N, K, ldb) : span_of(K, N, ldb)), ldb, beta, F(C, span_of(M, N, ldc)), ldc);
+}
+
+static void d_temperature_bwd(upm_backend *be, float *dt, const float *dy, const float *y, size_t n, const float *t,
+                              float cap)
+{
+    CPU(temperature_bwd, F(dt, 1), F(dy, n), F(y, n), n, F(t, 1), cap);
+}
+
 /* ---- per-token ops ---- */
 
 static void d_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, const float *x, const float *g,
@@ -341,6 +354,11 @@ static void d_topk_softmax_bwd(upm_backend *be, float *dlogits, const float *dG,
     CPU(topk_softmax_bwd, F(dlogits, re), F(dG, re), F(G, re), F(probs, re), rows, E, renorm);
 }
 
+static void d_mark_nonzero_cols(upm_backend *be, uint8_t *mask, const float *G, int rows, int cols)
+{
+    CPU(mark_nonzero_cols, D(mask, cols), F(G, (size_t)rows * cols), rows, cols);
+}
+
 static void d_l2norm_fwd(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols)
 {
     size_t rc = (size_t)rows * cols;
@@ -416,6 +434,8 @@ int upm_backend_debug_new(int threads, upm_backend **out, upm_err *err)
         .add_bias = d_add_bias,
         .bias_grad = d_bias_grad,
         .sumsq = d_sumsq,
+        .gemm_temp = d_gemm_temp,
+        .temperature_bwd = d_temperature_bwd,
         .layernorm_fwd = d_layernorm_fwd,
         .layernorm_bwd = d_layernorm_bwd,
         .gelu_fwd = d_gelu_fwd,
@@ -432,6 +452,7 @@ int upm_backend_debug_new(int threads, upm_backend **out, upm_err *err)
         .patchify = d_patchify,
         .topk_softmax_fwd = d_topk_softmax_fwd,
         .topk_softmax_bwd = d_topk_softmax_bwd,
+        .mark_nonzero_cols = d_mark_nonzero_cols,
         .l2norm_fwd = d_l2norm_fwd,
         .l2norm_bwd = d_l2norm_bwd,
         .xent_fwd_bwd = d_xent_fwd_bwd,

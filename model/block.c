@@ -21,12 +21,9 @@ static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_g
 /* Marks the experts this gate chose for some pattern (training passes only; see upm_model). */
 static void mark_experts(upm_model *m, upm_pass *p, int l, int gi, const upm_gate_act *g)
 {
-    int P = p->plan.npat, E = m->cfg.experts;
-    uint8_t *used = m->expert_used + ((size_t)l * UPM_NGATES + (size_t)gi) * (size_t)E;
-    m->be->download(m->be, m->gate_host, g->G, sizeof(float) * (size_t)P * E);
-    for (int i = 0; i < P * E; i++)
-        if (m->gate_host[i] != 0.0f)
-            used[i % E] = 1;
+    int E = m->cfg.experts;
+    m->be->mark_nonzero_cols(m->be, m->expert_used_dev + ((size_t)l * UPM_NGATES + (size_t)gi) * (size_t)E, g->G,
+                             p->plan.npat, E);
 }
 
 static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
@@ -128,7 +125,7 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
     for (int gi = 0; gi < UPM_NGATES; gi++)
         if (k->has_gate[gi]) {
             gate_forward(m, p, &k->gate[gi], &la->gate[gi]);
-            if (p->train && m->expert_used)
+            if (p->train && m->expert_used_dev)
                 mark_experts(m, p, l, gi, &la->gate[gi]);
         }
     be->layernorm_fwd(be, la->h, la->mean1, la->rstd1, x_in, WEIGHTS(k->ln1_w), WEIGHTS(k->ln1_b), N, D, eps);

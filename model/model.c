@@ -39,9 +39,10 @@ int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, u
     be->upload(be, m->w, host, bytes);
     free(host);
     if (cfg->moe == UPM_MOE_ATTRIBUTE) {
-        m->expert_used = calloc((size_t)cfg->layers * UPM_NGATES * (size_t)cfg->experts, 1);
-        m->gate_host = malloc(sizeof(float) * 256 * (size_t)cfg->experts);
-        if (!m->expert_used || !m->gate_host) {
+        size_t n = (size_t)cfg->layers * UPM_NGATES * (size_t)cfg->experts;
+        m->expert_used = calloc(n, 1);
+        m->expert_used_dev = be->alloc(be, n);
+        if (!m->expert_used || !m->expert_used_dev) {
             upm_model_free(m);
             return upm_errf(err, UPM_ENOMEM, "model: no memory");
         }
@@ -58,9 +59,16 @@ void upm_model_free(upm_model *m)
         m->be->free(m->be, m->w);
     if (m->g)
         m->be->free(m->be, m->g);
+    if (m->scratch)
+        m->be->free(m->be, m->scratch);
+    if (m->iota)
+        m->be->free(m->be, m->iota);
+    for (int i = 0; i < m->nsincos; i++)
+        m->be->free(m->be, m->sincos[i].t);
     upm_layout_free(&m->L);
     free(m->expert_used);
-    free(m->gate_host);
+    if (m->expert_used_dev)
+        m->be->free(m->be, m->expert_used_dev);
     free(m);
 }
 
@@ -70,8 +78,16 @@ float *upm_model_g(const upm_model *m, int i) { return m->g + m->L.p[i].offset; 
 void upm_model_zero_grad(upm_model *m)
 {
     m->be->zero(m->be, m->g, m->L.total * sizeof(float));
-    if (m->expert_used)
-        memset(m->expert_used, 0, (size_t)m->cfg.layers * UPM_NGATES * (size_t)m->cfg.experts);
+    if (m->expert_used_dev)
+        m->be->zero(m->be, m->expert_used_dev, (size_t)m->cfg.layers * UPM_NGATES * (size_t)m->cfg.experts);
+}
+
+const uint8_t *upm_model_experts_used(upm_model *m)
+{
+    if (m->expert_used_dev)
+        m->be->download(m->be, m->expert_used, m->expert_used_dev,
+                        (size_t)m->cfg.layers * UPM_NGATES * (size_t)m->cfg.experts);
+    return m->expert_used_dev ? m->expert_used : NULL;
 }
 
 int upm_param_group(const upm_model *m, int param)
@@ -177,7 +193,7 @@ static void carve_pass(upm_model *m, upm_pass *p, carver *c, int want_keep)
         if (g->kind != UPM_SEG_TEXT) {
             p->pixels[s] = CARVE_F(c, nseq * g->T * 3 * g->H * g->W);
             p->patches[s] = CARVE_F(c, nseq * tok * UPM_PATCH_DIM);
-            p->sincos[s] = CARVE_F(c, (size_t)(g->H / 16) * (g->W / 16) * D);
+            p->sincos[s] = NULL; /* the model's table for this grid (sincos_table) */
         } else
             p->pixels[s] = p->patches[s] = p->sincos[s] = NULL;
     }
@@ -190,6 +206,36 @@ static void carve_pass(upm_model *m, upm_pass *p, carver *c, int want_keep)
     p->dqkv = CARVE_F(c, N * 3 * D), p->da = CARVE_F(c, N * D), p->do_ = CARVE_F(c, N * D), p->dh2 = CARVE_F(c, N * D);
     p->df = CARVE_F(c, N * F), p->dgl = CARVE_F(c, N * F), p->do2 = CARVE_F(c, N * D), p->dE = CARVE_F(c, N * D);
     p->dfeat = CARVE_F(c, R * D), p->dzn = CARVE_F(c, R * D), p->dzsel = CARVE_F(c, R * D);
+}
+
+/* The position table of a gh x gw patch grid: the model's copy, made and uploaded the first time the grid
+ * is seen (NULL with err set when memory runs out). */
+static float *sincos_table(upm_model *m, int gh, int gw, upm_err *err)
+{
+    int n = m->nsincos, cap = (int)(sizeof m->sincos / sizeof m->sincos[0]);
+    for (int i = 0; i < n; i++)
+        if (m->sincos[i].gh == gh && m->sincos[i].gw == gw)
+            return m->sincos[i].t;
+    size_t bytes = sizeof(float) * (size_t)gh * gw * m->cfg.dim;
+    if (n == cap) { /* many grid sizes (not a use of this model we know of): the oldest table goes */
+        m->be->free(m->be, m->sincos[0].t);
+        memmove(m->sincos, m->sincos + 1, sizeof m->sincos[0] * (size_t)(cap - 1));
+        n = m->nsincos = cap - 1;
+    }
+    float *h = malloc(bytes), *t = m->be->alloc(m->be, bytes);
+    if (!h || !t) {
+        free(h);
+        if (t)
+            m->be->free(m->be, t);
+        upm_errf(err, UPM_ENOMEM, "model: no memory for the positions of a %d x %d grid", gh, gw);
+        return NULL;
+    }
+    upm_sincos_2d(h, gh, gw, m->cfg.dim);
+    m->be->upload(m->be, t, h, bytes);
+    free(h);
+    m->sincos[n].gh = gh, m->sincos[n].gw = gw, m->sincos[n].t = t;
+    m->nsincos = n + 1;
+    return t;
 }
 
 /* Plans the input and makes the arena big enough; uploads the plan's index arrays and the inputs. */
@@ -251,13 +297,8 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
             continue;
         }
         be->upload(be, p->pixels[s], g->pixels, sizeof(float) * nseq * g->T * 3 * g->H * g->W);
-        size_t grid = (size_t)(g->H / 16) * (g->W / 16);
-        float *t = malloc(sizeof(float) * grid * cfg->dim);
-        if (!t)
-            return upm_errf(err, UPM_ENOMEM, "model: no memory for positions");
-        upm_sincos_2d(t, g->H / 16, g->W / 16, cfg->dim);
-        be->upload(be, p->sincos[s], t, sizeof(float) * grid * cfg->dim);
-        free(t);
+        if (!(p->sincos[s] = sincos_table(m, g->H / 16, g->W / 16, err)))
+            return err->code;
     }
     /* the attribute bits of each pattern, and per-layer noise rows and keep factors */
     float bits[256 * UPM_GATE_BITS];

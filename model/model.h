@@ -18,16 +18,32 @@ typedef struct upm_model {
     upm_layout L;
     upm_backend *be;
     float *w, *g; /* backend memory, L.total floats each */
-    /* Experts chosen by any gate of a training pass since the last upm_model_zero_grad, host
+    /* Experts chosen by any gate of a training pass since the last upm_model_zero_grad,
      * [layers][UPM_NGATES][experts] (0/1): an expert not marked has an all-zero gradient this step, which
-     * data-parallel training need not reduce. NULL for dense and merged models. */
-    uint8_t *expert_used;
-    float *gate_host; /* scratch: one gate's values downloaded */
+     * data-parallel training need not reduce. Marked on the backend (expert_used_dev); expert_used is the
+     * host copy upm_model_experts_used downloads. NULL for dense and merged models. */
+    uint8_t *expert_used, *expert_used_dev;
+    /* Backend scratch of the losses (trainer/loss.c): grown to the largest request, then reused, so a
+     * step allocates nothing once the largest batch has been seen. iota: 0, 1, ..., iota_n - 1. */
+    void *scratch;
+    size_t scratch_bytes;
+    int32_t *iota;
+    int iota_n;
+    /* The fixed 2-D sin-cos position tables uploaded so far, one per patch grid (160 px and 224 px images
+     * are two grids), so that a pass uploads none it has seen. */
+    struct {
+        int gh, gw;
+        float *t; /* backend [gh * gw, dim] */
+    } sincos[8];
+    int nsincos;
 } upm_model;
 
 /* A model with initial values drawn from seed (docs/model.md), gradients zeroed. */
 int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, upm_model **out, upm_err *err);
 void upm_model_free(upm_model *m);
+/* The experts used this step (model.h, expert_used), downloaded once: host memory, or NULL for a model
+ * without attribute routing. */
+const uint8_t *upm_model_experts_used(upm_model *m);
 /* Backend pointers of parameter i's values and gradient. */
 float *upm_model_w(const upm_model *m, int i);
 float *upm_model_g(const upm_model *m, int i);

@@ -151,7 +151,7 @@ int upm_gradsync_begin(upm_gradsync *gs, upm_err *err)
     gs->comm_s = gs->sync_s = 0;
     if (gs->skip) { /* OR over ranks of the experts each used */
         double t0 = upm_monotonic_s();
-        int rc = upm_comm_allgather(gs->c, m->expert_used, gs->used_bytes, gs->used_all, err);
+        int rc = upm_comm_allgather(gs->c, upm_model_experts_used(gs->m), gs->used_bytes, gs->used_all, err);
         gs->sync_s = upm_monotonic_s() - t0;
         if (rc)
             return rc;

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 float upm_logit_scale(const upm_model *m, int *capped)
 {
@@ -15,50 +16,67 @@ float upm_logit_scale(const upm_model *m, int *capped)
     return s < UPM_LOGIT_SCALE_MAX ? s : UPM_LOGIT_SCALE_MAX;
 }
 
-/* dlogit_scale += sum(dlogits * logits) = dL/ds * s (logits = s * cos), unless the cap holds. */
-static void temperature_grad(upm_model *m, const float *dlogits, const float *logits, int n, int capped)
-{
-    if (!capped)
-        m->be->gemm(m->be, 0, 1, 1, 1, n, 1.0f, dlogits, n, logits, n, 1.0f, upm_model_g(m, m->L.logit_scale), 1);
-}
-
+/* The losses' working memory, carved from the model's scratch (grown only when a larger batch arrives):
+ * the gradient of the logits and 4 statistics, twice for pair (both directions) with the transposed
+ * logits, and the diagonal targets 0..rows-1 (pair). */
 typedef struct scratch {
-    float *dlogits, *stats;
+    float *dlogits[2], *stats[2], *logitsT;
     int32_t *diag;
 } scratch;
 
-static int scratch_new(upm_backend *be, int rows, int cols, int diag, scratch *s, upm_err *err)
+static size_t up64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+static int scratch_get(upm_model *m, int rows, int cols, int pair, scratch *s, upm_err *err)
 {
-    s->dlogits = be->alloc(be, sizeof(float) * (size_t)rows * cols);
-    s->stats = be->alloc(be, sizeof(float) * 4);
-    s->diag = diag ? be->alloc(be, sizeof(int32_t) * (size_t)rows) : NULL;
-    if (!s->dlogits || !s->stats || (diag && !s->diag)) {
-        if (s->dlogits)
-            be->free(be, s->dlogits);
-        if (s->stats)
-            be->free(be, s->stats);
-        if (s->diag)
-            be->free(be, s->diag);
-        return upm_errf(err, UPM_ENOMEM, "loss: no memory for %d x %d logits", rows, cols);
+    upm_backend *be = m->be;
+    memset(s, 0, sizeof *s);
+    size_t mat = up64(sizeof(float) * (size_t)rows * cols), st = up64(sizeof(float) * 4);
+    size_t need = pair ? 3 * mat + 2 * st : mat + st;
+    if (need > m->scratch_bytes) {
+        if (m->scratch)
+            be->free(be, m->scratch);
+        m->scratch_bytes = 0;
+        if (!(m->scratch = be->alloc(be, need)))
+            return upm_errf(err, UPM_ENOMEM, "loss: no memory for %d x %d logits", rows, cols);
+        m->scratch_bytes = need;
     }
-    if (diag) {
+    char *p = m->scratch;
+    s->dlogits[0] = (float *)p, p += mat;
+    s->stats[0] = (float *)p, p += st;
+    if (pair) {
+        s->dlogits[1] = (float *)p, p += mat;
+        s->stats[1] = (float *)p, p += st;
+        s->logitsT = (float *)p;
+    }
+    if (pair && rows > m->iota_n) { /* the diagonal targets 0..rows-1, uploaded when the batch grows */
         int32_t *h = malloc(sizeof(int32_t) * (size_t)rows);
         if (!h)
             return upm_errf(err, UPM_ENOMEM, "loss: no memory");
         for (int i = 0; i < rows; i++)
             h[i] = i;
-        be->upload(be, s->diag, h, sizeof(int32_t) * (size_t)rows);
+        if (m->iota)
+            be->free(be, m->iota);
+        m->iota_n = 0;
+        if ((m->iota = be->alloc(be, sizeof(int32_t) * (size_t)rows))) {
+            be->upload(be, m->iota, h, sizeof(int32_t) * (size_t)rows);
+            m->iota_n = rows;
+        }
         free(h);
+        if (!m->iota)
+            return upm_errf(err, UPM_ENOMEM, "loss: no memory");
     }
+    s->diag = pair ? m->iota : NULL;
     return 0;
 }
 
-static void scratch_free(upm_backend *be, scratch *s)
+/* The temperature s = min(exp(logit_scale), cap) is read on the backend (no download inside a step):
+ * logits = s U V^T by gemm_temp, the feature gradients likewise scaled by s, and the temperature's
+ * gradient dlogit_scale += sum(dlogits * logits) unless the cap holds. */
+#define TEMP(m) upm_model_w(m, (m)->L.logit_scale), UPM_LOGIT_SCALE_MAX
+
+static void temperature_grad(upm_model *m, const float *dlogits, const float *logits, size_t n)
 {
-    be->free(be, s->dlogits);
-    be->free(be, s->stats);
-    if (s->diag)
-        be->free(be, s->diag);
+    m->be->temperature_bwd(m->be, upm_model_g(m, m->L.logit_scale), dlogits, logits, n, TEMP(m));
 }
 
 int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, const int32_t *labels,
@@ -66,27 +84,27 @@ int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, c
                    upm_err *err)
 {
     upm_backend *be = m->be;
-    int D = m->cfg.dim, capped;
+    int D = m->cfg.dim;
+    size_t n = (size_t)B * C;
     scratch s;
-    int rc = scratch_new(be, B, C, 0, &s, err);
+    int rc = scratch_get(m, B, C, 0, &s, err);
     if (rc)
         return rc;
-    float scale = upm_logit_scale(m, &capped), st[2];
-    be->gemm(be, 0, 1, B, C, D, scale, U, D, V, D, 0.0f, logits, C);
+    float st[2];
+    be->gemm_temp(be, 0, 1, B, C, D, TEMP(m), U, D, V, D, 0.0f, logits, C);
     if (col_bias)
         be->add_bias(be, logits, col_bias, B, C);
-    be->xent_fwd_bwd(be, s.stats, s.dlogits, logits, labels, B, C, UPM_LABEL_SMOOTHING, weight);
+    be->xent_fwd_bwd(be, s.stats[0], s.dlogits[0], logits, labels, B, C, UPM_LABEL_SMOOTHING, weight);
     if (col_bias) { /* back to s * cos for the temperature's gradient (the correction is a constant) */
-        be->scale(be, logits, -1.0f, (size_t)B * C);
+        be->scale(be, logits, -1.0f, n);
         be->add_bias(be, logits, col_bias, B, C);
-        be->scale(be, logits, -1.0f, (size_t)B * C);
+        be->scale(be, logits, -1.0f, n);
     }
-    be->gemm(be, 0, 0, B, D, C, scale, s.dlogits, C, V, D, 1.0f, dU, D);
-    be->gemm(be, 1, 0, C, D, B, scale, s.dlogits, C, U, D, 1.0f, dV, D);
-    temperature_grad(m, s.dlogits, logits, B * C, capped);
-    be->download(be, st, s.stats, sizeof st);
+    be->gemm_temp(be, 0, 0, B, D, C, TEMP(m), s.dlogits[0], C, V, D, 1.0f, dU, D);
+    be->gemm_temp(be, 1, 0, C, D, B, TEMP(m), s.dlogits[0], C, U, D, 1.0f, dV, D);
+    temperature_grad(m, s.dlogits[0], logits, n);
+    be->download(be, st, s.stats[0], sizeof st);
     *res = (upm_loss_result){st[0], st[1], B};
-    scratch_free(be, &s);
     return 0;
 }
 
@@ -94,38 +112,26 @@ int upm_loss_pair(upm_model *m, const float *U, const float *V, int B, float wei
                   float *logits, upm_loss_result *res, upm_err *err)
 {
     upm_backend *be = m->be;
-    int D = m->cfg.dim, capped;
-    scratch s, t;
-    int rc = scratch_new(be, B, B, 1, &s, err);
+    int D = m->cfg.dim;
+    size_t n = (size_t)B * B;
+    scratch s;
+    int rc = scratch_get(m, B, B, 1, &s, err);
     if (rc)
         return rc;
-    if ((rc = scratch_new(be, B, B, 0, &t, err))) {
-        scratch_free(be, &s);
-        return rc;
-    }
-    float *logitsT = be->alloc(be, sizeof(float) * (size_t)B * B);
-    if (!logitsT) {
-        scratch_free(be, &s);
-        scratch_free(be, &t);
-        return upm_errf(err, UPM_ENOMEM, "loss: no memory for %d x %d logits", B, B);
-    }
-    float scale = upm_logit_scale(m, &capped), a[2], b[2];
-    be->gemm(be, 0, 1, B, B, D, scale, U, D, V, D, 0.0f, logits, B);
-    be->gemm(be, 0, 1, B, B, D, scale, V, D, U, D, 0.0f, logitsT, B);
-    be->xent_fwd_bwd(be, s.stats, s.dlogits, logits, s.diag, B, B, UPM_LABEL_SMOOTHING, 0.5f * weight);
-    be->xent_fwd_bwd(be, t.stats, t.dlogits, logitsT, s.diag, B, B, UPM_LABEL_SMOOTHING, 0.5f * weight);
+    float a[2], b[2], *logitsT = s.logitsT;
+    be->gemm_temp(be, 0, 1, B, B, D, TEMP(m), U, D, V, D, 0.0f, logits, B);
+    be->gemm_temp(be, 0, 1, B, B, D, TEMP(m), V, D, U, D, 0.0f, logitsT, B);
+    be->xent_fwd_bwd(be, s.stats[0], s.dlogits[0], logits, s.diag, B, B, UPM_LABEL_SMOOTHING, 0.5f * weight);
+    be->xent_fwd_bwd(be, s.stats[1], s.dlogits[1], logitsT, s.diag, B, B, UPM_LABEL_SMOOTHING, 0.5f * weight);
     /* logits = s U V^T: dU += s dL V, dV += s dL^T U; logitsT = s V U^T: dV += s dLT U, dU += s dLT^T V */
-    be->gemm(be, 0, 0, B, D, B, scale, s.dlogits, B, V, D, 1.0f, dU, D);
-    be->gemm(be, 1, 0, B, D, B, scale, s.dlogits, B, U, D, 1.0f, dV, D);
-    be->gemm(be, 0, 0, B, D, B, scale, t.dlogits, B, U, D, 1.0f, dV, D);
-    be->gemm(be, 1, 0, B, D, B, scale, t.dlogits, B, V, D, 1.0f, dU, D);
-    temperature_grad(m, s.dlogits, logits, B * B, capped);
-    temperature_grad(m, t.dlogits, logitsT, B * B, capped);
-    be->download(be, a, s.stats, sizeof a);
-    be->download(be, b, t.stats, sizeof b);
+    be->gemm_temp(be, 0, 0, B, D, B, TEMP(m), s.dlogits[0], B, V, D, 1.0f, dU, D);
+    be->gemm_temp(be, 1, 0, B, D, B, TEMP(m), s.dlogits[0], B, U, D, 1.0f, dV, D);
+    be->gemm_temp(be, 0, 0, B, D, B, TEMP(m), s.dlogits[1], B, U, D, 1.0f, dV, D);
+    be->gemm_temp(be, 1, 0, B, D, B, TEMP(m), s.dlogits[1], B, V, D, 1.0f, dU, D);
+    temperature_grad(m, s.dlogits[0], logits, n);
+    temperature_grad(m, s.dlogits[1], logitsT, n);
+    be->download(be, a, s.stats[0], sizeof a);
+    be->download(be, b, s.stats[1], sizeof b);
     *res = (upm_loss_result){0.5f * (a[0] + b[0]), a[1], B};
-    be->free(be, logitsT);
-    scratch_free(be, &s);
-    scratch_free(be, &t);
     return 0;
 }
