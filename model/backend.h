@@ -160,11 +160,14 @@ struct upm_backend {
                          int rows, int C, float eps, float scale);
 
     /* ---- optimizer ---- */
+    /* Global-norm clipping, decided on the backend: gscale[0] = clip / (norm + 1e-6) when clip > 0 and
+     * norm = sqrtf(sumsq[0]) exceeds it, else 1 (float arithmetic, as the trainer always computed it). */
+    void (*clip_scale)(upm_backend *be, float *gscale, const float *sumsq, float clip);
     /* AdamW on n parameters: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (mhat/(sqrt(vhat)+eps) +
-     * wd[i] p) with mhat = m/(1-b1^t), vhat = v/(1-b2^t); g is multiplied by gscale first (clipping).
-     * wd is per parameter (0 where no decay): wd_mask[i] != 0 applies weight_decay. */
+     * wd[i] p) with mhat = m/(1-b1^t), vhat = v/(1-b2^t); g is multiplied by gscale[0] (backend memory:
+     * clip_scale's) first. wd is per parameter (0 where no decay): wd_mask[i] != 0 applies weight_decay. */
     void (*adamw)(upm_backend *be, float *p, float *m, float *v, const float *g, const uint8_t *wd_mask, size_t n,
-                  float lr, float b1, float b2, float eps, float weight_decay, float gscale, int t);
+                  float lr, float b1, float b2, float eps, float weight_decay, const float *gscale, int t);
 
     void (*destroy)(upm_backend *be);
 };

@@ -322,9 +322,17 @@ UPM_CPU_CLONES static void adamw_range(float *restrict p, float *restrict m, flo
 
 enum { ADAMW_CHUNK = 16384 };
 
-static void cpu_adamw(upm_backend *be, float *p, float *m, float *v, const float *g, const uint8_t *wd_mask,
-                      size_t n, float lr, float b1, float b2, float eps, float weight_decay, float gscale, int t)
+static void cpu_clip_scale(upm_backend *be, float *gscale, const float *sumsq, float clip)
 {
+    (void)be;
+    float norm = sqrtf(sumsq[0]);
+    gscale[0] = clip > 0 && norm > clip ? clip / (norm + 1e-6f) : 1.0f;
+}
+
+static void cpu_adamw(upm_backend *be, float *p, float *m, float *v, const float *g, const uint8_t *wd_mask,
+                      size_t n, float lr, float b1, float b2, float eps, float weight_decay, const float *gs, int t)
+{
+    float gscale = gs[0];
     upm_cpu_threads(be);
     if (t < 1)
         t = 1;
@@ -407,6 +415,7 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .l2norm_fwd = upm_cpu_l2norm_fwd,
         .l2norm_bwd = upm_cpu_l2norm_bwd,
         .xent_fwd_bwd = upm_cpu_xent_fwd_bwd,
+        .clip_scale = cpu_clip_scale,
         .adamw = cpu_adamw,
         .destroy = cpu_destroy,
     };

@@ -382,10 +382,15 @@ static void d_xent_fwd_bwd(upm_backend *be, float *out, float *dlogits, const fl
 
 /* ---- optimizer ---- */
 
-static void d_adamw(upm_backend *be, float *p, float *m, float *v, const float *g, const uint8_t *wd_mask, size_t n,
-                    float lr, float b1, float b2, float eps, float weight_decay, float gscale, int t)
+static void d_clip_scale(upm_backend *be, float *gscale, const float *sumsq, float clip)
 {
-    CPU(adamw, F(p, n), F(m, n), F(v, n), F(g, n), D(wd_mask, n), n, lr, b1, b2, eps, weight_decay, gscale, t);
+    CPU(clip_scale, F(gscale, 1), F(sumsq, 1), clip);
+}
+
+static void d_adamw(upm_backend *be, float *p, float *m, float *v, const float *g, const uint8_t *wd_mask, size_t n,
+                    float lr, float b1, float b2, float eps, float weight_decay, const float *gscale, int t)
+{
+    CPU(adamw, F(p, n), F(m, n), F(v, n), F(g, n), D(wd_mask, n), n, lr, b1, b2, eps, weight_decay, F(gscale, 1), t);
 }
 
 static void d_destroy(upm_backend *be)
@@ -456,6 +461,7 @@ int upm_backend_debug_new(int threads, upm_backend **out, upm_err *err)
         .l2norm_fwd = d_l2norm_fwd,
         .l2norm_bwd = d_l2norm_bwd,
         .xent_fwd_bwd = d_xent_fwd_bwd,
+        .clip_scale = d_clip_scale,
         .adamw = d_adamw,
         .destroy = d_destroy,
     };

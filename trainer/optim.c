@@ -18,7 +18,7 @@ int upm_optim_init(upm_optim *o, upm_model *m, const upm_optim_config *c, upm_er
     o->m = be->alloc(be, n * sizeof(float));
     o->v = be->alloc(be, n * sizeof(float));
     o->decay = be->alloc(be, n);
-    o->norm = be->alloc(be, sizeof(float));
+    o->norm = be->alloc(be, 2 * sizeof(float)); /* the squared norm, the clipping factor */
     uint8_t *mask = malloc(n ? n : 1);
     if (!o->m || !o->v || !o->decay || !o->norm || !mask) {
         free(mask);
@@ -56,15 +56,14 @@ int upm_optim_step(upm_optim *o, upm_model *m, float *grad_norm, float *lr, upm_
 {
     upm_backend *be = m->be;
     float sq;
-    be->sumsq(be, o->norm, m->g, m->L.total);
-    be->download(be, &sq, o->norm, sizeof sq);
-    float norm = sqrtf(sq), gscale = 1.0f;
-    if (o->cfg.clip > 0 && norm > o->cfg.clip)
-        gscale = o->cfg.clip / (norm + 1e-6f);
     float rate = upm_optim_lr(&o->cfg, o->t);
     o->t++;
+    be->sumsq(be, o->norm, m->g, m->L.total);
+    be->clip_scale(be, o->norm + 1, o->norm, o->cfg.clip); /* decided on the backend: no wait here */
     be->adamw(be, m->w, o->m, o->v, m->g, o->decay, m->L.total, rate, o->cfg.beta1, o->cfg.beta2, o->cfg.eps,
-              o->cfg.weight_decay, gscale, (int)o->t);
+              o->cfg.weight_decay, o->norm + 1, (int)o->t);
+    be->download(be, &sq, o->norm, sizeof sq); /* the norm, for the step's metrics */
+    float norm = sqrtf(sq);
     if (grad_norm)
         *grad_norm = norm;
     if (lr)

@@ -482,13 +482,21 @@ static void test_xent(void)
 static void test_adamw(void)
 {
     enum { N = 1003 };
-    float *p = frand(N, 1), *m = fbuf(N), *v = fbuf(N), *g = frand(N, 1);
+    float *p = frand(N, 1), *m = fbuf(N), *v = fbuf(N), *g = frand(N, 1), *gs = fbuf(2);
     uint8_t *wd = malloc(N);
+    /* the clipping factor: a norm of 4 clipped to 2 is 1/2; below the bound, or without clipping, 1 */
+    gs[1] = 16.0f;
+    be->clip_scale(be, gs, gs + 1, 8.0f);
+    CHECK(gs[0] == 1.0f);
+    be->clip_scale(be, gs, gs + 1, 0.0f);
+    CHECK(gs[0] == 1.0f);
+    be->clip_scale(be, gs, gs + 1, 2.0f);
+    CHECK(fabsf(gs[0] - 0.5f) < 1e-6f);
     double rp[N], rm[N] = {0}, rv[N] = {0};
     for (int i = 0; i < N; i++)
         rp[i] = p[i], wd[i] = i % 3 != 0;
     for (int t = 1; t <= 3; t++) {
-        be->adamw(be, p, m, v, g, wd, N, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, 0.5f, t);
+        be->adamw(be, p, m, v, g, wd, N, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, gs, t);
         for (int i = 0; i < N; i++) {
             double gi = 0.5 * g[i];
             rm[i] = 0.9 * rm[i] + 0.1 * gi;
@@ -501,7 +509,7 @@ static void test_adamw(void)
     CHECK(near("adamw m", m, rm, N, 1e-5, 1e-3));
     CHECK(near("adamw v", v, rv, N, 1e-5, 1e-3));
     free(wd);
-    RELEASE(p, m, v, g);
+    RELEASE(p, m, v, g, gs);
 }
 
 int main(void)
