@@ -1,5 +1,6 @@
-/* Shared helpers of the CPU backend unit tests (test_backend_cpu*.c): a deterministic generator,
- * backend buffers, tolerant comparison against double-precision references, finite differences. */
+/* Shared helpers of the backend conformance tests (test_backend_ops*.c): a deterministic generator,
+ * backend buffers (host mirrors of the backend under test, backend_mirror.h), tolerant comparison against
+ * double-precision references, finite differences. */
 #ifndef UPM_BACKEND_CHECK_H
 #define UPM_BACKEND_CHECK_H
 
@@ -23,7 +24,17 @@ static inline double urand(void) /* uniform in [-1, 1) */
     return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0 * 2.0 - 1.0;
 }
 
-static inline float *fbuf(size_t n) /* backend memory (host memory on the CPU), zeroed */
+static inline void *bbuf(size_t bytes) /* backend memory (a host mirror), zeroed */
+{
+    void *p = be->alloc(be, bytes);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static inline float *fbuf(size_t n) /* backend memory (a host mirror), zeroed */
 {
     float *p = be->alloc(be, n * sizeof(float));
     if (!p) {
@@ -43,6 +54,7 @@ static inline float *frand(size_t n, double scale)
 
 /* Frees backend buffers: RELEASE(a, b, ...). */
 #define RELEASE(...) release((float *[]){__VA_ARGS__, NULL})
+#define BFREE(p) be->free(be, (p))
 static inline void release(float **p)
 {
     for (; *p; p++)

@@ -1,6 +1,7 @@
-/* Unit test for the CPU backend's attention (model/backend_cpu_attn.c) against a double-precision
- * reference and finite differences, and bit-identical reductions (every reducing op and attention)
- * run to run and for 1 vs 2 threads. Prints the cost of ViT-Ti attention. */
+/* The backend conformance suite, part 2 (part 1: test_backend_ops.c): attention on every backend this build
+ * can open, through upload/download only (backend_mirror.h), against a double-precision reference and
+ * finite differences, and bit-identical reductions (every reducing op and attention) run to run and for
+ * 1 vs 2 threads. Prints the cost of ViT-Ti attention on the CPU backend. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "backend_check.h"
+#include "backend_mirror.h"
 
 /* ---- attention ---- */
 
@@ -84,8 +86,8 @@ static attn_case attn_make(int nseq, int S, int heads, int hd, int32_t *row_of, 
 
 static void check_attention(int nseq, int S, int heads, int hd, int full_fd, int runs)
 {
-    int32_t *row_of = malloc((size_t)nseq * S * sizeof *row_of);
-    uint8_t *mask = malloc((size_t)nseq * S * S);
+    int32_t *row_of = bbuf((size_t)nseq * S * sizeof *row_of);
+    uint8_t *mask = bbuf((size_t)nseq * S * S);
     attn_case c = attn_make(nseq, S, heads, hd, row_of, mask, runs);
     int rows = c.rows, D = heads * hd;
     uint8_t *named = calloc((size_t)rows, 1);
@@ -141,7 +143,8 @@ static void check_attention(int nseq, int S, int heads, int hd, int full_fd, int
         }
         free(u), free(xp), free(xm);
     }
-    free(row_of), free(mask), free(named), free(dq), free(ddo), free(ref), free(dq0);
+    BFREE(row_of), BFREE(mask);
+    free(named), free(dq), free(ddo), free(ref), free(dq0);
     RELEASE(qkv, out, probs, dout, dqkv, out0);
 }
 
@@ -177,8 +180,8 @@ static void reductions(float *res, const int32_t *idx, const int32_t *tgt, const
 static void test_determinism(void)
 {
     enum { R = 1003, Cn = 67, NS = 4, S = 45, H = 3, HD = 32 };
-    int32_t idx[R], tgt[R], row_of[NS * S];
-    uint8_t mask[NS * S * S];
+    int32_t *idx = bbuf(sizeof(int32_t) * R), *tgt = bbuf(sizeof(int32_t) * R), *row_of = bbuf(sizeof(int32_t) * NS * S);
+    uint8_t *mask = bbuf(NS * S * S);
     attn_case c = attn_make(NS, S, H, HD, row_of, mask, 0);
     for (int r = 0; r < R; r++)
         idx[r] = r % 3, tgt[r] = r % 7 == 0 ? -1 : r % Cn;
@@ -199,6 +202,7 @@ static void test_determinism(void)
     for (size_t i = 0; i < RED_ROWS * Cn; i++)
         CHECK(r1[i] == r2[i]); /* names the first differing reduction, if any */
     RELEASE(in[0], in[1], in[2], in[3], in[4], in[5], r1, r2, r3);
+    BFREE(idx), BFREE(tgt), BFREE(row_of), BFREE(mask);
 }
 
 /* ViT-Ti attention: 32 sequences x 101 tokens, 3 heads of 64 (a printout for the lead, not a check). */
@@ -230,14 +234,29 @@ static void time_vit_ti(void)
 
 int main(void)
 {
+    char list[256], *save = NULL;
+    upm_backend_list(list, sizeof list);
+    for (char *name = strtok_r(list, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
+        uint64_t hash[2];
+        for (int rep = 0; rep < 2; rep++) { /* the same inputs twice: the same bits */
+            mirror *x;
+            rng_state = 0x9E3779B97F4A7C15ull;
+            be = mirror_open(name, 0, &x);
+            check_attention(3, 13, 2, 5, 1, 0);  /* finite differences on every input */
+            check_attention(3, 13, 2, 5, 1, 1);  /* the same with sequences in consecutive rows */
+            check_attention(2, 45, 3, 64, 0, 0); /* oneDNN-sized blocks, directional derivatives */
+            check_attention(3, 40, 3, 64, 0, 1);
+            test_determinism();
+            hash[rep] = x->hash;
+            upm_backend_free(be);
+        }
+        CHECK(hash[0] == hash[1]);
+        printf("%s backend: attention and reductions checked, results %016llx twice\n", name,
+               (unsigned long long)hash[0]);
+    }
     upm_err err;
     CHECK(upm_backend_cpu_new(0, &be, &err) == 0);
-    check_attention(3, 13, 2, 5, 1, 0);  /* finite differences on every input */
-    check_attention(3, 13, 2, 5, 1, 1);  /* the same with sequences in consecutive rows */
-    check_attention(2, 45, 3, 64, 0, 0); /* oneDNN-sized blocks, directional derivatives */
-    check_attention(3, 40, 3, 64, 0, 1);
-    test_determinism();
     time_vit_ti();
     upm_backend_free(be);
-    return CHECK_RESULT("test_backend_cpu_attn");
+    return CHECK_RESULT("test_backend_ops_attn");
 }

@@ -1,6 +1,9 @@
-/* Unit test for the CPU backend (model/backend_cpu*.c): every op but attention against a naive
- * double-precision implementation on awkward sizes, backward ops against finite differences of the
- * double forward. Attention and the determinism of reductions: test_backend_cpu_attn.c. */
+/* The backend conformance suite (docs/model.md, "Backends"), part 1: every op but attention, on every
+ * backend this build can open (cpu, debug; cuda where built and usable), reached only through its
+ * upload/download (backend_mirror.h, with guard bytes around every buffer), against a naive
+ * double-precision implementation on awkward sizes, backward ops against finite differences of the double
+ * forward; and each backend's results twice over, bit for bit (determinism). Attention, and reductions
+ * across thread counts: test_backend_ops_attn.c. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -9,6 +12,7 @@
 #include <string.h>
 
 #include "backend_check.h"
+#include "backend_mirror.h"
 
 /* ---- memory and dense algebra ---- */
 
@@ -88,9 +92,11 @@ static void test_gemm(void)
     be->gemm(be, 0, 1, 300, 200, 500, 1.0f, A, 500, B, 500, 0.0f, C2, 200);
     CHECK(memcmp(C1, C2, 300 * 200 * sizeof *C1) == 0);
     RELEASE(A, B, C1, C2);
-    float c2[4] = {NAN, NAN, 1, 2}, dummy = 0;
-    be->gemm(be, 0, 0, 2, 2, 0, 1.0f, &dummy, 1, &dummy, 2, 0.0f, c2, 2); /* K = 0: C = beta C = 0 */
+    float *c2 = fbuf(4), *dummy = fbuf(2);
+    c2[0] = c2[1] = NAN, c2[2] = 1, c2[3] = 2;
+    be->gemm(be, 0, 0, 2, 2, 0, 1.0f, dummy, 1, dummy, 2, 0.0f, c2, 2); /* K = 0: C = beta C = 0 */
     CHECK(c2[0] == 0 && c2[1] == 0 && c2[2] == 0 && c2[3] == 0);
+    RELEASE(c2, dummy);
 }
 
 static void test_blas1(void)
@@ -113,14 +119,14 @@ static void test_blas1(void)
     CHECK(near("add_bias", Y, ref, R * Cn, 1e-5, 1e-2));
     /* sumsq: double accumulation over 1e6 values */
     size_t n = 1000003;
-    float *big = frand(n, 2), out = 0;
+    float *big = frand(n, 2), *out = fbuf(1);
     double s = 0;
     for (size_t i = 0; i < n; i++)
         s += (double)big[i] * big[i];
-    be->sumsq(be, &out, big, n);
-    CHECK(fabs(out - s) <= 1e-6 * s);
+    be->sumsq(be, out, big, n);
+    CHECK(fabs(out[0] - s) <= 1e-6 * s);
     free(y0), free(ref);
-    RELEASE(y, x, Y, b, big);
+    RELEASE(y, x, Y, b, big, out);
 }
 
 /* ---- per-token ops ---- */
@@ -216,8 +222,9 @@ static void test_residual(void)
 {
     enum { R = 23, Cn = 19, NS = 4 };
     float *x = frand(R * Cn, 1), *f = frand(R * Cn, 1), *ls = frand(Cn, 1), *y = fbuf(R * Cn);
-    float keep[NS] = {1.25f, 0.0f, 1.25f, 1.0f};
-    int32_t seq_of[R];
+    float *keep = fbuf(NS);
+    keep[0] = 1.25f, keep[1] = 0.0f, keep[2] = 1.25f, keep[3] = 1.0f;
+    int32_t *seq_of = bbuf(sizeof(int32_t) * R);
     for (int r = 0; r < R; r++)
         seq_of[r] = (r * 7) % NS;
     double ry[R * Cn], rn[R * Cn];
@@ -245,14 +252,15 @@ static void test_residual(void)
     CHECK(near("residual dx", dx, rdx, R * Cn, 1e-5, 1e-2));
     CHECK(near("residual df", df, rdf, R * Cn, 1e-5, 1e-2));
     CHECK(near("residual dls", dls, rdls, Cn, 1e-5, 1e-2));
-    RELEASE(x, f, ls, y, dy, dx, df, dls);
+    RELEASE(x, f, ls, y, dy, dx, df, dls, keep);
+    BFREE(seq_of);
 }
 
 static void test_rows(void)
 {
     enum { V = 7, N = 41, Cn = 21 };
     float *T = frand(V * Cn, 1), *Y = frand(N * Cn, 1), *dT = frand(V * Cn, 1), *G = frand(N * Cn, 1);
-    int32_t idx[N];
+    int32_t *idx = bbuf(sizeof(int32_t) * N);
     for (int r = 0; r < N; r++)
         idx[r] = r % 5 == 4 ? -1 : (r * 3) % V; /* repeats, and -1 rows */
     double ry[N * Cn], rT[V * Cn], rg[N * Cn];
@@ -290,6 +298,7 @@ static void test_rows(void)
     }
     CHECK(bad == 0);
     RELEASE(T, Y, dT, G, px, P);
+    BFREE(idx);
 }
 
 /* ---- gates and losses ---- */
@@ -448,8 +457,10 @@ static double xent_loss(const void *vc, const double *z)
 static void test_xent(void)
 {
     enum { R = 11, C = 13 };
-    float *z = frand(R * C, 3), *d = frand(R * C, 1), out[2];
-    int32_t t[R] = {3, -1, 0, 12, 5, -1, 7, 7, 1, 2, 4};
+    float *z = frand(R * C, 3), *d = frand(R * C, 1), *out = fbuf(2);
+    static const int32_t targets[R] = {3, -1, 0, 12, 5, -1, 7, 7, 1, 2, 4};
+    int32_t *t = bbuf(sizeof targets), *none = bbuf(sizeof targets);
+    memcpy(t, targets, sizeof targets);
     for (int j = 0; j < C; j++)
         z[2 * C + j] = z[3 * C + j] = j == 0 || j == 12 ? 5.0f : 0.0f; /* tied maxima at 0 and 12 */
     int correct = 1; /* row 2 (target 0) counts, row 3 (target 12) does not */
@@ -467,7 +478,6 @@ static void test_xent(void)
     CHECK(fabs(out[0] - L) <= 1e-6 * fabs(L));
     CHECK(out[1] == (float)correct);
     CHECK(near("xent dlogits", d, fd, R * C, 1e-5, 1e-2));
-    int32_t none[R];
     for (int r = 0; r < R; r++)
         none[r] = -1;
     be->xent_fwd_bwd(be, out, d, z, none, R, C, 0.1f, 0.7f);
@@ -476,14 +486,15 @@ static void test_xent(void)
         zero &= d[i] == 0.0f;
     CHECK(zero);
     free(zd), free(fd);
-    RELEASE(z, d);
+    RELEASE(z, d, out);
+    BFREE(t), BFREE(none);
 }
 
 static void test_adamw(void)
 {
     enum { N = 1003 };
     float *p = frand(N, 1), *m = fbuf(N), *v = fbuf(N), *g = frand(N, 1), *gs = fbuf(2);
-    uint8_t *wd = malloc(N);
+    uint8_t *wd = bbuf(N);
     /* the clipping factor: a norm of 4 clipped to 2 is 1/2; below the bound, or without clipping, 1 */
     gs[1] = 16.0f;
     be->clip_scale(be, gs, gs + 1, 8.0f);
@@ -508,16 +519,40 @@ static void test_adamw(void)
     CHECK(near("adamw p", p, rp, N, 1e-5, 1e-2));
     CHECK(near("adamw m", m, rm, N, 1e-5, 1e-3));
     CHECK(near("adamw v", v, rv, N, 1e-5, 1e-3));
-    free(wd);
+    BFREE(wd);
     RELEASE(p, m, v, g, gs);
 }
 
-int main(void)
+/* The suite checks itself: an axpy that writes one element too many is caught by the guard bytes. */
+static void (*good_axpy)(upm_backend *, float *, const float *, float, size_t);
+static void overrunning_axpy(upm_backend *b, float *y, const float *x, float alpha, size_t n)
+{
+    good_axpy(b, y, x, alpha, n);
+    float one = 1.0f;
+    b->upload(b, y + n, &one, sizeof one); /* past the end */
+}
+
+static void test_guards(void)
 {
     upm_err err;
-    upm_backend *bad = NULL;
-    CHECK(upm_backend_cpu_new(-1, &bad, &err) == UPM_EUSAGE && bad == NULL);
-    CHECK(upm_backend_cpu_new(0, &be, &err) == 0 && be && strcmp(be->name, "cpu") == 0);
+    upm_backend *real = NULL;
+    CHECK(upm_backend_cpu_new(1, &real, &err) == 0);
+    good_axpy = real->axpy;
+    real->axpy = overrunning_axpy;
+    be = mirror_of(real, NULL);
+    float *y = fbuf(10), *x = frand(10, 1);
+    int before = failures;
+    be->axpy(be, y, x, 1.0f, 10);
+    CHECK(failures == before + 1); /* "mirror: axpy wrote past the end of a buffer of 40 bytes" */
+    failures = before;
+    be->axpy(be, y, x, 1.0f, 9); /* within bounds: nothing to report */
+    CHECK(failures == before);
+    RELEASE(y, x);
+    upm_backend_free(be);
+}
+
+static void run_all(void)
+{
     test_memory();
     test_gemm();
     test_blas1();
@@ -530,10 +565,37 @@ int main(void)
     test_l2norm();
     test_xent();
     test_adamw();
-    upm_backend_free(be);
+}
+
+int main(void)
+{
+    test_guards();
+    char list[256], *save = NULL;
+    upm_backend_list(list, sizeof list);
+    for (char *name = strtok_r(list, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
+        uint64_t hash[2];
+        long ops = 0;
+        int before = failures;
+        for (int rep = 0; rep < 2; rep++) { /* the same inputs twice: the same bits */
+            mirror *x;
+            rng_state = 0x9E3779B97F4A7C15ull;
+            be = mirror_open(name, 0, &x);
+            run_all();
+            hash[rep] = x->hash, ops = x->ops;
+            upm_backend_free(be);
+        }
+        CHECK(hash[0] == hash[1]);
+        printf("%s backend: %ld ops checked, %s, results %016llx twice%s\n", name, ops,
+               failures == before ? "all within bounds" : "FAILURES above",
+               (unsigned long long)hash[0], hash[0] == hash[1] ? "" : " (NOT the same bits)");
+    }
+    /* the CPU backend's own contract: its thread count */
+    upm_err err;
+    upm_backend *bad = NULL;
+    CHECK(upm_backend_cpu_new(-1, &bad, &err) == UPM_EUSAGE && bad == NULL);
     int saved = omp_get_max_threads();
-    CHECK(upm_backend_cpu_new(1, &be, &err) == 0 && omp_get_max_threads() == 1);
+    CHECK(upm_backend_cpu_new(1, &be, &err) == 0 && omp_get_max_threads() == 1 && strcmp(be->name, "cpu") == 0);
     upm_backend_free(be);
     omp_set_num_threads(saved);
-    return CHECK_RESULT("test_backend_cpu");
+    return CHECK_RESULT("test_backend_ops");
 }
