@@ -18,6 +18,12 @@
 
 typedef struct upm_backend upm_backend;
 
+/* Element types (docs/model.md, "Element types"). Every op is fp32 today; bf16 (bfloat16: fp32's sign, its
+ * 8 exponent bits and the top 7 of its 23 mantissa bits) is the GPU recipe's compute type for activations
+ * and matmul inputs, with fp32 accumulation, fp32 master weights, moments, losses and metrics. */
+typedef enum upm_dtype { UPM_F32 = 0, UPM_BF16 = 1 } upm_dtype;
+static inline size_t upm_dtype_size(upm_dtype t) { return t == UPM_BF16 ? 2 : 4; }
+
 /* Attention over sequences whose token rows live anywhere in the activation matrices: row_of[s*S + i]
  * is the row of token i of sequence s (tokens are grouped by attribute pattern, not by sequence, so
  * that each pattern's linears are one matmul). mask[s*S*S + i*S + j] != 0 lets token i attend to
@@ -58,6 +64,11 @@ struct upm_backend {
     void (*download)(upm_backend *be, void *host_dst, const void *src, size_t bytes);
     void (*copy)(upm_backend *be, void *dst, const void *src, size_t bytes);
     void (*zero)(upm_backend *be, void *p, size_t bytes);
+    /* n elements of src (type st) into dst (type dt): fp32 -> bf16 rounds to nearest, ties to even
+     * (infinities and signs kept, values from the largest bf16 + half an ulp up become infinity), the bits
+     * PyTorch's .to(torch.bfloat16) gives except for NaNs (a quiet NaN of the same sign here; PyTorch's CPU
+     * path writes 0xffff); bf16 -> fp32 is exact; same types copy. */
+    void (*convert)(upm_backend *be, void *dst, upm_dtype dt, const void *src, upm_dtype st, size_t n);
     void (*sync)(upm_backend *be); /* waits for queued work (no-op on the CPU) */
     /* Errors: ops return nothing; an op that fails (no scratch memory, a library or kernel error) records
      * it and leaves its outputs NaN. status returns 0, or UPM_EBACKEND with the first failure's op and

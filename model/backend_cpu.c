@@ -158,6 +158,42 @@ static void cpu_scale(upm_backend *be, float *y, float alpha, size_t n)
         y[i] *= alpha;
 }
 
+/* fp32 -> bf16, round to nearest even: add 0x7fff plus the kept part's lowest bit, then truncate (a carry
+ * into the exponent is the correct rounding up, to infinity at the top); NaNs keep their sign and become
+ * quiet (a payload only in the dropped bits would otherwise truncate to infinity). */
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static void cpu_convert(upm_backend *be, void *dst, upm_dtype dt, const void *src, upm_dtype st, size_t n)
+{
+    upm_cpu_threads(be);
+    if (dt == st) {
+        memmove(dst, src, n * upm_dtype_size(dt));
+        return;
+    }
+    if (dt == UPM_BF16) {
+        const float *s = src;
+        uint16_t *d = dst;
+#pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            d[i] = f32_to_bf16(s[i]);
+        return;
+    }
+    const uint16_t *s = src;
+    float *d = dst;
+#pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)s[i] << 16;
+        memcpy(&d[i], &u, sizeof u);
+    }
+}
+
 static void *cpu_host_ptr(upm_backend *be, void *p)
 {
     (void)be;
@@ -384,6 +420,7 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .zero = cpu_zero,
         .sync = cpu_sync,
         .status = cpu_status,
+        .convert = cpu_convert,
         .host_ptr = cpu_host_ptr,
         .pack = cpu_pack,
         .unpack_scale = cpu_unpack_scale,

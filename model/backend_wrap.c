@@ -54,6 +54,11 @@ static void w_sync(upm_backend *be) { W(be)->inner->sync(W(be)->inner); }
 
 /* ---- compute ops ---- */
 
+static void w_convert(upm_backend *be, void *dst, upm_dtype dt, const void *src, upm_dtype st, size_t n)
+{
+    INNER(convert, D(dst, n * upm_dtype_size(dt)), dt, D(src, n * upm_dtype_size(st)), st, n);
+}
+
 /* Floats the ranges reach into their source or destination, and in all. */
 static void ranges(const size_t *off, const size_t *len, int n, size_t *reach, size_t *total)
 {
@@ -312,6 +317,7 @@ int upm_backend_wrap(upm_backend *inner, const upm_backend_hooks *h, upm_backend
         .zero = w_zero,
         .sync = w_sync,
         .status = w_status,
+        .convert = w_convert,
         .host_ptr = w_host_ptr,
         .pack = w_pack,
         .unpack_scale = w_unpack_scale,

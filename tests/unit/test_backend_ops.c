@@ -523,6 +523,66 @@ static void test_adamw(void)
     RELEASE(p, m, v, g, gs);
 }
 
+/* ---- element types ---- */
+
+static double bf16_value(uint16_t b) /* the encoding's definition: fp32's top half */
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Round to nearest, ties to even, from the definition: the two bf16 values around x (toward zero and
+ * away from it), the nearer in exact (double) arithmetic; past the largest finite value the next one up is
+ * 2^128, i.e. infinity, as IEEE 754 rounds with an unbounded exponent before overflowing. */
+static uint16_t bf16_ref(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    uint16_t lo = (uint16_t)(u >> 16), hi = (uint16_t)(lo + 1);
+    double vlo = bf16_value(lo), vhi = (hi & 0x7fff) == 0x7f80 ? copysign(ldexp(1.0, 128), x) : bf16_value(hi);
+    double dlo = fabs((double)x - vlo), dhi = fabs(vhi - (double)x);
+    return dlo < dhi ? lo : dhi < dlo ? hi : (lo & 1) ? hi : lo;
+}
+
+static void test_convert(void)
+{
+    enum { N = 20000, NS = 16 };
+    static const uint32_t special[NS] = {0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0xffc00001,
+                                         0x7f800001, /* a NaN whose payload is only in the dropped bits */
+                                         0x7f7fffff, /* the largest float: rounds to infinity */
+                                         0x7f7f7fff, 0x7f7f8000, /* just below / at the tie under the top */
+                                         0x00000001, 0x00008000, 0x00018000, /* denormals and ties */
+                                         0x3f808000, 0x3f818000, 0x3f807fff};
+    float *x = fbuf(N), *back = fbuf(N);
+    uint16_t *h = bbuf(sizeof(uint16_t) * N);
+    for (int i = 0; i < N; i++) {
+        rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
+        uint32_t u = i < NS ? special[i] : (uint32_t)((rng_state * 0x2545F4914F6CDD1Dull) >> 32);
+        if (i >= NS && i % 4 == 0)
+            u = (u & 0xffff0000u) | 0x8000u; /* an exact tie */
+        memcpy(&x[i], &u, sizeof u);
+    }
+    be->convert(be, h, UPM_BF16, x, UPM_F32, N);
+    be->convert(be, back, UPM_F32, h, UPM_BF16, N);
+    int bad = 0, nans = 0;
+    for (int i = 0; i < N; i++) {
+        if (isnan(x[i])) { /* stays a NaN of the same sign */
+            nans++;
+            bad += !(isnan(bf16_value(h[i])) && (h[i] >> 15) == (uint16_t)(signbit(x[i]) != 0));
+        } else
+            bad += h[i] != bf16_ref(x[i]);
+        bad += memcmp(&back[i], &(float){(float)bf16_value(h[i])}, sizeof(float)) != 0 && !isnan(back[i]);
+    }
+    CHECK(bad == 0 && nans > 2);
+    CHECK(h[7] == 0x7f80 && h[8] == 0x7f7f && h[9] == 0x7f80 && h[11] == 0x0000 && h[12] == 0x0002);
+    be->convert(be, back, UPM_F32, x, UPM_F32, N); /* same types: a copy */
+    CHECK(memcmp(back, x, sizeof(float) * N) == 0);
+    RELEASE(x, back);
+    BFREE(h);
+}
+
 /* The suite checks itself: an axpy that writes one element too many is caught by the guard bytes. */
 static void (*good_axpy)(upm_backend *, float *, const float *, float, size_t);
 static void overrunning_axpy(upm_backend *b, float *y, const float *x, float alpha, size_t n)
@@ -565,6 +625,7 @@ static void run_all(void)
     test_l2norm();
     test_xent();
     test_adamw();
+    test_convert();
 }
 
 int main(void)
