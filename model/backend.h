@@ -17,6 +17,7 @@
 #include "err.h"
 
 typedef struct upm_backend upm_backend;
+typedef struct upm_event upm_event;
 
 /* Element types (docs/model.md, "Element types"). Every op is fp32 today; bf16 (bfloat16: fp32's sign, its
  * 8 exponent bits and the top 7 of its 23 mantissa bits) is the GPU recipe's compute type for activations
@@ -70,6 +71,25 @@ struct upm_backend {
      * path writes 0xffff); bf16 -> fp32 is exact; same types copy. */
     void (*convert)(upm_backend *be, void *dst, upm_dtype dt, const void *src, upm_dtype st, size_t n);
     void (*sync)(upm_backend *be); /* waits for queued work (no-op on the CPU) */
+
+    /* ---- order and waiting ----
+     * Ops are queued, in the order called, on the backend's stream, and may still be running when they
+     * return (a GPU's are). download into host memory is the one implicit wait: it returns once everything
+     * queued before it, and the copy, are done. upload may return before its source has been read, unless
+     * the source is host_alloc memory (then the caller may reuse it only after the next event or download)
+     * — on the CPU everything completes before the call returns. An event marks a point of the stream:
+     * record places it after everything queued so far; query says, without waiting, whether all of that has
+     * completed; wait blocks the host until it has. The gradient reduction starts a bucket when the event
+     * recorded after its backward ops has completed. */
+    upm_event *(*event_new)(upm_backend *be); /* NULL when out of memory */
+    void (*event_free)(upm_backend *be, upm_event *ev);
+    void (*record)(upm_backend *be, upm_event *ev);
+    int (*query)(upm_backend *be, upm_event *ev); /* 1: complete */
+    void (*wait)(upm_backend *be, upm_event *ev);
+    /* Host memory the backend moves data to and from fastest (page-locked on a GPU): staging of the
+     * gradient reduction, uploads of batches. 64-byte aligned; NULL when out of memory. */
+    void *(*host_alloc)(upm_backend *be, size_t bytes);
+    void (*host_free)(upm_backend *be, void *p);
     /* Errors: ops return nothing; an op that fails (no scratch memory, a library or kernel error) records
      * it and leaves its outputs NaN. status returns 0, or UPM_EBACKEND with the first failure's op and
      * reason in err; the failure sticks (every later call reports it), as a GPU's does. Callers check it

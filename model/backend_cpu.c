@@ -194,6 +194,40 @@ static void cpu_convert(upm_backend *be, void *dst, upm_dtype dt, const void *sr
     }
 }
 
+/* Events: every op has completed when it returns, so an event is complete as soon as it is recorded. */
+struct upm_event {
+    int recorded;
+};
+
+static upm_event *cpu_event_new(upm_backend *be)
+{
+    (void)be;
+    return calloc(1, sizeof(upm_event));
+}
+
+static void cpu_event_free(upm_backend *be, upm_event *ev)
+{
+    (void)be;
+    free(ev);
+}
+
+static void cpu_record(upm_backend *be, upm_event *ev)
+{
+    (void)be;
+    ev->recorded = 1;
+}
+
+static int cpu_query(upm_backend *be, upm_event *ev)
+{
+    (void)be, (void)ev;
+    return 1;
+}
+
+static void cpu_wait(upm_backend *be, upm_event *ev) { (void)be, (void)ev; }
+
+static void *cpu_host_alloc(upm_backend *be, size_t bytes) { return cpu_alloc(be, bytes); }
+static void cpu_host_free(upm_backend *be, void *p) { cpu_free(be, p); }
+
 static void *cpu_host_ptr(upm_backend *be, void *p)
 {
     (void)be;
@@ -422,6 +456,13 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .status = cpu_status,
         .convert = cpu_convert,
         .host_ptr = cpu_host_ptr,
+        .event_new = cpu_event_new,
+        .event_free = cpu_event_free,
+        .record = cpu_record,
+        .query = cpu_query,
+        .wait = cpu_wait,
+        .host_alloc = cpu_host_alloc,
+        .host_free = cpu_host_free,
         .pack = cpu_pack,
         .unpack_scale = cpu_unpack_scale,
         .gemm = cpu_gemm,

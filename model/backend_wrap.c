@@ -51,6 +51,14 @@ static void w_zero(upm_backend *be, void *p, size_t bytes) { W(be)->h.zero(W(be)
 static void *w_host_ptr(upm_backend *be, void *p) { return W(be)->h.host_ptr ? W(be)->h.host_ptr(W(be)->h.ctx, p) : NULL; }
 static int w_status(upm_backend *be, upm_err *err) { return W(be)->inner->status(W(be)->inner, err); }
 static void w_sync(upm_backend *be) { W(be)->inner->sync(W(be)->inner); }
+/* events and host staging memory: the inner backend's (host memory is not the wrapper's to translate) */
+static upm_event *w_event_new(upm_backend *be) { return W(be)->inner->event_new(W(be)->inner); }
+static void w_event_free(upm_backend *be, upm_event *ev) { W(be)->inner->event_free(W(be)->inner, ev); }
+static void w_record(upm_backend *be, upm_event *ev) { W(be)->inner->record(W(be)->inner, ev); }
+static int w_query(upm_backend *be, upm_event *ev) { return W(be)->inner->query(W(be)->inner, ev); }
+static void w_wait(upm_backend *be, upm_event *ev) { W(be)->inner->wait(W(be)->inner, ev); }
+static void *w_host_alloc(upm_backend *be, size_t bytes) { return W(be)->inner->host_alloc(W(be)->inner, bytes); }
+static void w_host_free(upm_backend *be, void *p) { W(be)->inner->host_free(W(be)->inner, p); }
 
 /* ---- compute ops ---- */
 
@@ -319,6 +327,13 @@ int upm_backend_wrap(upm_backend *inner, const upm_backend_hooks *h, upm_backend
         .status = w_status,
         .convert = w_convert,
         .host_ptr = w_host_ptr,
+        .event_new = w_event_new,
+        .event_free = w_event_free,
+        .record = w_record,
+        .query = w_query,
+        .wait = w_wait,
+        .host_alloc = w_host_alloc,
+        .host_free = w_host_free,
         .pack = w_pack,
         .unpack_scale = w_unpack_scale,
         .gemm = w_gemm,

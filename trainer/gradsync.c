@@ -25,7 +25,9 @@ typedef struct bucket {
     int nranges;
     size_t sel;         /* floats selected this step */
     float *stage;       /* backend memory: packed ranges when there are several */
-    float *host;        /* host staging when the backend's memory is not host-addressable */
+    float *host;        /* host staging (host_alloc) when the backend's memory is not host-addressable */
+    upm_event *ev;      /* recorded after the bucket's backward ops (and its packing) were queued */
+    int queued;         /* its gradients are complete once ev is: the reduction may start */
     float *dev;         /* this step's reduced buffer: the gradient range or stage (backend memory) */
     float *red;         /* what the communicator reduces: dev's host address, or host */
     int launched, done;
@@ -99,7 +101,8 @@ int upm_gradsync_new(upm_comm *c, upm_model *m, int skip_experts, upm_gradsync *
             maxr += b->items[j].expert_layer >= 0 ? (size_t)E : 1;
         b->roff = malloc(sizeof(size_t) * (maxr ? maxr : 1));
         b->rn = malloc(sizeof(size_t) * (maxr ? maxr : 1));
-        if (!b->roff || !b->rn)
+        b->ev = m->be->event_new(m->be);
+        if (!b->roff || !b->rn || !b->ev)
             rc = -1;
     }
     free(expert_of);
@@ -127,7 +130,10 @@ void upm_gradsync_free(upm_gradsync *gs)
         free(gs->b[g].rn);
         if (gs->b[g].stage)
             gs->m->be->free(gs->m->be, gs->b[g].stage);
-        free(gs->b[g].host);
+        if (gs->b[g].host)
+            gs->m->be->host_free(gs->m->be, gs->b[g].host);
+        if (gs->b[g].ev)
+            gs->m->be->event_free(gs->m->be, gs->b[g].ev);
     }
     free(gs->b);
     free(gs->used_all);
@@ -161,7 +167,7 @@ int upm_gradsync_begin(upm_gradsync *gs, upm_err *err)
     }
     for (int g = 0; g < gs->ngroups; g++) {
         bucket *b = &gs->b[g];
-        b->nranges = 0, b->sel = 0, b->launched = b->done = 0, b->req = -1;
+        b->nranges = 0, b->sel = 0, b->launched = b->done = b->queued = 0, b->req = -1;
         for (int j = 0; j < b->nitems; j++) {
             const item *it = &b->items[j];
             if (it->expert_layer < 0) {
@@ -177,13 +183,54 @@ int upm_gradsync_begin(upm_gradsync *gs, upm_err *err)
     return 0;
 }
 
+/* Starts the reduction of bucket b, whose gradients are complete: on the host where the backend's memory
+ * is addressable, else after a download into host staging. */
+static void launch(upm_gradsync *gs, bucket *b)
+{
+    upm_backend *be = gs->m->be;
+    b->red = be->host_ptr(be, b->dev);
+    if (!b->red) {
+        if (!b->host && !(b->host = be->host_alloc(be, sizeof(float) * b->floats))) {
+            gs->rc = upm_errf(&gs->err, UPM_ENOMEM, "no memory for a gradient bucket");
+            return;
+        }
+        be->download(be, b->host, b->dev, sizeof(float) * b->sel);
+        b->red = b->host;
+    }
+    double t0 = upm_monotonic_s();
+    gs->rc = upm_comm_iallreduce_sum(gs->c, b->red, b->sel, &b->req, &gs->err);
+    b->launched = 1;
+    /* Progress the earlier buckets while we are in the library anyway. */
+    for (int k = gs->ngroups - 1; !gs->rc && k >= 0; k--)
+        if (gs->b[k].launched && !gs->b[k].done && &gs->b[k] != b)
+            gs->rc = upm_comm_test(gs->c, gs->b[k].req, &gs->b[k].done, &gs->err);
+    gs->comm_s += upm_monotonic_s() - t0;
+}
+
+/* Starts the queued buckets whose events have completed, in queue order (every rank starts its
+ * collectives in the same order), stopping at the first still running; with block, waits for each. */
+static void launch_ready(upm_gradsync *gs, int block)
+{
+    upm_backend *be = gs->m->be;
+    for (int k = gs->ngroups - 1; !gs->rc && k >= 0; k--) {
+        bucket *b = &gs->b[k];
+        if (!b->queued || b->launched)
+            continue;
+        if (block)
+            be->wait(be, b->ev);
+        else if (!be->query(be, b->ev))
+            return;
+        launch(gs, b);
+    }
+}
+
 void upm_gradsync_ready(void *ctx, int group)
 {
     upm_gradsync *gs = ctx;
     if (gs->rc || group < -1 || group + 1 >= gs->ngroups)
         return;
     bucket *b = &gs->b[group + 1];
-    if (b->launched || !b->sel)
+    if (b->queued || !b->sel)
         return;
     upm_backend *be = gs->m->be;
     float *g = gs->m->g;
@@ -196,23 +243,9 @@ void upm_gradsync_ready(void *ctx, int group)
         be->pack(be, b->stage, g, b->roff, b->rn, b->nranges);
         b->dev = b->stage;
     }
-    b->red = be->host_ptr(be, b->dev);
-    if (!b->red) { /* stage on the host (download waits for the backward pass's ops so far) */
-        if (!b->host && !(b->host = malloc(sizeof(float) * b->floats))) {
-            gs->rc = upm_errf(&gs->err, UPM_ENOMEM, "no memory for a gradient bucket");
-            return;
-        }
-        be->download(be, b->host, b->dev, sizeof(float) * b->sel);
-        b->red = b->host;
-    }
-    double t0 = upm_monotonic_s();
-    gs->rc = upm_comm_iallreduce_sum(gs->c, b->red, b->sel, &b->req, &gs->err);
-    b->launched = 1;
-    /* Progress the earlier buckets while we are in the library anyway. */
-    for (int k = gs->ngroups - 1; !gs->rc && k >= 0; k--)
-        if (gs->b[k].launched && !gs->b[k].done && k != group + 1)
-            gs->rc = upm_comm_test(gs->c, gs->b[k].req, &gs->b[k].done, &gs->err);
-    gs->comm_s += upm_monotonic_s() - t0;
+    be->record(be, b->ev);
+    b->queued = 1;
+    launch_ready(gs, 0);
 }
 
 int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
@@ -223,15 +256,14 @@ int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
     double wait = 0;
     if (st)
         memset(st, 0, sizeof *st);
+    for (int k = gs->ngroups - 1; k >= 0 && !gs->rc; k--) /* a backward without the callback (--no-overlap) */
+        if (gs->b[k].sel && !gs->b[k].queued)
+            upm_gradsync_ready(gs, k - 1);
+    launch_ready(gs, 1);
     for (int k = gs->ngroups - 1; k >= 0 && !gs->rc; k--) { /* launch order: head, blocks from the top, embeddings */
         bucket *b = &gs->b[k];
         if (!b->sel)
             continue;
-        if (!b->launched) {
-            upm_gradsync_ready(gs, k - 1); /* not overlapped (--no-overlap) */
-            if (gs->rc)
-                break;
-        }
         if (!b->done) {
             double t0 = upm_monotonic_s();
             gs->rc = upm_comm_wait(gs->c, b->req, &gs->err);
