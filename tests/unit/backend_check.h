@@ -63,7 +63,7 @@ static inline void release(float **p)
 
 static inline double *dcopy(const float *x, size_t n)
 {
-    double *d = malloc((n ? n : 1) * sizeof *d);
+    double *d = calloc(n ? n : 1, sizeof *d); /* (calloc: -O1 with the sanitizers sees n = 0 as uninitialised) */
     for (size_t i = 0; i < n; i++)
         d[i] = x[i];
     return d;
