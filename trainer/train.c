@@ -359,7 +359,7 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
 
 static int train_step(trainer *t, upm_metric_row *row, upm_err *err)
 {
-    int rc = upm_loader_next(t->loader, &t->batch, err);
+    int rc = t->prefetch ? upm_prefetch_next(t->prefetch, &t->batch, err) : upm_loader_next(t->loader, &t->batch, err);
     return rc ? rc : upm_trainer_batch_step(t, row, err);
 }
 
@@ -400,11 +400,17 @@ static char *state_json(trainer *t, const char *all, const size_t *off)
     return s;
 }
 
+/* The cursor after the last batch trained on (not the one decoded ahead); free() it. */
+static char *loader_cursor(trainer *t)
+{
+    return t->prefetch ? upm_prefetch_cursor_json(t->prefetch) : upm_loader_cursor_json(t->loader);
+}
+
 /* Collective: every rank's cursor to rank 0, which writes the checkpoint; all ranks learn the outcome. */
 static int checkpoint(trainer *t, const char *state, upm_err *err)
 {
     int rc = flush_metrics(t, err);
-    char *cursor = rc ? NULL : upm_loader_cursor_json(t->loader), *all = NULL, *js = NULL;
+    char *cursor = rc ? NULL : loader_cursor(t), *all = NULL, *js = NULL;
     size_t *off = NULL;
     if (!rc && !cursor)
         rc = upm_errf(err, UPM_ENOMEM, "no memory for the sampler cursor");
@@ -491,6 +497,7 @@ void upm_trainer_close(trainer *t)
     upm_gradsync_free(t->gs);
     upm_model_free(t->m);
     upm_backend_free(be);
+    upm_prefetch_close(t->prefetch);
     upm_loader_close(t->loader);
     upm_batch_free(&t->batch);
     free(t->readout);
@@ -562,11 +569,17 @@ static int open_loader(trainer *t, const char *cursor, upm_err *err)
     lo.collate.image_size = t->eval ? o->image_size : image_size_at(o, t->step);
     lo.collate.train = !t->eval;
     lo.collate.augment = o->augment;
+    upm_prefetch_close(t->prefetch); /* a batch decoded ahead at the old size is dropped */
+    t->prefetch = NULL;
     upm_loader_close(t->loader);
     t->loader = NULL;
     t->image_size = lo.collate.image_size;
-    return upm_loader_open(t->cat, o->mixture, &lo, cursor, &t->loader, err);
+    int rc = upm_loader_open(t->cat, o->mixture, &lo, cursor, &t->loader, err);
+    if (!rc && !t->eval && !o->no_prefetch)
+        rc = upm_prefetch_open(t->loader, &t->prefetch, err);
+    return rc;
 }
+
 
 int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt, upm_err *err)
 {
@@ -686,7 +699,7 @@ int upm_train(const upm_train_opts *o, upm_err *err)
     int stopped = 0, pending_steps = 0;
     while (!rc && t.step < o->steps) {
         if (image_size_at(o, t.step) != t.image_size) { /* the next stage: same data order, new resolution */
-            char *cursor = upm_loader_cursor_json(t.loader);
+            char *cursor = loader_cursor(&t);
             rc = cursor ? open_loader(&t, cursor, err) : upm_errf(err, UPM_ENOMEM, "no memory");
             free(cursor);
             if (rc)

@@ -46,6 +46,7 @@ typedef struct upm_train_opts {
     int shuffle_block;      /* shuffle block size (0: 256); part of the data order */
     int reduce_all_experts; /* reduce the gradients of experts no rank used, too (for measurements) */
     int no_overlap;         /* reduce the gradients after the backward pass, not during it (for measurements) */
+    int no_prefetch;        /* decode each step's batch when it is needed, not during the step before */
     int64_t job, attempt;   /* > 0: started by a job worker (upmoe-jobs): every catalog write is fenced */
     /* Evaluation during training (evaluate.c): after every eval_every steps and the last, the full pass over
      * each of eval_datasets (at most eval_limit samples each when > 0), results stored with the run and

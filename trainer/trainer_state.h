@@ -10,6 +10,7 @@
 #include "gradsync.h"
 #include "inputs.h"
 #include "loader.h"
+#include "prefetch.h"
 #include "model.h"
 #include "optim.h"
 #include "runs.h"
@@ -32,6 +33,7 @@ typedef struct trainer {
     upm_optim opt;
     int have_opt;
     upm_loader *loader;
+    upm_prefetch *prefetch; /* the next step's batch decoded during this one (NULL: --no-prefetch, eval) */
     upm_bpe *bpe;
     upm_pass *pass_in;  /* the inputs' pass (images, video, text) */
     upm_pass *pass_tg;  /* the target texts' pass (label names, paired captions) */

@@ -68,6 +68,29 @@ class TrainTest(unittest.TestCase):
         self.assertEqual({r[1] for r in straight} <= {"classification", "image-caption", "mlm"}, True)
         self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'split'"), [("finished", 12)])
 
+    def test_prefetching_changes_nothing(self):
+        """The next step's batch is decoded during the current step (sampler/prefetch.c): 12 steps with it
+        (the default) and with --no-prefetch give the same weights, moments and metrics, and the same
+        cursors in the step-10 checkpoint (the cursor of the batch trained on, not of the one decoded
+        ahead), across the stage-2 switch of image size (where the batch decoded ahead is dropped)."""
+        runs = {}
+        for name, extra in (("prefetch", ()), ("no-prefetch", ("--no-prefetch",))):
+            self.train(name, "--steps", 12, "--checkpoint-every", 5, "--keep", 10, "--name", name,
+                       "--stage2", "0.5:48", *extra)
+            with open(os.path.join(self.ckpt(name, 10), "state.json")) as f:
+                cursors = json.load(f)["cursors"]
+            blobs = []
+            for f in ("model.safetensors", "optim.safetensors"):
+                with open(os.path.join(self.ckpt(name, 12), f), "rb") as fp:
+                    blobs.append(fp.read())
+            q = ("SELECT m.step, m.task, m.dataset, m.loss, m.accuracy, m.lr, m.grad_norm FROM metrics m "
+                 "JOIN runs r ON r.id = m.run_id WHERE r.name = ? ORDER BY m.step")
+            runs[name] = (cursors, blobs, self.sql(q, name))
+        self.assertEqual(runs["prefetch"][0], runs["no-prefetch"][0])
+        self.assertTrue(runs["prefetch"][1] == runs["no-prefetch"][1])
+        self.assertEqual(runs["prefetch"][2], runs["no-prefetch"][2])
+        self.assertEqual(len(runs["prefetch"][2]), 12)
+
     def test_progress_metrics_and_checkpoint_in_pytorch(self):
         p = self.train("metrics", "--steps", 6, "--log-every", 2, "--name", "metrics")
         self.assertRegex(p.stdout, r"step 2/6 \S+ \S+ loss [0-9.]+ .*samples/s ETA \d+m\d\ds")
