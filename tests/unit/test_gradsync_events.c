@@ -9,11 +9,7 @@
 
 #include "check.h"
 #include "gradsync.h"
-#include "loss.h"
-#include "model.h"
-#include "rng.h"
-
-enum { B = 4, C = 3, L = 4, IMG = 32 };
+#include "label_step.h"
 
 static upm_backend *inner;
 static long queries, not_yet, waits;
@@ -36,8 +32,8 @@ static void counted_wait(upm_backend *be, upm_event *ev)
     inner->wait(inner, ev);
 }
 
-/* One step's averaged gradient (L.total floats, host) on backend be. */
-static float *step_gradient(upm_backend *be, upm_comm *c)
+/* One step's averaged gradient (*n = L.total floats, host) on backend be. */
+static float *step_gradient(upm_backend *be, upm_comm *c, size_t *n)
 {
     upm_err err = {0};
     upm_model_config cfg = {.dim = 32, .heads = 2, .layers = 3, .mlp = 64, .vocab = 64, .max_text = 8,
@@ -48,39 +44,18 @@ static float *step_gradient(upm_backend *be, upm_comm *c)
     CHECK(upm_model_new(&cfg, be, 7, &m, &err) == 0 && upm_gradsync_new(c, m, 1, &gs, &err) == 0);
     if (!m || !gs)
         exit(CHECK_RESULT("test_gradsync_events"));
-    float pixels[B * 3 * IMG * IMG];
-    int32_t tids[C * L], tlens[C] = {3, 2, 4}, labels[B] = {0, 2, 1, 2};
-    uint8_t a_img[B * 4], a_tgt[C * L];
-    upm_rng r = upm_rng_stream(5, 4, 3, 2, 1);
-    for (size_t i = 0; i < sizeof pixels / sizeof pixels[0]; i++)
-        pixels[i] = (float)upm_rng_normal(&r);
-    for (int i = 0; i < C * L; i++)
-        tids[i] = 1 + (int32_t)upm_rng_below(&r, 60);
-    memset(a_img, 0x99, sizeof a_img);
-    memset(a_tgt, 0x29, sizeof a_tgt);
-    upm_seq_input in = {.nseq = B, .spe_attr = 0x99, .nseg = 1}, tg = {.nseq = C, .spe_attr = 0x29, .nseg = 1};
-    in.seg[0] = (upm_seq_segment){.kind = UPM_SEG_IMAGE, .T = 1, .H = IMG, .W = IMG, .pixels = pixels, .attrs = a_img};
-    tg.seg[0] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .L = L, .ids = tids, .lengths = tlens, .attrs = a_tgt};
-    float *dU = be->alloc(be, sizeof(float) * B * cfg.dim), *dV = be->alloc(be, sizeof(float) * C * cfg.dim),
-          *logits = be->alloc(be, sizeof(float) * B * C);
-    int32_t *dlabels = be->alloc(be, sizeof labels);
-    be->upload(be, dlabels, labels, sizeof labels);
-    upm_pass *pin = upm_pass_new(), *ptg = upm_pass_new();
-    upm_pass_opts train = {1, NULL, NULL};
+    label_step ls;
+    label_step_init(&ls, be, cfg.dim, 5);
     upm_loss_result res;
     upm_gradsync_stats st;
-    upm_model_zero_grad(m);
-    CHECK(upm_pass_forward(m, pin, &in, &train, &err) == 0 && upm_pass_forward(m, ptg, &tg, &train, &err) == 0);
-    CHECK(upm_loss_label(m, upm_pass_features(pin), B, upm_pass_features(ptg), C, dlabels, NULL, 1.0f, dU, dV, logits,
-                         &res, &err) == 0);
-    CHECK(upm_pass_backward(m, ptg, dV, &err) == 0 && upm_gradsync_begin(gs, &err) == 0);
-    CHECK(upm_pass_backward_cb(m, pin, dU, upm_gradsync_ready, gs, &err) == 0);
+    label_step_forward(&ls, m, &res);
+    CHECK(upm_gradsync_begin(gs, &err) == 0);
+    CHECK(upm_pass_backward_cb(m, ls.pin, ls.dU, upm_gradsync_ready, gs, &err) == 0);
     CHECK(upm_gradsync_finish(gs, &st, &err) == 0 && st.buckets == cfg.layers + 2);
     float *g = malloc(sizeof(float) * m->L.total);
     be->download(be, g, m->g, sizeof(float) * m->L.total);
-    upm_pass_free(m, pin);
-    upm_pass_free(m, ptg);
-    be->free(be, dU), be->free(be, dV), be->free(be, logits), be->free(be, dlabels);
+    *n = m->L.total;
+    label_step_free(&ls, m);
     upm_gradsync_free(gs);
     upm_model_free(m);
     return g;
@@ -99,18 +74,9 @@ int main(void)
         return CHECK_RESULT("test_gradsync_events");
     upm_backend slow = *inner; /* the same ops; events that complete late */
     slow.query = slow_query, slow.wait = counted_wait;
-    float *want = step_gradient(inner, c), *got = step_gradient(&slow, c);
-    size_t n = 0;
-    {
-        upm_model_config cfg = {.dim = 32, .heads = 2, .layers = 3, .mlp = 64, .vocab = 64, .max_text = 8,
-                                .max_frames = 1, .moe = UPM_MOE_ATTRIBUTE, .experts = 4, .topk = 2, .moe_sa = 1,
-                                .moe_ffn = 1, .moe_every = 1, .layerscale_init = 0.1f, .ln_eps = 1e-5f,
-                                .gate_noise = -1};
-        upm_model *m = NULL;
-        CHECK(upm_model_new(&cfg, inner, 7, &m, &err) == 0);
-        n = m ? m->L.total : 0;
-        upm_model_free(m);
-    }
+    size_t n = 0, n2 = 0;
+    float *want = step_gradient(inner, c, &n), *got = step_gradient(&slow, c, &n2);
+    CHECK(n == n2);
     printf("%ld event queries, %ld answered 'not yet', %ld waits in finish\n", queries, not_yet, waits);
     CHECK(not_yet > 0 && waits > 0); /* some reductions were deferred, some waited for */
     CHECK(n > 0 && memcmp(want, got, sizeof(float) * n) == 0);

@@ -9,12 +9,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "loss.h"
-#include "model.h"
+#include "label_step.h"
 #include "optim.h"
-#include "rng.h"
-
-enum { B = 4, C = 3, L = 4, IMG = 32 };
 
 static upm_backend *inner;
 static long allocs, frees, downloads, uploads;
@@ -65,37 +61,15 @@ int main(void)
     upm_optim_config_default(&oc);
     oc.total_steps = 10;
     CHECK(upm_model_new(&cfg, be, 1, &m, &err) == 0 && upm_optim_init(&opt, m, &oc, &err) == 0);
-    float pixels[B * 3 * IMG * IMG];
-    int32_t tids[C * L], tlens[C] = {3, 2, 4}, labels[B] = {0, 2, 1, 2};
-    uint8_t a_img[B * 4], a_tgt[C * L];
-    upm_rng r = upm_rng_stream(3, 1, 4, 1, 5);
-    for (size_t i = 0; i < sizeof pixels / sizeof pixels[0]; i++)
-        pixels[i] = (float)upm_rng_normal(&r);
-    for (int i = 0; i < C * L; i++)
-        tids[i] = 1 + (int32_t)upm_rng_below(&r, 60);
-    memset(a_img, 0x99, sizeof a_img);
-    memset(a_tgt, 0x29, sizeof a_tgt);
-    upm_seq_input in = {.nseq = B, .spe_attr = 0x99, .nseg = 1}, tg = {.nseq = C, .spe_attr = 0x29, .nseg = 1};
-    in.seg[0] = (upm_seq_segment){.kind = UPM_SEG_IMAGE, .T = 1, .H = IMG, .W = IMG, .pixels = pixels, .attrs = a_img};
-    tg.seg[0] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .L = L, .ids = tids, .lengths = tlens, .attrs = a_tgt};
-    float *dU = be->alloc(be, sizeof(float) * B * cfg.dim), *dV = be->alloc(be, sizeof(float) * C * cfg.dim),
-          *logits = be->alloc(be, sizeof(float) * B * C);
-    int32_t *dlabels = be->alloc(be, sizeof labels);
-    be->upload(be, dlabels, labels, sizeof labels);
-    upm_pass *pin = upm_pass_new(), *ptg = upm_pass_new();
-    upm_pass_opts train = {1, NULL, NULL};
+    label_step ls;
+    label_step_init(&ls, be, cfg.dim, 3);
     long first_uploads = 0;
     for (int step = 0; step < 4 && m; step++) {
         allocs = frees = downloads = uploads = 0;
         upm_loss_result res;
         float gn, lr;
-        upm_model_zero_grad(m);
-        be->zero(be, dU, sizeof(float) * B * cfg.dim);
-        be->zero(be, dV, sizeof(float) * C * cfg.dim);
-        CHECK(upm_pass_forward(m, pin, &in, &train, &err) == 0 && upm_pass_forward(m, ptg, &tg, &train, &err) == 0);
-        CHECK(upm_loss_label(m, upm_pass_features(pin), B, upm_pass_features(ptg), C, dlabels, NULL, 1.0f, dU, dV,
-                             logits, &res, &err) == 0);
-        CHECK(upm_pass_backward(m, ptg, dV, &err) == 0 && upm_pass_backward(m, pin, dU, &err) == 0);
+        label_step_forward(&ls, m, &res);
+        CHECK(upm_pass_backward(m, ls.pin, ls.dU, &err) == 0);
         const uint8_t *used = upm_model_experts_used(m); /* what the gradient reduction reads, once */
         CHECK(used != NULL);
         CHECK(upm_optim_step(&opt, m, &gn, &lr, &err) == 0);
@@ -110,9 +84,7 @@ int main(void)
             CHECK(uploads == first_uploads - 1); /* the position table stays on the backend */
         }
     }
-    upm_pass_free(m, pin);
-    upm_pass_free(m, ptg);
-    be->free(be, dU), be->free(be, dV), be->free(be, logits), be->free(be, dlabels);
+    label_step_free(&ls, m);
     upm_optim_free(&opt, m);
     upm_model_free(m);
     upm_backend_free(inner);
