@@ -75,9 +75,10 @@ struct upm_backend {
     /* ---- order and waiting ----
      * Ops are queued, in the order called, on the backend's stream, and may still be running when they
      * return (a GPU's are). download into host memory is the one implicit wait: it returns once everything
-     * queued before it, and the copy, are done. upload may return before its source has been read, unless
-     * the source is host_alloc memory (then the caller may reuse it only after the next event or download)
-     * — on the CPU everything completes before the call returns. An event marks a point of the stream:
+     * queued before it, and the copy, are done. upload from ordinary host memory returns once its source
+     * has been read (the caller may reuse it at once); from host_alloc memory the copy may still be in flight,
+     * and the caller may rewrite the source only after a later download, or an event recorded after the
+     * upload, has completed. On the CPU everything completes before the call returns. An event marks a point of the stream:
      * record places it after everything queued so far; query says, without waiting, whether all of that has
      * completed; wait blocks the host until it has. The gradient reduction starts a bucket when the event
      * recorded after its backward ops has completed. */
@@ -87,7 +88,8 @@ struct upm_backend {
     int (*query)(upm_backend *be, upm_event *ev); /* 1: complete */
     void (*wait)(upm_backend *be, upm_event *ev);
     /* Host memory the backend moves data to and from fastest (page-locked on a GPU): staging of the
-     * gradient reduction, uploads of batches. 64-byte aligned; NULL when out of memory. */
+     * gradient reduction, uploads of batches. 64-byte aligned; NULL when out of memory. Both may be called
+     * from any thread (the batches are allocated by the decoding thread). */
     void *(*host_alloc)(upm_backend *be, size_t bytes);
     void (*host_free)(upm_backend *be, void *p);
     /* Errors: ops return nothing; an op that fails (no scratch memory, a library or kernel error) records
@@ -207,13 +209,16 @@ struct upm_backend {
 typedef struct upm_backend_opts {
     int threads; /* CPU threads of the CPU ops (0 = the OpenMP default) */
 } upm_backend_opts;
-/* Opens backend `name` ("cpu", "debug"; NULL = upm_backend_default()). A name this build or machine cannot
+/* Opens backend `name` ("cpu", "debug", "cuda"; NULL = upm_backend_default()). A name this build or machine cannot
  * run is UPM_EUSAGE, naming the backends that can. o may be NULL (defaults). */
 int upm_backend_open(const char *name, const upm_backend_opts *o, upm_backend **out, upm_err *err);
 /* $UPMOE_BACKEND when set (so a whole test suite can run on another backend), else "cpu". */
 const char *upm_backend_default(void);
-/* "cpu, debug": the backends upm_backend_open can open here. */
+/* "cpu, debug": the backends upm_backend_open can open here (cuda where the module is built and a GPU is
+ * visible). */
 void upm_backend_list(char *buf, size_t cap);
+/* 0 when backend `name` can run here; else 1 with the reason in why ("no CUDA device here (...)"). */
+int upm_backend_why_not(const char *name, char *why, size_t cap);
 
 /* The CPU backend: oneDNN's sgemm for matmuls, OpenMP loops for the rest, `threads` threads (0 = the
  * OpenMP default). */

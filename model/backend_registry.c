@@ -1,16 +1,78 @@
 /* The backend registry (backend.h): names to constructors, and which of them this build and machine can
- * run. A program takes --backend NAME (default $UPMOE_BACKEND, else "cpu") and opens it here. */
+ * run. A program takes --backend NAME (default $UPMOE_BACKEND, else "cpu") and opens it here. The CUDA
+ * backend is a module loaded on first use (backend_module.h): $UPMOE_BACKEND_CUDA, else
+ * libupmoe-backend-cuda.so next to the program. */
+#include <dlfcn.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
+#include "backend_module.h"
 
 typedef struct entry {
     const char *name;
-    int (*open)(const upm_backend_opts *o, upm_backend **out, upm_err *err); /* NULL: not in this build */
+    int (*open)(const upm_backend_opts *o, upm_backend **out, upm_err *err);
+    /* > 0 when this machine can run it; else 0 with the reason (NULL: always) */
+    int (*usable)(char *why, size_t cap);
     const char *what;
 } entry;
+
+#define CUDA_MODULE "libupmoe-backend-cuda.so"
+
+/* The CUDA module, loaded once; NULL with the reason when this build or machine has none. */
+static const upm_backend_module *cuda_module(char *why, size_t cap)
+{
+    static const upm_backend_module *mod;
+    static int tried;
+    static char reason[PATH_MAX + 256];
+    if (!tried) {
+        tried = 1;
+        char path[PATH_MAX];
+        const char *env = getenv("UPMOE_BACKEND_CUDA");
+        if (env && *env)
+            snprintf(path, sizeof path, "%s", env);
+        else {
+            char exe[PATH_MAX - 64];
+            ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+            exe[n > 0 ? n : 0] = 0;
+            char *slash = strrchr(exe, '/');
+            if (slash)
+                *slash = 0;
+            snprintf(path, sizeof path, "%s/%s", exe, CUDA_MODULE);
+        }
+        void *dl = access(path, F_OK) == 0 ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+        upm_backend_module_fn fn = NULL;
+        if (dl)
+            *(void **)&fn = dlsym(dl, UPM_BACKEND_MODULE_ENTRY);
+        if (access(path, F_OK) != 0)
+            snprintf(reason, sizeof reason, "not part of this build (no %s; configure where nvcc is installed)", path);
+        else if (!dl)
+            snprintf(reason, sizeof reason, "cannot load %s: %s", path, dlerror());
+        else if (!fn || !(mod = fn()) || mod->abi != UPM_BACKEND_MODULE_ABI) {
+            snprintf(reason, sizeof reason, "%s is not a backend module of this version", path);
+            mod = NULL;
+        }
+    }
+    if (!mod)
+        snprintf(why, cap, "%s", reason);
+    return mod;
+}
+
+static int cuda_usable(char *why, size_t cap)
+{
+    const upm_backend_module *m = cuda_module(why, cap);
+    return m ? m->probe(why, cap) : 0;
+}
+
+static int open_cuda(const upm_backend_opts *o, upm_backend **out, upm_err *err)
+{
+    char why[512];
+    const upm_backend_module *m = cuda_module(why, sizeof why);
+    return m ? m->open(o, out, err) : upm_errf(err, UPM_EUSAGE, "backend 'cuda': %s", why);
+}
 
 static int open_cpu(const upm_backend_opts *o, upm_backend **out, upm_err *err)
 {
@@ -23,9 +85,10 @@ static int open_debug(const upm_backend_opts *o, upm_backend **out, upm_err *err
 }
 
 static const entry backends[] = {
-    {"cpu", open_cpu, "oneDNN sgemm + OpenMP"},
-    {"debug", open_debug, "the CPU ops on memory the host cannot dereference (finds host accesses to backend memory)"},
-    {"cuda", NULL, "NVIDIA GPUs: not part of this build"},
+    {"cpu", open_cpu, NULL, "oneDNN sgemm + OpenMP"},
+    {"debug", open_debug, NULL,
+     "the CPU ops on memory the host cannot dereference (finds host accesses to backend memory)"},
+    {"cuda", open_cuda, cuda_usable, "NVIDIA GPUs: cuBLAS and CUDA kernels"},
 };
 #define NBACKENDS (int)(sizeof backends / sizeof backends[0])
 
@@ -40,9 +103,22 @@ void upm_backend_list(char *buf, size_t cap)
     size_t n = 0;
     if (cap)
         buf[0] = 0;
+    char why[512];
     for (int i = 0; i < NBACKENDS && n < cap; i++)
-        if (backends[i].open)
+        if (!backends[i].usable || backends[i].usable(why, sizeof why) > 0)
             n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", backends[i].name);
+}
+
+int upm_backend_why_not(const char *name, char *why, size_t cap)
+{
+    for (int i = 0; i < NBACKENDS; i++)
+        if (!strcmp(name, backends[i].name)) {
+            if (!backends[i].usable || backends[i].usable(why, cap) > 0)
+                return 0;
+            return 1;
+        }
+    snprintf(why, cap, "unknown backend '%s'", name);
+    return 1;
 }
 
 int upm_backend_open(const char *name, const upm_backend_opts *o, upm_backend **out, upm_err *err)
@@ -53,13 +129,14 @@ int upm_backend_open(const char *name, const upm_backend_opts *o, upm_backend **
         o = &dflt;
     if (!name)
         name = upm_backend_default();
-    char usable[256];
+    char usable[256], why[512];
     upm_backend_list(usable, sizeof usable);
     for (int i = 0; i < NBACKENDS; i++) {
         if (strcmp(name, backends[i].name))
             continue;
-        if (!backends[i].open)
-            return upm_errf(err, UPM_EUSAGE, "backend '%s' (%s); backends here: %s", name, backends[i].what, usable);
+        if (backends[i].usable && backends[i].usable(why, sizeof why) < 1)
+            return upm_errf(err, UPM_EUSAGE, "backend '%s' (%s): %s; backends here: %s", name, backends[i].what, why,
+                            usable);
         return backends[i].open(o, out, err);
     }
     return upm_errf(err, UPM_EUSAGE, "unknown backend '%s'; backends here: %s", name, usable);

@@ -50,15 +50,46 @@ static void w_copy(upm_backend *be, void *dst, const void *src, size_t bytes)
 static void w_zero(upm_backend *be, void *p, size_t bytes) { W(be)->h.zero(W(be)->h.ctx, p, bytes); }
 static void *w_host_ptr(upm_backend *be, void *p) { return W(be)->h.host_ptr ? W(be)->h.host_ptr(W(be)->h.ctx, p) : NULL; }
 static int w_status(upm_backend *be, upm_err *err) { return W(be)->inner->status(W(be)->inner, err); }
-static void w_sync(upm_backend *be) { W(be)->inner->sync(W(be)->inner); }
-/* events and host staging memory: the inner backend's (host memory is not the wrapper's to translate) */
+static void completed(upm_backend *be, const char *op)
+{
+    if (W(be)->h.complete)
+        W(be)->h.complete(W(be)->h.ctx, op);
+}
+static void w_sync(upm_backend *be)
+{
+    W(be)->inner->sync(W(be)->inner);
+    completed(be, "sync");
+}
+/* events: the inner backend's */
 static upm_event *w_event_new(upm_backend *be) { return W(be)->inner->event_new(W(be)->inner); }
 static void w_event_free(upm_backend *be, upm_event *ev) { W(be)->inner->event_free(W(be)->inner, ev); }
 static void w_record(upm_backend *be, upm_event *ev) { W(be)->inner->record(W(be)->inner, ev); }
-static int w_query(upm_backend *be, upm_event *ev) { return W(be)->inner->query(W(be)->inner, ev); }
-static void w_wait(upm_backend *be, upm_event *ev) { W(be)->inner->wait(W(be)->inner, ev); }
-static void *w_host_alloc(upm_backend *be, size_t bytes) { return W(be)->inner->host_alloc(W(be)->inner, bytes); }
-static void w_host_free(upm_backend *be, void *p) { W(be)->inner->host_free(W(be)->inner, p); }
+static int w_query(upm_backend *be, upm_event *ev)
+{
+    int done = W(be)->inner->query(W(be)->inner, ev);
+    if (done)
+        completed(be, "query");
+    return done;
+}
+static void w_wait(upm_backend *be, upm_event *ev)
+{
+    W(be)->inner->wait(W(be)->inner, ev);
+    completed(be, "wait");
+}
+/* host staging memory: the hooks' when they have it, else the inner backend's */
+static void *w_host_alloc(upm_backend *be, size_t bytes)
+{
+    if (W(be)->h.host_alloc)
+        return W(be)->h.host_alloc(W(be)->h.ctx, bytes);
+    return W(be)->inner->host_alloc(W(be)->inner, bytes);
+}
+static void w_host_free(upm_backend *be, void *p)
+{
+    if (W(be)->h.host_free)
+        W(be)->h.host_free(W(be)->h.ctx, p);
+    else
+        W(be)->inner->host_free(W(be)->inner, p);
+}
 
 /* ---- compute ops ---- */
 

@@ -25,6 +25,12 @@ typedef struct upm_backend_hooks {
     /* around every inner compute op; may be NULL */
     void (*before)(void *ctx, const char *op);
     void (*after)(void *ctx, const char *op);
+    /* host staging memory; may be NULL: the inner backend's */
+    void *(*host_alloc)(void *ctx, size_t bytes);
+    void (*host_free)(void *ctx, void *p);
+    /* everything queued so far has completed (sync, an event's wait, a query answering 1); may be NULL.
+     * download reaches the hooks' own download, which is such a point too. */
+    void (*complete)(void *ctx, const char *op);
     void (*destroy)(void *ctx); /* may be NULL */
 } upm_backend_hooks;
 

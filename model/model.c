@@ -29,7 +29,8 @@ int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, u
     float *host = malloc(bytes);
     m->w = be->alloc(be, bytes);
     m->g = be->alloc(be, bytes);
-    if (!host || !m->w || !m->g) {
+    m->stats = be->alloc(be, sizeof(float) * UPM_NSTATS);
+    if (!host || !m->w || !m->g || !m->stats) {
         size_t total = m->L.total;
         free(host);
         upm_model_free(m);
@@ -59,6 +60,8 @@ void upm_model_free(upm_model *m)
         m->be->free(m->be, m->w);
     if (m->g)
         m->be->free(m->be, m->g);
+    if (m->stats)
+        m->be->free(m->be, m->stats);
     if (m->scratch)
         m->be->free(m->be, m->scratch);
     if (m->iota)
@@ -88,6 +91,11 @@ const uint8_t *upm_model_experts_used(upm_model *m)
         m->be->download(m->be, m->expert_used, m->expert_used_dev,
                         (size_t)m->cfg.layers * UPM_NGATES * (size_t)m->cfg.experts);
     return m->expert_used_dev ? m->expert_used : NULL;
+}
+
+void upm_model_stats_read(upm_model *m, float host[UPM_NSTATS])
+{
+    m->be->download(m->be, host, m->stats, sizeof(float) * UPM_NSTATS);
 }
 
 int upm_param_group(const upm_model *m, int param)

@@ -23,6 +23,10 @@ typedef struct upm_model {
      * data-parallel training need not reduce. Marked on the backend (expert_used_dev); expert_used is the
      * host copy upm_model_experts_used downloads. NULL for dense and merged models. */
     uint8_t *expert_used, *expert_used_dev;
+    /* The step's statistics, written on the backend by the losses and the optimizer (UPM_STAT_*) and read
+     * by the trainer with the step's one download (upm_model_stats_read), so that nothing inside a step
+     * waits for the backend. */
+    float *stats;
     /* Backend scratch of the losses (trainer/loss.c): grown to the largest request, then reused, so a
      * step allocates nothing once the largest batch has been seen. iota: 0, 1, ..., iota_n - 1. */
     void *scratch;
@@ -38,12 +42,19 @@ typedef struct upm_model {
     int nsincos;
 } upm_model;
 
+/* Slots of upm_model.stats: the loss and correct rows of the label loss, or of the pair loss's
+ * image-to-text direction (and _T: text-to-image); the squared gradient norm and the clipping factor. */
+enum { UPM_STAT_LOSS, UPM_STAT_CORRECT, UPM_STAT_LOSS_T, UPM_STAT_CORRECT_T, UPM_STAT_SUMSQ, UPM_STAT_GSCALE,
+       UPM_NSTATS = 8 };
+
 /* A model with initial values drawn from seed (docs/model.md), gradients zeroed. */
 int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, upm_model **out, upm_err *err);
 void upm_model_free(upm_model *m);
 /* The experts used this step (model.h, expert_used), downloaded once: host memory, or NULL for a model
  * without attribute routing. */
 const uint8_t *upm_model_experts_used(upm_model *m);
+/* The step's statistics (UPM_STAT_*) into host[UPM_NSTATS]: one download, the step's wait. */
+void upm_model_stats_read(upm_model *m, float host[UPM_NSTATS]);
 /* Backend pointers of parameter i's values and gradient. */
 float *upm_model_w(const upm_model *m, int i);
 float *upm_model_g(const upm_model *m, int i);

@@ -29,6 +29,22 @@ static size_t segment_bytes(upm_segment *s, size_t sizes[4])
     return sizes[0] + sizes[1] + sizes[2] + sizes[3];
 }
 
+static void *mem_alloc(const upm_batch_mem *fn, size_t bytes)
+{
+    void *p = NULL;
+    if (fn->alloc)
+        return fn->alloc(fn->ctx, bytes);
+    return posix_memalign(&p, ALIGN, bytes) == 0 ? p : NULL;
+}
+
+static void mem_free(const upm_batch_mem *fn, void *p)
+{
+    if (p && fn->alloc)
+        fn->free(fn->ctx, p);
+    else
+        free(p);
+}
+
 int upm_batch_alloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh, upm_err *err)
 {
     memset(b, 0, sizeof *b);
@@ -39,9 +55,11 @@ int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh
 {
     void *old = b->mem;
     size_t old_bytes = b->mem_bytes;
+    upm_batch_mem fn = b->memfn;
     memset(b, 0, sizeof *b);
+    b->memfn = fn;
     if (sh->B < 1 || sh->nseg < 1 || sh->nseg > UPM_MAX_SEGMENTS) {
-        free(old);
+        mem_free(&fn, old);
         return upm_errf(err, UPM_EUSAGE, "batch of task %s: bad shape (B %d, %d segments)", t->name, sh->B, sh->nseg);
     }
     snprintf(b->task, sizeof b->task, "%s", t->name);
@@ -65,7 +83,7 @@ int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh
         s->T = sh->seg[i].T, s->H = sh->seg[i].H, s->W = sh->seg[i].W, s->L = sh->seg[i].L;
         if ((s->modality == UPM_MOD_TEXT && s->L < 1) ||
             (s->modality != UPM_MOD_TEXT && (s->T < 1 || s->H < UPM_PATCH || s->W < UPM_PATCH))) {
-            free(old);
+            mem_free(&fn, old);
             return upm_errf(err, UPM_EUSAGE, "batch of task %s: segment %s has no size", t->name, s->field);
         }
         if (s->modality == UPM_MOD_TEXT && !first_text_L && s->side == UPM_SIDE_INPUT)
@@ -79,8 +97,8 @@ int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh
         b->mem = old;
         b->mem_bytes = old_bytes;
     } else {
-        free(old);
-        if (posix_memalign(&b->mem, ALIGN, total ? total : ALIGN) != 0)
+        mem_free(&fn, old);
+        if (!(b->mem = mem_alloc(&fn, total ? total : ALIGN)))
             return upm_errf(err, UPM_ENOMEM, "batch of task %s: cannot allocate %zu bytes", t->name, total);
         b->mem_bytes = total;
     }
@@ -115,7 +133,7 @@ int upm_batch_realloc(upm_batch *b, const upm_task *t, const upm_batch_shape *sh
 
 void upm_batch_free(upm_batch *b)
 {
-    free(b->mem);
+    mem_free(&b->memfn, b->mem);
     memset(b, 0, sizeof *b);
 }
 

@@ -66,6 +66,15 @@ typedef struct upm_batch_shape {
     int with_labels, with_mlm_targets;
 } upm_batch_shape;
 
+/* Where a batch's block lives: malloc when alloc is NULL. A trainer gives its backend's host_alloc, so the
+ * batch is uploaded from page-locked memory on a GPU (model/backend.h). alloc returns 64-byte-aligned
+ * memory or NULL; both may be called from a decoding thread. */
+typedef struct upm_batch_mem {
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*free)(void *ctx, void *p);
+    void *ctx;
+} upm_batch_mem;
+
 typedef struct upm_batch {
     char task[UPM_NAME_MAX + 1];
     char dataset[UPM_NAME_MAX + 1];
@@ -79,6 +88,7 @@ typedef struct upm_batch {
     int32_t *labels;      /* [B] or NULL */
     int32_t *mlm_targets; /* [B][seg[first text].L] or NULL */
     void *mem;
+    upm_batch_mem memfn; /* how mem was allocated (kept by realloc; set it on a zeroed batch) */
     size_t mem_bytes;  /* allocated */
     size_t used_bytes; /* laid out for this batch (<= mem_bytes when memory is reused) */
 } upm_batch;

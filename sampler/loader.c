@@ -275,6 +275,8 @@ int upm_loader_next(upm_loader *l, upm_batch *out, upm_err *err)
     int rc = stream_of(l, k, &ds, err), got = 0;
     if (!rc)
         rc = upm_collate_shape(&m->task, &j.co, B, &sh, err);
+    if (!out->mem) /* a fresh batch: in the caller's memory */
+        out->memfn = l->o.batch_mem;
     if (!rc)
         rc = upm_batch_realloc(out, &m->task, &sh, err);
     j.status = calloc((size_t)B, sizeof *j.status);

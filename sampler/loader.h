@@ -22,6 +22,7 @@ typedef struct upm_loader_opts {
     int batch_override;     /* > 0: this batch size for every dataset instead of the catalog's */
     double batch_scale;     /* > 0: every dataset's catalog batch size times this (rounded, >= 1) */
     const char *bpe_vocab;  /* the CLIP merges file; needed when a task has text */
+    upm_batch_mem batch_mem; /* where the batches it fills live, when it allocates them (batch.h) */
     upm_collate_opts collate;
     upm_shardstream_opts shards;
 } upm_loader_opts;

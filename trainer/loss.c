@@ -17,10 +17,10 @@ float upm_logit_scale(const upm_model *m, int *capped)
 }
 
 /* The losses' working memory, carved from the model's scratch (grown only when a larger batch arrives):
- * the gradient of the logits and 4 statistics, twice for pair (both directions) with the transposed
- * logits, and the diagonal targets 0..rows-1 (pair). */
+ * the gradient of the logits, twice for pair (both directions) with the transposed logits, and the
+ * diagonal targets 0..rows-1 (pair). The statistics go to the model's step record (m->stats). */
 typedef struct scratch {
-    float *dlogits[2], *stats[2], *logitsT;
+    float *dlogits[2], *logitsT;
     int32_t *diag;
 } scratch;
 
@@ -30,8 +30,8 @@ static int scratch_get(upm_model *m, int rows, int cols, int pair, scratch *s, u
 {
     upm_backend *be = m->be;
     memset(s, 0, sizeof *s);
-    size_t mat = up64(sizeof(float) * (size_t)rows * cols), st = up64(sizeof(float) * 4);
-    size_t need = pair ? 3 * mat + 2 * st : mat + st;
+    size_t mat = up64(sizeof(float) * (size_t)rows * cols);
+    size_t need = pair ? 3 * mat : mat;
     if (need > m->scratch_bytes) {
         if (m->scratch)
             be->free(be, m->scratch);
@@ -42,10 +42,8 @@ static int scratch_get(upm_model *m, int rows, int cols, int pair, scratch *s, u
     }
     char *p = m->scratch;
     s->dlogits[0] = (float *)p, p += mat;
-    s->stats[0] = (float *)p, p += st;
     if (pair) {
         s->dlogits[1] = (float *)p, p += mat;
-        s->stats[1] = (float *)p, p += st;
         s->logitsT = (float *)p;
     }
     if (pair && rows > m->iota_n) { /* the diagonal targets 0..rows-1, uploaded when the batch grows */
@@ -80,8 +78,7 @@ static void temperature_grad(upm_model *m, const float *dlogits, const float *lo
 }
 
 int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, const int32_t *labels,
-                   const float *col_bias, float weight, float *dU, float *dV, float *logits, upm_loss_result *res,
-                   upm_err *err)
+                   const float *col_bias, float weight, float *dU, float *dV, float *logits, upm_err *err)
 {
     upm_backend *be = m->be;
     int D = m->cfg.dim;
@@ -90,11 +87,10 @@ int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, c
     int rc = scratch_get(m, B, C, 0, &s, err);
     if (rc)
         return rc;
-    float st[2];
     be->gemm_temp(be, 0, 1, B, C, D, TEMP(m), U, D, V, D, 0.0f, logits, C);
     if (col_bias)
         be->add_bias(be, logits, col_bias, B, C);
-    be->xent_fwd_bwd(be, s.stats[0], s.dlogits[0], logits, labels, B, C, UPM_LABEL_SMOOTHING, weight);
+    be->xent_fwd_bwd(be, m->stats + UPM_STAT_LOSS, s.dlogits[0], logits, labels, B, C, UPM_LABEL_SMOOTHING, weight);
     if (col_bias) { /* back to s * cos for the temperature's gradient (the correction is a constant) */
         be->scale(be, logits, -1.0f, n);
         be->add_bias(be, logits, col_bias, B, C);
@@ -103,13 +99,11 @@ int upm_loss_label(upm_model *m, const float *U, int B, const float *V, int C, c
     be->gemm_temp(be, 0, 0, B, D, C, TEMP(m), s.dlogits[0], C, V, D, 1.0f, dU, D);
     be->gemm_temp(be, 1, 0, C, D, B, TEMP(m), s.dlogits[0], C, U, D, 1.0f, dV, D);
     temperature_grad(m, s.dlogits[0], logits, n);
-    be->download(be, st, s.stats[0], sizeof st);
-    *res = (upm_loss_result){st[0], st[1], B};
     return 0;
 }
 
 int upm_loss_pair(upm_model *m, const float *U, const float *V, int B, float weight, float *dU, float *dV,
-                  float *logits, upm_loss_result *res, upm_err *err)
+                  float *logits, upm_err *err)
 {
     upm_backend *be = m->be;
     int D = m->cfg.dim;
@@ -118,11 +112,11 @@ int upm_loss_pair(upm_model *m, const float *U, const float *V, int B, float wei
     int rc = scratch_get(m, B, B, 1, &s, err);
     if (rc)
         return rc;
-    float a[2], b[2], *logitsT = s.logitsT;
+    float *logitsT = s.logitsT;
     be->gemm_temp(be, 0, 1, B, B, D, TEMP(m), U, D, V, D, 0.0f, logits, B);
     be->gemm_temp(be, 0, 1, B, B, D, TEMP(m), V, D, U, D, 0.0f, logitsT, B);
-    be->xent_fwd_bwd(be, s.stats[0], s.dlogits[0], logits, s.diag, B, B, UPM_LABEL_SMOOTHING, 0.5f * weight);
-    be->xent_fwd_bwd(be, s.stats[1], s.dlogits[1], logitsT, s.diag, B, B, UPM_LABEL_SMOOTHING, 0.5f * weight);
+    be->xent_fwd_bwd(be, m->stats + UPM_STAT_LOSS, s.dlogits[0], logits, s.diag, B, B, UPM_LABEL_SMOOTHING, 0.5f * weight);
+    be->xent_fwd_bwd(be, m->stats + UPM_STAT_LOSS_T, s.dlogits[1], logitsT, s.diag, B, B, UPM_LABEL_SMOOTHING, 0.5f * weight);
     /* logits = s U V^T: dU += s dL V, dV += s dL^T U; logitsT = s V U^T: dV += s dLT U, dU += s dLT^T V */
     be->gemm_temp(be, 0, 0, B, D, B, TEMP(m), s.dlogits[0], B, V, D, 1.0f, dU, D);
     be->gemm_temp(be, 1, 0, B, D, B, TEMP(m), s.dlogits[0], B, U, D, 1.0f, dV, D);
@@ -130,8 +124,19 @@ int upm_loss_pair(upm_model *m, const float *U, const float *V, int B, float wei
     be->gemm_temp(be, 1, 0, B, D, B, TEMP(m), s.dlogits[1], B, V, D, 1.0f, dU, D);
     temperature_grad(m, s.dlogits[0], logits, n);
     temperature_grad(m, s.dlogits[1], logitsT, n);
-    be->download(be, a, s.stats[0], sizeof a);
-    be->download(be, b, s.stats[1], sizeof b);
-    *res = (upm_loss_result){0.5f * (a[0] + b[0]), a[1], B};
     return 0;
+}
+
+upm_loss_result upm_loss_result_of(const float *st, int pair, int rows)
+{
+    if (pair)
+        return (upm_loss_result){0.5f * (st[UPM_STAT_LOSS] + st[UPM_STAT_LOSS_T]), st[UPM_STAT_CORRECT], rows};
+    return (upm_loss_result){st[UPM_STAT_LOSS], st[UPM_STAT_CORRECT], rows};
+}
+
+upm_loss_result upm_loss_read(upm_model *m, int pair, int rows)
+{
+    float st[UPM_NSTATS];
+    upm_model_stats_read(m, st);
+    return upm_loss_result_of(st, pair, rows);
 }

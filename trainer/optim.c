@@ -18,9 +18,8 @@ int upm_optim_init(upm_optim *o, upm_model *m, const upm_optim_config *c, upm_er
     o->m = be->alloc(be, n * sizeof(float));
     o->v = be->alloc(be, n * sizeof(float));
     o->decay = be->alloc(be, n);
-    o->norm = be->alloc(be, 2 * sizeof(float)); /* the squared norm, the clipping factor */
     uint8_t *mask = malloc(n ? n : 1);
-    if (!o->m || !o->v || !o->decay || !o->norm || !mask) {
+    if (!o->m || !o->v || !o->decay || !mask) {
         free(mask);
         upm_optim_free(o, m);
         return upm_errf(err, UPM_ENOMEM, "optimizer: no memory for %zu moments", n);
@@ -34,11 +33,11 @@ int upm_optim_init(upm_optim *o, upm_model *m, const upm_optim_config *c, upm_er
 void upm_optim_free(upm_optim *o, upm_model *m)
 {
     upm_backend *be = m->be;
-    void *p[] = {o->m, o->v, o->decay, o->norm};
-    for (int i = 0; i < 4; i++)
+    void *p[] = {o->m, o->v, o->decay};
+    for (int i = 0; i < 3; i++)
         if (p[i])
             be->free(be, p[i]);
-    o->m = o->v = o->norm = NULL;
+    o->m = o->v = NULL;
     o->decay = NULL;
 }
 
@@ -55,17 +54,18 @@ float upm_optim_lr(const upm_optim_config *c, int64_t step)
 int upm_optim_step(upm_optim *o, upm_model *m, float *grad_norm, float *lr, upm_err *err)
 {
     upm_backend *be = m->be;
-    float sq;
     float rate = upm_optim_lr(&o->cfg, o->t);
+    float *sumsq = m->stats + UPM_STAT_SUMSQ, *gscale = m->stats + UPM_STAT_GSCALE;
     o->t++;
-    be->sumsq(be, o->norm, m->g, m->L.total);
-    be->clip_scale(be, o->norm + 1, o->norm, o->cfg.clip); /* decided on the backend: no wait here */
+    be->sumsq(be, sumsq, m->g, m->L.total);
+    be->clip_scale(be, gscale, sumsq, o->cfg.clip); /* decided on the backend: no wait here */
     be->adamw(be, m->w, o->m, o->v, m->g, o->decay, m->L.total, rate, o->cfg.beta1, o->cfg.beta2, o->cfg.eps,
-              o->cfg.weight_decay, o->norm + 1, (int)o->t);
-    be->download(be, &sq, o->norm, sizeof sq); /* the norm, for the step's metrics */
-    float norm = sqrtf(sq);
-    if (grad_norm)
-        *grad_norm = norm;
+              o->cfg.weight_decay, gscale, (int)o->t);
+    if (grad_norm) {
+        float st[UPM_NSTATS];
+        upm_model_stats_read(m, st);
+        *grad_norm = sqrtf(st[UPM_STAT_SUMSQ]);
+    }
     if (lr)
         *lr = rate;
     return be->status(be, err);

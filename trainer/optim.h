@@ -17,7 +17,6 @@ typedef struct upm_optim {
     upm_optim_config cfg;
     float *m, *v;   /* backend [L.total] */
     uint8_t *decay; /* backend [L.total] */
-    float *norm;    /* backend scalar */
     int64_t t;      /* updates applied */
 } upm_optim;
 
@@ -26,9 +25,11 @@ int upm_optim_init(upm_optim *o, upm_model *m, const upm_optim_config *c, upm_er
 void upm_optim_free(upm_optim *o, upm_model *m);
 /* The learning rate of update number step (0-based): linear warmup to lr, then cosine to min_lr. */
 float upm_optim_lr(const upm_optim_config *c, int64_t step);
-/* Clips by global norm and applies one AdamW update to m->w from m->g; returns the gradient's global
- * norm before clipping (through *grad_norm) and the learning rate used. Returns the backend's status
- * (UPM_EBACKEND when an op of the step, or of the passes before it, failed). */
+/* Clips by global norm and applies one AdamW update to m->w from m->g, without waiting: the squared norm
+ * before clipping stays in the model's step record (UPM_STAT_SUMSQ). grad_norm: NULL, or the norm,
+ * downloaded now (a wait: the trainer reads it with the step's statistics instead). *lr: the learning rate
+ * used. Returns the backend's status (UPM_EBACKEND when an op of the step, or of the passes before it,
+ * failed). */
 int upm_optim_step(upm_optim *o, upm_model *m, float *grad_norm, float *lr, upm_err *err);
 
 #endif

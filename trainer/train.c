@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,17 @@ static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res
     row->accuracy_t2i = -1;
 }
 
+/* The step's one wait: its statistics (losses, the gradient norm) downloaded together, after the update
+ * has been queued (model.h, UPM_STAT_*). */
+static int step_stats(trainer *t, int pair, int rows, upm_loss_result *res, float *gnorm, upm_err *err)
+{
+    float st[UPM_NSTATS];
+    upm_model_stats_read(t->m, st);
+    *res = upm_loss_result_of(st, pair, rows);
+    *gnorm = t->eval ? 0.0f : sqrtf(st[UPM_STAT_SUMSQ]);
+    return t->be->status(t->be, err);
+}
+
 /* Evaluation of a pair batch: R@1 both ways over the batch as gallery, from the logits (images x texts). */
 static int retrieval_row(trainer *t, const upm_seq_input *tg, upm_metric_row *row, upm_err *err)
 {
@@ -280,12 +292,14 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
     if (!(rc = upm_pass_forward(m, t->pass_in, &in, &oi, err)) &&
         !(rc = upm_vocab_encode(m, t->pass_voc, vb.cand, C, &vo, t->V, NULL, err)) &&
         !(rc = upm_loss_label(m, upm_pass_features(t->pass_in), M, t->V, C, t->dlabels, vb.logq ? t->logq : NULL,
-                              b->loss_weight, t->dU, t->dV, t->logits, &res, err)) &&
+                              b->loss_weight, t->dU, t->dV, t->logits, err)) &&
         !t->eval && !(rc = upm_vocab_encode(m, t->pass_voc, vb.cand, C, &vo, t->V, t->dV, err)))
         rc = last_backward(t, t->pass_in, t->dU, err);
     float gnorm = 0, lr = 0;
     if (!rc && !t->eval)
-        rc = upm_optim_step(&t->opt, m, &gnorm, &lr, err);
+        rc = upm_optim_step(&t->opt, m, NULL, &lr, err);
+    if (!rc)
+        rc = step_stats(t, 0, M, &res, &gnorm, err);
     if (!rc)
         rc = dump_step(t, &in, NULL, &vb, &res, gnorm, lr, err);
     upm_vocab_batch_free(&vb);
@@ -335,19 +349,21 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
         return rc;
     be->zero(be, t->dU, sizeof(float) * (size_t)B * D);
     be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
-    upm_loss_result res;
-    if (fd->loss == UPM_LOSS_TARGET_CE) { /* label: each row's class among the label texts */
+    int pair = fd->loss != UPM_LOSS_TARGET_CE;
+    if (!pair) { /* label: each row's class among the label texts */
         be->upload(be, t->dlabels, b->labels, sizeof(int32_t) * (size_t)B);
         rc = upm_loss_label(m, upm_pass_features(t->pass_in), B, upm_pass_features(t->pass_tg), C, t->dlabels, NULL, b->loss_weight,
-                            t->dU, t->dV, t->logits, &res, err);
+                            t->dU, t->dV, t->logits, err);
     } else
         rc = upm_loss_pair(m, upm_pass_features(t->pass_in), upm_pass_features(t->pass_tg), B, b->loss_weight, t->dU, t->dV,
-                           t->logits, &res, err);
+                           t->logits, err);
     if (rc || (!t->eval && ((rc = upm_pass_backward(m, t->pass_tg, t->dV, err)) ||
                             (rc = last_backward(t, t->pass_in, t->dU, err)))))
         return rc;
     float gnorm = 0, lr = 0;
-    if (!t->eval && (rc = upm_optim_step(&t->opt, m, &gnorm, &lr, err)))
+    upm_loss_result res;
+    if ((!t->eval && (rc = upm_optim_step(&t->opt, m, NULL, &lr, err))) ||
+        (rc = step_stats(t, pair, B, &res, &gnorm, err)))
         return rc;
     if ((rc = dump_step(t, &in, &tg, NULL, &res, gnorm, lr, err)))
         return rc;
@@ -496,10 +512,10 @@ void upm_trainer_close(trainer *t)
             be->free(be, bufs[i]);
     upm_gradsync_free(t->gs);
     upm_model_free(t->m);
-    upm_backend_free(be);
-    upm_prefetch_close(t->prefetch);
+    upm_prefetch_close(t->prefetch); /* the batches are the backend's host memory: before the backend */
     upm_loader_close(t->loader);
     upm_batch_free(&t->batch);
+    upm_backend_free(be);
     free(t->readout);
     upm_bpe_free(t->bpe);
     for (int i = 0; i < t->nlabels; i++)
@@ -553,6 +569,13 @@ static int image_size_at(const upm_train_opts *o, int64_t step)
     return o->stage2_size > 0 && step >= upm_train_stage2_step(o) ? o->stage2_size : o->image_size;
 }
 
+/* Batches live in the backend's host memory (page-locked on a GPU), so their uploads need no staging. A
+ * batch's memory is handed back to the decoding thread only at the next upm_prefetch_next, after the
+ * step's download of its statistics, so an upload still in flight never sees it rewritten. */
+static void *batch_host_alloc(void *be, size_t bytes) { return ((upm_backend *)be)->host_alloc(be, bytes); }
+static void batch_host_free(void *be, void *p) { ((upm_backend *)be)->host_free(be, p); }
+static upm_batch_mem batch_mem_of(upm_backend *be) { return (upm_batch_mem){batch_host_alloc, batch_host_free, be}; }
+
 /* (Re)opens the loader at the cursor (NULL: the start) with the current step's image size. */
 static int open_loader(trainer *t, const char *cursor, upm_err *err)
 {
@@ -569,6 +592,7 @@ static int open_loader(trainer *t, const char *cursor, upm_err *err)
     lo.collate.image_size = t->eval ? o->image_size : image_size_at(o, t->step);
     lo.collate.train = !t->eval;
     lo.collate.augment = o->augment;
+    lo.batch_mem = batch_mem_of(t->be);
     upm_prefetch_close(t->prefetch); /* a batch decoded ahead at the old size is dropped */
     t->prefetch = NULL;
     upm_loader_close(t->loader);
@@ -616,6 +640,8 @@ int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt,
                 t->step);
     if (!rc)
         rc = upm_backend_open(o->backend, &(upm_backend_opts){.threads = o->threads}, &t->be, err);
+    if (!rc) /* the evaluation's batches too (the loader's get the same) */
+        t->batch.memfn = batch_mem_of(t->be);
     if (!rc)
         rc = upm_model_new(&t->cfg, t->be, o->seed, &t->m, err);
     if (!rc && !t->eval && !(rc = upm_optim_init(&t->opt, t->m, &o->optim, err)))

@@ -4,6 +4,7 @@ on SIGTERM, and a resumed run equals an uninterrupted one bit for bit (weights, 
 every step's metrics)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +91,27 @@ class TrainTest(unittest.TestCase):
         self.assertTrue(runs["prefetch"][1] == runs["no-prefetch"][1])
         self.assertEqual(runs["prefetch"][2], runs["no-prefetch"][2])
         self.assertEqual(len(runs["prefetch"][2]), 12)
+
+    def test_batches_are_uploaded_from_backend_host_memory(self):
+        """Batches live in the backend's host_alloc memory (page-locked on a GPU, so their uploads need no
+        staging; model/backend.h): on the debug backend, which fingerprints such uploads and aborts if their
+        source is rewritten before the step's download (the decoding thread must not get a batch back
+        early), each extra step of an image-classification run uploads at least its pixels (8 x 3 x 32 x 32
+        floats = 98,304 bytes) from host_alloc memory and less than a quarter of that from other memory."""
+        report = {}
+        for steps in (2, 6):
+            p = run(TRAIN, "--mixture", "images-only", "--out", os.path.join(self.tmp, f"pinned{steps}"), *SMALL,
+                    "--steps", steps, "--backend", "debug", ok=True,
+                    env=dict(self.env, UPMOE_DEBUG_BACKEND_REPORT="1"))
+            m = re.search(r"uploads from host_alloc memory: (\d+) \((\d+) bytes\); from other host memory: "
+                          r"(\d+) \((\d+) bytes", p.stderr)
+            self.assertIsNotNone(m, p.stderr)
+            report[steps] = [int(x) for x in m.groups()]
+        pixels = 8 * 3 * 32 * 32 * 4
+        pinned = report[6][1] - report[2][1]
+        other = report[6][3] - report[2][3]
+        self.assertGreaterEqual(pinned, 4 * pixels, report)
+        self.assertLess(other, 4 * pixels // 4, report)
 
     def test_progress_metrics_and_checkpoint_in_pytorch(self):
         p = self.train("metrics", "--steps", 6, "--log-every", 2, "--name", "metrics")

@@ -66,8 +66,10 @@ static void label_step_forward(label_step *s, upm_model *m, upm_loss_result *res
     CHECK(upm_pass_forward(m, s->pin, &s->in, &train, &err) == 0 &&
           upm_pass_forward(m, s->ptg, &s->tg, &train, &err) == 0);
     CHECK(upm_loss_label(m, upm_pass_features(s->pin), LS_B, upm_pass_features(s->ptg), LS_C, s->dlabels, NULL, 1.0f,
-                         s->dU, s->dV, s->logits, res, &err) == 0);
+                         s->dU, s->dV, s->logits, &err) == 0);
     CHECK(upm_pass_backward(m, s->ptg, s->dV, &err) == 0);
+    if (res) /* a wait: the step then reads its statistics once more, with the optimizer's */
+        *res = upm_loss_read(m, 0, LS_B);
 }
 
 static void label_step_free(label_step *s, upm_model *m)

@@ -83,17 +83,50 @@ static void gemm_overrun(void)
     be->gemm(be, 0, 0, 5, 4, 4, 1.0f, A, 4, B, 4, 0.0f, C, 4); /* M = 5 rows of a 4-row A (C has 5) */
 }
 
+/* An upload from host_alloc memory may still be in flight until a download, sync or event: rewriting its
+ * source before one of them is the race a GPU would lose. */
+static void rewrite_in_flight(void)
+{
+    float *h = be->host_alloc(be, 256), *x = be->alloc(be, 256), out[4];
+    memset(h, 0, 256);
+    be->upload(be, x, h, 256);
+    h[3] = 1.0f; /* the batch handed back to the decoding thread too early */
+    be->download(be, out, x, sizeof out);
+}
+
+static void rewrite_before_wait(void)
+{
+    float *h = be->host_alloc(be, 256), *x = be->alloc(be, 256);
+    upm_event *ev = be->event_new(be);
+    memset(h, 0, 256);
+    be->upload(be, x, h, 256);
+    be->record(be, ev);
+    h[0] = 2.0f;
+    be->wait(be, ev);
+}
+
+static void host_free_twice(void)
+{
+    void *h = be->host_alloc(be, 64);
+    be->host_free(be, h);
+    be->host_free(be, h);
+}
+
 int main(void)
 {
     upm_err err;
     char list[256];
     upm_backend_list(list, sizeof list);
-    CHECK(strcmp(list, "cpu, debug") == 0);
+    CHECK(strncmp(list, "cpu, debug", 10) == 0); /* then ", cuda" on a machine with a GPU */
     upm_backend *x = NULL;
     CHECK(upm_backend_open("nope", NULL, &x, &err) == UPM_EUSAGE && !x);
     CHECK(strstr(err.msg, "unknown backend 'nope'") && strstr(err.msg, "backends here: cpu, debug"));
-    CHECK(upm_backend_open("cuda", NULL, &x, &err) == UPM_EUSAGE && !x);
-    CHECK(strstr(err.msg, "not part of this build") && strstr(err.msg, "cpu, debug"));
+    char why[512];
+    if (upm_backend_why_not("cuda", why, sizeof why)) { /* no GPU here (or no CUDA in this build): refused, saying so */
+        CHECK(upm_backend_open("cuda", NULL, &x, &err) == UPM_EUSAGE && !x);
+        CHECK(strstr(err.msg, "backend 'cuda'") && strstr(err.msg, why) && strstr(err.msg, "backends here: cpu, debug"));
+        printf("cuda refused as it should be here: %s\n", err.msg);
+    }
     CHECK(upm_backend_open("cpu", &(upm_backend_opts){.threads = -1}, &x, &err) == UPM_EUSAGE);
     setenv("UPMOE_BACKEND", "debug", 1);
     CHECK(strcmp(upm_backend_default(), "debug") == 0);
@@ -132,6 +165,24 @@ int main(void)
     CHECK(dies(dev_as_host, "download: host_dst is backend memory where host memory belongs"));
     CHECK(dies(after_free, "zero: p is not in a live allocation"));
     CHECK(dies(gemm_overrun, "gemm: A runs past the end of its allocation"));
+    CHECK(dies(rewrite_in_flight, "download: host_alloc memory was rewritten while its upload (256 bytes)"));
+    CHECK(dies(rewrite_before_wait, "wait: host_alloc memory was rewritten"));
+    CHECK(dies(host_free_twice, "host_free: p is not a live host_alloc block"));
+    { /* the rule kept: rewritten after the download (and after a sync, for ordinary memory at once) */
+        float *h = be->host_alloc(be, 256), *d = be->alloc(be, 256), out[4], plain[64] = {0};
+        memset(h, 0, 256);
+        be->upload(be, d, h, 256);
+        be->download(be, out, d, sizeof out);
+        h[3] = 1.0f;
+        be->upload(be, d, h, 256);
+        be->sync(be);
+        h[3] = 2.0f;
+        be->upload(be, d, plain, sizeof plain);
+        plain[0] = 3.0f; /* ordinary memory is read before upload returns */
+        be->download(be, out, d, sizeof out);
+        CHECK(out[0] == 0.0f && out[3] == 0.0f);
+        be->host_free(be, h), be->free(be, d);
+    }
 
     /* the error path, on both backends: a model's pass runs, then an op fails (leading dimensions oneDNN
      * refuses); the status names it, sticks, and the next pass returns it instead of NaN features */

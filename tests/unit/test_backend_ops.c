@@ -523,6 +523,108 @@ static void test_adamw(void)
     RELEASE(p, m, v, g, gs);
 }
 
+/* gemm with the learnable temperature as alpha, read on the backend: s = min(exp(t), cap); its gradient
+ * dt += sum dy * y unless the cap holds. */
+static void test_temperature(void)
+{
+    enum { M = 5, N = 7, K = 6 };
+    float *A = frand(M * K, 1), *B = frand(N * K, 1), *C = frand(M * N, 1), *t = fbuf(2), *dy = frand(M * N, 1);
+    for (int capped = 0; capped < 2; capped++) {
+        t[0] = capped ? 5.0f : 1.3f; /* exp(5) = 148 > cap 100 */
+        t[1] = 0.25f;                /* dt starts non-zero: the op adds */
+        double s = fmin(exp((double)t[0]), 100.0), ref[M * N];
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double acc = 0;
+                for (int k = 0; k < K; k++)
+                    acc += (double)A[i * K + k] * B[j * K + k];
+                ref[i * N + j] = s * acc + 0.5 * C[i * N + j];
+            }
+        be->gemm_temp(be, 0, 1, M, N, K, t, 100.0f, A, K, B, K, 0.5f, C, N);
+        CHECK(near(capped ? "gemm_temp (capped)" : "gemm_temp", C, ref, M * N, 1e-5, 1e-3));
+        double dt = 0.25;
+        for (int i = 0; i < M * N; i++)
+            dt += capped ? 0.0 : (double)dy[i] * C[i];
+        be->temperature_bwd(be, t + 1, dy, C, M * N, t, 100.0f);
+        CHECK(near(capped ? "temperature_bwd (capped)" : "temperature_bwd", t + 1, &dt, 1, 1e-5, 1e-3));
+    }
+    RELEASE(A, B, C, t, dy);
+}
+
+/* The experts a gate chose, marked on the backend: columns with a non-zero entry set, others kept. */
+static void test_mark(void)
+{
+    enum { R = 9, E = 11 };
+    float *G = fbuf(R * E);
+    uint8_t *mask = bbuf(E), want[E];
+    for (int c = 0; c < E; c++)
+        mask[c] = want[c] = c == 10; /* marked by an earlier gate */
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < E; c++)
+            if ((c % 3 == 1 && r == c % R) || (c == 4 && r == R - 1)) /* one entry a column, last row included */
+                G[r * E + c] = c == 7 ? -1e-30f : 0.5f, want[c] = 1;
+    be->mark_nonzero_cols(be, mask, G, R, E);
+    CHECK(memcmp(mask, want, E) == 0);
+    BFREE(mask);
+    RELEASE(G);
+}
+
+/* Gradient buckets: ranges gathered one after another, written back scaled. */
+static void test_pack(void)
+{
+    enum { N = 1000, NR = 4 };
+    size_t off[NR] = {3, 100, 101, 640}, len[NR] = {17, 1, 250, 360}, total = 0;
+    for (int r = 0; r < NR; r++)
+        total += len[r];
+    float *src = frand(N, 1), *buf = fbuf(total), *dst = frand(N, 1), before[N];
+    be->pack(be, buf, src, off, len, NR);
+    int ok = 1;
+    for (int r = 0, at = 0; r < NR; at += (int)len[r], r++)
+        ok &= memcmp(buf + at, src + off[r], len[r] * sizeof(float)) == 0;
+    CHECK(ok);
+    memcpy(before, dst, sizeof before);
+    be->unpack_scale(be, dst, buf, off, len, NR, 0.25f);
+    double ref[N];
+    for (int i = 0; i < N; i++)
+        ref[i] = before[i];
+    for (int r = 0, at = 0; r < NR; at += (int)len[r], r++)
+        for (size_t i = 0; i < len[r]; i++)
+            ref[off[r] + i] = 0.25 * (double)buf[at + i];
+    CHECK(near("unpack_scale", dst, ref, N, 0.0, 0.0)); /* times 1/4: exact */
+    RELEASE(src, buf, dst);
+}
+
+/* Order and waiting: events complete once the work before them has; host_alloc memory uploads and
+ * downloads like any host memory; a backend that ran all of this reports no error. */
+static void test_streams(void)
+{
+    upm_event *ev = be->event_new(be);
+    CHECK(ev != NULL);
+    float *h = be->host_alloc(be, 4096), *x = fbuf(1024), *y = fbuf(1024);
+    CHECK(h && ((uintptr_t)h & 63) == 0);
+    for (int i = 0; i < 1024; i++)
+        h[i] = (float)i;
+    be->upload(be, x, h, 4096);
+    be->record(be, ev);
+    be->wait(be, ev); /* the upload has read h */
+    CHECK(be->query(be, ev) == 1);
+    for (int i = 0; i < 1024; i++)
+        h[i] = -1.0f;
+    be->axpy(be, y, x, 2.0f, 1024);
+    be->record(be, ev);
+    be->download(be, h, y, 4096);
+    CHECK(be->query(be, ev) == 1); /* everything before a download has completed */
+    int ok = 1;
+    for (int i = 0; i < 1024; i++)
+        ok &= h[i] == 2.0f * (float)i;
+    CHECK(ok);
+    upm_err err = {0};
+    CHECK(be->status(be, &err) == 0);
+    be->host_free(be, h);
+    be->event_free(be, ev);
+    RELEASE(x, y);
+}
+
 /* ---- element types ---- */
 
 static double bf16_value(uint16_t b) /* the encoding's definition: fp32's top half */
@@ -625,6 +727,10 @@ static void run_all(void)
     test_l2norm();
     test_xent();
     test_adamw();
+    test_temperature();
+    test_mark();
+    test_pack();
+    test_streams();
     test_convert();
 }
 
@@ -650,6 +756,9 @@ int main(void)
                failures == before ? "all within bounds" : "FAILURES above",
                (unsigned long long)hash[0], hash[0] == hash[1] ? "" : " (NOT the same bits)");
     }
+    char why[512];
+    if (upm_backend_why_not("cuda", why, sizeof why))
+        printf("cuda backend: not checked here (%s); tools/gpu-check runs this suite on a GPU\n", why);
     /* the CPU backend's own contract: its thread count */
     upm_err err;
     upm_backend *bad = NULL;

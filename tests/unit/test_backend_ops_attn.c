@@ -1,5 +1,5 @@
-/* The backend conformance suite, part 2 (part 1: test_backend_ops.c): attention on every backend this build
- * can open, through upload/download only (backend_mirror.h), against a double-precision reference and
+/* The backend conformance suite, part 2 (part 1: test_backend_ops.c): attention (training's, and
+ * generation's over a key/value cache) on every backend this build can open, through upload/download only (backend_mirror.h), against a double-precision reference and
  * finite differences, and bit-identical reductions (every reducing op and attention) run to run and for
  * 1 vs 2 threads. Prints the cost of ViT-Ti attention on the CPU backend. */
 #include <math.h>
@@ -205,6 +205,76 @@ static void test_determinism(void)
     BFREE(idx), BFREE(tgt), BFREE(row_of), BFREE(mask);
 }
 
+/* Generation's attention over a key/value cache (backend.h, upm_attn_kv_desc), from its description: the
+ * first n_append new tokens' k|v are stored at cache positions len.., then each new token attends to its
+ * group's prefix, then to the cache (appended tokens causally; a query token to all appended ones and to
+ * itself). Rows not named by row_of stay as they were; cache positions past the appended ones too. */
+static void check_kv_attention(void)
+{
+    enum { NSEQ = 4, GROUP = 2, PL = 3, NNEW = 3, NAPP = 2, LEN = 2, CAP = 6, H = 2, HD = 4, D = H * HD };
+    enum { ROWS = NSEQ * NNEW + 2 };
+    int32_t *row_of = bbuf(sizeof(int32_t) * NSEQ * NNEW);
+    for (int i = 0; i < NSEQ * NNEW; i++)
+        row_of[i] = (i * 5 + 3) % ROWS; /* scattered rows, two left out */
+    float *qkv = frand((size_t)ROWS * 3 * D, 1), *prefix = frand((size_t)NSEQ / GROUP * PL * 3 * D, 1);
+    float *cache = frand((size_t)CAP * NSEQ * 2 * D, 1), *out = frand((size_t)ROWS * D, 1);
+    double *want_out = dcopy(out, (size_t)ROWS * D), *want_cache = dcopy(cache, (size_t)CAP * NSEQ * 2 * D);
+    for (int s = 0; s < NSEQ; s++)
+        for (int i = 0; i < NAPP; i++)
+            for (int c = 0; c < 2 * D; c++)
+                want_cache[((size_t)(LEN + i) * NSEQ + s) * 2 * D + c] = qkv[(size_t)row_of[s * NNEW + i] * 3 * D + D + c];
+    enum { MAXK = PL + LEN + NAPP + 1 };
+    for (int s = 0; s < NSEQ; s++)
+        for (int i = 0; i < NNEW; i++) {
+            int r = row_of[s * NNEW + i];
+            const double *keys[MAXK], *vals[MAXK];
+            double kbuf[MAXK][2 * D];
+            int nk = 0;
+            for (int j = 0; j < PL; j++) {
+                const float *pr = prefix + ((size_t)(s / GROUP) * PL + j) * 3 * D;
+                for (int c = 0; c < 2 * D; c++)
+                    kbuf[nk][c] = pr[D + c];
+                nk++;
+            }
+            int upto = i < NAPP ? LEN + i + 1 : LEN + NAPP;
+            for (int pos = 0; pos < upto; pos++, nk++)
+                for (int c = 0; c < 2 * D; c++)
+                    kbuf[nk][c] = want_cache[((size_t)pos * NSEQ + s) * 2 * D + c];
+            if (i >= NAPP) {
+                for (int c = 0; c < 2 * D; c++)
+                    kbuf[nk][c] = qkv[(size_t)r * 3 * D + D + c];
+                nk++;
+            }
+            for (int k = 0; k < nk; k++)
+                keys[k] = kbuf[k], vals[k] = kbuf[k] + D;
+            for (int h = 0; h < H; h++) {
+                double sc[MAXK], mx = -INFINITY, sum = 0;
+                for (int k = 0; k < nk; k++) {
+                    sc[k] = 0;
+                    for (int d = 0; d < HD; d++)
+                        sc[k] += (double)qkv[(size_t)r * 3 * D + h * HD + d] * keys[k][h * HD + d];
+                    sc[k] /= sqrt(HD);
+                    mx = fmax(mx, sc[k]);
+                }
+                for (int k = 0; k < nk; k++)
+                    sum += (sc[k] = exp(sc[k] - mx));
+                for (int d = 0; d < HD; d++) {
+                    double o = 0;
+                    for (int k = 0; k < nk; k++)
+                        o += sc[k] / sum * vals[k][h * HD + d];
+                    want_out[(size_t)r * D + h * HD + d] = o;
+                }
+            }
+        }
+    upm_attn_kv_desc a = {NSEQ, NNEW, NAPP, H, HD, row_of, prefix, PL, GROUP, cache, LEN};
+    be->attention_kv_fwd(be, out, qkv, &a);
+    CHECK(near("attention_kv_fwd out", out, want_out, (size_t)ROWS * D, 1e-5, 1e-3));
+    CHECK(near("attention_kv_fwd cache", cache, want_cache, (size_t)CAP * NSEQ * 2 * D, 0.0, 0.0));
+    free(want_out), free(want_cache);
+    RELEASE(qkv, prefix, cache, out);
+    BFREE(row_of);
+}
+
 /* ViT-Ti attention: 32 sequences x 101 tokens, 3 heads of 64 (a printout for the lead, not a check). */
 static void time_vit_ti(void)
 {
@@ -246,6 +316,7 @@ int main(void)
             check_attention(3, 13, 2, 5, 1, 1);  /* the same with sequences in consecutive rows */
             check_attention(2, 45, 3, 64, 0, 0); /* oneDNN-sized blocks, directional derivatives */
             check_attention(3, 40, 3, 64, 0, 1);
+            check_kv_attention();
             test_determinism();
             hash[rep] = x->hash;
             upm_backend_free(be);

@@ -344,20 +344,20 @@ static int run(const args *a)
     if (vocab)
         rc = upm_pass_forward(m, pin, &in.in, &oin, &err) || upm_vocab_encode(m, ptg, vb.cand, C, &vo, V, NULL, &err) ||
              upm_loss_label(m, upm_pass_features(pin), R, V, C, dlabels, vb.logq ? colb : NULL, 1.0f, dU, dV, logits,
-                            &res, &err) ||
+                            &err) ||
              upm_vocab_encode(m, ptg, vb.cand, C, &vo, V, dV, &err) || upm_pass_backward(m, pin, dU, &err);
     else
         rc = upm_pass_forward(m, pin, &in.in, &oin, &err) || upm_pass_forward(m, ptg, &tg.in, &otg, &err) ||
              (label ? upm_loss_label(m, upm_pass_features(pin), B, upm_pass_features(ptg), C, dlabels, NULL, 1.0f, dU,
-                                     dV, logits, &res, &err)
-                    : upm_loss_pair(m, upm_pass_features(pin), upm_pass_features(ptg), B, 1.0f, dU, dV, logits, &res,
-                                    &err)) ||
+                                     dV, logits, &err)
+                    : upm_loss_pair(m, upm_pass_features(pin), upm_pass_features(ptg), B, 1.0f, dU, dV, logits, &err)) ||
              upm_pass_backward(m, ptg, dV, &err) || upm_pass_backward(m, pin, dU, &err);
     if (rc) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         rc = 1;
         goto out;
     }
+    res = upm_loss_read(m, !vocab && !label, vocab ? R : B);
     upm_stepfile *d = upm_stepfile_new();
     if (!d) {
         fprintf(stderr, PROG ": error: no memory\n");
