@@ -112,6 +112,11 @@ struct upm_backend {
      * row-major. beta = 0 overwrites C (NaNs in C do not propagate). */
     void (*gemm)(upm_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc);
+    /* gemm computed in type `compute`: UPM_F32 is gemm; UPM_BF16 rounds A and B to bfloat16 (nearest, ties
+     * to even, as convert) and accumulates their products in fp32 (tensor cores on a GPU). The linears of
+     * the model call it with the model's precision (upm_model.compute); C and everything else stay fp32. */
+    void (*gemm_ct)(upm_backend *be, upm_dtype compute, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc);
     /* y[i] += alpha * x[i] */
     void (*axpy)(upm_backend *be, float *y, const float *x, float alpha, size_t n);
     /* y[i] *= alpha */

@@ -194,6 +194,41 @@ static void cpu_convert(upm_backend *be, void *dst, upm_dtype dt, const void *sr
     }
 }
 
+/* Rows x cols of X (leading dimension ld) rounded to bfloat16 values (held as floats, packed): the
+ * products of two such values are exact in fp32, so sgemm on the copies is bf16 inputs with fp32
+ * accumulation (this oneDNN has no bf16 GEMM in its C API). */
+static void round_bf16(float *dst, const float *X, int rows, int cols, int ld)
+{
+#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)cols >= UPM_CPU_PAR_MIN)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            uint32_t u = (uint32_t)f32_to_bf16(X[(size_t)r * ld + c]) << 16;
+            memcpy(&dst[(size_t)r * cols + c], &u, sizeof u);
+        }
+}
+
+static void cpu_gemm_ct(upm_backend *be, upm_dtype compute, int ta, int tb, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (compute == UPM_F32 || M <= 0 || N <= 0 || K <= 0) {
+        cpu_gemm(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    size_t na = (size_t)ar * ac, stride;
+    upm_cpu_threads(be);
+    float *s = upm_cpu_scratch(be, na + (size_t)br * bc, 1, &stride);
+    if (!s) {
+        upm_cpu_fail(be, "gemm_ct", "no memory for the bf16 copies");
+        for (int i = 0; i < M; i++)
+            upm_cpu_poison(C + (size_t)i * ldc, (size_t)N);
+        return;
+    }
+    round_bf16(s, A, ar, ac, lda);
+    round_bf16(s + na, B, br, bc, ldb);
+    cpu_gemm(be, ta, tb, M, N, K, alpha, s, ac, s + na, bc, beta, C, ldc);
+}
+
 /* Events: every op has completed when it returns, so an event is complete as soon as it is recorded. */
 struct upm_event {
     int recorded;
@@ -455,6 +490,7 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .sync = cpu_sync,
         .status = cpu_status,
         .convert = cpu_convert,
+        .gemm_ct = cpu_gemm_ct,
         .host_ptr = cpu_host_ptr,
         .event_new = cpu_event_new,
         .event_free = cpu_event_free,

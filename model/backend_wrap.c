@@ -137,6 +137,13 @@ static void w_gemm(upm_backend *be, int ta, int tb, int M, int N, int K, float a
         F(B, tb ? span_of(N, K, ldb) : span_of(K, N, ldb)), ldb, beta, F(C, span_of(M, N, ldc)), ldc);
 }
 
+static void w_gemm_ct(upm_backend *be, upm_dtype compute, int ta, int tb, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    INNER(gemm_ct, compute, ta, tb, M, N, K, alpha, F(A, ta ? span_of(K, M, lda) : span_of(M, K, lda)), lda,
+        F(B, tb ? span_of(N, K, ldb) : span_of(K, N, ldb)), ldb, beta, F(C, span_of(M, N, ldc)), ldc);
+}
+
 static void w_axpy(upm_backend *be, float *y, const float *x, float alpha, size_t n)
 {
     INNER(axpy, F(y, n), F(x, n), alpha, n);
@@ -368,6 +375,7 @@ int upm_backend_wrap(upm_backend *inner, const upm_backend_hooks *h, upm_backend
         .pack = w_pack,
         .unpack_scale = w_unpack_scale,
         .gemm = w_gemm,
+        .gemm_ct = w_gemm_ct,
         .axpy = w_axpy,
         .scale = w_scale,
         .add_bias = w_add_bias,

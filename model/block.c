@@ -48,7 +48,7 @@ static void linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin
     upm_backend *be = m->be;
     int N = p->plan.N, in = k->in, out = k->out;
     if (k->gate < 0) {
-        be->gemm(be, 0, 1, N, out, in, 1.0f, X, in, WEIGHTS(k->w), in, 0.0f, Y, out);
+        be->gemm_ct(be, m->compute, 0, 1, N, out, in, 1.0f, X, in, WEIGHTS(k->w), in, 0.0f, Y, out);
         be->add_bias(be, Y, WEIGHTS(k->b), N, out);
         return;
     }
@@ -56,7 +56,7 @@ static void linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin
     if (m->cfg.moe == UPM_MOE_MERGED) { /* deployment: the pattern's own dense weight */
         for (int q = 0; q < P; q++) {
             int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0;
-            be->gemm(be, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, WEIGHTS(k->w) + (size_t)p->slot[q] * wn, in, 0.0f,
+            be->gemm_ct(be, m->compute, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, WEIGHTS(k->w) + (size_t)p->slot[q] * wn, in, 0.0f,
                      Y + (size_t)r0 * out, out);
             be->add_bias(be, Y + (size_t)r0 * out, WEIGHTS(k->b) + (size_t)p->slot[q] * out, n, out);
         }
@@ -68,7 +68,7 @@ static void linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin
     be->gemm(be, 0, 0, P, out, E, 1.0f, g->G, E, WEIGHTS(k->b), out, 0.0f, a->bm, out);
     for (int q = 0; q < P; q++) {
         int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0;
-        be->gemm(be, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, a->Wm + (size_t)q * wn, in, 0.0f,
+        be->gemm_ct(be, m->compute, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, a->Wm + (size_t)q * wn, in, 0.0f,
                  Y + (size_t)r0 * out, out);
         be->add_bias(be, Y + (size_t)r0 * out, a->bm + (size_t)q * out, n, out);
     }
@@ -82,8 +82,8 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
     upm_backend *be = m->be;
     int N = p->plan.N, in = k->in, out = k->out;
     if (k->gate < 0) {
-        be->gemm(be, 0, 0, N, in, out, 1.0f, dY, out, WEIGHTS(k->w), in, 1.0f, dX, in);
-        be->gemm(be, 1, 0, out, in, N, 1.0f, dY, out, X, in, 1.0f, GRADS(k->w), in);
+        be->gemm_ct(be, m->compute, 0, 0, N, in, out, 1.0f, dY, out, WEIGHTS(k->w), in, 1.0f, dX, in);
+        be->gemm_ct(be, m->compute, 1, 0, out, in, N, 1.0f, dY, out, X, in, 1.0f, GRADS(k->w), in);
         be->bias_grad(be, GRADS(k->b), dY, N, out);
         return;
     }
@@ -92,8 +92,8 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
         for (int q = 0; q < P; q++) {
             int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0, s = p->slot[q];
             const float *dYq = dY + (size_t)r0 * out, *Xq = X + (size_t)r0 * in;
-            be->gemm(be, 0, 0, n, in, out, 1.0f, dYq, out, WEIGHTS(k->w) + (size_t)s * wn, in, 1.0f, dX + (size_t)r0 * in, in);
-            be->gemm(be, 1, 0, out, in, n, 1.0f, dYq, out, Xq, in, 1.0f, GRADS(k->w) + (size_t)s * wn, in);
+            be->gemm_ct(be, m->compute, 0, 0, n, in, out, 1.0f, dYq, out, WEIGHTS(k->w) + (size_t)s * wn, in, 1.0f, dX + (size_t)r0 * in, in);
+            be->gemm_ct(be, m->compute, 1, 0, out, in, n, 1.0f, dYq, out, Xq, in, 1.0f, GRADS(k->w) + (size_t)s * wn, in);
             be->bias_grad(be, GRADS(k->b) + (size_t)s * out, dYq, n, out);
         }
         return;
@@ -104,8 +104,8 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
     for (int q = 0; q < P; q++) {
         int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0;
         const float *dYq = dY + (size_t)r0 * out, *Xq = X + (size_t)r0 * in;
-        be->gemm(be, 0, 0, n, in, out, 1.0f, dYq, out, a->Wm + (size_t)q * wn, in, 1.0f, dX + (size_t)r0 * in, in);
-        be->gemm(be, 1, 0, out, in, n, 1.0f, dYq, out, Xq, in, 0.0f, a->dWm + (size_t)q * wn, in);
+        be->gemm_ct(be, m->compute, 0, 0, n, in, out, 1.0f, dYq, out, a->Wm + (size_t)q * wn, in, 1.0f, dX + (size_t)r0 * in, in);
+        be->gemm_ct(be, m->compute, 1, 0, out, in, n, 1.0f, dYq, out, Xq, in, 0.0f, a->dWm + (size_t)q * wn, in);
         be->bias_grad(be, a->dbm + (size_t)q * out, dYq, n, out);
     }
     be->gemm(be, 1, 0, E, wn, P, 1.0f, g->G, E, a->dWm, wn, 1.0f, GRADS(k->w), wn);

@@ -359,7 +359,7 @@ static void embed_forward(upm_model *m, upm_pass *p)
             continue;
         }
         be->patchify(be, p->patches[s], p->pixels[s], n, g->T, g->H, g->W);
-        be->gemm(be, 0, 1, rows, D, UPM_PATCH_DIM, 1.0f, p->patches[s], UPM_PATCH_DIM, WEIGHTS(L->patch_w), UPM_PATCH_DIM,
+        be->gemm_ct(be, m->compute, 0, 1, rows, D, UPM_PATCH_DIM, 1.0f, p->patches[s], UPM_PATCH_DIM, WEIGHTS(L->patch_w), UPM_PATCH_DIM,
                  1.0f, Es, D);
         be->add_bias(be, Es, WEIGHTS(L->patch_b), rows, D);
         be->gather_add(be, Es, p->sincos[s], p->pos_idx[s], rows, D);
@@ -388,7 +388,7 @@ static void embed_backward(upm_model *m, upm_pass *p, const float *dx0)
             be->scatter_add(be, GRADS(L->text_pos), dEs, p->pos_idx[s], rows, D);
             continue;
         }
-        be->gemm(be, 1, 0, D, UPM_PATCH_DIM, rows, 1.0f, dEs, D, p->patches[s], UPM_PATCH_DIM, 1.0f, GRADS(L->patch_w),
+        be->gemm_ct(be, m->compute, 1, 0, D, UPM_PATCH_DIM, rows, 1.0f, dEs, D, p->patches[s], UPM_PATCH_DIM, 1.0f, GRADS(L->patch_w),
                  UPM_PATCH_DIM);
         be->bias_grad(be, GRADS(L->patch_b), dEs, rows, D);
         if (g->kind == UPM_SEG_VIDEO)
@@ -412,7 +412,7 @@ int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const u
     }
     be->gather_rows(be, p->zsel, x, p->read_rows, R, D);
     be->layernorm_fwd(be, p->zn, p->zmean, p->zrstd, p->zsel, WEIGHTS(L->norm_w), WEIGHTS(L->norm_b), R, D, m->cfg.ln_eps);
-    be->gemm(be, 0, 1, R, D, D, 1.0f, p->zn, D, WEIGHTS(L->proj_w), D, 0.0f, p->feat, D);
+    be->gemm_ct(be, m->compute, 0, 1, R, D, D, 1.0f, p->zn, D, WEIGHTS(L->proj_w), D, 0.0f, p->feat, D);
     be->l2norm_fwd(be, p->U, p->fnorm, p->feat, R, D);
     return be->status(be, err);
 }
@@ -435,8 +435,8 @@ int upm_pass_backward_cb(upm_model *m, upm_pass *p, const float *dU, void (*done
     int D = m->cfg.dim, R = p->plan.nread, N = p->plan.N;
     be->zero(be, p->dfeat, sizeof(float) * (size_t)R * D);
     be->l2norm_bwd(be, p->dfeat, dU, p->U, p->fnorm, R, D);
-    be->gemm(be, 1, 0, D, D, R, 1.0f, p->dfeat, D, p->zn, D, 1.0f, GRADS(L->proj_w), D);
-    be->gemm(be, 0, 0, R, D, D, 1.0f, p->dfeat, D, WEIGHTS(L->proj_w), D, 0.0f, p->dzn, D);
+    be->gemm_ct(be, m->compute, 1, 0, D, D, R, 1.0f, p->dfeat, D, p->zn, D, 1.0f, GRADS(L->proj_w), D);
+    be->gemm_ct(be, m->compute, 0, 0, R, D, D, 1.0f, p->dfeat, D, WEIGHTS(L->proj_w), D, 0.0f, p->dzn, D);
     be->zero(be, p->dzsel, sizeof(float) * (size_t)R * D);
     be->layernorm_bwd(be, p->dzsel, GRADS(L->norm_w), GRADS(L->norm_b), p->dzn, p->zsel, p->zmean, p->zrstd, WEIGHTS(L->norm_w), R,
                       D);

@@ -27,6 +27,9 @@ typedef struct upm_model {
      * by the trainer with the step's one download (upm_model_stats_read), so that nothing inside a step
      * waits for the backend. */
     float *stats;
+    /* The precision of the linears' matmuls (UPM_F32, or UPM_BF16: inputs rounded to bfloat16, fp32
+     * accumulation; backend.h gemm_ct). Gates, attention, norms, losses and the optimizer stay fp32. */
+    upm_dtype compute;
     /* Backend scratch of the losses (trainer/loss.c): grown to the largest request, then reused, so a
      * step allocates nothing once the largest batch has been seen. iota: 0, 1, ..., iota_n - 1. */
     void *scratch;

@@ -402,6 +402,7 @@ static char *state_json(trainer *t, const char *all, const size_t *off)
     cJSON_AddStringToObject(j, "mixture", t->o->mixture);
     cJSON_AddNumberToObject(j, "total_steps", (double)t->o->steps);
     cJSON_AddItemToObject(j, "model", upm_model_config_json(&t->cfg));
+    cJSON_AddStringToObject(j, "precision", t->m->compute == UPM_BF16 ? "bf16" : "fp32");
     cJSON_AddNumberToObject(j, "world", t->world);
     cJSON *arr = cJSON_AddArrayToObject(j, "cursors");
     int ok = 1;
@@ -569,6 +570,19 @@ static int image_size_at(const upm_train_opts *o, int64_t step)
     return o->stage2_size > 0 && step >= upm_train_stage2_step(o) ? o->stage2_size : o->image_size;
 }
 
+int upm_precision_parse(const char *name, const upm_backend *be, upm_dtype *out, upm_err *err)
+{
+    if (!name) /* the GPU recipe computes in bf16; the CPU has no bf16 matmul unit to gain from */
+        name = !strcmp(be->name, "cuda") ? "bf16" : "fp32";
+    if (!strcmp(name, "fp32"))
+        *out = UPM_F32;
+    else if (!strcmp(name, "bf16"))
+        *out = UPM_BF16;
+    else
+        return upm_errf(err, UPM_EUSAGE, "--precision takes fp32 or bf16, not '%s'", name);
+    return 0;
+}
+
 /* Batches live in the backend's host memory (page-locked on a GPU), so their uploads need no staging. A
  * batch's memory is handed back to the decoding thread only at the next upm_prefetch_next, after the
  * step's download of its statistics, so an upload still in flight never sees it rewritten. */
@@ -644,6 +658,8 @@ int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt,
         t->batch.memfn = batch_mem_of(t->be);
     if (!rc)
         rc = upm_model_new(&t->cfg, t->be, o->seed, &t->m, err);
+    if (!rc)
+        rc = upm_precision_parse(o->precision, t->be, &t->m->compute, err);
     if (!rc && !t->eval && !(rc = upm_optim_init(&t->opt, t->m, &o->optim, err)))
         t->have_opt = 1;
     if (!rc && resume)
@@ -715,9 +731,10 @@ int upm_train(const upm_train_opts *o, upm_err *err)
         return rc;
     }
     if (!o->quiet && t.rank == 0)
-        printf("run %" PRId64 ": %s on mixture %s, %zu parameters, steps %" PRId64 "..%" PRId64 ", %s backend, "
-               "output %s\n", t.run_id, o->model_name ? o->model_name : "custom", o->mixture,
-               upm_layout_count(&t.m->L), t.step, o->steps, t.be->name, o->out_dir);
+        printf("run %" PRId64 ": %s on mixture %s, %zu parameters, steps %" PRId64 "..%" PRId64 ", %s backend (%s "
+               "matmuls), output %s\n", t.run_id, o->model_name ? o->model_name : "custom", o->mixture,
+               upm_layout_count(&t.m->L), t.step, o->steps, t.be->name, t.m->compute == UPM_BF16 ? "bf16" : "fp32",
+               o->out_dir);
     if (!o->quiet && t.rank == 0 && t.world > 1)
         printf("data parallel: %d ranks (%s), each samples its own task every step; gradients averaged\n", t.world,
                upm_comm_name(t.comm));

@@ -27,6 +27,7 @@ typedef struct upm_train_opts {
     uint64_t seed;
     const char *backend;  /* backend name (model/backend.h; NULL = upm_backend_default()) */
     int threads;          /* backend threads (0 = all) */
+    const char *precision; /* the linears' matmuls: "fp32" or "bf16"; NULL: bf16 on cuda, else fp32 */
     int loader_threads;
     int image_size;
     const char *dump_dir; /* --dump-batches: step files for a replay (batchdump.h), or NULL */
@@ -149,5 +150,9 @@ int upm_eval_check_datasets(upm_catalog *cat, const char *const *names, int n, u
  * dataset stored earlier go (a resumed run that evaluates a step again). *stored: rows written. */
 int upm_eval_results_store(upm_catalog *cat, int64_t run_id, int64_t step, const char *checkpoint,
                            const upm_eval_result *res, int n, int replace, int *stored, upm_err *err);
+
+/* The linears' matmul precision for --precision NAME (NULL: bf16 on the cuda backend, else fp32);
+ * another name is UPM_EUSAGE. */
+int upm_precision_parse(const char *name, const upm_backend *be, upm_dtype *out, upm_err *err);
 
 #endif

@@ -92,6 +92,33 @@ class TrainTest(unittest.TestCase):
         self.assertEqual(runs["prefetch"][2], runs["no-prefetch"][2])
         self.assertEqual(len(runs["prefetch"][2]), 12)
 
+    def test_bf16_matmuls_follow_fp32(self):
+        """--precision bf16 (the linears' matmul inputs rounded to bfloat16, fp32 accumulation; the GPU recipe)
+        against fp32 on the same batches of the three-task mixture: every step's loss within 2 % for the first
+        20 steps (issue 17's bound for bf16), the run deterministic, and the precision recorded in the
+        checkpoint's state. Measured while writing this: max relative difference 1.08 % over the first 20
+        steps with this model (dim 32); 0.04 % (1.45 % over 50 steps) with dim 64; on a synthetic task whose features leave their collapsed start
+        within the first steps, bf16 lags fp32 there by up to 21 % (docs/model.md, "The CUDA backend").
+        --precision takes fp32 or bf16 only."""
+        losses = {}
+        for prec in ("fp32", "bf16", "bf16"):
+            name = f"prec-{prec}-{len(losses)}"
+            self.train(name, "--steps", 20, "--precision", prec, "--name", name)
+            losses[name] = [r[0] for r in self.sql("SELECT m.loss FROM metrics m JOIN runs r ON r.id = m.run_id "
+                                                   "WHERE r.name = ? ORDER BY m.step", name)]
+            with open(os.path.join(self.ckpt(name, 20), "state.json")) as f:
+                self.assertEqual(json.load(f)["precision"], prec)
+        a, b, b2 = losses.values()
+        self.assertEqual(len(a), 20)
+        self.assertEqual(b, b2)  # bf16 is as deterministic as fp32
+        self.assertNotEqual(a, b)  # the rounding happened
+        worst = max(abs(x - y) / x for x, y in zip(a, b))
+        print(f"\nbf16 vs fp32, 20 steps: max relative loss difference {worst:.2e}", file=sys.stderr)
+        self.assertLess(worst, 0.02)
+        p = self.train("prec-bad", "--steps", 2, "--precision", "fp16", ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--precision takes fp32 or bf16, not 'fp16'", p.stderr)
+
     def test_batches_are_uploaded_from_backend_host_memory(self):
         """Batches live in the backend's host_alloc memory (page-locked on a GPU, so their uploads need no
         staging; model/backend.h): on the debug backend, which fingerprints such uploads and aborts if their

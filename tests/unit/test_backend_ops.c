@@ -80,8 +80,60 @@ static void check_gemm(int M, int N, int K)
     free(ref), free(ref0), free(got), free(got0);
 }
 
+static double bf16_value(uint16_t b);
+static uint16_t bf16_ref(float x);
+
+/* gemm_ct in bf16: A and B rounded to bfloat16 (nearest even) and their products summed in fp32: against
+ * the double product of the rounded inputs, at fp32's tolerance (the products of bf16 values are exact),
+ * for every transpose pair and padded leading dimensions; and measurably not the fp32 product (the
+ * rounding happened). In fp32 it is gemm. */
+static void check_gemm_ct(int M, int N, int K)
+{
+    size_t mn = (size_t)M * N;
+    double *ref = malloc(mn * sizeof *ref), *exact = malloc(mn * sizeof *exact);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+            int lda = ac + 2, ldb = bc + 3, ldc = N + 1;
+            float *A = frand((size_t)ar * lda, 1), *B = frand((size_t)br * ldb, 1), *C = frand((size_t)M * ldc, 1);
+            float *C0 = fbuf((size_t)M * ldc);
+            memcpy(C0, C, sizeof(float) * (size_t)M * ldc);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double s = 0, e = 0;
+                    for (int k = 0; k < K; k++) {
+                        float a = ta ? A[k * lda + i] : A[i * lda + k], b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                        s += bf16_value(bf16_ref(a)) * bf16_value(bf16_ref(b));
+                        e += (double)a * b;
+                    }
+                    ref[(size_t)i * N + j] = 0.5 * s - 2.0 * C0[(size_t)i * ldc + j];
+                    exact[(size_t)i * N + j] = 0.5 * e - 2.0 * C0[(size_t)i * ldc + j];
+                }
+            be->gemm_ct(be, UPM_BF16, ta, tb, M, N, K, 0.5f, A, lda, B, ldb, -2.0f, C, ldc);
+            float *got = malloc(mn * sizeof *got);
+            double worst = 0;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    got[(size_t)i * N + j] = C[(size_t)i * ldc + j];
+                    worst = fmax(worst, fabs(got[(size_t)i * N + j] - exact[(size_t)i * N + j]));
+                }
+            CHECK(near("gemm_ct bf16", got, ref, mn, 1e-5, 0.1)); /* gemm's bound */
+            CHECK(worst > 1e-4); /* the fp32 product differs: the inputs were rounded */
+            memcpy(C, C0, sizeof(float) * (size_t)M * ldc);
+            be->gemm_ct(be, UPM_F32, ta, tb, M, N, K, 0.5f, A, lda, B, ldb, -2.0f, C, ldc);
+            for (size_t i = 0; i < mn; i++)
+                got[i] = C[(i / N) * ldc + i % N];
+            CHECK(near("gemm_ct fp32", got, exact, mn, 1e-5, 0.1));
+            free(got);
+            RELEASE(A, B, C, C0);
+        }
+    free(ref), free(exact);
+}
+
 static void test_gemm(void)
 {
+    check_gemm_ct(19, 23, 41);
+    check_gemm_ct(64, 48, 96);
     check_gemm(37, 29, 53);
     check_gemm(1, 67, 129); /* oneDNN's gemv paths */
     check_gemm(129, 1, 67);

@@ -1,8 +1,10 @@
 """The PyTorch peer of upmoe-step-bench: the same Uni-Perceiver-Ti encoder (docs/model.md) on a 160 px
 image batch, forward + backward + AdamW, written the efficient way (attribute-MoE experts merged into one
 weight per pattern, one F.linear). Prints the fastest step's ms (as upmoe-step-bench does) for one thread
-setting.
-usage: train_step_torch.py MOE(attribute|none) THREADS [BATCH] [IMAGE] [STEPS]"""
+setting. On a GPU (tools/gpu-check): --device cuda, --size b (Uni-Perceiver-B: 768 wide, 12 heads), --dtype
+bf16 (autocast, fp32 master weights).
+usage: train_step_torch.py MOE(attribute|none) THREADS [BATCH] [IMAGE] [STEPS] [--size ti|b] [--device cpu|cuda]
+       [--dtype fp32|bf16]"""
 import math
 import sys
 import time
@@ -11,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 D, H, LAYERS, E, K, V = 192, 3, 12, 8, 2, 49411
+SIZES = {"ti": (192, 3), "b": (768, 12)}
 
 
 def sincos(gh, gw, d):
@@ -47,7 +50,8 @@ class Gate(torch.nn.Module):
         self.proj = torch.nn.Linear(D, E, bias=False)
 
     def forward(self, bits):
-        p = F.softmax(self.proj(self.norm(self.attr(bits))), -1)
+        with torch.autocast(bits.device.type, enabled=False):  # the gate in fp32, as upmoe computes it
+            p = F.softmax(self.proj(self.norm(self.attr(bits))), -1)
         top = torch.topk(p, K).indices
         return p * torch.zeros_like(p).scatter(0, top, 1.0)
 
@@ -96,27 +100,43 @@ class Model(torch.nn.Module):
 
 
 def main():
-    moe, threads = sys.argv[1] == "attribute", int(sys.argv[2])
-    batch = int(sys.argv[3]) if len(sys.argv) > 3 else 32
-    image = int(sys.argv[4]) if len(sys.argv) > 4 else 160
-    steps = int(sys.argv[5]) if len(sys.argv) > 5 else 5
+    global D, H
+    flags = {}
+    args = [a for a in sys.argv[1:]]
+    while "--size" in args or "--device" in args or "--dtype" in args:
+        for f in ("--size", "--device", "--dtype"):
+            if f in args:
+                i = args.index(f)
+                flags[f] = args[i + 1]
+                del args[i:i + 2]
+    D, H = SIZES[flags.get("--size", "ti")]
+    device, bf16 = flags.get("--device", "cpu"), flags.get("--dtype", "fp32") == "bf16"
+    moe, threads = args[0] == "attribute", int(args[1])
+    batch = int(args[2]) if len(args) > 2 else 32
+    image = int(args[3]) if len(args) > 3 else 160
+    steps = int(args[4]) if len(args) > 4 else 5
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    m = Model(moe, image // 16)
+    m = Model(moe, image // 16).to(device)
     opt = torch.optim.AdamW(m.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05)
-    x = torch.randn(batch, 3, image, image)
-    R = torch.randn(batch, D) / batch
+    x = torch.randn(batch, 3, image, image, device=device)
+    R = torch.randn(batch, D, device=device) / batch
     times = []
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for s in range(2 + steps):
+        sync()
         t = time.perf_counter()
         opt.zero_grad(set_to_none=False)
-        loss = (m(x) * R).sum()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = (m(x).float() * R).sum()
         loss.backward()
         opt.step()
+        sync()
         if s >= 2:
             times.append(time.perf_counter() - t)
     print(f"torch {1e3 * min(times):.1f} ms/step ({'attribute-MoE' if moe else 'dense'}, "
-          f"set_num_threads({threads}), {sum(p.numel() for p in m.parameters())} parameters)")
+          f"set_num_threads({threads}), {sum(p.numel() for p in m.parameters())} parameters, {device}, "
+          f"{'bf16' if bf16 else 'fp32'})")
 
 
 if __name__ == "__main__":

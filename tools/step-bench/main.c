@@ -14,12 +14,13 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "train.h"
 
 #define PROG "upmoe-step-bench"
 #define MAX_SHAPES 256
 
 typedef struct shape {
-    int ta, tb, M, N, K, lda, ldb, ldc;
+    int ct, ta, tb, M, N, K, lda, ldb, ldc; /* ct: the compute type (gemm_ct's; gemm's is fp32) */
     long calls;
 } shape;
 
@@ -28,22 +29,35 @@ static shape shapes[MAX_SHAPES];
 static int nshapes, recording;
 static double gemm_flops;
 
+static void record(upm_dtype ct, int ta, int tb, int M, int N, int K, int lda, int ldb, int ldc)
+{
+    if (!recording)
+        return;
+    gemm_flops += 2.0 * M * N * K;
+    int i = 0;
+    while (i < nshapes && !(shapes[i].ct == (int)ct && shapes[i].ta == ta && shapes[i].tb == tb && shapes[i].M == M &&
+                            shapes[i].N == N && shapes[i].K == K))
+        i++;
+    if (i == nshapes && nshapes < MAX_SHAPES)
+        shapes[nshapes++] = (shape){(int)ct, ta, tb, M, N, K, lda, ldb, ldc, 0};
+    if (i < nshapes)
+        shapes[i].calls++;
+}
+
 static void rec_gemm(upm_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc)
 {
     (void)be;
-    if (recording) {
-        gemm_flops += 2.0 * M * N * K;
-        int i = 0;
-        while (i < nshapes && !(shapes[i].ta == ta && shapes[i].tb == tb && shapes[i].M == M && shapes[i].N == N &&
-                                shapes[i].K == K))
-            i++;
-        if (i == nshapes && nshapes < MAX_SHAPES)
-            shapes[nshapes++] = (shape){ta, tb, M, N, K, lda, ldb, ldc, 0};
-        if (i < nshapes)
-            shapes[i].calls++;
-    }
+    record(UPM_F32, ta, tb, M, N, K, lda, ldb, ldc);
     inner->gemm(inner, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void rec_gemm_ct(upm_backend *be, upm_dtype ct, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    (void)be;
+    record(ct, ta, tb, M, N, K, lda, ldb, ldc);
+    inner->gemm_ct(inner, ct, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* Seconds one call of shape s takes alone (median of a few repetitions after a warm-up). */
@@ -54,11 +68,14 @@ static double time_shape(const shape *s)
     float *A = inner->alloc(inner, a * 4 + 4), *B = inner->alloc(inner, b * 4 + 4), *C = inner->alloc(inner, c * 4 + 4);
     double best = 1e30;
     int reps = (int)fmin(50, fmax(3, 2e8 / (2.0 * s->M * s->N * s->K + 1)));
-    inner->gemm(inner, s->ta, s->tb, s->M, s->N, s->K, 1, A, s->lda, B, s->ldb, 0, C, s->ldc);
+    inner->gemm_ct(inner, (upm_dtype)s->ct, s->ta, s->tb, s->M, s->N, s->K, 1, A, s->lda, B, s->ldb, 0, C, s->ldc);
+    inner->sync(inner);
     for (int r = 0; r < 5; r++) {
         double t = upm_monotonic_s();
         for (int i = 0; i < reps; i++)
-            inner->gemm(inner, s->ta, s->tb, s->M, s->N, s->K, 1, A, s->lda, B, s->ldb, 1, C, s->ldc);
+            inner->gemm_ct(inner, (upm_dtype)s->ct, s->ta, s->tb, s->M, s->N, s->K, 1, A, s->lda, B, s->ldb, 1, C,
+                           s->ldc);
+        inner->sync(inner); /* a GPU's calls are queued: wait for them */
         t = (upm_monotonic_s() - t) / reps;
         best = t < best ? t : best;
     }
@@ -69,17 +86,21 @@ static double time_shape(const shape *s)
 int main(int argc, char **argv)
 {
     int batch = 32, image = 160, steps = 5, warmup = 2, threads = 0, json = 0, verbose = 0;
-    const char *backend = NULL;
+    const char *backend = NULL, *size = "ti", *precision = NULL;
     upm_model_config cfg;
     upm_model_config_preset("ti", &cfg, NULL);
+    int moe = UPM_MOE_ATTRIBUTE;
     static const struct option opts[] = {{"moe", 1, 0, 'm'}, {"batch", 1, 0, 'b'}, {"image", 1, 0, 'i'},
                                          {"steps", 1, 0, 's'}, {"warmup", 1, 0, 'w'}, {"threads", 1, 0, 't'},
                                          {"json", 0, 0, 'j'}, {"shapes", 0, 0, 'v'}, {"backend", 1, 0, 'B'},
-                                         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"model", 1, 0, 'M'}, {"precision", 1, 0, 'p'}, {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': cfg.moe = !strcmp(optarg, "none") ? UPM_MOE_NONE : UPM_MOE_ATTRIBUTE; break;
+        case 'm': moe = !strcmp(optarg, "none") ? UPM_MOE_NONE : UPM_MOE_ATTRIBUTE; break;
+        case 'M': size = optarg; break;
+        case 'p': precision = optarg; break;
         case 'b': batch = atoi(optarg); break;
         case 'i': image = atoi(optarg); break;
         case 's': steps = atoi(optarg); break;
@@ -89,8 +110,9 @@ int main(int argc, char **argv)
         case 'B': backend = optarg; break;
         case 'v': verbose = 1; break;
         case 'h':
-            printf("usage: " PROG " [--moe attribute|none] [--batch 32] [--image 160] [--steps 5] [--warmup 2] "
-                   "[--threads N] [--backend cpu|debug] [--json] [--shapes]\nTimes a ViT-Ti (Uni-Perceiver-Ti) training step.\n");
+            printf("usage: " PROG " [--model ti|s|b|l] [--moe attribute|none] [--batch 32] [--image 160] [--steps 5] "
+                   "[--warmup 2] [--threads N] [--backend cpu|debug|cuda] [--precision fp32|bf16] [--json] [--shapes]\nTimes a training step "
+                   "of Uni-Perceiver (default Ti) on an image batch.\n");
             return 0;
         default: return 2;
         }
@@ -100,6 +122,11 @@ int main(int argc, char **argv)
         return 2;
     }
     upm_err err = {0};
+    if (upm_model_config_preset(size, &cfg, &err)) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+        return 2;
+    }
+    cfg.moe = moe;
     upm_backend rec;
     upm_model *m = NULL;
     if (upm_backend_open(backend, &(upm_backend_opts){.threads = threads}, &inner, &err)) {
@@ -108,11 +135,13 @@ int main(int argc, char **argv)
     }
     rec = *inner;
     rec.gemm = rec_gemm;
+    rec.gemm_ct = rec_gemm_ct;
     upm_optim opt;
     upm_optim_config oc;
     upm_optim_config_default(&oc);
     oc.total_steps = 1000;
-    if (upm_model_new(&cfg, &rec, 1, &m, &err) || upm_optim_init(&opt, m, &oc, &err)) {
+    if (upm_model_new(&cfg, &rec, 1, &m, &err) || upm_optim_init(&opt, m, &oc, &err) ||
+        upm_precision_parse(precision, inner, &m->compute, &err)) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         return 1;
     }
@@ -164,14 +193,14 @@ int main(int argc, char **argv)
     }
     double gflop = gemm_flops / 1e9;
     if (json)
-        printf("{\"moe\": \"%s\", \"batch\": %d, \"tokens\": %d, \"parameters\": %zu, \"step_ms\": %.2f, "
+        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"moe\": \"%s\", \"batch\": %d, \"tokens\": %d, \"parameters\": %zu, \"step_ms\": %.2f, "
                "\"gemm_gflop\": %.2f, \"gemm_ideal_ms\": %.2f, \"gemm_share\": %.3f, \"gemm_gflops_alone\": %.1f}\n",
-               cfg.moe ? "attribute" : "none", batch, tok + 1, upm_layout_count(&m->L), step * 1e3, gflop,
+               size, inner->name, m->compute == UPM_BF16 ? "bf16" : "fp32", cfg.moe ? "attribute" : "none", batch, tok + 1, upm_layout_count(&m->L), step * 1e3, gflop,
                ideal * 1e3, ideal / step, gflop / ideal);
     else
-        printf("%s Ti step, batch %d x %d tokens, %zu parameters: %.1f ms; its GEMMs (%.1f GFLOP, %d shapes) take "
-               "%.1f ms alone at %.0f GFLOP/s: %.0f%% of the step\n",
-               cfg.moe ? "attribute-MoE" : "dense", batch, tok + 1, upm_layout_count(&m->L), step * 1e3, gflop, nshapes,
+        printf("%s %s step on %s, batch %d x %d tokens, %zu parameters: %.1f ms; its GEMMs (%.1f GFLOP, %d shapes) "
+               "take %.1f ms alone at %.0f GFLOP/s: %.0f%% of the step\n",
+               cfg.moe ? "attribute-MoE" : "dense", size, inner->name, batch, tok + 1, upm_layout_count(&m->L), step * 1e3, gflop, nshapes,
                ideal * 1e3, gflop / ideal, 100 * ideal / step);
     upm_pass_free(m, p);
     upm_optim_free(&opt, m);

@@ -58,8 +58,12 @@ static const char usage[] =
     "                         positions are fixed sin-cos, evaluated on the new grid\n"
     "  --seed S               seed of data order, augmentation, initialisation and noise (1)\n"
     "  --threads N            compute threads (all cores); --loader-threads N decode threads (2)\n"
-    "  --backend NAME         where the model computes: cpu, or debug (the CPU ops on memory the host cannot\n"
-    "                         touch: finds code that bypasses the backend); default $UPMOE_BACKEND, else cpu\n"
+    "  --backend NAME         where the model computes: cpu, cuda (NVIDIA GPUs), or debug (the CPU ops on\n"
+    "                         memory the host cannot touch: finds code that bypasses the backend); default\n"
+    "                         $UPMOE_BACKEND, else cpu\n"
+    "  --precision fp32|bf16  the linears' matmuls: bf16 rounds their inputs to bfloat16 and accumulates in\n"
+    "                         fp32 (tensor cores); gates, attention, norms, losses and AdamW stay fp32.\n"
+    "                         Default bf16 on cuda, fp32 elsewhere\n"
     "  --bpe-vocab PATH       CLIP merges file for text tasks (default: $UPMOE_BPE_VOCAB)\n"
     "  --log-every N          progress line every N steps (10)\n"
     "\n"
@@ -147,7 +151,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
            O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES,
-           O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT, O_BACKEND, O_NO_PREFETCH };
+           O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT, O_BACKEND, O_NO_PREFETCH, O_PRECISION };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
         {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
@@ -161,7 +165,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         {"comm", 1, 0, O_COMM}, {"comm-timeout", 1, 0, O_COMM_TIMEOUT}, {"readers", 1, 0, O_READERS},
         {"shuffle-block", 1, 0, O_SHUFFLE}, {"reduce-all-experts", 0, 0, O_ALL_EXPERTS},
         {"gate-noise", 1, 0, O_NOISE}, {"layerscale", 1, 0, O_LAYERSCALE},
-        {"no-overlap", 0, 0, O_NO_OVERLAP}, {"no-prefetch", 0, 0, O_NO_PREFETCH}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
+        {"no-overlap", 0, 0, O_NO_OVERLAP}, {"no-prefetch", 0, 0, O_NO_PREFETCH}, {"precision", 1, 0, O_PRECISION}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
         {"batch-scale", 1, 0, O_BATCH_SCALE}, {"augment", 1, 0, O_AUGMENT}, {"gate-renorm", 1, 0, O_RENORM}, {"dump-batches", 1, 0, O_DUMP}, {"adam-eps", 1, 0, O_EPS}, {"adam-beta2", 1, 0, O_BETA2}, {"expert-init", 1, 0, O_COPIES},
         {"backend", 1, 0, O_BACKEND}, {"eval-dataset", 1, 0, O_EVAL_DATASET}, {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-limit", 1, 0, O_EVAL_LIMIT},
         {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
@@ -251,6 +255,13 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         case O_ALL_EXPERTS: o->reduce_all_experts = 1; break;
         case O_NO_OVERLAP: o->no_overlap = 1; break;
         case O_NO_PREFETCH: o->no_prefetch = 1; break;
+        case O_PRECISION:
+            if (strcmp(optarg, "fp32") && strcmp(optarg, "bf16")) {
+                fprintf(stderr, "upmoe-train: error: --precision takes fp32 or bf16, not '%s'\n", optarg);
+                return 2;
+            }
+            o->precision = optarg;
+            break;
         case O_BATCH_SCALE:
             if (number(optarg, 1e-6, 1e6, &v))
                 bad = "--batch-scale needs a factor > 0";
