@@ -165,6 +165,10 @@ char **upm_slurm_sbatch_argv(const upm_slurm_opts *o, const upm_job *j)
     ADDF("--ntasks=%d", j->ranks);
     if (o->cpus_per_rank > 0)
         ADDF("--cpus-per-task=%d", o->cpus_per_rank);
+    if (o->gpus_per_rank > 0) { /* one GPU (or more) per rank, bound by Slurm; the ranks compute on it */
+        ADDF("--gpus-per-task=%d", o->gpus_per_rank);
+        ADD("--export=ALL,UPMOE_BACKEND=cuda");
+    }
     ADDF("--output=%s", j->log_path);
     ADD("--open-mode=append");
     ADD("--requeue");

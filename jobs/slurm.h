@@ -31,6 +31,7 @@ typedef struct upm_slurm_opts {
     const char *time_limit;   /* NULL: the partition's default (Slurm's formats: MM, HH:MM:SS, D-HH, ...) */
     int signal_lead_s;        /* USR1 this many seconds before the time limit (120) */
     int cpus_per_rank;        /* 0: Slurm's default */
+    int gpus_per_rank;        /* 0: none; else --gpus-per-task, and the ranks compute on the cuda backend */
     const char *const *extra; /* more sbatch options, each passed as one argument */
     int nextra;
 } upm_slurm_opts;

@@ -100,6 +100,9 @@ struct upm_backend {
     /* The host address of backend memory p when the host may use it directly (the CPU backend: p itself;
      * a communicator then reduces gradients in place), else NULL: stage through download/upload. */
     void *(*host_ptr)(upm_backend *be, void *p);
+    /* The device stream the ops are queued on (a cudaStream_t on the CUDA backend), so a device
+     * communicator (NCCL) can queue its collectives behind them; NULL on backends without one. */
+    void *(*native_stream)(upm_backend *be);
     /* Buckets of parameter ranges (gradient reduction): pack gathers the n ranges src[off[r] ..
      * off[r]+len[r]) one after another into dst; unpack_scale writes them back, times alpha. off and len
      * are host arrays, in floats. */

@@ -262,6 +262,11 @@ static void cpu_wait(upm_backend *be, upm_event *ev) { (void)be, (void)ev; }
 
 static void *cpu_host_alloc(upm_backend *be, size_t bytes) { return cpu_alloc(be, bytes); }
 static void cpu_host_free(upm_backend *be, void *p) { cpu_free(be, p); }
+static void *cpu_native_stream(upm_backend *be)
+{
+    (void)be;
+    return NULL; /* ops complete before they return: no stream */
+}
 
 static void *cpu_host_ptr(upm_backend *be, void *p)
 {
@@ -499,6 +504,7 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .wait = cpu_wait,
         .host_alloc = cpu_host_alloc,
         .host_free = cpu_host_free,
+        .native_stream = cpu_native_stream,
         .pack = cpu_pack,
         .unpack_scale = cpu_unpack_scale,
         .gemm = cpu_gemm,

@@ -48,6 +48,7 @@ static void w_copy(upm_backend *be, void *dst, const void *src, size_t bytes)
     W(be)->h.copy(W(be)->h.ctx, dst, src, bytes);
 }
 static void w_zero(upm_backend *be, void *p, size_t bytes) { W(be)->h.zero(W(be)->h.ctx, p, bytes); }
+static void *w_native_stream(upm_backend *be) { return W(be)->inner->native_stream(W(be)->inner); }
 static void *w_host_ptr(upm_backend *be, void *p) { return W(be)->h.host_ptr ? W(be)->h.host_ptr(W(be)->h.ctx, p) : NULL; }
 static int w_status(upm_backend *be, upm_err *err) { return W(be)->inner->status(W(be)->inner, err); }
 static void completed(upm_backend *be, const char *op)
@@ -372,6 +373,7 @@ int upm_backend_wrap(upm_backend *inner, const upm_backend_hooks *h, upm_backend
         .wait = w_wait,
         .host_alloc = w_host_alloc,
         .host_free = w_host_free,
+        .native_stream = w_native_stream,
         .pack = w_pack,
         .unpack_scale = w_unpack_scale,
         .gemm = w_gemm,

@@ -153,6 +153,7 @@ double upm_comm_wait_seconds(const upm_comm *c) { return c->wait_s; }
 
 void upm_comm_set_patience(upm_comm *c, double seconds) { c->patience = seconds; }
 double upm_comm_timeout(const upm_comm *c) { return c->timeout_s; }
+double upm_comm_patience(const upm_comm *c) { return c->patience; }
 
 void upm_comm_set_phase(upm_comm *c, const char *fmt, ...)
 {

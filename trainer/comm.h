@@ -76,6 +76,7 @@ void upm_comm_set_phase(upm_comm *c, const char *fmt, ...) __attribute__((format
  * is silent for the timeout (dead, stopped) is given up on at once. */
 void upm_comm_set_patience(upm_comm *c, double seconds);
 double upm_comm_timeout(const upm_comm *c);
+double upm_comm_patience(const upm_comm *c);
 /* Seconds spent inside blocking collectives and upm_comm_wait since open. */
 double upm_comm_wait_seconds(const upm_comm *c);
 

@@ -1,8 +1,9 @@
 /* Bucketed, overlapped gradient averaging (see gradsync.h). The gradients are backend memory: a bucket's
  * selected ranges are packed by a backend op (one range is reduced where it lies), handed to the
  * communicator where the host may address them (the CPU backend: in place, no copy), else staged through
- * a host buffer by download and upload (the debug backend; a GPU with MPI), and written back averaged by
- * a backend op. */
+ * a host buffer by download and upload (the debug backend; a GPU with MPI), or summed in device memory by
+ * a device communicator (NCCL, queued on the backend's stream), and written back averaged by a backend
+ * op. */
 #include "gradsync.h"
 #include "clock.h"
 
@@ -36,6 +37,7 @@ typedef struct bucket {
 
 struct upm_gradsync {
     upm_comm *c;
+    upm_devcomm *dev; /* NULL: host collectives */
     upm_model *m;
     int skip, ngroups; /* group g lives at index g + 1 */
     bucket *b;
@@ -61,13 +63,14 @@ static int add_item(bucket *b, item it)
     return 0;
 }
 
-int upm_gradsync_new(upm_comm *c, upm_model *m, int skip_experts, upm_gradsync **out, upm_err *err)
+int upm_gradsync_new(upm_comm *c, upm_devcomm *dev, upm_model *m, int skip_experts, upm_gradsync **out,
+                     upm_err *err)
 {
     *out = NULL;
     upm_gradsync *gs = calloc(1, sizeof *gs);
     if (!gs)
         return upm_errf(err, UPM_ENOMEM, "no memory");
-    gs->c = c, gs->m = m, gs->skip = skip_experts && m->expert_used;
+    gs->c = c, gs->dev = dev, gs->m = m, gs->skip = skip_experts && m->expert_used;
     gs->ngroups = m->cfg.layers + 2;
     gs->b = calloc((size_t)gs->ngroups, sizeof *gs->b);
     int E = m->cfg.experts, rc = gs->b ? 0 : -1;
@@ -188,6 +191,14 @@ int upm_gradsync_begin(upm_gradsync *gs, upm_err *err)
 static void launch(upm_gradsync *gs, bucket *b)
 {
     upm_backend *be = gs->m->be;
+    if (gs->dev) { /* queued on the stream behind the bucket's backward ops: ordered, nothing to wait for */
+        double t0 = upm_monotonic_s();
+        gs->rc = upm_devcomm_allreduce_sum(gs->dev, b->dev, b->sel, &gs->err);
+        b->red = b->dev;
+        b->launched = b->done = 1;
+        gs->comm_s += upm_monotonic_s() - t0;
+        return;
+    }
     b->red = be->host_ptr(be, b->dev);
     if (!b->red) {
         if (!b->host && !(b->host = be->host_alloc(be, sizeof(float) * b->floats))) {
@@ -243,9 +254,23 @@ void upm_gradsync_ready(void *ctx, int group)
         be->pack(be, b->stage, g, b->roff, b->rn, b->nranges);
         b->dev = b->stage;
     }
-    be->record(be, b->ev);
     b->queued = 1;
+    if (gs->dev) { /* stream order is the order: no event */
+        launch(gs, b);
+        return;
+    }
+    be->record(be, b->ev);
     launch_ready(gs, 0);
+}
+
+int upm_gradsync_settle(upm_gradsync *gs, upm_err *err)
+{
+    if (!gs || !gs->dev)
+        return 0;
+    double t0 = upm_monotonic_s();
+    int rc = upm_devcomm_wait(gs->dev, err);
+    gs->comm_s += upm_monotonic_s() - t0;
+    return rc;
 }
 
 int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
@@ -272,7 +297,7 @@ int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err)
         }
         if (gs->rc)
             break;
-        if (b->red == b->host)
+        if (b->host && b->red == b->host)
             be->upload(be, b->dev, b->host, sizeof(float) * b->sel);
         if (b->nranges > 1)
             be->unpack_scale(be, g, b->stage, b->roff, b->rn, b->nranges, scale);

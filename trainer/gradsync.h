@@ -14,6 +14,7 @@
 #define UPM_GRADSYNC_H
 
 #include "comm.h"
+#include "devcomm.h"
 #include "model.h"
 
 typedef struct upm_gradsync upm_gradsync;
@@ -29,8 +30,11 @@ typedef struct upm_gradsync_stats {
     int buckets;
 } upm_gradsync_stats;
 
-/* skip_experts: leave out experts nobody used (on by default in the trainer). */
-int upm_gradsync_new(upm_comm *c, upm_model *m, int skip_experts, upm_gradsync **out, upm_err *err);
+/* skip_experts: leave out experts nobody used (on by default in the trainer). dev: NULL (sums over c, on
+ * the host), or a device communicator (devcomm.h): each bucket is then packed, summed and written back on
+ * the backend's stream, in bucket order, with no host copy and no wait inside the step. */
+int upm_gradsync_new(upm_comm *c, upm_devcomm *dev, upm_model *m, int skip_experts, upm_gradsync **out,
+                     upm_err *err);
 void upm_gradsync_free(upm_gradsync *gs);
 /* Agrees with every rank on the experts used this step (model->expert_used, OR over ranks). */
 int upm_gradsync_begin(upm_gradsync *gs, upm_err *err);
@@ -39,5 +43,9 @@ void upm_gradsync_ready(void *ctx, int group);
 /* Waits for every bucket (starting those not started: a backward without the callback reduces after
  * the pass, one bucket after the other) and scales by 1/world. */
 int upm_gradsync_finish(upm_gradsync *gs, upm_gradsync_stats *st, upm_err *err);
+/* With a device communicator: waits (at most the patience) for the sums queued this step, so that a hung
+ * rank is an error rather than a stream that never drains; call it before the step's download. 0 at once
+ * without one. */
+int upm_gradsync_settle(upm_gradsync *gs, upm_err *err);
 
 #endif

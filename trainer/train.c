@@ -47,6 +47,7 @@ void upm_train_opts_default(upm_train_opts *o)
     upm_model_config_preset("ti", &o->model, NULL);
     upm_optim_config_default(&o->optim);
     o->model_name = "ti";
+    o->nccl = -1;
     o->steps = 100;
     o->seed = 1;
     o->loader_threads = 2;
@@ -206,6 +207,9 @@ static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res
 static int step_stats(trainer *t, int pair, int rows, upm_loss_result *res, float *gnorm, upm_err *err)
 {
     float st[UPM_NSTATS];
+    int rc = upm_gradsync_settle(t->gs, err); /* device sums: bounded by the patience, not left to hang */
+    if (rc)
+        return rc;
     upm_model_stats_read(t->m, st);
     *res = upm_loss_result_of(st, pair, rows);
     *gnorm = t->eval ? 0.0f : sqrtf(st[UPM_STAT_SUMSQ]);
@@ -512,6 +516,7 @@ void upm_trainer_close(trainer *t)
         if (bufs[i])
             be->free(be, bufs[i]);
     upm_gradsync_free(t->gs);
+    upm_devcomm_close(t->dev, 0);
     upm_model_free(t->m);
     upm_prefetch_close(t->prefetch); /* the batches are the backend's host memory: before the backend */
     upm_loader_close(t->loader);
@@ -679,8 +684,16 @@ int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt,
     if (!rc && (!(t->pending = calloc((size_t)t->cap_pending, sizeof *t->pending)) ||
                 !(t->recs = calloc((size_t)t->world, sizeof *t->recs))))
         rc = upm_errf(err, UPM_ENOMEM, "no memory");
-    if (!rc && !t->eval && t->world > 1)
-        rc = upm_gradsync_new(t->comm, t->m, !o->reduce_all_experts, &t->gs, err);
+    if (!rc && !t->eval && t->world > 1) {
+        void *stream = t->be->native_stream(t->be);
+        if (o->nccl == 1 && !stream)
+            rc = upm_errf(err, UPM_EUSAGE, "--comm nccl sums gradients in device memory: it needs --backend cuda "
+                          "(this run computes on %s)", t->be->name);
+        else if (o->nccl == 1 || (o->nccl < 0 && stream))
+            rc = upm_devcomm_open(t->comm, stream, &t->dev, err);
+        if (!rc)
+            rc = upm_gradsync_new(t->comm, t->dev, t->m, !o->reduce_all_experts, &t->gs, err);
+    }
     if (!rc && !t->eval && o->dump_dir) {
         /* a replay needs every random input of a step in the file: gate noise is, drop path is not (the
          * vocabulary pass draws its own per chunk) */

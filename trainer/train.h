@@ -43,6 +43,8 @@ typedef struct upm_train_opts {
     volatile sig_atomic_t *stop; /* set asynchronously to checkpoint and stop after the current step */
     /* Data parallel (docs/distributed.md): the ranks, or NULL for one process. */
     upm_comm *comm;
+    int nccl; /* gradient sums in device memory (NCCL): -1 auto (on the cuda backend with several ranks), 0 off
+                 (over the host communicator), 1 on (a usage error where the backend has no device stream) */
     int readers;            /* reader threads per dataset stream (0: 2); part of the data order */
     int shuffle_block;      /* shuffle block size (0: 256); part of the data order */
     int reduce_all_experts; /* reduce the gradients of experts no rank used, too (for measurements) */

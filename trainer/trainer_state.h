@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "comm.h"
+#include "devcomm.h"
 #include "gradsync.h"
 #include "inputs.h"
 #include "loader.h"
@@ -65,6 +66,7 @@ typedef struct trainer {
     upm_comm *comm;
     int rank, world;
     upm_gradsync *gs;
+    upm_devcomm *dev;                 /* gradient sums in device memory (NCCL), or NULL */
     upm_gradsync_stats gst;           /* the last step's */
     double dp_steps, dp_step_s, dp_comm_s, dp_sync_s, dp_wait_s, dp_reduced, dp_all; /* sums for the summary */
     double slowest_step; /* seconds, any rank */

@@ -56,15 +56,16 @@ int cmd_plot(upm_catalog *cat, int argc, char **argv);
  * slurm_cli_option. */
 typedef struct slurm_cli {
     const char *partition, *time_limit;
-    long signal_lead, cpus_per_rank; /* signal_lead: 120 unless given */
+    long signal_lead, cpus_per_rank, gpus_per_rank; /* signal_lead: 120 unless given */
     const char *extra[64];
     int nextra;
     int given; /* any of them was given */
 } slurm_cli;
-enum { SLURM_O_PART = 1000, SLURM_O_TIME, SLURM_O_LEAD, SLURM_O_CPUS, SLURM_O_SBATCH };
+enum { SLURM_O_PART = 1000, SLURM_O_TIME, SLURM_O_LEAD, SLURM_O_CPUS, SLURM_O_SBATCH, SLURM_O_GPUS };
 #define SLURM_CLI_OPTIONS                                                                                \
     {"partition", 1, 0, SLURM_O_PART}, {"time", 1, 0, SLURM_O_TIME}, {"signal-lead", 1, 0, SLURM_O_LEAD}, \
-        {"cpus-per-rank", 1, 0, SLURM_O_CPUS}, {"sbatch-arg", 1, 0, SLURM_O_SBATCH}
+        {"cpus-per-rank", 1, 0, SLURM_O_CPUS}, {"sbatch-arg", 1, 0, SLURM_O_SBATCH},                    \
+        {"gpus-per-rank", 1, 0, SLURM_O_GPUS}
 /* getopt code c with its argument: 0 when it was a Slurm option and taken, the usage error's exit status
  * when its value is bad, -1 when c is not a Slurm option. */
 int slurm_cli_option(int c, const char *arg, slurm_cli *s);

@@ -31,6 +31,10 @@ int slurm_cli_option(int c, const char *arg, slurm_cli *s)
         if ((s->cpus_per_rank = strtol(arg, &end, 10)) < 1 || *end || s->cpus_per_rank > 4096)
             return usage_error("--cpus-per-rank needs an integer in [1, 4096], not '%s'", arg);
         break;
+    case SLURM_O_GPUS:
+        if ((s->gpus_per_rank = strtol(arg, &end, 10)) < 1 || *end || s->gpus_per_rank > 64)
+            return usage_error("--gpus-per-rank needs an integer in [1, 64], not '%s'", arg);
+        break;
     case SLURM_O_SBATCH:
         if (arg[0] != '-')
             return usage_error("--sbatch-arg takes one sbatch option (starting with -), not '%s'", arg);
@@ -50,8 +54,8 @@ int slurm_cli_backend(const slurm_cli *s, const char *backend)
         return -usage_error("--backend must be local or slurm, not '%s'", backend);
     int slurm = !strcmp(backend, "slurm");
     if (s->given && !slurm)
-        return -usage_error("--partition, --time, --signal-lead, --cpus-per-rank and --sbatch-arg need --backend "
-                            "slurm%s", "");
+        return -usage_error("--partition, --time, --signal-lead, --cpus-per-rank, --gpus-per-rank and --sbatch-arg "
+                            "need --backend slurm%s", "");
     return slurm;
 }
 
@@ -65,6 +69,8 @@ char *slurm_opts_json(const slurm_cli *s)
     cJSON_AddNumberToObject(o, "signal_lead", (double)s->signal_lead);
     if (s->cpus_per_rank > 0)
         cJSON_AddNumberToObject(o, "cpus_per_rank", (double)s->cpus_per_rank);
+    if (s->gpus_per_rank > 0)
+        cJSON_AddNumberToObject(o, "gpus_per_rank", (double)s->gpus_per_rank);
     cJSON *a = cJSON_AddArrayToObject(o, "sbatch_args");
     for (int i = 0; i < s->nextra; i++)
         cJSON_AddItemToArray(a, cJSON_CreateString(s->extra[i]));
@@ -91,11 +97,12 @@ static int job_opts(const upm_catalog *cat, const upm_job *j, opts_buf *b)
         return -1;
     const cJSON *p = cJSON_GetObjectItem(b->doc, "partition"), *t = cJSON_GetObjectItem(b->doc, "time");
     const cJSON *l = cJSON_GetObjectItem(b->doc, "signal_lead"), *c = cJSON_GetObjectItem(b->doc, "cpus_per_rank");
-    const cJSON *x = cJSON_GetObjectItem(b->doc, "sbatch_args");
+    const cJSON *x = cJSON_GetObjectItem(b->doc, "sbatch_args"), *gp = cJSON_GetObjectItem(b->doc, "gpus_per_rank");
     b->o.partition = cJSON_IsString(p) ? p->valuestring : NULL;
     b->o.time_limit = cJSON_IsString(t) ? t->valuestring : NULL;
     b->o.signal_lead_s = cJSON_IsNumber(l) ? l->valueint : 120;
     b->o.cpus_per_rank = cJSON_IsNumber(c) ? c->valueint : 0;
+    b->o.gpus_per_rank = cJSON_IsNumber(gp) ? gp->valueint : 0;
     int n = cJSON_GetArraySize(x);
     b->extra = calloc((size_t)n + 1, sizeof *b->extra);
     if (!b->extra)

@@ -182,6 +182,8 @@ static void *cu_host_ptr(upm_backend *be, void *p)
     return NULL; // device memory: the reduction stages through host_alloc memory
 }
 
+static void *cu_native_stream(upm_backend *be) { return CTX(be)->stream; }
+
 static int cu_status(upm_backend *be, upm_err *err)
 {
     cuda_ctx *c = CTX(be);
@@ -305,6 +307,7 @@ static int cu_open(const upm_backend_opts *o, upm_backend **out, upm_err *err)
     be->host_free = cu_host_free;
     be->status = cu_status;
     be->host_ptr = cu_host_ptr;
+    be->native_stream = cu_native_stream;
     be->destroy = cu_destroy;
     upm_cuda_dense_ops(be);
     upm_cuda_rows_ops(be);

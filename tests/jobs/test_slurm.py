@@ -275,6 +275,22 @@ class SlurmJobsTest(unittest.TestCase):
         tl = subprocess.run(["scontrol", "show", "job", sid], env=self.env, text=True, stdout=subprocess.PIPE)
         self.assertIn("TimeLimit=00:10:00", tl.stdout)
 
+    def test_gpus_per_rank_reach_sbatch(self):
+        """--gpus-per-rank N asks Slurm for N GPUs per task and has the ranks compute on the cuda backend (the
+        batch step's environment); out of range it is a usage error, and it needs --backend slurm."""
+        p = self.jobs("submit", "pretrain", "--mixture", "three", "--ranks", 4, "--backend", "slurm",
+                      "--gpus-per-rank", 1, "--dry-run")
+        self.assertIn("--gpus-per-task=1", p.stdout)
+        self.assertIn("--export=ALL,UPMOE_BACKEND=cuda", p.stdout)
+        self.assertIn("--ntasks=4", p.stdout)
+        p = self.jobs("submit", "pretrain", "--mixture", "three", "--backend", "slurm", "--gpus-per-rank", 0,
+                      "--dry-run", ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--gpus-per-rank needs an integer in [1, 64], not '0'", p.stderr)
+        p = self.jobs("submit", "pretrain", "--mixture", "three", "--gpus-per-rank", 1, ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--gpus-per-rank and --sbatch-arg need --backend slurm", p.stderr)
+
     def test_bad_slurm_options_change_nothing(self):
         """Slurm-only options without --backend slurm, a malformed --time and an sbatch that refuses the job
         (unknown partition) exit non-zero with a clear message and leave no job behind."""

@@ -3,6 +3,10 @@
  * so that tests/trainer/test_comm.py sees the others give up with a message naming it.
  *
  *   upmoe-comm-ranks [--timeout S] [--patience S] [--stall RANK:stop|sleep|work]
+ *   upmoe-comm-ranks --devcomm    starts the device communicator (devcomm.h) over this one and prints
+ *                                 "rank R: devcomm NAME ok" or the error it returned (exit 1); on a backend
+ *                                 with a device stream ($UPMOE_BACKEND=cuda) it then sums 100,003 floats of
+ *                                 device memory (rank r holds r + 1 + i mod 7) and checks every element
  *
  * Each rank prints "rank R of W (local L of LW) via NAME: ok, N checks" and exits 0, or names the first
  * check that failed and exits 1. With --stall stop or sleep, the other ranks print the communicator's error
@@ -19,9 +23,12 @@
 
 #include "clock.h"
 #include "comm.h"
+#include "backend.h"
+#include "devcomm.h"
 #include "progress.h"
 
 static int checks, rank_ = -1;
+static upm_devcomm *d_;
 
 #define CHECK(cond, ...)                                                                    \
     do {                                                                                    \
@@ -62,7 +69,7 @@ int main(int argc, char **argv)
     upm_comm_opts o;
     upm_comm_opts_default(&o);
     double patience = 0;
-    int stall_rank = -1;
+    int stall_rank = -1, devcomm = 0;
     const char *stall_how = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
@@ -75,7 +82,9 @@ int main(int argc, char **argv)
             stall_how = *colon == ':' ? colon + 1 : "";
             if (stall_rank < 0 || (strcmp(stall_how, "stop") && strcmp(stall_how, "sleep") && strcmp(stall_how, "work")))
                 usage("--stall needs RANK:stop, RANK:sleep or RANK:work");
-        } else
+        } else if (!strcmp(argv[i], "--devcomm"))
+            devcomm = 1;
+        else
             usage("unknown argument");
     }
 
@@ -87,6 +96,44 @@ int main(int argc, char **argv)
     }
     if (patience > 0)
         upm_comm_set_patience(c, patience);
+    if (devcomm) {
+        upm_backend *be = NULL;
+        void *stream = NULL;
+        if (getenv("UPMOE_BACKEND") && upm_backend_open(NULL, NULL, &be, &err) == 0)
+            stream = be->native_stream(be);
+        int rc = upm_devcomm_open(c, stream ? stream : (void *)&o, &d_, &err); /* else a stand-in stream */
+        if (!rc && stream) { /* a real sum over device memory */
+            enum { N = 100003 };
+            int R = upm_comm_rank(c), Wd = upm_comm_world(c);
+            float *h = malloc(sizeof(float) * N), *dev = be->alloc(be, sizeof(float) * N);
+            CHECK(h && dev, "no memory");
+            for (int i = 0; i < N; i++)
+                h[i] = (float)(R + 1 + i % 7);
+            be->upload(be, dev, h, sizeof(float) * N);
+            rc = upm_devcomm_allreduce_sum(d_, dev, N, &err);
+            if (!rc)
+                rc = upm_devcomm_wait(d_, &err);
+            if (!rc) {
+                be->download(be, h, dev, sizeof(float) * N);
+                for (int i = 0; i < N; i++)
+                    CHECK(h[i] == (float)(Wd * (Wd + 1) / 2 + Wd * (i % 7)), "device sum: element %d is %g", i,
+                          (double)h[i]);
+                checks += N;
+            }
+            be->free(be, dev);
+            free(h);
+        }
+        if (rc)
+            printf("rank %d: error: %s\n", upm_comm_rank(c), err.msg);
+        else
+            printf("rank %d: devcomm %s ok%s\n", upm_comm_rank(c), upm_devcomm_name(d_),
+                   stream ? ", device sums checked" : "");
+        fflush(stdout);
+        upm_devcomm_close(d_, rc != 0);
+        upm_backend_free(be);
+        upm_comm_close(c, 0);
+        return rc ? 1 : 0;
+    }
     int r = upm_comm_rank(c), W = upm_comm_world(c), lr = upm_comm_local_rank(c), lw = upm_comm_local_world(c);
     rank_ = r;
     if (stall_rank >= W)

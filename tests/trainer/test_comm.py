@@ -21,7 +21,7 @@ MPIRUN = shutil.which("mpirun")
 LINE = re.compile(r"^rank (\d+) of (\d+) \(local (\d+) of (\d+)\) via (\w+): ok, (\d+) checks$", re.M)
 
 
-def launch(*argv, n=None, timeout=300):
+def launch(*argv, n=None, timeout=300, extra_env=None):
     """upmoe-comm-ranks argv, alone or under mpirun -np n; (returncode, stdout, stderr, seconds). The job runs
     in its own session and is killed whole if it outlives the timeout (a stopped rank must not linger)."""
     cmd = [RANKS, *argv]
@@ -30,6 +30,7 @@ def launch(*argv, n=None, timeout=300):
     env = mpi_env(os.environ)
     for k in [k for k in env if k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_"))]:
         del env[k]  # not itself started by a launcher
+    env.update(extra_env or {})
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                          start_new_session=True)
@@ -107,6 +108,34 @@ class CommTest(unittest.TestCase):
         self.assertIn("rank 1: stalling (work)", out)
         self.check_world(2, out, "mpi")
         self.assertGreater(took, 6)
+
+    def test_the_device_communicator_bootstraps_over_this_one(self):
+        """The NCCL bootstrap (trainer/devcomm.c) with a stand-in module (tests/support/fake_devcomm.c): on 3
+        ranks rank 0's id reaches every rank through the broadcast; when one rank's module refuses, or rank 0
+        cannot make the id, every rank returns the same error naming the ranks that failed and why, and the
+        job ends (no rank waits for the others); a missing module is a clear error on every rank."""
+        fake = {"UPMOE_COMM_NCCL": os.path.join(BUILD, "libupmoe-fake-devcomm.so")}
+        rc, out, err, _ = launch("--devcomm", n=3, extra_env=fake)
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(sorted(re.findall(r"^rank (\d): devcomm fake ok$", out, re.M)), ["0", "1", "2"], out)
+        ids = re.findall(r"fake devcomm: rank (\d) of 3 joined with id ([0-9a-f]{64})", err)
+        self.assertEqual(sorted(r for r, _ in ids), ["0", "1", "2"], err)
+        self.assertEqual(len({i for _, i in ids}), 1, err)  # one id, rank 0's, everywhere
+        rc, out, err, _ = launch("--devcomm", n=3, extra_env=dict(fake, FAKE_DEVCOMM_FAIL_RANK="1"))
+        self.assertNotEqual(rc, 0)
+        msgs = re.findall(r"^rank (\d): error: (.*)$", out, re.M)
+        self.assertEqual(sorted(r for r, _ in msgs), ["0", "1", "2"], out + err)
+        for _, m in msgs:
+            self.assertEqual(m, "the device communicator could not start on rank 1 (rank 1: fake devcomm: rank 1 "
+                                "refused (as asked))")
+        rc, out, err, _ = launch("--devcomm", n=2, extra_env=dict(fake, FAKE_DEVCOMM_FAIL_ID="1"))
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(len(re.findall(r"^rank \d: error: the device communicator could not start on ranks 0, 1 "
+                                        r"\(rank 0: fake devcomm: no id \(as asked\)\)$", out, re.M)), 2, out + err)
+        rc, out, err, _ = launch("--devcomm", n=2, extra_env={"UPMOE_COMM_NCCL": "/nonexistent/libupmoe-comm-nccl.so"})
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(len(re.findall(r"could not start on ranks 0, 1 \(rank 0: the NCCL communicator is not part "
+                                        r"of this build \(no /nonexistent/libupmoe-comm-nccl.so", out)), 2, out + err)
 
     def test_usage(self):
         for argv in (["--timeout", "0"], ["--stall", "1:nap"], ["--bogus"], ["--stall", "1:stop"], ["--stall", "0:work"]):

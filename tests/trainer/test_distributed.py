@@ -359,14 +359,21 @@ class DistributedTest(unittest.TestCase):
                     self.assertTrue(torch.equal(a[k], b[k]), (n, k))
 
     def test_usage(self):
-        """A local communicator under mpirun -np 2 is refused; single-process runs need no launcher."""
+        """A local communicator under mpirun -np 2 is refused; single-process runs need no launcher; NCCL (the
+        gradients summed in device memory) is refused on a backend without a device stream, on every rank,
+        before any step."""
         p = self.mpirun(2, "--mixture", "three", "--out", self.out("usage"), "--comm", "local", *SMALL, "--steps", 1,
                         ok=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("--comm mpi", p.stderr)
-        p = self.train("--mixture", "three", "--out", self.out("usage"), "--comm", "nccl", ok=False)
+        p = self.train("--mixture", "three", "--out", self.out("usage"), "--comm", "gloo", ok=False)
         self.assertEqual(p.returncode, 2)
-        self.assertIn("--comm must be auto, local or mpi", p.stderr)
+        self.assertIn("--comm must be auto, local, mpi or nccl", p.stderr)
+        p = self.mpirun(2, "--mixture", "three", "--out", self.out("usage-nccl"), "--comm", "nccl", *SMALL, "--steps",
+                        1, ok=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--comm nccl sums gradients in device memory: it needs --backend cuda (this run computes on "
+                      "cpu)", p.stderr)
         p = self.train("--mixture", "three", "--out", self.out("usage"), "--comm-timeout", "0", ok=False)
         self.assertEqual(p.returncode, 2)
         p = self.train("--mixture", "three", "--out", self.out("usage"), "--backend", "cuda", ok=False)

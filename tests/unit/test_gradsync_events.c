@@ -41,7 +41,7 @@ static float *step_gradient(upm_backend *be, upm_comm *c, size_t *n)
                             .moe_ffn = 1, .moe_every = 1, .layerscale_init = 0.1f, .ln_eps = 1e-5f, .gate_noise = -1};
     upm_model *m = NULL;
     upm_gradsync *gs = NULL;
-    CHECK(upm_model_new(&cfg, be, 7, &m, &err) == 0 && upm_gradsync_new(c, m, 1, &gs, &err) == 0);
+    CHECK(upm_model_new(&cfg, be, 7, &m, &err) == 0 && upm_gradsync_new(c, NULL, m, 1, &gs, &err) == 0);
     if (!m || !gs)
         exit(CHECK_RESULT("test_gradsync_events"));
     label_step ls;

@@ -70,7 +70,9 @@ static const char usage[] =
     "data parallel (docs/distributed.md): start it with `mpirun -np N upmoe-train ...` (or srun --mpi=pmix);\n"
     "each rank samples its own task every step, gradients are averaged, rank 0 writes metrics and checkpoints;\n"
     "SIGUSR1 to mpirun (or SIGTERM to any rank) checkpoints and stops every rank after the same step\n"
-    "  --comm auto|local|mpi  communicator (auto: mpi when started by a launcher, else local)\n"
+    "  --comm auto|local|mpi|nccl  communicator (auto: mpi when started by a launcher, else local; with the\n"
+    "                         cuda backend the gradients are then summed in device memory by NCCL, MPI\n"
+    "                         doing the rest; mpi: everything over MPI; nccl: NCCL for the gradients)\n"
     "  --comm-timeout S       a rank silent for S seconds (dead, stopped) stops the job (60); a live rank that\n"
     "                         falls behind is waited for up to 5x the longest step so far\n"
     "  --readers N            reader threads per dataset stream (2) and --shuffle-block K samples (256):\n"
@@ -232,9 +234,11 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
             else if (!strcmp(optarg, "local"))
                 co->kind = UPM_COMM_LOCAL;
             else if (!strcmp(optarg, "mpi"))
-                co->kind = UPM_COMM_MPI;
+                co->kind = UPM_COMM_MPI, o->nccl = 0;
+            else if (!strcmp(optarg, "nccl"))
+                co->kind = UPM_COMM_MPI, o->nccl = 1;
             else
-                bad = "--comm must be auto, local or mpi";
+                bad = "--comm must be auto, local, mpi or nccl";
             break;
         case O_COMM_TIMEOUT:
             if (number(optarg, 0.1, 1e6, &v))
