@@ -220,6 +220,9 @@ typedef struct upm_backend_opts {
 /* Opens backend `name` ("cpu", "debug", "cuda"; NULL = upm_backend_default()). A name this build or machine cannot
  * run is UPM_EUSAGE, naming the backends that can. o may be NULL (defaults). */
 int upm_backend_open(const char *name, const upm_backend_opts *o, upm_backend **out, upm_err *err);
+/* The linears' matmul precision for --precision NAME ("fp32", "bf16"; NULL: bf16 on the cuda backend, else
+ * fp32); another name is UPM_EUSAGE. */
+int upm_precision_parse(const char *name, const upm_backend *be, upm_dtype *out, upm_err *err);
 /* $UPMOE_BACKEND when set (so a whole test suite can run on another backend), else "cpu". */
 const char *upm_backend_default(void);
 /* "cpu, debug": the backends upm_backend_open can open here (cuda where the module is built and a GPU is

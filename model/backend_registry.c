@@ -141,3 +141,16 @@ int upm_backend_open(const char *name, const upm_backend_opts *o, upm_backend **
     }
     return upm_errf(err, UPM_EUSAGE, "unknown backend '%s'; backends here: %s", name, usable);
 }
+
+int upm_precision_parse(const char *name, const upm_backend *be, upm_dtype *out, upm_err *err)
+{
+    if (!name) /* the GPU recipe computes in bf16; the CPU has no bf16 matmul unit to gain from */
+        name = !strcmp(be->name, "cuda") ? "bf16" : "fp32";
+    if (!strcmp(name, "fp32"))
+        *out = UPM_F32;
+    else if (!strcmp(name, "bf16"))
+        *out = UPM_BF16;
+    else
+        return upm_errf(err, UPM_EUSAGE, "--precision takes fp32 or bf16, not '%s'", name);
+    return 0;
+}

@@ -575,19 +575,6 @@ static int image_size_at(const upm_train_opts *o, int64_t step)
     return o->stage2_size > 0 && step >= upm_train_stage2_step(o) ? o->stage2_size : o->image_size;
 }
 
-int upm_precision_parse(const char *name, const upm_backend *be, upm_dtype *out, upm_err *err)
-{
-    if (!name) /* the GPU recipe computes in bf16; the CPU has no bf16 matmul unit to gain from */
-        name = !strcmp(be->name, "cuda") ? "bf16" : "fp32";
-    if (!strcmp(name, "fp32"))
-        *out = UPM_F32;
-    else if (!strcmp(name, "bf16"))
-        *out = UPM_BF16;
-    else
-        return upm_errf(err, UPM_EUSAGE, "--precision takes fp32 or bf16, not '%s'", name);
-    return 0;
-}
-
 /* Batches live in the backend's host memory (page-locked on a GPU), so their uploads need no staging. A
  * batch's memory is handed back to the decoding thread only at the next upm_prefetch_next, after the
  * step's download of its statistics, so an upload still in flight never sees it rewritten. */

@@ -153,8 +153,4 @@ int upm_eval_check_datasets(upm_catalog *cat, const char *const *names, int n, u
 int upm_eval_results_store(upm_catalog *cat, int64_t run_id, int64_t step, const char *checkpoint,
                            const upm_eval_result *res, int n, int replace, int *stored, upm_err *err);
 
-/* The linears' matmul precision for --precision NAME (NULL: bf16 on the cuda backend, else fp32);
- * another name is UPM_EUSAGE. */
-int upm_precision_parse(const char *name, const upm_backend *be, upm_dtype *out, upm_err *err);
-
 #endif

@@ -17,7 +17,6 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
-#include "train.h"
 
 #define PROG "upmoe-backend-compare"
 

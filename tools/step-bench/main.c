@@ -14,7 +14,6 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
-#include "train.h"
 
 #define PROG "upmoe-step-bench"
 #define MAX_SHAPES 256
