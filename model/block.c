@@ -10,8 +10,8 @@
 static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
 {
     upm_backend *be = m->be;
-    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts;
-    be->gemm(be, 0, 1, P, D, UPM_GATE_BITS, 1.0f, p->bits, UPM_GATE_BITS, WEIGHTS(k->attr_w), UPM_GATE_BITS, 0.0f, g->Hg, D);
+    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(m->cfg.moe);
+    be->gemm(be, 0, 1, P, D, gin, 1.0f, p->bits, gin, WEIGHTS(k->attr_w), gin, 0.0f, g->Hg, D);
     be->add_bias(be, g->Hg, WEIGHTS(k->attr_b), P, D);
     be->layernorm_fwd(be, g->Rn, g->mean, g->rstd, g->Hg, WEIGHTS(k->norm_w), WEIGHTS(k->norm_b), P, D, m->cfg.ln_eps);
     be->gemm(be, 0, 1, P, E, D, 1.0f, g->Rn, D, WEIGHTS(k->proj_w), D, 0.0f, g->Z, E);
@@ -29,15 +29,14 @@ static void mark_experts(upm_model *m, upm_pass *p, int l, int gi, const upm_gat
 static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
 {
     upm_backend *be = m->be;
-    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts;
+    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(m->cfg.moe);
     be->zero(be, g->dZ, sizeof(float) * (size_t)P * E);
     be->topk_softmax_bwd(be, g->dZ, g->dG, g->G, g->probs, P, E, m->cfg.gate_renorm);
     be->gemm(be, 1, 0, E, D, P, 1.0f, g->dZ, E, g->Rn, D, 1.0f, GRADS(k->proj_w), D);
     be->gemm(be, 0, 0, P, D, E, 1.0f, g->dZ, E, WEIGHTS(k->proj_w), D, 0.0f, g->dRn, D);
     be->zero(be, g->dHg, sizeof(float) * (size_t)P * D);
     be->layernorm_bwd(be, g->dHg, GRADS(k->norm_w), GRADS(k->norm_b), g->dRn, g->Hg, g->mean, g->rstd, WEIGHTS(k->norm_w), P, D);
-    be->gemm(be, 1, 0, D, UPM_GATE_BITS, P, 1.0f, g->dHg, D, p->bits, UPM_GATE_BITS, 1.0f, GRADS(k->attr_w),
-             UPM_GATE_BITS);
+    be->gemm(be, 1, 0, D, gin, P, 1.0f, g->dHg, D, p->bits, gin, 1.0f, GRADS(k->attr_w), gin);
     be->bias_grad(be, GRADS(k->attr_b), g->dHg, P, D);
 }
 

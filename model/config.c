@@ -33,7 +33,10 @@ static const struct {
     upm_moe_kind kind;
     const char *name;
     int trainable;
-} moe_kinds[] = {{UPM_MOE_ATTRIBUTE, "attribute", 1}, {UPM_MOE_NONE, "none", 1}, {UPM_MOE_MERGED, "merged", 0}};
+} moe_kinds[] = {{UPM_MOE_ATTRIBUTE, "attribute", 1},
+                 {UPM_MOE_MODALITY, "modality", 1},
+                 {UPM_MOE_NONE, "none", 1},
+                 {UPM_MOE_MERGED, "merged", 0}};
 
 const char *upm_moe_kind_name(upm_moe_kind k)
 {
@@ -45,7 +48,7 @@ const char *upm_moe_kind_name(upm_moe_kind k)
 
 const char *upm_moe_kind_names(int trainable)
 {
-    return trainable ? "attribute or none" : "attribute, none or merged";
+    return trainable ? "attribute, modality or none" : "attribute, modality, none or merged";
 }
 
 int upm_moe_kind_parse(const char *name, int trainable, upm_moe_kind *k, upm_err *err)
@@ -64,7 +67,7 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
         return upm_errf(err, UPM_EINVAL, "model: dim %d must be a multiple of 4 and of heads (%d)", c->dim, c->heads);
     if (c->layers < 1 || c->mlp < 1 || c->vocab < 1 || c->max_text < 1 || c->max_frames < 1)
         return upm_errf(err, UPM_EINVAL, "model: layers, mlp, vocab, max_text and max_frames must be positive");
-    if (c->moe != UPM_MOE_NONE && c->moe != UPM_MOE_ATTRIBUTE && c->moe != UPM_MOE_MERGED)
+    if (c->moe != UPM_MOE_NONE && !upm_moe_gated(c->moe) && c->moe != UPM_MOE_MERGED)
         return upm_errf(err, UPM_EINVAL, "model: unknown MoE kind %d", (int)c->moe);
     if (c->moe == UPM_MOE_MERGED) {
         if (c->npatterns < 1 || c->npatterns > 256 || c->experts != c->npatterns)
@@ -73,10 +76,10 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
             if (c->patterns[i] <= c->patterns[i - 1])
                 return upm_errf(err, UPM_EINVAL, "model: merged patterns must be ascending and distinct");
     }
-    if (c->moe == UPM_MOE_ATTRIBUTE &&
+    if (upm_moe_gated(c->moe) &&
         (c->experts < 1 || c->topk < 1 || c->topk > c->experts || c->moe_every < 1 || (!c->moe_sa && !c->moe_ffn)))
         return upm_errf(err, UPM_EINVAL,
-                        "model: attribute MoE needs 1 <= topk (%d) <= experts (%d), every >= 1 (%d) and MoE on "
+                        "model: a routed MoE needs 1 <= topk (%d) <= experts (%d), every >= 1 (%d) and MoE on "
                         "attention and/or FFN linears",
                         c->topk, c->experts, c->moe_every);
     if (!(c->drop_path >= 0 && c->drop_path < 1) || !(c->ln_eps > 0))

@@ -10,7 +10,10 @@
 /* MERGED is the deployment form of an attribute-MoE model (paper §3.3): for a fixed list of attribute
  * patterns, each MoE linear holds one dense weight per pattern (the experts already merged by their
  * gates), selected by the token's attribute byte; no gates, no experts, one matmul per pattern. */
-typedef enum upm_moe_kind { UPM_MOE_NONE = 0, UPM_MOE_ATTRIBUTE, UPM_MOE_MERGED } upm_moe_kind;
+/* MERGED: a deployment model (one weight per attribute pattern, no gates). The routed kinds (gates on a
+ * fixed input per attribute pattern): ATTRIBUTE (the 8 attribute bits) and MODALITY (an embedding of the
+ * token's modality: image, video or text). Values are stable: they are not written anywhere, but kept. */
+typedef enum upm_moe_kind { UPM_MOE_NONE = 0, UPM_MOE_ATTRIBUTE, UPM_MOE_MERGED, UPM_MOE_MODALITY } upm_moe_kind;
 
 typedef struct upm_model_config {
     int dim, heads, layers, mlp; /* mlp: FFN width (4 * dim) */
@@ -32,6 +35,19 @@ typedef struct upm_model_config {
 #define UPM_VOCAB 49411 /* CLIP's 49,408 ids + <|mask|>, <|gen|>, <|spe|> */
 #define UPM_PATCH_DIM (3 * 16 * 16)
 #define UPM_GATE_BITS 8
+/* Modality routing's ids (docs/model.md, "Conditional-MoE linear"): a visual token of a pass with video
+ * segments is video, other visual tokens image; a token whose attribute says text is text. */
+enum { UPM_MOD_ID_IMAGE = 0, UPM_MOD_ID_VIDEO, UPM_MOD_ID_TEXT, UPM_NMODALITY_IDS };
+/* The modality id of the tokens of attribute byte `attr` (bit 5: this token is text, paper Table 2) in a
+ * pass that has video segments (video) or not. */
+static inline int upm_modality_id(unsigned attr, int video)
+{
+    return (attr >> 5) & 1 ? UPM_MOD_ID_TEXT : video ? UPM_MOD_ID_VIDEO : UPM_MOD_ID_IMAGE;
+}
+/* A kind whose gates are evaluated once per attribute pattern from a fixed input. */
+static inline int upm_moe_gated(int moe) { return moe == UPM_MOE_ATTRIBUTE || moe == UPM_MOE_MODALITY; }
+/* The width of that input: the attribute bits, or a one-hot modality id. */
+static inline int upm_gate_inputs(int moe) { return moe == UPM_MOE_MODALITY ? UPM_NMODALITY_IDS : UPM_GATE_BITS; }
 
 /* The preset of a named size: "ti", "s", "b" or "l" (UPM_EUSAGE for another name). */
 int upm_model_config_preset(const char *size, upm_model_config *c, upm_err *err);

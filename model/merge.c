@@ -19,8 +19,8 @@ static int gate_values(const upm_model *m, const upm_gate_idx *k, const float *b
         return upm_errf(err, UPM_ENOMEM, "merge: no memory");
     float *Hg = buf, *Rn = Hg + (size_t)P * D, *Z = Rn + (size_t)P * D, *probs = Z + (size_t)P * E;
     float *mean = probs + (size_t)P * E, *rstd = mean + P;
-    be->gemm(be, 0, 1, P, D, UPM_GATE_BITS, 1.0f, bits, UPM_GATE_BITS, upm_model_w(m, k->attr_w), UPM_GATE_BITS,
-             0.0f, Hg, D);
+    int gin = upm_gate_inputs(m->cfg.moe);
+    be->gemm(be, 0, 1, P, D, gin, 1.0f, bits, gin, upm_model_w(m, k->attr_w), gin, 0.0f, Hg, D);
     be->add_bias(be, Hg, upm_model_w(m, k->attr_b), P, D);
     be->layernorm_fwd(be, Rn, mean, rstd, Hg, upm_model_w(m, k->norm_w), upm_model_w(m, k->norm_b), P, D,
                       m->cfg.ln_eps);
@@ -103,4 +103,38 @@ int upm_model_merge(const upm_model *m, const uint8_t *patterns, int npatterns, 
     }
     *out = d;
     return 0;
+}
+
+int upm_model_gate_map(const upm_model *m, int l, int gi, const uint8_t *patterns, int npatterns, int video,
+                       float *G, upm_err *err)
+{
+    if (!upm_moe_gated(m->cfg.moe))
+        return upm_errf(err, UPM_EINVAL, "gate maps need a routed model (this one is %s)",
+                        upm_moe_kind_name(m->cfg.moe));
+    if (l < 0 || l >= m->L.nblocks || gi < 0 || gi >= UPM_NGATES || !m->L.blocks[l].has_gate[gi])
+        return upm_errf(err, UPM_EINVAL, "block %d has no gate %d", l, gi);
+    if (npatterns < 1 || npatterns > 256)
+        return upm_errf(err, UPM_EINVAL, "gate maps: %d patterns (1..256)", npatterns);
+    upm_backend *be = m->be;
+    int P = npatterns, E = m->cfg.experts, gin = upm_gate_inputs(m->cfg.moe);
+    float bits_h[256 * UPM_GATE_BITS];
+    for (int q = 0; q < P; q++)
+        for (int i = 0; i < gin; i++)
+            bits_h[q * gin + i] = m->cfg.moe == UPM_MOE_MODALITY ? (float)(i == upm_modality_id(patterns[q], video))
+                                                                : (float)((patterns[q] >> i) & 1);
+    float *bits = be->alloc(be, sizeof(float) * (size_t)P * gin), *Gd = be->alloc(be, sizeof(float) * (size_t)P * E);
+    int rc = bits && Gd ? 0 : upm_errf(err, UPM_ENOMEM, "gate maps: no memory");
+    if (!rc) {
+        be->upload(be, bits, bits_h, sizeof(float) * (size_t)P * gin);
+        rc = gate_values(m, &m->L.blocks[l].gate[gi], bits, P, Gd, err);
+    }
+    if (!rc)
+        be->download(be, G, Gd, sizeof(float) * (size_t)P * E);
+    if (!rc)
+        rc = be->status(be, err);
+    if (bits)
+        be->free(be, bits);
+    if (Gd)
+        be->free(be, Gd);
+    return rc;
 }

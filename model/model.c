@@ -39,7 +39,7 @@ int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, u
     upm_layout_init(&m->L, seed, host);
     be->upload(be, m->w, host, bytes);
     free(host);
-    if (cfg->moe == UPM_MOE_ATTRIBUTE) {
+    if (upm_moe_gated(cfg->moe)) {
         size_t n = (size_t)cfg->layers * UPM_NGATES * (size_t)cfg->experts;
         m->expert_used = calloc(n, 1);
         m->expert_used_dev = be->alloc(be, n);
@@ -205,7 +205,7 @@ static void carve_pass(upm_model *m, upm_pass *p, carver *c, int want_keep)
         } else
             p->pixels[s] = p->patches[s] = p->sincos[s] = NULL;
     }
-    p->E = CARVE_F(c, N * D), p->x0 = CARVE_F(c, N * D), p->bits = CARVE_F(c, (size_t)pl->npat * UPM_GATE_BITS);
+    p->E = CARVE_F(c, N * D), p->x0 = CARVE_F(c, N * D), p->bits = CARVE_F(c, (size_t)pl->npat * UPM_GATE_BITS); /* >= the modality one-hot's width */
     for (int l = 0; l < m->cfg.layers; l++)
         carve_layer(m, p, c, l, want_keep);
     p->zsel = CARVE_F(c, R * D), p->zmean = CARVE_F(c, R), p->zrstd = CARVE_F(c, R), p->zn = CARVE_F(c, R * D), p->feat = CARVE_F(c, R * D);
@@ -308,12 +308,17 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
         if (!(p->sincos[s] = sincos_table(m, g->H / 16, g->W / 16, err)))
             return err->code;
     }
-    /* the attribute bits of each pattern, and per-layer noise rows and keep factors */
+    /* each pattern's gate input (its attribute bits, or its one-hot modality), and per-layer noise rows and
+     * keep factors */
     float bits[256 * UPM_GATE_BITS];
+    int gin = upm_gate_inputs(cfg->moe), video = 0;
+    for (int s = 0; s < in->nseg; s++)
+        video |= in->seg[s].kind == UPM_SEG_VIDEO;
     for (int q = 0; q < pl->npat; q++)
-        for (int i = 0; i < UPM_GATE_BITS; i++)
-            bits[q * UPM_GATE_BITS + i] = (float)((pl->pat[q] >> i) & 1);
-    be->upload(be, p->bits, bits, sizeof(float) * (size_t)pl->npat * UPM_GATE_BITS);
+        for (int i = 0; i < gin; i++)
+            bits[q * gin + i] = cfg->moe == UPM_MOE_MODALITY ? (float)(i == upm_modality_id(pl->pat[q], video))
+                                                            : (float)((pl->pat[q] >> i) & 1);
+    be->upload(be, p->bits, bits, sizeof(float) * (size_t)pl->npat * gin);
     int E = cfg->experts;
     float *rows = noise ? malloc(sizeof(float) * (size_t)pl->npat * E) : NULL;
     if (noise && !rows)

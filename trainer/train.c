@@ -73,7 +73,7 @@ static int fill_tables(trainer *t, int pass, const upm_seq_input *in)
     const upm_model_config *c = &t->cfg;
     float std = upm_gate_noise_std(c);
     size_t nn = (size_t)c->layers * UPM_NGATES * 256 * c->experts, nk = (size_t)c->layers * 2 * in->nseq;
-    if (c->moe == UPM_MOE_ATTRIBUTE && std > 0) {
+    if (upm_moe_gated(c->moe) && std > 0) {
         if (!t->noise[pass] && !(t->noise[pass] = calloc(nn, sizeof(float))))
             return UPM_ENOMEM;
         uint8_t seen[256] = {0};
@@ -239,7 +239,7 @@ static int dump_step(trainer *t, const upm_seq_input *in, const upm_seq_input *t
 {
     if (!t->o->dump_dir || t->eval)
         return 0;
-    int noisy = t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0;
+    int noisy = upm_moe_gated(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0;
     upm_batchdump_step s = {t->step, &t->batch, in, tg, vb, t->batch.spe_attr[UPM_SIDE_TARGET],
                             {noisy ? t->noise[0] : NULL, noisy ? t->noise[1] : NULL}, res->loss, lr, gnorm};
     return upm_batchdump_step_write(t->o->dump_dir, t->m, &s, err);
@@ -279,7 +279,7 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
         upm_vocab_batch_free(&vb);
         return rc;
     }
-    int noisy = t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
+    int noisy = upm_moe_gated(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
     if (t->eval)
         noisy = drop = 0;
     upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
@@ -338,7 +338,7 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
         return rc;
     if (fill_tables(t, 0, &in) || fill_tables(t, 1, &tg))
         return upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
-    int noisy = !t->eval && t->cfg.moe == UPM_MOE_ATTRIBUTE && upm_gate_noise_std(&t->cfg) > 0;
+    int noisy = !t->eval && upm_moe_gated(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0;
     int drop = !t->eval && t->cfg.drop_path > 0;
     upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
     upm_pass_opts ot = {!t->eval, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL};

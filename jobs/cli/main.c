@@ -11,7 +11,7 @@ static const char usage[] =
     "usage: " PROG " [--catalog PATH] COMMAND ...\n"
     "Queues pretraining jobs in the catalog and runs them (docs/jobs.md).\n"
     "\n"
-    "  submit pretrain [--mixture M] [--model ti|s|b|l] [--moe attribute|none] [--steps N] [--batch-scale F]\n"
+    "  submit pretrain [--mixture M] [--model ti|s|b|l] [--moe attribute|modality|none] [--steps N] [--batch-scale F]\n"
     "                  [--ranks N] [--priority P] [--name NAME] [--backend local|slurm] [--max-attempts N]\n"
     "                  [--out DIR] [--dry-run] [-- extra upmoe-train arguments]\n"
     "                         checks the mixture (every dataset needs a real URL) and options, prints the job id\n"

@@ -64,15 +64,15 @@ def normalize_config(cfg):
         # written does not; a configuration without the key predates the choice and means Eq. 3
         "gate_renorm": _flag(cfg.get("gate_renorm"), False),
     }
-    if c["moe"] not in ("attribute", "none"):
-        raise ValueError("moe must be 'attribute' or 'none', got %r" % c["moe"])
+    if c["moe"] not in ("attribute", "modality", "none"):
+        raise ValueError("moe must be 'attribute', 'modality' or 'none', got %r" % c["moe"])
     if D % c["heads"] or D % 4:
         raise ValueError("dim must be divisible by heads and by 4")
     return c
 
 
 def moe_layer(c, layer):
-    return c["moe"] == "attribute" and (layer + 1) % c["moe_every"] == 0
+    return c["moe"] in ("attribute", "modality") and (layer + 1) % c["moe_every"] == 0
 
 
 def layer_gates(c, layer):
@@ -112,7 +112,10 @@ def param_shapes(cfg):
         lin("mlp.fc1", Fw, D, ffn)
         lin("mlp.fc2", D, Fw, ffn)
         for g in gates:
-            s[p + g + ".attr.weight"], s[p + g + ".attr.bias"] = [D, 8], [D]
+            if c["moe"] == "modality":  # an embedding of the modality id (image, video, text) as a linear
+                s[p + g + ".modality.weight"], s[p + g + ".modality.bias"] = [D, 3], [D]
+            else:
+                s[p + g + ".attr.weight"], s[p + g + ".attr.bias"] = [D, 8], [D]
             s[p + g + ".norm.weight"], s[p + g + ".norm.bias"] = [D], [D]
             s[p + g + ".proj.weight"] = [E, D]
     s["norm.weight"], s["norm.bias"] = [D], [D]
@@ -232,6 +235,13 @@ def attr_bits(patterns, dtype):
     return ((p >> torch.arange(8)) & 1).to(dtype)
 
 
+def modality_onehot(patterns, video, dtype):
+    """[P, 3]: the modality of each pattern's tokens, one-hot over (image, video, text): text when the
+    attribute says "this token is text" (bit 5), else video in a pass with video segments, else image."""
+    ids = [2 if (int(p) >> 5) & 1 else (1 if video else 0) for p in patterns]
+    return F.one_hot(torch.as_tensor(ids, dtype=torch.long), 3).to(dtype)
+
+
 def topk_mask(probs, k):
     """1 at the k largest entries per row (ties: lower index), 0 elsewhere; no gradient."""
     _, order = torch.sort(probs.detach(), dim=1, descending=True, stable=True)
@@ -248,18 +258,25 @@ def pass_patterns(ps):
     return sorted(ps_set)
 
 
-def gate(P, prefix, patterns, noise, k, eps, renorm=False):
-    """G [P, E] (Eq. 9 then Eq. 3): top-k of softmax(W_g LN(W_attr a + b) + noise[p]); renorm: the kept
-    values divided by their sum, i.e. a softmax over the k chosen logits (the official code)."""
-    probs = gate_probs(P, prefix, patterns, noise, eps)
+def gate(P, prefix, patterns, noise, k, eps, renorm=False, video=False):
+    """G [P, E] (Eq. 9 then Eq. 3): top-k of softmax(W_g LN(W_in a + b) + noise[p]) with a the pattern's
+    attribute bits (attribute routing) or its one-hot modality (modality routing: the gate has
+    .modality.* parameters); renorm: the kept values divided by their sum, i.e. a softmax over the k
+    chosen logits (the official code)."""
+    probs = gate_probs(P, prefix, patterns, noise, eps, video)
     G = probs * topk_mask(probs, k)
     return G / G.sum(dim=1, keepdim=True) if renorm else G
 
 
-def gate_probs(P, prefix, patterns, noise, eps):
-    """softmax(W_g LN(W_attr a + b_attr) + noise[p]) [P, E] (Eq. 9, Eq. 3 before top-k)."""
-    a = attr_bits(patterns, P[prefix + ".attr.weight"].dtype)
-    h = a @ P[prefix + ".attr.weight"].t() + P[prefix + ".attr.bias"]
+def gate_probs(P, prefix, patterns, noise, eps, video=False):
+    """softmax(W_g LN(W_in a + b_in) + noise[p]) [P, E] (Eq. 9, Eq. 3 before top-k)."""
+    if prefix + ".modality.weight" in P:
+        W, b = P[prefix + ".modality.weight"], P[prefix + ".modality.bias"]
+        a = modality_onehot(patterns, video, W.dtype)
+    else:
+        W, b = P[prefix + ".attr.weight"], P[prefix + ".attr.bias"]
+        a = attr_bits(patterns, W.dtype)
+    h = a @ W.t() + b
     r = F.layer_norm(h, h.shape[-1:], P[prefix + ".norm.weight"], P[prefix + ".norm.bias"], eps)
     logits = r @ P[prefix + ".proj.weight"].t()
     if noise is not None:
@@ -293,14 +310,16 @@ def mhsa(qkv, mask, heads):
     return (probs @ v).transpose(1, 2).reshape(n, S, D)
 
 
-def encoder(c, P, x, attrs, mask, noise=None, keep=None):
-    """The encoder blocks over x [nseq, S, D]; noise / keep are the pass's tables (may be None)."""
+def encoder(c, P, x, attrs, mask, noise=None, keep=None, video=False):
+    """The encoder blocks over x [nseq, S, D]; noise / keep are the pass's tables (may be None); video:
+    the pass has video segments (modality routing tells video tokens from image tokens by it)."""
     noise, keep = noise or {}, keep or {}
     patterns = sorted(set(int(v) for v in attrs.reshape(-1).tolist()))
     D, eps = c["dim"], c["ln_eps"]
     for l in range(c["layers"]):
         p = "blocks.%d." % l
-        G = {g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps, c["gate_renorm"]) for g in layer_gates(c, l)}
+        G = {g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps, c["gate_renorm"], video)
+             for g in layer_gates(c, l)}
 
         def lin(name, h, g):
             W, b = P[p + name + ".weight"], P[p + name + ".bias"]
@@ -332,7 +351,8 @@ def encode_pass(c, P, ps, dtype, read=None):
     """Features of the pass's read-out tokens: SPE of every sequence, or with read = (seq [M], pos [M])
     the token at position pos (SPE = 0, then the segments' tokens in order) of sequence seq."""
     x, attrs, mask = build_pass(P, ps, dtype)
-    y = encoder(c, P, x, attrs, mask, ps.get("noise"), ps.get("keep"))
+    video = any(seg["modality"] == "video" for seg in ps["segments"])
+    y = encoder(c, P, x, attrs, mask, ps.get("noise"), ps.get("keep"), video)
     if read is None:
         return features(c, P, y[:, 0, :])
     seq, pos = (torch.as_tensor(t).long().reshape(-1) for t in read)

@@ -71,6 +71,26 @@ class OracleTests(unittest.TestCase):
         self.check_config(meta, moe="attribute", experts=4, topk=2, gate_renorm=1)
         self.assertEqual(list(T["blocks.0.attn.qkv.weight"].shape), [4, 192, 64])
 
+    def test_modality_routing(self):
+        """Modality routing (issue 18): each gate reads an embedding of the token's modality (image, video or
+        text) instead of its 8 attribute bits; forward and every gradient against the reference, on image and
+        text tokens in one pass (two modalities, so two rows of each gate), on video, and with gate noise."""
+        T, meta = self.oracle("--formulation", "label", "--input", "image+text", "--moe", "modality", "--seed", 11)
+        self.check_config(meta, moe="modality", experts=4, topk=2)
+        self.assertEqual(list(T["blocks.0.attn.gate.modality.weight"].shape), [64, 3])
+        self.assertNotIn("blocks.0.attn.gate.attr.weight", T)
+        # the image, text and target-text rows of the embedding received gradients; video's did not
+        g = T["grad.blocks.0.mlp.gate1.modality.weight"]
+        self.assertGreater(g[:, 0].abs().sum().item(), 0)
+        self.assertGreater(g[:, 2].abs().sum().item(), 0)
+        self.assertEqual(g[:, 1].abs().sum().item(), 0)
+        T, meta = self.oracle("--formulation", "label", "--input", "video", "--moe", "modality", "--gate-noise",
+                              "--seed", 12)
+        g = T["grad.blocks.0.mlp.gate1.modality.weight"]
+        self.assertGreater(g[:, 1].abs().sum().item(), 0)  # video tokens: the video row
+        self.assertEqual(g[:, 0].abs().sum().item(), 0)
+        self.oracle("--formulation", "pair", "--input", "image", "--moe", "modality", "--seed", 13)
+
     def test_label_image_moe_eq3(self):
         # the gate of Eq. 3 as written (kept probabilities not renormalised); the default renormalises
         T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--gate-renorm", "0",

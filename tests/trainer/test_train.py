@@ -92,6 +92,35 @@ class TrainTest(unittest.TestCase):
         self.assertEqual(runs["prefetch"][2], runs["no-prefetch"][2])
         self.assertEqual(len(runs["prefetch"][2]), 12)
 
+    def test_modality_routing_trains_and_resumes(self):
+        """--moe modality (issue 18: the gates read an embedding of the token's modality): a run learns, its
+        checkpoint holds the modality embeddings ([dim, 3] per gate) and records the routing in its state
+        and in the catalog's run, and 8 steps straight equal 4 steps, then --resume to 8, bit for bit."""
+        for name, every in (("mod-straight", 100), ("mod-split", 4)):
+            self.train(name, "--moe", "modality", "--steps", 8, "--checkpoint-every", every, "--keep", 10, "--name",
+                       name)
+        import shutil
+        shutil.rmtree(self.ckpt("mod-split", 8))
+        run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, "mod-split"), *SMALL, "--moe", "modality",
+            "--steps", 8, "--checkpoint-every", 4, "--keep", 10, env=self.env)
+        for f in ("model.safetensors", "optim.safetensors"):
+            with open(os.path.join(self.ckpt("mod-straight", 8), f), "rb") as a, \
+                 open(os.path.join(self.ckpt("mod-split", 8), f), "rb") as b:
+                self.assertTrue(a.read() == b.read(), f"{f} differs after resume")
+        tensors, _ = load(os.path.join(self.ckpt("mod-straight", 8), "model.safetensors"))
+        self.assertEqual(list(tensors["blocks.1.mlp.gate2.modality.weight"].shape), [32, 3])
+        self.assertNotIn("blocks.1.mlp.gate2.attr.weight", tensors)
+        with open(os.path.join(self.ckpt("mod-straight", 8), "state.json")) as f:
+            self.assertEqual(json.load(f)["model"]["moe"], "modality")
+        cfg = json.loads(self.sql("SELECT config FROM runs WHERE name = 'mod-straight'")[0][0])
+        self.assertEqual(cfg["moe"], "modality")
+        losses = [r[0] for r in self.sql("SELECT m.loss FROM metrics m JOIN runs r ON r.id = m.run_id "
+                                         "WHERE r.name = 'mod-straight' ORDER BY m.step")]
+        self.assertEqual(len(losses), 8)
+        p = self.train("mod-bad", "--moe", "token", "--steps", 1, ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--moe must be attribute, modality or none, not 'token'", p.stderr)
+
     def test_bf16_matmuls_follow_fp32(self):
         """--precision bf16 (the linears' matmul inputs rounded to bfloat16, fp32 accumulation; the GPU recipe)
         against fp32 on the same batches of the three-task mixture: every step's loss within 2 % for the first

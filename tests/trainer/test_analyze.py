@@ -1,0 +1,127 @@
+"""upmoe-analyze gates (paper Fig. 3, issue 18): the gate maps of a trained attribute-MoE checkpoint equal the
+gates PyTorch computes from the same safetensors with the reference model (tests/model/reference.py, written
+from docs/model.md), for every task of a mixture, every kind of its tokens and every routed block and gate;
+the text, JSON and heat-map outputs agree; a dense checkpoint and bad arguments get clear errors."""
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "model"))
+from train_fixture import BUILD, TRAIN, build, run  # noqa: E402
+from safetensors_io import load  # noqa: E402
+import reference as ref  # noqa: E402
+
+ANALYZE = os.path.join(BUILD, "upmoe-analyze")
+SMALL = ["--dim", 32, "--layers", 2, "--heads", 2, "--experts", 4, "--image-size", 32, "--batch", 8,
+         "--vocab-targets", "sampled:64"]
+PREFIX = {"attn": "attn.gate", "fc1": "mlp.gate1", "fc2": "mlp.gate2"}
+
+
+class AnalyzeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = tempfile.TemporaryDirectory(prefix="upmoe-analyze-")
+        cls.tmp = cls.tmpdir.name
+        cls.env = build(cls.tmp)
+        cls.moe = os.path.join(cls.tmp, "moe")
+        # a few steps at a high rate, so the gates have moved away from their initial values
+        run(TRAIN, "--mixture", "three", "--out", cls.moe, *SMALL, "--steps", 8, "--lr", 3e-3, env=cls.env)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmpdir.cleanup()
+
+    def analyze(self, *argv, ok=True):
+        return run(ANALYZE, "gates", "--checkpoint", self.moe, *argv, ok=ok, env=self.env)
+
+    def test_gate_maps_equal_pytorchs_gates(self):
+        maps = json.loads(self.analyze("--mixture", "three", "--json").stdout)
+        self.assertEqual({t["task"] for t in maps["tasks"]}, {"classification", "image-caption", "mlm"})
+        self.assertEqual((maps["experts"], maps["topk"]), (4, 2))
+        ckpt = sorted(d for d in os.listdir(os.path.join(self.moe, "checkpoints")))[-1]
+        P, _ = load(os.path.join(self.moe, "checkpoints", ckpt, "model.safetensors"))
+        P = {k: v.double() for k, v in P.items()}
+        checked, tops = 0, set()
+        for t in maps["tasks"]:
+            kinds = t["kinds"]
+            self.assertGreaterEqual(len(kinds), 2)  # an input and a target kind at least
+            for k in kinds:
+                self.assertEqual(len(k["gates"]), 2 * 3)  # 2 blocks x (attention, fc1, fc2)
+                for g in k["gates"]:
+                    prefix = f"blocks.{g['block']}.{PREFIX[g['gate']]}"
+                    want = ref.gate(P, prefix, [k["attr"]], None, 2, 1e-5, renorm=True)[0]
+                    got = torch.tensor(g["values"], dtype=torch.float64)
+                    self.assertLess(float((got - want).abs().max()), 1e-5, (t["task"], k["what"], prefix))
+                    self.assertEqual(g["top1"], int(torch.argmax(want)), (t["task"], k["what"], prefix))
+                    self.assertEqual(int((got > 0).sum()), 2)  # top-2 kept
+                    tops.add(g["top1"])
+                    checked += 1
+        self.assertGreater(checked, 30)
+        self.assertGreater(len(tops), 1)  # the map is not one colour
+
+    def test_modality_routing_maps(self):
+        """With --moe modality a kind's gates depend on its modality alone: equal for every kind of one
+        modality across tasks, and equal to PyTorch's gates with the modality embedding."""
+        mod = os.path.join(self.tmp, "modality")
+        run(TRAIN, "--mixture", "three", "--out", mod, *SMALL, "--moe", "modality", "--steps", 4, "--lr", 3e-3,
+            env=self.env)
+        maps = json.loads(run(ANALYZE, "gates", "--checkpoint", mod, "--mixture", "three", "--json",
+                              env=self.env).stdout)
+        ckpt = sorted(os.listdir(os.path.join(mod, "checkpoints")))[-1]
+        P, _ = load(os.path.join(mod, "checkpoints", ckpt, "model.safetensors"))
+        P = {k: v.double() for k, v in P.items()}
+        by_modality = {}
+        for t in maps["tasks"]:
+            for k in t["kinds"]:
+                text = (k["attr"] >> 5) & 1
+                for g in k["gates"]:
+                    prefix = f"blocks.{g['block']}.{PREFIX[g['gate']]}"
+                    want = ref.gate(P, prefix, [k["attr"]], None, 2, 1e-5, renorm=True)[0]
+                    self.assertLess(float((torch.tensor(g["values"], dtype=torch.float64) - want).abs().max()), 1e-5)
+                    key = (text, g["block"], g["gate"])
+                    by_modality.setdefault(key, set()).add(tuple(round(v, 6) for v in g["values"]))
+        self.assertTrue(all(len(v) == 1 for v in by_modality.values()), by_modality)  # one gate per modality
+        self.assertEqual({k[0] for k in by_modality}, {0, 1})  # image and text tokens both present
+
+    def test_text_json_and_heat_map_agree(self):
+        text = self.analyze("--task", "classification").stdout
+        maps = json.loads(self.analyze("--task", "classification", "--json").stdout)
+        kinds = maps["tasks"][0]["kinds"]
+        rows = [l.split() for l in text.splitlines() if l.startswith("  input") or l.startswith("  target")]
+        self.assertEqual(len(rows), len(kinds))
+        for row, k in zip(rows, kinds):
+            self.assertEqual([int(x) for x in row[-6:]], [g["top1"] for g in k["gates"]])
+            self.assertIn(k["attributes"], row)
+        png = os.path.join(self.tmp, "gates.png")
+        p = self.analyze("--mixture", "three", "--plot", png)
+        self.assertIn(f"heat map: {png}", p.stdout)
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_errors(self):
+        dense = os.path.join(self.tmp, "dense")
+        run(TRAIN, "--mixture", "images-only", "--out", dense, *SMALL, "--moe", "none", "--steps", 1, env=self.env)
+        p = run(ANALYZE, "gates", "--checkpoint", dense, "--mixture", "three", ok=False, env=self.env)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("gate maps need a routed model, attribute or modality (this one is none)", p.stderr)
+        p = self.analyze("--mixture", "nosuch", ok=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("nosuch", p.stderr)
+        p = self.analyze(ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("either --mixture or --task", p.stderr)
+        p = self.analyze("--task", "classification", "--plot", "x.pdf", ok=False)
+        self.assertEqual(p.returncode, 2)
+        p = run(ANALYZE, "interfere", ok=False, env=self.env)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("unknown command 'interfere'", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
