@@ -151,3 +151,24 @@ int upm_mkdirs(const char *path, upm_err *err)
             return 0;
     }
 }
+
+int upm_beside_program(const char *env_var, const char *file, char *buf, size_t n)
+{
+    const char *env = env_var ? getenv(env_var) : NULL;
+    if (env && *env) {
+        snprintf(buf, n, "%s", env);
+        return 0;
+    }
+    char exe[4096];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0) {
+        snprintf(buf, n, "%s", file);
+        return -1;
+    }
+    exe[k] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(buf, n, "%s/%s", exe, file);
+    return 0;
+}

@@ -26,6 +26,10 @@ void upm_dirname(const char *path, char *buf, size_t bufsize);
 int upm_write_file_atomic(const char *path, const void *data, size_t n, upm_err *err);
 /* The same for a file made of nparts buffers written one after another (no copy into one buffer). */
 int upm_write_parts_atomic(const char *path, const void *const *parts, const size_t *lens, int nparts, upm_err *err);
+/* The path of `file` beside this program (its executable's folder), or $env_var when that is set and not
+ * empty: where the optional modules (MPI, NCCL, CUDA) are looked for. -1 when the program's folder cannot
+ * be found (buf then holds file alone). */
+int upm_beside_program(const char *env_var, const char *file, char *buf, size_t n);
 /* mkdir -p: the folder and its missing parents (mode 0777 less the umask). */
 int upm_mkdirs(const char *path, upm_err *err);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "backend.h"
 #include "backend_module.h"
 
@@ -31,18 +32,7 @@ static const upm_backend_module *cuda_module(char *why, size_t cap)
     if (!tried) {
         tried = 1;
         char path[PATH_MAX];
-        const char *env = getenv("UPMOE_BACKEND_CUDA");
-        if (env && *env)
-            snprintf(path, sizeof path, "%s", env);
-        else {
-            char exe[PATH_MAX - 64];
-            ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-            exe[n > 0 ? n : 0] = 0;
-            char *slash = strrchr(exe, '/');
-            if (slash)
-                *slash = 0;
-            snprintf(path, sizeof path, "%s/%s", exe, CUDA_MODULE);
-        }
+        upm_beside_program("UPMOE_BACKEND_CUDA", CUDA_MODULE, path, sizeof path);
         void *dl = access(path, F_OK) == 0 ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
         upm_backend_module_fn fn = NULL;
         if (dl)
@@ -56,8 +46,11 @@ static const upm_backend_module *cuda_module(char *why, size_t cap)
             mod = NULL;
         }
     }
-    if (!mod)
-        snprintf(why, cap, "%s", reason);
+    if (!mod && cap) { /* the reason, cut to the caller's buffer */
+        size_t k = strlen(reason) < cap - 1 ? strlen(reason) : cap - 1;
+        memcpy(why, reason, k);
+        why[k] = 0;
+    }
     return mod;
 }
 

@@ -1,5 +1,6 @@
 /* The communicator (comm.h): launcher detection, the single-process backend, and loading the MPI
  * module only when a launcher started us. */
+#include "fileio.h"
 #include "comm.h"
 
 #include <dlfcn.h>
@@ -64,21 +65,9 @@ const char *upm_comm_launcher(int *world)
 static int open_mpi(upm_comm *c, const upm_comm_opts *o, upm_err *err)
 {
     char path[PATH_MAX];
-    const char *env = getenv("UPMOE_COMM_MPI");
-    if (env && *env)
-        snprintf(path, sizeof path, "%s", env);
-    else { /* next to the executable */
-        char exe[PATH_MAX - 64];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n <= 0)
-            return upm_errf(err, UPM_EIO, "cannot find this program's folder to load %s (set UPMOE_COMM_MPI)",
-                            MPI_MODULE);
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = 0;
-        snprintf(path, sizeof path, "%s/%s", exe, MPI_MODULE);
-    }
+    if (upm_beside_program("UPMOE_COMM_MPI", MPI_MODULE, path, sizeof path))
+        return upm_errf(err, UPM_EIO, "cannot find this program's folder to load %s (set UPMOE_COMM_MPI)",
+                        MPI_MODULE);
     /* RTLD_GLOBAL: Open MPI's own plugins resolve symbols of libmpi loaded through us. */
     c->dl = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
     if (!c->dl)

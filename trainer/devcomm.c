@@ -1,4 +1,5 @@
 /* The device communicator's loader and bootstrap (devcomm.h). */
+#include "fileio.h"
 #include "devcomm.h"
 
 #include <dlfcn.h>
@@ -23,18 +24,7 @@ struct upm_devcomm {
 static int load(upm_devcomm *d, upm_err *err)
 {
     char path[PATH_MAX];
-    const char *env = getenv("UPMOE_COMM_NCCL");
-    if (env && *env)
-        snprintf(path, sizeof path, "%s", env);
-    else {
-        char exe[PATH_MAX - 64];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        exe[n > 0 ? n : 0] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = 0;
-        snprintf(path, sizeof path, "%s/%s", exe, NCCL_MODULE);
-    }
+    upm_beside_program("UPMOE_COMM_NCCL", NCCL_MODULE, path, sizeof path);
     if (access(path, F_OK) != 0)
         return upm_errf(err, UPM_EUSAGE, "the NCCL communicator is not part of this build (no %s; it is built where "
                         "nvcc and NCCL are installed)", path);
