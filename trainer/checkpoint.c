@@ -2,6 +2,8 @@
  * visible by one rename after everything is on disk. */
 #include "checkpoint.h"
 
+#include <cjson/cJSON.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +13,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "fileio.h"
+#include "modelcfg.h"
 
 #include "fileio.h"
 #include "safetensors.h"
@@ -249,4 +254,24 @@ int upm_checkpoint_load(const char *ckpt, upm_model *m, upm_optim *o, char **sta
         rc = upm_read_file(file, state_json, NULL, err);
     }
     return rc;
+}
+
+int upm_checkpoint_config(const char *ckpt_arg, char *ckpt, size_t n, upm_model_config *cfg, upm_err *err)
+{
+    if (upm_checkpoint_latest(ckpt_arg, ckpt, n, err) != 0)
+        snprintf(ckpt, n, "%s", ckpt_arg);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/state.json", ckpt);
+    char *state = NULL;
+    int rc = upm_read_file(path, &state, NULL, err);
+    if (rc)
+        return rc;
+    cJSON *js = cJSON_Parse(state);
+    free(state);
+    if (!js)
+        return upm_errf(err, UPM_EINVAL, "%s: not a checkpoint state (JSON)", path);
+    upm_err e = {0};
+    rc = upm_model_config_from_json(cJSON_GetObjectItemCaseSensitive(js, "model"), cfg, &e);
+    cJSON_Delete(js);
+    return rc ? upm_errf(err, rc, "%s: %s", path, e.msg) : 0;
 }

@@ -21,6 +21,10 @@ int upm_checkpoint_latest(const char *dir, char *path, size_t n, upm_err *err);
  * parameter of the layout must be present with its shape. *state_json receives state.json (caller
  * frees) when non-NULL. */
 int upm_checkpoint_load(const char *ckpt, upm_model *m, upm_optim *o, char **state_json, upm_err *err);
+/* The model configuration of a checkpoint: ckpt_arg is a step-* directory or a run's --out directory (then
+ * its newest checkpoint); the directory used goes to ckpt (size n), the configuration of its state.json to
+ * cfg. For the programs that read a checkpoint without training on it (upmoe-export, upmoe-analyze). */
+int upm_checkpoint_config(const char *ckpt_arg, char *ckpt, size_t n, upm_model_config *cfg, upm_err *err);
 /* Writes only the weights (a model file for export or inspection), atomically. */
 int upm_weights_save(const char *path, const upm_model *m, const char *const *meta, upm_err *err);
 

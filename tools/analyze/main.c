@@ -21,9 +21,7 @@
 #include "attributes.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
-#include "fileio.h"
 #include "merge.h"
-#include "modelcfg.h"
 #include "plan.h"
 
 #define PROG "upmoe-analyze"
@@ -177,18 +175,9 @@ static int cmd_gates(int argc, char **argv)
     if (!ckpt_arg || (!mixture && !ntasks_arg) || (mixture && ntasks_arg))
         return usage_error("gates needs --checkpoint and either --mixture or --task");
     upm_err err = {0};
-    char ckpt[4096], path[4200], catpath[4096];
-    if (upm_checkpoint_latest(ckpt_arg, ckpt, sizeof ckpt, &err) != 0)
-        snprintf(ckpt, sizeof ckpt, "%s", ckpt_arg);
-    snprintf(path, sizeof path, "%s/state.json", ckpt);
-    char *state = NULL;
+    char ckpt[4096], catpath[4096];
     upm_model_config cfg;
-    int rc = upm_read_file(path, &state, NULL, &err);
-    cJSON *js = state ? cJSON_Parse(state) : NULL;
-    free(state);
-    if (!rc && (!js || upm_model_config_from_json(cJSON_GetObjectItemCaseSensitive(js, "model"), &cfg, &err)))
-        rc = upm_errf(&err, UPM_EINVAL, "%s: %s", path, js ? err.msg : "not a checkpoint state (JSON)");
-    cJSON_Delete(js);
+    int rc = upm_checkpoint_config(ckpt_arg, ckpt, sizeof ckpt, &cfg, &err);
     if (!rc && !upm_moe_gated(cfg.moe))
         rc = upm_errf(&err, UPM_EUSAGE, "%s: gate maps need a routed model, attribute or modality (this one is %s)",
                       ckpt, upm_moe_kind_name(cfg.moe));

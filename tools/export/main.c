@@ -55,23 +55,11 @@ int main(int argc, char **argv)
     }
     upm_err err = {0};
     char ckpt[4096], path[4200], catpath[4096];
-    if (upm_checkpoint_latest(ckpt_arg, ckpt, sizeof ckpt, &err) != 0)
-        snprintf(ckpt, sizeof ckpt, "%s", ckpt_arg);
-    snprintf(path, sizeof path, "%s/state.json", ckpt);
-    char *state = NULL;
-    int read_failed = upm_read_file(path, &state, NULL, &err);
-    cJSON *js = state ? cJSON_Parse(state) : NULL;
-    free(state);
     upm_model_config cfg;
-    if (!js || upm_model_config_from_json(cJSON_GetObjectItemCaseSensitive(js, "model"), &cfg, &err)) {
-        if (read_failed)
-            fprintf(stderr, PROG ": error: %s\n", err.msg);
-        else
-            fprintf(stderr, PROG ": error: %s: %s\n", path, js ? err.msg : "not a checkpoint state (JSON)");
-        cJSON_Delete(js);
+    if (upm_checkpoint_config(ckpt_arg, ckpt, sizeof ckpt, &cfg, &err)) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
         return 1;
     }
-    cJSON_Delete(js);
     upm_catalog *cat = NULL;
     upm_task task;
     upm_backend *be = NULL;
