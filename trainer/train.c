@@ -1,6 +1,6 @@
 /* The training loop (see train.h; one step itself is train_step.c). One step: the loader's batch -> input
- * pass (+ target pass of label texts or paired targets) -> loss -> backward of both passes -> clipping and AdamW -> metrics. All
- * randomness of a step (gate noise, drop path; augmentation and masking in the loader) is keyed by
+ * pass (+ target pass of label texts or paired targets) -> loss -> backward of both passes -> clipping and
+ * AdamW -> metrics. All randomness of a step (gate noise, drop path; augmentation and masking in the loader) is keyed by
  * (seed, step, rank), so a run resumed from a checkpoint repeats an uninterrupted one bit for bit.
  *
  * Data parallel (docs/distributed.md): every rank runs this loop on its own batch (its own task draw
