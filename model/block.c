@@ -1,6 +1,7 @@
 /* One encoder block, forward and backward (docs/model.md, "Encoder"), with its linears dense or
- * attribute-routed Conditional-MoE: a gate per attribute pattern present, experts merged into one weight
- * per pattern (a [P,E] x [E,out*in] matmul), then one matmul per pattern's contiguous rows. */
+ * Conditional-MoE routed by a data-independent gate (attribute, modality or task; or task-specific's fixed
+ * choice): gate values per attribute pattern present, experts merged into one weight per pattern (a [P,E] x
+ * [E,out*in] matmul), then one matmul per pattern's contiguous rows. */
 #include "pass_internal.h"
 #include "progress.h"
 
@@ -10,7 +11,7 @@
 static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
 {
     upm_backend *be = m->be;
-    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(m->cfg.moe);
+    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(&m->cfg);
     be->gemm(be, 0, 1, P, D, gin, 1.0f, p->bits, gin, WEIGHTS(k->attr_w), gin, 0.0f, g->Hg, D);
     be->add_bias(be, g->Hg, WEIGHTS(k->attr_b), P, D);
     be->layernorm_fwd(be, g->Rn, g->mean, g->rstd, g->Hg, WEIGHTS(k->norm_w), WEIGHTS(k->norm_b), P, D, m->cfg.ln_eps);
@@ -29,7 +30,7 @@ static void mark_experts(upm_model *m, upm_pass *p, int l, int gi, const upm_gat
 static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
 {
     upm_backend *be = m->be;
-    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(m->cfg.moe);
+    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(&m->cfg);
     be->zero(be, g->dZ, sizeof(float) * (size_t)P * E);
     be->topk_softmax_bwd(be, g->dZ, g->dG, g->G, g->probs, P, E, m->cfg.gate_renorm);
     be->gemm(be, 1, 0, E, D, P, 1.0f, g->dZ, E, g->Rn, D, 1.0f, GRADS(k->proj_w), D);
@@ -109,6 +110,8 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
     }
     be->gemm(be, 1, 0, E, wn, P, 1.0f, g->G, E, a->dWm, wn, 1.0f, GRADS(k->w), wn);
     be->gemm(be, 1, 0, E, out, P, 1.0f, g->G, E, a->dbm, out, 1.0f, GRADS(k->b), out);
+    if (!g->dG) /* task-specific weights: a fixed choice, nothing to learn in it */
+        return;
     be->gemm(be, 0, 1, P, E, wn, 1.0f, a->dWm, wn, WEIGHTS(k->w), wn, 1.0f, g->dG, E);
     be->gemm(be, 0, 1, P, E, out, 1.0f, a->dbm, out, WEIGHTS(k->b), out, 1.0f, g->dG, E);
 }
@@ -121,12 +124,12 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
     int N = p->plan.N, D = m->cfg.dim, F = m->cfg.mlp;
     float eps = m->cfg.ln_eps;
     upm_progress_tick();
-    for (int gi = 0; gi < UPM_NGATES; gi++)
-        if (k->has_gate[gi]) {
+    for (int gi = 0; gi < UPM_NGATES; gi++) {
+        if (k->has_gate[gi])
             gate_forward(m, p, &k->gate[gi], &la->gate[gi]);
-            if (p->train && m->expert_used_dev)
-                mark_experts(m, p, l, gi, &la->gate[gi]);
-        }
+        if (la->gate[gi].G && p->train && m->expert_used_dev) /* gated, or task-specific's fixed choice */
+            mark_experts(m, p, l, gi, &la->gate[gi]);
+    }
     be->layernorm_fwd(be, la->h, la->mean1, la->rstd1, x_in, WEIGHTS(k->ln1_w), WEIGHTS(k->ln1_b), N, D, eps);
     linear_forward(m, p, la, UPM_LIN_QKV, &k->qkv, la->h, la->qkv);
     if (p->kv) { /* a generation step: the new tokens attend to the cache */

@@ -1,6 +1,7 @@
 /* Model sizes (paper Table 6 and the design notes) and configuration checks. */
 #include "config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int upm_model_config_preset(const char *size, upm_model_config *c, upm_err *err)
@@ -35,6 +36,8 @@ static const struct {
     int trainable;
 } moe_kinds[] = {{UPM_MOE_ATTRIBUTE, "attribute", 1},
                  {UPM_MOE_MODALITY, "modality", 1},
+                 {UPM_MOE_TASK, "task", 1},
+                 {UPM_MOE_TASK_SPECIFIC, "task-specific", 1},
                  {UPM_MOE_NONE, "none", 1},
                  {UPM_MOE_MERGED, "merged", 0}};
 
@@ -48,7 +51,8 @@ const char *upm_moe_kind_name(upm_moe_kind k)
 
 const char *upm_moe_kind_names(int trainable)
 {
-    return trainable ? "attribute, modality or none" : "attribute, modality, none or merged";
+    return trainable ? "attribute, modality, task, task-specific or none"
+                     : "attribute, modality, task, task-specific, none or merged";
 }
 
 int upm_moe_kind_parse(const char *name, int trainable, upm_moe_kind *k, upm_err *err)
@@ -67,7 +71,7 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
         return upm_errf(err, UPM_EINVAL, "model: dim %d must be a multiple of 4 and of heads (%d)", c->dim, c->heads);
     if (c->layers < 1 || c->mlp < 1 || c->vocab < 1 || c->max_text < 1 || c->max_frames < 1)
         return upm_errf(err, UPM_EINVAL, "model: layers, mlp, vocab, max_text and max_frames must be positive");
-    if (c->moe != UPM_MOE_NONE && !upm_moe_gated(c->moe) && c->moe != UPM_MOE_MERGED)
+    if (c->moe != UPM_MOE_NONE && !upm_moe_routed(c->moe) && c->moe != UPM_MOE_MERGED)
         return upm_errf(err, UPM_EINVAL, "model: unknown MoE kind %d", (int)c->moe);
     if (c->moe == UPM_MOE_MERGED) {
         if (c->npatterns < 1 || c->npatterns > 256 || c->experts != c->npatterns)
@@ -76,7 +80,15 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
             if (c->patterns[i] <= c->patterns[i - 1])
                 return upm_errf(err, UPM_EINVAL, "model: merged patterns must be ascending and distinct");
     }
-    if (upm_moe_gated(c->moe) &&
+    if (upm_moe_needs_task(c->moe)) {
+        if (c->task_slots < 1 || c->task_slots > UPM_MAX_TASK_SLOTS || c->ntasks < 0 || c->ntasks > c->task_slots)
+            return upm_errf(err, UPM_EINVAL, "model: the task table needs 1..%d slots (%d), at most one per task (%d)",
+                            UPM_MAX_TASK_SLOTS, c->task_slots, c->ntasks);
+        if (c->moe == UPM_MOE_TASK_SPECIFIC && (c->experts != c->task_slots || c->topk != 1))
+            return upm_errf(err, UPM_EINVAL, "model: task-specific weights need one expert per task slot (%d, %d) "
+                            "and top-1 (%d)", c->experts, c->task_slots, c->topk);
+    }
+    if (upm_moe_routed(c->moe) &&
         (c->experts < 1 || c->topk < 1 || c->topk > c->experts || c->moe_every < 1 || (!c->moe_sa && !c->moe_ffn)))
         return upm_errf(err, UPM_EINVAL,
                         "model: a routed MoE needs 1 <= topk (%d) <= experts (%d), every >= 1 (%d) and MoE on "
@@ -96,6 +108,43 @@ int upm_layer_moe_sa(const upm_model_config *c, int l)
 int upm_layer_moe_ffn(const upm_model_config *c, int l)
 {
     return c->moe != UPM_MOE_NONE && c->moe_ffn && (l + 1) % c->moe_every == 0;
+}
+
+int upm_model_task_id(const upm_model_config *c, const char *name)
+{
+    for (int i = 0; name && i < c->ntasks; i++)
+        if (!strcmp(c->task_names[i], name))
+            return i + 1;
+    return 0;
+}
+
+int upm_model_task_assign(upm_model_config *c, const char *name, int *id, upm_err *err)
+{
+    if ((*id = upm_model_task_id(c, name)))
+        return 0;
+    if (strlen(name) > UPM_TASK_NAME_MAX)
+        return upm_errf(err, UPM_EINVAL, "task name '%.40s...' is longer than %d bytes", name, UPM_TASK_NAME_MAX);
+    if (c->ntasks >= c->task_slots)
+        return upm_errf(err, UPM_EINVAL,
+                        "task '%s' has no id: this model's task table has %d slot%s, all taken (the first: '%s'); "
+                        "start a run with a larger --task-slots",
+                        name, c->task_slots, c->task_slots == 1 ? "" : "s", c->ntasks ? c->task_names[0] : "");
+    memcpy(c->task_names[c->ntasks], name, strlen(name) + 1);
+    *id = ++c->ntasks;
+    return 0;
+}
+
+const char *upm_model_task_list(const upm_model_config *c, char *buf, size_t n)
+{
+    size_t at = 0;
+    buf[0] = 0;
+    for (int i = 0; i < c->ntasks && at + 1 < n; i++) {
+        int w = snprintf(buf + at, n - at, "%s%s", i ? ", " : "", c->task_names[i]);
+        at += w > 0 ? (size_t)w : 0;
+    }
+    if (at >= n && n > 4)
+        memcpy(buf + n - 4, "...", 4);
+    return c->ntasks ? buf : "none";
 }
 
 float upm_gate_noise_std(const upm_model_config *c)

@@ -19,6 +19,7 @@ struct upm_decoder {
     int samples, P;        /* of the current prefix */
     float *cache[2];       /* backend [layers][max_len][nmax][2D]: current and spare (beam reordering) */
     int cur, len, nseq, t; /* current cache, cached positions, its sequences, next step */
+    int task;              /* the prefix's task id (task routing), which every step continues */
     int32_t *reidx;        /* backend [max_len * nmax]: reordering rows */
     upm_attn_kv_desc *kv;  /* [layers] */
     int32_t *host;         /* host [6 * nmax + max_len * nmax]: ids, lengths, read-outs, reordering rows */
@@ -91,6 +92,7 @@ int upm_decoder_start(upm_decoder *d, const upm_seq_input *prefix, upm_err *err)
     int rc = upm_pass_forward(m, d->pre, prefix, NULL, err);
     if (rc)
         return rc;
+    d->task = prefix->task; /* the steps continue the prefix's task */
     int L = m->cfg.layers, n = prefix->nseq, P = d->pre->plan.S;
     size_t D3 = (size_t)3 * m->cfg.dim, per_layer = (size_t)n * P * D3;
     if (per_layer * L > d->prefix_cap) {
@@ -120,7 +122,8 @@ int upm_decoder_step(upm_decoder *d, int group, const int32_t *prev, const float
     int32_t *qids = d->host, *one = qids + nseq, *rseq = one + nseq, *rpos = rseq + nseq;
     for (int s = 0; s < nseq; s++)
         qids[s] = d->o.query_id, one[s] = 1, rseq[s] = s, rpos[s] = n_new - 1;
-    upm_seq_input in = {.nseq = nseq, .no_spe = 1, .nseg = 0, .nread = nseq, .read_seq = rseq, .read_pos = rpos};
+    upm_seq_input in = {.nseq = nseq, .no_spe = 1, .nseg = 0, .nread = nseq, .read_seq = rseq, .read_pos = rpos,
+                        .task = d->task};
     if (t > 0)
         in.seg[in.nseg++] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .attn = UPM_SEG_CAUSAL, .L = 1, .pos0 = t - 1,
                                               .ids = prev, .lengths = one, .attrs = d->attrs};

@@ -1,7 +1,7 @@
-/* Deployment of an attribute-MoE model for a fixed set of attribute patterns (paper §3.3, "1.0×"):
- * every gate is evaluated once per pattern (no noise), each MoE linear's experts are merged into one
- * dense weight per pattern with the same matmul the training forward uses, and everything else is
- * copied. The merged model computes what the MoE model computes on tokens of those patterns. */
+/* Deployment of a data-independent routed model for a fixed set of attribute patterns of one task (paper
+ * §3.3, "1.0×"): every gate is evaluated once per pattern (no noise), each MoE linear's experts are merged
+ * into one dense weight per pattern with the same matmul the training forward uses, and everything else is
+ * copied. The merged model computes what the routed model computes on tokens of those patterns. */
 #include "merge.h"
 
 #include <stdlib.h>
@@ -9,35 +9,71 @@
 
 static int cmp_u8(const void *a, const void *b) { return (int)*(const uint8_t *)a - (int)*(const uint8_t *)b; }
 
-/* G [P, E] of one gate for the patterns (the training forward's gate without noise). */
-static int gate_values(const upm_model *m, const upm_gate_idx *k, const float *bits, int P, float *G, upm_err *err)
+/* Checks the routing context of a merge or gate map. */
+static int check_route(const upm_model *m, int task, const char *what, upm_err *err)
 {
-    upm_backend *be = m->be;
-    int D = m->cfg.dim, E = m->cfg.experts;
-    float *buf = be->alloc(be, sizeof(float) * ((size_t)P * (2 * D + 2 * E + 2)));
-    if (!buf)
-        return upm_errf(err, UPM_ENOMEM, "merge: no memory");
-    float *Hg = buf, *Rn = Hg + (size_t)P * D, *Z = Rn + (size_t)P * D, *probs = Z + (size_t)P * E;
-    float *mean = probs + (size_t)P * E, *rstd = mean + P;
-    int gin = upm_gate_inputs(m->cfg.moe);
-    be->gemm(be, 0, 1, P, D, gin, 1.0f, bits, gin, upm_model_w(m, k->attr_w), gin, 0.0f, Hg, D);
-    be->add_bias(be, Hg, upm_model_w(m, k->attr_b), P, D);
-    be->layernorm_fwd(be, Rn, mean, rstd, Hg, upm_model_w(m, k->norm_w), upm_model_w(m, k->norm_b), P, D,
-                      m->cfg.ln_eps);
-    be->gemm(be, 0, 1, P, E, D, 1.0f, Rn, D, upm_model_w(m, k->proj_w), D, 0.0f, Z, E);
-    be->topk_softmax_fwd(be, G, probs, Z, NULL, P, E, m->cfg.topk, m->cfg.gate_renorm);
-    be->free(be, buf);
+    if (!upm_moe_routed(m->cfg.moe))
+        return upm_errf(err, UPM_EINVAL, "cannot %s: that needs a model with data-independent routing (attribute, "
+                        "modality, task or task-specific), and this one is %s", what, upm_moe_kind_name(m->cfg.moe));
+    if (upm_moe_needs_task(m->cfg.moe) && (task < 1 || task > m->cfg.ntasks))
+        return upm_errf(err, UPM_EINVAL, "cannot %s: task id %d is outside this model's trained task table (%d "
+                        "tasks)", what, task, m->cfg.ntasks);
     return 0;
 }
 
-int upm_model_merge(const upm_model *m, const uint8_t *patterns, int npatterns, upm_model **out, upm_err *err)
+/* G [P, E] of gate k for the patterns (the training forward's gate without noise), backend memory; with
+ * k NULL (task-specific weights) the task's one-hot. */
+static int gate_values(const upm_model *m, const upm_gate_idx *k, const uint8_t *patterns, int P, int video,
+                       int task, float *G, upm_err *err)
+{
+    upm_backend *be = m->be;
+    int D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(&m->cfg);
+    int w = gin > E ? gin : E;
+    float *host = malloc(sizeof(float) * (size_t)P * (size_t)w);
+    float *buf = be->alloc(be, sizeof(float) * ((size_t)P * (2 * (size_t)D + 2 * (size_t)E + 2 + (size_t)gin)));
+    if (!host || !buf) {
+        free(host);
+        if (buf)
+            be->free(be, buf);
+        return upm_errf(err, UPM_ENOMEM, "merge: no memory");
+    }
+    if (!k) {
+        for (int q = 0; q < P; q++)
+            for (int e = 0; e < E; e++)
+                host[(size_t)q * E + e] = (float)(e == task - 1);
+        be->upload(be, G, host, sizeof(float) * (size_t)P * E);
+    } else {
+        float *Hg = buf, *Rn = Hg + (size_t)P * D, *Z = Rn + (size_t)P * D, *probs = Z + (size_t)P * E;
+        float *mean = probs + (size_t)P * E, *rstd = mean + P, *bits = rstd + P;
+        for (int q = 0; q < P; q++)
+            upm_gate_input_row(&m->cfg, patterns[q], video, task, host + (size_t)q * gin);
+        be->upload(be, bits, host, sizeof(float) * (size_t)P * gin);
+        be->gemm(be, 0, 1, P, D, gin, 1.0f, bits, gin, upm_model_w(m, k->attr_w), gin, 0.0f, Hg, D);
+        be->add_bias(be, Hg, upm_model_w(m, k->attr_b), P, D);
+        be->layernorm_fwd(be, Rn, mean, rstd, Hg, upm_model_w(m, k->norm_w), upm_model_w(m, k->norm_b), P, D,
+                          m->cfg.ln_eps);
+        be->gemm(be, 0, 1, P, E, D, 1.0f, Rn, D, upm_model_w(m, k->proj_w), D, 0.0f, Z, E);
+        be->topk_softmax_fwd(be, G, probs, Z, NULL, P, E, m->cfg.topk, m->cfg.gate_renorm);
+    }
+    be->free(be, buf);
+    free(host);
+    return 0;
+}
+
+int upm_model_merge(const upm_model *m, const uint8_t *patterns, int npatterns, int video, int task,
+                    upm_model **out, upm_err *err)
 {
     *out = NULL;
-    if (m->cfg.moe != UPM_MOE_ATTRIBUTE)
-        return upm_errf(err, UPM_EINVAL, "merge: the model has no attribute-routed experts to merge");
+    int rc = check_route(m, task, "merge experts", err);
+    if (rc)
+        return rc;
+    if (npatterns < 1 || npatterns > 256)
+        return upm_errf(err, UPM_EINVAL, "merge: %d attribute patterns (1..256)", npatterns);
     upm_model_config c = m->cfg;
     c.moe = UPM_MOE_MERGED;
     c.npatterns = 0;
+    c.task_slots = c.ntasks = 0;
+    memset(c.task_names, 0, sizeof c.task_names);
     uint8_t sorted[256];
     memcpy(sorted, patterns, (size_t)npatterns);
     qsort(sorted, (size_t)npatterns, 1, cmp_u8);
@@ -46,19 +82,13 @@ int upm_model_merge(const upm_model *m, const uint8_t *patterns, int npatterns, 
             c.patterns[c.npatterns++] = sorted[i];
     c.experts = c.npatterns;
     upm_model *d;
-    int rc = upm_model_new(&c, m->be, 0, &d, err);
-    if (rc)
+    if ((rc = upm_model_new(&c, m->be, 0, &d, err)))
         return rc;
     upm_backend *be = m->be;
     int P = c.npatterns, E = m->cfg.experts;
-    float bits_h[256 * UPM_GATE_BITS], *bits = be->alloc(be, sizeof bits_h), *G = be->alloc(be, sizeof(float) * (size_t)P * E);
-    if (!bits || !G)
+    float *G = be->alloc(be, sizeof(float) * (size_t)P * E);
+    if (!G)
         rc = upm_errf(err, UPM_ENOMEM, "merge: no memory");
-    for (int q = 0; q < P; q++)
-        for (int i = 0; i < UPM_GATE_BITS; i++)
-            bits_h[q * UPM_GATE_BITS + i] = (float)((c.patterns[q] >> i) & 1);
-    if (!rc)
-        be->upload(be, bits, bits_h, sizeof(float) * (size_t)P * UPM_GATE_BITS);
     /* every tensor of the merged layout: copied by name, or merged for the MoE linears */
     for (int i = 0; !rc && i < d->L.n; i++) {
         const upm_param *t = &d->L.p[i];
@@ -80,7 +110,8 @@ int upm_model_merge(const upm_model *m, const uint8_t *patterns, int npatterns, 
                 gi = UPM_GATE_FC2;
         }
         const upm_block_idx *k = l >= 0 && l < m->L.nblocks ? &m->L.blocks[l] : NULL;
-        if (gi < 0 || !k || !k->has_gate[gi]) {
+        int routed = k && gi >= 0 && (gi == UPM_GATE_ATTN ? k->qkv.gate : k->fc1.gate) >= 0;
+        if (!routed) {
             if (m->L.p[j].numel != t->numel) {
                 rc = upm_errf(err, UPM_EINVAL, "merge: %s differs in size", t->name);
                 break;
@@ -88,15 +119,15 @@ int upm_model_merge(const upm_model *m, const uint8_t *patterns, int npatterns, 
             be->copy(be, upm_model_w(d, i), upm_model_w(m, j), sizeof(float) * t->numel);
             continue;
         }
-        if ((rc = gate_values(m, &k->gate[gi], bits, P, G, err)))
+        if ((rc = gate_values(m, k->has_gate[gi] ? &k->gate[gi] : NULL, c.patterns, P, video, task, G, err)))
             break;
         size_t wn = m->L.p[j].numel / (size_t)E; /* one expert */
         be->gemm(be, 0, 0, P, (int)wn, E, 1.0f, G, E, upm_model_w(m, j), (int)wn, 0.0f, upm_model_w(d, i), (int)wn);
     }
-    if (bits)
-        be->free(be, bits);
     if (G)
         be->free(be, G);
+    if (!rc)
+        rc = be->status(be, err);
     if (rc) {
         upm_model_free(d);
         return rc;
@@ -106,34 +137,26 @@ int upm_model_merge(const upm_model *m, const uint8_t *patterns, int npatterns, 
 }
 
 int upm_model_gate_map(const upm_model *m, int l, int gi, const uint8_t *patterns, int npatterns, int video,
-                       float *G, upm_err *err)
+                       int task, float *G, upm_err *err)
 {
-    if (!upm_moe_gated(m->cfg.moe))
-        return upm_errf(err, UPM_EINVAL, "gate maps need a routed model (this one is %s)",
-                        upm_moe_kind_name(m->cfg.moe));
-    if (l < 0 || l >= m->L.nblocks || gi < 0 || gi >= UPM_NGATES || !m->L.blocks[l].has_gate[gi])
+    int rc = check_route(m, task, "draw gate maps", err);
+    if (rc)
+        return rc;
+    const upm_block_idx *k = l >= 0 && l < m->L.nblocks ? &m->L.blocks[l] : NULL;
+    if (!k || gi < 0 || gi >= UPM_NGATES || !upm_block_routes(k, gi))
         return upm_errf(err, UPM_EINVAL, "block %d has no gate %d", l, gi);
     if (npatterns < 1 || npatterns > 256)
         return upm_errf(err, UPM_EINVAL, "gate maps: %d patterns (1..256)", npatterns);
     upm_backend *be = m->be;
-    int P = npatterns, E = m->cfg.experts, gin = upm_gate_inputs(m->cfg.moe);
-    float bits_h[256 * UPM_GATE_BITS];
-    for (int q = 0; q < P; q++)
-        for (int i = 0; i < gin; i++)
-            bits_h[q * gin + i] = m->cfg.moe == UPM_MOE_MODALITY ? (float)(i == upm_modality_id(patterns[q], video))
-                                                                : (float)((patterns[q] >> i) & 1);
-    float *bits = be->alloc(be, sizeof(float) * (size_t)P * gin), *Gd = be->alloc(be, sizeof(float) * (size_t)P * E);
-    int rc = bits && Gd ? 0 : upm_errf(err, UPM_ENOMEM, "gate maps: no memory");
-    if (!rc) {
-        be->upload(be, bits, bits_h, sizeof(float) * (size_t)P * gin);
-        rc = gate_values(m, &m->L.blocks[l].gate[gi], bits, P, Gd, err);
-    }
+    int P = npatterns, E = m->cfg.experts;
+    float *Gd = be->alloc(be, sizeof(float) * (size_t)P * E);
+    rc = Gd ? 0 : upm_errf(err, UPM_ENOMEM, "gate maps: no memory");
+    if (!rc)
+        rc = gate_values(m, k->has_gate[gi] ? &k->gate[gi] : NULL, patterns, P, video, task, Gd, err);
     if (!rc)
         be->download(be, G, Gd, sizeof(float) * (size_t)P * E);
     if (!rc)
         rc = be->status(be, err);
-    if (bits)
-        be->free(be, bits);
     if (Gd)
         be->free(be, Gd);
     return rc;

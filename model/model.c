@@ -39,7 +39,7 @@ int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, u
     upm_layout_init(&m->L, seed, host);
     be->upload(be, m->w, host, bytes);
     free(host);
-    if (upm_moe_gated(cfg->moe)) {
+    if (upm_moe_routed(cfg->moe)) {
         size_t n = (size_t)cfg->layers * UPM_NGATES * (size_t)cfg->experts;
         m->expert_used = calloc(n, 1);
         m->expert_used_dev = be->alloc(be, n);
@@ -167,6 +167,7 @@ static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_ke
         upm_gate_act *g = &la->gate[gi];
         if (!k->has_gate[gi]) {
             memset(g, 0, sizeof *g);
+            g->G = upm_block_routes(k, gi) ? p->G_fixed : NULL; /* task-specific: the pass's one-hot */
             continue;
         }
         g->Hg = CARVE_F(c, P * D), g->mean = CARVE_F(c, P), g->rstd = CARVE_F(c, P), g->Rn = CARVE_F(c, P * D), g->Z = CARVE_F(c, P * E);
@@ -205,7 +206,8 @@ static void carve_pass(upm_model *m, upm_pass *p, carver *c, int want_keep)
         } else
             p->pixels[s] = p->patches[s] = p->sincos[s] = NULL;
     }
-    p->E = CARVE_F(c, N * D), p->x0 = CARVE_F(c, N * D), p->bits = CARVE_F(c, (size_t)pl->npat * UPM_GATE_BITS); /* >= the modality one-hot's width */
+    p->E = CARVE_F(c, N * D), p->x0 = CARVE_F(c, N * D), p->bits = CARVE_F(c, (size_t)pl->npat * upm_gate_inputs(&m->cfg));
+    p->G_fixed = m->cfg.moe == UPM_MOE_TASK_SPECIFIC ? CARVE_F(c, (size_t)pl->npat * m->cfg.experts) : NULL;
     for (int l = 0; l < m->cfg.layers; l++)
         carve_layer(m, p, c, l, want_keep);
     p->zsel = CARVE_F(c, R * D), p->zmean = CARVE_F(c, R), p->zrstd = CARVE_F(c, R), p->zn = CARVE_F(c, R * D), p->feat = CARVE_F(c, R * D);
@@ -255,6 +257,11 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
     int rc = upm_seq_plan_build(in, cfg->vocab, cfg->max_text, cfg->max_frames, &p->plan, err);
     if (rc)
         return rc;
+    if (upm_moe_needs_task(cfg->moe) && !in->task)
+        return upm_errf(err, UPM_EINVAL, "model: this %s model needs the pass's task id", upm_moe_kind_name(cfg->moe));
+    if (upm_moe_needs_task(cfg->moe) && (in->task < 1 || in->task > cfg->ntasks))
+        return upm_errf(err, UPM_EINVAL, "model: task id %d is beyond this model's trained task table (%d of %d slots "
+                        "taken)", in->task, cfg->ntasks, cfg->task_slots);
     p->in = *in;
     for (int q = 0; cfg->moe == UPM_MOE_MERGED && q < p->plan.npat; q++) {
         int s = 0;
@@ -308,21 +315,27 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
         if (!(p->sincos[s] = sincos_table(m, g->H / 16, g->W / 16, err)))
             return err->code;
     }
-    /* each pattern's gate input (its attribute bits, or its one-hot modality), and per-layer noise rows and
-     * keep factors */
-    float bits[256 * UPM_GATE_BITS];
-    int gin = upm_gate_inputs(cfg->moe), video = 0;
+    /* each pattern's gate input (its attribute bits, its one-hot modality or task), task-specific weights'
+     * one-hot choice, and per-layer noise rows and keep factors */
+    int gin = upm_gate_inputs(cfg), video = 0, E = cfg->experts;
     for (int s = 0; s < in->nseg; s++)
         video |= in->seg[s].kind == UPM_SEG_VIDEO;
+    size_t host_n = (size_t)pl->npat * (size_t)(gin > E ? gin : E);
+    float *bits = malloc(sizeof(float) * host_n), *rows = noise ? malloc(sizeof(float) * (size_t)pl->npat * E) : NULL;
+    if (!bits || (noise && !rows)) {
+        free(bits);
+        free(rows);
+        return upm_errf(err, UPM_ENOMEM, "model: no memory for gate inputs");
+    }
     for (int q = 0; q < pl->npat; q++)
-        for (int i = 0; i < gin; i++)
-            bits[q * gin + i] = cfg->moe == UPM_MOE_MODALITY ? (float)(i == upm_modality_id(pl->pat[q], video))
-                                                            : (float)((pl->pat[q] >> i) & 1);
+        upm_gate_input_row(cfg, pl->pat[q], video, in->task, bits + (size_t)q * gin);
     be->upload(be, p->bits, bits, sizeof(float) * (size_t)pl->npat * gin);
-    int E = cfg->experts;
-    float *rows = noise ? malloc(sizeof(float) * (size_t)pl->npat * E) : NULL;
-    if (noise && !rows)
-        return upm_errf(err, UPM_ENOMEM, "model: no memory for gate noise");
+    if (p->G_fixed) {
+        for (int q = 0; q < pl->npat; q++)
+            for (int e = 0; e < E; e++)
+                bits[(size_t)q * E + e] = (float)(e == in->task - 1);
+        be->upload(be, p->G_fixed, bits, sizeof(float) * (size_t)pl->npat * E);
+    }
     for (int l = 0; l < cfg->layers; l++) {
         upm_layer_act *la = &p->layers[l];
         for (int gi = 0; noise && gi < UPM_NGATES; gi++) {
@@ -339,6 +352,7 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
         }
     }
     free(rows);
+    free(bits);
     p->attn = (upm_attn_desc){(int)nseq, (int)S, cfg->heads, cfg->dim / cfg->heads, p->row_of, p->mask};
     p->have_plan = 1;
     return 0;

@@ -72,6 +72,9 @@ static upm_gate_idx gate(builder *b, const upm_model_config *c, int l, const cha
     if (c->moe == UPM_MOE_MODALITY) { /* the embedding of the modality id, as a linear of its one-hot */
         g.attr_w = add(b, UPM_INIT_NORMAL, 0.02f, 0, 2, D, UPM_NMODALITY_IDS, 0, "blocks.%d.%s.modality.weight", l, name);
         g.attr_b = add(b, UPM_INIT_ZERO, 0, 0, 1, D, 0, 0, "blocks.%d.%s.modality.bias", l, name);
+    } else if (c->moe == UPM_MOE_TASK) { /* the embedding of the task id, as a linear of its one-hot */
+        g.attr_w = add(b, UPM_INIT_NORMAL, 0.02f, 0, 2, D, c->task_slots, 0, "blocks.%d.%s.task.weight", l, name);
+        g.attr_b = add(b, UPM_INIT_ZERO, 0, 0, 1, D, 0, 0, "blocks.%d.%s.task.bias", l, name);
     } else {
         g.attr_w = add(b, UPM_INIT_NORMAL, 0.02f, 0, 2, D, UPM_GATE_BITS, 0, "blocks.%d.%s.attr.weight", l, name);
         g.attr_b = add(b, UPM_INIT_ZERO, 0, 0, 1, D, 0, 0, "blocks.%d.%s.attr.bias", l, name);
@@ -113,7 +116,8 @@ int upm_layout_build(const upm_model_config *c, upm_layout *L, upm_err *err)
         k->fc1 = linear(&b, c, l, "mlp.fc1", D, F, ffn ? UPM_GATE_FC1 : -1);
         k->fc2 = linear(&b, c, l, "mlp.fc2", F, D, ffn ? UPM_GATE_FC2 : -1);
         k->ls2 = add(&b, UPM_INIT_CONST, c->layerscale_init, 0, 1, D, 0, 0, "blocks.%d.ls2", l);
-        int gates = upm_moe_gated(c->moe); /* a merged model has per-pattern weights, no gates */
+        /* a merged model has per-pattern weights and task-specific one its task's: no gates */
+        int gates = upm_moe_gated(c->moe);
         k->has_gate[UPM_GATE_ATTN] = sa && gates;
         k->has_gate[UPM_GATE_FC1] = k->has_gate[UPM_GATE_FC2] = ffn && gates;
         if (sa && gates)

@@ -44,6 +44,12 @@ typedef struct upm_block_idx {
     upm_gate_idx gate[UPM_NGATES];
 } upm_block_idx;
 
+/* Whether MoE linears of block k are routed by gate gi (gated, or task-specific weights' fixed choice). */
+static inline int upm_block_routes(const upm_block_idx *k, int gi)
+{
+    return k->qkv.gate == gi || k->proj.gate == gi || k->fc1.gate == gi || k->fc2.gate == gi;
+}
+
 typedef struct upm_layout {
     upm_param *p;
     int n;

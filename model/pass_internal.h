@@ -72,7 +72,8 @@ struct upm_pass {
     float *sincos[UPM_SEQ_MAX_SEGMENTS];  /* [Hp/16 * Wp/16, D] fixed 2-D positions */
     float *E;     /* [N, D] embeddings with positions, in embedding order (every <|spe|>, then each segment) */
     float *x0;    /* [N, D] E's rows grouped by pattern (gathered through perm): the first block's input */
-    float *bits;  /* [P, 8] the attribute bits of each pattern */
+    float *bits;  /* [P, upm_gate_inputs] each pattern's gate input: attribute bits, one-hot modality or task */
+    float *G_fixed; /* [P, E] task-specific weights: one-hot of the pass's task per pattern (every gate's G) */
     upm_layer_act *layers; /* [layers] */
     /* head: the read-out rows through the final LayerNorm, the projection and the L2 norm */
     float *zsel;  /* [R, D] */

@@ -39,6 +39,9 @@ typedef struct upm_seq_input {
     /* Feature read-out positions (sequence, position); nread = 0 reads every sequence's SPE token. */
     int nread;
     const int32_t *read_seq, *read_pos;
+    /* Task routing and task-specific weights: the pass's task id in the model's table (1-based,
+     * upm_model_task_id); 0 = not given, which such a model refuses. Other models ignore it. */
+    int task;
 } upm_seq_input;
 
 /* Tokens per row of a segment. */

@@ -140,12 +140,14 @@ static int eval_label(pass_ctx *p, upm_eval_result *r, upm_err *err)
             if (!lt)
                 return err->code ? err->code : UPM_EINVAL;
             upm_label_texts_input(lt, &tg);
+            if ((rc = upm_trainer_task_id(t, b->task, &tg.task, err)))
+                return rc;
             if ((rc = upm_pass_forward(t->m, t->pass_tg, &tg, &no_noise, err)))
                 return rc;
             C = tg.nseq, have_targets = 1;
         }
         int B = b->B;
-        if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
+        if ((rc = upm_trainer_side_input(t, b, UPM_SIDE_INPUT, &in, err)))
             break;
         if (upm_trainer_prompt_readouts(t, &in)) {
             rc = upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", B);
@@ -331,12 +333,12 @@ static int eval_pair(pass_ctx *p, upm_eval_result *r, upm_err *err)
         int multi = tt && upm_evalset_target_text(p->es, 0, &probe, &plen) == 0;
         if (g.L < 0)
             g.L = txt ? txt->L : 1;
-        if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
+        if ((rc = upm_trainer_side_input(t, b, UPM_SIDE_INPUT, &in, err)))
             break;
-        if (multi)
-            rc = batch_captions(p, tt, &g, &tg, &cids, &clens, &cattrs, err);
+        if (multi && !(rc = batch_captions(p, tt, &g, &tg, &cids, &clens, &cattrs, err)))
+            tg.task = in.task;
         else
-            rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err);
+            rc = upm_trainer_side_input(t, b, UPM_SIDE_TARGET, &tg, err);
         if (rc)
             break;
         if (upm_trainer_prompt_readouts(t, &in)) {

@@ -40,8 +40,10 @@ static int encode_vocabulary(trainer *t, const upm_batch *b, upm_err *err)
     for (int v = 0; v < C; v++)
         cand[v] = v;
     upm_vocab_encode_opts vo = {b->spe_attr[UPM_SIDE_TARGET], b->spe_attr[UPM_SIDE_TARGET], t->o->vocab_chunk, NULL,
-                                0.0f, t->o->seed, 0};
-    int rc = upm_vocab_encode(t->m, t->pass_voc, cand, C, &vo, t->V, NULL, err);
+                                0.0f, t->o->seed, 0, 0};
+    int rc = upm_trainer_task_id(t, b->task, &vo.task, err);
+    if (!rc)
+        rc = upm_vocab_encode(t->m, t->pass_voc, cand, C, &vo, t->V, NULL, err);
     free(cand);
     return rc;
 }
@@ -56,7 +58,7 @@ static int vocab_full_batch(trainer *t, const upm_formulation_desc *fd, float **
     int C = t->cfg.vocab, D = t->cfg.dim;
     upm_seq_input in;
     upm_vocab_batch vb = {0};
-    int rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err);
+    int rc = upm_trainer_side_input(t, b, UPM_SIDE_INPUT, &in, err);
     if (!rc)
         rc = upm_vocab_readouts(b, &in, fd->readout, &vb, err);
     int M = vb.M;
@@ -109,7 +111,7 @@ static int generate_batch(pass_ctx *p, upm_generator **gen, upm_caption_corpus *
     const upm_batch *b = &t->batch;
     const upm_eval_opts *eo = p->eo;
     upm_seq_input in, prefix;
-    int rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err);
+    int rc = upm_trainer_side_input(t, b, UPM_SIDE_INPUT, &in, err);
     if (rc)
         return rc;
     prefix = in;

@@ -30,6 +30,12 @@ cJSON *upm_model_config_json(const upm_model_config *c)
         for (int i = 0; i < c->npatterns; i++)
             cJSON_AddItemToArray(p, cJSON_CreateNumber(c->patterns[i]));
     }
+    if (upm_moe_needs_task(c->moe)) { /* the task table: slot i + 1 is tasks[i] */
+        cJSON_AddNumberToObject(j, "task_slots", c->task_slots);
+        cJSON *t = cJSON_AddArrayToObject(j, "tasks");
+        for (int i = 0; i < c->ntasks; i++)
+            cJSON_AddItemToArray(t, cJSON_CreateString(c->task_names[i]));
+    }
     return j;
 }
 
@@ -59,6 +65,21 @@ int upm_model_config_from_json(const cJSON *j, upm_model_config *c, upm_err *err
         if (!cJSON_IsNumber(v) || v->valueint < 0 || v->valueint > 255 || c->npatterns == 256)
             return upm_errf(err, UPM_EBADDATA, "state.json: model.patterns must be attribute bytes");
         c->patterns[c->npatterns++] = (uint8_t)v->valueint;
+    }
+    c->task_slots = c->ntasks = 0;
+    memset(c->task_names, 0, sizeof c->task_names);
+    if (upm_moe_needs_task(c->moe)) {
+        const cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "task_slots"), *tasks = cJSON_GetObjectItemCaseSensitive(j, "tasks");
+        if (!cJSON_IsNumber(ts) || !cJSON_IsArray(tasks))
+            return upm_errf(err, UPM_EBADDATA, "state.json: a %s model needs task_slots and tasks", moe->valuestring);
+        c->task_slots = ts->valueint;
+        cJSON_ArrayForEach(v, tasks) {
+            if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > UPM_TASK_NAME_MAX ||
+                c->ntasks == UPM_MAX_TASK_SLOTS || upm_model_task_id(c, v->valuestring))
+                return upm_errf(err, UPM_EBADDATA, "state.json: model.tasks must be up to %d distinct task names",
+                                UPM_MAX_TASK_SLOTS);
+            memcpy(c->task_names[c->ntasks++], v->valuestring, strlen(v->valuestring) + 1);
+        }
     }
     c->drop_path = (float)dp->valuedouble, c->layerscale_init = (float)ls->valuedouble;
     c->ln_eps = (float)eps->valuedouble, c->gate_noise = (float)gn->valuedouble;

@@ -328,6 +328,8 @@ int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt,
                 "uninterrupted run from step %" PRId64 " on\n", ckpt, regrouped, regrouped == 1 ? "" : "s", t->world,
                 t->step);
     if (!rc)
+        rc = upm_trainer_task_table(t, !resume, err);
+    if (!rc)
         rc = upm_backend_open(o->backend, &(upm_backend_opts){.threads = o->threads}, &t->be, err);
     if (!rc) /* the evaluation's batches too (the loader's get the same) */
         t->batch.memfn = batch_mem_of(t->be);

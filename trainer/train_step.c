@@ -213,7 +213,7 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
     const upm_batch *b = &t->batch;
     upm_seq_input in;
     upm_vocab_batch vb = {0};
-    int rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err);
+    int rc = upm_trainer_side_input(t, b, UPM_SIDE_INPUT, &in, err);
     if (!rc)
         rc = upm_vocab_readouts(b, &in, fd->readout, &vb, err);
     if (!rc)
@@ -224,7 +224,7 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
     }
     in.nread = vb.M, in.read_seq = vb.read_seq, in.read_pos = vb.read_pos;
     int M = vb.M, C = vb.C, D = t->cfg.dim;
-    upm_seq_input dummy = {.nseq = 1, .spe_attr = b->spe_attr[UPM_SIDE_TARGET]};
+    upm_seq_input dummy = {.nseq = 1, .spe_attr = b->spe_attr[UPM_SIDE_TARGET], .task = in.task};
     if (fill_tables(t, 0, &in) || fill_tables(t, 1, &dummy))
         rc = upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
     if (!rc && (upm_trainer_ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)M * D) ||
@@ -244,7 +244,7 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
     upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
     uint8_t text_attr = b->spe_attr[UPM_SIDE_TARGET]; /* vocabulary tokens are target-side text */
     upm_vocab_encode_opts vo = {b->spe_attr[UPM_SIDE_TARGET], text_attr, t->o->vocab_chunk, noisy ? t->noise[1] : NULL,
-                                drop ? t->cfg.drop_path : 0.0f, t->o->seed, (int64_t)step_key(t)};
+                                drop ? t->cfg.drop_path : 0.0f, t->o->seed, (int64_t)step_key(t), in.task};
     upm_model_zero_grad(m);
     be->zero(be, t->dU, sizeof(float) * (size_t)M * D);
     be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
@@ -285,7 +285,7 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
         return vocab_step(t, fd, row, err);
     upm_seq_input in, tg;
     const upm_label_texts *lt = NULL;
-    if ((rc = upm_batch_side_input(b, UPM_SIDE_INPUT, &in, err)))
+    if ((rc = upm_trainer_side_input(t, b, UPM_SIDE_INPUT, &in, err)))
         return rc;
     if (upm_trainer_prompt_readouts(t, &in))
         return upm_errf(err, UPM_ENOMEM, "no memory for a batch of %d", b->B);
@@ -293,7 +293,8 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
         if (!(lt = upm_trainer_labels(t, b, err)))
             return err->code ? err->code : UPM_EINVAL;
         upm_label_texts_input(lt, &tg);
-    } else if ((rc = upm_batch_side_input(b, UPM_SIDE_TARGET, &tg, err)))
+        tg.task = in.task;
+    } else if ((rc = upm_trainer_side_input(t, b, UPM_SIDE_TARGET, &tg, err)))
         return rc;
     if (fill_tables(t, 0, &in) || fill_tables(t, 1, &tg))
         return upm_errf(err, UPM_ENOMEM, "no memory for gate noise");

@@ -105,6 +105,14 @@ const upm_label_texts *upm_trainer_labels(trainer *t, const upm_batch *b, upm_er
 int upm_trainer_eval_step(trainer *t, upm_err *err);
 /* Reads in's features at its rows' prompt <|spe|> where the input has one (inputs.h); UPM_ENOMEM. */
 int upm_trainer_prompt_readouts(trainer *t, upm_seq_input *in);
+/* task_ids.c: the model's task table for the mixture (fresh: sized by --task-slots or the mixture's tasks;
+ * resumed: tasks new to the model get free slots), for task routing and task-specific weights. */
+int upm_trainer_task_table(trainer *t, int fresh, upm_err *err);
+/* The id of task `task` in the model's table (0 for models without one); UPM_EINVAL for a task the model
+ * never met, naming the tasks it knows. */
+int upm_trainer_task_id(trainer *t, const char *task, int *id, upm_err *err);
+/* upm_batch_side_input with the pass's task id. */
+int upm_trainer_side_input(trainer *t, const upm_batch *b, upm_side side, upm_seq_input *in, upm_err *err);
 /* Grows the backend buffer *p (capacity *cap bytes) to at least bytes; UPM_ENOMEM on failure. */
 int upm_trainer_ensure(upm_backend *be, void **p, size_t *cap, size_t bytes);
 

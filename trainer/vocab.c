@@ -123,7 +123,7 @@ void upm_vocab_batch_free(upm_vocab_batch *vb)
 static int chunk_forward(upm_model *m, upm_pass *p, const int32_t *cand, int c0, int n, const upm_vocab_encode_opts *o,
                          int32_t *lengths, uint8_t *attrs, float *keep, upm_err *err)
 {
-    upm_seq_input in = {.nseq = n, .spe_attr = o->spe_attr, .nseg = 1};
+    upm_seq_input in = {.nseq = n, .spe_attr = o->spe_attr, .nseg = 1, .task = o->task};
     in.seg[0] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .attn = UPM_SEG_FULL, .L = 1, .ids = cand + c0,
                                   .lengths = lengths, .attrs = attrs};
     if (keep) {

@@ -45,6 +45,7 @@ typedef struct upm_vocab_encode_opts {
     float drop_path;             /* 0: off */
     uint64_t seed;
     int64_t step;
+    int task;                    /* the pass's task id (task routing; upm_seq_input.task) */
 } upm_vocab_encode_opts;
 
 /* Forward: the candidates' features into V (backend [C, dim]). Backward (dV non-NULL): re-encodes each

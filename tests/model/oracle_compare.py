@@ -134,9 +134,15 @@ def _vocab_side(tensors, meta):
     logq = _tensor(tensors["vocab.logq"]) if "vocab.logq" in tensors else None
     if logq is not None and tuple(logq.shape) != (ids.numel(),):
         raise ValueError("vocab.logq has shape %s for %d candidates" % (list(logq.shape), ids.numel()))
-    vpass = ref.vocab_pass(ids, int(va[0]), int(va[1]), _tables(tensors, "noise", "target"))
+    vpass = ref.vocab_pass(ids, int(va[0]), int(va[1]), _tables(tensors, "noise", "target"), _task(meta))
     vpass["keep"] = _tables(tensors, "keep", "target")  # none in vocab files; applied if a writer adds them
     return vpass, (seq, pos), target, logq
+
+
+def _task(meta):
+    """The passes' task id (task routing, task-specific weights), or None."""
+    t = _json(meta.get("task"))
+    return None if t is None else int(t)
 
 
 def build_passes(tensors, meta):
@@ -162,7 +168,7 @@ def build_passes(tensors, meta):
         if not segs:
             raise ValueError("the file has no %s segments" % side)
         case[side] = {"segments": segs, "spe_attr": spe[si], "noise": _tables(tensors, "noise", side),
-                      "keep": _tables(tensors, "keep", side)}
+                      "keep": _tables(tensors, "keep", side), "task": _task(meta)}
     case["weight"] = float(_json(meta.get("loss_weight", 1.0)))
     if abs(float(_json(meta.get("label_smoothing", 0.1))) - 0.1) > 1e-12:
         raise ValueError("label_smoothing %s: docs/model.md fixes it at 0.1" % meta["label_smoothing"])
@@ -295,10 +301,11 @@ def tie_check(cfg, params, passes, min_gap=TIE_GAP):
     res = []
     for side, ps in passes.items():
         pats = ref.pass_patterns(ps)
+        video = any(seg["modality"] == "video" for seg in ps["segments"])
         for l in range(c["layers"]):
-            for g in ref.layer_gates(c, l):
+            for g in ref.layer_gates(c, l) if c["moe"] != "task-specific" else ():
                 name = "blocks.%d.%s" % (l, g)
-                probs = ref.gate_probs(P, name, pats, ps["noise"].get(name), c["ln_eps"])
+                probs = ref.gate_probs(P, name, pats, ps["noise"].get(name), c["ln_eps"], video, ps.get("task"))
                 top = torch.sort(probs, dim=1, descending=True).values
                 for p, gap in zip(pats, (top[:, k - 1] - top[:, k]).tolist()):
                     if gap < min_gap:

@@ -63,20 +63,30 @@ def normalize_config(cfg):
         # the official code renormalises the kept gate values (a softmax over the k chosen logits); Eq. 3 as
         # written does not; a configuration without the key predates the choice and means Eq. 3
         "gate_renorm": _flag(cfg.get("gate_renorm"), False),
+        # task routing and task-specific weights: the rows of the task table (task ids 1..task_slots)
+        "task_slots": int(cfg.get("task_slots", 0)),
     }
-    if c["moe"] not in ("attribute", "modality", "none"):
-        raise ValueError("moe must be 'attribute', 'modality' or 'none', got %r" % c["moe"])
+    if c["moe"] not in ROUTED + ("none",):
+        raise ValueError("moe must be one of %s or 'none', got %r" % (ROUTED, c["moe"]))
+    if c["moe"] in ("task", "task-specific") and c["task_slots"] < 1:
+        raise ValueError("a %s model needs task_slots >= 1" % c["moe"])
+    if c["moe"] == "task-specific" and (c["experts"] != c["task_slots"] or c["topk"] != 1):
+        raise ValueError("task-specific weights: one expert per task slot, top-1")
     if D % c["heads"] or D % 4:
         raise ValueError("dim must be divisible by heads and by 4")
     return c
 
 
+ROUTED = ("attribute", "modality", "task", "task-specific")
+
+
 def moe_layer(c, layer):
-    return c["moe"] in ("attribute", "modality") and (layer + 1) % c["moe_every"] == 0
+    return c["moe"] in ROUTED and (layer + 1) % c["moe_every"] == 0
 
 
 def layer_gates(c, layer):
-    """The gates of a layer, in docs/model.md's names ({gate} without the blocks.{l}. prefix)."""
+    """The gates of a layer, in docs/model.md's names ({gate} without the blocks.{l}. prefix); task-specific
+    weights route by the same names but have no gate parameters."""
     if not moe_layer(c, layer):
         return []
     gates = []
@@ -111,8 +121,10 @@ def param_shapes(cfg):
         s[p + "ln2.weight"], s[p + "ln2.bias"] = [D], [D]
         lin("mlp.fc1", Fw, D, ffn)
         lin("mlp.fc2", D, Fw, ffn)
-        for g in gates:
-            if c["moe"] == "modality":  # an embedding of the modality id (image, video, text) as a linear
+        for g in gates if c["moe"] != "task-specific" else ():
+            if c["moe"] == "task":  # an embedding of the task id as a linear of its one-hot
+                s[p + g + ".task.weight"], s[p + g + ".task.bias"] = [D, c["task_slots"]], [D]
+            elif c["moe"] == "modality":  # an embedding of the modality id (image, video, text) as a linear
                 s[p + g + ".modality.weight"], s[p + g + ".modality.bias"] = [D, 3], [D]
             else:
                 s[p + g + ".attr.weight"], s[p + g + ".attr.bias"] = [D, 8], [D]
@@ -258,19 +270,30 @@ def pass_patterns(ps):
     return sorted(ps_set)
 
 
-def gate(P, prefix, patterns, noise, k, eps, renorm=False, video=False):
+def gate(P, prefix, patterns, noise, k, eps, renorm=False, video=False, task=None, experts=None):
     """G [P, E] (Eq. 9 then Eq. 3): top-k of softmax(W_g LN(W_in a + b) + noise[p]) with a the pattern's
-    attribute bits (attribute routing) or its one-hot modality (modality routing: the gate has
-    .modality.* parameters); renorm: the kept values divided by their sum, i.e. a softmax over the k
-    chosen logits (the official code)."""
-    probs = gate_probs(P, prefix, patterns, noise, eps, video)
+    attribute bits (attribute routing), its one-hot modality (modality routing: the gate has .modality.*
+    parameters) or the pass's one-hot task id (task routing: .task.*); renorm: the kept values divided by
+    their sum, i.e. a softmax over the k chosen logits (the official code). Task-specific weights (no gate
+    parameters; experts given): the one-hot of the task id for every pattern."""
+    if prefix + ".proj.weight" not in P:
+        if task is None or experts is None:
+            raise ValueError("%s: task-specific weights need the pass's task id" % prefix)
+        return F.one_hot(torch.full((len(patterns),), task - 1, dtype=torch.long), experts).to(
+            next(iter(P.values())).dtype)
+    probs = gate_probs(P, prefix, patterns, noise, eps, video, task)
     G = probs * topk_mask(probs, k)
     return G / G.sum(dim=1, keepdim=True) if renorm else G
 
 
-def gate_probs(P, prefix, patterns, noise, eps, video=False):
+def gate_probs(P, prefix, patterns, noise, eps, video=False, task=None):
     """softmax(W_g LN(W_in a + b_in) + noise[p]) [P, E] (Eq. 9, Eq. 3 before top-k)."""
-    if prefix + ".modality.weight" in P:
+    if prefix + ".task.weight" in P:
+        W, b = P[prefix + ".task.weight"], P[prefix + ".task.bias"]
+        if task is None or not 1 <= task <= W.shape[1]:
+            raise ValueError("%s: task id %r outside the table of %d" % (prefix, task, W.shape[1]))
+        a = F.one_hot(torch.full((len(patterns),), task - 1, dtype=torch.long), W.shape[1]).to(W.dtype)
+    elif prefix + ".modality.weight" in P:
         W, b = P[prefix + ".modality.weight"], P[prefix + ".modality.bias"]
         a = modality_onehot(patterns, video, W.dtype)
     else:
@@ -310,15 +333,17 @@ def mhsa(qkv, mask, heads):
     return (probs @ v).transpose(1, 2).reshape(n, S, D)
 
 
-def encoder(c, P, x, attrs, mask, noise=None, keep=None, video=False):
+def encoder(c, P, x, attrs, mask, noise=None, keep=None, video=False, task=None):
     """The encoder blocks over x [nseq, S, D]; noise / keep are the pass's tables (may be None); video:
-    the pass has video segments (modality routing tells video tokens from image tokens by it)."""
+    the pass has video segments (modality routing tells video tokens from image tokens by it); task: the
+    pass's task id (task routing, task-specific weights)."""
     noise, keep = noise or {}, keep or {}
     patterns = sorted(set(int(v) for v in attrs.reshape(-1).tolist()))
     D, eps = c["dim"], c["ln_eps"]
     for l in range(c["layers"]):
         p = "blocks.%d." % l
-        G = {g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps, c["gate_renorm"], video)
+        G = {g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps, c["gate_renorm"], video, task,
+                     c["experts"])
              for g in layer_gates(c, l)}
 
         def lin(name, h, g):
@@ -352,7 +377,7 @@ def encode_pass(c, P, ps, dtype, read=None):
     the token at position pos (SPE = 0, then the segments' tokens in order) of sequence seq."""
     x, attrs, mask = build_pass(P, ps, dtype)
     video = any(seg["modality"] == "video" for seg in ps["segments"])
-    y = encoder(c, P, x, attrs, mask, ps.get("noise"), ps.get("keep"), video)
+    y = encoder(c, P, x, attrs, mask, ps.get("noise"), ps.get("keep"), video, ps.get("task"))
     if read is None:
         return features(c, P, y[:, 0, :])
     seq, pos = (torch.as_tensor(t).long().reshape(-1) for t in read)
@@ -364,14 +389,14 @@ def encode_pass(c, P, ps, dtype, read=None):
     return features(c, P, y[seq, pos])
 
 
-def vocab_pass(ids, spe_attr, text_attr, noise=None):
+def vocab_pass(ids, spe_attr, text_attr, noise=None, task=None):
     """The vocabulary pass: candidate c is the sequence [SPE, ids[c]] (a full-attention text segment of
     length 1 at position 0, attribute byte text_attr; SPE with spe_attr), read at SPE."""
     ids = torch.as_tensor(ids).to(torch.int32).reshape(-1, 1)
     C = ids.shape[0]
     seg = {"modality": "text", "attn": FULL, "ids": ids, "lengths": torch.ones(C, dtype=torch.int32),
            "attrs": torch.full((C, 1), int(text_attr), dtype=torch.uint8)}
-    return {"segments": [seg], "spe_attr": int(spe_attr), "noise": dict(noise or {}), "keep": {}}
+    return {"segments": [seg], "spe_attr": int(spe_attr), "noise": dict(noise or {}), "keep": {}, "task": task}
 
 
 # ---- losses ----

@@ -91,6 +91,36 @@ class OracleTests(unittest.TestCase):
         self.assertEqual(g[:, 0].abs().sum().item(), 0)
         self.oracle("--formulation", "pair", "--input", "image", "--moe", "modality", "--seed", 13)
 
+    def test_task_routing(self):
+        """Task routing (issue 18): each gate reads an embedding of the pass's task id; forward and every
+        gradient against the reference for every formulation (label and pair on image+text, the two
+        vocabulary ones), with gate noise; only the pass's row of the task embedding learns."""
+        T, meta = self.oracle("--formulation", "label", "--input", "image+text", "--moe", "task", "--task-slots", 3,
+                              "--task-id", 2, "--gate-noise", "--seed", 31)
+        self.check_config(meta, moe="task", experts=4, topk=2, task_slots=3)
+        self.assertEqual(list(T["blocks.0.attn.gate.task.weight"].shape), [64, 3])
+        g = T["grad.blocks.0.mlp.gate1.task.weight"]
+        self.assertGreater(g[:, 1].abs().sum().item(), 0)
+        self.assertEqual(g[:, 0].abs().sum().item() + g[:, 2].abs().sum().item(), 0)
+        self.oracle("--formulation", "pair", "--input", "image", "--moe", "task", "--task-id", 3, "--seed", 32)
+        self.oracle("--formulation", "mlm", "--moe", "task", "--task-id", 1, "--gate-noise", "--seed", 33)
+        self.oracle("--formulation", "caption", "--moe", "task", "--seed", 34)
+
+    def test_task_specific_weights(self):
+        """The task-specific baseline (issue 18): every MoE linear holds one weight per task slot and a pass
+        uses its task's, with weight 1 and no gate; only that slot's weights receive gradients."""
+        T, meta = self.oracle("--formulation", "label", "--input", "image+text", "--moe", "task-specific",
+                              "--task-slots", 3, "--task-id", 3, "--seed", 41)
+        self.check_config(meta, moe="task-specific", experts=3, topk=1, task_slots=3)
+        self.assertFalse([k for k in T if ".gate." in k])
+        g = T["grad.blocks.1.mlp.fc1.weight"]
+        self.assertEqual(list(g.shape), [3, 256, 64])
+        self.assertGreater(g[2].abs().sum().item(), 0)
+        self.assertEqual(g[:2].abs().sum().item(), 0)
+        self.oracle("--formulation", "pair", "--input", "video", "--moe", "task-specific", "--task-id", 1,
+                    "--drop-path", "0.1", "--seed", 42)
+        self.oracle("--formulation", "caption", "--moe", "task-specific", "--task-id", 2, "--seed", 43)
+
     def test_label_image_moe_eq3(self):
         # the gate of Eq. 3 as written (kept probabilities not renormalised); the default renormalises
         T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--gate-renorm", "0",

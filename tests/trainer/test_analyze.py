@@ -104,12 +104,47 @@ class AnalyzeTest(unittest.TestCase):
         with open(png, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+    def test_task_routing_maps(self):
+        """Task routing: each task's gates read its own row of the task embedding (PyTorch's gate with the
+        task's id from the checkpoint's table equals the map); task-specific weights map every token of a
+        task to its own expert; a task the model never trained on has no map."""
+        for moe in ("task", "task-specific"):
+            ckpt = os.path.join(self.tmp, moe)
+            run(TRAIN, "--mixture", "three", "--out", ckpt, *SMALL, "--moe", moe, "--steps", 4, "--lr", 3e-3,
+                env=self.env)
+            step = sorted(os.listdir(os.path.join(ckpt, "checkpoints")))[-1]
+            with open(os.path.join(ckpt, "checkpoints", step, "state.json")) as f:
+                names = json.load(f)["model"]["tasks"]
+            P, _ = load(os.path.join(ckpt, "checkpoints", step, "model.safetensors"))
+            P = {k: v.double() for k, v in P.items()}
+            maps = json.loads(run(ANALYZE, "gates", "--checkpoint", ckpt, "--mixture", "three", "--json",
+                                  env=self.env).stdout)
+            tops = {}
+            for t in maps["tasks"]:
+                tid = names.index(t["task"]) + 1
+                for k in t["kinds"]:
+                    for g in k["gates"]:
+                        prefix = f"blocks.{g['block']}.{PREFIX[g['gate']]}"
+                        E = 3 if moe == "task-specific" else 4
+                        want = ref.gate(P, prefix, [k["attr"]], None, 1 if E == 3 else 2, 1e-5, renorm=True,
+                                        task=tid, experts=E)[0]
+                        got = torch.tensor(g["values"], dtype=torch.float64)
+                        self.assertLess(float((got - want).abs().max()), 1e-5, (moe, t["task"], prefix))
+                        tops.setdefault(t["task"], set()).add(g["top1"])
+            if moe == "task-specific":
+                self.assertEqual(tops, {n: {i} for i, n in enumerate(names)})
+            p = run(ANALYZE, "gates", "--checkpoint", ckpt, "--task", "image-text-retrieval", ok=False, env=self.env)
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("task 'image-text-retrieval' was not met in training by this %s model (its tasks: mlm, "
+                          "image-caption, classification)" % moe, p.stderr)
+
     def test_errors(self):
         dense = os.path.join(self.tmp, "dense")
         run(TRAIN, "--mixture", "images-only", "--out", dense, *SMALL, "--moe", "none", "--steps", 1, env=self.env)
         p = run(ANALYZE, "gates", "--checkpoint", dense, "--mixture", "three", ok=False, env=self.env)
         self.assertEqual(p.returncode, 2)
-        self.assertIn("gate maps need a routed model, attribute or modality (this one is none)", p.stderr)
+        self.assertIn("gate maps need a routed model, attribute, modality, task or task-specific (this one is none)",
+                      p.stderr)
         p = self.analyze("--mixture", "nosuch", ok=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("nosuch", p.stderr)

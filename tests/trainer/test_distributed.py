@@ -179,6 +179,26 @@ class DistributedTest(unittest.TestCase):
         print(f"per tensor, worst: 2 ranks {worst(w1, w2):.3g}; reorderings {', '.join(f'{f:.3g}' for f in floors)}")
         self.assertLessEqual(worst(w1, w2), max(floors) + (max(floors) - min(floors)))
 
+    def test_task_routed_experts_reduce_where_ranks_train_different_tasks(self):
+        """Task routing and task-specific weights (issue 18) on 2 ranks that draw their tasks each on its own:
+        a rank's step uses its task's experts only, so the reduction skips the experts no rank used; the run
+        must equal, bit for bit, the same run reducing every expert (--reduce-all-experts), and the ranks must
+        have trained different tasks in some steps (else nothing was skipped that the other rank needed)."""
+        for moe in ("task", "task-specific"):
+            runs = {}
+            for mode in ("skip", "all"):
+                name = f"dp-{moe}-{mode}"
+                self.mpirun(2, "--mixture", "three", "--out", self.out(name), "--name", name, "--steps", 6,
+                            "--moe", moe, "--dim", 16, "--layers", 2, "--heads", 1, "--batch", 2, "--image-size", 32,
+                            "--vocab-targets", "sampled:8", "--threads", 1, "--loader-threads", 1, "--quiet",
+                            "--checkpoint-every", 6, *(["--reduce-all-experts"] if mode == "all" else []))
+                runs[mode] = self.weights(name, 6)
+            for k in runs["skip"]:
+                self.assertTrue(torch.equal(runs["skip"][k], runs["all"][k]), f"{moe}: {k} differs")
+            split = [s for s, in self.sql("SELECT m.step FROM metrics m JOIN runs r ON r.id = m.run_id WHERE "
+                                          "r.name = ? AND m.ranks != '0 1'", f"dp-{moe}-skip")]
+            self.assertTrue(split, f"{moe}: the ranks trained the same task in every step")
+
     # ---- per-rank task sampling ----
 
     def test_each_rank_draws_its_own_tasks_by_weight(self):

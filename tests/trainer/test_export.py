@@ -1,6 +1,7 @@
 """upmoe-export --merge-experts: a trained attribute-MoE checkpoint merged for one task's attribute
 patterns evaluates exactly like the MoE checkpoint on that task (paper §3.3's 1.0x deployment), is
-smaller, holds no gates, and refuses inputs of other tasks with a clear error."""
+smaller, holds no gates, and refuses inputs of other tasks with a clear error; so do checkpoints with the
+other data-independent routings (modality, task, task-specific weights; issue 18)."""
 import json
 import os
 import sys
@@ -74,7 +75,36 @@ class ExportTest(unittest.TestCase):
         p = run(EXPORT, "--merge-experts", "--task", "classification", "--checkpoint", dense, "--out", out, ok=False,
                 env=self.env)
         self.assertEqual(p.returncode, 1)
-        self.assertIn("no attribute-routed experts", p.stderr)
+        self.assertIn("cannot merge experts: that needs a model with data-independent routing (attribute, modality, "
+                      "task or task-specific), and this one is none", p.stderr)
+
+    def test_every_data_independent_routing_merges(self):
+        """Modality, task and task-specific checkpoints merge for a task into a model that evaluates exactly
+        like them on it; a task the task-routed model never trained on has nothing to merge."""
+        for moe in ("modality", "task", "task-specific"):
+            ckpt, out = os.path.join(self.tmp, "r-" + moe), os.path.join(self.tmp, "r-merged-" + moe)
+            run(TRAIN, "--mixture", "three", "--out", ckpt, *SMALL, "--moe", moe, "--steps", 6, "--lr", 3e-3,
+                "--vocab-targets", "sampled:64", env=self.env)
+            p = run(EXPORT, "--merge-experts", "--task", "classification", "--checkpoint", ckpt, "--out", out,
+                    env=self.env)
+            self.assertRegex(p.stdout, r"2 attribute patterns \(41, 153\)")
+            self.assertEqual(self.evaluate(out), self.evaluate(ckpt), moe)
+            tensors, _ = load(os.path.join(out, "model.safetensors"))
+            self.assertFalse([k for k in tensors if ".gate" in k])
+            self.assertEqual(list(tensors["blocks.0.mlp.fc1.weight"].shape), [2, 128, 32])
+            if moe == "task":
+                p = run(EXPORT, "--merge-experts", "--task", "image-text-retrieval", "--checkpoint", ckpt, "--out",
+                        out + "-x", ok=False, env=self.env)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn("task 'image-text-retrieval' was not met in training by this task model (its tasks: "
+                              "mlm, image-caption, classification)", p.stderr)  # the datasets book, captions, images
+                # evaluating it on that task: refused, with what would work instead
+                run(os.path.join(BUILD, "upmoe-catalog"), "mixture", "create", "retrieval-only", env=self.env)
+                run(os.path.join(BUILD, "upmoe-catalog"), "mixture", "add", "retrieval-only", "retrieval", env=self.env)
+                p = self.evaluate(ckpt, "retrieval-only", ok=False)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn("task image-text-retrieval was not met in training by this task model (its tasks: mlm, "
+                              "image-caption, classification): it has no trained routing", p.stderr)
 
 
 if __name__ == "__main__":

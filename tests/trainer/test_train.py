@@ -117,9 +117,54 @@ class TrainTest(unittest.TestCase):
         losses = [r[0] for r in self.sql("SELECT m.loss FROM metrics m JOIN runs r ON r.id = m.run_id "
                                          "WHERE r.name = 'mod-straight' ORDER BY m.step")]
         self.assertEqual(len(losses), 8)
-        p = self.train("mod-bad", "--moe", "token", "--steps", 1, ok=False)
+        p = self.train("mod-bad", "--moe", "switch", "--steps", 1, ok=False)
         self.assertEqual(p.returncode, 2)
-        self.assertIn("--moe must be attribute, modality or none, not 'token'", p.stderr)
+        self.assertIn("--moe must be attribute, modality, task, task-specific or none, not 'switch'", p.stderr)
+
+    def test_task_routing_trains_and_resumes(self):
+        """--moe task and task-specific (issue 18): the model's task table holds the mixture's tasks in the plan's
+        order (datasets by name: book/mlm, captions/image-caption, images/classification), recorded in the
+        checkpoint and the catalog's run; the gates read a [dim, slots] task embedding, task-specific linears
+        hold one weight per slot; runs are deterministic and resume bit for bit; --task-slots reserves rows, and
+        a table smaller than the mixture or an evaluation set of a task outside it is refused up front."""
+        for moe in ("task", "task-specific"):
+            for name, every in (("straight", 100), ("split", 4)):
+                self.train(f"{moe}-{name}", "--moe", moe, "--steps", 8, "--checkpoint-every", every, "--keep", 10,
+                           "--name", f"{moe}-{name}", "--task-slots", 5)
+            import shutil
+            shutil.rmtree(self.ckpt(f"{moe}-split", 8))
+            run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, f"{moe}-split"), *SMALL, "--moe",
+                moe, "--steps", 8, "--checkpoint-every", 4, "--keep", 10, env=self.env)
+            for f in ("model.safetensors", "optim.safetensors"):
+                with open(os.path.join(self.ckpt(f"{moe}-straight", 8), f), "rb") as a, \
+                     open(os.path.join(self.ckpt(f"{moe}-split", 8), f), "rb") as b:
+                    self.assertTrue(a.read() == b.read(), f"{moe}: {f} differs after resume")
+            with open(os.path.join(self.ckpt(f"{moe}-straight", 8), "state.json")) as f:
+                model = json.load(f)["model"]
+            self.assertEqual((model["moe"], model["task_slots"], model["tasks"]),
+                             (moe, 5, ["mlm", "image-caption", "classification"]))
+            cfg = json.loads(self.sql("SELECT config FROM runs WHERE name = ?", f"{moe}-straight")[0][0])
+            self.assertEqual(cfg["tasks"], model["tasks"])
+            tensors, _ = load(os.path.join(self.ckpt(f"{moe}-straight", 8), "model.safetensors"))
+            if moe == "task":
+                self.assertEqual(list(tensors["blocks.1.mlp.gate2.task.weight"].shape), [32, 5])
+            else:
+                self.assertEqual((model["experts"], model["topk"]), (5, 1))
+                self.assertEqual(list(tensors["blocks.1.mlp.fc1.weight"].shape), [5, 128, 32])
+                self.assertFalse([k for k in tensors if ".gate." in k])
+            losses = [r[0] for r in self.sql("SELECT m.loss FROM metrics m JOIN runs r ON r.id = m.run_id "
+                                             "WHERE r.name = ? ORDER BY m.step", f"{moe}-straight")]
+            self.assertEqual(len(losses), 8)
+        p = self.train("task-small", "--moe", "task", "--task-slots", 2, "--steps", 1, ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--task-slots 2 is smaller than mixture three's 3 tasks", p.stderr)
+        p = self.train("task-eval", "--moe", "task", "--steps", 1, "--eval-dataset", "retrieval", ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--eval-dataset retrieval: its task image-text-retrieval is not in mixture three, so this task model "
+                      "has no routing for it (its tasks: mlm, image-caption, classification)", p.stderr)
+        p = self.train("task-bad", "--moe", "task", "--task-slots", 0, "--steps", 1, ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--task-slots needs an integer in [1, 64], not '0'", p.stderr)
 
     def test_bf16_matmuls_follow_fp32(self):
         """--precision bf16 (the linears' matmul inputs rounded to bfloat16, fp32 accumulation; the GPU recipe)

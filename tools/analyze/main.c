@@ -41,6 +41,7 @@ typedef struct task_map {
     upm_task task;
     upm_token_kind kinds[MAX_KINDS];
     int nkinds;
+    int id; /* its id in the model's task table (0: not met in training) */
 } task_map;
 
 static int usage_error(const char *msg)
@@ -178,8 +179,9 @@ static int cmd_gates(int argc, char **argv)
     char ckpt[4096], catpath[4096];
     upm_model_config cfg;
     int rc = upm_checkpoint_config(ckpt_arg, ckpt, sizeof ckpt, &cfg, &err);
-    if (!rc && !upm_moe_gated(cfg.moe))
-        rc = upm_errf(&err, UPM_EUSAGE, "%s: gate maps need a routed model, attribute or modality (this one is %s)",
+    if (!rc && !upm_moe_routed(cfg.moe))
+        rc = upm_errf(&err, UPM_EUSAGE,
+                      "%s: gate maps need a routed model, attribute, modality, task or task-specific (this one is %s)",
                       ckpt, upm_moe_kind_name(cfg.moe));
     task_map *tm = calloc(MAX_TASKS, sizeof *tm);
     int nt = 0;
@@ -211,7 +213,7 @@ static int cmd_gates(int argc, char **argv)
     int col_block[3 * 256], col_gate[3 * 256], ncols = 0;
     for (int l = 0; !rc && l < m->L.nblocks && ncols < 3 * 256; l++)
         for (int gi = 0; gi < UPM_NGATES; gi++)
-            if (m->L.blocks[l].has_gate[gi])
+            if (upm_block_routes(&m->L.blocks[l], gi))
                 col_block[ncols] = l, col_gate[ncols++] = gi;
     int rows = 0;
     for (int t = 0; t < nt; t++)
@@ -228,13 +230,22 @@ static int cmd_gates(int argc, char **argv)
     float *one = rc ? NULL : malloc(sizeof(float) * (size_t)(rows ? rows : 1) * E);
     if (!rc && !one)
         rc = upm_errf(&err, UPM_ENOMEM, "no memory");
-    /* per task: its visual inputs are video or images (modality routing tells them apart by that) */
+    /* per task: its visual inputs are video or images (modality routing tells them apart by that), and its id
+     * in the model's task table (task routing; a task the model never met has no trained embedding) */
+    for (int t = 0; !rc && t < nt; t++) {
+        tm[t].id = upm_model_task_id(&cfg, tm[t].task.name);
+        char names[512];
+        if (upm_moe_needs_task(cfg.moe) && !tm[t].id)
+            rc = upm_errf(&err, UPM_EUSAGE, "task '%s' was not met in training by this %s model (its tasks: %s): it "
+                          "has no routing to show", tm[t].task.name, upm_moe_kind_name(cfg.moe),
+                          upm_model_task_list(&cfg, names, sizeof names));
+    }
     for (int col = 0; !rc && col < ncols && rows; col++) {
         for (int t = 0, r0 = 0; !rc && t < nt; r0 += tm[t].nkinds, t++) {
             int video = 0;
             for (int i = 0; i < tm[t].task.n_inputs; i++)
                 video |= tm[t].task.inputs[i].modality == UPM_MOD_VIDEO;
-            rc = upm_model_gate_map(m, col_block[col], col_gate[col], pats + r0, tm[t].nkinds, video,
+            rc = upm_model_gate_map(m, col_block[col], col_gate[col], pats + r0, tm[t].nkinds, video, tm[t].id,
                                     one + (size_t)r0 * E, &err);
         }
         if (rc)

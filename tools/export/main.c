@@ -1,7 +1,8 @@
-/* upmoe-export: deployment checkpoints. --merge-experts --task T evaluates every attribute gate of a
- * trained attribute-MoE checkpoint on the task's attribute patterns and merges each MoE linear's experts
- * into one dense weight per pattern (paper §3.3): a checkpoint directory (model.safetensors +
- * state.json) that runs at a dense model's cost and gives the MoE model's outputs on that task. */
+/* upmoe-export: deployment checkpoints. --merge-experts --task T evaluates every gate of a trained
+ * checkpoint with data-independent routing (attribute, modality, task or task-specific) on the task's
+ * attribute patterns and merges each MoE linear's experts into one dense weight per pattern (paper §3.3): a
+ * checkpoint directory (model.safetensors + state.json) that runs at a dense model's cost and gives the
+ * routed model's outputs on that task. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
@@ -22,9 +23,11 @@
 
 static const char usage[] =
     "usage: " PROG " --merge-experts --task TASK --checkpoint DIR --out DIR [--catalog PATH] [--backend cpu|debug]\n"
-    "Merges the experts of an attribute-MoE checkpoint for the attribute patterns of TASK (its input and\n"
-    "target token kinds, paper Table 2) into one dense weight per pattern: a checkpoint directory that\n"
-    "upmoe-eval (and later serving) runs at a dense model's cost with the MoE model's outputs on TASK.\n"
+    "Merges the experts of a checkpoint with data-independent routing (attribute, modality, task or\n"
+    "task-specific) for the attribute patterns of TASK (its input and target token kinds, paper Table 2)\n"
+    "into one dense weight per pattern: a checkpoint directory that upmoe-eval (and later serving) runs at a\n"
+    "dense model's cost with the routed model's outputs on TASK. Token and context routing cannot merge:\n"
+    "their gates depend on the data.\n"
     "--checkpoint is a step-* directory or a run's --out directory (its newest checkpoint).\n";
 
 int main(int argc, char **argv)
@@ -84,8 +87,18 @@ int main(int argc, char **argv)
         rc = upm_model_new(&cfg, be, 0, &m, &err);
     if (!rc)
         rc = upm_checkpoint_load(ckpt, m, NULL, NULL, &err);
-    if (!rc)
-        rc = upm_model_merge(m, pats, np, &d, &err);
+    {
+        int video = 0, id = upm_model_task_id(&cfg, task_name);
+        char names[512];
+        for (int i = 0; !rc && i < task.n_inputs; i++)
+            video |= task.inputs[i].modality == UPM_MOD_VIDEO;
+        if (!rc && upm_moe_needs_task(cfg.moe) && !id)
+            rc = upm_errf(&err, UPM_EINVAL, "task '%s' was not met in training by this %s model (its tasks: %s): "
+                          "it has no trained routing to merge", task_name, upm_moe_kind_name(cfg.moe),
+                          upm_model_task_list(&cfg, names, sizeof names));
+        if (!rc)
+            rc = upm_model_merge(m, pats, np, video, id, &d, &err);
+    }
     if (!rc && mkdir(out, 0777) != 0 && errno != EEXIST)
         rc = upm_errf(&err, UPM_EIO, "cannot create %s", out);
     if (!rc) {

@@ -24,12 +24,14 @@ typedef struct args {
     int moe_sa, moe_ffn, moe_every, dim, layers, heads, experts, topk, vocab, batch, image, text, classes;
     float drop_path;
     int gate_noise, gate_renorm;
+    int task_slots, task_id; /* task routing / task-specific weights: the table and the passes' task */
     upm_moe_kind moe_kind;
     unsigned long long seed;
 } args;
 
 static const char usage[] =
-    "usage: " PROG " --formulation label|pair|mlm|caption --input image|text|image+text|video --moe none|attribute\n"
+    "usage: " PROG " --formulation label|pair|mlm|caption --input image|text|image+text|video\n"
+    "       --moe none|attribute|modality|task|task-specific [--task-slots 3] [--task-id 2]\n"
     "       [--vocab-targets full|sampled:N] [--vocab-chunk N]   (mlm: text input; caption: image + text)\n"
     "       [--moe-sa 0|1] [--moe-ffn 0|1] [--moe-every N] [--dim 64] [--layers 2] [--heads 4] [--experts 4]\n"
     "       [--topk 2] [--vocab 512] [--batch 4] [--image 32] [--text 8] [--text-attn full|causal]\n"
@@ -48,9 +50,9 @@ static int parse(int argc, char **argv, args *a)
 {
     *a = (args){.moe_sa = 1, .moe_ffn = 1, .moe_every = 1, .dim = 64, .layers = 2, .heads = 4, .experts = 4,
                 .topk = 2, .vocab = 512, .batch = 4, .image = 32, .text = 8, .classes = 5, .seed = 1,
-                .text_attn = "full", .vocab_chunk = 4096, .gate_renorm = 1};
+                .text_attn = "full", .vocab_chunk = 4096, .gate_renorm = 1, .task_slots = 3, .task_id = 2};
     enum { O_FORM = 256, O_INPUT, O_MOE, O_SA, O_FFN, O_EVERY, O_DIM, O_LAYERS, O_HEADS, O_EXPERTS, O_TOPK, O_VOCAB,
-           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC, O_RENORM, O_BACKEND };
+           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC, O_RENORM, O_BACKEND, O_TSLOTS, O_TID };
     static const struct option opts[] = {
         {"formulation", 1, 0, O_FORM}, {"input", 1, 0, O_INPUT}, {"moe", 1, 0, O_MOE}, {"moe-sa", 1, 0, O_SA},
         {"moe-ffn", 1, 0, O_FFN}, {"moe-every", 1, 0, O_EVERY}, {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS},
@@ -58,7 +60,8 @@ static int parse(int argc, char **argv, args *a)
         {"batch", 1, 0, O_BATCH}, {"image", 1, 0, O_IMAGE}, {"text", 1, 0, O_TEXT}, {"text-attn", 1, 0, O_TATTN},
         {"classes", 1, 0, O_CLASSES}, {"drop-path", 1, 0, O_DROP}, {"gate-noise", 0, 0, O_NOISE},
         {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT}, {"vocab-targets", 1, 0, O_VT}, {"vocab-chunk", 1, 0, O_VC}, {"gate-renorm", 1, 0, O_RENORM},
-        {"backend", 1, 0, O_BACKEND}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"backend", 1, 0, O_BACKEND}, {"task-slots", 1, 0, O_TSLOTS}, {"task-id", 1, 0, O_TID},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -85,6 +88,8 @@ static int parse(int argc, char **argv, args *a)
         case O_SEED: a->seed = strtoull(optarg, NULL, 10); break;
         case O_OUT: a->out = optarg; break;
         case O_BACKEND: a->backend = optarg; break;
+        case O_TSLOTS: a->task_slots = atoi(optarg); break;
+        case O_TID: a->task_id = atoi(optarg); break;
         case O_VT: {
             upm_err err;
             if (upm_vocab_targets_parse(optarg, &a->vocab_sampled, &err)) {
@@ -286,6 +291,15 @@ static int run(const args *a)
                             .experts = a->experts, .topk = a->topk, .moe_sa = a->moe_sa, .moe_ffn = a->moe_ffn,
                             .moe_every = a->moe_every, .drop_path = a->drop_path, .layerscale_init = 1e-3f,
                             .ln_eps = 1e-5f, .gate_noise = -1.0f, .gate_renorm = a->gate_renorm};
+    int task = 0;
+    if (upm_moe_needs_task(cfg.moe)) { /* every slot met in training; the passes are task --task-id's */
+        cfg.task_slots = a->task_slots;
+        for (int i = 0; i < a->task_slots && i < UPM_MAX_TASK_SLOTS; i++)
+            snprintf(cfg.task_names[cfg.ntasks++], sizeof cfg.task_names[0], "task%d", i + 1);
+        if (cfg.moe == UPM_MOE_TASK_SPECIFIC)
+            cfg.experts = cfg.task_slots, cfg.topk = 1;
+        task = a->task_id;
+    }
     upm_backend *be = NULL;
     upm_model *m = NULL;
     upm_pass *pin = upm_pass_new(), *ptg = upm_pass_new();
@@ -320,6 +334,7 @@ static int run(const args *a)
         in.in.nread = vb.M, in.in.read_seq = vb.read_seq, in.in.read_pos = vb.read_pos;
         R = vb.M, C = vb.C;
     }
+    in.in.task = tg.in.task = task;
     labels = malloc(sizeof(int32_t) * (size_t)R);
     for (int b = 0; labels && b < R; b++)
         labels[b] = vocab ? vb.target_idx[b] : (int32_t)upm_rng_below(&r, (uint64_t)C);
@@ -339,7 +354,7 @@ static int run(const args *a)
     be->upload(be, dlabels, labels, sizeof(int32_t) * (size_t)R);
     if (vb.logq)
         be->upload(be, colb, vb.logq, sizeof(float) * (size_t)C);
-    upm_vocab_encode_opts vo = {vocab_attr, vocab_attr, a->vocab_chunk, a->gate_noise ? noise[1] : NULL, 0.0f, a->seed, 0};
+    upm_vocab_encode_opts vo = {vocab_attr, vocab_attr, a->vocab_chunk, a->gate_noise ? noise[1] : NULL, 0.0f, a->seed, 0, task};
     upm_loss_result res;
     if (vocab)
         rc = upm_pass_forward(m, pin, &in.in, &oin, &err) || upm_vocab_encode(m, ptg, vb.cand, C, &vo, V, NULL, &err) ||
@@ -389,10 +404,13 @@ static int run(const args *a)
     snprintf(config, sizeof config,
              "{\"dim\": %d, \"heads\": %d, \"layers\": %d, \"mlp\": %d, \"vocab\": %d, \"max_text\": %d, "
              "\"max_frames\": %d, \"moe\": \"%s\", \"experts\": %d, \"topk\": %d, \"moe_sa\": %d, \"moe_ffn\": %d, "
-             "\"moe_every\": %d, \"drop_path\": %g, \"layerscale_init\": %g, \"ln_eps\": %g, \"gate_noise\": %g, \"gate_renorm\": %d}",
+             "\"moe_every\": %d, \"drop_path\": %g, \"layerscale_init\": %g, \"ln_eps\": %g, \"gate_noise\": %g, \"gate_renorm\": %d, "
+             "\"task_slots\": %d}",
              cfg.dim, cfg.heads, cfg.layers, cfg.mlp, cfg.vocab, cfg.max_text, cfg.max_frames, a->moe, cfg.experts,
              cfg.topk, cfg.moe_sa, cfg.moe_ffn, cfg.moe_every, (double)cfg.drop_path, (double)cfg.layerscale_init,
-             (double)cfg.ln_eps, (double)upm_gate_noise_std(&cfg), cfg.gate_renorm);
+             (double)cfg.ln_eps, (double)upm_gate_noise_std(&cfg), cfg.gate_renorm, cfg.task_slots);
+    char taskbuf[16];
+    snprintf(taskbuf, sizeof taskbuf, "%d", task);
     char segs[2200];
     upm_stepfile_segments_json(&in.in, seg_in, sizeof seg_in);
     if (!vocab)
@@ -403,7 +421,8 @@ static int run(const args *a)
     const char *form = !strcmp(a->formulation, "mlm") ? "vocab-mlm" : !strcmp(a->formulation, "caption") ? "vocab-caption"
                                                                                                           : a->formulation;
     const char *meta[] = {"config", config, "formulation", form, "segments", segs, "spe_attr", spe,
-                          "loss_weight", "1", "label_smoothing", "0.1", vocab ? "vocab_attr" : NULL, vattr, NULL};
+                          "loss_weight", "1", "label_smoothing", "0.1", "task", taskbuf,
+                          vocab ? "vocab_attr" : NULL, vattr, NULL};
     if (upm_stepfile_write(d, a->out, meta, &err)) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         rc = 1;

@@ -28,8 +28,12 @@ static const char usage[] =
     "                         DIR is the run's --out directory, which --out may repeat or leave out\n"
     "  --name NAME            run name in the catalog (default: the base name of --out)\n"
     "  --model ti|s|b|l       size (paper Table 6; default ti)\n"
-    "  --moe attribute|modality|none  Conditional MoE with attribute routing (default), with modality routing\n"
-    "                         (the gate reads an embedding of the token's modality), or a dense model\n"
+    "  --moe KIND             Conditional MoE routing (docs/model.md, \"Routings\"): attribute (default; the\n"
+    "                         gate reads the token's 8 attribute bits), modality (an embedding of its modality),\n"
+    "                         task (an embedding of the task id), task-specific (each task its own weights in\n"
+    "                         the MoE linears: experts = task slots, top-1, no gate), or none (dense)\n"
+    "  --task-slots N         task and task-specific: rows of the task table (default: the mixture's tasks;\n"
+    "                         more leaves room for tasks a resumed run's mixture gains)\n"
     "  --experts N --topk K   experts per MoE linear (8) and experts per token (2)\n"
     "  --moe-every N          MoE in every N-th layer (ti, s: 1; b, l: 2)\n"
     "  --moe-sa 0|1 --moe-ffn 0|1   MoE on attention and/or FFN linears (both)\n"
@@ -148,16 +152,25 @@ static int number(const char *s, double lo, double hi, double *out)
     return 0;
 }
 
+/* The long name of option value `val`, for messages. */
+static const char *option_name(const struct option *opts, int val)
+{
+    for (; opts->name; opts++)
+        if (opts->val == val)
+            return opts->name;
+    return "?";
+}
+
 static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
 {
-    enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
+    enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_TASK_SLOTS, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
            O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES,
            O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT, O_BACKEND, O_NO_PREFETCH, O_PRECISION };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
-        {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"experts", 1, 0, O_EXPERTS},
+        {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"task-slots", 1, 0, O_TASK_SLOTS}, {"experts", 1, 0, O_EXPERTS},
         {"topk", 1, 0, O_TOPK}, {"moe-every", 1, 0, O_EVERY}, {"moe-sa", 1, 0, O_SA}, {"moe-ffn", 1, 0, O_FFN},
         {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS}, {"heads", 1, 0, O_HEADS}, {"drop-path", 1, 0, O_DROP},
         {"steps", 1, 0, O_STEPS}, {"lr", 1, 0, O_LR}, {"min-lr", 1, 0, O_MINLR}, {"warmup", 1, 0, O_WARMUP},
@@ -179,6 +192,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         const char *bad = NULL;
+        char badbuf[160];
         switch (c) {
         case O_CAT: o->catalog = optarg; break;
         case O_MIX: o->mixture = optarg; break;
@@ -205,14 +219,17 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
             }
             break;
         }
-#define INT_OPT(CASE, FIELD, LO, HI)                                              \
-    case CASE:                                                                    \
-        if (number(optarg, LO, HI, &v) || v != (int64_t)v)                        \
-            bad = "--" #FIELD " needs an integer in [" #LO ", " #HI "]";          \
-        else                                                                      \
-            FIELD = (int)v;                                                       \
+#define INT_OPT(CASE, FIELD, LO, HI)                                                                 \
+    case CASE:                                                                                       \
+        if (number(optarg, LO, HI, &v) || v != (int64_t)v) {                                         \
+            snprintf(badbuf, sizeof badbuf, "--%s needs an integer in [%.0f, %.0f]", option_name(opts, CASE), \
+                     (double)(LO), (double)(HI));                                                     \
+            bad = badbuf;                                                                            \
+        } else                                                                                       \
+            FIELD = (int)v;                                                                          \
         break;
         INT_OPT(O_EXPERTS, o->model.experts, 1, 256)
+        INT_OPT(O_TASK_SLOTS, o->model.task_slots, 1, 64)
         INT_OPT(O_TOPK, o->model.topk, 1, 256)
         INT_OPT(O_EVERY, o->model.moe_every, 1, 1000)
         INT_OPT(O_SA, o->model.moe_sa, 0, 1)
@@ -413,7 +430,13 @@ int main(int argc, char **argv)
     if (rc)
         return rc < 0 ? 0 : rc;
     upm_err err = {0};
-    if ((rc = upm_model_config_check(&o.model, &err))) {
+    upm_model_config check = o.model;
+    if (upm_moe_needs_task(check.moe)) { /* the task table is sized from the mixture when the trainer opens */
+        check.task_slots = check.task_slots > 0 ? check.task_slots : 1;
+        if (check.moe == UPM_MOE_TASK_SPECIFIC)
+            check.experts = check.task_slots, check.topk = 1;
+    }
+    if ((rc = upm_model_config_check(&check, &err))) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         return 2;
     }
