@@ -66,7 +66,8 @@ int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows
         return rc;
     rc = upm_sql_prepare(cat,
                          "INSERT OR REPLACE INTO metrics (run_id, step, task, dataset, loss, weighted_loss, accuracy, "
-                         "samples, lr, grad_norm, samples_per_s, ranks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                         "samples, lr, grad_norm, samples_per_s, ranks, balance_loss, dropped) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                          &st, err);
     for (int i = 0; !rc && i < n; i++) {
         const upm_metric_row *r = &rows[i];
@@ -86,6 +87,10 @@ int upm_metrics_put(upm_catalog *cat, int64_t run_id, const upm_metric_row *rows
             sqlite3_bind_text(st, 12, r->ranks, -1, SQLITE_TRANSIENT);
         else
             sqlite3_bind_null(st, 12);
+        if (r->has_route)
+            sqlite3_bind_double(st, 13, r->balance_loss), sqlite3_bind_double(st, 14, r->dropped);
+        else
+            sqlite3_bind_null(st, 13), sqlite3_bind_null(st, 14);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = upm_catalog_sqlerr(cat, err, "writing metrics");
     }
@@ -213,15 +218,16 @@ int upm_run_latest_losses(upm_catalog *cat, int64_t run_id, upm_task_loss_fn fn,
 }
 
 const char *const upm_metric_columns[UPM_METRIC_NCOLS] = {"step", "task", "dataset", "loss", "accuracy", "samples",
-                                                          "lr", "grad_norm", "samples_per_s", "ranks"};
+                                                          "lr", "grad_norm", "samples_per_s", "ranks",
+                                                          "balance_loss", "dropped"};
 
 int upm_metrics_foreach(upm_catalog *cat, int64_t run_id, int64_t since, const char *task, upm_metric_cells_fn fn,
                         void *ctx, upm_err *err)
 {
     sqlite3_stmt *st = NULL;
     int rc = upm_sql_prepare(cat,
-                             "SELECT step, task, dataset, loss, accuracy, samples, lr, grad_norm, samples_per_s, ranks "
-                             "FROM metrics WHERE run_id = ?1 AND step >= ?2 AND (?3 IS NULL OR task = ?3) "
+                             "SELECT step, task, dataset, loss, accuracy, samples, lr, grad_norm, samples_per_s, ranks, "
+                             "balance_loss, dropped FROM metrics WHERE run_id = ?1 AND step >= ?2 AND (?3 IS NULL OR task = ?3) "
                              "ORDER BY step, task",
                              &st, err);
     if (rc)

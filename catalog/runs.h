@@ -21,6 +21,10 @@ typedef struct upm_metric_row {
     double chance;   /* the accuracy of a uniform guess among the step's candidates (not stored) */
     double accuracy_t2i; /* pair, in evaluation: text-to-image R@1 (accuracy is image-to-text); else < 0; not stored */
     int64_t scored;      /* the predictions the accuracy is over (rows, masked tokens, caption tokens); not stored */
+    /* token routing (has_route): the step's mean balance loss per gate evaluation (E sum f P, 1 = uniform) and
+     * the share of (token, expert) assignments dropped past capacity; stored NULL without has_route */
+    int has_route;
+    double balance_loss, dropped;
 } upm_metric_row;
 
 int upm_run_create(upm_catalog *cat, const char *name, const char *mixture, const char *model, const char *config_json,
@@ -60,7 +64,7 @@ int upm_run_latest_losses(upm_catalog *cat, int64_t run_id, upm_task_loss_fn fn,
 /* Stored metrics rows as cells, in the column order of upm_metric_columns: steps >= since, of one task
  * or all (task NULL), by step then task. A cell's text is SQLite's rendering of the stored value (NULL
  * for a NULL cell), so a CSV reads back exactly what is stored. */
-#define UPM_METRIC_NCOLS 10
+#define UPM_METRIC_NCOLS 12
 extern const char *const upm_metric_columns[UPM_METRIC_NCOLS];
 typedef enum upm_cell_type { UPM_CELL_NULL, UPM_CELL_NUMBER, UPM_CELL_TEXT } upm_cell_type;
 typedef struct upm_cell {

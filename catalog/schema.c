@@ -232,6 +232,13 @@ static const char *const schema_v8 =
     "  'CHECK (kind IN (''pretrain'', ''eval''))') WHERE type = 'table' AND name = 'jobs';"
     "PRAGMA writable_schema = RESET;";
 
+/* Token routing's per-step statistics (docs/model.md, "Token routing"): the mean balance loss of the step's
+ * gates and the share of (token, expert) assignments dropped past the experts' capacity; NULL for other
+ * routings. */
+static const char *const schema_v9 =
+    "ALTER TABLE metrics ADD COLUMN balance_loss REAL;"
+    "ALTER TABLE metrics ADD COLUMN dropped REAL;";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
@@ -242,6 +249,7 @@ static const migration migrations[] = {
     {"dataset augmentation", schema_v6},
     {"evaluation results", schema_v7},
     {"evaluation jobs", schema_v8},
+    {"token routing statistics", schema_v9},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

@@ -189,6 +189,27 @@ struct upm_backend {
     /* mask[c] = 1 where column c of G [rows, cols] has a non-zero entry (other entries unchanged): the
      * experts a gate chose, marked on the backend so that a step downloads the whole record once */
     void (*mark_nonzero_cols)(upm_backend *be, uint8_t *mask, const float *G, int rows, int cols);
+    /* ---- data-dependent routing (token routing with capacity, docs/model.md "Token routing") ---- */
+    /* Dispatch with capacity C per expert. G [rows, E] holds each token's kept gate values (top-k; a token's
+     * j-th choice is its kept entry with j larger ones, ties to the lower index). order[n] lists the rows
+     * that take part (valid tokens) in priority order. Choice j = 0, then 1, ... up to k-1: each token in
+     * order takes the next slot of its j-th expert e: slot s < C gets idx[e*C + s] = row, w[e*C + s] =
+     * G[row, e]; an assignment past C is dropped. Free slots: idx -1, w 0. stats[0] += dropped count. */
+    void (*moe_dispatch)(upm_backend *be, int32_t *idx, float *w, float *stats, const float *G, const int32_t *order,
+                         int n, int E, int k, int C);
+    /* The Switch-Transformer balance loss over the n rows of order: f_e = share of them whose first choice
+     * (largest G, ties to the lower index) is e, P_e = their mean probs[:, e]. stats (may be NULL):
+     * stats[0] += E * sum_e f_e P_e (summed in double, fixed order). dlogits (may be NULL): += weight *
+     * d(E sum_e f_e P_e)/dlogits through the softmax of each row (f held constant). */
+    void (*moe_balance)(upm_backend *be, float *stats, float *dlogits, const float *probs, const float *G,
+                        const int32_t *order, int n, int E, float weight);
+    /* Y[r, :] *= w[r] */
+    void (*scale_rows)(upm_backend *be, float *Y, const float *w, int rows, int cols);
+    /* dG[idx[r] * E + e] += <A[r, :], B[r, :]> (summed in double) for every r with idx[r] >= 0; the
+     * non-negative idx are distinct. */
+    void (*row_dot_scatter)(upm_backend *be, float *dG, const float *A, const float *B, const int32_t *idx, int rows,
+                            int cols, int E, int e);
+
     /* y = x / max(||x||, 1e-12) per row; saves the norm */
     void (*l2norm_fwd)(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols);
     void (*l2norm_bwd)(upm_backend *be, float *dx, const float *dy, const float *y, const float *norm, int rows,

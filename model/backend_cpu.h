@@ -158,6 +158,14 @@ void upm_cpu_topk_softmax_bwd(upm_backend *be, float *dlogits, const float *dG, 
 void upm_cpu_l2norm_fwd(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols);
 void upm_cpu_l2norm_bwd(upm_backend *be, float *dx, const float *dy, const float *y, const float *norm, int rows,
                         int cols);
+/* ---- ops of backend_cpu_route.c ---- */
+void upm_cpu_moe_dispatch(upm_backend *be, int32_t *idx, float *w, float *stats, const float *G, const int32_t *order,
+                          int n, int E, int k, int C);
+void upm_cpu_moe_balance(upm_backend *be, float *stats, float *dlogits, const float *probs, const float *G,
+                         const int32_t *order, int n, int E, float weight);
+void upm_cpu_scale_rows(upm_backend *be, float *Y, const float *w, int rows, int cols);
+void upm_cpu_row_dot_scatter(upm_backend *be, float *dG, const float *A, const float *B, const int32_t *idx, int rows,
+                             int cols, int E, int e);
 void upm_cpu_xent_fwd_bwd(upm_backend *be, float *out, float *dlogits, const float *logits, const int32_t *target,
                           int rows, int C, float eps, float scale);
 

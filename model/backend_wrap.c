@@ -299,6 +299,33 @@ static void w_mark_nonzero_cols(upm_backend *be, uint8_t *mask, const float *G, 
     INNER(mark_nonzero_cols, D(mask, cols), F(G, (size_t)rows * cols), rows, cols);
 }
 
+static void w_moe_dispatch(upm_backend *be, int32_t *idx, float *w, float *stats, const float *G, const int32_t *order,
+                           int n, int E, int k, int C)
+{
+    size_t ec = (size_t)E * (C > 0 ? C : 0);
+    INNER(moe_dispatch, D(idx, sizeof(int32_t) * ec), F(w, ec), F(stats, 1), F(G, 0), D(order, sizeof(int32_t) * n),
+          n, E, k, C);
+}
+
+static void w_moe_balance(upm_backend *be, float *stats, float *dlogits, const float *probs, const float *G,
+                          const int32_t *order, int n, int E, float weight)
+{
+    INNER(moe_balance, F(stats, stats ? 1 : 0), F(dlogits, 0), F(probs, 0), F(G, 0), D(order, sizeof(int32_t) * n), n,
+          E, weight);
+}
+
+static void w_scale_rows(upm_backend *be, float *Y, const float *w, int rows, int cols)
+{
+    INNER(scale_rows, F(Y, (size_t)rows * cols), F(w, rows), rows, cols);
+}
+
+static void w_row_dot_scatter(upm_backend *be, float *dG, const float *A, const float *B, const int32_t *idx, int rows,
+                              int cols, int E, int e)
+{
+    size_t rc = (size_t)rows * cols;
+    INNER(row_dot_scatter, F(dG, 0), F(A, rc), F(B, rc), D(idx, sizeof(int32_t) * rows), rows, cols, E, e);
+}
+
 static void w_l2norm_fwd(upm_backend *be, float *y, float *norm, const float *x, int rows, int cols)
 {
     size_t rc = (size_t)rows * cols;
@@ -402,6 +429,10 @@ int upm_backend_wrap(upm_backend *inner, const upm_backend_hooks *h, upm_backend
         .topk_softmax_fwd = w_topk_softmax_fwd,
         .topk_softmax_bwd = w_topk_softmax_bwd,
         .mark_nonzero_cols = w_mark_nonzero_cols,
+        .moe_dispatch = w_moe_dispatch,
+        .moe_balance = w_moe_balance,
+        .scale_rows = w_scale_rows,
+        .row_dot_scatter = w_row_dot_scatter,
         .l2norm_fwd = w_l2norm_fwd,
         .l2norm_bwd = w_l2norm_bwd,
         .xent_fwd_bwd = w_xent_fwd_bwd,

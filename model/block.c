@@ -19,12 +19,13 @@ static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_g
     be->topk_softmax_fwd(be, g->G, g->probs, g->Z, g->noise, P, E, m->cfg.topk, m->cfg.gate_renorm);
 }
 
-/* Marks the experts this gate chose for some pattern (training passes only; see upm_model). */
+/* Marks the experts this gate chose for some pattern (token routing: for some token; training passes only;
+ * see upm_model). */
 static void mark_experts(upm_model *m, upm_pass *p, int l, int gi, const upm_gate_act *g)
 {
-    int E = m->cfg.experts;
+    int E = m->cfg.experts, rows = upm_moe_token_routed(m->cfg.moe) ? p->plan.N : p->plan.npat;
     m->be->mark_nonzero_cols(m->be, m->expert_used_dev + ((size_t)l * UPM_NGATES + (size_t)gi) * (size_t)E, g->G,
-                             p->plan.npat, E);
+                             rows, E);
 }
 
 static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
@@ -41,6 +42,88 @@ static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_
     be->bias_grad(be, GRADS(k->attr_b), g->dHg, P, D);
 }
 
+/* ---- token routing (docs/model.md, "Token routing"): a gate per row, each expert on its dispatched rows ---- */
+
+/* The gate of rows X [N, in]: logits W_g x (Eq. 5), top-k of their softmax, the dispatch with this pass's
+ * capacity; in training the balance loss's value and the experts used. */
+static void token_gate_forward(upm_model *m, upm_pass *p, int l, int gi, const upm_gate_idx *k, upm_gate_act *g,
+                               const float *X)
+{
+    upm_backend *be = m->be;
+    int N = p->plan.N, E = m->cfg.experts, K = m->cfg.topk;
+    be->gemm(be, 0, 1, N, E, k->in, 1.0f, X, k->in, WEIGHTS(k->proj_w), k->in, 0.0f, g->Z, E);
+    be->topk_softmax_fwd(be, g->G, g->probs, g->Z, g->noise, N, E, K, m->cfg.gate_renorm);
+    be->moe_dispatch(be, g->idx, g->w, m->stats + UPM_STAT_DROPPED, g->G, p->order, p->nvalid, E, K, p->cap);
+    m->route_assignments += (double)p->nvalid * K;
+    if (!p->train)
+        return;
+    be->moe_balance(be, m->stats + UPM_STAT_BALANCE, NULL, g->probs, g->G, p->order, p->nvalid, E, 0.0f);
+    m->route_evals++;
+    if (m->expert_used_dev)
+        mark_experts(m, p, l, gi, g);
+}
+
+/* dlogits through the top-k softmax (and, in training, the balance loss); gradients of W_g, and dX += the
+ * gate input's gradient. */
+static void token_gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g, const float *X,
+                                float *dX)
+{
+    upm_backend *be = m->be;
+    int N = p->plan.N, E = m->cfg.experts;
+    be->zero(be, g->dZ, sizeof(float) * (size_t)N * E);
+    be->topk_softmax_bwd(be, g->dZ, g->dG, g->G, g->probs, N, E, m->cfg.gate_renorm);
+    if (p->train && m->cfg.balance > 0)
+        be->moe_balance(be, NULL, g->dZ, g->probs, g->G, p->order, p->nvalid, E, m->cfg.balance);
+    be->gemm(be, 1, 0, E, k->in, N, 1.0f, g->dZ, E, X, k->in, 1.0f, GRADS(k->proj_w), k->in);
+    be->gemm(be, 0, 0, N, k->in, E, 1.0f, g->dZ, E, WEIGHTS(k->proj_w), k->in, 1.0f, dX, k->in);
+}
+
+/* Y = sum over the experts e of w_e * (X_e W_e^T + b_e) scattered back to the dispatched rows (Eq. 4); rows
+ * no expert took (dropped, padding) get 0, so the residual carries them. Ye keeps each expert's output for
+ * the gate's gradient. */
+static void token_linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin, const upm_linear_idx *k,
+                                 const float *X, float *Y)
+{
+    upm_backend *be = m->be;
+    const upm_gate_act *g = &la->gate[k->gate];
+    int N = p->plan.N, E = m->cfg.experts, C = p->cap, in = k->in, out = k->out;
+    size_t wn = (size_t)out * in;
+    be->zero(be, Y, sizeof(float) * (size_t)N * out);
+    for (int e = 0; e < E && C > 0; e++) {
+        const int32_t *idx = g->idx + (size_t)e * C;
+        float *Ye = la->lin[lin].Ye + (size_t)e * C * out;
+        be->gather_rows(be, p->Xs, X, idx, C, in);
+        be->gemm_ct(be, m->compute, 0, 1, C, out, in, 1.0f, p->Xs, in, WEIGHTS(k->w) + (size_t)e * wn, in, 0.0f, Ye, out);
+        be->add_bias(be, Ye, WEIGHTS(k->b) + (size_t)e * out, C, out);
+        be->copy(be, p->Ys, Ye, sizeof(float) * (size_t)C * out);
+        be->scale_rows(be, p->Ys, g->w + (size_t)e * C, C, out);
+        be->scatter_rows_add(be, Y, p->Ys, idx, C, out);
+    }
+}
+
+/* Per expert: dG[row, e] += <dY_row, Ye_row>; then with dY_e = w_e dY on its rows, dW_e += dY_e^T X_e,
+ * db_e += colsum dY_e, dX[rows] += dY_e W_e. */
+static void token_linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin, const upm_linear_idx *k,
+                                  const float *X, const float *dY, float *dX)
+{
+    upm_backend *be = m->be;
+    upm_gate_act *g = &la->gate[k->gate];
+    int E = m->cfg.experts, C = p->cap, in = k->in, out = k->out;
+    size_t wn = (size_t)out * in;
+    for (int e = 0; e < E && C > 0; e++) {
+        const int32_t *idx = g->idx + (size_t)e * C;
+        const float *Ye = la->lin[lin].Ye + (size_t)e * C * out;
+        be->gather_rows(be, p->Ys, dY, idx, C, out);
+        be->row_dot_scatter(be, g->dG, p->Ys, Ye, idx, C, out, E, e);
+        be->scale_rows(be, p->Ys, g->w + (size_t)e * C, C, out);
+        be->gather_rows(be, p->Xs, X, idx, C, in);
+        be->gemm_ct(be, m->compute, 1, 0, out, in, C, 1.0f, p->Ys, out, p->Xs, in, 1.0f, GRADS(k->w) + (size_t)e * wn, in);
+        be->bias_grad(be, GRADS(k->b) + (size_t)e * out, p->Ys, C, out);
+        be->gemm_ct(be, m->compute, 0, 0, C, in, out, 1.0f, p->Ys, out, WEIGHTS(k->w) + (size_t)e * wn, in, 0.0f, p->Xs, in);
+        be->scatter_rows_add(be, dX, p->Xs, idx, C, in);
+    }
+}
+
 /* Y = X W^T + b over all rows (dense) or per pattern with its merged weight (MoE). */
 static void linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin, const upm_linear_idx *k,
                            const float *X, float *Y)
@@ -50,6 +133,10 @@ static void linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin
     if (k->gate < 0) {
         be->gemm_ct(be, m->compute, 0, 1, N, out, in, 1.0f, X, in, WEIGHTS(k->w), in, 0.0f, Y, out);
         be->add_bias(be, Y, WEIGHTS(k->b), N, out);
+        return;
+    }
+    if (upm_moe_token_routed(m->cfg.moe)) {
+        token_linear_forward(m, p, la, lin, k, X, Y);
         return;
     }
     int P = p->plan.npat, E = m->cfg.experts, wn = out * in;
@@ -85,6 +172,10 @@ static void linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, int li
         be->gemm_ct(be, m->compute, 0, 0, N, in, out, 1.0f, dY, out, WEIGHTS(k->w), in, 1.0f, dX, in);
         be->gemm_ct(be, m->compute, 1, 0, out, in, N, 1.0f, dY, out, X, in, 1.0f, GRADS(k->w), in);
         be->bias_grad(be, GRADS(k->b), dY, N, out);
+        return;
+    }
+    if (upm_moe_token_routed(m->cfg.moe)) {
+        token_linear_backward(m, p, la, lin, k, X, dY, dX);
         return;
     }
     int P = p->plan.npat, E = m->cfg.experts, wn = out * in;
@@ -123,14 +214,17 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
     upm_layer_act *la = &p->layers[l];
     int N = p->plan.N, D = m->cfg.dim, F = m->cfg.mlp;
     float eps = m->cfg.ln_eps;
+    int token = upm_moe_token_routed(m->cfg.moe);
     upm_progress_tick();
-    for (int gi = 0; gi < UPM_NGATES; gi++) {
+    for (int gi = 0; gi < UPM_NGATES && !token; gi++) {
         if (k->has_gate[gi])
             gate_forward(m, p, &k->gate[gi], &la->gate[gi]);
         if (la->gate[gi].G && p->train && m->expert_used_dev) /* gated, or task-specific's fixed choice */
             mark_experts(m, p, l, gi, &la->gate[gi]);
     }
     be->layernorm_fwd(be, la->h, la->mean1, la->rstd1, x_in, WEIGHTS(k->ln1_w), WEIGHTS(k->ln1_b), N, D, eps);
+    if (token && k->has_gate[UPM_GATE_ATTN]) /* qkv and the projection follow the gate on qkv's input */
+        token_gate_forward(m, p, l, UPM_GATE_ATTN, &k->gate[UPM_GATE_ATTN], &la->gate[UPM_GATE_ATTN], la->h);
     linear_forward(m, p, la, UPM_LIN_QKV, &k->qkv, la->h, la->qkv);
     if (p->kv) { /* a generation step: the new tokens attend to the cache */
         upm_attn_kv_desc d = p->kv[l];
@@ -141,8 +235,12 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
     linear_forward(m, p, la, UPM_LIN_PROJ, &k->proj, la->a, la->o);
     be->residual_fwd(be, la->x_mid, x_in, la->o, WEIGHTS(k->ls1), la->keep1, p->seq_of, N, D);
     be->layernorm_fwd(be, la->h2, la->mean2, la->rstd2, la->x_mid, WEIGHTS(k->ln2_w), WEIGHTS(k->ln2_b), N, D, eps);
+    if (token && k->has_gate[UPM_GATE_FC1])
+        token_gate_forward(m, p, l, UPM_GATE_FC1, &k->gate[UPM_GATE_FC1], &la->gate[UPM_GATE_FC1], la->h2);
     linear_forward(m, p, la, UPM_LIN_FC1, &k->fc1, la->h2, la->f);
     be->gelu_fwd(be, la->gl, la->f, (size_t)N * F);
+    if (token && k->has_gate[UPM_GATE_FC2])
+        token_gate_forward(m, p, l, UPM_GATE_FC2, &k->gate[UPM_GATE_FC2], &la->gate[UPM_GATE_FC2], la->gl);
     linear_forward(m, p, la, UPM_LIN_FC2, &k->fc2, la->gl, la->o2);
     be->residual_fwd(be, la->x_out, la->x_mid, la->o2, WEIGHTS(k->ls2), la->keep2, p->seq_of, N, D);
 }
@@ -153,21 +251,26 @@ void upm_block_backward(upm_model *m, upm_pass *p, int l, const float *x_in, con
     const upm_block_idx *k = &m->L.blocks[l];
     upm_layer_act *la = &p->layers[l];
     int N = p->plan.N, D = m->cfg.dim, F = m->cfg.mlp, P = p->plan.npat, E = m->cfg.experts;
+    int token = upm_moe_token_routed(m->cfg.moe), G_rows = token ? N : P;
     size_t nd = sizeof(float) * (size_t)N * D, nf = sizeof(float) * (size_t)N * F;
     upm_progress_tick();
     for (int gi = 0; gi < UPM_NGATES; gi++)
         if (k->has_gate[gi])
-            be->zero(be, la->gate[gi].dG, sizeof(float) * (size_t)P * E);
+            be->zero(be, la->gate[gi].dG, sizeof(float) * (size_t)G_rows * E);
     /* x_out = x_mid + keep2 * ls2 * fc2(gelu(fc1(ln2(x_mid)))) */
     be->zero(be, p->dx_mid, nd);
     be->zero(be, p->do2, nd);
     be->residual_bwd(be, p->dx_mid, p->do2, GRADS(k->ls2), dx_out, la->o2, WEIGHTS(k->ls2), la->keep2, p->seq_of, N, D);
     be->zero(be, p->dgl, nf);
     linear_backward(m, p, la, UPM_LIN_FC2, &k->fc2, la->gl, p->do2, p->dgl);
+    if (token && k->has_gate[UPM_GATE_FC2]) /* token gates: their input's gradient before it is consumed */
+        token_gate_backward(m, p, &k->gate[UPM_GATE_FC2], &la->gate[UPM_GATE_FC2], la->gl, p->dgl);
     be->zero(be, p->df, nf);
     be->gelu_bwd(be, p->df, p->dgl, la->f, (size_t)N * F);
     be->zero(be, p->dh2, nd);
     linear_backward(m, p, la, UPM_LIN_FC1, &k->fc1, la->h2, p->df, p->dh2);
+    if (token && k->has_gate[UPM_GATE_FC1])
+        token_gate_backward(m, p, &k->gate[UPM_GATE_FC1], &la->gate[UPM_GATE_FC1], la->h2, p->dh2);
     be->layernorm_bwd(be, p->dx_mid, GRADS(k->ln2_w), GRADS(k->ln2_b), p->dh2, la->x_mid, la->mean2, la->rstd2, WEIGHTS(k->ln2_w),
                       N, D);
     /* x_mid = x_in + keep1 * ls1 * proj(attn(qkv(ln1(x_in)))) */
@@ -180,8 +283,10 @@ void upm_block_backward(upm_model *m, upm_pass *p, int l, const float *x_in, con
     be->attention_bwd(be, p->dqkv, p->da, la->probs, la->qkv, &p->attn);
     be->zero(be, p->dh, nd);
     linear_backward(m, p, la, UPM_LIN_QKV, &k->qkv, la->h, p->dqkv, p->dh);
+    if (token && k->has_gate[UPM_GATE_ATTN])
+        token_gate_backward(m, p, &k->gate[UPM_GATE_ATTN], &la->gate[UPM_GATE_ATTN], la->h, p->dh);
     be->layernorm_bwd(be, dx_in, GRADS(k->ln1_w), GRADS(k->ln1_b), p->dh, x_in, la->mean1, la->rstd1, WEIGHTS(k->ln1_w), N, D);
-    for (int gi = 0; gi < UPM_NGATES; gi++)
+    for (int gi = 0; gi < UPM_NGATES && !token; gi++)
         if (k->has_gate[gi])
             gate_backward(m, p, &k->gate[gi], &la->gate[gi]);
 }

@@ -1,6 +1,7 @@
 /* Model sizes (paper Table 6 and the design notes) and configuration checks. */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,7 +20,8 @@ int upm_model_config_preset(const char *size, upm_model_config *c, upm_err *err)
                                     .moe = UPM_MOE_ATTRIBUTE, .experts = 8, .topk = 2, .moe_sa = 1, .moe_ffn = 1,
                                     .moe_every = sizes[i].every, .drop_path = sizes[i].drop_path,
                                     .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1.0f,
-                                    .gate_renorm = 1, .expert_copies = 1};
+                                    .gate_renorm = 1, .expert_copies = 1, .capacity = 1.0f,
+                                    .eval_capacity = 2.0f, .balance = 1e-2f};
             return 0;
         }
     return upm_errf(err, UPM_EUSAGE, "unknown model size '%s' (%s)", size ? size : "", upm_model_size_names());
@@ -38,6 +40,7 @@ static const struct {
                  {UPM_MOE_MODALITY, "modality", 1},
                  {UPM_MOE_TASK, "task", 1},
                  {UPM_MOE_TASK_SPECIFIC, "task-specific", 1},
+                 {UPM_MOE_TOKEN, "token", 1},
                  {UPM_MOE_NONE, "none", 1},
                  {UPM_MOE_MERGED, "merged", 0}};
 
@@ -51,8 +54,8 @@ const char *upm_moe_kind_name(upm_moe_kind k)
 
 const char *upm_moe_kind_names(int trainable)
 {
-    return trainable ? "attribute, modality, task, task-specific or none"
-                     : "attribute, modality, task, task-specific, none or merged";
+    return trainable ? "attribute, modality, task, task-specific, token or none"
+                     : "attribute, modality, task, task-specific, token, none or merged";
 }
 
 int upm_moe_kind_parse(const char *name, int trainable, upm_moe_kind *k, upm_err *err)
@@ -71,7 +74,7 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
         return upm_errf(err, UPM_EINVAL, "model: dim %d must be a multiple of 4 and of heads (%d)", c->dim, c->heads);
     if (c->layers < 1 || c->mlp < 1 || c->vocab < 1 || c->max_text < 1 || c->max_frames < 1)
         return upm_errf(err, UPM_EINVAL, "model: layers, mlp, vocab, max_text and max_frames must be positive");
-    if (c->moe != UPM_MOE_NONE && !upm_moe_routed(c->moe) && c->moe != UPM_MOE_MERGED)
+    if (c->moe != UPM_MOE_NONE && !upm_moe_has_experts(c->moe) && c->moe != UPM_MOE_MERGED)
         return upm_errf(err, UPM_EINVAL, "model: unknown MoE kind %d", (int)c->moe);
     if (c->moe == UPM_MOE_MERGED) {
         if (c->npatterns < 1 || c->npatterns > 256 || c->experts != c->npatterns)
@@ -88,7 +91,13 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
             return upm_errf(err, UPM_EINVAL, "model: task-specific weights need one expert per task slot (%d, %d) "
                             "and top-1 (%d)", c->experts, c->task_slots, c->topk);
     }
-    if (upm_moe_routed(c->moe) &&
+    if (upm_moe_token_routed(c->moe) &&
+        (!(c->capacity > 0) || !(c->eval_capacity > 0) || !(c->balance >= 0) || c->capacity > 1e6f ||
+         c->eval_capacity > 1e6f))
+        return upm_errf(err, UPM_EINVAL, "model: token routing needs capacity factors > 0 (%g in training, %g in "
+                        "evaluation) and a balance-loss weight >= 0 (%g)", (double)c->capacity,
+                        (double)c->eval_capacity, (double)c->balance);
+    if (upm_moe_has_experts(c->moe) &&
         (c->experts < 1 || c->topk < 1 || c->topk > c->experts || c->moe_every < 1 || (!c->moe_sa && !c->moe_ffn)))
         return upm_errf(err, UPM_EINVAL,
                         "model: a routed MoE needs 1 <= topk (%d) <= experts (%d), every >= 1 (%d) and MoE on "
@@ -145,6 +154,12 @@ const char *upm_model_task_list(const upm_model_config *c, char *buf, size_t n)
     if (at >= n && n > 4)
         memcpy(buf + n - 4, "...", 4);
     return c->ntasks ? buf : "none";
+}
+
+int upm_token_capacity(const upm_model_config *c, int tokens, int train)
+{
+    double f = train ? c->capacity : c->eval_capacity;
+    return (int)ceil(f * c->topk * (double)tokens / c->experts);
 }
 
 float upm_gate_noise_std(const upm_model_config *c)

@@ -15,14 +15,17 @@
  * attribute bits), MODALITY (an embedding of the token's modality: image, video or text) and TASK (an
  * embedding of the pass's task id). TASK_SPECIFIC has no gate: every task has its own weights in each MoE
  * linear (experts = task slots, the task's expert chosen with weight 1), the paper's interference-free
- * reference. Values are stable: they are not written anywhere, but kept. */
+ * reference. TOKEN routes each token by its own representation (paper Eq. 5): gate values per row, experts
+ * with a capacity, tokens past it dropped (docs/model.md, "Token routing"). Values are stable: they are not
+ * written anywhere, but kept. */
 typedef enum upm_moe_kind {
     UPM_MOE_NONE = 0,
     UPM_MOE_ATTRIBUTE,
     UPM_MOE_MERGED,
     UPM_MOE_MODALITY,
     UPM_MOE_TASK,
-    UPM_MOE_TASK_SPECIFIC
+    UPM_MOE_TASK_SPECIFIC,
+    UPM_MOE_TOKEN
 } upm_moe_kind;
 
 /* Task routing's table: the model's task ids are its slots 1..task_slots, assigned to task names in the
@@ -48,6 +51,9 @@ typedef struct upm_model_config {
     int task_slots;   /* TASK, TASK_SPECIFIC: rows of the task table (TASK_SPECIFIC: experts == task_slots) */
     int ntasks;       /* the slots assigned so far; task id i + 1 is task_names[i] */
     char task_names[UPM_MAX_TASK_SLOTS][UPM_TASK_NAME_MAX + 1];
+    /* TOKEN: each expert takes at most ceil(capacity * topk * tokens / experts) tokens of a pass (training
+     * passes; eval_capacity in the others), and the Switch balance loss enters with weight balance. */
+    float capacity, eval_capacity, balance;
 } upm_model_config;
 
 #define UPM_VOCAB 49411 /* CLIP's 49,408 ids + <|mask|>, <|gen|>, <|spe|> */
@@ -69,6 +75,12 @@ static inline int upm_moe_gated(int moe)
 }
 /* A kind whose MoE linears mix experts by gate values G (gated, or TASK_SPECIFIC's fixed one-hot G). */
 static inline int upm_moe_routed(int moe) { return upm_moe_gated(moe) || moe == UPM_MOE_TASK_SPECIFIC; }
+/* A kind whose gates read each token's representation (data-dependent: gate values per row, capacity). */
+static inline int upm_moe_token_routed(int moe) { return moe == UPM_MOE_TOKEN; }
+/* A kind whose gates take logit noise in training (per attribute pattern, or per token). */
+static inline int upm_moe_noisy(int moe) { return upm_moe_gated(moe) || upm_moe_token_routed(moe); }
+/* A kind with experts in its MoE linears (data-independent or not). */
+static inline int upm_moe_has_experts(int moe) { return upm_moe_routed(moe) || upm_moe_token_routed(moe); }
 /* A kind that needs the pass's task id (upm_seq_input.task). */
 static inline int upm_moe_needs_task(int moe) { return moe == UPM_MOE_TASK || moe == UPM_MOE_TASK_SPECIFIC; }
 /* The width of a gate's input: the attribute bits, a one-hot modality id, or a one-hot task id. */
@@ -108,6 +120,9 @@ int upm_model_task_id(const upm_model_config *c, const char *name);
 int upm_model_task_assign(upm_model_config *c, const char *name, int *id, upm_err *err);
 /* The model's task names for messages ("a, b, c", cut to fit; "none" for an empty table): buf. */
 const char *upm_model_task_list(const upm_model_config *c, char *buf, size_t n);
+/* Token routing: the rows each expert takes in a pass of `tokens` routed tokens, ceil(factor * topk *
+ * tokens / experts) with the training or the evaluation capacity factor. */
+int upm_token_capacity(const upm_model_config *c, int tokens, int train);
 /* The gate noise std actually used in training. */
 float upm_gate_noise_std(const upm_model_config *c);
 

@@ -12,6 +12,10 @@ static int cmp_u8(const void *a, const void *b) { return (int)*(const uint8_t *)
 /* Checks the routing context of a merge or gate map. */
 static int check_route(const upm_model *m, int task, const char *what, upm_err *err)
 {
+    if (upm_moe_token_routed(m->cfg.moe))
+        return upm_errf(err, UPM_EINVAL, "cannot %s: %s routing's gates read each token's representation, so its "
+                        "experts depend on the data and do not reduce to one weight per token kind", what,
+                        upm_moe_kind_name(m->cfg.moe));
     if (!upm_moe_routed(m->cfg.moe))
         return upm_errf(err, UPM_EINVAL, "cannot %s: that needs a model with data-independent routing (attribute, "
                         "modality, task or task-specific), and this one is %s", what, upm_moe_kind_name(m->cfg.moe));

@@ -36,10 +36,11 @@ int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, u
         upm_model_free(m);
         return upm_errf(err, UPM_ENOMEM, "model: no memory for %zu parameters", total);
     }
+    be->zero(be, m->stats, sizeof(float) * UPM_NSTATS);
     upm_layout_init(&m->L, seed, host);
     be->upload(be, m->w, host, bytes);
     free(host);
-    if (upm_moe_routed(cfg->moe)) {
+    if (upm_moe_has_experts(cfg->moe)) {
         size_t n = (size_t)cfg->layers * UPM_NGATES * (size_t)cfg->experts;
         m->expert_used = calloc(n, 1);
         m->expert_used_dev = be->alloc(be, n);
@@ -81,6 +82,8 @@ float *upm_model_g(const upm_model *m, int i) { return m->g + m->L.p[i].offset; 
 void upm_model_zero_grad(upm_model *m)
 {
     m->be->zero(m->be, m->g, m->L.total * sizeof(float));
+    m->be->zero(m->be, m->stats + UPM_STAT_DROPPED, sizeof(float) * 2);
+    m->route_evals = 0, m->route_assignments = 0;
     if (m->expert_used_dev)
         m->be->zero(m->be, m->expert_used_dev, (size_t)m->cfg.layers * UPM_NGATES * (size_t)m->cfg.experts);
 }
@@ -163,11 +166,21 @@ static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_ke
     la->o = CARVE_F(c, N * D), la->x_mid = CARVE_F(c, N * D), la->mean2 = CARVE_F(c, N), la->rstd2 = CARVE_F(c, N);
     la->h2 = CARVE_F(c, N * D), la->f = CARVE_F(c, N * F), la->gl = CARVE_F(c, N * F), la->o2 = CARVE_F(c, N * D);
     la->keep1 = want_keep ? CARVE_F(c, nseq) : NULL, la->keep2 = want_keep ? CARVE_F(c, nseq) : NULL;
+    int token = upm_moe_token_routed(cfg->moe);
+    size_t EC = E * (size_t)p->cap;
     for (int gi = 0; gi < UPM_NGATES; gi++) {
         upm_gate_act *g = &la->gate[gi];
         if (!k->has_gate[gi]) {
             memset(g, 0, sizeof *g);
             g->G = upm_block_routes(k, gi) ? p->G_fixed : NULL; /* task-specific: the pass's one-hot */
+            continue;
+        }
+        if (token) { /* a gate per row; each expert's dispatched rows */
+            memset(g, 0, sizeof *g);
+            g->Z = CARVE_F(c, N * E), g->probs = CARVE_F(c, N * E), g->G = CARVE_F(c, N * E);
+            g->dG = CARVE_F(c, N * E), g->dZ = CARVE_F(c, N * E);
+            g->noise = la->has_noise ? CARVE_F(c, N * E) : NULL;
+            g->idx = CARVE_I(c, EC), g->w = CARVE_F(c, EC);
             continue;
         }
         g->Hg = CARVE_F(c, P * D), g->mean = CARVE_F(c, P), g->rstd = CARVE_F(c, P), g->Rn = CARVE_F(c, P * D), g->Z = CARVE_F(c, P * E);
@@ -180,6 +193,10 @@ static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_ke
         memset(a, 0, sizeof *a);
         if (lins[i]->gate < 0 || cfg->moe == UPM_MOE_MERGED)
             continue;
+        if (token) {
+            a->Ye = CARVE_F(c, EC * (size_t)lins[i]->out);
+            continue;
+        }
         size_t wn = (size_t)lins[i]->out * lins[i]->in, out = (size_t)lins[i]->out;
         a->Wm = CARVE_F(c, P * wn), a->bm = CARVE_F(c, P * out), a->dWm = CARVE_F(c, P * wn), a->dbm = CARVE_F(c, P * out);
     }
@@ -208,6 +225,11 @@ static void carve_pass(upm_model *m, upm_pass *p, carver *c, int want_keep)
     }
     p->E = CARVE_F(c, N * D), p->x0 = CARVE_F(c, N * D), p->bits = CARVE_F(c, (size_t)pl->npat * upm_gate_inputs(&m->cfg));
     p->G_fixed = m->cfg.moe == UPM_MOE_TASK_SPECIFIC ? CARVE_F(c, (size_t)pl->npat * m->cfg.experts) : NULL;
+    if (upm_moe_token_routed(m->cfg.moe)) {
+        size_t F3 = F > 3 * D ? F : 3 * D, FD = F > D ? F : D;
+        p->order = CARVE_I(c, N), p->Xs = CARVE_F(c, (size_t)p->cap * FD), p->Ys = CARVE_F(c, (size_t)p->cap * F3);
+    } else
+        p->order = NULL, p->Xs = p->Ys = NULL;
     for (int l = 0; l < m->cfg.layers; l++)
         carve_layer(m, p, c, l, want_keep);
     p->zsel = CARVE_F(c, R * D), p->zmean = CARVE_F(c, R), p->zrstd = CARVE_F(c, R), p->zn = CARVE_F(c, R * D), p->feat = CARVE_F(c, R * D);
@@ -272,9 +294,27 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
                             "token kind of another task)", cfg->npatterns, p->plan.pat[q]);
         p->slot[q] = s;
     }
+    if (upm_moe_token_routed(cfg->moe) && o && o->train && o->gate_noise &&
+        (o->noise_seq0 < 0 || (o->noise_nseq && o->noise_seq0 + in->nseq > o->noise_nseq)))
+        return upm_errf(err, UPM_EINVAL, "model: gate noise for sequences %d..%d of a table of %d", o->noise_seq0,
+                        o->noise_seq0 + in->nseq - 1, o->noise_nseq);
+    int32_t *order = NULL;
+    p->nvalid = p->cap = 0;
+    if (upm_moe_token_routed(cfg->moe)) { /* the tokens that take part in routing, in priority order */
+        const upm_seq_plan *pl = &p->plan;
+        if (!(order = malloc(sizeof(int32_t) * (size_t)(pl->N ? pl->N : 1))))
+            return upm_errf(err, UPM_ENOMEM, "model: no memory for a pass");
+        for (int b = 0; b < pl->nseq; b++)
+            for (int i = 0; i < pl->S; i++)
+                if (pl->mask[((size_t)b * pl->S + i) * pl->S + i]) /* a token that sees itself: not padding */
+                    order[p->nvalid++] = pl->row_of[(size_t)b * pl->S + i];
+        p->cap = upm_token_capacity(cfg, p->nvalid, o && o->train);
+    }
     upm_layer_act *layers = realloc(p->layers, sizeof *layers * (size_t)cfg->layers);
-    if (!layers)
+    if (!layers) {
+        free(order);
         return upm_errf(err, UPM_ENOMEM, "model: no memory for a pass");
+    }
     p->layers = layers;
     int noise = o && o->train && o->gate_noise, keep = o && o->train && o->keep;
     p->train = o && o->train;
@@ -286,9 +326,11 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
         if (p->arena)
             be->free(be, p->arena);
         p->arena_bytes = 0;
-        if (!(p->arena = be->alloc(be, c.off)))
+        if (!(p->arena = be->alloc(be, c.off))) {
+            free(order);
             return upm_errf(err, UPM_ENOMEM, "model: no memory for the activations of %d x %d tokens (%zu MB)",
                             p->plan.nseq, p->plan.S, c.off >> 20);
+        }
         p->arena_bytes = c.off;
     }
     c = (carver){p->arena, 0};
@@ -302,6 +344,9 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
     be->upload(be, p->read_rows, pl->read_rows, (size_t)pl->nread * 4);
     be->upload(be, p->spe_idx, pl->spe_idx, nseq * 4);
     be->upload(be, p->mask, pl->mask, nseq * S * S);
+    if (order)
+        be->upload(be, p->order, order, sizeof(int32_t) * (size_t)p->nvalid);
+    free(order);
     for (int s = 0; s < in->nseg; s++) {
         const upm_seq_segment *g = &in->seg[s];
         size_t tok = (size_t)upm_seq_segment_tokens(g);
@@ -317,11 +362,12 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
     }
     /* each pattern's gate input (its attribute bits, its one-hot modality or task), task-specific weights'
      * one-hot choice, and per-layer noise rows and keep factors */
-    int gin = upm_gate_inputs(cfg), video = 0, E = cfg->experts;
+    int gin = upm_gate_inputs(cfg), video = 0, E = cfg->experts, token = upm_moe_token_routed(cfg->moe);
     for (int s = 0; s < in->nseg; s++)
         video |= in->seg[s].kind == UPM_SEG_VIDEO;
     size_t host_n = (size_t)pl->npat * (size_t)(gin > E ? gin : E);
-    float *bits = malloc(sizeof(float) * host_n), *rows = noise ? malloc(sizeof(float) * (size_t)pl->npat * E) : NULL;
+    size_t noise_rows = token ? (size_t)pl->N : (size_t)pl->npat;
+    float *bits = malloc(sizeof(float) * host_n), *rows = noise ? malloc(sizeof(float) * noise_rows * E) : NULL;
     if (!bits || (noise && !rows)) {
         free(bits);
         free(rows);
@@ -341,10 +387,17 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
         for (int gi = 0; noise && gi < UPM_NGATES; gi++) {
             if (!m->L.blocks[l].has_gate[gi])
                 continue;
-            const float *tab = o->gate_noise + ((size_t)l * UPM_NGATES + gi) * 256 * E;
-            for (int q = 0; q < pl->npat; q++)
-                memcpy(rows + (size_t)q * E, tab + (size_t)pl->pat[q] * E, sizeof(float) * E);
-            be->upload(be, la->gate[gi].noise, rows, sizeof(float) * (size_t)pl->npat * E);
+            if (token) { /* by (sequence, position) into row order */
+                size_t tn = (size_t)(o->noise_nseq ? o->noise_nseq : pl->nseq) * S;
+                const float *tab = o->gate_noise + ((size_t)l * UPM_NGATES + gi) * tn * E + (size_t)o->noise_seq0 * S * E;
+                for (size_t bp = 0; bp < nseq * S; bp++)
+                    memcpy(rows + (size_t)pl->row_of[bp] * E, tab + bp * E, sizeof(float) * E);
+            } else {
+                const float *tab = o->gate_noise + ((size_t)l * UPM_NGATES + gi) * 256 * E;
+                for (int q = 0; q < pl->npat; q++)
+                    memcpy(rows + (size_t)q * E, tab + (size_t)pl->pat[q] * E, sizeof(float) * E);
+            }
+            be->upload(be, la->gate[gi].noise, rows, sizeof(float) * noise_rows * E);
         }
         if (keep) {
             be->upload(be, la->keep1, o->keep + ((size_t)l * 2) * nseq, sizeof(float) * nseq);
@@ -437,6 +490,7 @@ int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const u
 }
 
 const float *upm_pass_features(const upm_pass *p) { return p->U; }
+size_t upm_pass_bytes(const upm_pass *p) { return p->arena_bytes; }
 
 int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err)
 {

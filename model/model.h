@@ -43,12 +43,19 @@ typedef struct upm_model {
         float *t; /* backend [gh * gw, dim] */
     } sincos[8];
     int nsincos;
+    int64_t route_evals;       /* token routing: gate evaluations of training passes since zero_grad */
+    double route_assignments;  /* ... and the (token, choice) assignments of every pass since then */
 } upm_model;
 
 /* Slots of upm_model.stats: the loss and correct rows of the label loss, or of the pair loss's
  * image-to-text direction (and _T: text-to-image); the squared gradient norm and the clipping factor. */
 enum { UPM_STAT_LOSS, UPM_STAT_CORRECT, UPM_STAT_LOSS_T, UPM_STAT_CORRECT_T, UPM_STAT_SUMSQ, UPM_STAT_GSCALE,
-       UPM_NSTATS = 8 };
+       UPM_STAT_DROPPED, UPM_STAT_BALANCE, UPM_NSTATS };
+/* Token routing's slots (zeroed by upm_model_zero_grad): DROPPED counts the (token, expert) assignments past
+ * an expert's capacity (every pass), BALANCE sums the balance loss E sum_e f_e P_e of every gate evaluation
+ * of a training pass; route_assignments and route_evals (host) count the assignments asked for and those
+ * evaluations, so dropped / assignments is the dropped share and balance / evals the mean balance loss (1 =
+ * uniform). */
 
 /* A model with initial values drawn from seed (docs/model.md), gradients zeroed. */
 int upm_model_new(const upm_model_config *cfg, upm_backend *be, uint64_t seed, upm_model **out, upm_err *err);
@@ -65,10 +72,14 @@ void upm_model_zero_grad(upm_model *m);
 
 typedef struct upm_pass_opts {
     int train;
-    /* Gate-logit noise, host [layers][UPM_NGATES][256][experts] by attribute byte, or NULL for none. */
+    /* Gate-logit noise, or NULL for none: host [layers][UPM_NGATES][256][experts] by attribute byte; token
+     * routing: [layers][UPM_NGATES][noise_nseq][S][experts] by (sequence, position), S =
+     * upm_seq_positions(in), the pass's sequence b reading the table's sequence noise_seq0 + b (noise_nseq
+     * 0: the pass's own count), so chunks of one set of sequences can share a table. */
     const float *gate_noise;
     /* Drop-path keep factors (0 or 1/(1-p)), host [layers][2][nseq] (attention, MLP), or NULL = 1. */
     const float *keep;
+    int noise_seq0, noise_nseq;
 } upm_pass_opts;
 
 /* Fills keep[0..n) with drop-path keep factors at rate p: 0 with probability p, else 1/(1-p), one
@@ -85,6 +96,8 @@ void upm_pass_free(upm_model *m, upm_pass *p);
  * backend memory) are then upm_pass_features(p). */
 int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm_pass_opts *o, upm_err *err);
 const float *upm_pass_features(const upm_pass *p);
+/* The backend memory the pass holds for its activations (bytes), for measurements. */
+size_t upm_pass_bytes(const upm_pass *p);
 /* Backward from dU (backend memory, [nread, dim]): adds every parameter gradient into m->g. */
 int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err);
 /* Parameter groups in the order a backward pass completes them: the head (group `layers`), the blocks

@@ -65,10 +65,14 @@ static upm_linear_idx linear(builder *b, const upm_model_config *c, int l, const
     return x;
 }
 
-static upm_gate_idx gate(builder *b, const upm_model_config *c, int l, const char *name)
+static upm_gate_idx gate(builder *b, const upm_model_config *c, int l, const char *name, int in)
 {
     int D = c->dim;
-    upm_gate_idx g;
+    upm_gate_idx g = {-1, -1, -1, -1, -1, in};
+    if (upm_moe_token_routed(c->moe)) { /* logits = W_g x: the token's own representation (Eq. 5) */
+        g.proj_w = add(b, UPM_INIT_NORMAL, 0.02f, 0, 2, c->experts, in, 0, "blocks.%d.%s.proj.weight", l, name);
+        return g;
+    }
     if (c->moe == UPM_MOE_MODALITY) { /* the embedding of the modality id, as a linear of its one-hot */
         g.attr_w = add(b, UPM_INIT_NORMAL, 0.02f, 0, 2, D, UPM_NMODALITY_IDS, 0, "blocks.%d.%s.modality.weight", l, name);
         g.attr_b = add(b, UPM_INIT_ZERO, 0, 0, 1, D, 0, 0, "blocks.%d.%s.modality.bias", l, name);
@@ -117,14 +121,14 @@ int upm_layout_build(const upm_model_config *c, upm_layout *L, upm_err *err)
         k->fc2 = linear(&b, c, l, "mlp.fc2", F, D, ffn ? UPM_GATE_FC2 : -1);
         k->ls2 = add(&b, UPM_INIT_CONST, c->layerscale_init, 0, 1, D, 0, 0, "blocks.%d.ls2", l);
         /* a merged model has per-pattern weights and task-specific one its task's: no gates */
-        int gates = upm_moe_gated(c->moe);
+        int gates = upm_moe_gated(c->moe) || upm_moe_token_routed(c->moe);
         k->has_gate[UPM_GATE_ATTN] = sa && gates;
         k->has_gate[UPM_GATE_FC1] = k->has_gate[UPM_GATE_FC2] = ffn && gates;
         if (sa && gates)
-            k->gate[UPM_GATE_ATTN] = gate(&b, c, l, "attn.gate");
+            k->gate[UPM_GATE_ATTN] = gate(&b, c, l, "attn.gate", D);
         if (ffn && gates) {
-            k->gate[UPM_GATE_FC1] = gate(&b, c, l, "mlp.gate1");
-            k->gate[UPM_GATE_FC2] = gate(&b, c, l, "mlp.gate2");
+            k->gate[UPM_GATE_FC1] = gate(&b, c, l, "mlp.gate1", D);
+            k->gate[UPM_GATE_FC2] = gate(&b, c, l, "mlp.gate2", F);
         }
     }
     L->norm_w = add(&b, UPM_INIT_CONST, 1, 0, 1, D, 0, 0, "norm.weight");

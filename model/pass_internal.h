@@ -5,7 +5,8 @@
  * Shapes (row-major): N token rows of the pass (grouped by attribute pattern, docs/ARCHITECTURE.md §15),
  * D = dim, F = mlp width, H = heads, P = attribute patterns present, E = experts, B = sequences (nseq),
  * S = the longest sequence, R = read-out rows (the features), T/Hp/Wp = frames and pixels of a visual
- * segment, K = its tokens, out/in = a linear's output/input width. */
+ * segment, K = its tokens, out/in = a linear's output/input width. Token routing (a gate per row): gate
+ * arrays hold N rows instead of P, and each expert e takes C dispatched rows (idx, w). */
 #ifndef UPM_PASS_INTERNAL_H
 #define UPM_PASS_INTERNAL_H
 
@@ -22,11 +23,14 @@ typedef struct upm_gate_act {
     float *noise; /* [P, E]  the logit noise of this pass, or NULL */
     float *dG, *dZ; /* [P, E] */
     float *dRn, *dHg; /* [P, D] */
+    int32_t *idx;   /* token routing: [E, C] the rows each expert takes (-1: a free slot) */
+    float *w;       /* [E, C] their gate values */
 } upm_gate_act;
 
 typedef struct upm_linear_act {
     float *Wm, *dWm; /* [P, out*in] the experts merged per pattern (MoE linears only) */
     float *bm, *dbm; /* [P, out] */
+    float *Ye;       /* token routing: [E, C, out] each expert's output on its rows, before the gate value */
 } upm_linear_act;
 
 enum { UPM_LIN_QKV = 0, UPM_LIN_PROJ, UPM_LIN_FC1, UPM_LIN_FC2, UPM_NLIN };
@@ -88,6 +92,11 @@ struct upm_pass {
     float *dh2;            /* [N, D] */
     float *df, *dgl;       /* [N, F] */
     float *dfeat, *dzn, *dzsel; /* [R, D] */
+    /* token routing: the valid rows in priority order (sequence, then position), the capacity of this pass,
+     * and scratch for one expert's rows ([C, max(in)], [C, max(out)]) */
+    int32_t *order;
+    int nvalid, cap;
+    float *Xs, *Ys;
     upm_attn_desc attn;
     int slot[256]; /* merged models: the weight slot of each pattern of the plan */
     upm_seq_input in; /* the segment shapes of the planned input (host pointers not kept) */

@@ -62,6 +62,14 @@ static int allowed(const upm_seq_input *in, int sa, int i, int valid_a, int sb, 
     return qa == UPM_SEG_QUERY && sa == sb && i == j;                 /* a query sees itself only */
 }
 
+int upm_seq_positions(const upm_seq_input *in)
+{
+    int S = !in->no_spe;
+    for (int s = 0; s < in->nseg; s++)
+        S += upm_seq_segment_tokens(&in->seg[s]);
+    return S;
+}
+
 int upm_seq_plan_build(const upm_seq_input *in, int vocab, int max_text, int max_frames, upm_seq_plan *p, upm_err *err)
 {
     memset(p, 0, sizeof *p);

@@ -46,6 +46,8 @@ typedef struct upm_seq_input {
 
 /* Tokens per row of a segment. */
 int upm_seq_segment_tokens(const upm_seq_segment *s);
+/* Positions per sequence of an input: its SPE token (unless no_spe) and every segment's tokens. */
+int upm_seq_positions(const upm_seq_input *in);
 
 typedef struct upm_seq_plan {
     int nseq, S, N; /* sequences, positions per sequence, rows (= nseq * S) */

@@ -81,11 +81,14 @@ int upm_batchdump_step_write(const char *dir, const upm_model *m, const upm_batc
             if (b->labels) /* label formulations: the class of each row */
                 upm_stepfile_put(f, "labels", UPM_ST_I32, b->labels, 1, (int64_t[]){b->B});
         }
-        upm_stepfile_put_tables(f, "input", m, s->noise[0], NULL, s->in->nseq);
-        upm_stepfile_put_tables(f, "target", m, s->noise[1], NULL, vocab ? 1 : s->tg->nseq);
+        upm_stepfile_put_tables(f, "input", m, s->noise[0], NULL, s->in->nseq, upm_seq_positions(s->in));
+        upm_stepfile_put_tables(f, "target", m, s->noise[1], NULL, vocab ? s->vb->C : s->tg->nseq,
+                                vocab ? 2 : upm_seq_positions(s->tg));
+        char tid[16]; /* task routing: the passes' task id */
+        snprintf(tid, sizeof tid, "%d", s->in->task);
         const char *meta[] = {"config", config, "formulation", upm_formulation_name(b->formulation), "segments", segs,
                               "spe_attr", spe, "loss_weight", num[0], "label_smoothing", "0.1", "step", step,
-                              "task", b->task, "dataset", b->dataset, "loss", num[1], "lr", num[2],
+                              "task", b->task, "task_id", tid, "dataset", b->dataset, "loss", num[1], "lr", num[2],
                               "grad_norm", num[3], vocab ? "vocab_attr" : NULL, vattr, NULL};
         rc = upm_stepfile_write(f, path, meta, err);
     }

@@ -40,6 +40,7 @@ int dp_exchange(trainer *t, const upm_metric_row *mine, double seconds, int stop
     snprintf(me.dataset, sizeof me.dataset, "%s", mine->dataset);
     me.loss = mine->loss, me.weighted_loss = mine->weighted_loss, me.accuracy = mine->accuracy;
     me.samples = (double)mine->samples, me.seconds = seconds, me.stop = stop;
+    me.balance_loss = mine->has_route ? mine->balance_loss : -1, me.dropped = mine->has_route ? mine->dropped : -1;
     int rc = 0;
     if (t->world > 1) {
         upm_comm_set_phase(t->comm, "step %" PRId64 ": end of step", t->step + 1);
@@ -71,7 +72,7 @@ int dp_exchange(trainer *t, const upm_metric_row *mine, double seconds, int stop
         *row = *mine; /* step, lr, grad norm: the same on every rank */
         snprintf(row->task, sizeof row->task, "%s", a->task);
         row->dataset[0] = row->ranks[0] = 0;
-        double n = 0, loss = 0, wl = 0, acc = 0;
+        double n = 0, loss = 0, wl = 0, acc = 0, bal = 0, drop = 0;
         int k = 0;
         for (int q = r; q < t->world; q++) {
             const rank_rec *b = &t->recs[q];
@@ -79,6 +80,7 @@ int dp_exchange(trainer *t, const upm_metric_row *mine, double seconds, int stop
                 continue;
             n += b->samples, loss += b->loss * b->samples, wl += b->weighted_loss * b->samples;
             acc += b->accuracy * b->samples;
+            bal += b->balance_loss * b->samples, drop += b->dropped * b->samples;
             add_unique(row->dataset, sizeof row->dataset, b->dataset);
             size_t len = strlen(row->ranks);
             if (len + 12 < sizeof row->ranks)
@@ -89,6 +91,8 @@ int dp_exchange(trainer *t, const upm_metric_row *mine, double seconds, int stop
             row->loss = a->loss, row->weighted_loss = a->weighted_loss, row->accuracy = a->accuracy;
         else
             row->loss = loss / n, row->weighted_loss = wl / n, row->accuracy = a->accuracy >= 0 ? acc / n : -1;
+        row->has_route = a->balance_loss >= 0; /* token routing: averaged like the loss */
+        row->balance_loss = k == 1 ? a->balance_loss : bal / n, row->dropped = k == 1 ? a->dropped : drop / n;
         row->samples = (int64_t)n;
         row->samples_per_s = slowest > 0 ? n / slowest : 0;
     }

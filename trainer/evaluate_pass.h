@@ -15,7 +15,7 @@ typedef struct pass_ctx {
 } pass_ctx;
 
 /* Forward passes of evaluation: no gate noise, no drop path. */
-static const upm_pass_opts no_noise = {0, NULL, NULL};
+static const upm_pass_opts no_noise = {.train = 0};
 
 /* Appends metric `name` (chance < 0: none) to r. */
 void upm_eval_add_metric(upm_eval_result *r, const char *name, double value, double chance);

@@ -30,6 +30,11 @@ cJSON *upm_model_config_json(const upm_model_config *c)
         for (int i = 0; i < c->npatterns; i++)
             cJSON_AddItemToArray(p, cJSON_CreateNumber(c->patterns[i]));
     }
+    if (upm_moe_token_routed(c->moe)) {
+        cJSON_AddNumberToObject(j, "capacity", c->capacity);
+        cJSON_AddNumberToObject(j, "eval_capacity", c->eval_capacity);
+        cJSON_AddNumberToObject(j, "balance", c->balance);
+    }
     if (upm_moe_needs_task(c->moe)) { /* the task table: slot i + 1 is tasks[i] */
         cJSON_AddNumberToObject(j, "task_slots", c->task_slots);
         cJSON *t = cJSON_AddArrayToObject(j, "tasks");
@@ -66,6 +71,11 @@ int upm_model_config_from_json(const cJSON *j, upm_model_config *c, upm_err *err
             return upm_errf(err, UPM_EBADDATA, "state.json: model.patterns must be attribute bytes");
         c->patterns[c->npatterns++] = (uint8_t)v->valueint;
     }
+    const cJSON *cap = cJSON_GetObjectItemCaseSensitive(j, "capacity"), *ecap = cJSON_GetObjectItemCaseSensitive(j, "eval_capacity");
+    const cJSON *bal = cJSON_GetObjectItemCaseSensitive(j, "balance");
+    c->capacity = cJSON_IsNumber(cap) ? (float)cap->valuedouble : 1.0f;
+    c->eval_capacity = cJSON_IsNumber(ecap) ? (float)ecap->valuedouble : 2.0f;
+    c->balance = cJSON_IsNumber(bal) ? (float)bal->valuedouble : 1e-2f;
     c->task_slots = c->ntasks = 0;
     memset(c->task_names, 0, sizeof c->task_names);
     if (upm_moe_needs_task(c->moe)) {

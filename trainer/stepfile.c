@@ -118,17 +118,21 @@ void upm_stepfile_put_side(upm_stepfile *f, const char *side, const upm_seq_inpu
 }
 
 void upm_stepfile_put_tables(upm_stepfile *f, const char *pass, const upm_model *m, const float *noise,
-                             const float *keep, int nseq)
+                             const float *keep, int nseq, int S)
 {
     char nm[128];
     static const char *gates[UPM_NGATES] = {"attn.gate", "mlp.gate1", "mlp.gate2"};
-    int E = m->cfg.experts;
+    int E = m->cfg.experts, token = upm_moe_token_routed(m->cfg.moe);
+    size_t per = token ? (size_t)nseq * S * E : (size_t)256 * E;
     for (int l = 0; l < m->cfg.layers; l++) {
         for (int gi = 0; noise && gi < UPM_NGATES; gi++)
             if (m->L.blocks[l].has_gate[gi]) {
                 snprintf(nm, sizeof nm, "noise.%s.blocks.%d.%s", pass, l, gates[gi]);
-                upm_stepfile_put(f, nm, UPM_ST_F32, noise + ((size_t)l * UPM_NGATES + gi) * 256 * E, 2,
-                                 (int64_t[]){256, E});
+                const float *tab = noise + ((size_t)l * UPM_NGATES + gi) * per;
+                if (token)
+                    upm_stepfile_put(f, nm, UPM_ST_F32, tab, 3, (int64_t[]){nseq, S, E});
+                else
+                    upm_stepfile_put(f, nm, UPM_ST_F32, tab, 2, (int64_t[]){256, E});
             }
         for (int br = 0; keep && br < 2; br++) {
             snprintf(nm, sizeof nm, "keep.%s.blocks.%d.%s", pass, l, br ? "mlp" : "attn");

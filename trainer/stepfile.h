@@ -27,10 +27,11 @@ void upm_stepfile_put_backend(upm_stepfile *f, upm_backend *be, const char *name
 void upm_stepfile_put_params(upm_stepfile *f, const upm_model *m, int grads);
 /* The segments of one side as {side}.{i}.pixels | ids + lengths, and {side}.{i}.attrs. */
 void upm_stepfile_put_side(upm_stepfile *f, const char *side, const upm_seq_input *in);
-/* Gate noise ([256, E] per gate, host [layers][gates][256][E]) and drop-path keep factors ([nseq] per
- * block branch, host [layers][2][nseq]) of one pass; either may be NULL. */
+/* Gate noise ([256, E] per gate, host [layers][gates][256][E]; token routing: [nseq, S, E] per gate, host
+ * [layers][gates][nseq][S][E]) and drop-path keep factors ([nseq] per block branch, host [layers][2][nseq])
+ * of one pass of nseq sequences of S positions; either may be NULL. */
 void upm_stepfile_put_tables(upm_stepfile *f, const char *pass, const upm_model *m, const float *noise,
-                             const float *keep, int nseq);
+                             const float *keep, int nseq, int S);
 /* The segments metadata of one side: a JSON list of {kind, attn, T, H, W, L, attr}. */
 void upm_stepfile_segments_json(const upm_seq_input *in, char *buf, size_t n);
 /* Writes the file (temporary name, fsync, rename); meta is a NULL-terminated key, value list. */

@@ -173,6 +173,8 @@ static void progress(trainer *t, const upm_metric_row *rows, int n)
         printf("%s %s %s loss %.4f", i ? " |" : "", r->task, r->dataset, r->loss);
         if (r->accuracy >= 0)
             printf(" acc %.3f", r->accuracy);
+        if (r->has_route)
+            printf(" balance %.3f dropped %.1f%%", r->balance_loss, 100 * r->dropped);
         if (t->world > 1)
             printf(" (rank %s)", r->ranks);
         sps += r->samples_per_s;

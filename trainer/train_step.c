@@ -27,11 +27,39 @@ static uint64_t step_key(const trainer *t)
 
 /* ---- per-step randomness: gate noise rows for the attribute bytes present, drop-path factors ---- */
 
+/* Token routing's noise: one row per (layer, gate, sequence, position), each sequence its own stream. */
+static int fill_token_noise(trainer *t, int pass, int nseq, int S)
+{
+    const upm_model_config *c = &t->cfg;
+    float std = upm_gate_noise_std(c);
+    size_t per = (size_t)nseq * S * c->experts, nn = (size_t)c->layers * UPM_NGATES * per;
+    if (!upm_moe_token_routed(c->moe) || !(std > 0))
+        return 0;
+    if (nn > t->cap_noise[pass]) {
+        float *n = realloc(t->noise[pass], nn * sizeof(float));
+        if (!n)
+            return UPM_ENOMEM;
+        t->noise[pass] = n, t->cap_noise[pass] = nn;
+    }
+    for (int l = 0; l < c->layers; l++)
+        for (int g = 0; g < UPM_NGATES; g++)
+            for (int b = 0; b < nseq; b++) {
+                upm_rng r = upm_rng_stream(t->o->seed, UPM_RNG_GATE_NOISE, step_key(t),
+                                           (uint64_t)(pass * 4096 + l * UPM_NGATES + g), ((uint64_t)1 << 32) + (uint64_t)b);
+                float *row = t->noise[pass] + ((size_t)l * UPM_NGATES + g) * per + (size_t)b * S * c->experts;
+                for (size_t i = 0; i < (size_t)S * c->experts; i++)
+                    row[i] = (float)(std * upm_rng_normal(&r));
+            }
+    return 0;
+}
+
 static int fill_tables(trainer *t, int pass, const upm_seq_input *in)
 {
     const upm_model_config *c = &t->cfg;
     float std = upm_gate_noise_std(c);
     size_t nn = (size_t)c->layers * UPM_NGATES * 256 * c->experts, nk = (size_t)c->layers * 2 * in->nseq;
+    if (upm_moe_token_routed(c->moe) && fill_token_noise(t, pass, in->nseq, upm_seq_positions(in)))
+        return UPM_ENOMEM;
     if (upm_moe_gated(c->moe) && std > 0) {
         if (!t->noise[pass] && !(t->noise[pass] = calloc(nn, sizeof(float))))
             return UPM_ENOMEM;
@@ -159,6 +187,8 @@ static void fill_row(trainer *t, upm_metric_row *row, const upm_loss_result *res
     row->grad_norm = gnorm;
     row->chance = candidates > 0 ? 1.0 / candidates : -1;
     row->accuracy_t2i = -1;
+    row->has_route = t->route_balance >= 0;
+    row->balance_loss = t->route_balance, row->dropped = t->route_dropped;
 }
 
 /* The step's one wait: its statistics (losses, the gradient norm) downloaded together, after the update
@@ -171,6 +201,9 @@ static int step_stats(trainer *t, int pair, int rows, upm_loss_result *res, floa
         return rc;
     upm_model_stats_read(t->m, st);
     *res = upm_loss_result_of(st, pair, rows);
+    const upm_model *m = t->m; /* token routing: the means over the step's gate evaluations */
+    t->route_balance = m->route_evals > 0 ? st[UPM_STAT_BALANCE] / (double)m->route_evals : -1;
+    t->route_dropped = m->route_assignments > 0 ? st[UPM_STAT_DROPPED] / m->route_assignments : -1;
     *gnorm = t->eval ? 0.0f : sqrtf(st[UPM_STAT_SUMSQ]);
     return t->be->status(t->be, err);
 }
@@ -198,7 +231,7 @@ static int dump_step(trainer *t, const upm_seq_input *in, const upm_seq_input *t
 {
     if (!t->o->dump_dir || t->eval)
         return 0;
-    int noisy = upm_moe_gated(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0;
+    int noisy = upm_moe_noisy(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0;
     upm_batchdump_step s = {t->step, &t->batch, in, tg, vb, t->batch.spe_attr[UPM_SIDE_TARGET],
                             {noisy ? t->noise[0] : NULL, noisy ? t->noise[1] : NULL}, res->loss, lr, gnorm};
     return upm_batchdump_step_write(t->o->dump_dir, t->m, &s, err);
@@ -225,7 +258,7 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
     in.nread = vb.M, in.read_seq = vb.read_seq, in.read_pos = vb.read_pos;
     int M = vb.M, C = vb.C, D = t->cfg.dim;
     upm_seq_input dummy = {.nseq = 1, .spe_attr = b->spe_attr[UPM_SIDE_TARGET], .task = in.task};
-    if (fill_tables(t, 0, &in) || fill_tables(t, 1, &dummy))
+    if (fill_tables(t, 0, &in) || fill_tables(t, 1, &dummy) || fill_token_noise(t, 1, C, 2))
         rc = upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
     if (!rc && (upm_trainer_ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)M * D) ||
                 upm_trainer_ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
@@ -238,10 +271,10 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
         upm_vocab_batch_free(&vb);
         return rc;
     }
-    int noisy = upm_moe_gated(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
+    int noisy = upm_moe_noisy(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
     if (t->eval)
         noisy = drop = 0;
-    upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
+    upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL, 0, 0};
     uint8_t text_attr = b->spe_attr[UPM_SIDE_TARGET]; /* vocabulary tokens are target-side text */
     upm_vocab_encode_opts vo = {b->spe_attr[UPM_SIDE_TARGET], text_attr, t->o->vocab_chunk, noisy ? t->noise[1] : NULL,
                                 drop ? t->cfg.drop_path : 0.0f, t->o->seed, (int64_t)step_key(t), in.task};
@@ -298,10 +331,10 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
         return rc;
     if (fill_tables(t, 0, &in) || fill_tables(t, 1, &tg))
         return upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
-    int noisy = !t->eval && upm_moe_gated(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0;
+    int noisy = !t->eval && upm_moe_noisy(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0;
     int drop = !t->eval && t->cfg.drop_path > 0;
-    upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL};
-    upm_pass_opts ot = {!t->eval, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL};
+    upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL, 0, 0};
+    upm_pass_opts ot = {!t->eval, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL, 0, 0};
     int B = b->B, C = tg.nseq, D = t->cfg.dim;
     if (upm_trainer_ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)B * D) ||
         upm_trainer_ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||

@@ -55,7 +55,9 @@ typedef struct trainer {
     size_t cap_u, cap_v, cap_l, cap_lab, cap_V, cap_logq; /* their capacities in bytes */
     int32_t *readout; /* host [2][B]: read-out sequences and positions of cloze prompts (upm_prompt_readouts) */
     size_t cap_readout;
-    float *noise[2]; /* host [layers][gates][256][E]: gate noise of the two passes */
+    float *noise[2]; /* host [layers][gates][256][E]: gate noise of the two passes (token routing:
+                        [layers][gates][nseq][S][E], model.h upm_pass_opts) */
+    size_t cap_noise[2]; /* token routing: floats allocated in noise[i] */
     float *keep[2];  /* host [layers][2][B]: drop-path keep factors of the two passes */
     size_t cap_keep[2];
     upm_metric_row *pending;
@@ -71,12 +73,14 @@ typedef struct trainer {
     double dp_steps, dp_step_s, dp_comm_s, dp_sync_s, dp_wait_s, dp_reduced, dp_all; /* sums for the summary */
     double slowest_step; /* seconds, any rank */
     struct rank_rec *recs;            /* world records of the last step */
+    double route_balance, route_dropped; /* token routing: the last step's (upm_metric_row), < 0: none */
 } trainer;
 
 /* What each rank tells the others after a step. */
 typedef struct rank_rec {
     char task[128], dataset[128];
     double loss, weighted_loss, accuracy, samples, seconds;
+    double balance_loss, dropped; /* token routing; < 0: none */
     int64_t stop;
 } rank_rec;
 

@@ -119,9 +119,9 @@ void upm_vocab_batch_free(upm_vocab_batch *vb)
     memset(vb, 0, sizeof *vb);
 }
 
-/* One chunk [c0, c0+n) as sequences [SPE, v]. */
-static int chunk_forward(upm_model *m, upm_pass *p, const int32_t *cand, int c0, int n, const upm_vocab_encode_opts *o,
-                         int32_t *lengths, uint8_t *attrs, float *keep, upm_err *err)
+/* One chunk [c0, c0+n) of the C candidates as sequences [SPE, v] (token routing's noise table covers all C). */
+static int chunk_forward(upm_model *m, upm_pass *p, const int32_t *cand, int c0, int n, int C,
+                         const upm_vocab_encode_opts *o, int32_t *lengths, uint8_t *attrs, float *keep, upm_err *err)
 {
     upm_seq_input in = {.nseq = n, .spe_attr = o->spe_attr, .nseg = 1, .task = o->task};
     in.seg[0] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .attn = UPM_SEG_FULL, .L = 1, .ids = cand + c0,
@@ -130,7 +130,7 @@ static int chunk_forward(upm_model *m, upm_pass *p, const int32_t *cand, int c0,
         upm_rng r = upm_rng_stream(o->seed, UPM_RNG_DROP_PATH, (uint64_t)o->step, 2, (uint64_t)c0);
         upm_drop_path_keep(keep, (size_t)m->cfg.layers * 2 * n, o->drop_path, &r);
     }
-    upm_pass_opts po = {1, o->gate_noise, keep};
+    upm_pass_opts po = {1, o->gate_noise, keep, c0, C};
     return upm_pass_forward(m, p, &in, &po, err);
 }
 
@@ -151,7 +151,7 @@ int upm_vocab_encode(upm_model *m, upm_pass *p, const int32_t *cand, int C, cons
     for (int c0 = 0; !rc && c0 < C; c0 += chunk) {
         int n = C - c0 < chunk ? C - c0 : chunk;
         if (!(dV && single))
-            rc = chunk_forward(m, p, cand, c0, n, o, lengths, attrs, keep, err);
+            rc = chunk_forward(m, p, cand, c0, n, C, o, lengths, attrs, keep, err);
         if (!rc && !dV)
             m->be->copy(m->be, V + (size_t)c0 * D, upm_pass_features(p), sizeof(float) * (size_t)n * D);
         if (!rc && dV)

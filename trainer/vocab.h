@@ -41,7 +41,7 @@ void upm_vocab_batch_free(upm_vocab_batch *vb);
 typedef struct upm_vocab_encode_opts {
     uint8_t spe_attr, text_attr; /* target-side attribute bytes */
     int chunk;                   /* sequences per pass */
-    const float *gate_noise;     /* per-pass noise table or NULL */
+    const float *gate_noise;     /* per-pass noise table or NULL (token routing: for all C candidates, S = 2) */
     float drop_path;             /* 0: off */
     uint64_t seed;
     int64_t step;

@@ -93,7 +93,8 @@ int cmd_metrics(upm_catalog *cat, int argc, char **argv)
     if (job_run(cat, id, &run, &err))
         return fail(&err);
     if (fmt == 1)
-        printf("step,task,dataset,loss,accuracy,samples,lr,grad_norm,samples_per_s,ranks\n");
+        for (int i = 0; i < UPM_METRIC_NCOLS; i++)
+            printf("%s%s", upm_metric_columns[i], i + 1 < UPM_METRIC_NCOLS ? "," : "\n");
     else if (fmt == 0)
         printf("%8s  %-24s %-20s %10s %8s %8s %10s %9s %10s\n", "STEP", "TASK", "DATASET", "LOSS", "ACC", "SAMPLES",
                "LR", "GNORM", "SAMPLES/S");

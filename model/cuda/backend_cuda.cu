@@ -313,6 +313,7 @@ static int cu_open(const upm_backend_opts *o, upm_backend **out, upm_err *err)
     upm_cuda_rows_ops(be);
     upm_cuda_attn_ops(be);
     upm_cuda_loss_ops(be);
+    upm_cuda_route_ops(be);
     cudaGetLastError(); // nothing the libraries' start-up left behind is blamed on the first op
     *out = be;
     return 0;

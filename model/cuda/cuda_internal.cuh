@@ -81,6 +81,7 @@ void upm_cuda_dense_ops(upm_backend *be);
 void upm_cuda_rows_ops(upm_backend *be);
 void upm_cuda_attn_ops(upm_backend *be);
 void upm_cuda_loss_ops(upm_backend *be);
+void upm_cuda_route_ops(upm_backend *be);
 
 // Deterministic sum of x[i] * y[i] (y NULL: x[i]^2) over n, in double (UPM_CUDA_SUM_PARTS partials, then
 // in order): out[0] = the sum, or out[0] += it when accumulate. With t non-NULL nothing is written when

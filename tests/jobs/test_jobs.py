@@ -112,7 +112,8 @@ class JobsTest(JobsFixture):
         mlm = [json.loads(x) for x in self.jobs("metrics", jid, "--json", "--task", "mlm", "--since", 10).stdout.split()]
         self.assertTrue(all(r["task"] == "mlm" and r["step"] >= 10 for r in mlm))
         csv = self.jobs("metrics", jid, "--csv").stdout.splitlines()
-        self.assertEqual(csv[0], "step,task,dataset,loss,accuracy,samples,lr,grad_norm,samples_per_s,ranks")
+        self.assertEqual(csv[0], "step,task,dataset,loss,accuracy,samples,lr,grad_norm,samples_per_s,ranks,"
+                                 "balance_loss,dropped")
         self.assertEqual(len(csv) - 1, len(rows))
         # plot: real PNG and SVG files from gnuplot
         png, svg = os.path.join(self.tmp, "loss.png"), os.path.join(self.tmp, "loss.svg")

@@ -141,7 +141,7 @@ def _vocab_side(tensors, meta):
 
 def _task(meta):
     """The passes' task id (task routing, task-specific weights), or None."""
-    t = _json(meta.get("task"))
+    t = _json(meta.get("task_id"))
     return None if t is None else int(t)
 
 
@@ -284,6 +284,11 @@ def compare_loaded(tensors, meta, dtype=torch.float64):
     out, grads = run_case(case, dtype)
     for name in OUTPUTS:
         res.append(_entry(name, tensors.get(name), out[name[4:]]))
+    for name in ("out.balance", "out.dropped"):  # token routing's statistics, where the file has them
+        if name in tensors:
+            res.append(_entry(name, tensors[name], out[name[4:]]))
+    if out["min_gap"] < TIE_GAP:  # a token gate too close to call (see tie_check)
+        res.append(("token gate near-tie (gap %.2e)" % out["min_gap"], float("inf"), float("nan"), False))
     for n in shapes:
         res.append(_entry("grad." + n, tensors.get("grad." + n), grads[n]))
     return sorted(res, key=_badness, reverse=True)
@@ -303,7 +308,7 @@ def tie_check(cfg, params, passes, min_gap=TIE_GAP):
         pats = ref.pass_patterns(ps)
         video = any(seg["modality"] == "video" for seg in ps["segments"])
         for l in range(c["layers"]):
-            for g in ref.layer_gates(c, l) if c["moe"] != "task-specific" else ():
+            for g in ref.layer_gates(c, l) if c["moe"] not in ("task-specific", "token") else ():  # token: in run
                 name = "blocks.%d.%s" % (l, g)
                 probs = ref.gate_probs(P, name, pats, ps["noise"].get(name), c["ln_eps"], video, ps.get("task"))
                 top = torch.sort(probs, dim=1, descending=True).values

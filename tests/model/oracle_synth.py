@@ -107,7 +107,8 @@ def make_oracle(formulation="label", input_kind="image", moe="attribute", B=3, i
     import oracle_compare  # the same file -> pass construction as the comparison uses
     out, grads = oracle_compare.run_case(oracle_compare.build_passes(T, meta), dtype)
     for k, v in out.items():
-        T["out." + k] = v.float()
+        if torch.is_tensor(v) and k != "objective":  # what a C file carries (objective: loss + balance terms)
+            T["out." + k] = v.float()
     for k, v in grads.items():
         T["grad." + k] = v.float()
     return T, meta

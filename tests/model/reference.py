@@ -65,9 +65,13 @@ def normalize_config(cfg):
         "gate_renorm": _flag(cfg.get("gate_renorm"), False),
         # task routing and task-specific weights: the rows of the task table (task ids 1..task_slots)
         "task_slots": int(cfg.get("task_slots", 0)),
+        # token routing: capacity factors (training, evaluation) and the balance loss's weight
+        "capacity": float(cfg.get("capacity", 1.0)),
+        "eval_capacity": float(cfg.get("eval_capacity", 2.0)),
+        "balance": float(cfg.get("balance", 1e-2)),
     }
-    if c["moe"] not in ROUTED + ("none",):
-        raise ValueError("moe must be one of %s or 'none', got %r" % (ROUTED, c["moe"]))
+    if c["moe"] not in ROUTED + ("token", "none"):
+        raise ValueError("moe must be one of %s, 'token' or 'none', got %r" % (ROUTED, c["moe"]))
     if c["moe"] in ("task", "task-specific") and c["task_slots"] < 1:
         raise ValueError("a %s model needs task_slots >= 1" % c["moe"])
     if c["moe"] == "task-specific" and (c["experts"] != c["task_slots"] or c["topk"] != 1):
@@ -81,7 +85,7 @@ ROUTED = ("attribute", "modality", "task", "task-specific")
 
 
 def moe_layer(c, layer):
-    return c["moe"] in ROUTED and (layer + 1) % c["moe_every"] == 0
+    return c["moe"] in ROUTED + ("token",) and (layer + 1) % c["moe_every"] == 0
 
 
 def layer_gates(c, layer):
@@ -122,6 +126,9 @@ def param_shapes(cfg):
         lin("mlp.fc1", Fw, D, ffn)
         lin("mlp.fc2", D, Fw, ffn)
         for g in gates if c["moe"] != "task-specific" else ():
+            if c["moe"] == "token":  # logits = W_g x on the gate's input (qkv's, fc1's, fc2's)
+                s[p + g + ".proj.weight"] = [E, Fw if g == "mlp.gate2" else D]
+                continue
             if c["moe"] == "task":  # an embedding of the task id as a linear of its one-hot
                 s[p + g + ".task.weight"], s[p + g + ".task.bias"] = [D, c["task_slots"]], [D]
             elif c["moe"] == "modality":  # an embedding of the modality id (image, video, text) as a linear
@@ -333,21 +340,96 @@ def mhsa(qkv, mask, heads):
     return (probs @ v).transpose(1, 2).reshape(n, S, D)
 
 
-def encoder(c, P, x, attrs, mask, noise=None, keep=None, video=False, task=None):
+# ---- token routing (docs/model.md, "Token routing") ----
+
+def choices(G, k):
+    """[n, k] each row's kept experts by rank (value descending, ties: the lower index first)."""
+    _, order = torch.sort(G.detach(), dim=1, descending=True, stable=True)
+    return order[:, :k]
+
+
+def token_route(X, Wg, valid, k, renorm, cap, noise=None):
+    """The gate of every token of X [nseq, S, in]: G [nseq*S, E] (top-k of softmax(W_g x + noise),
+    renormalised as configured; noise [nseq, S, E] in training, or None), probs, and keep [nseq*S, E]: 1
+    where the (token, expert) assignment fits the expert's capacity cap. Tokens take slots in priority order:
+    first choices of all valid tokens in (sequence, position) order, then second choices; padding (valid
+    False) takes none."""
+    logits = X.reshape(-1, X.shape[-1]) @ Wg.t()
+    if noise is not None:
+        logits = logits + noise.to(logits.dtype).reshape(logits.shape)
+    probs = torch.softmax(logits, dim=1)
+    G = probs * topk_mask(probs, k)
+    if renorm:
+        G = G / G.sum(dim=1, keepdim=True)
+    ch = choices(G, k)
+    keep = torch.zeros_like(G)
+    count = [0] * G.shape[1]
+    rows = [r for r, v in enumerate(valid.reshape(-1).tolist()) if v]
+    dropped = 0
+    for j in range(k):
+        for r in rows:
+            e = int(ch[r, j])
+            if count[e] < cap:
+                keep[r, e] = 1.0
+                count[e] += 1
+            else:
+                dropped += 1
+    return G, probs, keep, rows, dropped
+
+
+def balance_loss(G, probs, rows):
+    """E sum_e f_e P_e over the routed rows: f = share whose first choice is e (no gradient), P = mean
+    gate probability of e (the Switch Transformer's balance loss)."""
+    E = G.shape[1]
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    f = F.one_hot(choices(G[idx], 1)[:, 0], E).to(G.dtype).mean(dim=0)
+    return E * (f * probs[idx].mean(dim=0)).sum()
+
+
+def token_linear(x, W, b, G, keep):
+    """y_i = sum_e keep_ie G_ie (W_e x_i + b_e) over x [nseq, S, in] (Eq. 4 with capacity dropping)."""
+    g = (G * keep).reshape(x.shape[0], x.shape[1], -1)
+    return torch.einsum("nse,nsi,eoi->nso", g, x, W) + g @ b
+
+
+def encoder(c, P, x, attrs, mask, noise=None, keep=None, video=False, task=None, aux=None, train=True):
     """The encoder blocks over x [nseq, S, D]; noise / keep are the pass's tables (may be None); video:
     the pass has video segments (modality routing tells video tokens from image tokens by it); task: the
     pass's task id (task routing, task-specific weights)."""
     noise, keep = noise or {}, keep or {}
     patterns = sorted(set(int(v) for v in attrs.reshape(-1).tolist()))
     D, eps = c["dim"], c["ln_eps"]
+    token = c["moe"] == "token"
+    valid = torch.diagonal(mask, dim1=1, dim2=2)  # a token that sees itself is not padding
+    cap = math.ceil((c["capacity"] if train else c["eval_capacity"]) * c["topk"] * int(valid.sum()) / c["experts"])
     for l in range(c["layers"]):
         p = "blocks.%d." % l
-        G = {g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps, c["gate_renorm"], video, task,
-                     c["experts"])
-             for g in layer_gates(c, l)}
+        gates = layer_gates(c, l)
+        G = {} if token else {
+            g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps, c["gate_renorm"], video, task, c["experts"])
+            for g in gates}
+
+        def route(g, h):  # token routing: the gate reads h, the input of its first linear
+            if token and g in gates:
+                Gt, probs, kept, rows, dropped = token_route(h, P[p + g + ".proj.weight"], valid, c["topk"],
+                                                             c["gate_renorm"], cap, noise.get(p + g))
+                G[g] = (Gt, kept)
+                if aux is not None and rows:  # the closest call among the routed tokens' ranks 1..k+1
+                    top = torch.sort(probs[torch.as_tensor(rows)].detach(), dim=1, descending=True).values
+                    m = min(c["topk"] + 1, top.shape[1])
+                    gaps = (top[:, :m - 1] - top[:, 1:m]).reshape(-1)
+                    gaps = gaps[gaps > 0]  # exact ties (a zero input: uniform probabilities) break alike
+                    if gaps.numel():
+                        aux["min_gap"] = min(aux.get("min_gap", float("inf")), float(gaps.min()))
+                if aux is not None and train:
+                    aux["balance"].append(balance_loss(Gt, probs, rows))
+                if aux is not None:
+                    aux["dropped"] += dropped
 
         def lin(name, h, g):
             W, b = P[p + name + ".weight"], P[p + name + ".bias"]
+            if g in G and token:
+                return token_linear(h, W, b, *G[g])
             if g in G:
                 return moe_linear(h, attrs, W, b, patterns, G[g])
             return h @ W.t() + b
@@ -357,10 +439,14 @@ def encoder(c, P, x, attrs, mask, noise=None, keep=None, video=False, task=None)
             return 1.0 if k is None else k.to(x.dtype).reshape(-1, 1, 1)
 
         h = F.layer_norm(x, (D,), P[p + "ln1.weight"], P[p + "ln1.bias"], eps)
+        route("attn.gate", h)  # qkv and the projection follow one decision
         a = mhsa(lin("attn.qkv", h, "attn.gate"), mask, c["heads"])
         x = x + kept("attn") * P[p + "ls1"] * lin("attn.proj", a, "attn.gate")
         h2 = F.layer_norm(x, (D,), P[p + "ln2.weight"], P[p + "ln2.bias"], eps)
-        f = lin("mlp.fc2", F.gelu(lin("mlp.fc1", h2, "mlp.gate1")), "mlp.gate2")
+        route("mlp.gate1", h2)
+        gl = F.gelu(lin("mlp.fc1", h2, "mlp.gate1"))
+        route("mlp.gate2", gl)
+        f = lin("mlp.fc2", gl, "mlp.gate2")
         x = x + kept("mlp") * P[p + "ls2"] * f
     return x
 
@@ -377,7 +463,7 @@ def encode_pass(c, P, ps, dtype, read=None):
     the token at position pos (SPE = 0, then the segments' tokens in order) of sequence seq."""
     x, attrs, mask = build_pass(P, ps, dtype)
     video = any(seg["modality"] == "video" for seg in ps["segments"])
-    y = encoder(c, P, x, attrs, mask, ps.get("noise"), ps.get("keep"), video, ps.get("task"))
+    y = encoder(c, P, x, attrs, mask, ps.get("noise"), ps.get("keep"), video, ps.get("task"), ps.get("aux"))
     if read is None:
         return features(c, P, y[:, 0, :])
     seq, pos = (torch.as_tensor(t).long().reshape(-1) for t in read)
@@ -427,8 +513,9 @@ def forward(cfg, P, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=t
     vocab = formulation in VOCAB_FORMULATIONS
     if vocab and read is None:
         raise ValueError("%s needs the read-out tokens (read)" % formulation)
-    u = encode_pass(c, P, inp, dtype, read if vocab else None)
-    v = encode_pass(c, P, tgt, dtype)
+    aux = {"balance": [], "dropped": 0}  # token routing: every gate's balance loss, the dropped assignments
+    u = encode_pass(c, P, dict(inp, aux=aux), dtype, read if vocab else None)
+    v = encode_pass(c, P, dict(tgt, aux=aux), dtype)
     logits = temperature(P["logit_scale"]).reshape(()) * (u @ v.t())
     if formulation == "label" or vocab:
         scores = logits
@@ -445,8 +532,13 @@ def forward(cfg, P, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=t
         loss = 0.5 * (cross_entropy(logits, diag) + cross_entropy(logits.t(), diag))
     else:
         raise ValueError("unknown formulation %r" % formulation)
-    return {"loss": (loss * float(loss_weight)).reshape(1), "logits": logits,
-            "input_features": u, "target_features": v}
+    balance = sum(aux["balance"]) if aux["balance"] else torch.zeros((), dtype=logits.dtype)
+    loss = (loss * float(loss_weight)).reshape(1)
+    return {"loss": loss, "logits": logits, "input_features": u, "target_features": v,
+            "balance": balance.reshape(1), "dropped": torch.tensor([float(aux["dropped"])], dtype=logits.dtype),
+            "min_gap": aux.get("min_gap", float("inf")),
+            # what training minimises: the task loss plus the balance loss of every token gate (weight c)
+            "objective": loss + c["balance"] * balance}
 
 
 def run(cfg, params, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=torch.float32, read=None,
@@ -455,6 +547,6 @@ def run(cfg, params, formulation, inp, tgt, labels=None, loss_weight=1.0, dtype=
     P = {k: v.detach().to(dtype).clone().requires_grad_(True) for k, v in params.items()}
     out = forward(cfg, P, formulation, inp, tgt, labels, loss_weight, dtype, read, logq)
     names = list(P)
-    gs = torch.autograd.grad(out["loss"].sum(), [P[n] for n in names], allow_unused=True)
+    gs = torch.autograd.grad(out["objective"].sum(), [P[n] for n in names], allow_unused=True)
     grads = {n: (torch.zeros_like(P[n]) if g is None else g).detach() for n, g in zip(names, gs)}
-    return {k: v.detach() for k, v in out.items()}, grads
+    return {k: v.detach() if torch.is_tensor(v) else v for k, v in out.items()}, grads

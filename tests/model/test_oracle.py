@@ -121,6 +121,28 @@ class OracleTests(unittest.TestCase):
                     "--drop-path", "0.1", "--seed", 42)
         self.oracle("--formulation", "caption", "--moe", "task-specific", "--task-id", 2, "--seed", 43)
 
+    def test_token_routing(self):
+        """Token routing (issue 18, paper Eq. 5): each gate reads its linear's input token by token; experts take
+        at most ceil(capacity * k * tokens / E) tokens, first choices before second ones in (sequence, position)
+        order, the rest dropped (the residual carries them); the Switch balance loss enters the gradients with
+        its weight; the gate noise is drawn per (sequence, position). Forward, every gradient, the summed
+        balance loss and the dropped count against the reference for every formulation, with and without
+        noise; at a capacity factor that fits every token nothing is dropped."""
+        for f, seed, noise in (("label", 6, 0), ("pair", 6, 0), ("mlm", 7, 0), ("caption", 7, 0), ("label", 6, 1),
+                               ("pair", 6, 1), ("mlm", 9, 1), ("caption", 11, 1)):
+            T, meta = self.oracle("--formulation", f, "--input", "image+text", "--moe", "token", "--seed", seed,
+                                  *(["--gate-noise"] if noise else []))
+            self.check_config(meta, moe="token", experts=4, topk=2, capacity=1.0)
+            self.assertGreater(T["out.dropped"].item(), 0, f)  # capacity 1: tokens were dropped
+            if noise:
+                self.assertEqual(list(T["noise.input.blocks.1.mlp.gate2"].shape)[2], 4)  # [nseq, S, E]
+        self.assertEqual(list(T["blocks.1.mlp.gate2.proj.weight"].shape), [4, 256])  # fc2's input: the FFN width
+        T, _ = self.oracle("--formulation", "label", "--input", "image+text", "--moe", "token", "--seed", 9,
+                           "--capacity-factor", 2, "--balance-loss", 0.5)  # every token fits (E / k = 2)
+        self.assertEqual(T["out.dropped"].item(), 0)
+        self.oracle("--formulation", "pair", "--input", "video", "--moe", "token", "--moe-every", 2, "--layers", 2,
+                    "--drop-path", "0.1", "--seed", 7, "--backend", "debug")
+
     def test_label_image_moe_eq3(self):
         # the gate of Eq. 3 as written (kept probabilities not renormalised); the default renormalises
         T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--gate-renorm", "0",

@@ -64,7 +64,7 @@ def replay(folder, dtype=torch.float64, on_step=None):
         out = ref.forward(case["cfg"], P, case["formulation"], case["input"], case["target"], case["labels"],
                           case["weight"], dtype, case["read"], case["logq"])
         opt.zero_grad(set_to_none=False)
-        out["loss"].sum().backward()
+        out["objective"].sum().backward()  # the loss, plus token routing's balance losses
         for p in P.values():  # AdamW skips a parameter without a gradient; the C trainer updates every one
             if p.grad is None:
                 p.grad = torch.zeros_like(p)

@@ -183,8 +183,9 @@ class DistributedTest(unittest.TestCase):
         """Task routing and task-specific weights (issue 18) on 2 ranks that draw their tasks each on its own:
         a rank's step uses its task's experts only, so the reduction skips the experts no rank used; the run
         must equal, bit for bit, the same run reducing every expert (--reduce-all-experts), and the ranks must
-        have trained different tasks in some steps (else nothing was skipped that the other rank needed)."""
-        for moe in ("task", "task-specific"):
+        have trained different tasks in some steps (else nothing was skipped that the other rank needed).
+        Token routing too, where any token of any rank may pick any expert."""
+        for moe in ("task", "task-specific", "token"):
             runs = {}
             for mode in ("skip", "all"):
                 name = f"dp-{moe}-{mode}"

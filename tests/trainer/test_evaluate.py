@@ -342,6 +342,8 @@ class EvaluateTest(unittest.TestCase):
             con.execute("UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (kind IN (''pretrain'', ''eval''))', "
                         "'CHECK (kind IN (''pretrain''))') WHERE name = 'jobs'")
             con.execute("PRAGMA writable_schema = RESET")
+            for col in ("balance_loss", "dropped"):  # schema version 9's columns: a version 7 file lacks them
+                con.execute(f"ALTER TABLE metrics DROP COLUMN {col}")
             con.execute("PRAGMA user_version = 7")
             con.commit()
         finally:
@@ -351,7 +353,8 @@ class EvaluateTest(unittest.TestCase):
                   "images", env=env).stdout.strip()
         con = sqlite3.connect(old)
         try:
-            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 8)
+            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 9)  # and on to the newest
+            self.assertEqual([r[1] for r in con.execute("PRAGMA table_info(metrics)")][-2:], ["balance_loss", "dropped"])
             self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
             self.assertEqual(con.execute("SELECT kind FROM jobs WHERE id = ?", (int(jid),)).fetchone()[0], "eval")
             self.assertEqual(con.execute("SELECT count(*) FROM jobs").fetchone()[0], jobs_before + 1)

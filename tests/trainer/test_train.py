@@ -119,7 +119,7 @@ class TrainTest(unittest.TestCase):
         self.assertEqual(len(losses), 8)
         p = self.train("mod-bad", "--moe", "switch", "--steps", 1, ok=False)
         self.assertEqual(p.returncode, 2)
-        self.assertIn("--moe must be attribute, modality, task, task-specific or none, not 'switch'", p.stderr)
+        self.assertIn("--moe must be attribute, modality, task, task-specific, token or none, not 'switch'", p.stderr)
 
     def test_task_routing_trains_and_resumes(self):
         """--moe task and task-specific (issue 18): the model's task table holds the mixture's tasks in the plan's
@@ -165,6 +165,50 @@ class TrainTest(unittest.TestCase):
         p = self.train("task-bad", "--moe", "task", "--task-slots", 0, "--steps", 1, ok=False)
         self.assertEqual(p.returncode, 2)
         self.assertIn("--task-slots needs an integer in [1, 64], not '0'", p.stderr)
+
+    def test_token_routing_trains_and_resumes(self):
+        """--moe token (issue 18, paper Eq. 5): gates read each token's representation ([experts, input width]
+        per gate), experts take at most --capacity-factor x k x tokens / experts tokens of a pass; every step's
+        metrics row has the mean balance loss of its gates (Switch: 1 when uniform, at most E) and the share
+        of assignments dropped past capacity (some at factor 1, none at factor 2 = E / k); runs resume bit for
+        bit with their per-token gate noise; the settings are recorded; bad factors are refused."""
+        for name, every in (("tok-straight", 100), ("tok-split", 4)):
+            self.train(name, "--moe", "token", "--steps", 8, "--checkpoint-every", every, "--keep", 10, "--name",
+                       name)
+        import shutil
+        shutil.rmtree(self.ckpt("tok-split", 8))
+        run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, "tok-split"), *SMALL, "--moe", "token",
+            "--steps", 8, "--checkpoint-every", 4, "--keep", 10, env=self.env)
+        for f in ("model.safetensors", "optim.safetensors"):
+            with open(os.path.join(self.ckpt("tok-straight", 8), f), "rb") as a, \
+                 open(os.path.join(self.ckpt("tok-split", 8), f), "rb") as b:
+                self.assertTrue(a.read() == b.read(), f"{f} differs after resume")
+        tensors, _ = load(os.path.join(self.ckpt("tok-straight", 8), "model.safetensors"))
+        self.assertEqual(list(tensors["blocks.1.attn.gate.proj.weight"].shape), [4, 32])
+        self.assertEqual(list(tensors["blocks.1.mlp.gate2.proj.weight"].shape), [4, 128])
+        with open(os.path.join(self.ckpt("tok-straight", 8), "state.json")) as f:
+            model = json.load(f)["model"]
+        self.assertEqual((model["moe"], model["capacity"], model["eval_capacity"], model["gate_noise"]),
+                         ("token", 1, 2, -1))  # noise std: the default 1/experts
+        self.assertAlmostEqual(model["balance"], 0.01, places=7)  # a float32 written as a double
+        rows = self.sql("SELECT m.balance_loss, m.dropped FROM metrics m JOIN runs r ON r.id = m.run_id "
+                        "WHERE r.name = 'tok-straight' ORDER BY m.step")
+        self.assertEqual(len(rows), 8)
+        for bal, drop in rows:
+            self.assertTrue(1 <= bal <= 4 and 0 < drop < 1, (bal, drop))
+        self.train("tok-roomy", "--moe", "token", "--steps", 2, "--capacity-factor", 2, "--name", "tok-roomy")
+        rows = self.sql("SELECT m.dropped FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.name = 'tok-roomy'")
+        self.assertEqual([r[0] for r in rows], [0.0, 0.0])
+        self.train("tok-attr", "--steps", 1, "--name", "tok-attr")  # other routings: NULL
+        rows = self.sql("SELECT m.balance_loss, m.dropped FROM metrics m JOIN runs r ON r.id = m.run_id "
+                        "WHERE r.name = 'tok-attr'")
+        self.assertEqual(rows, [(None, None)])
+        for bad, msg in ((("--capacity-factor", 0), "--capacity-factor needs a factor > 0"),
+                         (("--eval-capacity-factor", -1), "--eval-capacity-factor needs a factor > 0"),
+                         (("--balance-loss", -0.1), "--balance-loss needs a weight in [0, 1000]")):
+            p = self.train("tok-bad", "--moe", "token", "--steps", 1, *bad, ok=False)
+            self.assertEqual(p.returncode, 2, bad)
+            self.assertIn(msg, p.stderr)
 
     def test_bf16_matmuls_follow_fp32(self):
         """--precision bf16 (the linears' matmul inputs rounded to bfloat16, fp32 accumulation; the GPU recipe)
@@ -271,8 +315,8 @@ class TrainTest(unittest.TestCase):
                 ok=False, env=self.env)
         self.assertEqual(p.returncode, 2)
         self.assertIn("continues in that directory", p.stderr)
-        p = run(TRAIN, "--mixture", "three", "--out", os.path.join(self.tmp, "x"), "--moe", "token", ok=False,
-                env=self.env)
+        p = run(TRAIN, "--mixture", "three", "--out", os.path.join(self.tmp, "x"), "--moe", "switch", ok=False,
+                env=self.env)  # an unknown routing: one line, the usage status
         self.assertEqual((p.returncode, p.stderr.count("\n")), (2, 1))
         p = run(TRAIN, "--mixture", "three", "--out", os.path.join(self.tmp, "x"), "--dim", 30, ok=False,
                 env=self.env)

@@ -59,7 +59,7 @@ static void label_step_forward(label_step *s, upm_model *m, upm_loss_result *res
 {
     upm_err err = {0};
     upm_backend *be = s->be;
-    upm_pass_opts train = {1, NULL, NULL};
+    upm_pass_opts train = {.train = 1};
     upm_model_zero_grad(m);
     be->zero(be, s->dU, sizeof(float) * LS_B * s->dim);
     be->zero(be, s->dV, sizeof(float) * LS_C * s->dim);

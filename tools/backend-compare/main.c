@@ -88,7 +88,7 @@ static int run_step(run *x, const data *d, float *pixels, const int32_t *labels,
     in.seg[0] = (upm_seq_segment){.kind = UPM_SEG_IMAGE, .T = 1, .H = d->image, .W = d->image, .pixels = pixels,
                                   .attrs = d->a_img};
     tg.seg[0] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .L = d->L, .ids = d->tids, .lengths = d->tlens, .attrs = d->a_txt};
-    upm_pass_opts train = {1, NULL, NULL};
+    upm_pass_opts train = {.train = 1};
     upm_model_zero_grad(m);
     be->zero(be, x->dU, sizeof(float) * (size_t)d->B * D);
     be->zero(be, x->dV, sizeof(float) * (size_t)d->C * D);

@@ -25,13 +25,15 @@ typedef struct args {
     float drop_path;
     int gate_noise, gate_renorm;
     int task_slots, task_id; /* task routing / task-specific weights: the table and the passes' task */
+    float capacity, balance; /* token routing */
     upm_moe_kind moe_kind;
     unsigned long long seed;
 } args;
 
 static const char usage[] =
     "usage: " PROG " --formulation label|pair|mlm|caption --input image|text|image+text|video\n"
-    "       --moe none|attribute|modality|task|task-specific [--task-slots 3] [--task-id 2]\n"
+    "       --moe none|attribute|modality|task|task-specific|token [--task-slots 3] [--task-id 2]\n"
+    "       [--capacity-factor 1] [--balance-loss 0.01]   (token routing)\n"
     "       [--vocab-targets full|sampled:N] [--vocab-chunk N]   (mlm: text input; caption: image + text)\n"
     "       [--moe-sa 0|1] [--moe-ffn 0|1] [--moe-every N] [--dim 64] [--layers 2] [--heads 4] [--experts 4]\n"
     "       [--topk 2] [--vocab 512] [--batch 4] [--image 32] [--text 8] [--text-attn full|causal]\n"
@@ -50,9 +52,10 @@ static int parse(int argc, char **argv, args *a)
 {
     *a = (args){.moe_sa = 1, .moe_ffn = 1, .moe_every = 1, .dim = 64, .layers = 2, .heads = 4, .experts = 4,
                 .topk = 2, .vocab = 512, .batch = 4, .image = 32, .text = 8, .classes = 5, .seed = 1,
-                .text_attn = "full", .vocab_chunk = 4096, .gate_renorm = 1, .task_slots = 3, .task_id = 2};
+                .text_attn = "full", .vocab_chunk = 4096, .gate_renorm = 1, .task_slots = 3, .task_id = 2, .capacity = 1.0f,
+                .balance = 1e-2f};
     enum { O_FORM = 256, O_INPUT, O_MOE, O_SA, O_FFN, O_EVERY, O_DIM, O_LAYERS, O_HEADS, O_EXPERTS, O_TOPK, O_VOCAB,
-           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC, O_RENORM, O_BACKEND, O_TSLOTS, O_TID };
+           O_BATCH, O_IMAGE, O_TEXT, O_TATTN, O_CLASSES, O_DROP, O_NOISE, O_SEED, O_OUT, O_VT, O_VC, O_RENORM, O_BACKEND, O_TSLOTS, O_TID, O_CAP, O_BAL };
     static const struct option opts[] = {
         {"formulation", 1, 0, O_FORM}, {"input", 1, 0, O_INPUT}, {"moe", 1, 0, O_MOE}, {"moe-sa", 1, 0, O_SA},
         {"moe-ffn", 1, 0, O_FFN}, {"moe-every", 1, 0, O_EVERY}, {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS},
@@ -61,6 +64,7 @@ static int parse(int argc, char **argv, args *a)
         {"classes", 1, 0, O_CLASSES}, {"drop-path", 1, 0, O_DROP}, {"gate-noise", 0, 0, O_NOISE},
         {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT}, {"vocab-targets", 1, 0, O_VT}, {"vocab-chunk", 1, 0, O_VC}, {"gate-renorm", 1, 0, O_RENORM},
         {"backend", 1, 0, O_BACKEND}, {"task-slots", 1, 0, O_TSLOTS}, {"task-id", 1, 0, O_TID},
+        {"capacity-factor", 1, 0, O_CAP}, {"balance-loss", 1, 0, O_BAL},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -90,6 +94,8 @@ static int parse(int argc, char **argv, args *a)
         case O_BACKEND: a->backend = optarg; break;
         case O_TSLOTS: a->task_slots = atoi(optarg); break;
         case O_TID: a->task_id = atoi(optarg); break;
+        case O_CAP: a->capacity = strtof(optarg, NULL); break;
+        case O_BAL: a->balance = strtof(optarg, NULL); break;
         case O_VT: {
             upm_err err;
             if (upm_vocab_targets_parse(optarg, &a->vocab_sampled, &err)) {
@@ -215,10 +221,11 @@ static void free_side(side *s)
 }
 
 /* Gate noise (std from the config) and drop-path factors for one pass, from the counter RNG. */
-static void make_tables(const upm_model *m, uint64_t seed, int pass, int nseq, float **noise, float **keep)
+static void make_tables(const upm_model *m, uint64_t seed, int pass, int nseq, int S, float **noise, float **keep)
 {
     const upm_model_config *c = &m->cfg;
-    size_t nn = (size_t)c->layers * UPM_NGATES * 256 * c->experts;
+    /* per attribute byte; token routing: per (sequence, position) */
+    size_t nn = (size_t)c->layers * UPM_NGATES * (upm_moe_token_routed(c->moe) ? (size_t)nseq * S : 256) * c->experts;
     upm_rng r = upm_rng_stream(seed, UPM_RNG_GATE_NOISE, (uint64_t)pass, 0, 0);
     *noise = malloc(sizeof(float) * nn);
     for (size_t i = 0; *noise && i < nn; i++)
@@ -290,7 +297,8 @@ static int run(const args *a)
                             .moe = a->moe_kind,
                             .experts = a->experts, .topk = a->topk, .moe_sa = a->moe_sa, .moe_ffn = a->moe_ffn,
                             .moe_every = a->moe_every, .drop_path = a->drop_path, .layerscale_init = 1e-3f,
-                            .ln_eps = 1e-5f, .gate_noise = -1.0f, .gate_renorm = a->gate_renorm};
+                            .ln_eps = 1e-5f, .gate_noise = -1.0f, .gate_renorm = a->gate_renorm,
+                            .capacity = a->capacity, .eval_capacity = 2.0f, .balance = a->balance};
     int task = 0;
     if (upm_moe_needs_task(cfg.moe)) { /* every slot met in training; the passes are task --task-id's */
         cfg.task_slots = a->task_slots;
@@ -338,10 +346,10 @@ static int run(const args *a)
     labels = malloc(sizeof(int32_t) * (size_t)R);
     for (int b = 0; labels && b < R; b++)
         labels[b] = vocab ? vb.target_idx[b] : (int32_t)upm_rng_below(&r, (uint64_t)C);
-    make_tables(m, a->seed, 0, B, &noise[0], &keep[0]);
-    make_tables(m, a->seed, 1, C, &noise[1], &keep[1]);
-    upm_pass_opts oin = {1, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL};
-    upm_pass_opts otg = {1, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL};
+    make_tables(m, a->seed, 0, B, upm_seq_positions(&in.in), &noise[0], &keep[0]);
+    make_tables(m, a->seed, 1, C, vocab ? 2 : upm_seq_positions(&tg.in), &noise[1], &keep[1]);
+    upm_pass_opts oin = {1, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL, 0, 0};
+    upm_pass_opts otg = {1, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL, 0, 0};
     dU = be->alloc(be, sizeof(float) * (size_t)R * D), dV = be->alloc(be, sizeof(float) * (size_t)C * D);
     logits = be->alloc(be, sizeof(float) * (size_t)R * C);
     V = be->alloc(be, sizeof(float) * (size_t)C * D), colb = be->alloc(be, sizeof(float) * (size_t)C);
@@ -393,10 +401,18 @@ static int run(const args *a)
         upm_stepfile_put(d, "labels", UPM_ST_I32, labels, 1, (int64_t[]){B});
     }
     if (a->gate_noise || a->drop_path > 0) {
-        upm_stepfile_put_tables(d, "input", m, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL, B);
-        upm_stepfile_put_tables(d, "target", m, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL, C);
+        upm_stepfile_put_tables(d, "input", m, a->gate_noise ? noise[0] : NULL, a->drop_path > 0 ? keep[0] : NULL, B,
+                                upm_seq_positions(&in.in));
+        upm_stepfile_put_tables(d, "target", m, a->gate_noise ? noise[1] : NULL, a->drop_path > 0 ? keep[1] : NULL, C,
+                                vocab ? 2 : upm_seq_positions(&tg.in));
     }
     upm_stepfile_put(d, "out.loss", UPM_ST_F32, &res.loss, 1, (int64_t[]){1});
+    if (upm_moe_token_routed(cfg.moe)) { /* the balance loss summed over the token gates, the dropped count */
+        float st[UPM_NSTATS];
+        upm_model_stats_read(m, st);
+        upm_stepfile_put(d, "out.balance", UPM_ST_F32, st + UPM_STAT_BALANCE, 1, (int64_t[]){1});
+        upm_stepfile_put(d, "out.dropped", UPM_ST_F32, st + UPM_STAT_DROPPED, 1, (int64_t[]){1});
+    }
     upm_stepfile_put_backend(d, be, "out.logits", logits, 2, (int64_t[]){R, C});
     upm_stepfile_put_backend(d, be, "out.input_features", upm_pass_features(pin), 2, (int64_t[]){R, D});
     upm_stepfile_put_backend(d, be, "out.target_features", vocab ? V : upm_pass_features(ptg), 2, (int64_t[]){C, D});
@@ -405,10 +421,11 @@ static int run(const args *a)
              "{\"dim\": %d, \"heads\": %d, \"layers\": %d, \"mlp\": %d, \"vocab\": %d, \"max_text\": %d, "
              "\"max_frames\": %d, \"moe\": \"%s\", \"experts\": %d, \"topk\": %d, \"moe_sa\": %d, \"moe_ffn\": %d, "
              "\"moe_every\": %d, \"drop_path\": %g, \"layerscale_init\": %g, \"ln_eps\": %g, \"gate_noise\": %g, \"gate_renorm\": %d, "
-             "\"task_slots\": %d}",
+             "\"task_slots\": %d, \"capacity\": %g, \"eval_capacity\": %g, \"balance\": %g}",
              cfg.dim, cfg.heads, cfg.layers, cfg.mlp, cfg.vocab, cfg.max_text, cfg.max_frames, a->moe, cfg.experts,
              cfg.topk, cfg.moe_sa, cfg.moe_ffn, cfg.moe_every, (double)cfg.drop_path, (double)cfg.layerscale_init,
-             (double)cfg.ln_eps, (double)upm_gate_noise_std(&cfg), cfg.gate_renorm, cfg.task_slots);
+             (double)cfg.ln_eps, (double)upm_gate_noise_std(&cfg), cfg.gate_renorm, cfg.task_slots,
+             (double)cfg.capacity, (double)cfg.eval_capacity, (double)cfg.balance);
     char taskbuf[16];
     snprintf(taskbuf, sizeof taskbuf, "%d", task);
     char segs[2200];
@@ -421,7 +438,7 @@ static int run(const args *a)
     const char *form = !strcmp(a->formulation, "mlm") ? "vocab-mlm" : !strcmp(a->formulation, "caption") ? "vocab-caption"
                                                                                                           : a->formulation;
     const char *meta[] = {"config", config, "formulation", form, "segments", segs, "spe_attr", spe,
-                          "loss_weight", "1", "label_smoothing", "0.1", "task", taskbuf,
+                          "loss_weight", "1", "label_smoothing", "0.1", "task_id", taskbuf,
                           vocab ? "vocab_attr" : NULL, vattr, NULL};
     if (upm_stepfile_write(d, a->out, meta, &err)) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);

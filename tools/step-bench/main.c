@@ -1,8 +1,9 @@
 /* upmoe-step-bench: times one training step of the encoder on an image-classification batch (forward,
- * backward, AdamW over every parameter) and measures how close its matrix products come to this
- * machine's sgemm throughput: every gemm call of a step is recorded, each distinct shape is then timed
- * alone, and the sum of those ideal times over the step's time is the step's GEMM efficiency.
- * tools/bench/train_step runs it next to PyTorch. Not a test. */
+ * backward, AdamW over every parameter), or with --infer one evaluation forward (--merged: of the model
+ * merged for the batch's task, paper §3.3), for any routing, and measures how close its matrix products come
+ * to this machine's sgemm throughput: every gemm call of a step is recorded, each distinct shape is then
+ * timed alone, and the sum of those ideal times over the step's time is the step's GEMM efficiency.
+ * tools/bench/train_step runs it next to PyTorch, tools/bench/routing for every routing. Not a test. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "merge.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -84,20 +86,29 @@ static double time_shape(const shape *s)
 
 int main(int argc, char **argv)
 {
-    int batch = 32, image = 160, steps = 5, warmup = 2, threads = 0, json = 0, verbose = 0;
+    int batch = 32, image = 160, steps = 5, warmup = 2, threads = 0, json = 0, verbose = 0, infer = 0, merged = 0;
     const char *backend = NULL, *size = "ti", *precision = NULL;
     upm_model_config cfg;
     upm_model_config_preset("ti", &cfg, NULL);
-    int moe = UPM_MOE_ATTRIBUTE;
+    upm_moe_kind moe = UPM_MOE_ATTRIBUTE;
+    upm_err err = {0};
     static const struct option opts[] = {{"moe", 1, 0, 'm'}, {"batch", 1, 0, 'b'}, {"image", 1, 0, 'i'},
                                          {"steps", 1, 0, 's'}, {"warmup", 1, 0, 'w'}, {"threads", 1, 0, 't'},
                                          {"json", 0, 0, 'j'}, {"shapes", 0, 0, 'v'}, {"backend", 1, 0, 'B'},
-                                         {"model", 1, 0, 'M'}, {"precision", 1, 0, 'p'}, {"help", 0, 0, 'h'},
+                                         {"model", 1, 0, 'M'}, {"precision", 1, 0, 'p'}, {"infer", 0, 0, 'I'},
+                                         {"merged", 0, 0, 'G'}, {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': moe = !strcmp(optarg, "none") ? UPM_MOE_NONE : UPM_MOE_ATTRIBUTE; break;
+        case 'm':
+            if (upm_moe_kind_parse(optarg, 1, &moe, &err)) {
+                fprintf(stderr, PROG ": error: %s\n", err.msg);
+                return 2;
+            }
+            break;
+        case 'I': infer = 1; break;
+        case 'G': merged = infer = 1; break;
         case 'M': size = optarg; break;
         case 'p': precision = optarg; break;
         case 'b': batch = atoi(optarg); break;
@@ -109,9 +120,11 @@ int main(int argc, char **argv)
         case 'B': backend = optarg; break;
         case 'v': verbose = 1; break;
         case 'h':
-            printf("usage: " PROG " [--model ti|s|b|l] [--moe attribute|none] [--batch 32] [--image 160] [--steps 5] "
-                   "[--warmup 2] [--threads N] [--backend cpu|debug|cuda] [--precision fp32|bf16] [--json] [--shapes]\nTimes a training step "
-                   "of Uni-Perceiver (default Ti) on an image batch.\n");
+            printf("usage: " PROG " [--model ti|s|b|l] [--moe KIND] [--infer [--merged]] [--batch 32] [--image 160] "
+                   "[--steps 5] [--warmup 2] [--threads N] [--backend cpu|debug|cuda] [--precision fp32|bf16] [--json] "
+                   "[--shapes]\nTimes a training step of Uni-Perceiver (default Ti) on an image batch, or with --infer an "
+                   "evaluation forward (--merged: of the experts merged for the batch's task). KIND: %s.\n",
+                   upm_moe_kind_names(1));
             return 0;
         default: return 2;
         }
@@ -120,12 +133,23 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": error: bad arguments (see --help)\n");
         return 2;
     }
-    upm_err err = {0};
     if (upm_model_config_preset(size, &cfg, &err)) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         return 2;
     }
     cfg.moe = moe;
+    if (upm_moe_needs_task(moe)) { /* a table of three tasks (paper Table 3's), the batch is the first's */
+        cfg.task_slots = cfg.ntasks = 3;
+        strcpy(cfg.task_names[0], "classification"), strcpy(cfg.task_names[1], "caption"), strcpy(cfg.task_names[2], "mlm");
+        if (moe == UPM_MOE_TASK_SPECIFIC)
+            cfg.experts = 3, cfg.topk = 1;
+    }
+    if (upm_moe_token_routed(moe))
+        cfg.gate_noise = 0;
+    if (merged && !upm_moe_routed(moe)) {
+        fprintf(stderr, PROG ": error: --merged needs a routing that merges (attribute, modality, task, task-specific)\n");
+        return 2;
+    }
     upm_backend rec;
     upm_model *m = NULL;
     if (upm_backend_open(backend, &(upm_backend_opts){.threads = threads}, &inner, &err)) {
@@ -160,22 +184,33 @@ int main(int argc, char **argv)
                                   .attrs = attrs};
     float *dU = inner->alloc(inner, sizeof(float) * (size_t)batch * cfg.dim);
     inner->upload(inner, dU, R, sizeof(float) * (size_t)batch * cfg.dim); /* loss = sum(U * R): a fixed dL/dU */
+    in.task = upm_moe_needs_task(moe) ? 1 : 0;
+    upm_model *run = m; /* the model timed: --merged times the experts merged for the batch's patterns */
+    if (merged && upm_model_merge(m, (const uint8_t[]){0x99}, 1, 0, in.task, &run, &err)) {
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+        return 1;
+    }
     upm_pass *p = upm_pass_new();
+    upm_pass_opts train_opts = {.train = 1}; /* training passes (token routing: training capacity, balance) */
     double best = 1e30; /* the fastest step: the VM is shared, noise only ever adds time */
+    float st[UPM_NSTATS];
+    double assignments = 0;
     for (int s = 0; s < warmup + steps; s++) {
         recording = s == warmup; /* record the gemm calls of one timed step */
         double t = upm_monotonic_s();
-        upm_model_zero_grad(m);
-        if (upm_pass_forward(m, p, &in, NULL, &err) || upm_pass_backward(m, p, dU, &err)) {
+        upm_model_zero_grad(run);
+        if (upm_pass_forward(run, p, &in, infer ? NULL : &train_opts, &err) ||
+            (!infer && upm_pass_backward(run, p, dU, &err))) {
             fprintf(stderr, PROG ": error: %s\n", err.msg);
             return 1;
         }
         float gn, lr;
-        if (upm_optim_step(&opt, m, &gn, &lr, &err)) {
+        if (!infer && upm_optim_step(&opt, m, &gn, &lr, &err)) {
             fprintf(stderr, PROG ": error: %s\n", err.msg);
             return 1;
         }
-        inner->sync(inner);
+        assignments = run->route_assignments;
+        upm_model_stats_read(run, st); /* the step's statistics, and its wait */
         double dt = upm_monotonic_s() - t;
         if (s >= warmup && dt < best)
             best = dt;
@@ -190,18 +225,26 @@ int main(int argc, char **argv)
                     shapes[i].tb ? 'T' : 'N', shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].calls, ts * 1e3,
                     2.0 * shapes[i].M * shapes[i].N * shapes[i].K / ts / 1e9);
     }
-    double gflop = gemm_flops / 1e9;
+    double gflop = gemm_flops / 1e9, dropped = assignments > 0 ? st[UPM_STAT_DROPPED] / assignments : -1;
+    const char *mode = merged ? "infer-merged" : infer ? "infer" : "train";
+    /* memory: the parameters (training: + gradients and AdamW's two moments) and the pass's activations */
+    double param_mb = (double)run->L.total * 4 * (infer ? 1 : 4) / 1048576, act_mb = (double)upm_pass_bytes(p) / 1048576;
     if (json)
-        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"moe\": \"%s\", \"batch\": %d, \"tokens\": %d, \"parameters\": %zu, \"step_ms\": %.2f, "
+        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"moe\": \"%s\", \"mode\": \"%s\", "
+               "\"batch\": %d, \"tokens\": %d, \"parameters\": %zu, \"step_ms\": %.2f, \"param_mb\": %.1f, "
+               "\"activation_mb\": %.1f, \"dropped\": %.4f, "
                "\"gemm_gflop\": %.2f, \"gemm_ideal_ms\": %.2f, \"gemm_share\": %.3f, \"gemm_gflops_alone\": %.1f}\n",
-               size, inner->name, m->compute == UPM_BF16 ? "bf16" : "fp32", cfg.moe ? "attribute" : "none", batch, tok + 1, upm_layout_count(&m->L), step * 1e3, gflop,
-               ideal * 1e3, ideal / step, gflop / ideal);
+               size, inner->name, m->compute == UPM_BF16 ? "bf16" : "fp32", upm_moe_kind_name(moe), mode, batch, tok + 1,
+               upm_layout_count(&run->L), step * 1e3, param_mb, act_mb, dropped, gflop, ideal * 1e3, ideal / step,
+               gflop / ideal);
     else
-        printf("%s %s step on %s, batch %d x %d tokens, %zu parameters: %.1f ms; its GEMMs (%.1f GFLOP, %d shapes) "
+        printf("%s %s %s on %s, batch %d x %d tokens, %zu parameters: %.1f ms; its GEMMs (%.1f GFLOP, %d shapes) "
                "take %.1f ms alone at %.0f GFLOP/s: %.0f%% of the step\n",
-               cfg.moe ? "attribute-MoE" : "dense", size, inner->name, batch, tok + 1, upm_layout_count(&m->L), step * 1e3, gflop, nshapes,
-               ideal * 1e3, gflop / ideal, 100 * ideal / step);
-    upm_pass_free(m, p);
+               upm_moe_kind_name(moe), size, mode, inner->name, batch, tok + 1, upm_layout_count(&run->L), step * 1e3,
+               gflop, nshapes, ideal * 1e3, gflop / ideal, 100 * ideal / step);
+    upm_pass_free(run, p);
+    if (run != m)
+        upm_model_free(run);
     upm_optim_free(&opt, m);
     inner->free(inner, dU);
     upm_model_free(m);

@@ -39,7 +39,12 @@ static const char usage[] =
     "  --moe-sa 0|1 --moe-ffn 0|1   MoE on attention and/or FFN linears (both)\n"
     "  --dim D --layers N --heads H   custom sizes (after --model)\n"
     "  --drop-path P          stochastic depth rate (size default)\n"
-    "  --gate-noise STD       std of the MoE gate-logit noise in training (1/experts; 0 = none)\n"
+    "  --gate-noise STD       std of the MoE gate-logit noise in training (1/experts; 0 = none): per attribute\n"
+    "                         pattern, or per token with token routing\n"
+    "  --capacity-factor F    token routing: each expert takes at most ceil(F * topk * tokens / experts) tokens\n"
+    "                         of a pass, the rest are dropped (the residual carries them; default 1)\n"
+    "  --eval-capacity-factor F   ... in evaluation passes (default 2)\n"
+    "  --balance-loss W       token routing: weight of the Switch balance loss of every gate (default 0.01)\n"
     "  --expert-init copy|independent   the experts of an MoE linear start as copies of one draw, so the\n"
     "                         MoE model starts as the dense one, or are drawn each on its own\n"
     "  --gate-renorm 1|0      1: the top-k gate values are renormalised to sum to 1, as the official code does\n"
@@ -166,7 +171,7 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
     enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_TASK_SLOTS, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
            O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
            O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
-           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES,
+           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_CAPF, O_ECAPF, O_BALANCE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES,
            O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT, O_BACKEND, O_NO_PREFETCH, O_PRECISION };
     static const struct option opts[] = {
         {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
@@ -180,7 +185,8 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET}, {"vocab-targets", 1, 0, O_VOCAB}, {"stage2", 1, 0, O_STAGE2},
         {"comm", 1, 0, O_COMM}, {"comm-timeout", 1, 0, O_COMM_TIMEOUT}, {"readers", 1, 0, O_READERS},
         {"shuffle-block", 1, 0, O_SHUFFLE}, {"reduce-all-experts", 0, 0, O_ALL_EXPERTS},
-        {"gate-noise", 1, 0, O_NOISE}, {"layerscale", 1, 0, O_LAYERSCALE},
+        {"gate-noise", 1, 0, O_NOISE}, {"capacity-factor", 1, 0, O_CAPF}, {"eval-capacity-factor", 1, 0, O_ECAPF},
+        {"balance-loss", 1, 0, O_BALANCE}, {"layerscale", 1, 0, O_LAYERSCALE},
         {"no-overlap", 0, 0, O_NO_OVERLAP}, {"no-prefetch", 0, 0, O_NO_PREFETCH}, {"precision", 1, 0, O_PRECISION}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
         {"batch-scale", 1, 0, O_BATCH_SCALE}, {"augment", 1, 0, O_AUGMENT}, {"gate-renorm", 1, 0, O_RENORM}, {"dump-batches", 1, 0, O_DUMP}, {"adam-eps", 1, 0, O_EPS}, {"adam-beta2", 1, 0, O_BETA2}, {"expert-init", 1, 0, O_COPIES},
         {"backend", 1, 0, O_BACKEND}, {"eval-dataset", 1, 0, O_EVAL_DATASET}, {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-limit", 1, 0, O_EVAL_LIMIT},
@@ -304,6 +310,20 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
                 bad = "--layerscale needs a value in [1e-9, 100]";
             else
                 o->model.layerscale_init = (float)v;
+            break;
+        case O_CAPF:
+        case O_ECAPF:
+            if (number(optarg, 1e-6, 1e6, &v) || !(v > 0))
+                bad = c == O_CAPF ? "--capacity-factor needs a factor > 0 (at most 1e6)"
+                                  : "--eval-capacity-factor needs a factor > 0 (at most 1e6)";
+            else
+                *(c == O_CAPF ? &o->model.capacity : &o->model.eval_capacity) = (float)v;
+            break;
+        case O_BALANCE:
+            if (number(optarg, 0, 1e3, &v))
+                bad = "--balance-loss needs a weight in [0, 1000]";
+            else
+                o->model.balance = (float)v;
             break;
         case O_NOISE:
             if (number(optarg, 0, 100, &v))

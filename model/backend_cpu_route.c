@@ -1,0 +1,103 @@
+/* The CPU backend's ops for data-dependent routing (token routing): capacity dispatch, the Switch balance
+ * loss, and the row scaling and row dot products of a dispatched MoE linear (docs/model.md, "Token
+ * routing"). Dispatch walks the tokens in their priority order, as the definition reads; the balance sums
+ * run in a fixed order, so results do not depend on the thread count. */
+#include "backend_cpu.h"
+
+#include <stdlib.h>
+
+#include "route_choice.h"
+
+void upm_cpu_moe_dispatch(upm_backend *be, int32_t *idx, float *w, float *stats, const float *G, const int32_t *order,
+                          int n, int E, int k, int C)
+{
+    (void)be;
+    if (E <= 0 || C < 0)
+        return;
+    for (size_t s = 0; s < (size_t)E * C; s++)
+        idx[s] = -1, w[s] = 0.0f;
+    int fill[4096];
+    int *count = E <= 4096 ? fill : calloc((size_t)E, sizeof *count);
+    if (!count)
+        return;
+    for (int e = 0; e < E; e++)
+        count[e] = 0;
+    double dropped = 0;
+    for (int j = 0; j < k; j++)
+        for (int t = 0; t < n; t++) {
+            const float *g = G + (size_t)order[t] * E;
+            int e = upm_route_choice(g, E, j);
+            if (e < 0)
+                continue;
+            if (count[e] < C) {
+                size_t s = (size_t)e * C + (size_t)count[e]++;
+                idx[s] = order[t], w[s] = g[e];
+            } else
+                dropped += 1;
+        }
+    if (count != fill)
+        free(count);
+    stats[0] += (float)dropped;
+}
+
+void upm_cpu_moe_balance(upm_backend *be, float *stats, float *dlogits, const float *probs, const float *G,
+                         const int32_t *order, int n, int E, float weight)
+{
+    (void)be;
+    if (n <= 0 || E <= 0)
+        return;
+    double fl[64], *f = E <= 64 ? fl : calloc((size_t)E, sizeof *f);
+    if (!f)
+        return;
+    double P = 0, loss = 0;
+    for (int e = 0; e < E; e++)
+        f[e] = 0;
+    for (int t = 0; t < n; t++) {
+        int e = upm_route_choice(G + (size_t)order[t] * E, E, 0);
+        if (e >= 0)
+            f[e] += 1.0 / n;
+    }
+    for (int e = 0; e < E; e++) {
+        P = 0;
+        for (int t = 0; t < n; t++)
+            P += probs[(size_t)order[t] * E + e];
+        loss += f[e] * (P / n);
+    }
+    if (stats)
+        stats[0] += (float)(E * loss);
+    /* d/dp_te = E f_e / n; through the softmax: dz_tj = p_tj (d_tj - sum_e p_te d_te) */
+    for (int t = 0; dlogits && t < n; t++) {
+        const float *p = probs + (size_t)order[t] * E;
+        float *dz = dlogits + (size_t)order[t] * E;
+        double s = 0;
+        for (int e = 0; e < E; e++)
+            s += p[e] * (E * f[e] / n);
+        for (int j = 0; j < E; j++)
+            dz[j] += (float)(weight * p[j] * (E * f[j] / n - s));
+    }
+    if (f != fl)
+        free(f);
+}
+
+void upm_cpu_scale_rows(upm_backend *be, float *Y, const float *w, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)cols >= UPM_CPU_PAR_MIN)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            Y[(size_t)r * cols + c] *= w[r];
+}
+
+void upm_cpu_row_dot_scatter(upm_backend *be, float *dG, const float *A, const float *B, const int32_t *idx, int rows,
+                             int cols, int E, int e)
+{
+    if (rows <= 0)
+        return;
+    upm_cpu_threads(be);
+#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)cols >= UPM_CPU_PAR_MIN)
+    for (int r = 0; r < rows; r++)
+        if (idx[r] >= 0)
+            dG[(size_t)idx[r] * E + e] += (float)upm_cpu_dot(A + (size_t)r * cols, B + (size_t)r * cols, (size_t)cols);
+}
