@@ -40,7 +40,7 @@ static int encode_vocabulary(trainer *t, const upm_batch *b, upm_err *err)
     for (int v = 0; v < C; v++)
         cand[v] = v;
     upm_vocab_encode_opts vo = {b->spe_attr[UPM_SIDE_TARGET], b->spe_attr[UPM_SIDE_TARGET], t->o->vocab_chunk, NULL,
-                                0.0f, t->o->seed, 0, 0};
+                                0.0f, t->o->seed, 0, 0, 1};
     int rc = upm_trainer_task_id(t, b->task, &vo.task, err);
     if (!rc)
         rc = upm_vocab_encode(t->m, t->pass_voc, cand, C, &vo, t->V, NULL, err);

@@ -229,9 +229,9 @@ static int retrieval_row(trainer *t, const upm_seq_input *tg, upm_metric_row *ro
 static int dump_step(trainer *t, const upm_seq_input *in, const upm_seq_input *tg, const upm_vocab_batch *vb,
                      const upm_loss_result *res, float gnorm, float lr, upm_err *err)
 {
-    if (!t->o->dump_dir || t->eval)
+    if (!t->o->dump_dir || (t->eval && !t->grads))
         return 0;
-    int noisy = upm_moe_noisy(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0;
+    int noisy = !t->eval && upm_moe_noisy(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0; /* as the passes' */
     upm_batchdump_step s = {t->step, &t->batch, in, tg, vb, t->batch.spe_attr[UPM_SIDE_TARGET],
                             {noisy ? t->noise[0] : NULL, noisy ? t->noise[1] : NULL}, res->loss, lr, gnorm};
     return upm_batchdump_step_write(t->o->dump_dir, t->m, &s, err);
@@ -274,10 +274,11 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
     int noisy = upm_moe_noisy(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0, drop = t->cfg.drop_path > 0;
     if (t->eval)
         noisy = drop = 0;
-    upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL, 0, 0};
+    upm_pass_opts oi = {!t->eval || t->grads, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL, 0, 0};
     uint8_t text_attr = b->spe_attr[UPM_SIDE_TARGET]; /* vocabulary tokens are target-side text */
     upm_vocab_encode_opts vo = {b->spe_attr[UPM_SIDE_TARGET], text_attr, t->o->vocab_chunk, noisy ? t->noise[1] : NULL,
-                                drop ? t->cfg.drop_path : 0.0f, t->o->seed, (int64_t)step_key(t), in.task};
+                                drop ? t->cfg.drop_path : 0.0f, t->o->seed, (int64_t)step_key(t), in.task,
+                                t->eval && !t->grads};
     upm_model_zero_grad(m);
     be->zero(be, t->dU, sizeof(float) * (size_t)M * D);
     be->zero(be, t->dV, sizeof(float) * (size_t)C * D);
@@ -289,7 +290,7 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
         !(rc = upm_vocab_encode(m, t->pass_voc, vb.cand, C, &vo, t->V, NULL, err)) &&
         !(rc = upm_loss_label(m, upm_pass_features(t->pass_in), M, t->V, C, t->dlabels, vb.logq ? t->logq : NULL,
                               b->loss_weight, t->dU, t->dV, t->logits, err)) &&
-        !t->eval && !(rc = upm_vocab_encode(m, t->pass_voc, vb.cand, C, &vo, t->V, t->dV, err)))
+        (!t->eval || t->grads) && !(rc = upm_vocab_encode(m, t->pass_voc, vb.cand, C, &vo, t->V, t->dV, err)))
         rc = last_backward(t, t->pass_in, t->dU, err);
     float gnorm = 0, lr = 0;
     if (!rc && !t->eval)
@@ -333,8 +334,8 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
         return upm_errf(err, UPM_ENOMEM, "no memory for gate noise");
     int noisy = !t->eval && upm_moe_noisy(t->cfg.moe) && upm_gate_noise_std(&t->cfg) > 0;
     int drop = !t->eval && t->cfg.drop_path > 0;
-    upm_pass_opts oi = {!t->eval, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL, 0, 0};
-    upm_pass_opts ot = {!t->eval, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL, 0, 0};
+    upm_pass_opts oi = {!t->eval || t->grads, noisy ? t->noise[0] : NULL, drop ? t->keep[0] : NULL, 0, 0};
+    upm_pass_opts ot = {!t->eval || t->grads, noisy ? t->noise[1] : NULL, drop ? t->keep[1] : NULL, 0, 0};
     int B = b->B, C = tg.nseq, D = t->cfg.dim;
     if (upm_trainer_ensure(be, (void **)&t->dU, &t->cap_u, sizeof(float) * (size_t)B * D) ||
         upm_trainer_ensure(be, (void **)&t->dV, &t->cap_v, sizeof(float) * (size_t)C * D) ||
@@ -354,7 +355,7 @@ int upm_trainer_batch_step(trainer *t, upm_metric_row *row, upm_err *err)
     } else
         rc = upm_loss_pair(m, upm_pass_features(t->pass_in), upm_pass_features(t->pass_tg), B, b->loss_weight, t->dU, t->dV,
                            t->logits, err);
-    if (rc || (!t->eval && ((rc = upm_pass_backward(m, t->pass_tg, t->dV, err)) ||
+    if (rc || ((!t->eval || t->grads) && ((rc = upm_pass_backward(m, t->pass_tg, t->dV, err)) ||
                             (rc = last_backward(t, t->pass_in, t->dU, err)))))
         return rc;
     float gnorm = 0, lr = 0;

@@ -26,6 +26,8 @@ typedef struct label_cache {
 typedef struct trainer {
     const upm_train_opts *o;
     int eval;                /* forward only: no noise, no drop path, no updates, nothing written */
+    int grads;               /* with eval: training passes and their gradients in m->g (no noise, no drop
+                                path, no update), for analyses (upmoe-analyze interference) */
     const char *eval_ckpt;
     upm_model_config cfg;
     upm_catalog *cat;

@@ -130,7 +130,7 @@ static int chunk_forward(upm_model *m, upm_pass *p, const int32_t *cand, int c0,
         upm_rng r = upm_rng_stream(o->seed, UPM_RNG_DROP_PATH, (uint64_t)o->step, 2, (uint64_t)c0);
         upm_drop_path_keep(keep, (size_t)m->cfg.layers * 2 * n, o->drop_path, &r);
     }
-    upm_pass_opts po = {1, o->gate_noise, keep, c0, C};
+    upm_pass_opts po = {!o->eval, o->gate_noise, keep, c0, C};
     return upm_pass_forward(m, p, &in, &po, err);
 }
 

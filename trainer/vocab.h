@@ -46,6 +46,7 @@ typedef struct upm_vocab_encode_opts {
     uint64_t seed;
     int64_t step;
     int task;                    /* the pass's task id (task routing; upm_seq_input.task) */
+    int eval;                    /* evaluation passes (token routing: the evaluation capacity) */
 } upm_vocab_encode_opts;
 
 /* Forward: the candidates' features into V (backend [C, dim]). Backward (dV non-NULL): re-encodes each

@@ -138,6 +138,63 @@ class AnalyzeTest(unittest.TestCase):
             self.assertIn("task 'image-text-retrieval' was not met in training by this %s model (its tasks: mlm, "
                           "image-caption, classification)" % moe, p.stderr)
 
+    def test_interference_equals_pytorchs(self):
+        """upmoe-analyze interference (paper Eq. 1-2): the task x task matrix of the FFN blocks 1 and 2 equals the
+        same quantity PyTorch computes from the checkpoint's weights on the very batches (the first pass dumped as
+        step files; gradients by the reference model in float64): m_j = mean of task j's normalised FFN
+        gradients, I(i, j) = mean over task i's batches of (m_j . g_i) / (m_i . g_i); the diagonal is 1; the same
+        seed gives the same bytes. The checkpoint's weights are moved away from their collapsed start first (as the
+        model oracle does: noise of std 0.1, LayerScale near 0.5), where a few steps leave features nearly equal
+        and the gradients mostly cancellation, which float32 cannot resolve to a float64 reference."""
+        import shutil
+        from safetensors_io import save
+        src = os.path.join(self.moe, "checkpoints", sorted(os.listdir(os.path.join(self.moe, "checkpoints")))[-1])
+        ckpt = os.path.join(self.tmp, "perturbed", os.path.basename(src))
+        os.makedirs(ckpt, exist_ok=True)
+        shutil.copy(os.path.join(src, "state.json"), ckpt)
+        P, meta = load(os.path.join(src, "model.safetensors"))
+        g = torch.Generator().manual_seed(5)
+        for k, v in P.items():
+            if k != "logit_scale":
+                v += 0.1 * torch.randn(v.shape, generator=g) + (0.5 if k.endswith((".ls1", ".ls2")) else 0.0)
+        save(os.path.join(ckpt, "model.safetensors"), P, meta)
+        dump = os.path.join(self.tmp, "interference")
+        args = ["interference", "--checkpoint", ckpt, "--mixture", "three", "--layers", "1,2", "--batches", 2,
+                "--image-size", 32, "--batch", 8, "--vocab-targets", "sampled:64", "--json"]
+        p = run(ANALYZE, *args, "--dump", dump, env=self.env)
+        doc = json.loads(p.stdout)
+        self.assertEqual(doc["tasks"], ["mlm", "image-caption", "classification"])  # the plan's order
+        self.assertEqual(run(ANALYZE, *args, env=self.env).stdout, p.stdout)  # deterministic
+        import oracle_compare
+        grads = {t: {1: [], 2: []} for t in doc["tasks"]}
+        for f in sorted(os.listdir(dump)):
+            tensors, meta = oracle_compare.load(os.path.join(dump, f))
+            case = oracle_compare.build_passes(tensors, meta)
+            _, g = ref.run(case["cfg"], P, case["formulation"], case["input"], case["target"], case["labels"],
+                           case["weight"], torch.float64, case["read"], case["logq"])
+            for b in (1, 2):
+                names = [f"blocks.{b - 1}.mlp.{l}.{w}" for l in ("fc1", "fc2") for w in ("weight", "bias")]
+                grads[meta["task"]][b].append(torch.cat([g[n].reshape(-1) for n in names]))
+        for layer in doc["layers"]:
+            b, T = layer["block"], doc["tasks"]
+            self.assertEqual(layer["parameters"], grads[T[0]][b][0].numel())
+            m = {t: torch.stack([x / x.norm() for x in grads[t][b]]).mean(0) for t in T}
+            want = [[float(torch.stack([(m[j] @ x) / (m[i] @ x) for x in grads[i][b]]).mean()) for j in T] for i in T]
+            got = layer["matrix"]
+            for i in range(len(T)):
+                self.assertAlmostEqual(got[i][i], 1.0, places=6)
+                for j in range(len(T)):
+                    self.assertLess(abs(got[i][j] - want[i][j]), 1e-3 * max(1.0, abs(want[i][j])),
+                                    (b, T[i], T[j], got[i][j], want[i][j]))
+        p = run(ANALYZE, "interference", "--checkpoint", self.moe, "--mixture", "images-only", "--layers", 1, ok=False,
+                env=self.env)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("needs two or more", p.stderr)
+        p = run(ANALYZE, "interference", "--checkpoint", self.moe, "--mixture", "three", "--layers", "3", ok=False,
+                env=self.env)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--layers takes blocks 1..2", p.stderr)
+
     def test_errors(self):
         dense = os.path.join(self.tmp, "dense")
         run(TRAIN, "--mixture", "images-only", "--out", dense, *SMALL, "--moe", "none", "--steps", 1, env=self.env)

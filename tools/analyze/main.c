@@ -1,6 +1,7 @@
 /* upmoe-analyze: analyses of a trained checkpoint (issue 18).
  *
  *   upmoe-analyze gates --checkpoint C (--mixture M | --task T ...) [--catalog PATH] [--json] [--plot F.png|F.svg]
+ *   upmoe-analyze interference --checkpoint C --mixture M [--layers 4,12] [--batches 100] (interference.c)
  *
  * Gate maps (paper Fig. 3): for each task, each kind of token it has (its input and target fields and their
  * <|spe|>, i.e. its attribute patterns, paper Table 2) and each routed block, the expert the gate ranks first
@@ -21,6 +22,7 @@
 #include "attributes.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
+#include "interference.h"
 #include "merge.h"
 #include "plan.h"
 
@@ -35,7 +37,9 @@ static const char usage_text[] =
     "                     [--plot FILE.png|FILE.svg] [--backend cpu|debug|cuda]\n"
     "Gate maps of an attribute-routed checkpoint (paper Fig. 3): for each task of the mixture (or each --task),\n"
     "each kind of its tokens and each routed block and gate, the expert ranked first and the kept gate values.\n"
-    "--checkpoint is a step-* directory or a run's --out directory (its newest checkpoint).\n";
+    "--checkpoint is a step-* directory or a run's --out directory (its newest checkpoint).\n"
+    "       " PROG " interference --checkpoint DIR --mixture M [--layers 4,12] [--batches 100] [--json] ...\n"
+    "The task-interference metric of paper Eq. 1-2 (Table 1); see '" PROG " interference --help'.\n";
 
 typedef struct task_map {
     upm_task task;
@@ -348,6 +352,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "gates"))
         return cmd_gates(argc - 1, argv + 1);
-    fprintf(stderr, PROG ": error: unknown command '%s' (gates)\n", argv[1]);
+    if (!strcmp(argv[1], "interference"))
+        return upm_analyze_interference(argc - 1, argv + 1);
+    fprintf(stderr, PROG ": error: unknown command '%s' (gates, interference)\n", argv[1]);
     return 2;
 }

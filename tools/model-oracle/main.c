@@ -362,7 +362,7 @@ static int run(const args *a)
     be->upload(be, dlabels, labels, sizeof(int32_t) * (size_t)R);
     if (vb.logq)
         be->upload(be, colb, vb.logq, sizeof(float) * (size_t)C);
-    upm_vocab_encode_opts vo = {vocab_attr, vocab_attr, a->vocab_chunk, a->gate_noise ? noise[1] : NULL, 0.0f, a->seed, 0, task};
+    upm_vocab_encode_opts vo = {vocab_attr, vocab_attr, a->vocab_chunk, a->gate_noise ? noise[1] : NULL, 0.0f, a->seed, 0, task, 0};
     upm_loss_result res;
     if (vocab)
         rc = upm_pass_forward(m, pin, &in.in, &oin, &err) || upm_vocab_encode(m, ptg, vb.cand, C, &vo, V, NULL, &err) ||

@@ -1,0 +1,318 @@
+/* upmoe-analyze interference: the task-interference metric of the paper (§3.1, Eq. 1-2, Table 1).
+ *
+ * For tasks i and j and the shared parameters θ of one block's FFN (fc1 and fc2, weights and biases, every
+ * expert of an MoE linear), with g_i(x) = ∇θ L_i(x) on a training batch x of task i:
+ *
+ *     m_j     = mean over task j's batches of g_j / ‖g_j‖        (the expected update direction of task j)
+ *     I(i, j) = mean over task i's batches x of (m_j · g_i(x)) / (m_i · g_i(x))
+ *
+ * i.e. Eq. 1's first-order loss change of task i when θ steps along task j's normalised gradient, relative
+ * to the change along task i's own (Eq. 2's denominator), so I(i, i) = 1. Every task of the mixture draws
+ * --batches batches from the mixture's own sampler (evaluation order: no augmentation; the gradients of
+ * training passes without gate noise or drop path, nothing updated), in two passes over the same batches:
+ * the first forms m, the second the ratios. Deterministic for a seed. --dump DIR writes each batch of the
+ * first pass as a step file (trainer/batchdump.h), so PyTorch can recompute the same quantity
+ * (tests/trainer/test_analyze.py). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "checkpoint.h"
+#include "fileio.h"
+#include "interference.h"
+#include "loader.h"
+#include "plan.h"
+#include "trainer_state.h"
+#include "vocab.h"
+
+#define PROG "upmoe-analyze"
+#define MAX_LAYERS 64
+#define MAX_TASKS 64
+
+static const char usage_text[] =
+    "usage: " PROG " interference --checkpoint DIR --mixture M [--layers 4,12] [--batches 100] [--seed S]\n"
+    "                            [--batch N] [--image-size PX] [--json] [--dump DIR] [--catalog PATH]\n"
+    "                            [--backend cpu|debug|cuda] [--threads N] [--bpe-vocab FILE]\n"
+    "                            [--vocab-targets full|sampled:N]\n"
+    "The task-interference metric of the paper (Eq. 1-2, Table 1): for every pair of tasks of the mixture, the\n"
+    "change of task i's loss when the FFN parameters of a block (1-based; default the 4th and 12th, as Table 1)\n"
+    "follow task j's mean normalised gradient, relative to following its own (the diagonal is 1). Gradients of\n"
+    "--batches training batches per task (default 100), drawn by the mixture's sampler with --seed.\n";
+
+typedef struct interference {
+    int ntasks, nlayers, B;
+    char tasks[MAX_TASKS][128];
+    int layer[MAX_LAYERS];   /* 0-based block */
+    size_t n[MAX_LAYERS];    /* parameters of each block's FFN */
+    double *dir[MAX_LAYERS]; /* [ntasks][n]: the mean normalised gradient of each task */
+    double *I[MAX_LAYERS];   /* [ntasks][ntasks] */
+} interference;
+
+static int usage_error(const char *msg)
+{
+    fprintf(stderr, PROG ": error: %s (see " PROG " interference --help)\n", msg);
+    return 2;
+}
+
+/* The FFN parameters of block l: fc1 and fc2, weight and bias. */
+static void ffn_params(const upm_model *m, int l, int idx[4])
+{
+    const upm_block_idx *k = &m->L.blocks[l];
+    idx[0] = k->fc1.w, idx[1] = k->fc1.b, idx[2] = k->fc2.w, idx[3] = k->fc2.b;
+}
+
+static int task_of(const interference *f, const char *task)
+{
+    for (int i = 0; i < f->ntasks; i++)
+        if (!strcmp(f->tasks[i], task))
+            return i;
+    return -1;
+}
+
+/* One pass over the batches: pass 0 sums the normalised gradients, pass 1 the ratios. */
+static int run_pass(interference *f, const upm_train_opts *o, const char *ckpt, int pass, upm_err *err)
+{
+    trainer t;
+    int rc = upm_trainer_open(&t, o, ckpt, err);
+    t.grads = 1;
+    size_t most = 0;
+    for (int k = 0; k < f->nlayers; k++)
+        most = f->n[k] > most ? f->n[k] : most;
+    float *g = rc ? NULL : malloc(sizeof(float) * (most ? most : 1));
+    if (!rc && !g)
+        rc = upm_errf(err, UPM_ENOMEM, "no memory for gradients");
+    int count[MAX_TASKS] = {0}, done = 0;
+    long limit = 1000L * f->B * f->ntasks, it = 0;
+    while (!rc && done < f->ntasks) {
+        if (++it > limit) {
+            for (int i = 0; i < f->ntasks; i++)
+                if (count[i] < f->B)
+                    rc = upm_errf(err, UPM_EINVAL, "task %s drew %d of %d batches in %ld steps of mixture %s (is "
+                                  "its sampling weight 0?)", f->tasks[i], count[i], f->B, limit, o->mixture);
+            break;
+        }
+        if ((rc = upm_loader_next(t.loader, &t.batch, err)))
+            break;
+        int ti = task_of(f, t.batch.task);
+        if (ti < 0 || count[ti] >= f->B)
+            continue;
+        upm_metric_row row;
+        t.step = it - 1; /* names the dump's step file */
+        if ((rc = upm_trainer_batch_step(&t, &row, err)))
+            break;
+        for (int k = 0; k < f->nlayers; k++) {
+            int idx[4];
+            ffn_params(t.m, f->layer[k], idx);
+            size_t at = 0;
+            for (int q = 0; q < 4; q++) {
+                size_t n = t.m->L.p[idx[q]].numel;
+                t.be->download(t.be, g + at, upm_model_g(t.m, idx[q]), sizeof(float) * n);
+                at += n;
+            }
+            double *dir = f->dir[k];
+            if (pass == 0) {
+                double norm = 0;
+                for (size_t e = 0; e < at; e++)
+                    norm += (double)g[e] * g[e];
+                norm = sqrt(norm);
+                for (size_t e = 0; norm > 0 && e < at; e++)
+                    dir[(size_t)ti * at + e] += g[e] / norm / f->B;
+            } else {
+                double own = 0, dot[MAX_TASKS] = {0};
+                for (int j = 0; j < f->ntasks; j++) {
+                    dot[j] = 0;
+                    for (size_t e = 0; e < at; e++)
+                        dot[j] += dir[(size_t)j * at + e] * g[e];
+                }
+                own = dot[ti];
+                if (own == 0) {
+                    rc = upm_errf(err, UPM_EINVAL, "block %d: a batch of task %s has no gradient along its own "
+                                  "mean direction (Eq. 2's denominator is 0)", f->layer[k] + 1, f->tasks[ti]);
+                    break;
+                }
+                for (int j = 0; j < f->ntasks; j++)
+                    f->I[k][ti * f->ntasks + j] += dot[j] / own / f->B;
+            }
+        }
+        if (!rc && ++count[ti] == f->B)
+            done++;
+        if (!rc)
+            rc = t.be->status(t.be, err);
+    }
+    free(g);
+    upm_trainer_close(&t);
+    return rc;
+}
+
+static void print_text(const interference *f, const char *ckpt, const char *mixture)
+{
+    printf("task interference I(i, j) of %s on mixture %s (paper Eq. 1-2): task i's loss change along task j's\n"
+           "mean normalised gradient, relative to its own; %d batches per task\n", ckpt, mixture, f->B);
+    int w = 10;
+    for (int i = 0; i < f->ntasks; i++)
+        w = (int)strlen(f->tasks[i]) > w ? (int)strlen(f->tasks[i]) : w;
+    for (int k = 0; k < f->nlayers; k++) {
+        printf("\nblock %d FFN (%zu parameters)\n%-*s", f->layer[k] + 1, f->n[k], w + 2, "i \\ j");
+        for (int j = 0; j < f->ntasks; j++)
+            printf(" %*s", w, f->tasks[j]);
+        printf("\n");
+        for (int i = 0; i < f->ntasks; i++) {
+            printf("%-*s", w + 2, f->tasks[i]);
+            for (int j = 0; j < f->ntasks; j++)
+                printf(" %*.2f", w, f->I[k][i * f->ntasks + j]);
+            printf("\n");
+        }
+    }
+}
+
+static void print_json(const interference *f, const char *ckpt, const char *mixture, uint64_t seed)
+{
+    cJSON *j = cJSON_CreateObject(), *ta = cJSON_AddArrayToObject(j, "tasks"), *la = cJSON_AddArrayToObject(j, "layers");
+    cJSON_AddStringToObject(j, "checkpoint", ckpt);
+    cJSON_AddStringToObject(j, "mixture", mixture);
+    cJSON_AddNumberToObject(j, "batches", f->B);
+    char sb[32];
+    snprintf(sb, sizeof sb, "%llu", (unsigned long long)seed);
+    cJSON_AddStringToObject(j, "seed", sb);
+    for (int i = 0; i < f->ntasks; i++)
+        cJSON_AddItemToArray(ta, cJSON_CreateString(f->tasks[i]));
+    for (int k = 0; k < f->nlayers; k++) {
+        cJSON *o = cJSON_CreateObject(), *mat = cJSON_AddArrayToObject(o, "matrix");
+        cJSON_AddNumberToObject(o, "block", f->layer[k] + 1);
+        cJSON_AddNumberToObject(o, "parameters", (double)f->n[k]);
+        for (int i = 0; i < f->ntasks; i++) {
+            cJSON *row = cJSON_CreateArray();
+            for (int jj = 0; jj < f->ntasks; jj++)
+                cJSON_AddItemToArray(row, cJSON_CreateNumber(f->I[k][i * f->ntasks + jj]));
+            cJSON_AddItemToArray(mat, row);
+        }
+        cJSON_AddItemToArray(la, o);
+    }
+    char *s = cJSON_Print(j);
+    printf("%s\n", s ? s : "{}");
+    free(s);
+    cJSON_Delete(j);
+}
+
+int upm_analyze_interference(int argc, char **argv)
+{
+    const char *ckpt_arg = NULL, *mixture = NULL, *layers = "4,12", *dump = NULL;
+    upm_train_opts o;
+    upm_train_opts_default(&o);
+    o.image_size = 160, o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
+    int json = 0;
+    interference f;
+    memset(&f, 0, sizeof f);
+    f.B = 100;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!v)
+            return usage_error("unknown or incomplete option");
+        else if (!strcmp(a, "--checkpoint"))
+            ckpt_arg = v, i++;
+        else if (!strcmp(a, "--mixture"))
+            mixture = o.mixture = v, i++;
+        else if (!strcmp(a, "--layers"))
+            layers = v, i++;
+        else if (!strcmp(a, "--dump"))
+            dump = v, i++;
+        else if (!strcmp(a, "--catalog"))
+            o.catalog = v, i++;
+        else if (!strcmp(a, "--backend"))
+            o.backend = v, i++;
+        else if (!strcmp(a, "--bpe-vocab"))
+            o.bpe_vocab = v, i++;
+        else if (!strcmp(a, "--vocab-targets")) {
+            upm_err e;
+            if (upm_vocab_targets_parse(v, &o.vocab_sampled, &e)) {
+                fprintf(stderr, PROG ": error: %s\n", e.msg);
+                return 2;
+            }
+            i++;
+        }
+        else if (!strcmp(a, "--seed") && (o.seed = strtoull(v, &end, 10), *end == 0))
+            i++;
+        else if (!strcmp(a, "--batches") && (f.B = (int)strtol(v, &end, 10), *end == 0 && f.B >= 1 && f.B <= 100000))
+            i++;
+        else if (!strcmp(a, "--batch") && (o.batch = (int)strtol(v, &end, 10), *end == 0 && o.batch >= 1))
+            i++;
+        else if (!strcmp(a, "--threads") && (o.threads = (int)strtol(v, &end, 10), *end == 0 && o.threads >= 0))
+            i++;
+        else if (!strcmp(a, "--image-size") &&
+                 (o.image_size = (int)strtol(v, &end, 10), *end == 0 && o.image_size >= 16 && o.image_size % 16 == 0))
+            i++;
+        else {
+            fprintf(stderr, PROG ": error: bad option or value: %s %s (see " PROG " interference --help)\n", a, v);
+            return 2;
+        }
+    }
+    if (!ckpt_arg || !mixture)
+        return usage_error("interference needs --checkpoint and --mixture");
+    upm_err err = {0};
+    char ckpt[4096];
+    upm_model_config cfg;
+    int rc = upm_checkpoint_config(ckpt_arg, ckpt, sizeof ckpt, &cfg, &err);
+    for (const char *p = layers; !rc && *p;) { /* 1-based blocks, comma-separated */
+        char *end = NULL;
+        long l = strtol(p, &end, 10);
+        if (end == p || l < 1 || l > cfg.layers || f.nlayers == MAX_LAYERS || (*end && *end != ','))
+            rc = upm_errf(&err, UPM_EUSAGE, "--layers takes blocks 1..%d of this model, comma-separated, not '%s'",
+                          cfg.layers, layers);
+        else
+            f.layer[f.nlayers++] = (int)l - 1, p = *end ? end + 1 : end;
+    }
+    if (!rc && !f.nlayers)
+        rc = upm_errf(&err, UPM_EUSAGE, "--layers names no block");
+    if (!rc) { /* the mixture's tasks, in the plan's order */
+        trainer t;
+        if (!(rc = upm_trainer_open(&t, &o, ckpt, &err))) {
+            upm_plan plan;
+            if (!(rc = upm_plan_load(t.cat, mixture, &plan, &err))) {
+                for (int i = 0; i < plan.n; i++)
+                    if (task_of(&f, plan.members[i].task.name) < 0 && f.ntasks < MAX_TASKS)
+                        snprintf(f.tasks[f.ntasks++], sizeof f.tasks[0], "%s", plan.members[i].task.name);
+                upm_plan_free(&plan);
+            }
+            for (int k = 0; !rc && k < f.nlayers; k++) {
+                int idx[4];
+                ffn_params(t.m, f.layer[k], idx);
+                for (int q = 0; q < 4; q++)
+                    f.n[k] += t.m->L.p[idx[q]].numel;
+            }
+            upm_trainer_close(&t);
+        }
+    }
+    if (!rc && f.ntasks < 2)
+        rc = upm_errf(&err, UPM_EUSAGE, "mixture %s has %d task%s: interference needs two or more", mixture,
+                      f.ntasks, f.ntasks == 1 ? "" : "s");
+    for (int k = 0; !rc && k < f.nlayers; k++)
+        if (!(f.dir[k] = calloc((size_t)f.ntasks * f.n[k], sizeof(double))) ||
+            !(f.I[k] = calloc((size_t)f.ntasks * f.ntasks, sizeof(double))))
+            rc = upm_errf(&err, UPM_ENOMEM, "no memory for %d tasks' directions", f.ntasks);
+    if (!rc && dump)
+        rc = upm_mkdirs(dump, &err);
+    upm_train_opts first = o;
+    first.dump_dir = dump; /* the first pass's batches, for a replay */
+    if (!rc)
+        rc = run_pass(&f, &first, ckpt, 0, &err);
+    if (!rc)
+        rc = run_pass(&f, &o, ckpt, 1, &err);
+    if (!rc && json)
+        print_json(&f, ckpt, mixture, o.seed);
+    else if (!rc)
+        print_text(&f, ckpt, mixture);
+    for (int k = 0; k < f.nlayers; k++)
+        free(f.dir[k]), free(f.I[k]);
+    if (rc)
+        fprintf(stderr, PROG ": error: %s\n", err.msg);
+    return rc ? (err.code == UPM_EUSAGE ? 2 : 1) : 0;
+}
