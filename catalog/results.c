@@ -88,3 +88,57 @@ int upm_results_foreach(upm_catalog *cat, const char *dataset, int64_t run_id, u
     sqlite3_finalize(st);
     return rc;
 }
+
+int upm_interference_put(upm_catalog *cat, const upm_interference_record *rows, int n, upm_err *err)
+{
+    if (n <= 0)
+        return 0;
+    sqlite3_stmt *del = NULL, *ins = NULL;
+    int rc = upm_catalog_begin(cat, err);
+    if (rc)
+        return rc;
+    rc = upm_sql_prepare(cat, "DELETE FROM interference WHERE checkpoint = ?1 AND mixture = ?2 AND block = ?3 AND "
+                              "batches = ?4 AND seed = ?5", &del, err);
+    if (!rc)
+        rc = upm_sql_prepare(cat,
+                             "INSERT INTO interference (run_id, checkpoint, step, mixture, block, task_i, task_j, value, "
+                             "batches, seed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                             &ins, err);
+    for (int i = 0; !rc && i < n; i++) {
+        const upm_interference_record *r = &rows[i];
+        sqlite3_reset(del);
+        sqlite3_bind_text(del, 1, r->checkpoint, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(del, 2, r->mixture, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(del, 3, r->block);
+        sqlite3_bind_int(del, 4, r->batches);
+        sqlite3_bind_text(del, 5, r->seed, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(del) != SQLITE_DONE) {
+            rc = upm_catalog_sqlerr(cat, err, "replacing interference results");
+            break;
+        }
+    }
+    for (int i = 0; !rc && i < n; i++) {
+        const upm_interference_record *r = &rows[i];
+        sqlite3_reset(ins);
+        if (r->run_id > 0)
+            sqlite3_bind_int64(ins, 1, r->run_id);
+        else
+            sqlite3_bind_null(ins, 1);
+        sqlite3_bind_text(ins, 2, r->checkpoint, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(ins, 3, r->step);
+        sqlite3_bind_text(ins, 4, r->mixture, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(ins, 5, r->block);
+        sqlite3_bind_text(ins, 6, r->task_i, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(ins, 7, r->task_j, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(ins, 8, r->value);
+        sqlite3_bind_int(ins, 9, r->batches);
+        sqlite3_bind_text(ins, 10, r->seed, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            rc = upm_catalog_sqlerr(cat, err, "writing interference results");
+    }
+    if (del)
+        sqlite3_finalize(del);
+    if (ins)
+        sqlite3_finalize(ins);
+    return upm_catalog_end(cat, rc, err);
+}

@@ -23,6 +23,22 @@ typedef struct upm_eval_record {
 /* Stores n records in one transaction (all or nothing). With replace, earlier rows of the same run, step
  * and dataset as any of the records (run_id > 0) are deleted in that transaction first. */
 int upm_results_put(upm_catalog *cat, const upm_eval_record *rows, int n, int replace, upm_err *err);
+/* Task-interference matrices (schema v10, table interference; docs/analysis.md): one record per (block,
+ * task i, task j) of a measurement. */
+typedef struct upm_interference_record {
+    int64_t run_id;        /* the checkpoint's run in this catalog; 0 = none (stored NULL) */
+    char checkpoint[4096];
+    int64_t step;
+    char mixture[128];
+    int block;             /* 1-based */
+    char task_i[128], task_j[128];
+    double value;          /* I(i, j) */
+    int batches;
+    char seed[24];
+} upm_interference_record;
+/* Stores n records of one measurement in one transaction, replacing earlier rows of the same checkpoint,
+ * mixture, block, batches and seed. */
+int upm_interference_put(upm_catalog *cat, const upm_interference_record *rows, int n, upm_err *err);
 /* Records in storage order, of one dataset and/or one run (NULL / 0: all). */
 typedef int (*upm_eval_record_fn)(const upm_eval_record *r, void *ctx);
 int upm_results_foreach(upm_catalog *cat, const char *dataset, int64_t run_id, upm_eval_record_fn fn, void *ctx,

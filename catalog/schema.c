@@ -239,6 +239,25 @@ static const char *const schema_v9 =
     "ALTER TABLE metrics ADD COLUMN balance_loss REAL;"
     "ALTER TABLE metrics ADD COLUMN dropped REAL;";
 
+/* Task-interference matrices (upmoe-analyze interference, paper Eq. 1-2; docs/analysis.md): one row per
+ * (checkpoint, mixture, block, task i, task j) with the batches and seed it was measured with. */
+static const char *const schema_v10 =
+    "CREATE TABLE interference ("
+    "  id INTEGER PRIMARY KEY,"
+    "  run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,"
+    "  checkpoint TEXT NOT NULL CHECK (length(checkpoint) BETWEEN 1 AND 4096),"
+    "  step INTEGER NOT NULL CHECK (step >= 0),"
+    "  mixture TEXT NOT NULL CHECK (length(mixture) BETWEEN 1 AND 64),"
+    "  block INTEGER NOT NULL CHECK (block >= 1),"
+    "  task_i TEXT NOT NULL,"
+    "  task_j TEXT NOT NULL,"
+    "  value REAL NOT NULL,"
+    "  batches INTEGER NOT NULL CHECK (batches >= 1),"
+    "  seed TEXT NOT NULL,"
+    "  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    ") STRICT;"
+    "CREATE INDEX interference_run ON interference (run_id, step);";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
@@ -250,6 +269,7 @@ static const migration migrations[] = {
     {"evaluation results", schema_v7},
     {"evaluation jobs", schema_v8},
     {"token routing statistics", schema_v9},
+    {"task interference", schema_v10},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

@@ -446,7 +446,7 @@ class AugmentTest(Base):
         self.ok("add", "dataset", "pets2", "--task", "animal-cls", "--batch", "4")
         first = self.ok("export").stdout
         doc = json.loads(first)
-        self.assertEqual(doc["schema_version"], 9)
+        self.assertEqual(doc["schema_version"], 10)
         self.assertEqual({d["name"]: d["augment"] for d in doc["datasets"]},
                          {"pets": "paper", "zoo": "light", "wiki": "none", "pets2": None})
         other = os.path.join(self.tmp, "other.db")
@@ -480,6 +480,7 @@ class AugmentTest(Base):
                     con.execute("DROP TABLE eval_results")  # what version 7 added
                     for col in ("balance_loss", "dropped"):  # ... and version 9
                         con.execute(f"ALTER TABLE metrics DROP COLUMN {col}")
+                    con.execute("DROP TABLE interference")  # ... and version 10
                     con.execute("ALTER TABLE datasets DROP COLUMN augment")
                     if old <= 4:
                         con.execute("ALTER TABLE jobs DROP COLUMN backend_opts")
@@ -491,7 +492,7 @@ class AugmentTest(Base):
                 # a reader cannot migrate: it asks for one write open
                 self.run_cli("--catalog", path, "show", "dataset", "pets", catalog=False, check=1)
                 self.run_cli("--catalog", path, "set", "zoo", "augment=none", catalog=False, check=0)
-                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 9)
+                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 10)
                 self.assertEqual(self.sql("SELECT name, augment FROM datasets ORDER BY name", path=path),
                                  [("pets", ""), ("wiki", ""), ("zoo", "none")])
                 if old <= 4:

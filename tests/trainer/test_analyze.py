@@ -165,6 +165,16 @@ class AnalyzeTest(unittest.TestCase):
         doc = json.loads(p.stdout)
         self.assertEqual(doc["tasks"], ["mlm", "image-caption", "classification"])  # the plan's order
         self.assertEqual(run(ANALYZE, *args, env=self.env).stdout, p.stdout)  # deterministic
+        import sqlite3  # stored next to the run: one row per block and task pair (the second call replaced the first's)
+        con = sqlite3.connect(os.path.join(self.tmp, "catalog.db"))
+        stored = con.execute("SELECT block, task_i, task_j, value, batches, step FROM interference WHERE checkpoint = ? "
+                             "ORDER BY id", (doc["checkpoint"],)).fetchall()
+        con.close()
+        T = doc["tasks"]
+        self.assertEqual([(r[0], r[1], r[2], r[4], r[5]) for r in stored],
+                         [(l["block"], i, j, 2, 8) for l in doc["layers"] for i in T for j in T])
+        for got, want in zip([r[3] for r in stored], [v for l in doc["layers"] for row in l["matrix"] for v in row]):
+            self.assertAlmostEqual(got, want, places=12)  # the JSON's printing rounds the last digit
         import oracle_compare
         grads = {t: {1: [], 2: []} for t in doc["tasks"]}
         for f in sorted(os.listdir(dump)):

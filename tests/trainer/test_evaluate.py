@@ -344,6 +344,7 @@ class EvaluateTest(unittest.TestCase):
             con.execute("PRAGMA writable_schema = RESET")
             for col in ("balance_loss", "dropped"):  # schema version 9's columns: a version 7 file lacks them
                 con.execute(f"ALTER TABLE metrics DROP COLUMN {col}")
+            con.execute("DROP TABLE interference")  # ... and version 10's table
             con.execute("PRAGMA user_version = 7")
             con.commit()
         finally:
@@ -353,7 +354,7 @@ class EvaluateTest(unittest.TestCase):
                   "images", env=env).stdout.strip()
         con = sqlite3.connect(old)
         try:
-            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 9)  # and on to the newest
+            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 10)  # and on to the newest
             self.assertEqual([r[1] for r in con.execute("PRAGMA table_info(metrics)")][-2:], ["balance_loss", "dropped"])
             self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
             self.assertEqual(con.execute("SELECT kind FROM jobs WHERE id = ?", (int(jid),)).fetchone()[0], "eval")

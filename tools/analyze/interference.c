@@ -12,7 +12,8 @@
  * training passes without gate noise or drop path, nothing updated), in two passes over the same batches:
  * the first forms m, the second the ratios. Deterministic for a seed. --dump DIR writes each batch of the
  * first pass as a step file (trainer/batchdump.h), so PyTorch can recompute the same quantity
- * (tests/trainer/test_analyze.py). */
+ * (tests/trainer/test_analyze.py). The matrix is stored in the catalog (table interference) with the
+ * checkpoint's run and step unless --no-store. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +21,14 @@
 
 #include <cjson/cJSON.h>
 
+#include "catalog_ops.h"
 #include "checkpoint.h"
 #include "fileio.h"
 #include "interference.h"
 #include "loader.h"
 #include "plan.h"
+#include "results.h"
+#include "runs.h"
 #include "trainer_state.h"
 #include "vocab.h"
 
@@ -36,11 +40,12 @@ static const char usage_text[] =
     "usage: " PROG " interference --checkpoint DIR --mixture M [--layers 4,12] [--batches 100] [--seed S]\n"
     "                            [--batch N] [--image-size PX] [--json] [--dump DIR] [--catalog PATH]\n"
     "                            [--backend cpu|debug|cuda] [--threads N] [--bpe-vocab FILE]\n"
-    "                            [--vocab-targets full|sampled:N]\n"
+    "                            [--vocab-targets full|sampled:N] [--no-store]\n"
     "The task-interference metric of the paper (Eq. 1-2, Table 1): for every pair of tasks of the mixture, the\n"
     "change of task i's loss when the FFN parameters of a block (1-based; default the 4th and 12th, as Table 1)\n"
     "follow task j's mean normalised gradient, relative to following its own (the diagonal is 1). Gradients of\n"
-    "--batches training batches per task (default 100), drawn by the mixture's sampler with --seed.\n";
+    "--batches training batches per task (default 100), drawn by the mixture's sampler with --seed. The matrix is\n"
+    "stored in the catalog with the checkpoint's run and step (--no-store: not).\n";
 
 typedef struct interference {
     int ntasks, nlayers, B;
@@ -147,6 +152,60 @@ static int run_pass(interference *f, const upm_train_opts *o, const char *ckpt, 
     return rc;
 }
 
+/* The checkpoint's run (0 when it is not in this catalog) and step, from its state.json. */
+static void checkpoint_run(upm_catalog *cat, const char *ckpt, int64_t *run, int64_t *step)
+{
+    char path[4200], *text = NULL;
+    upm_err e = {0};
+    *run = *step = 0;
+    snprintf(path, sizeof path, "%s/state.json", ckpt);
+    if (upm_read_file(path, &text, NULL, &e))
+        return;
+    cJSON *j = cJSON_Parse(text);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "run_id"), *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+    int exists = 0;
+    if (cJSON_IsNumber(s))
+        *step = (int64_t)s->valuedouble;
+    if (cJSON_IsNumber(r) && r->valuedouble > 0 && !upm_run_exists(cat, (int64_t)r->valuedouble, &exists, &e) && exists)
+        *run = (int64_t)r->valuedouble;
+    cJSON_Delete(j);
+    free(text);
+}
+
+/* The matrix into the catalog's interference table, one transaction. */
+static int store(const interference *f, const upm_train_opts *o, const char *ckpt, upm_err *err)
+{
+    char path[4096];
+    upm_catalog *cat = NULL;
+    int rc = upm_catalog_resolve_path(o->catalog, path, sizeof path, err);
+    if (!rc)
+        rc = upm_catalog_open(path, 0, &cat, err);
+    size_t n = (size_t)f->nlayers * f->ntasks * f->ntasks;
+    upm_interference_record *rows = rc ? NULL : calloc(n, sizeof *rows);
+    if (!rc && !rows)
+        rc = upm_errf(err, UPM_ENOMEM, "no memory");
+    int64_t run = 0, step = 0;
+    if (!rc)
+        checkpoint_run(cat, ckpt, &run, &step);
+    for (int k = 0, r = 0; !rc && k < f->nlayers; k++)
+        for (int i = 0; i < f->ntasks; i++)
+            for (int j = 0; j < f->ntasks; j++, r++) {
+                upm_interference_record *x = &rows[r];
+                x->run_id = run, x->step = step, x->block = f->layer[k] + 1, x->batches = f->B;
+                x->value = f->I[k][i * f->ntasks + j];
+                snprintf(x->checkpoint, sizeof x->checkpoint, "%s", ckpt);
+                snprintf(x->mixture, sizeof x->mixture, "%s", o->mixture);
+                snprintf(x->task_i, sizeof x->task_i, "%s", f->tasks[i]);
+                snprintf(x->task_j, sizeof x->task_j, "%s", f->tasks[j]);
+                snprintf(x->seed, sizeof x->seed, "%llu", (unsigned long long)o->seed);
+            }
+    if (!rc)
+        rc = upm_interference_put(cat, rows, (int)n, err);
+    free(rows);
+    upm_catalog_close(cat);
+    return rc;
+}
+
 static void print_text(const interference *f, const char *ckpt, const char *mixture)
 {
     printf("task interference I(i, j) of %s on mixture %s (paper Eq. 1-2): task i's loss change along task j's\n"
@@ -203,7 +262,7 @@ int upm_analyze_interference(int argc, char **argv)
     upm_train_opts o;
     upm_train_opts_default(&o);
     o.image_size = 160, o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
-    int json = 0;
+    int json = 0, no_store = 0;
     interference f;
     memset(&f, 0, sizeof f);
     f.B = 100;
@@ -215,6 +274,8 @@ int upm_analyze_interference(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--json"))
             json = 1;
+        else if (!strcmp(a, "--no-store"))
+            no_store = 1;
         else if (!v)
             return usage_error("unknown or incomplete option");
         else if (!strcmp(a, "--checkpoint"))
@@ -306,6 +367,8 @@ int upm_analyze_interference(int argc, char **argv)
         rc = run_pass(&f, &first, ckpt, 0, &err);
     if (!rc)
         rc = run_pass(&f, &o, ckpt, 1, &err);
+    if (!rc && !no_store)
+        rc = store(&f, &o, ckpt, &err);
     if (!rc && json)
         print_json(&f, ckpt, mixture, o.seed);
     else if (!rc)
