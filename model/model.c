@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "pass_internal.h"
+#include "route_choice.h"
 
 #define WEIGHTS(i) upm_model_w(m, (i)) /* parameter i's values, backend memory */
 #define GRADS(i) upm_model_g(m, (i))   /* its gradient */
@@ -491,6 +492,31 @@ int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const u
 
 const float *upm_pass_features(const upm_pass *p) { return p->U; }
 size_t upm_pass_bytes(const upm_pass *p) { return p->arena_bytes; }
+
+int upm_pass_token_choices(upm_model *m, const upm_pass *p, int l, int gi, double *counts, int64_t *tokens,
+                           upm_err *err)
+{
+    if (!upm_moe_token_routed(m->cfg.moe) || l < 0 || l >= m->cfg.layers || gi < 0 || gi >= UPM_NGATES ||
+        !m->L.blocks[l].has_gate[gi] || !p->have_plan || !p->layers)
+        return upm_errf(err, UPM_EINVAL, "token choices: block %d gate %d of a token-routed pass that ran", l, gi);
+    int N = p->plan.N, E = m->cfg.experts, n = p->nvalid;
+    float *G = malloc(sizeof(float) * (size_t)N * E);
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    if (!G || !order) {
+        free(G), free(order);
+        return upm_errf(err, UPM_ENOMEM, "token choices: no memory");
+    }
+    m->be->download(m->be, G, p->layers[l].gate[gi].G, sizeof(float) * (size_t)N * E);
+    m->be->download(m->be, order, p->order, sizeof(int32_t) * (size_t)n);
+    for (int t = 0; t < n; t++) {
+        int e = upm_route_choice(G + (size_t)order[t] * E, E, 0);
+        if (e >= 0)
+            counts[e] += 1;
+    }
+    *tokens += n;
+    free(G), free(order);
+    return m->be->status(m->be, err);
+}
 
 int upm_pass_backward(upm_model *m, upm_pass *p, const float *dU, upm_err *err)
 {

@@ -96,6 +96,11 @@ void upm_pass_free(upm_model *m, upm_pass *p);
  * backend memory) are then upm_pass_features(p). */
 int upm_pass_forward(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm_pass_opts *o, upm_err *err);
 const float *upm_pass_features(const upm_pass *p);
+/* Token routing, for analyses: counts[e] += the routed tokens of the pass's last forward whose first choice
+ * at gate gi (UPM_GATE_*) of block l is expert e, *tokens += their number. Downloads (not for a training step).
+ * UPM_EINVAL when the model is not token-routed or the block has no such gate. */
+int upm_pass_token_choices(upm_model *m, const upm_pass *p, int l, int gi, double *counts, int64_t *tokens,
+                           upm_err *err);
 /* The backend memory the pass holds for its activations (bytes), for measurements. */
 size_t upm_pass_bytes(const upm_pass *p);
 /* Backward from dU (backend memory, [nread, dim]): adds every parameter gradient into m->g. */

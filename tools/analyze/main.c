@@ -23,8 +23,11 @@
 #include "catalog_ops.h"
 #include "checkpoint.h"
 #include "interference.h"
+#include "token_gates.h"
 #include "merge.h"
 #include "plan.h"
+#include "train.h"
+#include "vocab.h"
 
 #define PROG "upmoe-analyze"
 #define MAX_TASKS 64
@@ -35,6 +38,8 @@ static const char *gate_names[UPM_NGATES] = {"attn", "fc1", "fc2"};
 static const char usage_text[] =
     "usage: " PROG " gates --checkpoint DIR (--mixture M | --task T ...) [--catalog PATH] [--json]\n"
     "                     [--plot FILE.png|FILE.svg] [--backend cpu|debug|cuda]\n"
+    "                     token routing: --mixture M [--batches 20] [--image-size 160] [--batch N]\n"
+    "                     [--vocab-targets full|sampled:N] [--seed S] (the shares of tokens per expert, measured)\n"
     "Gate maps of an attribute-routed checkpoint (paper Fig. 3): for each task of the mixture (or each --task),\n"
     "each kind of its tokens and each routed block and gate, the expert ranked first and the kept gate values.\n"
     "--checkpoint is a step-* directory or a run's --out directory (its newest checkpoint).\n"
@@ -152,10 +157,15 @@ static int cmd_gates(int argc, char **argv)
 {
     const char *ckpt_arg = NULL, *mixture = NULL, *catalog = NULL, *plot_out = NULL, *backend = NULL;
     const char *tasks[MAX_TASKS];
-    int ntasks_arg = 0, json = 0;
+    int ntasks_arg = 0, json = 0, batches = 20;
+    upm_train_opts o; /* token routing's gates read the data: the batches they are measured on */
+    upm_train_opts_default(&o);
+    o.image_size = 160, o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
     static const struct option opts[] = {{"checkpoint", 1, 0, 'c'}, {"mixture", 1, 0, 'm'}, {"task", 1, 0, 't'},
                                          {"catalog", 1, 0, 'C'},    {"json", 0, 0, 'j'},    {"plot", 1, 0, 'p'},
-                                         {"backend", 1, 0, 'B'},    {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+                                         {"backend", 1, 0, 'B'},    {"batches", 1, 0, 'n'}, {"image-size", 1, 0, 'i'},
+                                         {"batch", 1, 0, 'b'},      {"vocab-targets", 1, 0, 'v'},
+                                         {"seed", 1, 0, 's'},       {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -171,6 +181,16 @@ static int cmd_gates(int argc, char **argv)
         case 'j': json = 1; break;
         case 'p': plot_out = optarg; break;
         case 'B': backend = optarg; break;
+        case 'n': batches = atoi(optarg); break;
+        case 'i': o.image_size = atoi(optarg); break;
+        case 'b': o.batch = atoi(optarg); break;
+        case 's': o.seed = strtoull(optarg, NULL, 10); break;
+        case 'v': {
+            upm_err e;
+            if (upm_vocab_targets_parse(optarg, &o.vocab_sampled, &e))
+                return usage_error(e.msg);
+            break;
+        }
         case 'h': fputs(usage_text, stdout); return 0;
         default: return 2;
         }
@@ -183,6 +203,17 @@ static int cmd_gates(int argc, char **argv)
     char ckpt[4096], catpath[4096];
     upm_model_config cfg;
     int rc = upm_checkpoint_config(ckpt_arg, ckpt, sizeof ckpt, &cfg, &err);
+    if (!rc && upm_moe_token_routed(cfg.moe)) { /* measured on data */
+        if (!mixture || plot_out)
+            return usage_error("gate maps of token routing are measured on batches: give --mixture (no --task, no --plot)");
+        if (batches < 1 || o.image_size < 16 || o.image_size % 16)
+            return usage_error("--batches needs a positive count and --image-size a multiple of 16");
+        o.mixture = mixture, o.catalog = catalog, o.backend = backend;
+        rc = upm_analyze_token_gates(&o, ckpt, batches, json, &err);
+        if (rc)
+            fprintf(stderr, PROG ": error: %s\n", err.msg);
+        return rc ? 1 : 0;
+    }
     if (!rc && !upm_moe_routed(cfg.moe))
         rc = upm_errf(&err, UPM_EUSAGE,
                       "%s: gate maps need a routed model, attribute, modality, task or task-specific (this one is %s)",
