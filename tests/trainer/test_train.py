@@ -43,6 +43,22 @@ class TrainTest(unittest.TestCase):
     def ckpt(self, out, step):
         return os.path.join(self.tmp, out, "checkpoints", f"step-{step:08d}")
 
+    def resume_equals_straight(self, prefix, *extra):
+        """8 steps straight (run PREFIX-straight) equal 4 steps, then --resume to 8 (PREFIX-split), bit for bit in
+        the weights and the AdamW moments; returns the straight run's step-8 checkpoint directory."""
+        import shutil
+        for name, every in (("straight", 100), ("split", 4)):
+            self.train(f"{prefix}-{name}", *extra, "--steps", 8, "--checkpoint-every", every, "--keep", 10, "--name",
+                       f"{prefix}-{name}")
+        shutil.rmtree(self.ckpt(f"{prefix}-split", 8))
+        run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, f"{prefix}-split"), *SMALL, *extra,
+            "--steps", 8, "--checkpoint-every", 4, "--keep", 10, env=self.env)
+        for f in ("model.safetensors", "optim.safetensors"):
+            with open(os.path.join(self.ckpt(f"{prefix}-straight", 8), f), "rb") as a, \
+                 open(os.path.join(self.ckpt(f"{prefix}-split", 8), f), "rb") as b:
+                self.assertTrue(a.read() == b.read(), f"{prefix}: {f} differs after resume")
+        return self.ckpt(f"{prefix}-straight", 8)
+
     def test_resume_is_bit_exact(self):
         """12 steps straight == 5 steps, then --resume to 12: same weights, moments and metrics; the second
         stage (48 px images from step 6) starts after the resume in one run and mid-run in the other."""
@@ -96,17 +112,7 @@ class TrainTest(unittest.TestCase):
         """--moe modality (issue 18: the gates read an embedding of the token's modality): a run learns, its
         checkpoint holds the modality embeddings ([dim, 3] per gate) and records the routing in its state
         and in the catalog's run, and 8 steps straight equal 4 steps, then --resume to 8, bit for bit."""
-        for name, every in (("mod-straight", 100), ("mod-split", 4)):
-            self.train(name, "--moe", "modality", "--steps", 8, "--checkpoint-every", every, "--keep", 10, "--name",
-                       name)
-        import shutil
-        shutil.rmtree(self.ckpt("mod-split", 8))
-        run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, "mod-split"), *SMALL, "--moe", "modality",
-            "--steps", 8, "--checkpoint-every", 4, "--keep", 10, env=self.env)
-        for f in ("model.safetensors", "optim.safetensors"):
-            with open(os.path.join(self.ckpt("mod-straight", 8), f), "rb") as a, \
-                 open(os.path.join(self.ckpt("mod-split", 8), f), "rb") as b:
-                self.assertTrue(a.read() == b.read(), f"{f} differs after resume")
+        self.resume_equals_straight("mod", "--moe", "modality")
         tensors, _ = load(os.path.join(self.ckpt("mod-straight", 8), "model.safetensors"))
         self.assertEqual(list(tensors["blocks.1.mlp.gate2.modality.weight"].shape), [32, 3])
         self.assertNotIn("blocks.1.mlp.gate2.attr.weight", tensors)
@@ -128,17 +134,7 @@ class TrainTest(unittest.TestCase):
         hold one weight per slot; runs are deterministic and resume bit for bit; --task-slots reserves rows, and
         a table smaller than the mixture or an evaluation set of a task outside it is refused up front."""
         for moe in ("task", "task-specific"):
-            for name, every in (("straight", 100), ("split", 4)):
-                self.train(f"{moe}-{name}", "--moe", moe, "--steps", 8, "--checkpoint-every", every, "--keep", 10,
-                           "--name", f"{moe}-{name}", "--task-slots", 5)
-            import shutil
-            shutil.rmtree(self.ckpt(f"{moe}-split", 8))
-            run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, f"{moe}-split"), *SMALL, "--moe",
-                moe, "--steps", 8, "--checkpoint-every", 4, "--keep", 10, env=self.env)
-            for f in ("model.safetensors", "optim.safetensors"):
-                with open(os.path.join(self.ckpt(f"{moe}-straight", 8), f), "rb") as a, \
-                     open(os.path.join(self.ckpt(f"{moe}-split", 8), f), "rb") as b:
-                    self.assertTrue(a.read() == b.read(), f"{moe}: {f} differs after resume")
+            self.resume_equals_straight(moe, "--moe", moe, "--task-slots", 5)
             with open(os.path.join(self.ckpt(f"{moe}-straight", 8), "state.json")) as f:
                 model = json.load(f)["model"]
             self.assertEqual((model["moe"], model["task_slots"], model["tasks"]),
@@ -172,17 +168,7 @@ class TrainTest(unittest.TestCase):
         metrics row has the mean balance loss of its gates (Switch: 1 when uniform, at most E) and the share
         of assignments dropped past capacity (some at factor 1, none at factor 2 = E / k); runs resume bit for
         bit with their per-token gate noise; the settings are recorded; bad factors are refused."""
-        for name, every in (("tok-straight", 100), ("tok-split", 4)):
-            self.train(name, "--moe", "token", "--steps", 8, "--checkpoint-every", every, "--keep", 10, "--name",
-                       name)
-        import shutil
-        shutil.rmtree(self.ckpt("tok-split", 8))
-        run(TRAIN, "--mixture", "three", "--resume", os.path.join(self.tmp, "tok-split"), *SMALL, "--moe", "token",
-            "--steps", 8, "--checkpoint-every", 4, "--keep", 10, env=self.env)
-        for f in ("model.safetensors", "optim.safetensors"):
-            with open(os.path.join(self.ckpt("tok-straight", 8), f), "rb") as a, \
-                 open(os.path.join(self.ckpt("tok-split", 8), f), "rb") as b:
-                self.assertTrue(a.read() == b.read(), f"{f} differs after resume")
+        self.resume_equals_straight("tok", "--moe", "token")
         tensors, _ = load(os.path.join(self.ckpt("tok-straight", 8), "model.safetensors"))
         self.assertEqual(list(tensors["blocks.1.attn.gate.proj.weight"].shape), [4, 32])
         self.assertEqual(list(tensors["blocks.1.mlp.gate2.proj.weight"].shape), [4, 128])
