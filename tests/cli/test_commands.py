@@ -4,8 +4,11 @@ import json
 import os
 import re
 import sqlite3
+import sys
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import old_catalog  # noqa: E402
 from catalog_cli import (DATASET_KEYS, LABELSET_KEYS, MEMBER_KEYS, MIXTURE_KEYS, TASK_KEYS, CatalogTestCase)
 
 
@@ -474,25 +477,12 @@ class AugmentTest(Base):
         for old in (5, 4):
             with self.subTest(version=old):
                 path = os.path.join(self.tmp, f"v{old}.db")
-                con = sqlite3.connect(path)
-                try:
-                    sqlite3.connect(self.db).backup(con)
-                    con.execute("DROP TABLE eval_results")  # what version 7 added
-                    for col in ("balance_loss", "dropped"):  # ... and version 9
-                        con.execute(f"ALTER TABLE metrics DROP COLUMN {col}")
-                    con.execute("DROP TABLE interference")  # ... and version 10
-                    con.execute("ALTER TABLE datasets DROP COLUMN augment")
-                    if old <= 4:
-                        con.execute("ALTER TABLE jobs DROP COLUMN backend_opts")
-                    con.execute(f"PRAGMA user_version = {old}")
-                    con.commit()
-                finally:
-                    con.close()
+                old_catalog.make(self.db, path, old)
                 self.assertNotIn("augment", [r[1] for r in self.sql("PRAGMA table_info(datasets)", path=path)])
                 # a reader cannot migrate: it asks for one write open
                 self.run_cli("--catalog", path, "show", "dataset", "pets", catalog=False, check=1)
                 self.run_cli("--catalog", path, "set", "zoo", "augment=none", catalog=False, check=0)
-                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 10)
+                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 10)  # the newest
                 self.assertEqual(self.sql("SELECT name, augment FROM datasets ORDER BY name", path=path),
                                  [("pets", ""), ("wiki", ""), ("zoo", "none")])
                 if old <= 4:

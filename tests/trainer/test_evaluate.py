@@ -330,23 +330,16 @@ class EvaluateTest(unittest.TestCase):
         first write open: the CHECK is widened in place, existing jobs and their events stay, the file passes
         SQLite's integrity check, and other kinds are still refused."""
         import sqlite3
+        sys.path.insert(0, os.path.join(HERE, "..", "support"))
+        import old_catalog
         old = os.path.join(self.tmp, "v7.db")
+        old_catalog.make(os.path.join(self.tmp, "catalog.db"), old, 7)  # jobs.kind CHECK 'pretrain' only
         con = sqlite3.connect(old)
         try:
-            src = sqlite3.connect(os.path.join(self.tmp, "catalog.db"))
-            src.backup(con)  # WAL-safe copy
-            src.close()
+            self.assertIn("CHECK (kind IN ('pretrain'))", con.execute(
+                "SELECT sql FROM sqlite_schema WHERE name = 'jobs'").fetchone()[0])
             jobs_before = con.execute("SELECT count(*) FROM jobs").fetchone()[0]
             events_before = con.execute("SELECT count(*) FROM job_events").fetchone()[0]
-            con.execute("PRAGMA writable_schema = ON")
-            con.execute("UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (kind IN (''pretrain'', ''eval''))', "
-                        "'CHECK (kind IN (''pretrain''))') WHERE name = 'jobs'")
-            con.execute("PRAGMA writable_schema = RESET")
-            for col in ("balance_loss", "dropped"):  # schema version 9's columns: a version 7 file lacks them
-                con.execute(f"ALTER TABLE metrics DROP COLUMN {col}")
-            con.execute("DROP TABLE interference")  # ... and version 10's table
-            con.execute("PRAGMA user_version = 7")
-            con.commit()
         finally:
             con.close()
         env = dict(self.env, UPMOE_CATALOG=old)
