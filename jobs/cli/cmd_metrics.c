@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 #include "cli.h"
 #include "queue.h"
 #include "shellword.h"
+#include "gnuplot.h"
 #include "results.h"
 #include "runs.h"
 #include "worker.h"
@@ -238,17 +238,9 @@ int cmd_plot(upm_catalog *cat, int argc, char **argv)
                 fprintf(g, "\nunset multiplot\n");
             }
             fclose(g);
-            int st2 = -1;
-            pid_t p = fork(); /* gnuplot SCRIPT, no shell */
-            if (p == 0) {
-                execlp("gnuplot", "gnuplot", script, (char *)NULL);
-                _exit(127);
-            }
-            if (p > 0)
-                waitpid(p, &st2, 0);
-            if (st2 != 0) {
-                fprintf(stderr, PROG ": error: gnuplot failed (status %d; is it installed? tools/setup installs "
-                        "gnuplot-nox)\n", st2);
+            upm_err gerr = {0};
+            if (upm_gnuplot_run(script, &gerr)) {
+                fprintf(stderr, PROG ": error: %s\n", gerr.msg);
                 rc = 1;
             } else
                 printf("%s\n", out);

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -22,6 +21,7 @@
 #include "attributes.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
+#include "gnuplot.h"
 #include "interference.h"
 #include "token_gates.h"
 #include "merge.h"
@@ -131,21 +131,11 @@ static int plot(const char *out, const task_map *tm, int nt, const upm_model *m,
         rc = 1;
     if (g && fclose(g))
         rc = 1;
-    if (!rc) {
-        int st = -1;
-        pid_t p = fork(); /* gnuplot SCRIPT, no shell */
-        if (p == 0) {
-            execlp("gnuplot", "gnuplot", script, (char *)NULL);
-            _exit(127);
-        }
-        if (p > 0)
-            waitpid(p, &st, 0);
-        if (st != 0) {
-            fprintf(stderr, PROG ": error: gnuplot failed (status %d; is it installed? tools/setup installs "
-                            "gnuplot-nox)\n", st);
-            rc = 1;
-        }
-    } else
+    upm_err gerr = {0};
+    if (!rc && upm_gnuplot_run(script, &gerr)) {
+        fprintf(stderr, PROG ": error: %s\n", gerr.msg);
+        rc = 1;
+    } else if (rc)
         fprintf(stderr, PROG ": error: cannot write the plot's files in %s\n", dir);
     unlink(data);
     unlink(script);
