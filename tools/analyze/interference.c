@@ -25,16 +25,15 @@
 #include "checkpoint.h"
 #include "fileio.h"
 #include "interference.h"
-#include "loader.h"
-#include "plan.h"
 #include "results.h"
+#include "task_batches.h"
 #include "runs.h"
 #include "trainer_state.h"
 #include "vocab.h"
 
 #define PROG "upmoe-analyze"
 #define MAX_LAYERS 64
-#define MAX_TASKS 64
+#define MAX_TASKS UPM_ANALYZE_MAX_TASKS
 
 static const char usage_text[] =
     "usage: " PROG " interference --checkpoint DIR --mixture M [--layers 4,12] [--batches 100] [--seed S]\n"
@@ -49,7 +48,7 @@ static const char usage_text[] =
 
 typedef struct interference {
     int ntasks, nlayers, B;
-    char tasks[MAX_TASKS][128];
+    upm_task_list list;
     int layer[MAX_LAYERS];   /* 0-based block */
     size_t n[MAX_LAYERS];    /* parameters of each block's FFN */
     double *dir[MAX_LAYERS]; /* [ntasks][n]: the mean normalised gradient of each task */
@@ -69,15 +68,52 @@ static void ffn_params(const upm_model *m, int l, int idx[4])
     idx[0] = k->fc1.w, idx[1] = k->fc1.b, idx[2] = k->fc2.w, idx[3] = k->fc2.b;
 }
 
-static int task_of(const interference *f, const char *task)
+typedef struct pass_ctx {
+    interference *f;
+    int pass;
+    float *g; /* one block's FFN gradient */
+} pass_ctx;
+
+/* After a batch of task ti: pass 0 adds its normalised gradient to the task's direction, pass 1 its ratios. */
+static int take_batch(void *vctx, trainer *t, int ti, upm_err *err)
 {
-    for (int i = 0; i < f->ntasks; i++)
-        if (!strcmp(f->tasks[i], task))
-            return i;
-    return -1;
+    pass_ctx *c = vctx;
+    interference *f = c->f;
+    float *g = c->g;
+    for (int k = 0; k < f->nlayers; k++) {
+        int idx[4];
+        ffn_params(t->m, f->layer[k], idx);
+        size_t at = 0;
+        for (int q = 0; q < 4; q++) {
+            size_t n = t->m->L.p[idx[q]].numel;
+            t->be->download(t->be, g + at, upm_model_g(t->m, idx[q]), sizeof(float) * n);
+            at += n;
+        }
+        double *dir = f->dir[k];
+        if (c->pass == 0) {
+            double norm = 0;
+            for (size_t e = 0; e < at; e++)
+                norm += (double)g[e] * g[e];
+            norm = sqrt(norm);
+            for (size_t e = 0; norm > 0 && e < at; e++)
+                dir[(size_t)ti * at + e] += g[e] / norm / f->B;
+            continue;
+        }
+        double dot[MAX_TASKS] = {0};
+        for (int j = 0; j < f->ntasks; j++)
+            for (size_t e = 0; e < at; e++)
+                dot[j] += dir[(size_t)j * at + e] * g[e];
+        if (dot[ti] == 0)
+            return upm_errf(err, UPM_EINVAL, "block %d: a batch of task %s has no gradient along its own mean "
+                            "direction (Eq. 2's denominator is 0)", f->layer[k] + 1, f->list.name[ti]);
+        for (int j = 0; j < f->ntasks; j++)
+            f->I[k][ti * f->ntasks + j] += dot[j] / dot[ti] / f->B;
+    }
+    return 0;
 }
 
-/* One pass over the batches: pass 0 sums the normalised gradients, pass 1 the ratios. */
+/* One pass over the batches (gradients of training passes, no update): pass 0 forms the directions, pass 1
+ * the ratios. */
 static int run_pass(interference *f, const upm_train_opts *o, const char *ckpt, int pass, upm_err *err)
 {
     trainer t;
@@ -86,68 +122,12 @@ static int run_pass(interference *f, const upm_train_opts *o, const char *ckpt, 
     size_t most = 0;
     for (int k = 0; k < f->nlayers; k++)
         most = f->n[k] > most ? f->n[k] : most;
-    float *g = rc ? NULL : malloc(sizeof(float) * (most ? most : 1));
-    if (!rc && !g)
+    pass_ctx c = {f, pass, rc ? NULL : malloc(sizeof(float) * (most ? most : 1))};
+    if (!rc && !c.g)
         rc = upm_errf(err, UPM_ENOMEM, "no memory for gradients");
-    int count[MAX_TASKS] = {0}, done = 0;
-    long limit = 1000L * f->B * f->ntasks, it = 0;
-    while (!rc && done < f->ntasks) {
-        if (++it > limit) {
-            for (int i = 0; i < f->ntasks; i++)
-                if (count[i] < f->B)
-                    rc = upm_errf(err, UPM_EINVAL, "task %s drew %d of %d batches in %ld steps of mixture %s (is "
-                                  "its sampling weight 0?)", f->tasks[i], count[i], f->B, limit, o->mixture);
-            break;
-        }
-        if ((rc = upm_loader_next(t.loader, &t.batch, err)))
-            break;
-        int ti = task_of(f, t.batch.task);
-        if (ti < 0 || count[ti] >= f->B)
-            continue;
-        upm_metric_row row;
-        t.step = it - 1; /* names the dump's step file */
-        if ((rc = upm_trainer_batch_step(&t, &row, err)))
-            break;
-        for (int k = 0; k < f->nlayers; k++) {
-            int idx[4];
-            ffn_params(t.m, f->layer[k], idx);
-            size_t at = 0;
-            for (int q = 0; q < 4; q++) {
-                size_t n = t.m->L.p[idx[q]].numel;
-                t.be->download(t.be, g + at, upm_model_g(t.m, idx[q]), sizeof(float) * n);
-                at += n;
-            }
-            double *dir = f->dir[k];
-            if (pass == 0) {
-                double norm = 0;
-                for (size_t e = 0; e < at; e++)
-                    norm += (double)g[e] * g[e];
-                norm = sqrt(norm);
-                for (size_t e = 0; norm > 0 && e < at; e++)
-                    dir[(size_t)ti * at + e] += g[e] / norm / f->B;
-            } else {
-                double own = 0, dot[MAX_TASKS] = {0};
-                for (int j = 0; j < f->ntasks; j++) {
-                    dot[j] = 0;
-                    for (size_t e = 0; e < at; e++)
-                        dot[j] += dir[(size_t)j * at + e] * g[e];
-                }
-                own = dot[ti];
-                if (own == 0) {
-                    rc = upm_errf(err, UPM_EINVAL, "block %d: a batch of task %s has no gradient along its own "
-                                  "mean direction (Eq. 2's denominator is 0)", f->layer[k] + 1, f->tasks[ti]);
-                    break;
-                }
-                for (int j = 0; j < f->ntasks; j++)
-                    f->I[k][ti * f->ntasks + j] += dot[j] / own / f->B;
-            }
-        }
-        if (!rc && ++count[ti] == f->B)
-            done++;
-        if (!rc)
-            rc = t.be->status(t.be, err);
-    }
-    free(g);
+    if (!rc)
+        rc = upm_each_task_batch(&t, &f->list, f->B, take_batch, &c, err);
+    free(c.g);
     upm_trainer_close(&t);
     return rc;
 }
@@ -195,8 +175,8 @@ static int store(const interference *f, const upm_train_opts *o, const char *ckp
                 x->value = f->I[k][i * f->ntasks + j];
                 snprintf(x->checkpoint, sizeof x->checkpoint, "%s", ckpt);
                 snprintf(x->mixture, sizeof x->mixture, "%s", o->mixture);
-                snprintf(x->task_i, sizeof x->task_i, "%s", f->tasks[i]);
-                snprintf(x->task_j, sizeof x->task_j, "%s", f->tasks[j]);
+                snprintf(x->task_i, sizeof x->task_i, "%s", f->list.name[i]);
+                snprintf(x->task_j, sizeof x->task_j, "%s", f->list.name[j]);
                 snprintf(x->seed, sizeof x->seed, "%llu", (unsigned long long)o->seed);
             }
     if (!rc)
@@ -212,14 +192,14 @@ static void print_text(const interference *f, const char *ckpt, const char *mixt
            "mean normalised gradient, relative to its own; %d batches per task\n", ckpt, mixture, f->B);
     int w = 10;
     for (int i = 0; i < f->ntasks; i++)
-        w = (int)strlen(f->tasks[i]) > w ? (int)strlen(f->tasks[i]) : w;
+        w = (int)strlen(f->list.name[i]) > w ? (int)strlen(f->list.name[i]) : w;
     for (int k = 0; k < f->nlayers; k++) {
         printf("\nblock %d FFN (%zu parameters)\n%-*s", f->layer[k] + 1, f->n[k], w + 2, "i \\ j");
         for (int j = 0; j < f->ntasks; j++)
-            printf(" %*s", w, f->tasks[j]);
+            printf(" %*s", w, f->list.name[j]);
         printf("\n");
         for (int i = 0; i < f->ntasks; i++) {
-            printf("%-*s", w + 2, f->tasks[i]);
+            printf("%-*s", w + 2, f->list.name[i]);
             for (int j = 0; j < f->ntasks; j++)
                 printf(" %*.2f", w, f->I[k][i * f->ntasks + j]);
             printf("\n");
@@ -237,7 +217,7 @@ static void print_json(const interference *f, const char *ckpt, const char *mixt
     snprintf(sb, sizeof sb, "%llu", (unsigned long long)seed);
     cJSON_AddStringToObject(j, "seed", sb);
     for (int i = 0; i < f->ntasks; i++)
-        cJSON_AddItemToArray(ta, cJSON_CreateString(f->tasks[i]));
+        cJSON_AddItemToArray(ta, cJSON_CreateString(f->list.name[i]));
     for (int k = 0; k < f->nlayers; k++) {
         cJSON *o = cJSON_CreateObject(), *mat = cJSON_AddArrayToObject(o, "matrix");
         cJSON_AddNumberToObject(o, "block", f->layer[k] + 1);
@@ -336,13 +316,8 @@ int upm_analyze_interference(int argc, char **argv)
     if (!rc) { /* the mixture's tasks, in the plan's order */
         trainer t;
         if (!(rc = upm_trainer_open(&t, &o, ckpt, &err))) {
-            upm_plan plan;
-            if (!(rc = upm_plan_load(t.cat, mixture, &plan, &err))) {
-                for (int i = 0; i < plan.n; i++)
-                    if (task_of(&f, plan.members[i].task.name) < 0 && f.ntasks < MAX_TASKS)
-                        snprintf(f.tasks[f.ntasks++], sizeof f.tasks[0], "%s", plan.members[i].task.name);
-                upm_plan_free(&plan);
-            }
+            if (!(rc = upm_task_list_load(t.cat, mixture, &f.list, &err)))
+                f.ntasks = f.list.n;
             for (int k = 0; !rc && k < f.nlayers; k++) {
                 int idx[4];
                 ffn_params(t.m, f.layer[k], idx);
