@@ -91,6 +91,12 @@ static inline int near(const char *what, const float *got, const double *ref, si
 
 typedef double (*loss_fn)(const void *ctx, const double *in);
 
+/* A row-wise op's case for a finite-difference loss: rows x cols inputs and the upstream gradient dy. */
+typedef struct rows_case {
+    int rows, cols;
+    const double *dy;
+} rows_case;
+
 /* Central differences of a double-precision loss: the reference for every backward op. */
 static inline double *fd_grad(loss_fn f, const void *ctx, double *in, size_t n)
 {
