@@ -165,7 +165,7 @@ class TrainTest(unittest.TestCase):
     def test_token_routing_trains_and_resumes(self):
         """--moe token (issue 18, paper Eq. 5): gates read each token's representation ([experts, input width]
         per gate), experts take at most --capacity-factor x k x tokens / experts tokens of a pass; every step's
-        metrics row has the mean balance loss of its gates (Switch: 1 when uniform, at most E) and the share
+        metrics row has the mean balance loss of its gates (Switch: in (0, E], 1 when uniform) and the share
         of assignments dropped past capacity (some at factor 1, none at factor 2 = E / k); runs resume bit for
         bit with their per-token gate noise; the settings are recorded; bad factors are refused."""
         self.resume_equals_straight("tok", "--moe", "token")
@@ -181,7 +181,9 @@ class TrainTest(unittest.TestCase):
                         "WHERE r.name = 'tok-straight' ORDER BY m.step")
         self.assertEqual(len(rows), 8)
         for bal, drop in rows:
-            self.assertTrue(1 <= bal <= 4 and 0 < drop < 1, (bal, drop))
+            # (0, E] by the balance loss's definition (E = 4); at factor 1 some assignment is dropped unless the
+            # tokens split exactly evenly, so the case exercises dropping
+            self.assertTrue(0 < bal <= 4 and 0 < drop < 1, (bal, drop))
         self.train("tok-roomy", "--moe", "token", "--steps", 2, "--capacity-factor", 2, "--name", "tok-roomy")
         rows = self.sql("SELECT m.dropped FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.name = 'tok-roomy'")
         self.assertEqual([r[0] for r in rows], [0.0, 0.0])
