@@ -2,6 +2,8 @@
  * Conditional-MoE routed by a data-independent gate (attribute, modality or task; or task-specific's fixed
  * choice): gate values per attribute pattern present, experts merged into one weight per pattern (a [P,E] x
  * [E,out*in] matmul), then one matmul per pattern's contiguous rows. */
+#include <math.h>
+
 #include "pass_internal.h"
 #include "progress.h"
 
@@ -42,16 +44,72 @@ static void gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_
     be->bias_grad(be, GRADS(k->attr_b), g->dHg, P, D);
 }
 
-/* ---- token routing (docs/model.md, "Token routing"): a gate per row, each expert on its dispatched rows ---- */
+/* ---- token and context routing (docs/model.md, "Token routing"): a gate per row, each expert on its
+ * dispatched rows ---- */
 
-/* The gate of rows X [N, in]: logits W_g x (Eq. 5), top-k of their softmax, the dispatch with this pass's
- * capacity; in training the balance loss's value and the experts used. */
+/* The attention a pool of the pass runs: the pass's own (its mask: what each token sees), or in a generation
+ * step the one over its caches. */
+static void pool_attention(upm_model *m, upm_pass *p, int l, int gi, upm_gate_act *g)
+{
+    upm_backend *be = m->be;
+    if (p->kv) {
+        upm_attn_kv_desc d = p->kv[(size_t)l * UPM_KV_STREAMS + 1 + gi];
+        d.nseq = p->plan.nseq, d.n_new = p->plan.S, d.row_of = p->row_of;
+        be->attention_kv_fwd(be, g->Z, g->cqkv, &d);
+    } else
+        be->attention_fwd(be, g->Z, g->cprobs, g->cqkv, &p->cattn);
+}
+
+/* Context routing's logits (Eq. 6), Z = W_g concat(x, attnpool(X)) = W_tok x + sum_j a_j W_ctx x_j with
+ * W_g = [W_tok | W_ctx] ([E, 2 in]) and a = the softmax of q.x_j / sqrt(in) over the tokens x sees (the
+ * attention mask): W_ctx goes inside the pool, so the pool is one attention head of width E whose query is
+ * constant and whose keys carry the scores (docs/model.md, "Context routing"). */
+static void context_logits(upm_model *m, upm_pass *p, int l, int gi, const upm_gate_idx *k, upm_gate_act *g,
+                           const float *X)
+{
+    upm_backend *be = m->be;
+    int N = p->plan.N, E = m->cfg.experts, in = k->in, E3 = 3 * E;
+    float alpha = sqrtf((float)E / (float)in); /* the head's 1/sqrt(E) then leaves 1/sqrt(in) */
+    const float *W = WEIGHTS(k->proj_w);
+    be->zero(be, g->cqkv, sizeof(float) * (size_t)N * E3);
+    be->gemm(be, 0, 1, N, 1, in, alpha, X, in, WEIGHTS(k->query), in, 0.0f, g->cqkv + E, E3);
+    be->gemm(be, 0, 1, N, E, in, 1.0f, X, in, W + in, 2 * in, 0.0f, g->cqkv + 2 * E, E3);
+    be->add_bias(be, g->cqkv, p->cone, N, E3);
+    pool_attention(m, p, l, gi, g);
+    be->gemm(be, 0, 1, N, E, in, 1.0f, X, in, W, 2 * in, 1.0f, g->Z, E);
+}
+
+/* The gradients of context_logits from dZ: W_tok's and dX's directly, then through the pool's attention to
+ * the scores (the query, dX) and the values (W_ctx, dX). */
+static void context_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g, const float *X,
+                             float *dX)
+{
+    upm_backend *be = m->be;
+    int N = p->plan.N, E = m->cfg.experts, in = k->in, E3 = 3 * E;
+    float alpha = sqrtf((float)E / (float)in);
+    const float *W = WEIGHTS(k->proj_w);
+    float *dW = GRADS(k->proj_w), *dk = p->dcqkv + E, *dv = p->dcqkv + 2 * E;
+    be->gemm(be, 1, 0, E, in, N, 1.0f, g->dZ, E, X, in, 1.0f, dW, 2 * in);
+    be->gemm(be, 0, 0, N, in, E, 1.0f, g->dZ, E, W, 2 * in, 1.0f, dX, in);
+    be->zero(be, p->dcqkv, sizeof(float) * (size_t)N * E3);
+    be->attention_bwd(be, p->dcqkv, g->dZ, g->cprobs, g->cqkv, &p->cattn);
+    be->gemm(be, 1, 0, 1, in, N, alpha, dk, E3, X, in, 1.0f, GRADS(k->query), in);
+    be->gemm(be, 0, 0, N, in, 1, alpha, dk, E3, WEIGHTS(k->query), in, 1.0f, dX, in);
+    be->gemm(be, 1, 0, E, in, N, 1.0f, dv, E3, X, in, 1.0f, dW + in, 2 * in);
+    be->gemm(be, 0, 0, N, in, E, 1.0f, dv, E3, W + in, 2 * in, 1.0f, dX, in);
+}
+
+/* The gate of rows X [N, in]: logits W_g x (Eq. 5; context routing: Eq. 6), top-k of their softmax, the
+ * dispatch with this pass's capacity; in training the balance loss's value and the experts used. */
 static void token_gate_forward(upm_model *m, upm_pass *p, int l, int gi, const upm_gate_idx *k, upm_gate_act *g,
                                const float *X)
 {
     upm_backend *be = m->be;
     int N = p->plan.N, E = m->cfg.experts, K = m->cfg.topk;
-    be->gemm(be, 0, 1, N, E, k->in, 1.0f, X, k->in, WEIGHTS(k->proj_w), k->in, 0.0f, g->Z, E);
+    if (upm_moe_context(m->cfg.moe))
+        context_logits(m, p, l, gi, k, g, X);
+    else
+        be->gemm(be, 0, 1, N, E, k->in, 1.0f, X, k->in, WEIGHTS(k->proj_w), k->in, 0.0f, g->Z, E);
     be->topk_softmax_fwd(be, g->G, g->probs, g->Z, g->noise, N, E, K, m->cfg.gate_renorm);
     be->moe_dispatch(be, g->idx, g->w, m->stats + UPM_STAT_DROPPED, g->G, p->order, p->nvalid, E, K, p->cap);
     m->route_assignments += (double)p->nvalid * K;
@@ -74,6 +132,10 @@ static void token_gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k
     be->topk_softmax_bwd(be, g->dZ, g->dG, g->G, g->probs, N, E, m->cfg.gate_renorm);
     if (p->train && m->cfg.balance > 0)
         be->moe_balance(be, NULL, g->dZ, g->probs, g->G, p->order, p->nvalid, E, m->cfg.balance);
+    if (upm_moe_context(m->cfg.moe)) {
+        context_backward(m, p, k, g, X, dX);
+        return;
+    }
     be->gemm(be, 1, 0, E, k->in, N, 1.0f, g->dZ, E, X, k->in, 1.0f, GRADS(k->proj_w), k->in);
     be->gemm(be, 0, 0, N, k->in, E, 1.0f, g->dZ, E, WEIGHTS(k->proj_w), k->in, 1.0f, dX, k->in);
 }
@@ -227,7 +289,7 @@ void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in)
         token_gate_forward(m, p, l, UPM_GATE_ATTN, &k->gate[UPM_GATE_ATTN], &la->gate[UPM_GATE_ATTN], la->h);
     linear_forward(m, p, la, UPM_LIN_QKV, &k->qkv, la->h, la->qkv);
     if (p->kv) { /* a generation step: the new tokens attend to the cache */
-        upm_attn_kv_desc d = p->kv[l];
+        upm_attn_kv_desc d = p->kv[(size_t)l * UPM_KV_STREAMS];
         d.nseq = p->plan.nseq, d.n_new = p->plan.S, d.row_of = p->row_of;
         be->attention_kv_fwd(be, la->a, la->qkv, &d);
     } else

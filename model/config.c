@@ -41,6 +41,7 @@ static const struct {
                  {UPM_MOE_TASK, "task", 1},
                  {UPM_MOE_TASK_SPECIFIC, "task-specific", 1},
                  {UPM_MOE_TOKEN, "token", 1},
+                 {UPM_MOE_CONTEXT, "context", 1},
                  {UPM_MOE_NONE, "none", 1},
                  {UPM_MOE_MERGED, "merged", 0}};
 
@@ -54,8 +55,8 @@ const char *upm_moe_kind_name(upm_moe_kind k)
 
 const char *upm_moe_kind_names(int trainable)
 {
-    return trainable ? "attribute, modality, task, task-specific, token or none"
-                     : "attribute, modality, task, task-specific, token, none or merged";
+    return trainable ? "attribute, modality, task, task-specific, token, context or none"
+                     : "attribute, modality, task, task-specific, token, context, none or merged";
 }
 
 int upm_moe_kind_parse(const char *name, int trainable, upm_moe_kind *k, upm_err *err)
@@ -94,7 +95,7 @@ int upm_model_config_check(const upm_model_config *c, upm_err *err)
     if (upm_moe_token_routed(c->moe) &&
         (!(c->capacity > 0) || !(c->eval_capacity > 0) || !(c->balance >= 0) || c->capacity > 1e6f ||
          c->eval_capacity > 1e6f))
-        return upm_errf(err, UPM_EINVAL, "model: token routing needs capacity factors > 0 (%g in training, %g in "
+        return upm_errf(err, UPM_EINVAL, "model: token and context routing need capacity factors > 0 (%g in training, %g in "
                         "evaluation) and a balance-loss weight >= 0 (%g)", (double)c->capacity,
                         (double)c->eval_capacity, (double)c->balance);
     if (upm_moe_has_experts(c->moe) &&

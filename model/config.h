@@ -25,7 +25,8 @@ typedef enum upm_moe_kind {
     UPM_MOE_MODALITY,
     UPM_MOE_TASK,
     UPM_MOE_TASK_SPECIFIC,
-    UPM_MOE_TOKEN
+    UPM_MOE_TOKEN,
+    UPM_MOE_CONTEXT
 } upm_moe_kind;
 
 /* Task routing's table: the model's task ids are its slots 1..task_slots, assigned to task names in the
@@ -75,8 +76,11 @@ static inline int upm_moe_gated(int moe)
 }
 /* A kind whose MoE linears mix experts by gate values G (gated, or TASK_SPECIFIC's fixed one-hot G). */
 static inline int upm_moe_routed(int moe) { return upm_moe_gated(moe) || moe == UPM_MOE_TASK_SPECIFIC; }
-/* A kind whose gates read each token's representation (data-dependent: gate values per row, capacity). */
-static inline int upm_moe_token_routed(int moe) { return moe == UPM_MOE_TOKEN; }
+/* A kind whose gates read each token's representation (data-dependent: gate values per row, capacity):
+ * token routing, and context routing, which adds the attention-pooled sequence to the gate's input. */
+static inline int upm_moe_token_routed(int moe) { return moe == UPM_MOE_TOKEN || moe == UPM_MOE_CONTEXT; }
+/* Context routing (docs/model.md, "Context routing"): gate logits W_g concat(x, attnpool(X)). */
+static inline int upm_moe_context(int moe) { return moe == UPM_MOE_CONTEXT; }
 /* A kind whose gates take logit noise in training (per attribute pattern, or per token). */
 static inline int upm_moe_noisy(int moe) { return upm_moe_gated(moe) || upm_moe_token_routed(moe); }
 /* A kind with experts in its MoE linears (data-independent or not). */

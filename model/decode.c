@@ -1,7 +1,8 @@
 /* Caption generation with a key/value cache (decode.h). The prefix pass is an ordinary encoder pass; its
  * per-layer q|k|v rows are gathered into sequence order and kept. Step passes are ordinary passes too
  * (embeddings, gates, MoE linears, head), planned without SPE tokens and with the attention replaced by
- * attention_kv_fwd over the prefix and the cached caption (pass_internal.h: upm_pass.kv). */
+ * attention_kv_fwd over the prefix and the cached caption (pass_internal.h: upm_pass.kv); context routing's
+ * pools see the same tokens through caches of their own. */
 #include "decode.h"
 
 #include <stdlib.h>
@@ -9,19 +10,44 @@
 
 #include "pass_internal.h"
 
+/* The attentions a step runs over caches (pass_internal.h: UPM_KV_STREAMS): stream 0 is the block's (width
+ * D), stream 1 + gi context routing's pool of gate gi (width E) where layer l has that gate. Each has its
+ * own region of the prefix ([samples][P][3 width]) and of each cache ([max_len][nmax][2 width]). */
+static int stream_width(const upm_model *m, int l, int s)
+{
+    if (s == 0)
+        return m->cfg.dim;
+    return upm_moe_context(m->cfg.moe) && m->L.blocks[l].has_gate[s - 1] ? m->cfg.experts : 0;
+}
+
+/* The widths of the streams before (l, s), summed: the region's offset in units of its rows. */
+static size_t widths_before(const upm_model *m, int l, int s)
+{
+    size_t w = 0;
+    for (int i = 0; i < l * UPM_KV_STREAMS + s; i++)
+        w += (size_t)stream_width(m, i / UPM_KV_STREAMS, i % UPM_KV_STREAMS);
+    return w;
+}
+
+/* Stream s of layer l in pass p: its q | k | v rows. */
+static float *stream_qkv(upm_pass *p, int l, int s)
+{
+    return s == 0 ? p->layers[l].qkv : p->layers[l].gate[s - 1].cqkv;
+}
+
 struct upm_decoder {
     upm_model *m;
     upm_decoder_opts o;
     int nmax;              /* sequences at most: samples * beams */
     upm_pass *pre, *step;  /* the prefix pass and the step pass */
-    float *prefix;         /* backend [layers][samples][P][3D] */
+    float *prefix;         /* backend: each stream's [samples][P][3 width] */
     size_t prefix_cap;     /* floats */
     int samples, P;        /* of the current prefix */
-    float *cache[2];       /* backend [layers][max_len][nmax][2D]: current and spare (beam reordering) */
+    float *cache[2];       /* backend: each stream's [max_len][nmax][2 width]; current and spare (beams) */
     int cur, len, nseq, t; /* current cache, cached positions, its sequences, next step */
     int task;              /* the prefix's task id (task routing), which every step continues */
     int32_t *reidx;        /* backend [max_len * nmax]: reordering rows */
-    upm_attn_kv_desc *kv;  /* [layers] */
+    upm_attn_kv_desc *kv;  /* [layers][UPM_KV_STREAMS] */
     int32_t *host;         /* host [6 * nmax + max_len * nmax]: ids, lengths, read-outs, reordering rows */
     uint8_t *attrs;        /* host [2 * nmax] */
 };
@@ -37,11 +63,11 @@ int upm_decoder_new(upm_model *m, const upm_decoder_opts *o, upm_decoder **out, 
         return upm_errf(err, UPM_ENOMEM, "generation: no memory");
     upm_backend *be = m->be;
     d->m = m, d->o = *o, d->nmax = o->samples * o->beams;
-    size_t cache = (size_t)m->cfg.layers * o->max_len * d->nmax * 2 * m->cfg.dim;
+    size_t cache = widths_before(m, m->cfg.layers, 0) * o->max_len * d->nmax * 2;
     d->pre = upm_pass_new(), d->step = upm_pass_new();
     d->cache[0] = be->alloc(be, sizeof(float) * cache), d->cache[1] = be->alloc(be, sizeof(float) * cache);
     d->reidx = be->alloc(be, sizeof(int32_t) * (size_t)o->max_len * d->nmax);
-    d->kv = calloc((size_t)m->cfg.layers, sizeof *d->kv);
+    d->kv = calloc((size_t)m->cfg.layers * UPM_KV_STREAMS, sizeof *d->kv);
     d->host = malloc(sizeof(int32_t) * ((size_t)6 + o->max_len) * d->nmax);
     d->attrs = malloc((size_t)2 * d->nmax);
     if (!d->pre || !d->step || !d->cache[0] || !d->cache[1] || !d->reidx || !d->kv || !d->host || !d->attrs) {
@@ -94,17 +120,20 @@ int upm_decoder_start(upm_decoder *d, const upm_seq_input *prefix, upm_err *err)
         return rc;
     d->task = prefix->task; /* the steps continue the prefix's task */
     int L = m->cfg.layers, n = prefix->nseq, P = d->pre->plan.S;
-    size_t D3 = (size_t)3 * m->cfg.dim, per_layer = (size_t)n * P * D3;
-    if (per_layer * L > d->prefix_cap) {
+    size_t rows = (size_t)n * P, need = rows * 3 * widths_before(m, L, 0);
+    if (need > d->prefix_cap) {
         if (d->prefix)
             be->free(be, d->prefix);
         d->prefix_cap = 0;
-        if (!(d->prefix = be->alloc(be, sizeof(float) * per_layer * L)))
+        if (!(d->prefix = be->alloc(be, sizeof(float) * need)))
             return upm_errf(err, UPM_ENOMEM, "generation: no memory for the keys and values of %d x %d tokens", n, P);
-        d->prefix_cap = per_layer * L;
+        d->prefix_cap = need;
     }
     for (int l = 0; l < L; l++) /* (sample, position) order: the row of token j of sample b is b*P + j */
-        be->gather_rows(be, d->prefix + l * per_layer, d->pre->layers[l].qkv, d->pre->row_of, n * P, (int)D3);
+        for (int s = 0; s < UPM_KV_STREAMS; s++)
+            if (stream_width(m, l, s))
+                be->gather_rows(be, d->prefix + rows * 3 * widths_before(m, l, s), stream_qkv(d->pre, l, s),
+                                d->pre->row_of, n * P, 3 * stream_width(m, l, s));
     d->samples = n, d->P = P, d->t = 0, d->len = 0, d->nseq = 0, d->cur = 0;
     return 0;
 }
@@ -129,11 +158,15 @@ int upm_decoder_step(upm_decoder *d, int group, const int32_t *prev, const float
                                               .ids = prev, .lengths = one, .attrs = d->attrs};
     in.seg[in.nseg++] = (upm_seq_segment){.kind = UPM_SEG_TEXT, .attn = UPM_SEG_QUERY, .L = 1, .pos0 = t, .ids = qids,
                                           .lengths = one, .attrs = d->attrs + d->nmax};
-    size_t per_prefix = (size_t)d->samples * d->P * 3 * D, per_cache = (size_t)d->o.max_len * d->nmax * 2 * D;
+    size_t prefix_rows = (size_t)d->samples * d->P, cache_rows = (size_t)d->o.max_len * d->nmax;
     for (int l = 0; l < m->cfg.layers; l++)
-        d->kv[l] = (upm_attn_kv_desc){.n_append = t > 0, .heads = m->cfg.heads, .head_dim = D / m->cfg.heads,
-                                      .prefix = d->prefix + l * per_prefix, .prefix_len = d->P, .group = group,
-                                      .cache = d->cache[d->cur] + l * per_cache, .len = d->len};
+        for (int s = 0; s < UPM_KV_STREAMS; s++) {
+            size_t before = widths_before(m, l, s);
+            d->kv[l * UPM_KV_STREAMS + s] = (upm_attn_kv_desc){
+                .n_append = t > 0, .heads = s ? 1 : m->cfg.heads, .head_dim = s ? m->cfg.experts : D / m->cfg.heads,
+                .prefix = d->prefix + prefix_rows * 3 * before, .prefix_len = d->P, .group = group,
+                .cache = d->cache[d->cur] + cache_rows * 2 * before, .len = d->len};
+        }
     d->step->kv = d->kv;
     int rc = upm_pass_forward(m, d->step, &in, NULL, err);
     if (rc)
@@ -161,10 +194,14 @@ int upm_decoder_reorder(upm_decoder *d, const int32_t *parent, int nseq, upm_err
         for (int s = 0; s < nseq; s++)
             idx[(size_t)j * nseq + s] = j * nseq + parent[s];
     be->upload(be, d->reidx, idx, sizeof(int32_t) * (size_t)d->len * nseq);
-    size_t per_cache = (size_t)d->o.max_len * d->nmax * 2 * m->cfg.dim;
+    size_t cache_rows = (size_t)d->o.max_len * d->nmax;
     for (int l = 0; l < m->cfg.layers; l++)
-        be->gather_rows(be, d->cache[!d->cur] + l * per_cache, d->cache[d->cur] + l * per_cache, d->reidx,
-                        d->len * nseq, 2 * m->cfg.dim);
+        for (int s = 0; s < UPM_KV_STREAMS; s++) {
+            size_t off = cache_rows * 2 * widths_before(m, l, s);
+            if (stream_width(m, l, s))
+                be->gather_rows(be, d->cache[!d->cur] + off, d->cache[d->cur] + off, d->reidx, d->len * nseq,
+                                2 * stream_width(m, l, s));
+        }
     d->cur = !d->cur;
     return 0;
 }

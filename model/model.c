@@ -182,6 +182,8 @@ static void carve_layer(upm_model *m, upm_pass *p, carver *c, int l, int want_ke
             g->dG = CARVE_F(c, N * E), g->dZ = CARVE_F(c, N * E);
             g->noise = la->has_noise ? CARVE_F(c, N * E) : NULL;
             g->idx = CARVE_I(c, EC), g->w = CARVE_F(c, EC);
+            if (upm_moe_context(cfg->moe))
+                g->cqkv = CARVE_F(c, N * 3 * E), g->cprobs = CARVE_F(c, nseq * S * S);
             continue;
         }
         g->Hg = CARVE_F(c, P * D), g->mean = CARVE_F(c, P), g->rstd = CARVE_F(c, P), g->Rn = CARVE_F(c, P * D), g->Z = CARVE_F(c, P * E);
@@ -231,6 +233,9 @@ static void carve_pass(upm_model *m, upm_pass *p, carver *c, int want_keep)
         p->order = CARVE_I(c, N), p->Xs = CARVE_F(c, (size_t)p->cap * FD), p->Ys = CARVE_F(c, (size_t)p->cap * F3);
     } else
         p->order = NULL, p->Xs = p->Ys = NULL;
+    size_t E3 = 3 * (size_t)m->cfg.experts;
+    p->cone = upm_moe_context(m->cfg.moe) ? CARVE_F(c, E3) : NULL;
+    p->dcqkv = upm_moe_context(m->cfg.moe) ? CARVE_F(c, N * E3) : NULL;
     for (int l = 0; l < m->cfg.layers; l++)
         carve_layer(m, p, c, l, want_keep);
     p->zsel = CARVE_F(c, R * D), p->zmean = CARVE_F(c, R), p->zrstd = CARVE_F(c, R), p->zn = CARVE_F(c, R * D), p->feat = CARVE_F(c, R * D);
@@ -408,6 +413,15 @@ static int prepare(upm_model *m, upm_pass *p, const upm_seq_input *in, const upm
     free(rows);
     free(bits);
     p->attn = (upm_attn_desc){(int)nseq, (int)S, cfg->heads, cfg->dim / cfg->heads, p->row_of, p->mask};
+    p->cattn = (upm_attn_desc){(int)nseq, (int)S, 1, E, p->row_of, p->mask};
+    if (p->cone) { /* the pools' query: the first unit vector, against keys that carry the scores */
+        float *one = calloc(3 * (size_t)E, sizeof *one);
+        if (!one)
+            return upm_errf(err, UPM_ENOMEM, "model: no memory for a pass");
+        one[0] = 1.0f;
+        be->upload(be, p->cone, one, sizeof(float) * 3 * (size_t)E);
+        free(one);
+    }
     p->have_plan = 1;
     return 0;
 }

@@ -68,7 +68,12 @@ static upm_linear_idx linear(builder *b, const upm_model_config *c, int l, const
 static upm_gate_idx gate(builder *b, const upm_model_config *c, int l, const char *name, int in)
 {
     int D = c->dim;
-    upm_gate_idx g = {-1, -1, -1, -1, -1, in};
+    upm_gate_idx g = {-1, -1, -1, -1, -1, in, -1};
+    if (upm_moe_context(c->moe)) { /* logits = W_g concat(x, attnpool(X)) (Eq. 6); the pool's query */
+        g.proj_w = add(b, UPM_INIT_NORMAL, 0.02f, 0, 2, c->experts, 2 * in, 0, "blocks.%d.%s.proj.weight", l, name);
+        g.query = add(b, UPM_INIT_NORMAL, 0.02f, 0, 1, in, 0, 0, "blocks.%d.%s.query", l, name);
+        return g;
+    }
     if (upm_moe_token_routed(c->moe)) { /* logits = W_g x: the token's own representation (Eq. 5) */
         g.proj_w = add(b, UPM_INIT_NORMAL, 0.02f, 0, 2, c->experts, in, 0, "blocks.%d.%s.proj.weight", l, name);
         return g;

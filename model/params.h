@@ -29,7 +29,8 @@ enum { UPM_GATE_ATTN = 0, UPM_GATE_FC1, UPM_GATE_FC2, UPM_NGATES };
 
 typedef struct upm_gate_idx {
     int attr_w, attr_b, norm_w, norm_b, proj_w; /* parameter indices (token routing: proj_w only, -1 else) */
-    int in; /* token routing: the width of the gate's input (its first linear's input) */
+    int in;    /* token and context routing: the width of the gate's input (its first linear's input) */
+    int query; /* context routing: the attention pool's learned query [in] (proj_w is then [E, 2 in]) */
 } upm_gate_idx;
 
 typedef struct upm_linear_idx {

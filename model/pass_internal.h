@@ -25,6 +25,10 @@ typedef struct upm_gate_act {
     float *dRn, *dHg; /* [P, D] */
     int32_t *idx;   /* token routing: [E, C] the rows each expert takes (-1: a free slot) */
     float *w;       /* [E, C] their gate values */
+    /* context routing: the pool as a one-head attention of width E (docs/model.md, "Context routing"): per
+     * row q | k | v = the constant query e_0 | (sqrt(E/in) q.x, 0, ...) | W_ctx x, and its probabilities */
+    float *cqkv;    /* [N, 3E] */
+    float *cprobs;  /* [B, S, S] */
 } upm_gate_act;
 
 typedef struct upm_linear_act {
@@ -34,6 +38,9 @@ typedef struct upm_linear_act {
 } upm_linear_act;
 
 enum { UPM_LIN_QKV = 0, UPM_LIN_PROJ, UPM_LIN_FC1, UPM_LIN_FC2, UPM_NLIN };
+
+/* Attentions per layer that a generation step runs over caches: the block's, and context routing's pools. */
+enum { UPM_KV_STREAMS = 1 + UPM_NGATES };
 
 typedef struct upm_layer_act {
     float *x_out;        /* [N, D] the block's output (the next block's input) */
@@ -97,12 +104,18 @@ struct upm_pass {
     int32_t *order;
     int nvalid, cap;
     float *Xs, *Ys;
+    /* context routing: the pools' attention over the pass (one head of width E, the pass's mask), the
+     * constant row added to every q | k | v row (1 at q's first column), and the backward's scratch */
+    upm_attn_desc cattn;
+    float *cone;  /* [3E] */
+    float *dcqkv; /* [N, 3E] */
     upm_attn_desc attn;
     int slot[256]; /* merged models: the weight slot of each pattern of the plan */
     upm_seq_input in; /* the segment shapes of the planned input (host pointers not kept) */
     int train;        /* this pass is a training pass (upm_pass_opts.train) */
-    /* A generation step (decode.c): [layers] attention over the key/value cache instead of attention_fwd;
-     * nseq, n_new and row_of are filled from the plan by the block. NULL for every other pass. */
+    /* A generation step (decode.c): [layers][UPM_KV_STREAMS] attention over the key/value caches instead of
+     * attention_fwd: stream 0 the block's attention, stream 1 + gi context routing's pool of gate gi; nseq,
+     * n_new and row_of are filled from the plan by the block. NULL for every other pass. */
     const upm_attn_kv_desc *kv;
 };
 

@@ -16,7 +16,7 @@ static const char usage[] =
     "                  [--out DIR] [--dry-run] [-- extra upmoe-train arguments]\n"
     "                         checks the mixture (every dataset needs a real URL) and options, prints the job id\n"
     "                         (--dry-run: the exact command the worker would run, nothing queued); KIND: the\n"
-    "                         routings of upmoe-train --moe (attribute, modality, task, task-specific, token, none)\n"
+    "                         routings of upmoe-train --moe (attribute, modality, task, task-specific, token, context, none)\n"
     "         Slurm only: [--partition P] [--time LIMIT] [--signal-lead S] [--cpus-per-rank N] [--gpus-per-rank N] [--sbatch-arg A]...\n"
     "                         sbatch runs the job; S seconds (120) before the time limit it checkpoints and is\n"
     "                         requeued; --gpus-per-rank N asks for N GPUs per rank (--gpus-per-task) and runs\n"

@@ -308,7 +308,7 @@ def tie_check(cfg, params, passes, min_gap=TIE_GAP):
         pats = ref.pass_patterns(ps)
         video = any(seg["modality"] == "video" for seg in ps["segments"])
         for l in range(c["layers"]):
-            for g in ref.layer_gates(c, l) if c["moe"] not in ("task-specific", "token") else ():  # token: in run
+            for g in ref.layer_gates(c, l) if c["moe"] not in ("task-specific",) + ref.PER_TOKEN else ():  # per token: run
                 name = "blocks.%d.%s" % (l, g)
                 probs = ref.gate_probs(P, name, pats, ps["noise"].get(name), c["ln_eps"], video, ps.get("task"))
                 top = torch.sort(probs, dim=1, descending=True).values

@@ -65,13 +65,13 @@ def normalize_config(cfg):
         "gate_renorm": _flag(cfg.get("gate_renorm"), False),
         # task routing and task-specific weights: the rows of the task table (task ids 1..task_slots)
         "task_slots": int(cfg.get("task_slots", 0)),
-        # token routing: capacity factors (training, evaluation) and the balance loss's weight
+        # token and context routing: capacity factors (training, evaluation) and the balance loss's weight
         "capacity": float(cfg.get("capacity", 1.0)),
         "eval_capacity": float(cfg.get("eval_capacity", 2.0)),
         "balance": float(cfg.get("balance", 1e-2)),
     }
-    if c["moe"] not in ROUTED + ("token", "none"):
-        raise ValueError("moe must be one of %s, 'token' or 'none', got %r" % (ROUTED, c["moe"]))
+    if c["moe"] not in ROUTED + PER_TOKEN + ("none",):
+        raise ValueError("moe must be one of %s or 'none', got %r" % (ROUTED + PER_TOKEN, c["moe"]))
     if c["moe"] in ("task", "task-specific") and c["task_slots"] < 1:
         raise ValueError("a %s model needs task_slots >= 1" % c["moe"])
     if c["moe"] == "task-specific" and (c["experts"] != c["task_slots"] or c["topk"] != 1):
@@ -82,10 +82,11 @@ def normalize_config(cfg):
 
 
 ROUTED = ("attribute", "modality", "task", "task-specific")
+PER_TOKEN = ("token", "context")  # gates that read each token (data-dependent: capacity, balance loss)
 
 
 def moe_layer(c, layer):
-    return c["moe"] in ROUTED + ("token",) and (layer + 1) % c["moe_every"] == 0
+    return c["moe"] in ROUTED + PER_TOKEN and (layer + 1) % c["moe_every"] == 0
 
 
 def layer_gates(c, layer):
@@ -126,8 +127,12 @@ def param_shapes(cfg):
         lin("mlp.fc1", Fw, D, ffn)
         lin("mlp.fc2", D, Fw, ffn)
         for g in gates if c["moe"] != "task-specific" else ():
-            if c["moe"] == "token":  # logits = W_g x on the gate's input (qkv's, fc1's, fc2's)
-                s[p + g + ".proj.weight"] = [E, Fw if g == "mlp.gate2" else D]
+            width = Fw if g == "mlp.gate2" else D  # the gate's input: qkv's, fc1's or fc2's
+            if c["moe"] == "token":  # logits = W_g x
+                s[p + g + ".proj.weight"] = [E, width]
+                continue
+            if c["moe"] == "context":  # logits = W_g concat(x, attnpool(X)), the pool's learned query
+                s[p + g + ".proj.weight"], s[p + g + ".query"] = [E, 2 * width], [width]
                 continue
             if c["moe"] == "task":  # an embedding of the task id as a linear of its one-hot
                 s[p + g + ".task.weight"], s[p + g + ".task.bias"] = [D, c["task_slots"]], [D]
@@ -342,6 +347,18 @@ def mhsa(qkv, mask, heads):
 
 # ---- token routing (docs/model.md, "Token routing") ----
 
+def context_pool(X, q, mask):
+    """attnpool(X) of Eq. 6 as each token sees the sequence: for token i, sum_j a_ij x_j with a_i the
+    softmax of q.x_j / sqrt(in) over the tokens j that i may attend to (mask [n, S, S]); X [n, S, in]."""
+    s = (X @ q) / math.sqrt(X.shape[-1])  # [n, S]: one score per key
+    scores = s.unsqueeze(1).expand(mask.shape)
+    any_key = mask.any(dim=-1, keepdim=True)
+    scores = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
+    scores = torch.where(any_key, scores, torch.zeros_like(scores))  # padding rows: no NaN
+    a = torch.softmax(scores, dim=-1) * any_key.to(scores.dtype)
+    return a @ X
+
+
 def choices(G, k):
     """[n, k] each row's kept experts by rank (value descending, ties: the lower index first)."""
     _, order = torch.sort(G.detach(), dim=1, descending=True, stable=True)
@@ -399,7 +416,7 @@ def encoder(c, P, x, attrs, mask, noise=None, keep=None, video=False, task=None,
     noise, keep = noise or {}, keep or {}
     patterns = sorted(set(int(v) for v in attrs.reshape(-1).tolist()))
     D, eps = c["dim"], c["ln_eps"]
-    token = c["moe"] == "token"
+    token = c["moe"] in PER_TOKEN
     valid = torch.diagonal(mask, dim1=1, dim2=2)  # a token that sees itself is not padding
     cap = math.ceil((c["capacity"] if train else c["eval_capacity"]) * c["topk"] * int(valid.sum()) / c["experts"])
     for l in range(c["layers"]):
@@ -409,8 +426,10 @@ def encoder(c, P, x, attrs, mask, noise=None, keep=None, video=False, task=None,
             g: gate(P, p + g, patterns, noise.get(p + g), c["topk"], eps, c["gate_renorm"], video, task, c["experts"])
             for g in gates}
 
-        def route(g, h):  # token routing: the gate reads h, the input of its first linear
+        def route(g, h):  # token and context routing: the gate reads h, the input of its first linear
             if token and g in gates:
+                if c["moe"] == "context":
+                    h = torch.cat([h, context_pool(h, P[p + g + ".query"], mask)], dim=-1)
                 Gt, probs, kept, rows, dropped = token_route(h, P[p + g + ".proj.weight"], valid, c["topk"],
                                                              c["gate_renorm"], cap, noise.get(p + g))
                 G[g] = (Gt, kept)

@@ -143,6 +143,38 @@ class OracleTests(unittest.TestCase):
         self.oracle("--formulation", "pair", "--input", "video", "--moe", "token", "--moe-every", 2, "--layers", 2,
                     "--drop-path", "0.1", "--seed", 7, "--backend", "debug")
 
+    def test_context_routing(self):
+        """Context routing (issue 18, paper Eq. 6): each gate reads concat(x_i, attnpool(X)), the pool a learned
+        query attending over the tokens token i may see (the attention mask: a causal caption token's context
+        is its prefix), with token routing's capacity, dispatch, balance loss and per-token noise. Forward and
+        every gradient (the pool's query and both halves of W_g included) against the reference for every
+        formulation, with and without noise; the causal cases fail against a pool over the whole sequence."""
+        for f in ("label", "pair", "mlm", "caption"):
+            for noise in (0, 1):
+                T, meta = self.oracle("--formulation", f, "--input", "image+text", "--moe", "context", "--seed", 1,
+                                      *(["--gate-noise"] if noise else []))
+                self.check_config(meta, moe="context", experts=4, topk=2, capacity=1.0)
+                self.assertGreater(T["out.dropped"].item(), 0, f)  # capacity 1: tokens were dropped
+        self.assertEqual(list(T["blocks.1.mlp.gate2.proj.weight"].shape), [4, 2 * 256])  # concat(x, pool) of fc2's
+        self.assertEqual(list(T["blocks.1.mlp.gate2.query"].shape), [256])
+        # the last file (caption, causal text) against a pool that sees every valid token of the sequence
+        pool = oracle_compare.ref.context_pool
+
+        def whole_sequence(X, q, mask):
+            valid = torch.diagonal(mask, dim1=1, dim2=2)
+            return pool(X, q, valid.unsqueeze(1) & valid.unsqueeze(2))
+        try:
+            oracle_compare.ref.context_pool = whole_sequence
+            res = oracle_compare.compare(os.path.join(self.dir.name, "oracle.safetensors"))
+        finally:
+            oracle_compare.ref.context_pool = pool
+        self.assertFalse(all(r[3] for r in res), "a pool over the whole sequence passes the causal caption case")
+        T, _ = self.oracle("--formulation", "label", "--input", "image+text", "--text-attn", "causal", "--moe",
+                           "context", "--seed", 1, "--capacity-factor", 2, "--balance-loss", 0.5)
+        self.assertEqual(T["out.dropped"].item(), 0)
+        self.oracle("--formulation", "pair", "--input", "video", "--moe", "context", "--moe-every", 2, "--layers", 2,
+                    "--drop-path", "0.1", "--seed", 7, "--backend", "debug")
+
     def test_label_image_moe_eq3(self):
         # the gate of Eq. 3 as written (kept probabilities not renormalised); the default renormalises
         T, meta = self.oracle("--formulation", "label", "--input", "image", "--moe", "attribute", "--gate-renorm", "0",

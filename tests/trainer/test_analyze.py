@@ -206,17 +206,22 @@ class AnalyzeTest(unittest.TestCase):
         self.assertIn("--layers takes blocks 1..2", p.stderr)
 
     def test_token_routing_shares(self):
-        """Token routing's gates read the data: gate maps are measured on batches, per task and side (input
-        tokens; target tokens: label texts, captions' vocabulary entries), the share of tokens whose first choice
-        is each expert at every routed block and gate (they sum to 1 over the experts, over the tokens seen);
-        deterministic for a seed; --task and --plot are refused for it."""
-        ckpt = os.path.join(self.tmp, "token")
-        run(TRAIN, "--mixture", "three", "--out", ckpt, *SMALL, "--moe", "token", "--steps", 4, "--lr", 3e-3,
+        """Token and context routing's gates read the data: gate maps are measured on batches, per task and side
+        (input tokens; target tokens: label texts, captions' vocabulary entries), the share of tokens whose first
+        choice is each expert at every routed block and gate (they sum to 1 over the experts, over the tokens
+        seen); deterministic for a seed; --task and --plot are refused for it."""
+        for moe in ("token", "context"):
+            with self.subTest(moe=moe):
+                self.token_shares(moe)
+
+    def token_shares(self, moe):
+        ckpt = os.path.join(self.tmp, moe)
+        run(TRAIN, "--mixture", "three", "--out", ckpt, *SMALL, "--moe", moe, "--steps", 4, "--lr", 3e-3,
             env=self.env)
         args = ["gates", "--checkpoint", ckpt, "--mixture", "three", "--batches", 2, "--image-size", 32, "--batch", 8,
                 "--vocab-targets", "sampled:64"]
         doc = json.loads(run(ANALYZE, *args, "--json", env=self.env).stdout)
-        self.assertEqual((doc["routing"], doc["experts"], doc["batches"]), ("token", 4, 2))
+        self.assertEqual((doc["routing"], doc["experts"], doc["batches"]), (moe, 4, 2))
         self.assertEqual(sorted(t["task"] for t in doc["tasks"]), ["classification", "image-caption", "mlm"])
         for t in doc["tasks"]:
             self.assertEqual([s["side"] for s in t["sides"]], ["input", "target"])
@@ -228,7 +233,7 @@ class AnalyzeTest(unittest.TestCase):
                     self.assertTrue(all(0 <= x <= 1 for x in g["shares"]))
         self.assertEqual(json.loads(run(ANALYZE, *args, "--json", env=self.env).stdout), doc)
         text = run(ANALYZE, *args, env=self.env).stdout
-        self.assertIn("share of tokens per expert", text)
+        self.assertIn("(%s routing): share of tokens per expert" % moe, text)
         p = run(ANALYZE, "gates", "--checkpoint", ckpt, "--task", "classification", ok=False, env=self.env)
         self.assertEqual(p.returncode, 2)
         self.assertIn("measured on batches: give --mixture", p.stderr)

@@ -184,8 +184,8 @@ class DistributedTest(unittest.TestCase):
         a rank's step uses its task's experts only, so the reduction skips the experts no rank used; the run
         must equal, bit for bit, the same run reducing every expert (--reduce-all-experts), and the ranks must
         have trained different tasks in some steps (else nothing was skipped that the other rank needed).
-        Token routing too, where any token of any rank may pick any expert."""
-        for moe in ("task", "task-specific", "token"):
+        Token and context routing too, where any token of any rank may pick any expert."""
+        for moe in ("task", "task-specific", "token", "context"):
             runs = {}
             for mode in ("skip", "all"):
                 name = f"dp-{moe}-{mode}"

@@ -125,7 +125,7 @@ class TrainTest(unittest.TestCase):
         self.assertEqual(len(losses), 8)
         p = self.train("mod-bad", "--moe", "switch", "--steps", 1, ok=False)
         self.assertEqual(p.returncode, 2)
-        self.assertIn("--moe must be attribute, modality, task, task-specific, token or none, not 'switch'", p.stderr)
+        self.assertIn("--moe must be attribute, modality, task, task-specific, token, context or none, not 'switch'", p.stderr)
 
     def test_task_routing_trains_and_resumes(self):
         """--moe task and task-specific (issue 18): the model's task table holds the mixture's tasks in the plan's
@@ -197,6 +197,27 @@ class TrainTest(unittest.TestCase):
             p = self.train("tok-bad", "--moe", "token", "--steps", 1, *bad, ok=False)
             self.assertEqual(p.returncode, 2, bad)
             self.assertIn(msg, p.stderr)
+
+    def test_context_routing_trains_and_resumes(self):
+        """--moe context (issue 18, paper Eq. 6): each gate reads concat(token, attention-pooled sequence)
+        ([experts, 2 x input width] and the pool's query [input width] per gate), with token routing's
+        capacity, balance loss and per-token noise; runs resume bit for bit; the settings and the metrics
+        columns are filled as for token routing."""
+        self.resume_equals_straight("ctx", "--moe", "context")
+        tensors, _ = load(os.path.join(self.ckpt("ctx-straight", 8), "model.safetensors"))
+        self.assertEqual(list(tensors["blocks.1.attn.gate.proj.weight"].shape), [4, 64])
+        self.assertEqual(list(tensors["blocks.1.mlp.gate2.proj.weight"].shape), [4, 256])
+        self.assertEqual(list(tensors["blocks.1.mlp.gate2.query"].shape), [128])
+        with open(os.path.join(self.ckpt("ctx-straight", 8), "state.json")) as f:
+            model = json.load(f)["model"]
+        self.assertEqual((model["moe"], model["capacity"], model["eval_capacity"]), ("context", 1, 2))
+        rows = self.sql("SELECT m.balance_loss, m.dropped FROM metrics m JOIN runs r ON r.id = m.run_id "
+                        "WHERE r.name = 'ctx-straight' ORDER BY m.step")
+        self.assertEqual(len(rows), 8)
+        for bal, drop in rows:
+            self.assertTrue(0 < bal <= 4 and 0 <= drop < 1, (bal, drop))
+        cfg = json.loads(self.sql("SELECT config FROM runs WHERE name = 'ctx-straight'")[0][0])
+        self.assertEqual(cfg["moe"], "context")
 
     def test_bf16_matmuls_follow_fp32(self):
         """--precision bf16 (the linears' matmul inputs rounded to bfloat16, fp32 accumulation; the GPU recipe)

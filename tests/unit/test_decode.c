@@ -1,7 +1,9 @@
 /* Generation with the key/value cache (model/decode.h) against the full caption pass: at every step, every
  * beam's query feature equals the feature the ordinary encoder pass computes for the same image and the
  * same caption so far (image, causal text, queries; read at query t), through beam expansion and
- * reordering, for an attribute-MoE model and a dense one. Also: a step past the capacity and a prefix that
+ * reordering, for an attribute-MoE model, a dense one, and token- and context-routed ones (experts / topk
+ * = 2 at the evaluation capacity factor 2: no token is dropped in either path; context routing's pools run
+ * over caches of their own). Also: a step past the capacity and a prefix that
  * could see the caption are refused. */
 #include <math.h>
 #include <stdio.h>
@@ -52,7 +54,8 @@ static void run(upm_moe_kind moe, const char *what)
     upm_model *m = NULL;
     upm_model_config cfg = {.dim = D, .heads = 2, .layers = 3, .mlp = 4 * D, .vocab = VOCAB, .max_text = 8,
                             .max_frames = 1, .moe = moe, .experts = 4, .topk = 2, .moe_sa = 1, .moe_ffn = 1,
-                            .moe_every = 1, .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1};
+                            .moe_every = 1, .layerscale_init = 1e-3f, .ln_eps = 1e-5f, .gate_noise = -1,
+                            .capacity = 1, .eval_capacity = 2, .balance = 0.01f};
     CHECK(upm_backend_open(NULL, &(upm_backend_opts){.threads = 2}, &be, &err) == 0);
     CHECK(upm_model_new(&cfg, be, 5, &m, &err) == 0);
     if (!m)
@@ -124,5 +127,7 @@ int main(void)
     memset(a_txt, TEXT_ATTR, sizeof a_txt);
     run(UPM_MOE_ATTRIBUTE, "attribute MoE");
     run(UPM_MOE_NONE, "dense");
+    run(UPM_MOE_TOKEN, "token routing");
+    run(UPM_MOE_CONTEXT, "context routing");
     return CHECK_RESULT("test_decode");
 }

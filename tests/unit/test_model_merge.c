@@ -126,13 +126,17 @@ int main(void)
     CHECK(upm_model_merge(dense, pats, 1, 0, 0, &none, &err) == UPM_EINVAL && none == NULL &&
           strstr(err.msg, "data-independent routing"));
     upm_model_free(dense);
-    /* token routing's gates read the data: nothing to merge, and the error says why */
-    cfg = config(UPM_MOE_TOKEN);
-    cfg.gate_noise = 0, cfg.capacity = 1, cfg.eval_capacity = 2, cfg.balance = 0.01f;
-    CHECK(upm_model_new(&cfg, be, 3, &dense, &err) == 0);
-    CHECK(upm_model_merge(dense, pats, 1, 0, 0, &none, &err) == UPM_EINVAL && none == NULL &&
-          strstr(err.msg, "token routing's gates read each token's representation"));
-    upm_model_free(dense);
+    /* token and context routing's gates read the data: nothing to merge, and the error says why */
+    const upm_moe_kind data[] = {UPM_MOE_TOKEN, UPM_MOE_CONTEXT};
+    for (int i = 0; i < 2; i++) {
+        char want[96];
+        cfg = config(data[i]);
+        cfg.gate_noise = 0, cfg.capacity = 1, cfg.eval_capacity = 2, cfg.balance = 0.01f;
+        CHECK(upm_model_new(&cfg, be, 3, &dense, &err) == 0);
+        snprintf(want, sizeof want, "%s routing's gates read each token's representation", upm_moe_kind_name(data[i]));
+        CHECK(upm_model_merge(dense, pats, 1, 0, 0, &none, &err) == UPM_EINVAL && none == NULL && strstr(err.msg, want));
+        upm_model_free(dense);
+    }
     upm_backend_free(be);
     return CHECK_RESULT("test_model_merge");
 }

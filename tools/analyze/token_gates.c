@@ -98,7 +98,8 @@ int upm_analyze_token_gates(const upm_train_opts *o, const char *ckpt, int batch
         free(s);
         cJSON_Delete(j);
     } else if (!rc) {
-        printf("%s (token routing): share of tokens per expert (first choice), %d batches per task\n", ckpt, batches);
+        printf("%s (%s routing): share of tokens per expert (first choice), %d batches per task\n", ckpt,
+               upm_moe_kind_name(t.cfg.moe), batches);
         for (int ti = 0; ti < nt; ti++)
             for (int s = 0; s < 2; s++) {
                 printf("%s, %s tokens:\n", tl.name[ti], s ? "target" : "input");

@@ -168,7 +168,7 @@ static int train(const char *backend, const char *precision, const upm_model_con
 static void usage(FILE *f)
 {
     fprintf(f, "usage: " PROG " [--a cpu] [--b cuda] [--a-precision fp32|bf16] [--b-precision fp32|bf16] [--model ti]\n"
-               "       [--moe attribute|none] [--batch 16] [--classes 10] [--image 64] [--steps 50] [--distinct 4]\n"
+               "       [--moe attribute|modality|token|context|none] [--batch 16] [--classes 10] [--image 64] [--steps 50] [--distinct 4]\n"
                "       [--strict 20] [--tol 1e-3] [--rel 0.02] [--lr 5e-4] [--json]\n"
                "Trains the same model on the same synthetic, learnable batches with backends A and B; prints each\n"
                "step's losses (AdamW at the paper's settings, --lr after 5 warm-up steps, cosine) and checks: |A - B| <= tol for the first `strict` steps, <= rel x A for every step,\n"
@@ -190,13 +190,16 @@ int main(int argc, char **argv)
         case 'a': o.a = optarg; break;
         case 'b': o.b = optarg; break;
         case 'M': o.size = optarg; break;
-        case 'm':
-            if (strcmp(optarg, "attribute") && strcmp(optarg, "none")) {
-                fprintf(stderr, PROG ": error: --moe takes attribute or none, not '%s'\n", optarg);
+        case 'm': { /* the routings that need no task table (the batches have no task) */
+            upm_moe_kind k;
+            if (upm_moe_kind_parse(optarg, 1, &k, NULL) || upm_moe_needs_task(k)) {
+                fprintf(stderr, PROG ": error: --moe takes attribute, modality, token, context or none, not '%s'\n",
+                        optarg);
                 return 2;
             }
-            o.moe = !strcmp(optarg, "none") ? UPM_MOE_NONE : UPM_MOE_ATTRIBUTE;
+            o.moe = (int)k;
             break;
+        }
         case 'B': o.batch = atoi(optarg); break;
         case 'C': o.classes = atoi(optarg); break;
         case 'i': o.image = atoi(optarg); break;
@@ -301,7 +304,7 @@ int main(int argc, char **argv)
     else
         printf("%s (%s) vs %s (%s), %s %s, %d steps: loss %.4f -> %.4f (%s) / %.4f (%s); max |diff| over the first %d steps "
                "%.3g (bound %.3g), max relative diff %.3g (bound %.3g); %s run twice: %s\n",
-               o.a, pa, o.b, pb, o.size, o.moe == UPM_MOE_NONE ? "dense" : "attribute-MoE", o.steps, (double)la[0],
+               o.a, pa, o.b, pb, o.size, o.moe == UPM_MOE_NONE ? "dense" : upm_moe_kind_name((upm_moe_kind)o.moe), o.steps, (double)la[0],
                (double)la[o.steps - 1], o.a, (double)lb[o.steps - 1], o.b, o.strict, max_first, o.tol, max_rel, o.rel,
                o.b, same ? "the same bits" : "DIFFERENT bits");
     free(d.proto), free(d.tids), free(d.tlens), free(d.a_img), free(d.a_txt), free(la);

@@ -32,8 +32,8 @@ typedef struct args {
 
 static const char usage[] =
     "usage: " PROG " --formulation label|pair|mlm|caption --input image|text|image+text|video\n"
-    "       --moe none|attribute|modality|task|task-specific|token [--task-slots 3] [--task-id 2]\n"
-    "       [--capacity-factor 1] [--balance-loss 0.01]   (token routing)\n"
+    "       --moe none|attribute|modality|task|task-specific|token|context [--task-slots 3] [--task-id 2]\n"
+    "       [--capacity-factor 1] [--balance-loss 0.01]   (token, context routing)\n"
     "       [--vocab-targets full|sampled:N] [--vocab-chunk N]   (mlm: text input; caption: image + text)\n"
     "       [--moe-sa 0|1] [--moe-ffn 0|1] [--moe-every N] [--dim 64] [--layers 2] [--heads 4] [--experts 4]\n"
     "       [--topk 2] [--vocab 512] [--batch 4] [--image 32] [--text 8] [--text-attn full|causal]\n"
