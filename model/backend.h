@@ -97,8 +97,9 @@ struct upm_backend {
      * reason in err; the failure sticks (every later call reports it), as a GPU's does. Callers check it
      * once per pass and per optimizer step, not per op. */
     int (*status)(upm_backend *be, upm_err *err);
-    /* The host address of backend memory p when the host may use it directly (the CPU backend: p itself;
-     * a communicator then reduces gradients in place), else NULL: stage through download/upload. */
+    /* The host address of backend memory p when the host may use it directly, every op having completed
+     * when it returned (the CPU backend: p itself; a communicator then reduces gradients in place, and
+     * token routing reads each expert's fill), else NULL: stage through download/upload. */
     void *(*host_ptr)(upm_backend *be, void *p);
     /* The device stream the ops are queued on (a cudaStream_t on the CUDA backend), so a device
      * communicator (NCCL) can queue its collectives behind them; NULL on backends without one. */
@@ -205,6 +206,12 @@ struct upm_backend {
                         const int32_t *order, int n, int E, float weight);
     /* Y[r, :] *= w[r] */
     void (*scale_rows)(upm_backend *be, float *Y, const float *w, int rows, int cols);
+    /* The experts mixed per row (data-independent routing's merged weights, Eq. 4): Y[q, j] = sum over e
+     * with G[q, e] != 0, in expert order, of G[q, e] * W[e, j] (in double, rounded once), for q < P, j < n
+     * (W [E, n], G [P, E], Y [P, n]); experts a row does not use are not read. Row q's bits depend only on G's row q and W (not on
+     * P or the other rows), so a model merged for a task (upmoe-export) computes the very weights the
+     * routed pass does. */
+    void (*expert_mix)(upm_backend *be, float *Y, const float *G, const float *W, int P, int E, size_t n);
     /* dG[idx[r] * E + e] += <A[r, :], B[r, :]> (summed in double) for every r with idx[r] >= 0; the
      * non-negative idx are distinct. */
     void (*row_dot_scatter)(upm_backend *be, float *dG, const float *A, const float *B, const int32_t *idx, int rows,

@@ -535,6 +535,7 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
         .moe_dispatch = upm_cpu_moe_dispatch,
         .moe_balance = upm_cpu_moe_balance,
         .scale_rows = upm_cpu_scale_rows,
+        .expert_mix = upm_cpu_expert_mix,
         .row_dot_scatter = upm_cpu_row_dot_scatter,
         .l2norm_fwd = upm_cpu_l2norm_fwd,
         .l2norm_bwd = upm_cpu_l2norm_bwd,

@@ -164,6 +164,7 @@ void upm_cpu_moe_dispatch(upm_backend *be, int32_t *idx, float *w, float *stats,
 void upm_cpu_moe_balance(upm_backend *be, float *stats, float *dlogits, const float *probs, const float *G,
                          const int32_t *order, int n, int E, float weight);
 void upm_cpu_scale_rows(upm_backend *be, float *Y, const float *w, int rows, int cols);
+void upm_cpu_expert_mix(upm_backend *be, float *Y, const float *G, const float *W, int P, int E, size_t n);
 void upm_cpu_row_dot_scatter(upm_backend *be, float *dG, const float *A, const float *B, const int32_t *idx, int rows,
                              int cols, int E, int e);
 void upm_cpu_xent_fwd_bwd(upm_backend *be, float *out, float *dlogits, const float *logits, const int32_t *target,

@@ -90,6 +90,38 @@ void upm_cpu_scale_rows(upm_backend *be, float *Y, const float *w, int rows, int
             Y[(size_t)r * cols + c] *= w[r];
 }
 
+/* Columns in blocks that stay in cache across a row's experts, summed in double (the products of two
+ * floats are exact there) and rounded once; each element is the same sequence of operations whatever P,
+ * the block or the thread, so rows are independent of one another. */
+UPM_CPU_CLONES void upm_cpu_expert_mix(upm_backend *be, float *Y, const float *G, const float *W, int P, int E,
+                                       size_t n)
+{
+    enum { BLOCK = 1024 };
+    if (P <= 0 || n == 0)
+        return;
+    upm_cpu_threads(be);
+    long nb = (long)((n + BLOCK - 1) / BLOCK);
+#pragma omp parallel for schedule(static) if ((size_t)P * n >= UPM_CPU_PAR_MIN)
+    for (long b = 0; b < nb; b++) {
+        size_t j0 = (size_t)b * BLOCK, len = n - j0 < BLOCK ? n - j0 : BLOCK;
+        double acc[BLOCK];
+        for (int q = 0; q < P; q++) {
+            for (size_t j = 0; j < len; j++)
+                acc[j] = 0.0;
+            for (int e = 0; e < E; e++) {
+                double g = G[(size_t)q * E + e];
+                const float *restrict w = W + (size_t)e * n + j0;
+                if (g != 0.0)
+                    for (size_t j = 0; j < len; j++)
+                        acc[j] += g * (double)w[j];
+            }
+            float *restrict y = Y + (size_t)q * n + j0;
+            for (size_t j = 0; j < len; j++)
+                y[j] = (float)acc[j];
+        }
+    }
+}
+
 void upm_cpu_row_dot_scatter(upm_backend *be, float *dG, const float *A, const float *B, const int32_t *idx, int rows,
                              int cols, int E, int e)
 {

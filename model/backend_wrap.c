@@ -314,6 +314,11 @@ static void w_moe_balance(upm_backend *be, float *stats, float *dlogits, const f
           E, weight);
 }
 
+static void w_expert_mix(upm_backend *be, float *Y, const float *G, const float *W, int P, int E, size_t n)
+{
+    INNER(expert_mix, F(Y, (size_t)P * n), F(G, (size_t)P * E), F(W, (size_t)E * n), P, E, n);
+}
+
 static void w_scale_rows(upm_backend *be, float *Y, const float *w, int rows, int cols)
 {
     INNER(scale_rows, F(Y, (size_t)rows * cols), F(w, rows), rows, cols);
@@ -432,6 +437,7 @@ int upm_backend_wrap(upm_backend *inner, const upm_backend_hooks *h, upm_backend
         .moe_dispatch = w_moe_dispatch,
         .moe_balance = w_moe_balance,
         .scale_rows = w_scale_rows,
+        .expert_mix = w_expert_mix,
         .row_dot_scatter = w_row_dot_scatter,
         .l2norm_fwd = w_l2norm_fwd,
         .l2norm_bwd = w_l2norm_bwd,

@@ -1,7 +1,8 @@
 /* One encoder block, forward and backward (docs/model.md, "Encoder"), with its linears dense or
  * Conditional-MoE routed by a data-independent gate (attribute, modality or task; or task-specific's fixed
- * choice): gate values per attribute pattern present, experts merged into one weight per pattern (a [P,E] x
- * [E,out*in] matmul), then one matmul per pattern's contiguous rows. */
+ * choice): gate values per attribute pattern present, experts merged into one weight per pattern
+ * (expert_mix), then one matmul per pattern's contiguous rows; or by a gate per token (token and context
+ * routing): each expert's matmul on the rows dispatched to it. */
 #include <math.h>
 
 #include "pass_internal.h"
@@ -10,15 +11,25 @@
 #define WEIGHTS(i) upm_model_w(m, (i)) /* parameter i's values, backend memory */
 #define GRADS(i) upm_model_g(m, (i))   /* its gradient */
 
-static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
+void upm_gate_eval(const upm_model *m, const upm_gate_idx *k, const float *bits, int P, float *Hg, float *mean,
+                   float *rstd, float *Rn, float *Z, float *probs, float *G, const float *noise)
 {
     upm_backend *be = m->be;
-    int P = p->plan.npat, D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(&m->cfg);
-    be->gemm(be, 0, 1, P, D, gin, 1.0f, p->bits, gin, WEIGHTS(k->attr_w), gin, 0.0f, g->Hg, D);
-    be->add_bias(be, g->Hg, WEIGHTS(k->attr_b), P, D);
-    be->layernorm_fwd(be, g->Rn, g->mean, g->rstd, g->Hg, WEIGHTS(k->norm_w), WEIGHTS(k->norm_b), P, D, m->cfg.ln_eps);
-    be->gemm(be, 0, 1, P, E, D, 1.0f, g->Rn, D, WEIGHTS(k->proj_w), D, 0.0f, g->Z, E);
-    be->topk_softmax_fwd(be, g->G, g->probs, g->Z, g->noise, P, E, m->cfg.topk, m->cfg.gate_renorm);
+    int D = m->cfg.dim, E = m->cfg.experts, gin = upm_gate_inputs(&m->cfg);
+    for (int q = 0; q < P; q++) /* one row per call: a BLAS may round a row differently with other rows */
+        be->gemm(be, 0, 1, 1, D, gin, 1.0f, bits + (size_t)q * gin, gin, upm_model_w(m, k->attr_w), gin, 0.0f,
+                 Hg + (size_t)q * D, D);
+    be->add_bias(be, Hg, upm_model_w(m, k->attr_b), P, D);
+    be->layernorm_fwd(be, Rn, mean, rstd, Hg, upm_model_w(m, k->norm_w), upm_model_w(m, k->norm_b), P, D,
+                      m->cfg.ln_eps);
+    for (int q = 0; q < P; q++)
+        be->gemm(be, 0, 1, 1, E, D, 1.0f, Rn + (size_t)q * D, D, upm_model_w(m, k->proj_w), D, 0.0f, Z + (size_t)q * E, E);
+    be->topk_softmax_fwd(be, G, probs, Z, noise, P, E, m->cfg.topk, m->cfg.gate_renorm);
+}
+
+static void gate_forward(upm_model *m, upm_pass *p, const upm_gate_idx *k, upm_gate_act *g)
+{
+    upm_gate_eval(m, k, p->bits, p->plan.npat, g->Hg, g->mean, g->rstd, g->Rn, g->Z, g->probs, g->G, g->noise);
 }
 
 /* Marks the experts this gate chose for some pattern (token routing: for some token; training passes only;
@@ -140,6 +151,25 @@ static void token_gate_backward(upm_model *m, upm_pass *p, const upm_gate_idx *k
     be->gemm(be, 0, 0, N, k->in, E, 1.0f, g->dZ, E, WEIGHTS(k->proj_w), k->in, 1.0f, dX, k->in);
 }
 
+/* The rows expert e works on: its filled slots where the host can read the dispatch (the CPU backend: the
+ * ops have run when they return, so reading costs no wait), else all C (a GPU's shapes stay known without
+ * waiting; the free slots then add exact zeros). Dispatch fills each expert's slots from the first. */
+static int expert_rows(upm_model *m, const upm_gate_act *g, int e, int C)
+{
+    const int32_t *idx = m->be->host_ptr ? m->be->host_ptr(m->be, (void *)(g->idx + (size_t)e * C)) : NULL;
+    if (!idx)
+        return C;
+    int lo = 0, hi = C; /* the first free slot: filled slots come first */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (idx[mid] >= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* Y = sum over the experts e of w_e * (X_e W_e^T + b_e) scattered back to the dispatched rows (Eq. 4); rows
  * no expert took (dropped, padding) get 0, so the residual carries them. Ye keeps each expert's output for
  * the gate's gradient. */
@@ -154,12 +184,15 @@ static void token_linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, i
     for (int e = 0; e < E && C > 0; e++) {
         const int32_t *idx = g->idx + (size_t)e * C;
         float *Ye = la->lin[lin].Ye + (size_t)e * C * out;
-        be->gather_rows(be, p->Xs, X, idx, C, in);
-        be->gemm_ct(be, m->compute, 0, 1, C, out, in, 1.0f, p->Xs, in, WEIGHTS(k->w) + (size_t)e * wn, in, 0.0f, Ye, out);
-        be->add_bias(be, Ye, WEIGHTS(k->b) + (size_t)e * out, C, out);
-        be->copy(be, p->Ys, Ye, sizeof(float) * (size_t)C * out);
-        be->scale_rows(be, p->Ys, g->w + (size_t)e * C, C, out);
-        be->scatter_rows_add(be, Y, p->Ys, idx, C, out);
+        int n = expert_rows(m, g, e, C);
+        if (n == 0)
+            continue;
+        be->gather_rows(be, p->Xs, X, idx, n, in);
+        be->gemm_ct(be, m->compute, 0, 1, n, out, in, 1.0f, p->Xs, in, WEIGHTS(k->w) + (size_t)e * wn, in, 0.0f, Ye, out);
+        be->add_bias(be, Ye, WEIGHTS(k->b) + (size_t)e * out, n, out);
+        be->copy(be, p->Ys, Ye, sizeof(float) * (size_t)n * out);
+        be->scale_rows(be, p->Ys, g->w + (size_t)e * C, n, out);
+        be->scatter_rows_add(be, Y, p->Ys, idx, n, out);
     }
 }
 
@@ -175,14 +208,17 @@ static void token_linear_backward(upm_model *m, upm_pass *p, upm_layer_act *la, 
     for (int e = 0; e < E && C > 0; e++) {
         const int32_t *idx = g->idx + (size_t)e * C;
         const float *Ye = la->lin[lin].Ye + (size_t)e * C * out;
-        be->gather_rows(be, p->Ys, dY, idx, C, out);
-        be->row_dot_scatter(be, g->dG, p->Ys, Ye, idx, C, out, E, e);
-        be->scale_rows(be, p->Ys, g->w + (size_t)e * C, C, out);
-        be->gather_rows(be, p->Xs, X, idx, C, in);
-        be->gemm_ct(be, m->compute, 1, 0, out, in, C, 1.0f, p->Ys, out, p->Xs, in, 1.0f, GRADS(k->w) + (size_t)e * wn, in);
-        be->bias_grad(be, GRADS(k->b) + (size_t)e * out, p->Ys, C, out);
-        be->gemm_ct(be, m->compute, 0, 0, C, in, out, 1.0f, p->Ys, out, WEIGHTS(k->w) + (size_t)e * wn, in, 0.0f, p->Xs, in);
-        be->scatter_rows_add(be, dX, p->Xs, idx, C, in);
+        int n = expert_rows(m, g, e, C);
+        if (n == 0)
+            continue;
+        be->gather_rows(be, p->Ys, dY, idx, n, out);
+        be->row_dot_scatter(be, g->dG, p->Ys, Ye, idx, n, out, E, e);
+        be->scale_rows(be, p->Ys, g->w + (size_t)e * C, n, out);
+        be->gather_rows(be, p->Xs, X, idx, n, in);
+        be->gemm_ct(be, m->compute, 1, 0, out, in, n, 1.0f, p->Ys, out, p->Xs, in, 1.0f, GRADS(k->w) + (size_t)e * wn, in);
+        be->bias_grad(be, GRADS(k->b) + (size_t)e * out, p->Ys, n, out);
+        be->gemm_ct(be, m->compute, 0, 0, n, in, out, 1.0f, p->Ys, out, WEIGHTS(k->w) + (size_t)e * wn, in, 0.0f, p->Xs, in);
+        be->scatter_rows_add(be, dX, p->Xs, idx, n, in);
     }
 }
 
@@ -213,8 +249,8 @@ static void linear_forward(upm_model *m, upm_pass *p, upm_layer_act *la, int lin
     }
     upm_gate_act *g = &la->gate[k->gate];
     upm_linear_act *a = &la->lin[lin];
-    be->gemm(be, 0, 0, P, wn, E, 1.0f, g->G, E, WEIGHTS(k->w), wn, 0.0f, a->Wm, wn);
-    be->gemm(be, 0, 0, P, out, E, 1.0f, g->G, E, WEIGHTS(k->b), out, 0.0f, a->bm, out);
+    be->expert_mix(be, a->Wm, g->G, WEIGHTS(k->w), P, E, (size_t)wn);
+    be->expert_mix(be, a->bm, g->G, WEIGHTS(k->b), P, E, (size_t)out);
     for (int q = 0; q < P; q++) {
         int r0 = p->plan.pat_start[q], n = p->plan.pat_start[q + 1] - r0;
         be->gemm_ct(be, m->compute, 0, 1, n, out, in, 1.0f, X + (size_t)r0 * in, in, a->Wm + (size_t)q * wn, in, 0.0f,

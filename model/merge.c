@@ -1,11 +1,14 @@
 /* Deployment of a data-independent routed model for a fixed set of attribute patterns of one task (paper
  * §3.3, "1.0×"): every gate is evaluated once per pattern (no noise), each MoE linear's experts are merged
- * into one dense weight per pattern with the same matmul the training forward uses, and everything else is
- * copied. The merged model computes what the routed model computes on tokens of those patterns. */
+ * into one dense weight per pattern with the op the training forward uses (expert_mix, whose rows do not
+ * depend on the other rows), and everything else is copied. The merged model computes the very bits the
+ * routed model computes on tokens of those patterns. */
 #include "merge.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "pass_internal.h"
 
 static int cmp_u8(const void *a, const void *b) { return (int)*(const uint8_t *)a - (int)*(const uint8_t *)b; }
 
@@ -52,12 +55,7 @@ static int gate_values(const upm_model *m, const upm_gate_idx *k, const uint8_t 
         for (int q = 0; q < P; q++)
             upm_gate_input_row(&m->cfg, patterns[q], video, task, host + (size_t)q * gin);
         be->upload(be, bits, host, sizeof(float) * (size_t)P * gin);
-        be->gemm(be, 0, 1, P, D, gin, 1.0f, bits, gin, upm_model_w(m, k->attr_w), gin, 0.0f, Hg, D);
-        be->add_bias(be, Hg, upm_model_w(m, k->attr_b), P, D);
-        be->layernorm_fwd(be, Rn, mean, rstd, Hg, upm_model_w(m, k->norm_w), upm_model_w(m, k->norm_b), P, D,
-                          m->cfg.ln_eps);
-        be->gemm(be, 0, 1, P, E, D, 1.0f, Rn, D, upm_model_w(m, k->proj_w), D, 0.0f, Z, E);
-        be->topk_softmax_fwd(be, G, probs, Z, NULL, P, E, m->cfg.topk, m->cfg.gate_renorm);
+        upm_gate_eval(m, k, bits, P, Hg, mean, rstd, Rn, Z, probs, G, NULL);
     }
     be->free(be, buf);
     free(host);
@@ -126,7 +124,7 @@ int upm_model_merge(const upm_model *m, const uint8_t *patterns, int npatterns, 
         if ((rc = gate_values(m, k->has_gate[gi] ? &k->gate[gi] : NULL, c.patterns, P, video, task, G, err)))
             break;
         size_t wn = m->L.p[j].numel / (size_t)E; /* one expert */
-        be->gemm(be, 0, 0, P, (int)wn, E, 1.0f, G, E, upm_model_w(m, j), (int)wn, 0.0f, upm_model_w(d, i), (int)wn);
+        be->expert_mix(be, upm_model_w(d, i), G, upm_model_w(m, j), P, E, wn);
     }
     if (G)
         be->free(be, G);

@@ -120,6 +120,11 @@ struct upm_pass {
 };
 
 /* block.c */
+/* A data-independent gate (attribute, modality, task) on P rows of gate inputs bits [P, gin]: its values G
+ * [P, E] and what its backward keeps; noise [P, E] or NULL. Each row's bits depend on that row only, so
+ * upm_model_merge computes the gate values of the routed pass. */
+void upm_gate_eval(const upm_model *m, const upm_gate_idx *k, const float *bits, int P, float *Hg, float *mean,
+                   float *rstd, float *Rn, float *Z, float *probs, float *G, const float *noise);
 void upm_block_forward(upm_model *m, upm_pass *p, int l, const float *x_in);
 void upm_block_backward(upm_model *m, upm_pass *p, int l, const float *x_in, const float *dx_out, float *dx_in);
 

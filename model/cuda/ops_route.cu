@@ -113,6 +113,30 @@ static void cu_scale_rows(upm_backend *be, float *Y, const float *w, int rows, i
     LAUNCHED(c, "scale_rows");
 }
 
+// One thread per (row, column); the experts in order, unused ones skipped: a row's bits do not depend on P.
+__global__ void expert_mix_k(float *Y, const float *G, const float *W, int P, int E, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (size_t)P * n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t q = i / n, j = i % n;
+        double y = 0.0; // as the CPU's: exact products, one rounding at the end
+        for (int e = 0; e < E; e++) {
+            float g = G[q * E + e];
+            if (g != 0.0f)
+                y += (double)g * W[(size_t)e * n + j];
+        }
+        Y[i] = (float)y;
+    }
+}
+
+static void cu_expert_mix(upm_backend *be, float *Y, const float *G, const float *W, int P, int E, size_t n)
+{
+    cuda_ctx *c = CTX(be);
+    if (P <= 0 || n == 0)
+        return;
+    expert_mix_k<<<blocks_for((size_t)P * n), UPM_CUDA_THREADS, 0, c->stream>>>(Y, G, W, P, E, n);
+    LAUNCHED(c, "expert_mix");
+}
+
 __global__ void row_dot_scatter_k(float *dG, const float *A, const float *B, const int32_t *idx, int cols, int E, int e)
 {
     __shared__ double sh[UPM_CUDA_THREADS];
@@ -143,5 +167,6 @@ void upm_cuda_route_ops(upm_backend *be)
     be->moe_dispatch = cu_moe_dispatch;
     be->moe_balance = cu_moe_balance;
     be->scale_rows = cu_scale_rows;
+    be->expert_mix = cu_expert_mix;
     be->row_dot_scatter = cu_row_dot_scatter;
 }

@@ -3,7 +3,8 @@
  * (backend_mirror.h): capacity dispatch against a reference written from backend.h's definition (priority
  * order, first choices before second ones, drops past capacity, free slots), the Switch balance loss's value
  * and its gradient against finite differences of a double-precision version, row scaling and row dot
- * products; and the same bits twice. */
+ * products; data-independent routing's expert mixing (rows independent of one another); and the same bits
+ * twice. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -194,6 +195,33 @@ static void test_rows(int R, int cols, int E)
     BFREE(idx);
 }
 
+/* expert_mix against its definition in double; an expert no row uses holds NaN (it must not be read); each
+ * row alone gives the bits it gives among the others (what makes a merged model equal the routed one). */
+static void test_mix(int P, int E, int k, size_t n)
+{
+    float *G = fbuf((size_t)P * E), *probs = fbuf((size_t)P * E), *W = frand((size_t)E * n, 1.0);
+    float *Y = fbuf((size_t)P * n), *Y1 = fbuf(n);
+    make_gate(G, probs, P, E, k);
+    for (int q = 0; q < P; q++)
+        G[(size_t)q * E + E - 1] = 0.0f; /* the last expert: unused */
+    for (size_t j = 0; j < n; j++)
+        W[(size_t)(E - 1) * n + j] = NAN;
+    double *ref = calloc((size_t)P * n, sizeof *ref);
+    for (int q = 0; q < P; q++)
+        for (int e = 0; e < E - 1; e++)
+            for (size_t j = 0; j < n; j++)
+                ref[(size_t)q * n + j] += (double)G[(size_t)q * E + e] * W[(size_t)e * n + j];
+    be->expert_mix(be, Y, G, W, P, E, n);
+    /* summed in double and rounded once: within half a float32 ulp (2^-24 relative) of the exact sum */
+    CHECK(near("expert_mix", Y, ref, (size_t)P * n, 6.0e-8, 0.0));
+    for (int q = 0; q < P; q++) {
+        be->expert_mix(be, Y1, G + (size_t)q * E, W, 1, E, n);
+        CHECK(!memcmp(Y1, Y + (size_t)q * n, sizeof(float) * n));
+    }
+    free(ref);
+    RELEASE(G, probs, W, Y, Y1);
+}
+
 static void run_all(void)
 {
     test_dispatch(40, 8, 2, 33, 5);   /* capacity well below the demand: drops of first and second choices */
@@ -204,6 +232,9 @@ static void run_all(void)
     test_balance(64, 8, 64);
     test_rows(13, 37, 4);
     test_rows(300, 300, 8);
+    test_mix(3, 4, 2, 110592); /* Ti's qkv of attribute routing: 3 patterns, 4 experts */
+    test_mix(5, 8, 2, 1001);
+    test_mix(1, 3, 1, 17);
 }
 
 int main(void)

@@ -76,8 +76,10 @@ static void check_kind(upm_backend *be, upm_moe_kind kind)
         for (int i = 0; i < B * D; i++)
             worst = fmax(worst, fabs((double)u1[i] - u2[i]));
         printf("%s: merged vs routed features: max |diff| %.3g (%s)\n", name, worst,
-               memcmp(u1, u2, sizeof u1) ? "close" : "identical");
-        CHECK(worst <= 1e-6);
+               memcmp(u1, u2, sizeof u1) ? "DIFFERENT bits" : "identical");
+        /* the same bits: the gate's rows and the mixed experts do not depend on the other patterns (on a host
+         * whose BLAS rounds a row differently beside other rows this once differed by 2e-7) */
+        CHECK(!memcmp(u1, u2, sizeof u1));
         /* an input with an attribute byte the export did not cover */
         uint8_t other[B * L];
         memset(other, 0xaa, sizeof other);

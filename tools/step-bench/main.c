@@ -87,6 +87,7 @@ static double time_shape(const shape *s)
 int main(int argc, char **argv)
 {
     int batch = 32, image = 160, steps = 5, warmup = 2, threads = 0, json = 0, verbose = 0, infer = 0, merged = 0;
+    int topk = 0; /* 0: the preset's */
     const char *backend = NULL, *size = "ti", *precision = NULL;
     upm_model_config cfg;
     upm_model_config_preset("ti", &cfg, NULL);
@@ -96,7 +97,7 @@ int main(int argc, char **argv)
                                          {"steps", 1, 0, 's'}, {"warmup", 1, 0, 'w'}, {"threads", 1, 0, 't'},
                                          {"json", 0, 0, 'j'}, {"shapes", 0, 0, 'v'}, {"backend", 1, 0, 'B'},
                                          {"model", 1, 0, 'M'}, {"precision", 1, 0, 'p'}, {"infer", 0, 0, 'I'},
-                                         {"merged", 0, 0, 'G'}, {"help", 0, 0, 'h'},
+                                         {"merged", 0, 0, 'G'}, {"topk", 1, 0, 'k'}, {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -118,18 +119,19 @@ int main(int argc, char **argv)
         case 't': threads = atoi(optarg); break;
         case 'j': json = 1; break;
         case 'B': backend = optarg; break;
+        case 'k': topk = atoi(optarg); break;
         case 'v': verbose = 1; break;
         case 'h':
             printf("usage: " PROG " [--model ti|s|b|l] [--moe KIND] [--infer [--merged]] [--batch 32] [--image 160] "
-                   "[--steps 5] [--warmup 2] [--threads N] [--backend cpu|debug|cuda] [--precision fp32|bf16] [--json] "
-                   "[--shapes]\nTimes a training step of Uni-Perceiver (default Ti) on an image batch, or with --infer an "
+                   "[--steps 5] [--warmup 2] [--threads N] [--backend cpu|debug|cuda] [--precision fp32|bf16] [--topk K] "
+                   "[--json] [--shapes]\nTimes a training step of Uni-Perceiver (default Ti) on an image batch, or with --infer an "
                    "evaluation forward (--merged: of the experts merged for the batch's task). KIND: %s.\n",
                    upm_moe_kind_names(1));
             return 0;
         default: return 2;
         }
     }
-    if (batch < 1 || image < 16 || image % 16 || steps < 1 || warmup < 0) {
+    if (batch < 1 || image < 16 || image % 16 || steps < 1 || warmup < 0 || topk < 0) {
         fprintf(stderr, PROG ": error: bad arguments (see --help)\n");
         return 2;
     }
@@ -146,6 +148,8 @@ int main(int argc, char **argv)
     }
     if (upm_moe_token_routed(moe))
         cfg.gate_noise = 0;
+    if (topk)
+        cfg.topk = topk;
     if (merged && !upm_moe_routed(moe)) {
         fprintf(stderr, PROG ": error: --merged needs a routing that merges (attribute, modality, task, task-specific)\n");
         return 2;
@@ -230,11 +234,11 @@ int main(int argc, char **argv)
     /* memory: the parameters (training: + gradients and AdamW's two moments) and the pass's activations */
     double param_mb = (double)run->L.total * 4 * (infer ? 1 : 4) / 1048576, act_mb = (double)upm_pass_bytes(p) / 1048576;
     if (json)
-        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"moe\": \"%s\", \"mode\": \"%s\", "
-               "\"batch\": %d, \"tokens\": %d, \"parameters\": %zu, \"step_ms\": %.2f, \"param_mb\": %.1f, "
+        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"moe\": \"%s\", \"topk\": %d, "
+               "\"mode\": \"%s\", \"batch\": %d, \"tokens\": %d, \"parameters\": %zu, \"step_ms\": %.2f, \"param_mb\": %.1f, "
                "\"activation_mb\": %.1f, \"dropped\": %.4f, "
                "\"gemm_gflop\": %.2f, \"gemm_ideal_ms\": %.2f, \"gemm_share\": %.3f, \"gemm_gflops_alone\": %.1f}\n",
-               size, inner->name, m->compute == UPM_BF16 ? "bf16" : "fp32", upm_moe_kind_name(moe), mode, batch, tok + 1,
+               size, inner->name, m->compute == UPM_BF16 ? "bf16" : "fp32", upm_moe_kind_name(moe), cfg.topk, mode, batch, tok + 1,
                upm_layout_count(&run->L), step * 1e3, param_mb, act_mb, dropped, gflop, ideal * 1e3, ideal / step,
                gflop / ideal);
     else
