@@ -72,6 +72,10 @@ typedef struct upm_bpe upm_bpe;
  * and line. */
 int upm_bpe_load(const char *path, upm_bpe **out, upm_err *err);
 void upm_bpe_free(upm_bpe *bpe);
+/* The merges file to use when the command line names none: $UPMOE_BPE_VOCAB when set, else the copy that
+ * tools/setup installs next to the programs (<their folder>/share/bpe_simple_vocab_16e6.txt), else one in
+ * the catalog's home ($UPMOE_HOME, else ~/.upmoe); the path in buf, or NULL when there is none. */
+const char *upm_bpe_default_path(char *buf, size_t n);
 
 /* Encodes text[0..len) (UTF-8) into ids[0..max_ids) and returns the number of ids, or a negative UPM_E*.
  * Without UPM_BPE_TRUNCATE a text needing more than max_ids ids fails with UPM_EINVAL (saying how many it

@@ -1,5 +1,6 @@
-/* Still-image decoding from memory: JPEG through TurboJPEG (DCT-domain downscaling on request), other
- * formats through FFmpeg's decoders with a libswscale conversion to RGB24. Sizes are checked from the
+/* Still-image decoding from memory: JPEG through TurboJPEG (DCT-domain downscaling on request; libjpeg's
+ * full API for the samplings TurboJPEG refuses), other formats through FFmpeg's decoders with a libswscale
+ * conversion to RGB24. Sizes are checked from the
  * header before pixels are allocated; every problem with the bytes is reported as UPM_EBADDATA. */
 #include "image.h"
 
@@ -10,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
+
+#include "jpeg_full.h"
 
 static const char *name_of(const upm_image_req *req) { return req && req->name ? req->name : "image"; }
 
@@ -97,6 +100,10 @@ static int jpeg_header(tjhandle tj, const uint8_t *p, size_t n, const char *nm, 
     return 0;
 }
 
+/* TurboJPEG 2.1's header call refuses samplings its planar API cannot name (4x2 or 3x1 luma, ...), which
+ * libjpeg itself decodes: those files go through libjpeg's full API instead (jpeg_full.h). */
+static int sampling_refused(tjhandle tj) { return strstr(tjGetErrorStr2(tj), "subsampling type") != NULL; }
+
 static int bad_format(const uint8_t *p, size_t n, const char *nm, upm_err *err)
 {
     if (n == 0)
@@ -119,6 +126,8 @@ int upm_image_probe(const void *data, size_t n, const char *name, upm_image_info
         if (!tj)
             return upm_errf(err, UPM_ENOMEM, "%s: cannot start TurboJPEG: %s", nm, tjGetErrorStr2(NULL));
         int cs, rc = jpeg_header(tj, data, n, nm, &info->w, &info->h, &cs, err);
+        if (rc && sampling_refused(tj))
+            rc = upm_jpeg_full_header(data, n, nm, &info->w, &info->h, &cs, err);
         tjDestroy(tj);
         return rc;
     }
@@ -183,6 +192,44 @@ static void cmyk_to_rgb(const uint8_t *in, uint8_t *out, size_t npix)
  * JWRN_HIT_MARKER); the rest (extraneous bytes, ...) describe a decodable file. */
 static int is_truncation(const char *msg) { return strstr(msg, "Premature end") || strstr(msg, "premature end"); }
 
+/* The decoded pixels as the result: CMYK converted as PIL does, the scale recorded. Takes buf. */
+static int jpeg_result(uint8_t *buf, int cmyk, int sw, int sh, int w, int h, tjscalingfactor got, const char *nm,
+                       upm_image *out, upm_err *err)
+{
+    if (cmyk) {
+        size_t npix = (size_t)sw * sh;
+        uint8_t *rgb = malloc(npix * 3);
+        if (!rgb) {
+            free(buf);
+            return upm_errf(err, UPM_ENOMEM, "%s: no memory for a %dx%d image", nm, sw, sh);
+        }
+        cmyk_to_rgb(buf, rgb, npix);
+        free(buf);
+        buf = rgb;
+    }
+    *out = (upm_image){.w = sw, .h = sh, .rgb = buf, .src_w = w, .src_h = h, .scale_num = got.num,
+                       .scale_denom = got.denom, .format = UPM_IMAGE_JPEG};
+    return 0;
+}
+
+/* The fallback for samplings TurboJPEG refuses: the same scale choice, libjpeg's full API. */
+static int decode_jpeg_full(const uint8_t *p, size_t n, const upm_image_req *req, upm_image *out, upm_err *err)
+{
+    const char *nm = name_of(req);
+    int w, h, cmyk, sw, sh, rc = upm_jpeg_full_header(p, n, nm, &w, &h, &cmyk, err);
+    if (!rc)
+        rc = check_limits(req, w, h, nm, err);
+    if (rc)
+        return rc;
+    int d = jpeg_denom(w, h, req ? req->min_w : 0, req ? req->min_h : 0);
+    tjscalingfactor want = {1, d};
+    tjscalingfactor got = tj_factor(w, h, TJSCALED(w, want), TJSCALED(h, want));
+    uint8_t *buf;
+    if ((rc = upm_jpeg_full_decode(p, n, got.num, got.denom, nm, &buf, &sw, &sh, err)))
+        return rc;
+    return jpeg_result(buf, cmyk, sw, sh, w, h, got, nm, out, err);
+}
+
 static int decode_jpeg(const uint8_t *p, size_t n, const upm_image_req *req, upm_image *out, upm_err *err)
 {
     const char *nm = name_of(req);
@@ -190,6 +237,10 @@ static int decode_jpeg(const uint8_t *p, size_t n, const upm_image_req *req, upm
     if (!tj)
         return upm_errf(err, UPM_ENOMEM, "%s: cannot start TurboJPEG: %s", nm, tjGetErrorStr2(NULL));
     int w, h, cs, rc = jpeg_header(tj, p, n, nm, &w, &h, &cs, err);
+    if (rc && sampling_refused(tj)) {
+        tjDestroy(tj);
+        return decode_jpeg_full(p, n, req, out, err);
+    }
     if (rc == 0)
         rc = check_limits(req, w, h, nm, err);
     if (rc) {
@@ -221,19 +272,7 @@ static int decode_jpeg(const uint8_t *p, size_t n, const upm_image_req *req, upm
         }
     }
     tjDestroy(tj);
-    if (cmyk) {
-        uint8_t *rgb = malloc(npix * 3);
-        if (!rgb) {
-            free(buf);
-            return upm_errf(err, UPM_ENOMEM, "%s: no memory for a %dx%d image", nm, sw, sh);
-        }
-        cmyk_to_rgb(buf, rgb, npix);
-        free(buf);
-        buf = rgb;
-    }
-    *out = (upm_image){.w = sw, .h = sh, .rgb = buf, .src_w = w, .src_h = h, .scale_num = got.num,
-                       .scale_denom = got.denom, .format = UPM_IMAGE_JPEG};
-    return 0;
+    return jpeg_result(buf, cmyk, sw, sh, w, h, got, nm, out, err);
 }
 
 /* ---- FFmpeg path ---- */

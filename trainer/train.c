@@ -88,6 +88,11 @@ static char *state_json(trainer *t, const char *all, const size_t *off)
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddStringToObject(j, "mixture", t->o->mixture);
     cJSON_AddNumberToObject(j, "total_steps", (double)t->o->steps);
+    cJSON *args = t->o->run_args ? cJSON_Parse(t->o->run_args) : NULL;
+    if (cJSON_IsArray(args))
+        cJSON_AddItemToObject(j, "args", args);
+    else
+        cJSON_Delete(args);
     cJSON_AddItemToObject(j, "model", upm_model_config_json(&t->cfg));
     cJSON_AddStringToObject(j, "precision", t->m->compute == UPM_BF16 ? "bf16" : "fp32");
     cJSON_AddNumberToObject(j, "world", t->world);

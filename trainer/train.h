@@ -17,6 +17,10 @@ typedef struct upm_train_opts {
     const char *catalog;  /* NULL: the default catalog */
     const char *mixture;
     const char *out_dir;  /* checkpoints and state */
+    /* The options that define the run, as a JSON array of strings (["--lr", "0.001", ...]), kept in every
+     * checkpoint's state.json as "args" so that a resume continues the run that was started (upmoe-train
+     * --resume DIR takes them from there), or NULL. */
+    const char *run_args;
     int resume;           /* continue from the newest checkpoint under out_dir */
     const char *name;     /* run name (default: the out dir's base name) */
     const char *model_name; /* "ti", "s", "b", "l" or "custom" (for the runs table) */

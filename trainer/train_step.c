@@ -135,7 +135,8 @@ const upm_label_texts *upm_trainer_labels(trainer *t, const upm_batch *b, upm_er
         return NULL;
     if (!t->bpe) {
         upm_errf(err, UPM_EUSAGE, "task %s has label texts: give the CLIP merges file (--bpe-vocab or "
-                 "UPMOE_BPE_VOCAB)", task.name);
+                 "UPMOE_BPE_VOCAB; tools/setup installs one next to the programs, where they look by default)",
+                 task.name);
         return NULL;
     }
     label_cache *lc = realloc(t->labels, sizeof *lc * (size_t)(t->nlabels + 1));

@@ -220,18 +220,22 @@ int cmd_plot(upm_catalog *cat, int argc, char **argv)
         if (!g)
             rc = 1;
         else {
-            fprintf(g, "set terminal %s\nset output '%s'\nset termoption noenhanced\nset xrange [0:*]\n", term, out);
+            /* the chart takes the width: the x axis ends at the last step (not the next round tic), the
+             * legend sits below in columns, the learning rate has the right-hand axis */
+            fprintf(g, "set terminal %s\nset output '%s'\nset termoption noenhanced\nset xrange [0:*]\n"
+                       "set autoscale xfixmax\nset grid xtics ytics lc rgb '#dddddd'\n", term, out);
             if (ss->n) /* evaluation results under the losses, on the same steps */
                 fprintf(g, "set multiplot layout 2,1\n");
             fprintf(g, "set title 'job %lld'\nset xlabel 'step'\n"
-                       "set ylabel 'loss'\nset y2label 'learning rate'\nset y2tics\nset ytics nomirror\n"
-                       "set key outside right\nplot ", (long long)id);
+                       "set ylabel 'loss'\nset y2label 'learning rate'\nset y2tics format '%%.1e'\n"
+                       "set ytics nomirror\nset y2range [0:*]\n"
+                       "set key below horizontal maxrows 2\nplot ", (long long)id);
             for (int t = 0; t < ntasks; t++)
                 fprintf(g, "'%s' index %d using 1:2 with lines title '%s', ", data, t, tasks[t]);
             fprintf(g, "'%s' index %d using 1:2 axes x1y2 with lines dashtype 2 title 'learning rate'\n", data, ntasks);
             if (ss->n) {
                 fprintf(g, "set title 'evaluation'\nset ylabel 'metric'\nunset y2label\nunset y2tics\n"
-                           "set yrange [0:1]\nplot ");
+                           "set ytics mirror\nset yrange [0:1]\nplot ");
                 for (int k = 0; k < ss->n; k++)
                     fprintf(g, "%s'%s' index %d using 1:2 with linespoints title '%s'", k ? ", " : "", data,
                             ntasks + 1 + k, ss->s[k].name);

@@ -85,6 +85,57 @@ class TrainTest(unittest.TestCase):
         self.assertEqual({r[1] for r in straight} <= {"classification", "image-caption", "mlm"}, True)
         self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'split'"), [("finished", 12)])
 
+    def test_resume_alone_continues_the_run_started(self):
+        """Issue 19: `upmoe-train --resume DIR` alone continues the run that was started (its mixture, steps,
+        schedule, model and data order come from its checkpoint's state): a 12-step run killed after its
+        step-5 checkpoint and resumed that way equals the uninterrupted run bit for bit. An option given
+        again that conflicts is refused naming both values; --steps may change and extends the run."""
+        opts = ["--steps", 12, "--warmup", 3, "--stage2", "0.5:48", "--seed", 7, "--moe", "modality"]
+        self.train("alone-straight", *opts, "--checkpoint-every", 100, "--name", "alone-straight")
+        self.train("alone", *opts, "--checkpoint-every", 5, "--keep", 10, "--name", "alone")
+        import shutil
+        shutil.rmtree(self.ckpt("alone", 10))
+        shutil.rmtree(self.ckpt("alone", 12))
+        with open(os.path.join(self.ckpt("alone", 5), "state.json")) as f:
+            args = json.load(f)["args"]
+        self.assertEqual(args[args.index("--lr") + 1], "0.002")
+        self.assertNotIn("--threads", args)  # an option of one invocation, not of the run
+        p = run(TRAIN, "--resume", os.path.join(self.tmp, "alone"), env=self.env)
+        self.assertIn("steps 5..12", p.stdout)
+        for f in ("model.safetensors", "optim.safetensors"):
+            with open(os.path.join(self.ckpt("alone-straight", 12), f), "rb") as a, \
+                 open(os.path.join(self.ckpt("alone", 12), f), "rb") as b:
+                self.assertTrue(a.read() == b.read(), f"{f} differs after a resume without options")
+        p = run(TRAIN, "--resume", os.path.join(self.tmp, "alone"), "--lr", 0.01, "--moe", "task", ok=False,
+                env=self.env)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--lr 0.01 differs from the run being resumed, which has 0.002", p.stderr)
+        self.assertIn("--moe task differs from the run being resumed, which has modality", p.stderr)
+        p = run(TRAIN, "--resume", os.path.join(self.tmp, "alone"), "--steps", 14, "--log-every", 1, env=self.env)
+        self.assertIn("the run's steps change from 12 to 14", p.stdout)
+        self.assertTrue(os.path.isdir(self.ckpt("alone", 14)))
+        self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'alone'"), [("finished", 14)])
+
+    def test_merges_file_is_found_without_options(self):
+        """Issue 19: tools/setup installs CLIP's merges file next to the programs (the build's share/, checked
+        by sha256 against tools/testdata.sha256), and a label task trains without --bpe-vocab or
+        UPMOE_BPE_VOCAB; the option still overrides (a wrong path is an error naming it)."""
+        import hashlib
+        merges = os.path.join(os.path.dirname(TRAIN), "share", "bpe_simple_vocab_16e6.txt")
+        with open(os.path.join(os.path.dirname(HERE), "..", "tools", "testdata.sha256")) as f:
+            want = [line.split()[0] for line in f if line.split()[1] == "clip/bpe_simple_vocab_16e6.txt"]
+        with open(merges, "rb") as f:
+            self.assertEqual([hashlib.sha256(f.read()).hexdigest()], want)
+        env = {k: v for k, v in self.env.items() if k not in ("UPMOE_BPE_VOCAB", "UPMOE_HOME")}
+        env["HOME"] = self.tmp  # no ~/.upmoe copy to find instead
+        p = run(TRAIN, "--mixture", "three", "--out", os.path.join(self.tmp, "merges"), *SMALL, "--steps", 2,
+                env=env)
+        self.assertIn("step 2/2", p.stdout)
+        p = run(TRAIN, "--mixture", "three", "--out", os.path.join(self.tmp, "merges-bad"), *SMALL, "--steps", 1,
+                "--bpe-vocab", os.path.join(self.tmp, "nowhere.txt"), ok=False, env=env)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("nowhere.txt", p.stderr)
+
     def test_prefetching_changes_nothing(self):
         """The next step's batch is decoded during the current step (sampler/prefetch.c): 12 steps with it
         (the default) and with --no-prefetch give the same weights, moments and metrics, and the same

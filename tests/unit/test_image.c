@@ -1,10 +1,13 @@
 /* Unit test for pipeline/image.c on real files: full-scale decodes equal PIL's pixels byte for byte,
  * DCT-scaled decodes have libjpeg's size and equal PIL's draft(), other formats and colour models come
- * out as PIL's RGB, and bad data (oversized headers, truncation, empty, text, noise) is UPM_EBADDATA. */
+ * out as PIL's RGB, and bad data (oversized headers, truncation, empty, text, noise) is UPM_EBADDATA; JPEGs
+ * whose sampling TurboJPEG refuses decode through libjpeg's full API just as PIL does. */
 #include <glob.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <turbojpeg.h>
 
 #include "check.h"
 #include "image.h"
@@ -434,6 +437,57 @@ static void test_probe(void)
     CHECK(strcmp(upm_image_format_name(UPM_IMAGE_WEBP), "WebP") == 0);
 }
 
+/* JPEGs whose sampling TurboJPEG's header call refuses ("could not determine subsampling type"; issue 19),
+ * made by Debian's cjpeg from a real photo, baseline and progressive: decoded through libjpeg's full API to
+ * PIL's pixels byte for byte, at full scale and DCT-scaled (PIL's draft), probed to their size, and refused
+ * when cut short. */
+static void test_unusual_sampling(void)
+{
+    static const char *samplings[] = {"4x2,1x1,1x1", "3x1,1x1,1x1", "1x4,1x1,1x1", "2x1,1x2,1x1"};
+    char src[1024], ppm[600], cmd[4096];
+    snprintf(src, sizeof src, "%s/images/photos/dog.jpg", testdata);
+    snprintf(ppm, sizeof ppm, "%s", tmp_path("dog.ppm"));
+    pil_save(src, ppm, "RGB", "PPM", "");
+    for (size_t i = 0; i < sizeof samplings / sizeof samplings[0]; i++)
+        for (int prog = 0; prog < 2; prog++) {
+            char out[600], args[1200];
+            snprintf(out, sizeof out, "%s/sample%zu%s.jpg", tmpdir, i, prog ? "p" : "");
+            snprintf(cmd, sizeof cmd, "cjpeg -sample %s %s -outfile '%s' '%s'", samplings[i],
+                     prog ? "-progressive" : "", out, ppm);
+            if (system(cmd) != 0) {
+                fprintf(stderr, "test_image: %s failed (Debian's libjpeg-turbo-progs: tools/setup installs it)\n", cmd);
+                failures++;
+                continue;
+            }
+            size_t n;
+            uint8_t *b = check_read_file(out, &n);
+            tjhandle tj = tjInitDecompress();
+            int w, h, sub, cs;
+            CHECK(tjDecompressHeader3(tj, b, (unsigned long)n, &w, &h, &sub, &cs) != 0); /* the case at hand */
+            tjDestroy(tj);
+            expect_like_pil(out, UPM_IMAGE_JPEG, 0);
+            upm_image_info info;
+            upm_err err;
+            CHECK(upm_image_probe(b, n, out, &info, &err) == 0 && info.w == 768 && info.h == 576);
+            upm_image img;
+            upm_image_req req = {.min_w = 160, .min_h = 160, .name = out};
+            if (upm_image_decode(b, n, &req, &img, &err) == 0) {
+                int pw, ph;
+                CHECK(img.scale_denom == 2 && img.w == 384 && img.h == 288);
+                snprintf(args, sizeof args, "draft '%s' %d %d", out, img.w, img.h);
+                uint8_t *ref = pil(args, &pw, &ph);
+                CHECK(ref && pw == img.w && ph == img.h && memcmp(ref, img.rgb, (size_t)pw * ph * 3) == 0);
+                free(ref);
+                upm_image_free(&img);
+            } else {
+                fprintf(stderr, "test_image: %s at 1/2: %s\n", out, err.msg);
+                failures++;
+            }
+            expect_refused(b, n / 2, NULL, "truncated JPEG");
+            free(b);
+        }
+}
+
 int main(void)
 {
     testdata = getenv("UPMOE_TESTDATA");
@@ -452,6 +506,7 @@ int main(void)
     test_limits();
     test_bad_data();
     test_probe();
+    test_unusual_sampling();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)

@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "bpe.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
 #include "fileio.h"
@@ -241,7 +242,8 @@ int upm_analyze_interference(int argc, char **argv)
     const char *ckpt_arg = NULL, *mixture = NULL, *layers = "4,12", *dump = NULL;
     upm_train_opts o;
     upm_train_opts_default(&o);
-    o.image_size = 160, o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
+    static char bpe_path[4096];
+    o.image_size = 160, o.bpe_vocab = upm_bpe_default_path(bpe_path, sizeof bpe_path);
     int json = 0, no_store = 0;
     interference f;
     memset(&f, 0, sizeof f);

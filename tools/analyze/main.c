@@ -18,6 +18,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "bpe.h"
 #include "attributes.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
@@ -150,7 +151,8 @@ static int cmd_gates(int argc, char **argv)
     int ntasks_arg = 0, json = 0, batches = 20;
     upm_train_opts o; /* token routing's gates read the data: the batches they are measured on */
     upm_train_opts_default(&o);
-    o.image_size = 160, o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
+    static char bpe_path[4096];
+    o.image_size = 160, o.bpe_vocab = upm_bpe_default_path(bpe_path, sizeof bpe_path);
     static const struct option opts[] = {{"checkpoint", 1, 0, 'c'}, {"mixture", 1, 0, 'm'}, {"task", 1, 0, 't'},
                                          {"catalog", 1, 0, 'C'},    {"json", 0, 0, 'j'},    {"plot", 1, 0, 'p'},
                                          {"backend", 1, 0, 'B'},    {"batches", 1, 0, 'n'}, {"image-size", 1, 0, 'i'},

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bpe.h"
 #include "catalog_ops.h"
 #include "checkpoint.h"
 #include "clock.h"
@@ -132,6 +133,8 @@ static int check_datasets(const upm_train_opts *o, char **names, int n, upm_err 
 }
 
 /* A caption dataset's line: {"dataset", "index", "caption", "references": [...]} (cJSON escapes the text). */
+static char bpe_path[4096]; /* the merges file found by default (bpe.h) */
+
 static char *caption_line(const upm_eval_result *r, int64_t k)
 {
     cJSON *o = cJSON_CreateObject(), *refs = cJSON_CreateArray();
@@ -454,7 +457,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!o.bpe_vocab)
-        o.bpe_vocab = getenv("UPMOE_BPE_VOCAB");
+        o.bpe_vocab = upm_bpe_default_path(bpe_path, sizeof bpe_path);
     upm_err err = {0};
     char path[4096];
     int rc = resolve_checkpoint(&o, ckpt, path, sizeof path, &err);

@@ -21,7 +21,8 @@ static const char usage[] =
     "the ids separated by spaces. With '-' every line of standard input is one text and gives one output line.\n"
     "\n"
     "options:\n"
-    "  --vocab PATH    CLIP's merges file, bpe_simple_vocab_16e6.txt or .txt.gz (default: $UPMOE_BPE_VOCAB)\n"
+    "  --vocab PATH    CLIP's merges file, bpe_simple_vocab_16e6.txt or .txt.gz (default: $UPMOE_BPE_VOCAB,\n"
+    "                  else the copy tools/setup installs next to the programs)\n"
     "  --max-len N     at most N ids: longer texts are cut and keep <|endoftext|> last (CLIP uses 77)\n"
     "  --no-specials   leave out <|startoftext|> (49406) and <|endoftext|> (49407) around the ids\n"
     "  --strict-utf8   refuse invalid UTF-8 instead of reading each bad sequence as U+FFFD\n"
@@ -209,11 +210,12 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o, &input);
     if (rc)
         return rc;
+    char found[4096];
     if (!o.vocab || !*o.vocab)
-        o.vocab = getenv("UPMOE_BPE_VOCAB");
+        o.vocab = upm_bpe_default_path(found, sizeof found);
     if (!o.vocab || !*o.vocab)
-        return fail(2, "no BPE vocabulary: pass --vocab PATH or set UPMOE_BPE_VOCAB to CLIP's "
-                       "bpe_simple_vocab_16e6.txt(.gz)");
+        return fail(2, "no BPE vocabulary: pass --vocab PATH, set UPMOE_BPE_VOCAB to CLIP's "
+                       "bpe_simple_vocab_16e6.txt(.gz), or run tools/setup (it installs one next to the programs)");
     upm_bpe *bpe;
     upm_err err;
     if (upm_bpe_load(o.vocab, &bpe, &err) != 0)

@@ -10,7 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "bpe.h"
+#include "checkpoint.h"
 #include "comm.h"
+#include "fileio.h"
 #include "train.h"
 #include "vocab.h"
 
@@ -18,14 +23,18 @@
 
 static const char usage[] =
     "usage: " PROG " --mixture NAME --out DIR [options]\n"
+    "       " PROG " --resume DIR [options]\n"
     "Trains on a catalog mixture on the CPU. Each step samples one dataset by weight, encodes its batch\n"
     "(inputs, and label texts or paired targets), and applies the task's loss; metrics go to the catalog.\n"
     "\n"
     "  --catalog PATH         the catalog (default: $UPMOE_CATALOG, $UPMOE_HOME/catalog.db, ~/.upmoe/catalog.db)\n"
-    "  --mixture NAME         the mixture to train on (required)\n"
+    "  --mixture NAME         the mixture to train on (required, unless --resume)\n"
     "  --out DIR              checkpoints and trainer state (required)\n"
     "  --resume DIR           continue the run in DIR from its newest checkpoint (bit-exact on the CPU);\n"
-    "                         DIR is the run's --out directory, which --out may repeat or leave out\n"
+    "                         DIR is the run's --out directory, which --out may repeat or leave out. The\n"
+    "                         run keeps the options it was started with (mixture, model, schedule, data;\n"
+    "                         the checkpoint holds them): given again they must agree, except --steps,\n"
+    "                         which extends (or shortens) the run; threads, logging and checkpoints may change\n"
     "  --name NAME            run name in the catalog (default: the base name of --out)\n"
     "  --model ti|s|b|l       size (paper Table 6; default ti)\n"
     "  --moe KIND             Conditional MoE routing (docs/model.md, \"Routings\"): attribute (default; the\n"
@@ -76,7 +85,8 @@ static const char usage[] =
     "  --precision fp32|bf16  the linears' matmuls: bf16 rounds their inputs to bfloat16 and accumulates in\n"
     "                         fp32 (tensor cores); gates, attention, norms, losses and AdamW stay fp32.\n"
     "                         Default bf16 on cuda, fp32 elsewhere\n"
-    "  --bpe-vocab PATH       CLIP merges file for text tasks (default: $UPMOE_BPE_VOCAB)\n"
+    "  --bpe-vocab PATH       CLIP merges file for text tasks (default: $UPMOE_BPE_VOCAB, else the copy\n"
+    "                         tools/setup installs next to the programs, else one in the catalog's home)\n"
     "  --log-every N          progress line every N steps (10)\n"
     "\n"
     "data parallel (docs/distributed.md): start it with `mpirun -np N upmoe-train ...` (or srun --mpi=pmix);\n"
@@ -105,6 +115,8 @@ static const char usage[] =
     "  --eval-limit N         ... on the first N samples of each dataset only\n"
     "  --quiet                no progress lines\n"
     "  -h, --help, --version\n";
+
+static char bpe_path[4096]; /* the merges file found by default (bpe.h) */
 
 #define MAX_EVAL_DATASETS 64
 static const char *eval_datasets[MAX_EVAL_DATASETS];
@@ -168,36 +180,64 @@ static const char *option_name(const struct option *opts, int val)
     return "?";
 }
 
-static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
+enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_TASK_SLOTS, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
+       O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
+       O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
+       O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_CAPF, O_ECAPF, O_BALANCE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES,
+       O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT, O_BACKEND, O_NO_PREFETCH, O_PRECISION };
+static const struct option opts[] = {
+    {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
+    {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"task-slots", 1, 0, O_TASK_SLOTS}, {"experts", 1, 0, O_EXPERTS},
+    {"topk", 1, 0, O_TOPK}, {"moe-every", 1, 0, O_EVERY}, {"moe-sa", 1, 0, O_SA}, {"moe-ffn", 1, 0, O_FFN},
+    {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS}, {"heads", 1, 0, O_HEADS}, {"drop-path", 1, 0, O_DROP},
+    {"steps", 1, 0, O_STEPS}, {"lr", 1, 0, O_LR}, {"min-lr", 1, 0, O_MINLR}, {"warmup", 1, 0, O_WARMUP},
+    {"weight-decay", 1, 0, O_WD}, {"clip", 1, 0, O_CLIP}, {"batch", 1, 0, O_BATCH},
+    {"image-size", 1, 0, O_IMAGE}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS},
+    {"loader-threads", 1, 0, O_LTHREADS}, {"bpe-vocab", 1, 0, O_BPE}, {"log-every", 1, 0, O_LOG},
+    {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET}, {"vocab-targets", 1, 0, O_VOCAB}, {"stage2", 1, 0, O_STAGE2},
+    {"comm", 1, 0, O_COMM}, {"comm-timeout", 1, 0, O_COMM_TIMEOUT}, {"readers", 1, 0, O_READERS},
+    {"shuffle-block", 1, 0, O_SHUFFLE}, {"reduce-all-experts", 0, 0, O_ALL_EXPERTS},
+    {"gate-noise", 1, 0, O_NOISE}, {"capacity-factor", 1, 0, O_CAPF}, {"eval-capacity-factor", 1, 0, O_ECAPF},
+    {"balance-loss", 1, 0, O_BALANCE}, {"layerscale", 1, 0, O_LAYERSCALE},
+    {"no-overlap", 0, 0, O_NO_OVERLAP}, {"no-prefetch", 0, 0, O_NO_PREFETCH}, {"precision", 1, 0, O_PRECISION}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
+    {"batch-scale", 1, 0, O_BATCH_SCALE}, {"augment", 1, 0, O_AUGMENT}, {"gate-renorm", 1, 0, O_RENORM}, {"dump-batches", 1, 0, O_DUMP}, {"adam-eps", 1, 0, O_EPS}, {"adam-beta2", 1, 0, O_BETA2}, {"expert-init", 1, 0, O_COPIES},
+    {"backend", 1, 0, O_BACKEND}, {"eval-dataset", 1, 0, O_EVAL_DATASET}, {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-limit", 1, 0, O_EVAL_LIMIT},
+    {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
+
+/* Options that define the run (its data, model, schedule and numbers): every checkpoint keeps them, and
+ * --resume DIR takes them from there. The others (threads, logging, checkpoints, evaluation, where things
+ * live) belong to one invocation and may change between the parts of a run. */
+static int defines_run(int code)
 {
-    enum { O_CAT = 256, O_MIX, O_OUT, O_RESUME, O_NAME, O_MODEL, O_MOE, O_TASK_SLOTS, O_EXPERTS, O_TOPK, O_EVERY, O_SA, O_FFN,
-           O_DIM, O_LAYERS, O_HEADS, O_DROP, O_STEPS, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_BATCH, O_IMAGE,
-           O_SEED, O_THREADS, O_LTHREADS, O_BPE, O_LOG, O_CKPT, O_KEEP, O_QUIET, O_VERSION, O_VOCAB, O_STAGE2,
-           O_COMM, O_COMM_TIMEOUT, O_READERS, O_SHUFFLE, O_ALL_EXPERTS, O_NOISE, O_CAPF, O_ECAPF, O_BALANCE, O_LAYERSCALE, O_NO_OVERLAP, O_JOB, O_ATTEMPT, O_BATCH_SCALE, O_AUGMENT, O_RENORM, O_DUMP, O_EPS, O_BETA2, O_COPIES,
-           O_EVAL_DATASET, O_EVAL_EVERY, O_EVAL_LIMIT, O_BACKEND, O_NO_PREFETCH, O_PRECISION };
-    static const struct option opts[] = {
-        {"catalog", 1, 0, O_CAT}, {"mixture", 1, 0, O_MIX}, {"out", 1, 0, O_OUT}, {"resume", 1, 0, O_RESUME},
-        {"name", 1, 0, O_NAME}, {"model", 1, 0, O_MODEL}, {"moe", 1, 0, O_MOE}, {"task-slots", 1, 0, O_TASK_SLOTS}, {"experts", 1, 0, O_EXPERTS},
-        {"topk", 1, 0, O_TOPK}, {"moe-every", 1, 0, O_EVERY}, {"moe-sa", 1, 0, O_SA}, {"moe-ffn", 1, 0, O_FFN},
-        {"dim", 1, 0, O_DIM}, {"layers", 1, 0, O_LAYERS}, {"heads", 1, 0, O_HEADS}, {"drop-path", 1, 0, O_DROP},
-        {"steps", 1, 0, O_STEPS}, {"lr", 1, 0, O_LR}, {"min-lr", 1, 0, O_MINLR}, {"warmup", 1, 0, O_WARMUP},
-        {"weight-decay", 1, 0, O_WD}, {"clip", 1, 0, O_CLIP}, {"batch", 1, 0, O_BATCH},
-        {"image-size", 1, 0, O_IMAGE}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS},
-        {"loader-threads", 1, 0, O_LTHREADS}, {"bpe-vocab", 1, 0, O_BPE}, {"log-every", 1, 0, O_LOG},
-        {"checkpoint-every", 1, 0, O_CKPT}, {"keep", 1, 0, O_KEEP}, {"quiet", 0, 0, O_QUIET}, {"vocab-targets", 1, 0, O_VOCAB}, {"stage2", 1, 0, O_STAGE2},
-        {"comm", 1, 0, O_COMM}, {"comm-timeout", 1, 0, O_COMM_TIMEOUT}, {"readers", 1, 0, O_READERS},
-        {"shuffle-block", 1, 0, O_SHUFFLE}, {"reduce-all-experts", 0, 0, O_ALL_EXPERTS},
-        {"gate-noise", 1, 0, O_NOISE}, {"capacity-factor", 1, 0, O_CAPF}, {"eval-capacity-factor", 1, 0, O_ECAPF},
-        {"balance-loss", 1, 0, O_BALANCE}, {"layerscale", 1, 0, O_LAYERSCALE},
-        {"no-overlap", 0, 0, O_NO_OVERLAP}, {"no-prefetch", 0, 0, O_NO_PREFETCH}, {"precision", 1, 0, O_PRECISION}, {"job", 1, 0, O_JOB}, {"attempt", 1, 0, O_ATTEMPT},
-        {"batch-scale", 1, 0, O_BATCH_SCALE}, {"augment", 1, 0, O_AUGMENT}, {"gate-renorm", 1, 0, O_RENORM}, {"dump-batches", 1, 0, O_DUMP}, {"adam-eps", 1, 0, O_EPS}, {"adam-beta2", 1, 0, O_BETA2}, {"expert-init", 1, 0, O_COPIES},
-        {"backend", 1, 0, O_BACKEND}, {"eval-dataset", 1, 0, O_EVAL_DATASET}, {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-limit", 1, 0, O_EVAL_LIMIT},
-        {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
+    switch (code) {
+    case O_MIX: case O_MODEL: case O_MOE: case O_TASK_SLOTS: case O_EXPERTS: case O_TOPK: case O_EVERY: case O_SA:
+    case O_FFN: case O_DIM: case O_LAYERS: case O_HEADS: case O_DROP: case O_STEPS: case O_LR: case O_MINLR:
+    case O_WARMUP: case O_WD: case O_CLIP: case O_BATCH: case O_IMAGE: case O_SEED: case O_VOCAB: case O_STAGE2:
+    case O_READERS: case O_SHUFFLE: case O_NOISE: case O_CAPF: case O_ECAPF: case O_BALANCE: case O_LAYERSCALE:
+    case O_BATCH_SCALE: case O_AUGMENT: case O_RENORM: case O_EPS: case O_BETA2: case O_COPIES: case O_PRECISION:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The run-defining options a parse accepted, in order (argv strings, or the saved state's). */
+typedef struct run_record {
+    int n;
+    const char *name[256], *value[256];
+} run_record;
+
+/* Parses argv into o and co. final: also the checks and defaults of a command line that runs (a resumed
+ * run's saved options are parsed alone first, without them). rec, when given, collects the run-defining
+ * options. */
+static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co, int final, run_record *rec)
+{
     int c;
     double v;
     int64_t warmup = -1;
     const char *resume_dir = NULL;
     opterr = 0;
+    optind = 0; /* a full restart of getopt: main parses more than one list */
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         const char *bad = NULL;
         char badbuf[160];
@@ -409,7 +449,13 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
             fprintf(stderr, PROG ": error: %s, not '%s'\n", bad, optarg);
             return 2;
         }
+        if (rec && defines_run(c) && rec->n < 256)
+            rec->name[rec->n] = option_name(opts, c), rec->value[rec->n++] = optarg;
     }
+    o->optim.total_steps = o->steps;
+    o->optim.warmup_steps = warmup >= 0 ? warmup : o->steps / 20;
+    if (!final)
+        return 0;
     if (optind < argc) {
         fprintf(stderr, PROG ": error: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
@@ -435,24 +481,168 @@ static int parse(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co)
         fprintf(stderr, PROG ": error: --mixture and --out (or --resume DIR) are required (see --help)\n");
         return 2;
     }
-    o->optim.total_steps = o->steps;
-    o->optim.warmup_steps = warmup >= 0 ? warmup : o->steps / 20;
     if (!o->bpe_vocab)
-        o->bpe_vocab = getenv("UPMOE_BPE_VOCAB");
+        o->bpe_vocab = upm_bpe_default_path(bpe_path, sizeof bpe_path);
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Whether argv gives option opt ("--opt V" or "--opt=V") before a "--". */
+static int has_option(int argc, char **argv, const char *opt)
 {
-    upm_train_opts o;
-    upm_comm_opts co;
-    upm_train_opts_default(&o);
-    upm_comm_opts_default(&co);
-    int rc = parse(argc, argv, &o, &co);
+    size_t n = strlen(opt);
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strncmp(argv[i], opt, n) && (argv[i][n] == 0 || argv[i][n] == '='))
+            return 1;
+    return 0;
+}
+
+/* --resume's directory, looked up before parsing (the run's saved options come first), or NULL. */
+static const char *resume_arg(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+        if (!strcmp(argv[i], "--resume") && i + 1 < argc)
+            return argv[i + 1];
+        if (!strncmp(argv[i], "--resume=", 9))
+            return argv[i] + 9;
+    }
+    return NULL;
+}
+
+/* The run-defining options kept by the newest checkpoint under dir: its state's "args", or for a checkpoint
+ * written before they were kept, its mixture, steps and seed. The strings live in *json. */
+static int saved_args(const char *dir, cJSON **json, const char **args, int cap, int *n, upm_err *err)
+{
+    char ckpt[4096], path[4200];
+    *json = NULL, *n = 0;
+    int rc = upm_checkpoint_latest(dir, ckpt, sizeof ckpt, err);
     if (rc)
-        return rc < 0 ? 0 : rc;
+        return rc;
+    snprintf(path, sizeof path, "%s/state.json", ckpt);
+    char *text = NULL;
+    size_t len = 0;
+    rc = upm_read_file(path, &text, &len, err);
+    if (rc)
+        return rc;
+    cJSON *j = *json = cJSON_ParseWithLength(text, len);
+    free(text);
+    cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "args");
+    if (!cJSON_IsArray(a)) { /* older checkpoints: what their state has */
+        static const char *keys[] = {"mixture", "total_steps", "seed"}, *opt[] = {"--mixture", "--steps", "--seed"};
+        a = cJSON_AddArrayToObject(j, "args_of_old_state");
+        for (int i = 0; a && i < 3; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, keys[i]);
+            char num[32];
+            if (cJSON_IsNumber(v))
+                snprintf(num, sizeof num, "%.0f", v->valuedouble);
+            if (cJSON_IsString(v) || cJSON_IsNumber(v)) {
+                cJSON_AddItemToArray(a, cJSON_CreateString(opt[i]));
+                cJSON_AddItemToArray(a, cJSON_CreateString(cJSON_IsString(v) ? v->valuestring : num));
+            }
+        }
+    }
+    const cJSON *x;
+    cJSON_ArrayForEach(x, a) {
+        if (!cJSON_IsString(x) || *n == cap)
+            return upm_errf(err, UPM_EBADDATA, "%s: its \"args\" must be at most %d strings", path, cap);
+        args[(*n)++] = x->valuestring;
+    }
+    return 0;
+}
+
+/* A run-defining value given for the resumed run that differs from the run's own: one line saying so. */
+static int differs(const char *opt, const char *here, const char *there)
+{
+    if (!strcmp(here, there))
+        return 0;
+    fprintf(stderr, PROG ": error: --%s %s differs from the run being resumed, which has %s\n", opt, here, there);
+    return 1;
+}
+
+static int differs_num(const char *opt, double here, double there)
+{
+    char a[40], b[40];
+    snprintf(a, sizeof a, "%.7g", here), snprintf(b, sizeof b, "%.7g", there); /* float32 options: 7 digits */
+    return here != there && differs(opt, a, b);
+}
+
+/* The resumed run's options (r, from its checkpoint) against the effective ones (o): 0 when they agree
+ * except for --steps, which may extend (or shorten) the run. */
+static int check_same_run(const upm_train_opts *r, const upm_train_opts *o)
+{
+    const upm_model_config *a = &o->model, *b = &r->model;
+    char s1[32], s2[32];
+    snprintf(s1, sizeof s1, "%llu", (unsigned long long)o->seed), snprintf(s2, sizeof s2, "%llu", (unsigned long long)r->seed);
+    int bad = differs("mixture", o->mixture ? o->mixture : "", r->mixture ? r->mixture : "") | differs("seed", s1, s2);
+    bad |= differs("precision", o->precision ? o->precision : "(the backend's)", r->precision ? r->precision : "(the backend's)");
+    bad |= differs("moe", upm_moe_kind_name(a->moe), upm_moe_kind_name(b->moe));
+    bad |= differs("augment", upm_augment_name(o->augment), upm_augment_name(r->augment));
+    bad |= differs_num("dim", a->dim, b->dim) | differs_num("heads", a->heads, b->heads) |
+           differs_num("layers", a->layers, b->layers) | differs_num("experts", a->experts, b->experts) |
+           differs_num("topk", a->topk, b->topk) | differs_num("moe-sa", a->moe_sa, b->moe_sa) |
+           differs_num("moe-ffn", a->moe_ffn, b->moe_ffn) | differs_num("moe-every", a->moe_every, b->moe_every) |
+           differs_num("task-slots", a->task_slots, b->task_slots) | differs_num("drop-path", a->drop_path, b->drop_path) |
+           differs_num("layerscale", a->layerscale_init, b->layerscale_init) |
+           differs_num("gate-noise", a->gate_noise, b->gate_noise) | differs_num("gate-renorm", a->gate_renorm, b->gate_renorm) |
+           differs_num("expert-init (copy 1, independent 0)", a->expert_copies, b->expert_copies) |
+           differs_num("capacity-factor", a->capacity, b->capacity) |
+           differs_num("eval-capacity-factor", a->eval_capacity, b->eval_capacity) |
+           differs_num("balance-loss", a->balance, b->balance);
+    bad |= differs_num("lr", o->optim.lr, r->optim.lr) | differs_num("min-lr", o->optim.min_lr, r->optim.min_lr) |
+           differs_num("warmup", (double)o->optim.warmup_steps, (double)r->optim.warmup_steps) |
+           differs_num("weight-decay", o->optim.weight_decay, r->optim.weight_decay) |
+           differs_num("clip", o->optim.clip, r->optim.clip) | differs_num("adam-eps", o->optim.eps, r->optim.eps) |
+           differs_num("adam-beta2", o->optim.beta2, r->optim.beta2);
+    bad |= differs_num("batch", o->batch, r->batch) | differs_num("batch-scale", o->batch_scale, r->batch_scale) |
+           differs_num("image-size", o->image_size, r->image_size) |
+           differs_num("stage2 (size)", o->stage2_size, r->stage2_size) |
+           differs_num("stage2 (fraction)", o->stage2_at, r->stage2_at) |
+           differs_num("vocab-targets (sampled; 0: full)", o->vocab_sampled, r->vocab_sampled) |
+           differs_num("readers", o->readers, r->readers) | differs_num("shuffle-block", o->shuffle_block, r->shuffle_block);
+    if (bad)
+        fprintf(stderr, PROG ": a resumed run keeps the options it was started with (its checkpoints hold them): "
+                "leave these out or give the run's values; --steps may change, to extend or shorten it\n");
+    return bad;
+}
+
+/* The run-defining options to keep (JSON array): each once, where it first appeared, with its last value,
+ * and the warmup resolved (its default follows --steps, which a resume may change). */
+static char *record_json(const run_record *rec, const upm_train_opts *o)
+{
+    cJSON *a = cJSON_CreateArray();
+    int warmup = 0;
+    for (int i = 0; i < rec->n; i++) {
+        int first = 1;
+        for (int k = 0; k < i && first; k++)
+            first = strcmp(rec->name[k], rec->name[i]) != 0;
+        if (!first)
+            continue;
+        const char *value = rec->value[i];
+        for (int k = i + 1; k < rec->n; k++)
+            if (!strcmp(rec->name[k], rec->name[i]))
+                value = rec->value[k];
+        char opt[64];
+        snprintf(opt, sizeof opt, "--%s", rec->name[i]);
+        cJSON_AddItemToArray(a, cJSON_CreateString(opt));
+        cJSON_AddItemToArray(a, cJSON_CreateString(value));
+        warmup |= !strcmp(rec->name[i], "warmup");
+    }
+    if (!warmup) {
+        char v[32];
+        snprintf(v, sizeof v, "%lld", (long long)o->optim.warmup_steps);
+        cJSON_AddItemToArray(a, cJSON_CreateString("--warmup"));
+        cJSON_AddItemToArray(a, cJSON_CreateString(v));
+    }
+    char *s = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    return s;
+}
+
+/* Runs the parsed command line: checks, the signal thread, the communicator, the trainer. */
+static int train(upm_train_opts *o, upm_comm_opts *co)
+{
     upm_err err = {0};
-    upm_model_config check = o.model;
+    int rc;
+    upm_model_config check = o->model;
     if (upm_moe_needs_task(check.moe)) { /* the task table is sized from the mixture when the trainer opens */
         check.task_slots = check.task_slots > 0 ? check.task_slots : 1;
         if (check.moe == UPM_MOE_TASK_SPECIFIC)
@@ -466,21 +656,21 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": error: cannot start the signal thread\n");
         return 1;
     }
-    o.stop = &stop;
-    co.stop = &stop;
+    o->stop = &stop;
+    co->stop = &stop;
     upm_comm *comm = NULL;
-    if ((rc = upm_comm_open(&co, &comm, &err))) {
+    if ((rc = upm_comm_open(co, &comm, &err))) {
         fprintf(stderr, PROG ": error: %s\n", err.msg);
         return err.code == UPM_EUSAGE ? 2 : 1;
     }
     int world = upm_comm_world(comm), rank = upm_comm_rank(comm);
-    if (world > 1 && o.threads == 0) { /* share the node's cores between its ranks */
+    if (world > 1 && o->threads == 0) { /* share the node's cores between its ranks */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         int local = upm_comm_local_world(comm);
-        o.threads = cores > local ? (int)(cores / local) : 1;
+        o->threads = cores > local ? (int)(cores / local) : 1;
     }
-    o.comm = comm;
-    rc = upm_train(&o, &err);
+    o->comm = comm;
+    rc = upm_train(o, &err);
     if (rc) {
         if (world > 1)
             fprintf(stderr, PROG ": error: rank %d: %s\n", rank, err.msg);
@@ -489,4 +679,69 @@ int main(int argc, char **argv)
     }
     upm_comm_close(comm, rc != 0); /* a failed rank stops the whole job */
     return rc ? (err.code == UPM_EUSAGE ? 2 : err.code == UPM_ELEASE ? 3 : 1) : 0;
+}
+
+/* Parses the command line, a resumed run's saved options first (see saved_args); *all, *state and
+ * *run_args are the caller's to free whatever the outcome. -1: --help or --version was answered. */
+static int parse_run(int argc, char **argv, upm_train_opts *o, upm_comm_opts *co, char ***all, cJSON **state,
+                     char **run_args)
+{
+    upm_err err = {0};
+    /* A resume continues the run that was started: its saved options first, this command line after them
+     * (what it gives again must agree, except --steps). */
+    const char *rdir = resume_arg(argc, argv), *saved[256];
+    int nsaved = 0, rc = rdir ? saved_args(rdir, state, saved, 256, &nsaved, &err) : 0;
+    if (rc == UPM_ENOTFOUND && has_option(argc, argv, "--mixture"))
+        rc = 0; /* nothing to take over: the command line is checked as it is, the trainer finds no checkpoint */
+    if (rc) {
+        fprintf(stderr, PROG ": error: --resume %s: %s%s\n", rdir, err.msg,
+                rc == UPM_ENOTFOUND ? " (a run starts with --mixture M --out DIR)" : "");
+        return rc == UPM_ENOTFOUND ? 2 : 1;
+    }
+    char **v = *all = malloc(sizeof(char *) * ((size_t)argc + (size_t)nsaved + 2));
+    if (!v)
+        return 1;
+    v[0] = argv[0];
+    for (int i = 0; i < nsaved; i++)
+        v[1 + i] = (char *)saved[i];
+    upm_train_opts run;
+    if (nsaved) { /* the run's own options, alone */
+        upm_comm_opts rco;
+        upm_train_opts_default(&run);
+        upm_comm_opts_default(&rco);
+        v[nsaved + 1] = NULL;
+        if (parse(nsaved + 1, v, &run, &rco, 0, NULL)) {
+            fprintf(stderr, PROG ": error: the options kept by %s's newest checkpoint do not parse\n", rdir);
+            return 2;
+        }
+    }
+    for (int i = 1; i <= argc; i++)
+        v[nsaved + i] = argv[i];
+    run_record rec = {0};
+    if ((rc = parse(argc + nsaved, v, o, co, 1, &rec)))
+        return rc;
+    if (nsaved && check_same_run(&run, o))
+        return 2;
+    if (nsaved && o->steps != run.steps)
+        printf("the run's steps change from %lld to %lld (the cosine schedule now ends at step %lld)\n",
+               (long long)run.steps, (long long)o->steps, (long long)o->steps);
+    o->run_args = *run_args = record_json(&rec, o);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    upm_train_opts o;
+    upm_comm_opts co;
+    upm_train_opts_default(&o);
+    upm_comm_opts_default(&co);
+    char **all = NULL, *run_args = NULL;
+    cJSON *state = NULL;
+    int rc = parse_run(argc, argv, &o, &co, &all, &state, &run_args);
+    if (!rc)
+        rc = train(&o, &co);
+    free(run_args);
+    free(all);
+    cJSON_Delete(state);
+    return rc < 0 ? 0 : rc;
 }
