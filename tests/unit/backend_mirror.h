@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_check.h"
 #include "backend_wrap.h"
 #include "check.h"
 
@@ -161,6 +162,32 @@ static upm_backend *mirror_open(const char *name, int threads, mirror **m)
         exit(1);
     }
     return mirror_of(real, m);
+}
+
+/* The conformance suites' loop: run() on every backend this build can open, twice from the same random
+ * state, the two passes' results compared bit for bit; one line per backend ("NAME backend: WHAT within
+ * bounds, N ops, results H twice"; tools/gpu-check reads the cuda line). */
+static void every_backend_twice(const char *what, void (*run)(void))
+{
+    char list[256], *save = NULL;
+    upm_backend_list(list, sizeof list);
+    for (char *name = strtok_r(list, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
+        uint64_t hash[2];
+        long ops = 0;
+        int before = failures;
+        for (int rep = 0; rep < 2; rep++) {
+            mirror *x;
+            rng_state = 0x9E3779B97F4A7C15ull;
+            be = mirror_open(name, 0, &x);
+            run();
+            hash[rep] = x->hash, ops = x->ops;
+            upm_backend_free(be);
+        }
+        CHECK(hash[0] == hash[1]);
+        printf("%s backend: %s %s, %ld ops, results %016llx twice%s\n", name, what,
+               failures == before ? "within bounds" : "FAILED (see above)", ops, (unsigned long long)hash[0],
+               hash[0] == hash[1] ? "" : " (NOT the same bits)");
+    }
 }
 
 #endif

@@ -510,25 +510,7 @@ static void run_all(void)
 int main(void)
 {
     test_guards();
-    char list[256], *save = NULL;
-    upm_backend_list(list, sizeof list);
-    for (char *name = strtok_r(list, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
-        uint64_t hash[2];
-        long ops = 0;
-        int before = failures;
-        for (int rep = 0; rep < 2; rep++) { /* the same inputs twice: the same bits */
-            mirror *x;
-            rng_state = 0x9E3779B97F4A7C15ull;
-            be = mirror_open(name, 0, &x);
-            run_all();
-            hash[rep] = x->hash, ops = x->ops;
-            upm_backend_free(be);
-        }
-        CHECK(hash[0] == hash[1]);
-        printf("%s backend: %ld ops checked, %s, results %016llx twice%s\n", name, ops,
-               failures == before ? "all within bounds" : "FAILURES above",
-               (unsigned long long)hash[0], hash[0] == hash[1] ? "" : " (NOT the same bits)");
-    }
+    every_backend_twice("every op but attention", run_all);
     char why[512];
     if (upm_backend_why_not("cuda", why, sizeof why))
         printf("cuda backend: not checked here (%s); tools/gpu-check runs this suite on a GPU\n", why);

@@ -302,29 +302,20 @@ static void time_vit_ti(void)
     RELEASE(qkv, out, probs, dqkv);
 }
 
+/* Every check of this suite on the backend be. */
+static void run_all(void)
+{
+    check_attention(3, 13, 2, 5, 1, 0);  /* finite differences on every input */
+    check_attention(3, 13, 2, 5, 1, 1);  /* the same with sequences in consecutive rows */
+    check_attention(2, 45, 3, 64, 0, 0); /* oneDNN-sized blocks, directional derivatives */
+    check_attention(3, 40, 3, 64, 0, 1);
+    check_kv_attention();
+    test_determinism();
+}
+
 int main(void)
 {
-    char list[256], *save = NULL;
-    upm_backend_list(list, sizeof list);
-    for (char *name = strtok_r(list, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
-        uint64_t hash[2];
-        for (int rep = 0; rep < 2; rep++) { /* the same inputs twice: the same bits */
-            mirror *x;
-            rng_state = 0x9E3779B97F4A7C15ull;
-            be = mirror_open(name, 0, &x);
-            check_attention(3, 13, 2, 5, 1, 0);  /* finite differences on every input */
-            check_attention(3, 13, 2, 5, 1, 1);  /* the same with sequences in consecutive rows */
-            check_attention(2, 45, 3, 64, 0, 0); /* oneDNN-sized blocks, directional derivatives */
-            check_attention(3, 40, 3, 64, 0, 1);
-            check_kv_attention();
-            test_determinism();
-            hash[rep] = x->hash;
-            upm_backend_free(be);
-        }
-        CHECK(hash[0] == hash[1]);
-        printf("%s backend: attention and reductions checked, results %016llx twice\n", name,
-               (unsigned long long)hash[0]);
-    }
+    every_backend_twice("attention and reductions", run_all);
     upm_err err;
     CHECK(upm_backend_cpu_new(0, &be, &err) == 0);
     time_vit_ti();

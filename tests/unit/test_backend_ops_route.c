@@ -239,22 +239,6 @@ static void run_all(void)
 
 int main(void)
 {
-    char list[256], *save = NULL;
-    upm_backend_list(list, sizeof list);
-    for (char *name = strtok_r(list, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
-        uint64_t hash[2];
-        int before = failures;
-        for (int rep = 0; rep < 2; rep++) {
-            mirror *x;
-            rng_state = 0x9E3779B97F4A7C15ull;
-            be = mirror_open(name, 0, &x);
-            run_all();
-            hash[rep] = x->hash;
-            upm_backend_free(be);
-        }
-        CHECK(hash[0] == hash[1]);
-        printf("%s backend: routing ops %s, results %016llx twice\n", name,
-               failures == before ? "within bounds" : "FAILED", (unsigned long long)hash[0]);
-    }
+    every_backend_twice("routing ops", run_all);
     return CHECK_RESULT("test_backend_ops_route");
 }
