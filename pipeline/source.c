@@ -21,7 +21,7 @@
 #define MIN_BUFFER ((size_t)64 << 10)
 #define MAX_REDIRECTS 10L
 
-enum { KIND_FILE, KIND_HTTP };
+enum { KIND_FILE, KIND_HTTP, KIND_MEM };
 
 /* Why the write callback stopped a transfer (curl then reports CURLE_WRITE_ERROR). */
 enum { ABORT_NONE, ABORT_STATUS, ABORT_RANGE, ABORT_NOMEM, ABORT_STALL };
@@ -38,6 +38,8 @@ struct upm_source {
     int failed;           /* sticky error code */
     upm_err fail_err;
     int fd;               /* KIND_FILE */
+    const unsigned char *mem; /* KIND_MEM: the caller's bytes, mem_len of them */
+    size_t mem_len;
     int seekable;
     /* KIND_HTTP */
     CURLM *multi;
@@ -242,6 +244,38 @@ int upm_source_open(const char *url, const upm_source_opts *opts, upm_source **o
     if (rc) {
         upm_source_close(s);
         return rc;
+    }
+    *out = s;
+    return UPM_OK;
+}
+
+int upm_source_open_mem(const void *data, size_t n, const char *name, const upm_source_opts *opts, upm_source **out,
+                        upm_err *err)
+{
+    *out = NULL;
+    upm_source *s = calloc(1, sizeof *s);
+    if (!s)
+        return upm_errf(err, UPM_ENOMEM, "%s: out of memory opening the source", name ? name : "memory");
+    s->fd = -1;
+    s->kind = KIND_MEM;
+    if (opts)
+        s->o = *opts;
+    else
+        upm_source_opts_default(&s->o);
+    /* the buffer is no larger than the bytes, so a reader that runs past what it was handed is caught by
+     * AddressSanitizer (the fuzz harnesses read through this source) */
+    s->cap = s->o.buffer_size < MIN_BUFFER ? MIN_BUFFER : s->o.buffer_size;
+    if (s->cap > n)
+        s->cap = n ? n : 1;
+    s->mem = data;
+    s->mem_len = n;
+    s->seekable = 1;
+    s->total = (int64_t)n;
+    s->url = strdup(name ? name : "memory");
+    s->buf = malloc(s->cap);
+    if (!s->url || !s->buf) {
+        upm_source_close(s);
+        return upm_errf(err, UPM_ENOMEM, "%s: out of memory for a %zu-byte buffer", name ? name : "memory", s->cap);
     }
     *out = s;
     return UPM_OK;
@@ -607,6 +641,19 @@ static int file_fill(upm_source *s, upm_err *err)
     return UPM_OK;
 }
 
+/* ---- memory ---- */
+
+static int mem_fill(upm_source *s)
+{
+    size_t left = s->mem_len - (size_t)s->offset, k = left < s->cap ? left : s->cap;
+    memcpy(s->buf, s->mem + s->offset, k);
+    if (k == 0)
+        s->eof = 1;
+    s->len = k;
+    s->offset += k;
+    return UPM_OK;
+}
+
 /* ---- reading ---- */
 
 static int refill(upm_source *s, upm_err *err)
@@ -619,7 +666,7 @@ static int refill(upm_source *s, upm_err *err)
     if (s->pos < s->len || s->eof)
         return UPM_OK;
     s->pos = s->len = 0;
-    return s->kind == KIND_FILE ? file_fill(s, err) : http_fill(s, err);
+    return s->kind == KIND_FILE ? file_fill(s, err) : s->kind == KIND_MEM ? mem_fill(s) : http_fill(s, err);
 }
 
 int upm_source_next(upm_source *s, const void **data, size_t *len, upm_err *err)
@@ -670,7 +717,7 @@ int upm_source_skip(upm_source *s, uint64_t n, uint64_t *skipped, upm_err *err)
             k = n - *skipped < left ? n - *skipped : left;
             if (k == 0)
                 return UPM_OK;
-            if (lseek(s->fd, (off_t)k, SEEK_CUR) < 0)
+            if (s->kind == KIND_FILE && lseek(s->fd, (off_t)k, SEEK_CUR) < 0)
                 return fail(s, err, UPM_EIO, "%s: seek failed: %s", s->url, strerror(errno));
             s->offset += k;
         } else {

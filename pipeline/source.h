@@ -49,6 +49,12 @@ typedef struct upm_source upm_source;
 int upm_source_open(const char *url, const upm_source_opts *opts, upm_source **out, upm_err *err);
 void upm_source_close(upm_source *s);
 
+/* A source over bytes already in memory (data[0..n), which must outlive it), named `name` in messages:
+ * read in chunks of at most opts->buffer_size as a local file is, and seekable. For tools that hold a
+ * shard's bytes and for the fuzz harnesses (fuzz/), which feed the real readers from memory. */
+int upm_source_open_mem(const void *data, size_t n, const char *name, const upm_source_opts *opts, upm_source **out,
+                        upm_err *err);
+
 /* Zero-copy read: points *data at the next *len bytes (len > 0), or sets *len = 0 at the end of the
  * stream. The bytes stay valid until the next call on s. Returns 0 or a negative UPM_E*; after an
  * error the source stays failed and returns the same error again. */

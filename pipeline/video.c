@@ -360,8 +360,10 @@ static int build_index(upm_video *v, upm_err *err)
         free(keys.a);
         return r;
     }
-    qsort(frames.a, (size_t)frames.n, sizeof *frames.a, cmp_i64);
-    qsort(keys.a, (size_t)keys.n, sizeof *keys.a, cmp_i64);
+    if (frames.n > 1) /* a stream without packets leaves the arrays NULL, which qsort may not be given */
+        qsort(frames.a, (size_t)frames.n, sizeof *frames.a, cmp_i64);
+    if (keys.n > 1)
+        qsort(keys.a, (size_t)keys.n, sizeof *keys.a, cmp_i64);
     int unique = !no_ts;
     for (int64_t i = 1; unique && i < frames.n; i++)
         unique = frames.a[i] != frames.a[i - 1];

@@ -309,6 +309,7 @@ int upm_st_write(const char *path, const upm_st_tensor *t, int n, const char *co
 struct upm_st_file {
     void *map;
     size_t map_len;
+    int borrowed;                   /* map is the caller's memory (upm_st_open_mem), not a mapping */
     size_t data_len;
     int n, nmeta;
     upm_st_tensor *t;               /* data-offset order */
@@ -551,7 +552,27 @@ static int parse_header(const char *path, const char *h, size_t hn, upm_st_file 
     return rc;
 }
 
-/* Maps the whole file read-only; checks the header length against the size and the format's limit. */
+/* Checks the header length in the first 8 bytes of f->map against the size and the format's limit. */
+static int check_header_len(const char *path, upm_st_file *f, uint64_t *hn, upm_err *err)
+{
+    if (f->map_len < 8)
+        return upm_errf(err, UPM_EBADDATA, "%s: file of %zu bytes is too short for the 8-byte header length "
+                                           "(truncated or not a safetensors file)",
+                        path, f->map_len);
+    memcpy(hn, f->map, 8);
+    if (*hn > UPM_ST_MAX_HEADER)
+        return upm_errf(err, UPM_EBADDATA, "%s: header length %" PRIu64 " exceeds the format's limit of %u bytes "
+                                           "(not a safetensors file?)",
+                        path, *hn, UPM_ST_MAX_HEADER);
+    if (*hn > f->map_len - 8)
+        return upm_errf(err, UPM_EBADDATA, "%s: header length %" PRIu64 " is larger than the %zu bytes after it "
+                                           "(truncated file?)",
+                        path, *hn, f->map_len - 8);
+    f->data_len = f->map_len - 8 - (size_t)*hn;
+    return 0;
+}
+
+/* Maps the whole file read-only and checks its header length. */
 static int map_file(const char *path, upm_st_file *f, uint64_t *hn, upm_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -581,17 +602,7 @@ static int map_file(const char *path, upm_st_file *f, uint64_t *hn, upm_err *err
         f->map = NULL;
         return upm_errf(err, UPM_EIO, "cannot map %s: %s", path, strerror(e));
     }
-    memcpy(hn, f->map, 8);
-    if (*hn > UPM_ST_MAX_HEADER)
-        return upm_errf(err, UPM_EBADDATA, "%s: header length %" PRIu64 " exceeds the format's limit of %u bytes "
-                                           "(not a safetensors file?)",
-                        path, *hn, UPM_ST_MAX_HEADER);
-    if (*hn > f->map_len - 8)
-        return upm_errf(err, UPM_EBADDATA, "%s: header length %" PRIu64 " is larger than the %zu bytes after it "
-                                           "(truncated file?)",
-                        path, *hn, f->map_len - 8);
-    f->data_len = f->map_len - 8 - (size_t)*hn;
-    return 0;
+    return check_header_len(path, f, hn, err);
 }
 
 int upm_st_open(const char *path, upm_st_file **out, upm_err *err)
@@ -604,6 +615,27 @@ int upm_st_open(const char *path, upm_st_file **out, upm_err *err)
     int rc = map_file(path, f, &hn, err);
     if (!rc)
         rc = parse_header(path, (const char *)f->map + 8, (size_t)hn, f, err);
+    if (rc) {
+        upm_st_close(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+int upm_st_open_mem(const void *data, size_t n, const char *name, upm_st_file **out, upm_err *err)
+{
+    *out = NULL;
+    upm_st_file *f = calloc(1, sizeof *f);
+    if (!f)
+        return upm_errf(err, UPM_ENOMEM, "%s: out of memory", name);
+    f->map = (void *)data;
+    f->map_len = n;
+    f->borrowed = 1;
+    uint64_t hn = 0;
+    int rc = check_header_len(name, f, &hn, err);
+    if (!rc)
+        rc = parse_header(name, (const char *)f->map + 8, (size_t)hn, f, err);
     if (rc) {
         upm_st_close(f);
         return rc;
@@ -669,7 +701,7 @@ void upm_st_close(upm_st_file *f)
     free(f->meta);
     free(f->t);
     free(f->by_name);
-    if (f->map)
+    if (f->map && !f->borrowed)
         munmap(f->map, f->map_len);
     free(f);
 }

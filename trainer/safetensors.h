@@ -70,6 +70,9 @@ typedef struct upm_st_file upm_st_file;
  * someone else while open can still raise SIGBUS, as with any mapping). Errors (UPM_EIO for the file
  * system, UPM_EBADDATA for the content) name the file and the offending tensor. */
 int upm_st_open(const char *path, upm_st_file **out, upm_err *err);
+/* The same validation over bytes in memory (data[0..n), which must outlive the handle), named `name` in
+ * messages: for bytes that did not come from a file, and for the fuzz harness (fuzz/safetensors.c). */
+int upm_st_open_mem(const void *data, size_t n, const char *name, upm_st_file **out, upm_err *err);
 int upm_st_count(const upm_st_file *f);
 /* Tensor i in data-offset order (0 <= i < count), else NULL. */
 const upm_st_tensor *upm_st_at(const upm_st_file *f, int i);
