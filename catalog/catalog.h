@@ -14,7 +14,7 @@
 #include "err.h"
 
 /* Newest schema this program knows; PRAGMA user_version of a catalog. */
-#define UPM_CATALOG_SCHEMA_VERSION 10
+#define UPM_CATALOG_SCHEMA_VERSION 11
 /* PRAGMA application_id of every upmoe catalog ("UPMo"), so another SQLite file is not mistaken for one. */
 #define UPM_CATALOG_APP_ID 0x55504d6f
 

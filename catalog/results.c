@@ -142,3 +142,59 @@ int upm_interference_put(upm_catalog *cat, const upm_interference_record *rows, 
         sqlite3_finalize(ins);
     return upm_catalog_end(cat, rc, err);
 }
+
+int upm_verify_add(upm_catalog *cat, const upm_verify_record *r, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_sql_prepare(cat,
+                             "INSERT INTO verifications (dataset, url_pattern, shards, samples, bytes, bad_samples, "
+                             "bad_shards, undecodable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                             &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, r->dataset, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, r->url_pattern, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, r->shards);
+    sqlite3_bind_int64(st, 4, r->samples);
+    sqlite3_bind_int64(st, 5, r->bytes);
+    sqlite3_bind_int64(st, 6, r->bad_samples);
+    sqlite3_bind_int64(st, 7, r->bad_shards);
+    if (r->undecodable >= 0)
+        sqlite3_bind_int64(st, 8, r->undecodable);
+    else
+        sqlite3_bind_null(st, 8);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = upm_catalog_sqlerr(cat, err, "storing a dataset verification");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int upm_verify_last(upm_catalog *cat, const char *dataset, upm_verify_record *r, upm_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = upm_sql_prepare(cat,
+                             "SELECT dataset, url_pattern, shards, samples, bytes, bad_samples, bad_shards, "
+                             "coalesce(undecodable, -1), at FROM verifications WHERE dataset = ?1 "
+                             "ORDER BY id DESC LIMIT 1",
+                             &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, dataset, -1, SQLITE_TRANSIENT);
+    int s = sqlite3_step(st), found = 0;
+    if (s == SQLITE_ROW) {
+        upm_sql_text(st, 0, r->dataset, sizeof r->dataset);
+        upm_sql_text(st, 1, r->url_pattern, sizeof r->url_pattern);
+        r->shards = sqlite3_column_int64(st, 2);
+        r->samples = sqlite3_column_int64(st, 3);
+        r->bytes = sqlite3_column_int64(st, 4);
+        r->bad_samples = sqlite3_column_int64(st, 5);
+        r->bad_shards = sqlite3_column_int64(st, 6);
+        r->undecodable = sqlite3_column_int64(st, 7);
+        upm_sql_text(st, 8, r->at, sizeof r->at);
+        found = 1;
+    } else if (s != SQLITE_DONE) {
+        rc = upm_catalog_sqlerr(cat, err, "reading dataset verifications");
+    }
+    sqlite3_finalize(st);
+    return rc ? rc : found;
+}

@@ -39,6 +39,19 @@ typedef struct upm_interference_record {
 /* Stores n records of one measurement in one transaction, replacing earlier rows of the same checkpoint,
  * mixture, block, batches and seed. */
 int upm_interference_put(upm_catalog *cat, const upm_interference_record *rows, int n, upm_err *err);
+/* Dataset verifications (schema v11, table verifications): what `upmoe-catalog verify --store` found. */
+typedef struct upm_verify_record {
+    char dataset[128];
+    char url_pattern[4096];
+    int64_t shards, samples, bytes;
+    int64_t bad_samples, bad_shards; /* structural: damaged or incomplete samples, shards that failed */
+    int64_t undecodable;             /* samples whose content did not decode; -1: not decoded (stored NULL) */
+    char at[40];                     /* when stored (filled by reads) */
+} upm_verify_record;
+/* Adds r inside the caller's write transaction. */
+int upm_verify_add(upm_catalog *cat, const upm_verify_record *r, upm_err *err);
+/* The newest verification of dataset into *r: 1 when there is one, 0 when none, or a negative UPM_E*. */
+int upm_verify_last(upm_catalog *cat, const char *dataset, upm_verify_record *r, upm_err *err);
 /* Records in storage order, of one dataset and/or one run (NULL / 0: all). */
 typedef int (*upm_eval_record_fn)(const upm_eval_record *r, void *ctx);
 int upm_results_foreach(upm_catalog *cat, const char *dataset, int64_t run_id, upm_eval_record_fn fn, void *ctx,

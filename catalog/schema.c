@@ -258,6 +258,24 @@ static const char *const schema_v10 =
     ") STRICT;"
     "CREATE INDEX interference_run ON interference (run_id, step);";
 
+/* Dataset verifications (upmoe-catalog verify --store; docs/pipeline.md): what each stored pass over a
+ * dataset's shards found, structural errors (bad samples, bad shards) apart from samples whose content does
+ * not decode (NULL when the pass did not decode, without --decode). */
+static const char *const schema_v11 =
+    "CREATE TABLE verifications ("
+    "  id INTEGER PRIMARY KEY,"
+    "  dataset TEXT NOT NULL CHECK (length(dataset) BETWEEN 1 AND 64),"
+    "  url_pattern TEXT NOT NULL,"
+    "  shards INTEGER NOT NULL CHECK (shards >= 0),"
+    "  samples INTEGER NOT NULL CHECK (samples >= 0),"
+    "  bytes INTEGER NOT NULL CHECK (bytes >= 0),"
+    "  bad_samples INTEGER NOT NULL CHECK (bad_samples >= 0),"
+    "  bad_shards INTEGER NOT NULL CHECK (bad_shards >= 0),"
+    "  undecodable INTEGER CHECK (undecodable IS NULL OR undecodable >= 0),"
+    "  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    ") STRICT;"
+    "CREATE INDEX verifications_dataset ON verifications (dataset, id);";
+
 /* migrations[i] brings user_version i to i + 1. Append here; never edit a released step. */
 static const migration migrations[] = {
     {"tasks, datasets, label sets, mixtures", schema_v1},
@@ -270,6 +288,7 @@ static const migration migrations[] = {
     {"evaluation jobs", schema_v8},
     {"token routing statistics", schema_v9},
     {"task interference", schema_v10},
+    {"dataset verifications", schema_v11},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == UPM_CATALOG_SCHEMA_VERSION,
                "one migration per schema version");

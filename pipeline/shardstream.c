@@ -133,7 +133,7 @@ static int check_budget(upm_shardstream *s, upm_err *err)
 /* Reports a skipped shard (key == NULL) or sample, counts it and checks the budget. */
 static int skipped(upm_shardstream *s, const upm_err *e, const char *key, uint64_t sample, upm_err *err)
 {
-    upm_stream_report r = {s->url, key, s->pos, shard_at(s, s->pos), sample, e->code, e->msg};
+    upm_stream_report r = {s->url, key, s->pos, shard_at(s, s->pos), sample, e->code, e->msg, 0};
     s->last_bad = *e;
     if (key)
         s->c.bad_samples++;

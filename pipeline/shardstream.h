@@ -33,6 +33,9 @@ typedef struct upm_stream_report {
     uint64_t sample;      /* index of the bad sample in its shard; for a shard error, of the first sample lost */
     int code;             /* UPM_ENOTFOUND, UPM_EIO, UPM_EBADDATA */
     const char *msg;      /* the full one-line message, starting with the URL */
+    int decode;           /* 1: the sample was read whole but its content does not decode (an undecodable
+                             image or video, a bad label, text that is not UTF-8: upm_evalset), 0: the
+                             shard's structure (tar damage, a duplicate member, a missing or failed shard) */
 } upm_stream_report;
 
 typedef void (*upm_stream_report_fn)(void *ctx, const upm_stream_report *r);

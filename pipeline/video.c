@@ -274,7 +274,9 @@ static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts,
                          (v->par->codec_id == AV_CODEC_ID_VP8 && p->size > 0 && !(p->data[0] & 0x10));
             if (!bad && !hidden && push(frames, ts) < 0)
                 r = AVERROR(ENOMEM);
-            if (!bad && (p->flags & AV_PKT_FLAG_KEY) && push(keys, ts) < 0)
+            /* a keyframe the decoder drops is no frame to seek to (fuzzed VP8 made hidden keyframes, more
+             * keyframes than frames); frames after it then decode from the start, as without a keyframe */
+            if (!bad && !hidden && (p->flags & AV_PKT_FLAG_KEY) && push(keys, ts) < 0)
                 r = AVERROR(ENOMEM);
             av_packet_unref(v->pkt);
             if (r < 0)
@@ -453,6 +455,14 @@ static int start_from_beginning(upm_video *v, upm_err *err)
     int r = demux_open(v, err);
     if (r < 0)
         return r;
+    /* A container whose header does not list its streams (FLV) makes them as packets arrive: read them as
+     * the first open did, so the stream chosen then has the same index now (else a seek on the new context
+     * would index a stream list that is still empty: a crash tools/fuzz found). */
+    if (v->probed_streams && (r = avformat_find_stream_info(v->fmt, NULL)) < 0)
+        return ff_fail(err, "cannot read the stream parameters", r);
+    if (v->stream >= (int)v->fmt->nb_streams || v->fmt->streams[v->stream]->codecpar->codec_id != v->par->codec_id)
+        return upm_errf(err, UPM_EBADDATA, "video: the %s file's streams differ between two reads of it (damaged?)",
+                        v->info.container);
     const AVCodec *codec = avcodec_find_decoder(v->par->codec_id);
     v->dec = avcodec_alloc_context3(codec);
     if (!v->dec)

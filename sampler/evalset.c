@@ -60,7 +60,7 @@ int upm_evalset_open(upm_catalog *cat, const char *dataset, const upm_evalset_op
         return upm_errf(err, UPM_ENOMEM, "out of memory");
     e->o = *o;
     e->o.collate.train = 0;
-    e->o.collate.strict_labels = 1;
+    e->o.collate.strict_labels = !o->verify;
     e->o.collate.bpe = bpe;
     int rc = upm_dataset_get(cat, dataset, &e->dataset, err);
     if (!rc)
@@ -85,7 +85,7 @@ int upm_evalset_open(upm_catalog *cat, const char *dataset, const upm_evalset_op
         e->o.collate.video_crops = e->o.collate.video_clips = 1;
     else if (e->o.collate.video_crops > 1 && e->o.collate.video_crops != 3)
         rc = upm_errf(err, UPM_EUSAGE, "video crops must be 1 or 3 (got %d)", e->o.collate.video_crops);
-    e->keep_texts = !rc && ((fd->targets == UPM_TARGETS_PAIRED && e->task.target_modality == UPM_MOD_TEXT) ||
+    e->keep_texts = !rc && !o->verify && ((fd->targets == UPM_TARGETS_PAIRED && e->task.target_modality == UPM_MOD_TEXT) ||
                             fd->caption_queries); /* the gallery's captions; the references of generated ones */
     if (!rc && e->keep_texts && (!(e->texts = calloc((size_t)o->batch, sizeof *e->texts)) ||
                                  !(e->text_lens = calloc((size_t)o->batch, sizeof *e->text_lens))))
@@ -165,7 +165,8 @@ int upm_evalset_next(upm_evalset *e, upm_batch *b, upm_err *err)
                 for (int i = 0; i < n; i++)
                     if (e->status[i]) {
                         upm_stream_report r = {.url = e->raw[i].url, .key = e->raw[i].key,
-                                               .sample = e->raw[i].index, .code = UPM_EBADDATA, .msg = e->errs[i].msg};
+                                               .sample = e->raw[i].index, .code = UPM_EBADDATA, .msg = e->errs[i].msg,
+                                               .decode = 1};
                         bad_sample(e, &r);
                     }
                 for (int i = 0, w = 0; i < n; i++) /* stable: the good ones to the front, every sample kept */
@@ -222,6 +223,11 @@ int upm_evalset_target_text(const upm_evalset *e, int row, const char **text, si
         return -1;
     *text = e->texts[row], *len = e->text_lens[row];
     return 0;
+}
+
+void upm_evalset_counters(const upm_evalset *e, upm_shardstream_counters *k)
+{
+    upm_shardstream_counters_get(e->stream, k);
 }
 
 const upm_task *upm_evalset_task(const upm_evalset *e) { return &e->task; }

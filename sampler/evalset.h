@@ -20,6 +20,9 @@ typedef struct upm_evalset_opts {
     int64_t limit;  /* > 0: stop after this many samples (a quick look); 0: the whole split */
     upm_collate_opts collate; /* train is forced to 0; bpe and n_labels are filled by open */
     upm_shardstream_opts shards;
+    int verify;     /* 1: every unusable sample is reported (decode = 1) and left out, a class index outside
+                       the label set included (evaluation refuses that as an error), and no captions are kept:
+                       the pass of `upmoe-catalog verify --decode` */
 } upm_evalset_opts;
 
 void upm_evalset_opts_default(upm_evalset_opts *o);
@@ -46,6 +49,8 @@ int upm_evalset_labels(const upm_evalset *e); /* classes of a label task's label
 int upm_evalset_views(const upm_evalset *e);
 uint64_t upm_evalset_done(const upm_evalset *e);    /* samples delivered in batches so far */
 uint64_t upm_evalset_skipped(const upm_evalset *e); /* samples (or whole bad shards) left out, each reported */
+/* The shard stream's counters: samples and bytes read, structural bad samples and bad shards. */
+void upm_evalset_counters(const upm_evalset *e, upm_shardstream_counters *k);
 void upm_evalset_close(upm_evalset *e);
 
 #endif

@@ -178,7 +178,7 @@ static int replace_bad_rows(upm_loader *l, row_job *j, upm_dstream *ds, int B, u
             }
             if (l->o.shards.report) { /* the caller logs it like a bad sample of the stream */
                 upm_stream_report r = {.url = j->raw[i].url, .key = j->raw[i].key, .sample = j->raw[i].index,
-                                       .code = UPM_EBADDATA, .msg = j->errs[i].msg};
+                                       .code = UPM_EBADDATA, .msg = j->errs[i].msg, .decode = 1};
                 l->o.shards.report(l->o.shards.report_ctx, &r);
             }
             l->bad_rows++;

@@ -5,6 +5,7 @@
 #include "attributes.h"
 #include "cli.h"
 #include "json.h"
+#include "results.h"
 #include "urlpattern.h"
 
 static void kv(const char *key, const char *val) { printf("  %-16s %s\n", key, val && *val ? val : "-"); }
@@ -49,8 +50,26 @@ static int show_dataset(cli *c, upm_catalog *cat, const char *name)
     double lw;
     if (upm_dataset_get(cat, name, &d, &c->err) || upm_dataset_effective_loss_weight(cat, &d, &lw, &c->err))
         return cli_fail(&c->err);
+    upm_verify_record v;
+    int verified = upm_verify_last(cat, d.name, &v, &c->err);
+    if (verified < 0)
+        return cli_fail(&c->err);
     if (c->json) {
-        cli_print_json(upm_dataset_to_json(&d));
+        cJSON *o = upm_dataset_to_json(&d);
+        if (verified) { /* the newest `verify --store` (not part of exports: it describes these shards here) */
+            cJSON *x = cJSON_AddObjectToObject(o, "verified");
+            cJSON_AddStringToObject(x, "at", v.at);
+            cJSON_AddNumberToObject(x, "shards", (double)v.shards);
+            cJSON_AddNumberToObject(x, "samples", (double)v.samples);
+            cJSON_AddNumberToObject(x, "bytes", (double)v.bytes);
+            cJSON_AddNumberToObject(x, "bad_samples", (double)v.bad_samples);
+            cJSON_AddNumberToObject(x, "bad_shards", (double)v.bad_shards);
+            if (v.undecodable >= 0)
+                cJSON_AddNumberToObject(x, "undecodable", (double)v.undecodable);
+            else
+                cJSON_AddNullToObject(x, "undecodable");
+        }
+        cli_print_json(o);
         return 0;
     }
     char buf[2048], w[32];
@@ -73,6 +92,14 @@ static int show_dataset(cli *c, upm_catalog *cat, const char *name)
     kv("shard count", buf);
     snprintf(buf, sizeof buf, d.num_samples >= 0 ? "%" PRId64 : "unknown", d.num_samples);
     kv("samples", buf);
+    if (verified) {
+        char dec[64] = "contents not decoded";
+        if (v.undecodable >= 0)
+            snprintf(dec, sizeof dec, "%" PRId64 " undecodable", v.undecodable);
+        snprintf(buf, sizeof buf, "%s: %" PRId64 " samples, %" PRId64 " bad samples, %" PRId64 " bad shards, %s", v.at,
+                 v.samples, v.bad_samples, v.bad_shards, dec);
+        kv("verified", buf);
+    }
     snprintf(buf, sizeof buf, "%d per GPU", d.batch_size);
     kv("batch size", buf);
     cli_fmt_weight(d.sampling_weight, w, sizeof w);

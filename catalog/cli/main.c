@@ -23,7 +23,7 @@ static const char *const usage_main =
     "  show [KIND] NAME                       one task, dataset, label set or mixture\n"
     "  mixture create|add|remove|show ...     the dataset mixtures pretraining jobs train on\n"
     "  attributes TASK                        the 8-bit token attributes of a task (paper Table 2)\n"
-    "  verify DATASET [--store]               stream every shard once; count samples, find bad ones\n"
+    "  verify DATASET [--decode] [--store]    stream every shard once; count samples, find bad ones\n"
     "  export [-o FILE]                       the whole catalog as JSON\n"
     "  import FILE                            add an export's records (FILE '-' = standard input)\n"
     "  results [--dataset D] [--run N] [--csv]   evaluation results stored by upmoe-eval\n"
@@ -99,11 +99,16 @@ static const struct {
      "2 visual in targets, 3 text in targets, 4 token is visual, 5 token is text, 6 causal mask,\n"
      "7 token comes from the inputs.\n"},
     {"verify", cmd_verify, 1,
-     "usage: " PROG " verify DATASET [--store] [--max-bad-shards N] [--json]\n\n"
+     "usage: " PROG " verify DATASET [--decode [--threads N] [--bpe-vocab PATH]] [--store] [--max-bad-shards N]\n"
+     "       [--json]\n\n"
      "Streams every shard of DATASET once, with the reader training uses (HTTP with retries and resume,\n"
      "WebDataset grouping), and reports samples, bytes, bad samples and bad shards; each bad item is named\n"
-     "with its URL and key on stderr, with a progress line on a terminal. --store writes the sample count\n"
-     "into the catalog. Exit status 1 when anything was bad.\n"},
+     "with its URL and key on stderr, with a progress line on a terminal.\n"
+     "--decode also decodes every sample with the training decoders (images, videos, labels, text through\n"
+     "the task's fields; evaluation's transforms) on N threads (default: every core), and reports the\n"
+     "samples whose content does not decode (\"undecodable\") apart from the structural errors above.\n"
+     "--store writes the sample count into the dataset and keeps the verification (all counts; 'show\n"
+     "DATASET' prints the newest). Exit status 1 when anything was bad.\n"},
     {"export", cmd_export, 1,
      "usage: " PROG " export [--json] [-o FILE]\n\n"
      "Writes the whole catalog as JSON (the only format; --json is accepted) to standard output, or to\n"

@@ -449,7 +449,7 @@ class AugmentTest(Base):
         self.ok("add", "dataset", "pets2", "--task", "animal-cls", "--batch", "4")
         first = self.ok("export").stdout
         doc = json.loads(first)
-        self.assertEqual(doc["schema_version"], 10)
+        self.assertEqual(doc["schema_version"], 11)
         self.assertEqual({d["name"]: d["augment"] for d in doc["datasets"]},
                          {"pets": "paper", "zoo": "light", "wiki": "none", "pets2": None})
         other = os.path.join(self.tmp, "other.db")
@@ -482,7 +482,7 @@ class AugmentTest(Base):
                 # a reader cannot migrate: it asks for one write open
                 self.run_cli("--catalog", path, "show", "dataset", "pets", catalog=False, check=1)
                 self.run_cli("--catalog", path, "set", "zoo", "augment=none", catalog=False, check=0)
-                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 10)  # the newest
+                self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 11)  # the newest
                 self.assertEqual(self.sql("SELECT name, augment FROM datasets ORDER BY name", path=path),
                                  [("pets", ""), ("wiki", ""), ("zoo", "none")])
                 if old <= 4:

@@ -76,7 +76,7 @@ class ExportImportTest(CatalogTestCase):
         first = self.ok("export").stdout
         doc = json.loads(first)
         self.assertEqual(doc["format"], "upmoe-catalog")
-        self.assertEqual(doc["schema_version"], 10)
+        self.assertEqual(doc["schema_version"], 11)
         self.assertEqual(list(doc), ["format", "schema_version", "label_sets", "tasks", "datasets", "mixtures"])
         for key in ("label_sets", "tasks", "datasets", "mixtures"):
             names = [x["name"] for x in doc[key]]
@@ -108,7 +108,7 @@ class ExportImportTest(CatalogTestCase):
         os.remove(self.db)
         self.init(preset=False)
         first = self.ok("export").stdout
-        self.assertEqual(json.loads(first), {"format": "upmoe-catalog", "schema_version": 10, "label_sets": [],
+        self.assertEqual(json.loads(first), {"format": "upmoe-catalog", "schema_version": 11, "label_sets": [],
                                              "tasks": [], "datasets": [], "mixtures": []})
         copy = self.fresh("copy.db")
         self.run_cli("--catalog", copy, "import", self.write("e.json", first), catalog=False, check=0)
@@ -295,7 +295,7 @@ class ConcurrencyTest(CatalogTestCase):
                         if rc != 0:
                             self.assertEqual(rc, 1, text)
                             self.assertIn("already exists", text, outcomes)
-                    self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 10)
+                    self.assertEqual(self.sql("PRAGMA user_version", path=path)[0][0], 11)
                     self.assertEqual(self.sql("PRAGMA application_id", path=path)[0][0], 0x55504D6F)
                     self.assertEqual(self.sql("SELECT count(*) FROM datasets", path=path)[0][0], 31 if preset else 0)
 

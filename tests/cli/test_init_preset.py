@@ -171,7 +171,7 @@ class InitPathTest(CatalogTestCase):
         con = sqlite3.connect(self.db)
         try:
             self.assertEqual(con.execute("PRAGMA journal_mode").fetchone()[0], "wal")
-            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 10)
+            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 11)
             self.assertEqual(con.execute("PRAGMA application_id").fetchone()[0], 0x55504D6F)
             self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
             self.assertEqual(con.execute("PRAGMA foreign_key_check").fetchall(), [])
@@ -184,7 +184,7 @@ class InitPathTest(CatalogTestCase):
     def test_file_format_without_preset(self):
         self.init(preset=False)
         self.assertEqual(self.sql("PRAGMA journal_mode")[0][0], "wal")
-        self.assertEqual(self.sql("PRAGMA user_version")[0][0], 10)
+        self.assertEqual(self.sql("PRAGMA user_version")[0][0], 11)
         self.assertEqual(self.sql("PRAGMA application_id")[0][0], 0x55504D6F)
         self.assertEqual(self.json_of("list", "tasks"), [])
 

@@ -5,6 +5,7 @@ an uninterrupted run; thread count never changes a batch; datasets are drawn by 
 samples are reported and replaced deterministically."""
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -259,6 +260,80 @@ class LoaderTest(unittest.TestCase):
         self.assertTrue(m, p.stdout)
         self.assertGreater(int(m.group(1)), 100)  # shard 0 whole, and what the cut shard held before the cut
         self.assertLess(int(m.group(1)), 200)
+
+    def test_verify_decode_reports_undecodable_samples_apart(self):
+        """verify --decode: structural errors (a sample with one member twice, a shard cut in a member) and
+        undecodable contents (a JPEG cut in half, text named .jpg, a class index the label set lacks) are
+        counted apart, each named by URL and key; the counts do not depend on the
+        threads; --store keeps both, and show prints them."""
+        env = self.env
+        art0 = re.sub(r"\{.*\}", "000000", self.urls["art"])
+        samples = {}
+        with tarfile.open(art0) as t:
+            for m in t.getmembers():
+                key, ext = m.name.split(".", 1)
+                samples.setdefault(key, {})[ext] = t.extractfile(m).read()
+        good = [samples[k] for k in sorted(samples)[:6]]
+        jpg = good[0]["jpg"]
+        members = []
+        for i, s in enumerate(good):
+            members += [(f"good{i}.jpg", s["jpg"]), (f"good{i}.cls", s["cls"])]
+        members += [("cut.jpg", jpg[: len(jpg) // 2]), ("cut.cls", b"1"),
+                    ("text.jpg", b"this is not an image\n"), ("text.cls", b"2"),
+                    ("badclass.jpg", jpg), ("badclass.cls", b"999"),
+                    ("dup.jpg", jpg), ("dup.cls", b"1"), ("dup.cls", b"2")]
+        shards = os.path.join(self.tmp, "verify-decode")
+        os.makedirs(shards, exist_ok=True)
+        with tarfile.open(os.path.join(shards, "d-0.tar"), "w", format=tarfile.GNU_FORMAT) as t:
+            for name, data in members:
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                t.addfile(ti, io.BytesIO(data))
+        with open(art0, "rb") as f:
+            data = f.read()
+        with open(os.path.join(shards, "d-1.tar"), "wb") as f:
+            f.write(data[: 40 * 1024 + 700])  # the first samples, then a member cut short
+        url0 = os.path.join(shards, "d-0.tar")
+        run(CAT, "add", "dataset", "dec", "--task", "image-classification", "--batch", "4",
+            "--url", os.path.join(shards, "d-{0..1}.tar"), env=env)
+        plain = run(CAT, "verify", "dec", "--json", env=env, ok=False)
+        self.assertEqual(plain.returncode, 1)
+        p = json.loads(plain.stdout)
+        self.assertEqual((p["bad_samples"], p["bad_shards"], p["undecodable"]), (1, 1, None))
+        self.assertNotIn("undecodable", plain.stderr)
+        runs = {}
+        for threads in ("1", "2"):
+            r = run(CAT, "verify", "dec", "--decode", "--threads", threads, "--json", env=env, ok=False)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            runs[threads] = (json.loads(r.stdout), r.stderr)
+        got, err = runs["1"]
+        self.assertEqual(runs["2"][0], got)
+        self.assertEqual((got["samples"], got["bad_samples"], got["bad_shards"], got["undecodable"]),
+                         (p["samples"], 1, 1, 3))
+        for key in ("cut", "text", "badclass"):
+            self.assertRegex(err, rf"undecodable sample {re.escape(url0)} key {key}: ")
+        self.assertNotIn("key good", err)
+        self.assertRegex(err, r"bad sample: .*d-0\.tar.*dup")
+        self.assertRegex(err, r"bad shard: .*d-1\.tar")
+        # the same numbers in the text summary, and kept by --store
+        r = run(CAT, "verify", "dec", "--decode", "--store", env=env, ok=False)
+        self.assertIn(f"dataset dec: 2 shards, {got['samples']} samples, {got['bytes']} bytes, 1 bad samples, "
+                      "1 bad shards, 3 undecodable", r.stdout)
+        shown = json.loads(run(CAT, "show", "dataset", "dec", "--json", env=env).stdout)
+        self.assertEqual(shown["num_samples"], got["samples"])
+        v = shown["verified"]
+        self.assertEqual((v["samples"], v["bad_samples"], v["bad_shards"], v["undecodable"]), (got["samples"], 1, 1, 3))
+        self.assertIn("1 bad samples, 1 bad shards, 3 undecodable", run(CAT, "show", "dataset", "dec", env=env).stdout)
+        run(CAT, "verify", "dec", "--store", env=env, ok=False)  # a pass without decoding says so
+        v = json.loads(run(CAT, "show", "dataset", "dec", "--json", env=env).stdout)["verified"]
+        self.assertIsNone(v["undecodable"])
+        # a clean dataset decodes whole: every task's fields (images and labels, captions, text, video)
+        for ds in ("art", "cap-retrieval", "holmes", "vid"):
+            r = run(CAT, "verify", ds, "--decode", "--json", env=env)
+            self.assertEqual(json.loads(r.stdout)["undecodable"], 0, ds)
+        r = run(CAT, "verify", "dec", "--threads", "2", env=env, ok=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--threads and --bpe-vocab go with --decode", r.stderr)
 
     def test_placeholder_dataset_is_refused(self):
         env = self.env

@@ -5,6 +5,7 @@ import sqlite3
 
 # UNDO[v]: what brings a version-v catalog back to version v - 1
 UNDO = {
+    11: ["DROP TABLE verifications"],
     10: ["DROP TABLE interference"],
     9: ["ALTER TABLE metrics DROP COLUMN balance_loss", "ALTER TABLE metrics DROP COLUMN dropped"],
     8: ["PRAGMA writable_schema = ON",

@@ -347,7 +347,7 @@ class EvaluateTest(unittest.TestCase):
                   "images", env=env).stdout.strip()
         con = sqlite3.connect(old)
         try:
-            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 10)  # and on to the newest
+            self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 11)  # and on to the newest
             self.assertEqual([r[1] for r in con.execute("PRAGMA table_info(metrics)")][-2:], ["balance_loss", "dropped"])
             self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
             self.assertEqual(con.execute("SELECT kind FROM jobs WHERE id = ?", (int(jid),)).fetchone()[0], "eval")
