@@ -10,7 +10,20 @@
 #include <stdlib.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
+/* Optional (weak: a harness without set-up leaves it out, and libFuzzer and replay.c then skip it). */
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+
+/* The input as a NUL-terminated string (malloc'd; NULL when out of memory), for the text parsers. */
+static inline char *fuzz_cstring(const uint8_t *data, size_t size)
+{
+    char *s = malloc(size + 1);
+    if (s) {
+        for (size_t i = 0; i < size; i++)
+            s[i] = (char)data[i];
+        s[size] = '\0';
+    }
+    return s;
+}
 
 /* A broken invariant is a finding: say which and abort, so both libFuzzer and the replay test stop on it. */
 #define FUZZ_CHECK(cond)                                                                                   \

@@ -96,7 +96,7 @@ int main(int argc, char **argv)
                 "(folders recursively); built by libFuzzer instead, tools/fuzz runs it.\n", argv[0]);
         return argc < 2 ? 2 : 0;
     }
-    if (LLVMFuzzerInitialize(&argc, &argv) != 0)
+    if (LLVMFuzzerInitialize && LLVMFuzzerInitialize(&argc, &argv) != 0)
         return 1;
     for (int i = 1; i < argc; i++)
         if (run_path(argv[i]))

@@ -8,12 +8,6 @@
 #include "fuzz.h"
 #include "modelcfg.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc, (void)argv;
-    return 0;
-}
-
 /* Parses one cursor; when it parses, its JSON must parse back to the same JSON. */
 static int cursor_round_trip(const char *text, upm_cursor *c)
 {
@@ -35,11 +29,9 @@ static int cursor_round_trip(const char *text, upm_cursor *c)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *text = malloc(size + 1);
+    char *text = fuzz_cstring(data, size);
     if (!text)
         return 0;
-    memcpy(text, data, size);
-    text[size] = '\0';
     upm_cursor lone;
     if (cursor_round_trip(text, &lone) == 0)
         upm_cursor_free(&lone);

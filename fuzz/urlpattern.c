@@ -5,19 +5,11 @@
 #include "fuzz.h"
 #include "urlpattern.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc, (void)argv;
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *pat = malloc(size + 1);
+    char *pat = fuzz_cstring(data, size);
     if (!pat)
         return 0;
-    memcpy(pat, data, size);
-    pat[size] = '\0';
     upm_err err = {0};
     upm_urlpat *p;
     if (upm_urlpat_parse(pat, &p, &err)) {

@@ -209,6 +209,33 @@ static int setup_http(upm_source *s, upm_err *err)
     return UPM_OK;
 }
 
+/* A source of `kind` named url with its buffer (at most max_cap bytes: 0 = no cap), or NULL (ENOMEM). */
+static upm_source *source_new(const char *url, int kind, const upm_source_opts *opts, size_t max_cap, upm_err *err)
+{
+    upm_source *s = calloc(1, sizeof *s);
+    if (!s) {
+        upm_errf(err, UPM_ENOMEM, "%s: out of memory opening the source", url);
+        return NULL;
+    }
+    s->fd = -1;
+    s->kind = kind;
+    if (opts)
+        s->o = *opts;
+    else
+        upm_source_opts_default(&s->o);
+    s->cap = s->o.buffer_size < MIN_BUFFER ? MIN_BUFFER : s->o.buffer_size;
+    if (max_cap && s->cap > max_cap)
+        s->cap = max_cap;
+    s->url = strdup(url);
+    s->buf = malloc(s->cap);
+    if (!s->url || !s->buf) {
+        upm_errf(err, UPM_ENOMEM, "%s: out of memory for a %zu-byte buffer", url, s->cap);
+        upm_source_close(s);
+        return NULL;
+    }
+    return s;
+}
+
 int upm_source_open(const char *url, const upm_source_opts *opts, upm_source **out, upm_err *err)
 {
     char *path = NULL;
@@ -220,26 +247,12 @@ int upm_source_open(const char *url, const upm_source_opts *opts, upm_source **o
     rc = classify(url, &kind, &path, err);
     if (rc)
         return rc;
-    upm_source *s = calloc(1, sizeof *s);
+    upm_source *s = source_new(url, kind, opts, 0, err);
     if (!s) {
         free(path);
-        return upm_errf(err, UPM_ENOMEM, "%s: out of memory opening the source", url);
+        return UPM_ENOMEM;
     }
-    s->fd = -1;
-    s->kind = kind;
-    if (opts)
-        s->o = *opts;
-    else
-        upm_source_opts_default(&s->o);
-    s->cap = s->o.buffer_size < MIN_BUFFER ? MIN_BUFFER : s->o.buffer_size;
-    s->url = strdup(url);
-    s->buf = malloc(s->cap);
-    if (!s->url || !s->buf)
-        rc = upm_errf(err, UPM_ENOMEM, "%s: out of memory for a %zu-byte buffer", url, s->cap);
-    else if (kind == KIND_FILE)
-        rc = open_file(s, path, err);
-    else
-        rc = setup_http(s, err);
+    rc = kind == KIND_FILE ? open_file(s, path, err) : setup_http(s, err);
     free(path);
     if (rc) {
         upm_source_close(s);
@@ -252,32 +265,15 @@ int upm_source_open(const char *url, const upm_source_opts *opts, upm_source **o
 int upm_source_open_mem(const void *data, size_t n, const char *name, const upm_source_opts *opts, upm_source **out,
                         upm_err *err)
 {
-    *out = NULL;
-    upm_source *s = calloc(1, sizeof *s);
-    if (!s)
-        return upm_errf(err, UPM_ENOMEM, "%s: out of memory opening the source", name ? name : "memory");
-    s->fd = -1;
-    s->kind = KIND_MEM;
-    if (opts)
-        s->o = *opts;
-    else
-        upm_source_opts_default(&s->o);
     /* the buffer is no larger than the bytes, so a reader that runs past what it was handed is caught by
      * AddressSanitizer (the fuzz harnesses read through this source) */
-    s->cap = s->o.buffer_size < MIN_BUFFER ? MIN_BUFFER : s->o.buffer_size;
-    if (s->cap > n)
-        s->cap = n ? n : 1;
+    upm_source *s = *out = source_new(name ? name : "memory", KIND_MEM, opts, n ? n : 1, err);
+    if (!s)
+        return UPM_ENOMEM;
     s->mem = data;
     s->mem_len = n;
     s->seekable = 1;
     s->total = (int64_t)n;
-    s->url = strdup(name ? name : "memory");
-    s->buf = malloc(s->cap);
-    if (!s->url || !s->buf) {
-        upm_source_close(s);
-        return upm_errf(err, UPM_ENOMEM, "%s: out of memory for a %zu-byte buffer", name ? name : "memory", s->cap);
-    }
-    *out = s;
     return UPM_OK;
 }
 

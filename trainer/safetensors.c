@@ -605,22 +605,28 @@ static int map_file(const char *path, upm_st_file *f, uint64_t *hn, upm_err *err
     return check_header_len(path, f, hn, err);
 }
 
-int upm_st_open(const char *path, upm_st_file **out, upm_err *err)
+/* Maps the file `name` (from_file) or takes f's memory as it is, validates it, and hands f out (or frees it). */
+static int open_common(const char *name, upm_st_file *f, int from_file, upm_st_file **out, upm_err *err)
 {
-    *out = NULL;
-    upm_st_file *f = calloc(1, sizeof *f);
-    if (!f)
-        return upm_errf(err, UPM_ENOMEM, "%s: out of memory", path);
     uint64_t hn = 0;
-    int rc = map_file(path, f, &hn, err);
+    int rc = from_file ? map_file(name, f, &hn, err) : check_header_len(name, f, &hn, err);
     if (!rc)
-        rc = parse_header(path, (const char *)f->map + 8, (size_t)hn, f, err);
+        rc = parse_header(name, (const char *)f->map + 8, (size_t)hn, f, err);
     if (rc) {
         upm_st_close(f);
         return rc;
     }
     *out = f;
     return 0;
+}
+
+int upm_st_open(const char *path, upm_st_file **out, upm_err *err)
+{
+    *out = NULL;
+    upm_st_file *f = calloc(1, sizeof *f);
+    if (!f)
+        return upm_errf(err, UPM_ENOMEM, "%s: out of memory", path);
+    return open_common(path, f, 1, out, err);
 }
 
 int upm_st_open_mem(const void *data, size_t n, const char *name, upm_st_file **out, upm_err *err)
@@ -632,16 +638,7 @@ int upm_st_open_mem(const void *data, size_t n, const char *name, upm_st_file **
     f->map = (void *)data;
     f->map_len = n;
     f->borrowed = 1;
-    uint64_t hn = 0;
-    int rc = check_header_len(name, f, &hn, err);
-    if (!rc)
-        rc = parse_header(name, (const char *)f->map + 8, (size_t)hn, f, err);
-    if (rc) {
-        upm_st_close(f);
-        return rc;
-    }
-    *out = f;
-    return 0;
+    return open_common(name, f, 0, out, err);
 }
 
 int upm_st_count(const upm_st_file *f)
