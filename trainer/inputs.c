@@ -99,6 +99,14 @@ int upm_label_texts_load(upm_catalog *cat, const upm_task *t, const char *set, u
         upm_label_texts_free(out);
         return rc;
     }
+    /* The pass is as wide as the longest name, not the task's text budget: each text attends to its own
+     * length only, so the padding was pure cost (one-word labels: 2 tokens a text instead of 31). */
+    int width = 1;
+    for (int v = 0; v < V; v++)
+        width = out->var_len[v] > width ? out->var_len[v] : width;
+    for (int v = 1; width < L && v < V; v++) /* rows move to lower addresses: in order is safe */
+        memmove(out->var_ids + (size_t)v * width, out->var_ids + (size_t)v * L, sizeof(int32_t) * (size_t)width);
+    out->L = L = width;
     memset(out->attrs, upm_attr_byte(t, UPM_SIDE_TARGET, UPM_MOD_TEXT), (size_t)out->C * L);
     out->spe_attr = upm_attr_byte(t, UPM_SIDE_TARGET, t->target_modality);
     upm_label_texts_pick(out, 0, -1);

@@ -29,8 +29,9 @@ typedef struct upm_label_texts {
 } upm_label_texts;
 
 /* Tokenizes every name of every label of set `set` for task t, texts cut to the task's
- * max_target_len - 1 tokens (the model prepends SPE) with <|endoftext|> kept last; the current texts
- * are the first (canonical) names. */
+ * max_target_len - 1 tokens (the model prepends SPE) with <|endoftext|> kept last; L is the longest
+ * name's length (padding beyond it would be masked work); the current texts are the first (canonical)
+ * names. */
 int upm_label_texts_load(upm_catalog *cat, const upm_task *t, const char *set, upm_bpe *bpe, upm_label_texts *out,
                          upm_err *err);
 void upm_label_texts_free(upm_label_texts *lt);
