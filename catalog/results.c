@@ -159,14 +159,8 @@ int upm_verify_add(upm_catalog *cat, const upm_verify_record *r, upm_err *err)
     sqlite3_bind_int64(st, 5, r->bytes);
     sqlite3_bind_int64(st, 6, r->bad_samples);
     sqlite3_bind_int64(st, 7, r->bad_shards);
-    if (r->undecodable >= 0)
-        sqlite3_bind_int64(st, 8, r->undecodable);
-    else
-        sqlite3_bind_null(st, 8);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        rc = upm_catalog_sqlerr(cat, err, "storing a dataset verification");
-    sqlite3_finalize(st);
-    return rc;
+    upm_sql_bind_count_or_null(st, 8, r->undecodable); /* NULL: a pass without --decode */
+    return upm_sql_run(cat, st, "storing a dataset verification", err);
 }
 
 int upm_verify_last(upm_catalog *cat, const char *dataset, upm_verify_record *r, upm_err *err)

@@ -65,3 +65,11 @@ void upm_sql_bind_nonneg_or_null(sqlite3_stmt *st, int idx, double v)
     else
         sqlite3_bind_null(st, idx);
 }
+
+void upm_sql_bind_count_or_null(sqlite3_stmt *st, int idx, sqlite3_int64 v)
+{
+    if (v >= 0)
+        sqlite3_bind_int64(st, idx, v);
+    else
+        sqlite3_bind_null(st, idx);
+}

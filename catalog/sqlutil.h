@@ -38,6 +38,8 @@ void upm_sql_text(sqlite3_stmt *st, int col, char *buf, size_t bufsize);
 void upm_sql_bind_text_or_null(sqlite3_stmt *st, int idx, const char *s);
 /* Binds v, or NULL when v < 0 (the "undefined" of accuracies and chances). */
 void upm_sql_bind_nonneg_or_null(sqlite3_stmt *st, int idx, double v);
+/* The same for counts, bound as integers. */
+void upm_sql_bind_count_or_null(sqlite3_stmt *st, int idx, sqlite3_int64 v);
 /* Id of the row of table with that name: 0 and *id on success, UPM_EINVAL "unknown <what> 'name'" if
  * none (what e.g. "task"). */
 int upm_sql_id(upm_catalog *cat, const char *table, const char *what, const char *name, sqlite3_int64 *id,
