@@ -404,6 +404,27 @@ typedef struct adamw_k {
  * vectorise. The same arithmetic as one fused loop, so the same bits. */
 enum { ADAMW_BLOCK = 512 };
 
+/* 1 when the step cannot change a block: every gradient and moment is zero and no weight decay applies,
+ * so the step would compute m = v = 0 and p * 1 - step * (0 / (0 + eps)) = p, the same bits. Most of
+ * the token-embedding table is such blocks (the rows of tokens no batch has used yet), and with a small
+ * model that table is most of the parameters (docs/training.md, "A step"). One pass of ORs without an
+ * early exit, so that it vectorises. */
+static inline int adamw_idle(const float *restrict g, const float *restrict m, const float *restrict v,
+                             const uint8_t *restrict wd, size_t len, float decay)
+{
+    int busy = 0;
+    for (size_t i = 0; i < len; i++)
+        busy |= (g[i] != 0.0f) | (m[i] != 0.0f) | (v[i] != 0.0f);
+    if (busy || decay == 1.0f)
+        return !busy;
+    if (!wd)
+        return 0;
+    int decayed = 0;
+    for (size_t i = 0; i < len; i++)
+        decayed |= wd[i];
+    return !decayed;
+}
+
 UPM_CPU_CLONES static void adamw_range(float *restrict p, float *restrict m, float *restrict v,
                                        const float *restrict g, const uint8_t *restrict wd_mask, size_t n,
                                        adamw_k k)
@@ -413,6 +434,8 @@ UPM_CPU_CLONES static void adamw_range(float *restrict p, float *restrict m, flo
         size_t len = n - lo < ADAMW_BLOCK ? n - lo : ADAMW_BLOCK;
         float *pb = p + lo, *mb = m + lo, *vb = v + lo;
         const float *gb = g + lo;
+        if (adamw_idle(gb, mb, vb, wd_mask ? wd_mask + lo : NULL, len, k.decay))
+            continue;
         for (size_t i = 0; i < len; i++) {
             float gi = gb[i] * k.gscale;
             mb[i] = k.b1 * mb[i] + (1.0f - k.b1) * gi;

@@ -234,6 +234,55 @@ static void test_adamw(void)
     RELEASE(p, m, v, g, gs);
 }
 
+/* Parameters a step cannot change, in blocks as long as the CPU backend's (it skips them) and shorter: a
+ * zero gradient with zero moments and no decay leaves p bit for bit; the same with decay only decays it
+ * (p * (1 - lr * wd), exactly); a zero gradient after a non-zero one still moves p by the momentum; one
+ * non-zero gradient in a block of zeros updates that element as the formula says. */
+static void test_adamw_idle(void)
+{
+    enum { B = 1024, N = 5 * B + 37 };
+    float *p = frand(N, 1), *m = fbuf(N), *v = fbuf(N), *g = fbuf(N), *gs = fbuf(1), p0[N];
+    uint8_t *wd = bbuf(N);
+    double rp[N], rm[N] = {0}, rv[N] = {0};
+    gs[0] = 1.0f;
+    for (int i = 0; i < N; i++)
+        rp[i] = p0[i] = p[i], wd[i] = i >= B && i < 2 * B; /* block 1 decays, the others do not */
+    const float lr = 1e-2f, decay = 1.0f - lr * 0.05f;
+    for (int t = 1; t <= 3; t++) {
+        for (int i = 0; i < N; i++)
+            g[i] = i >= 2 * B && i < 3 * B ? (t == 1 ? (float)urand() : 0.0f) /* block 2: once, then zero */
+                   : i >= 4 * B ? (float)urand()                              /* block 4 and the tail */
+                                : 0.0f;
+        g[3 * B + 100] = t == 2 ? 0.5f : 0.0f; /* block 3: one element, once */
+        be->adamw(be, p, m, v, g, wd, N, lr, 0.9f, 0.98f, 1e-6f, 0.05f, gs, t);
+        for (int i = 0; i < N; i++) {
+            rm[i] = 0.9 * rm[i] + 0.1 * g[i];
+            rv[i] = 0.98 * rv[i] + 0.02 * (double)g[i] * g[i];
+            double mh = rm[i] / (1 - pow(0.9, t)), vh = rv[i] / (1 - pow(0.98, t));
+            rp[i] -= lr * (mh / (sqrt(vh) + 1e-6) + (wd[i] ? 0.05 : 0.0) * rp[i]);
+        }
+    }
+    CHECK(near("adamw idle p", p, rp, N, 1e-5, 1e-2));
+    /* random gradients of either sign: m cancels to ~1e-4 from terms ~0.05, so float rounding (~1e-8)
+     * is measured against the largest |m|, not each element */
+    CHECK(near("adamw idle m", m, rm, N, 1e-5, 0.1));
+    int same = 1, decayed = 1, moved = 1;
+    for (int i = 0; i < B; i++) {
+        same &= memcmp(&p[i], &p0[i], sizeof p[i]) == 0 && m[i] == 0.0f && v[i] == 0.0f;
+        float d = p0[B + i];
+        for (int t = 0; t < 3; t++)
+            d = d * decay;
+        decayed &= p[B + i] == d && m[B + i] == 0.0f && v[B + i] == 0.0f;
+        moved &= fabsf(p[2 * B + i] - p0[2 * B + i]) > 2 * lr; /* a full-size step each time, by the momentum */
+    }
+    CHECK(same);
+    CHECK(decayed);
+    CHECK(moved);
+    CHECK(p[3 * B + 100] != p0[3 * B + 100] && p[3 * B + 99] == p0[3 * B + 99] && p[3 * B + 101] == p0[3 * B + 101]);
+    BFREE(wd);
+    RELEASE(p, m, v, g, gs);
+}
+
 /* gemm with the learnable temperature as alpha, read on the backend: s = min(exp(t), cap); its gradient
  * dt += sum dy * y unless the cap holds. */
 static void test_temperature(void)
@@ -288,6 +337,7 @@ static void run_all(void)
     test_l2norm();
     test_xent();
     test_adamw();
+    test_adamw_idle();
     test_temperature();
     test_mark();
 }
