@@ -85,6 +85,24 @@ class TrainTest(unittest.TestCase):
         self.assertEqual({r[1] for r in straight} <= {"classification", "image-caption", "mlm"}, True)
         self.assertEqual(self.sql("SELECT state, step FROM runs WHERE name = 'split'"), [("finished", 12)])
 
+    def test_resume_with_other_threads_says_so(self):
+        """The checkpoint records the CPU compute threads; a resume with another count (which continues the run,
+        but not bit for bit: oneDNN's sgemm splits its sums by thread count) prints a note naming both counts and
+        the option that repeats the run; a resume with the count the checkpoint was written with prints none."""
+        self.train("threads", "--steps", 4, "--checkpoint-every", 2, "--keep", 10, "--name", "threads")
+        with open(os.path.join(self.ckpt("threads", 4), "state.json")) as f:
+            self.assertEqual(json.load(f)["cpu_threads"], 2)  # SMALL's --threads 2
+
+        def again(steps, threads):
+            return run(TRAIN, "--resume", os.path.join(self.tmp, "threads"), "--steps", steps, "--threads", threads,
+                       env=self.env).stdout
+        out = again(6, 1)
+        self.assertIn("note: 1 compute threads now, 2 when the checkpoint was written", out)
+        self.assertIn("--threads 2 repeats it", out)
+        with open(os.path.join(self.ckpt("threads", 6), "state.json")) as f:
+            self.assertEqual(json.load(f)["cpu_threads"], 1)
+        self.assertNotIn("note:", again(8, 1))
+
     def test_resume_alone_continues_the_run_started(self):
         """Issue 19: `upmoe-train --resume DIR` alone continues the run that was started (its mixture, steps,
         schedule, model and data order come from its checkpoint's state): a 12-step run killed after its
