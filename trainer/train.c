@@ -253,7 +253,10 @@ static int read_state(trainer *t, const char *json, char **cursor, int *regroupe
         rc = upm_model_config_from_json(model, &t->cfg, err);
     if (!rc) {
         const cJSON *threads = cJSON_GetObjectItemCaseSensitive(j, "cpu_threads");
-        t->ckpt_cpu_threads = cJSON_IsNumber(threads) ? (int)threads->valuedouble : 0;
+        t->ckpt_cpu_threads = /* only for the note below: a value out of range is no value */
+            cJSON_IsNumber(threads) && threads->valuedouble >= 1 && threads->valuedouble <= 4096
+                ? (int)threads->valuedouble
+                : 0;
         t->step = (int64_t)step->valuedouble;
         t->run_id = (int64_t)run->valuedouble;
         if (!t->eval)
