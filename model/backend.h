@@ -57,6 +57,8 @@ typedef struct upm_attn_kv_desc {
 struct upm_backend {
     const char *name;
     void *ctx;
+    int cpu_threads; /* the threads of ops computed on the CPU (cpu, debug): oneDNN's sgemm splits its sums
+                        by this count, so results are bit-exact only at the same count; 0 on a device */
 
     /* ---- memory ---- */
     void *(*alloc)(upm_backend *be, size_t bytes); /* zeroed, 64-byte aligned; NULL when out of memory */

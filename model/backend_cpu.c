@@ -509,6 +509,7 @@ int upm_backend_cpu_new(int threads, upm_backend **out, upm_err *err)
     *be = (upm_backend){
         .name = "cpu",
         .ctx = c,
+        .cpu_threads = threads > 0 ? threads : omp_get_max_threads(),
         .alloc = cpu_alloc,
         .free = cpu_free,
         .upload = cpu_copy,

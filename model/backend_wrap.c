@@ -388,6 +388,7 @@ int upm_backend_wrap(upm_backend *inner, const upm_backend_hooks *h, upm_backend
     *be = (upm_backend){
         .name = h->name,
         .ctx = w,
+        .cpu_threads = inner->cpu_threads,
         .alloc = w_alloc,
         .free = w_free,
         .upload = w_upload,

@@ -13,7 +13,6 @@
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,8 +96,8 @@ static char *state_json(trainer *t, const char *all, const size_t *off)
     cJSON_AddItemToObject(j, "model", upm_model_config_json(&t->cfg));
     cJSON_AddStringToObject(j, "precision", t->m->compute == UPM_BF16 ? "bf16" : "fp32");
     cJSON_AddNumberToObject(j, "world", t->world);
-    if (t->cpu_threads > 0) /* a resume with another count continues, but not bit for bit */
-        cJSON_AddNumberToObject(j, "cpu_threads", t->cpu_threads);
+    if (t->be->cpu_threads > 0) /* a resume with another count continues, but not bit for bit */
+        cJSON_AddNumberToObject(j, "cpu_threads", t->be->cpu_threads);
     cJSON *arr = cJSON_AddArrayToObject(j, "cursors");
     int ok = 1;
     for (int r = 0; r < t->world && ok; r++) {
@@ -348,13 +347,11 @@ int upm_trainer_open(trainer *t, const upm_train_opts *o, const char *eval_ckpt,
         rc = upm_backend_open(o->backend, &(upm_backend_opts){.threads = o->threads}, &t->be, err);
     if (!rc) /* the evaluation's batches too (the loader's get the same) */
         t->batch.memfn = batch_mem_of(t->be);
-    if (!rc && (!strcmp(t->be->name, "cpu") || !strcmp(t->be->name, "debug")))
-        t->cpu_threads = o->threads > 0 ? o->threads : omp_get_max_threads();
-    if (!rc && resume && !t->eval && !t->rank && t->cpu_threads && t->ckpt_cpu_threads &&
-        t->cpu_threads != t->ckpt_cpu_threads)
+    if (!rc && resume && !t->eval && !t->rank && t->be->cpu_threads && t->ckpt_cpu_threads &&
+        t->be->cpu_threads != t->ckpt_cpu_threads)
         printf("note: %d compute threads now, %d when the checkpoint was written: the run continues, but not "
                "bit for bit (oneDNN's matmuls split their sums by thread count; --threads %d repeats it)\n",
-               t->cpu_threads, t->ckpt_cpu_threads, t->ckpt_cpu_threads);
+               t->be->cpu_threads, t->ckpt_cpu_threads, t->ckpt_cpu_threads);
     if (!rc)
         rc = upm_model_new(&t->cfg, t->be, o->seed, &t->m, err);
     if (!rc)

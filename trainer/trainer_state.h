@@ -76,8 +76,7 @@ typedef struct trainer {
     double slowest_step; /* seconds, any rank */
     struct rank_rec *recs;            /* world records of the last step */
     double route_balance, route_dropped; /* token routing: the last step's (upm_metric_row), < 0: none */
-    int cpu_threads;      /* the CPU and debug backends' compute threads (0: another backend) */
-    int ckpt_cpu_threads; /* ... of the resumed checkpoint (0: not recorded) */
+    int ckpt_cpu_threads; /* the resumed checkpoint's backend cpu_threads (0: not recorded) */
 } trainer;
 
 /* What each rank tells the others after a step. */

@@ -520,6 +520,7 @@ int main(void)
     CHECK(upm_backend_cpu_new(-1, &bad, &err) == UPM_EUSAGE && bad == NULL);
     int saved = omp_get_max_threads();
     CHECK(upm_backend_cpu_new(1, &be, &err) == 0 && omp_get_max_threads() == 1 && strcmp(be->name, "cpu") == 0);
+    CHECK(be->cpu_threads == 1); /* what a checkpoint records (bit-exact resume needs the same count) */
     upm_backend_free(be);
     omp_set_num_threads(saved);
     return CHECK_RESULT("test_backend_ops");
