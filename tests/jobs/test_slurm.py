@@ -197,17 +197,16 @@ class SlurmJobsTest(unittest.TestCase):
         """scontrol requeue of a running job (what preemption with PreemptMode=REQUEUE does): SIGTERM, the
         trainer checkpoints, the job goes back to the queue, Slurm restarts the batch step and the trainer
         resumes from the checkpoint to the end."""
-        steps = LONG_JOB
-        jid = self.submit("preempted", steps, extra=("--checkpoint-every", 100))
+        jid = self.submit("preempted", LONG_JOB, extra=("--checkpoint-every", 100))
         self.wait_step(jid, 150)
         subprocess.run(["scontrol", "requeue", self.slurm_id(jid)], env=self.env, check=True)
         self.assertEqual(self.wait_end(jid), "succeeded", self.log(jid))
         self.assertIn("requeued", self.events(jid))
         runs = [line for line in self.log(jid).splitlines() if line.startswith("run ")]
         self.assertEqual(len(runs), 2, runs)
-        self.assertIn(f"steps 0..{steps}", runs[0])
+        self.assertIn(f"steps 0..{LONG_JOB}", runs[0])
         self.assertNotIn("steps 0..", runs[1])  # resumed from its checkpoint
-        self.assertEqual(self.job(jid)["step"], steps)
+        self.assertEqual(self.job(jid)["step"], LONG_JOB)
 
     def test_cancel_uses_scancel(self):
         """cancel: a pending job leaves Slurm at once; a running one checkpoints and stops (run

@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import unittest
+from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -59,17 +60,8 @@ class LongOracleTest(unittest.TestCase):
         # kernel and faults back in (2.5 M page faults a replay). One replay alone: 19.4 s -> 12.5 s.
         quiet = {"OPENBLAS_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
                  "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
-        saved = {k: os.environ.get(k) for k in quiet}
-        os.environ.update(quiet)
-        try:
-            with multiprocessing.get_context("spawn").Pool(2) as pool:
-                cls.rows = dict(zip(folders, pool.map(_replay, folders.values())))
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k)
-                else:
-                    os.environ[k] = v
+        with mock.patch.dict(os.environ, quiet), multiprocessing.get_context("spawn").Pool(2) as pool:
+            cls.rows = dict(zip(folders, pool.map(_replay, folders.values())))
 
     @classmethod
     def tearDownClass(cls):
