@@ -399,9 +399,9 @@ typedef struct adamw_k {
     float b1, b2, eps, step, sbc2, decay, gscale;
 } adamw_k;
 
-/* In three passes over L1-sized blocks: sqrtf may set errno (the build keeps math-errno), a branch
- * that stops vectorisation, so only the square roots run scalar and the moments and the divisions
- * vectorise. The same arithmetic as one fused loop, so the same bits. */
+/* Blocks of 512 parameters, so that a block the step cannot change is skipped (adamw_idle). One fused loop
+ * per block that vectorises: the kernels are built with -fno-math-errno (model/CMakeLists.txt), so sqrtf
+ * is the vector square root, correctly rounded in every width like the scalar one: the same bits. */
 enum { ADAMW_BLOCK = 512 };
 
 /* GCC vectorises no loop that carries AddressSanitizer or UBSan checks, and in the sanitizer build this
@@ -446,7 +446,6 @@ UPM_CPU_CLONES static void adamw_range(float *restrict p, float *restrict m, flo
                                        const float *restrict g, const uint8_t *restrict wd_mask, size_t n,
                                        adamw_k k)
 {
-    float den[ADAMW_BLOCK];
 #if defined(__SANITIZE_ADDRESS__)
     adamw_check_range(g, n * sizeof *g);
     adamw_check_range(m, n * sizeof *m);
@@ -460,20 +459,16 @@ UPM_CPU_CLONES static void adamw_range(float *restrict p, float *restrict m, flo
         const float *gb = g + lo;
         if (adamw_idle(gb, mb, vb, wd_mask ? wd_mask + lo : NULL, len, k.decay))
             continue;
+        const uint8_t *wb = wd_mask ? wd_mask + lo : NULL;
         for (size_t i = 0; i < len; i++) {
             float gi = gb[i] * k.gscale;
-            mb[i] = k.b1 * mb[i] + (1.0f - k.b1) * gi;
-            vb[i] = k.b2 * vb[i] + (1.0f - k.b2) * gi * gi;
+            float mi = k.b1 * mb[i] + (1.0f - k.b1) * gi;
+            float vi = k.b2 * vb[i] + (1.0f - k.b2) * gi * gi;
+            float decay = wb ? upm_cpu_fsel(wb[i], k.decay, 1.0f) : k.decay;
+            mb[i] = mi;
+            vb[i] = vi;
+            pb[i] = pb[i] * decay - k.step * (mi / (sqrtf(vi) / k.sbc2 + k.eps));
         }
-        for (size_t i = 0; i < len; i++)
-            den[i] = sqrtf(vb[i]);
-        if (wd_mask)
-            for (size_t i = 0; i < len; i++)
-                pb[i] = pb[i] * upm_cpu_fsel(wd_mask[lo + i], k.decay, 1.0f) -
-                        k.step * (mb[i] / (den[i] / k.sbc2 + k.eps));
-        else
-            for (size_t i = 0; i < len; i++)
-                pb[i] = pb[i] * k.decay - k.step * (mb[i] / (den[i] / k.sbc2 + k.eps));
     }
 }
 
