@@ -119,8 +119,11 @@ int cmd_status(upm_catalog *cat, int argc, char **argv)
         if (cJSON_IsNumber(step))
             printf("  step %.0f / %.0f\n", step->valuedouble, total->valuedouble);
         const cJSON *l;
+        int w = 0; /* as wide as the longest task name */
         cJSON_ArrayForEach(l, cJSON_GetObjectItem(o, "loss"))
-            printf("  loss %-24s %.4f\n", l->string, l->valuedouble);
+            w = (int)strlen(l->string) > w ? (int)strlen(l->string) : w;
+        cJSON_ArrayForEach(l, cJSON_GetObjectItem(o, "loss"))
+            printf("  loss %-*s  %.4f\n", w, l->string, l->valuedouble);
         const cJSON *sps = cJSON_GetObjectItem(o, "samples_per_s"), *eta = cJSON_GetObjectItem(o, "eta_s");
         if (cJSON_IsNumber(sps))
             printf("  %.1f samples/s\n", sps->valuedouble);

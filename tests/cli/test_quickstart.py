@@ -69,7 +69,7 @@ class QuickstartTest(unittest.TestCase):
                     self.assertTrue(1 / 1300 < chance <= 1 / 1024, f"{ds}: chance {chance}")
                 self.assertGreaterEqual(acc, 3 * chance, f"{ds}: accuracy {acc}, chance {chance}")
             m = re.search(r"quickstart-retrieval-heldout +\S+ +\d+ samples +loss [\d.]+ +R@1 image->text ([\d.]+), "
-                          r"text->image ([\d.]+) \(chance ([\d.e-]+)\)", tail)
+                          r"text->image ([\d.]+) \(chance ([\d.e-]+), [\d.]+x and [\d.]+x\)", tail)
             self.assertIsNotNone(m, f"no evaluation line for retrieval:\n{tail}")
             i2t, t2i, chance = (float(v) for v in m.groups())
             self.assertTrue(0.05 < chance < 0.2, chance)

@@ -263,6 +263,12 @@ static void print_full(const char *ckpt, const upm_eval_result *res, int n, int 
 
 static void print_sampled(const char *path, const upm_eval_row *rows, int n, int json)
 {
+    int wd = 0, wt = 0; /* the columns as wide as the longest names, so long dataset names stay aligned */
+    for (int i = 0; i < n; i++) {
+        int ld = (int)strlen(rows[i].dataset), lt = (int)strlen(rows[i].task);
+        wd = ld > wd ? ld : wd;
+        wt = lt > wt ? lt : wt;
+    }
     if (json)
         printf("{\"checkpoint\": \"%s\", \"datasets\": [", path);
     for (int i = 0; i < n; i++) {
@@ -279,10 +285,12 @@ static void print_sampled(const char *path, const upm_eval_row *rows, int n, int
                 printf(", \"accuracy_t2i\": %.6f", r->accuracy_t2i);
             printf("}");
         } else {
-            printf("%-24s %-28s %6lld samples  loss %.4f", r->dataset, r->task, (long long)r->samples, r->loss);
+            printf("%-*s  %-*s %6lld samples  loss %.4f", wd, r->dataset, wt, r->task, (long long)r->samples,
+                   r->loss);
             if (r->accuracy_t2i >= 0)
-                printf("  R@1 image->text %.4f, text->image %.4f (chance %.3g)", r->accuracy, r->accuracy_t2i,
-                       r->chance);
+                printf("  R@1 image->text %.4f, text->image %.4f (chance %.3g, %.1fx and %.1fx)", r->accuracy,
+                       r->accuracy_t2i, r->chance, r->chance > 0 ? r->accuracy / r->chance : 0.0,
+                       r->chance > 0 ? r->accuracy_t2i / r->chance : 0.0);
             else if (r->accuracy >= 0)
                 printf("  accuracy %.4f (chance %.3g, %.1fx)", r->accuracy, r->chance,
                        r->chance > 0 ? r->accuracy / r->chance : 0.0);
