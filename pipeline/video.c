@@ -50,6 +50,10 @@ struct upm_video {
     int after_seek;      /* the next packet is the first after av_seek_frame */
     int64_t floor_pts;   /* after a seek: frames before the landing keyframe may lack references */
     int64_t cur;         /* index of the last frame returned since the last (re)open or seek; -1 none */
+    /* seek path on H.264: the timestamps of the frames asked for (ascending), so that the decoder may skip the
+     * non-reference pictures between them (next_frame); NULL elsewhere */
+    const int64_t *want_pts;
+    int nwant;
     upm_video_stats stats;
 };
 
@@ -490,6 +494,20 @@ static int start_from_beginning(upm_video *v, upm_err *err)
     return 0;
 }
 
+/* Whether the packet with timestamp pts may be dropped if no other picture refers to it: it is none of the frames
+ * asked for, and it comes before the last of them (a later call on this handle may continue from there and ask
+ * for the frames after it). A non-reference picture (an H.264 slice with nal_ref_idc 0: most B-frames of x264's
+ * defaults) is then not decoded at all, and nothing it leaves out can change the frames that are decoded. */
+static int skippable(const upm_video *v, int64_t pts)
+{
+    if (pts == AV_NOPTS_VALUE || pts >= v->want_pts[v->nwant - 1])
+        return 0;
+    for (int i = 0; i < v->nwant - 1; i++)
+        if (v->want_pts[i] == pts)
+            return 0;
+    return 1;
+}
+
 /* Next decoded frame into v->frame: 1 = a frame, 0 = end of stream, LOST (seek path only: the first
  * packet after a seek is not a keyframe or has no timestamp), < 0 = error. */
 static int next_frame(upm_video *v, upm_err *err)
@@ -522,6 +540,8 @@ static int next_frame(upm_video *v, upm_err *err)
                     return LOST;
                 }
             }
+            if (v->want_pts)
+                v->dec->skip_frame = skippable(v, v->pkt->pts) ? AVDISCARD_NONREF : AVDISCARD_DEFAULT;
             r = avcodec_send_packet(v->dec, v->pkt);
             av_packet_unref(v->pkt);
         }
@@ -621,8 +641,8 @@ static int position_for(upm_video *v, int64_t k, upm_err *err)
  * packets before the seek point). */
 static int damaged(const AVFrame *f) { return (f->flags & AV_FRAME_FLAG_CORRUPT) || f->decode_error_flags != 0; }
 
-/* Seek path: 0 = all frames stored, LOST = give up (caller decodes from the start), < 0 = error. */
-static int decode_seeking(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
+/* decode_seeking's loop over the asked frames, in ascending order. */
+static int decode_seeking_frames(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
 {
     for (int j = 0; j < m; j++) {
         int64_t k = w[j].index;
@@ -649,6 +669,29 @@ static int decode_seeking(upm_video *v, const want *w, int m, uint8_t *out, size
         }
     }
     return 0;
+}
+
+/* Seek path: 0 = all frames stored, LOST = give up (caller decodes from the start), < 0 = error. Frames map
+ * to indices by timestamp here, so the decoder may leave out the unasked non-reference pictures (H.264 only,
+ * where they are defined by the bitstream; want_pts). */
+static int decode_seeking(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
+{
+    int64_t *want_pts = NULL;
+    if (v->par->codec_id == AV_CODEC_ID_H264 && !v->opts.no_skip) {
+        want_pts = malloc((size_t)m * sizeof *want_pts);
+        if (!want_pts)
+            return upm_errf(err, UPM_ENOMEM, "video: out of memory");
+        for (int j = 0; j < m; j++)
+            want_pts[j] = v->pts[w[j].index];
+    }
+    v->want_pts = want_pts;
+    v->nwant = m;
+    int r = decode_seeking_frames(v, w, m, out, fb, err);
+    v->want_pts = NULL;
+    if (v->dec) /* the straight path after a fallback counts every frame */
+        v->dec->skip_frame = AVDISCARD_DEFAULT;
+    free(want_pts);
+    return r;
 }
 
 /* Reference path: decode from the first packet and count frames. */

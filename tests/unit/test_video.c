@@ -287,6 +287,53 @@ static void test_seek_equals_straight(const char *path, int short_side, int ever
     free(b.p);
 }
 
+/* The seek path leaves out H.264's non-reference pictures that were not asked for: mov.mov is x264 with B-frames
+ * (119 of its 166 pictures), one keyframe. Its last frame alone must decode to the same bytes as with every picture
+ * decoded (no_skip), from fewer pictures; a clip without B-frames (mp4.mp4) and a VP8 one decode every picture
+ * either way. Then the training policy's 8 frames: the same bytes, fewer pictures. */
+static void test_skip_nonref(void)
+{
+    const struct { const char *path; int fewer; } clips[] = {
+        {"video/codecs/mov.mov", 1}, {"video/codecs/mp4.mp4", 0}, {"video/codecs/webm.webm", 0}};
+    for (int c = 0; c < 3; c++) {
+        upm_err err;
+        bytes b = slurp(clips[c].path);
+        upm_video_opts skip = {0}, all = {.no_skip = 1};
+        upm_video *vs, *va;
+        CHECK(upm_video_open(b.p, b.n, &skip, &vs, &err) == 0);
+        CHECK(upm_video_open(b.p, b.n, &all, &va, &err) == 0);
+        const upm_video_info *in = upm_video_get_info(vs);
+        int64_t last = in->num_frames - 1, idx[8];
+        upm_rng r = upm_rng_stream(7, UPM_RNG_FRAMES, 0, 0, 0);
+        CHECK(upm_video_sample_indices(in->num_frames, in->fps, 8, 0, 1, &r, idx, &err) == 0);
+        for (int pass = 0; pass < 2; pass++) {
+            const int64_t *ask = pass ? idx : &last;
+            int T = pass ? 8 : 1;
+            upm_video_frames fs, fa;
+            CHECK(upm_video_decode(vs, ask, T, &fs, &err) == 0);
+            int64_t ds = upm_video_get_stats(vs).frames_decoded;
+            CHECK(upm_video_decode(va, ask, T, &fa, &err) == 0);
+            int64_t da = upm_video_get_stats(va).frames_decoded;
+            CHECK(memcmp(fs.rgb, fa.rgb, (size_t)T * fs.width * fs.height * 3) == 0);
+            CHECK(upm_video_get_stats(vs).fallbacks == 0);
+            CHECK(clips[c].fewer ? ds < da : ds == da);
+            CHECK(da == ask[T - 1] + 1 || pass); /* without skipping, the last frame alone takes every picture */
+            printf("skip %-22s %s: %lld pictures decoded, %lld without skipping\n", clips[c].path + 6,
+                   pass ? "8 training frames" : "last frame", (long long)ds, (long long)da);
+            upm_video_frames_free(&fs);
+            upm_video_frames_free(&fa);
+            /* a fresh pair of handles for the second pass, so that it starts from the keyframe too */
+            upm_video_close(vs);
+            upm_video_close(va);
+            CHECK(upm_video_open(b.p, b.n, &skip, &vs, &err) == 0);
+            CHECK(upm_video_open(b.p, b.n, &all, &va, &err) == 0);
+        }
+        upm_video_close(vs);
+        upm_video_close(va);
+        free(b.p);
+    }
+}
+
 /* Decoding speed at native size, single thread: the clip in chunks of 8 consecutive frames. */
 static void bench(const char *path)
 {
@@ -625,6 +672,7 @@ int main(void)
     test_seek_equals_straight("video/realshort.mp4", 0, 0);
     for (int i = 0; i < N_CODEC_CLIPS; i++)
         test_seek_equals_straight(codec_clips[i].path, 0, 0);
+    test_skip_nonref();
     printf("seek vs straight: %.1f s\n", now() - t0);
     test_augment();
     test_errors();
