@@ -50,7 +50,7 @@ struct upm_video {
     int after_seek;      /* the next packet is the first after av_seek_frame */
     int64_t floor_pts;   /* after a seek: frames before the landing keyframe may lack references */
     int64_t cur;         /* index of the last frame returned since the last (re)open or seek; -1 none */
-    /* seek path on H.264: the timestamps of the frames asked for (ascending), so that the decoder may skip the
+    /* seek path on H.264 and HEVC: the timestamps of the frames asked for (ascending), so that the decoder may skip the
      * non-reference pictures between them (next_frame); NULL elsewhere */
     const int64_t *want_pts;
     int nwant;
@@ -496,8 +496,8 @@ static int start_from_beginning(upm_video *v, upm_err *err)
 
 /* Whether the packet with timestamp pts may be dropped if no other picture refers to it: it is none of the frames
  * asked for, and it comes before the last of them (a later call on this handle may continue from there and ask
- * for the frames after it). A non-reference picture (an H.264 slice with nal_ref_idc 0: most B-frames of x264's
- * defaults) is then not decoded at all, and nothing it leaves out can change the frames that are decoded. */
+ * for the frames after it). A non-reference picture (an H.264 slice with nal_ref_idc 0, an HEVC sub-layer
+ * non-reference one: most B-frames of x264's and x265's defaults) is then not decoded at all, and nothing it leaves out can change the frames that are decoded. */
 static int skippable(const upm_video *v, int64_t pts)
 {
     if (pts == AV_NOPTS_VALUE || pts >= v->want_pts[v->nwant - 1])
@@ -672,12 +672,12 @@ static int decode_seeking_frames(upm_video *v, const want *w, int m, uint8_t *ou
 }
 
 /* Seek path: 0 = all frames stored, LOST = give up (caller decodes from the start), < 0 = error. Frames map
- * to indices by timestamp here, so the decoder may leave out the unasked non-reference pictures (H.264 only,
- * where they are defined by the bitstream; want_pts). */
+ * to indices by timestamp here, so the decoder may leave out the unasked non-reference pictures (H.264 and HEVC,
+ * where the bitstream marks them: nal_ref_idc 0, the sub-layer non-reference NAL types; want_pts). */
 static int decode_seeking(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
 {
     int64_t *want_pts = NULL;
-    if (v->par->codec_id == AV_CODEC_ID_H264 && !v->opts.no_skip) {
+    if ((v->par->codec_id == AV_CODEC_ID_H264 || v->par->codec_id == AV_CODEC_ID_HEVC) && !v->opts.no_skip) {
         want_pts = malloc((size_t)m * sizeof *want_pts);
         if (!want_pts)
             return upm_errf(err, UPM_ENOMEM, "video: out of memory");

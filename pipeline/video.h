@@ -19,8 +19,8 @@ typedef struct upm_video_opts {
                          * averaging) so that it equals it, aspect kept; never scaled up. 0 = native size */
     int threads;        /* decoder threads; 0 = 1 (the pipeline parallelises across samples instead) */
     int no_seek;        /* 1 = always decode from the start (the reference path the tests compare with) */
-    int no_skip;        /* 1 = decode every picture on the seek path too (by default H.264's unasked
-                           non-reference pictures are skipped: they cannot change the frames asked for) */
+    int no_skip;        /* 1 = decode every picture on the seek path too (by default the unasked H.264 and
+                           HEVC non-reference pictures are skipped: they cannot change the frames asked for) */
 } upm_video_opts;
 
 typedef struct upm_video_info {
