@@ -23,26 +23,34 @@ int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps,
 {
     trainer t;
     *rows = NULL, *nrows = 0;
+    upm_blind_baseline *blind = NULL; /* one per row */
     int rc = upm_trainer_open(&t, o, checkpoint, err);
     for (int64_t s = 0; !rc && s < steps; s++, t.step++) {
         upm_metric_row r;
-        if ((rc = upm_loader_next(t.loader, &t.batch, err)) || (rc = upm_trainer_batch_step(&t, &r, err)))
+        if ((rc = upm_loader_next(t.loader, &t.batch, err)))
             break;
         int i = 0;
-        while (i < *nrows && strcmp((*rows)[i].dataset, r.dataset))
+        while (i < *nrows && strcmp((*rows)[i].dataset, t.batch.dataset))
             i++;
         if (i == *nrows) {
             upm_eval_row *g = realloc(*rows, sizeof *g * (size_t)(*nrows + 1));
-            if (!g) {
+            if (g)
+                *rows = g;
+            upm_blind_baseline *bb = g ? realloc(blind, sizeof *bb * (size_t)(*nrows + 1)) : NULL;
+            if (!bb) {
                 rc = upm_errf(err, UPM_ENOMEM, "no memory");
                 break;
             }
-            *rows = g;
+            blind = bb;
             memset(&g[i], 0, sizeof g[i]);
-            snprintf(g[i].dataset, sizeof g[i].dataset, "%s", r.dataset);
-            snprintf(g[i].task, sizeof g[i].task, "%s", r.task);
+            memset(&blind[i], 0, sizeof blind[i]);
+            snprintf(g[i].dataset, sizeof g[i].dataset, "%s", t.batch.dataset);
+            snprintf(g[i].task, sizeof g[i].task, "%s", t.batch.task);
             (*nrows)++;
         }
+        t.blind = &blind[i];
+        if ((rc = upm_trainer_batch_step(&t, &r, err)))
+            break;
         upm_eval_row *e = &(*rows)[i];
         e->batches++;
         e->samples += r.samples;
@@ -58,6 +66,12 @@ int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps,
         else
             e->accuracy_t2i = -1;
     }
+    for (int i = 0; i < *nrows; i++) {
+        (*rows)[i].blind = upm_blind_baseline_accuracy(&blind[i]); /* -1 where no vocab step counted */
+        upm_blind_baseline_free(&blind[i]);
+    }
+    free(blind);
+    t.blind = NULL;
     upm_trainer_close(&t);
     return rc;
 }

@@ -79,6 +79,9 @@ static int vocab_full_batch(trainer *t, const upm_formulation_desc *fd, float **
             upm_eval_score_rows(*host, M, C, vb.target_ids, correct, &t5, n, ce, NULL);
         }
     }
+    if (!rc && M > 0 && t->blind &&
+        upm_blind_baseline_add(t->blind, vb.target_ids, fd->readout == UPM_READ_QUERIES ? vb.read_pos : NULL, M))
+        rc = upm_errf(err, UPM_ENOMEM, "no memory for the blind baseline's %d targets", M);
     upm_vocab_batch_free(&vb);
     return rc;
 }
@@ -187,6 +190,8 @@ int upm_eval_vocab(pass_ctx *p, upm_eval_result *r, upm_err *err)
     upm_caption_corpus *corpus = caption ? upm_caption_corpus_new() : NULL;
     if (caption && !corpus)
         return upm_errf(err, UPM_ENOMEM, "no memory");
+    upm_blind_baseline blind = {0}; /* counted by either kind of batch (vocab_full_batch, the training step) */
+    t->blind = &blind;
     while ((rc = upm_evalset_next(p->es, &t->batch, err)) == 1) {
         if ((full || caption) && !have_V) {
             if ((rc = encode_vocabulary(t, &t->batch, err)))
@@ -206,6 +211,9 @@ int upm_eval_vocab(pass_ctx *p, upm_eval_result *r, upm_err *err)
     }
     free(host);
     upm_generator_free(gen);
+    t->blind = NULL;
+    double blind_acc = upm_blind_baseline_accuracy(&blind);
+    upm_blind_baseline_free(&blind);
     if (rc < 0) {
         upm_caption_corpus_free(corpus);
         return rc;
@@ -215,6 +223,8 @@ int upm_eval_vocab(pass_ctx *p, upm_eval_result *r, upm_err *err)
     upm_eval_add_metric(r, "token_accuracy", n ? (double)correct / (double)n : 0, C > 0 && full ? 1.0 / (double)C : -1);
     if (full && n)
         upm_eval_add_metric(r, "perplexity", exp(ce / (double)n), -1);
+    if (blind_acc >= 0) /* the best predictor that ignores the input, on these targets (tasks/blind_baseline.h) */
+        upm_eval_add_metric(r, "input_blind_accuracy", blind_acc, -1);
     if (caption && upm_caption_corpus_size(corpus) > 0) {
         double cider = upm_caption_cider_d(corpus, NULL);
         if (cider < 0)

@@ -76,6 +76,8 @@ typedef struct upm_eval_row {
     double loss, accuracy; /* means over batches; accuracy -1 where undefined (pair: image-to-text R@1) */
     double chance;         /* mean over batches of a uniform guess's accuracy among the candidates */
     double accuracy_t2i;   /* pair: text-to-image R@1; -1 for other formulations */
+    double blind;          /* vocab formulations: the input-blind baseline's accuracy on the scored targets
+                              (tasks/blind_baseline.h); -1 for other formulations */
 } upm_eval_row;
 
 /* Sampled evaluation (upmoe-eval --steps N, evaluate.c): the weights of checkpoint directory `checkpoint`

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blind_baseline.h"
 #include "comm.h"
 #include "devcomm.h"
 #include "gradsync.h"
@@ -77,6 +78,7 @@ typedef struct trainer {
     struct rank_rec *recs;            /* world records of the last step */
     double route_balance, route_dropped; /* token routing: the last step's (upm_metric_row), < 0: none */
     int ckpt_cpu_threads; /* the resumed checkpoint's backend cpu_threads (0: not recorded) */
+    upm_blind_baseline *blind; /* evaluation: where vocab steps count their targets (NULL: nowhere) */
 } trainer;
 
 /* What each rank tells the others after a step. */

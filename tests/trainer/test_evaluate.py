@@ -95,6 +95,30 @@ class EvaluateTest(unittest.TestCase):
         self.assertAlmostEqual(r["metrics"]["perplexity"], math.exp(r["loss"]), delta=1e-3 * r["metrics"]["perplexity"])
         self.assertAlmostEqual(r["chance"]["token_accuracy"], 1 / 49411, places=6)
 
+    def test_input_blind_baseline_counted_from_the_references(self):
+        """The caption pass's input_blind_accuracy (tasks/blind_baseline.h) equals the best image-blind token
+        accuracy counted here from the references it writes to --predictions: the most frequent token at each
+        caption position (the caption's BPE ids, then <|endoftext|>), over all positions. MLM gets one too."""
+        pred = os.path.join(self.tmp, "blind-predictions.jsonl")
+        r = self.evaluate("--dataset", "captions", "--limit", 24, "--batch", 8, "--json", "--no-store",
+                          "--predictions", pred)["datasets"][0]
+        with open(pred, encoding="utf-8") as f:
+            refs = [json.loads(line)["references"][0] for line in f]
+        self.assertEqual(len(refs), 24)
+        ids = run(os.path.join(BUILD, "upmoe-tokenize"), "--vocab", self.env["UPMOE_BPE_VOCAB"], "--no-specials", "-",
+                  input="\n".join(refs) + "\n").stdout.splitlines()
+        seqs = [[int(v) for v in line.split()] + [49407] for line in ids]
+        counts = {}
+        for t in seqs:
+            for j, v in enumerate(t):
+                counts.setdefault(j, {}).setdefault(v, 0)
+                counts[j][v] += 1
+        blind = sum(max(c.values()) for c in counts.values()) / sum(len(t) for t in seqs)
+        self.assertEqual(r["scored"], sum(len(t) for t in seqs))
+        self.assertAlmostEqual(r["metrics"]["input_blind_accuracy"], blind, places=6)
+        m = self.evaluate("--dataset", "book", "--limit", 16, "--batch", 8, "--json", "--no-store")["datasets"][0]
+        self.assertTrue(0 < m["metrics"]["input_blind_accuracy"] < 1, m)
+
     def test_text_output_and_limit(self):
         out = self.evaluate("--dataset", "images", "--limit", 10)
         self.assertIn("images (classification, label): 10 samples", out)

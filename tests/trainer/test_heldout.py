@@ -144,6 +144,9 @@ class HeldOutTest(unittest.TestCase):
               f"context-blind {blind:.3f} (+3 se = {blind + 3 * se:.3f}), loss {res['loss']:.3f}", file=sys.stderr)
         self.assertGreater(res["scored"], 1000)
         self.assertGreater(res["accuracy"], blind + 3 * se)
+        # upmoe-eval's own input-blind baseline (the most frequent of the scored targets themselves) measures the
+        # same thing on the masked tokens instead of the whole held-out text: within 3 standard errors of this one
+        self.assertAlmostEqual(res["blind"], blind, delta=3 * se)
 
     def test_captioning_reads_the_image(self):
         """Held-out token accuracy (every caption position, over the whole vocabulary) beyond the best
@@ -169,8 +172,11 @@ class HeldOutTest(unittest.TestCase):
         n = 400 * len(held[0])
         se = (blind * (1 - blind) / n) ** 0.5
         print(f"digit captions: held-out token accuracy {res['accuracy']:.3f}, image-blind {blind:.3f} (+3 se = "
-              f"{blind + 3 * se:.3f}), loss {res['loss']:.3f}", file=sys.stderr)
+              f"{blind + 3 * se:.3f}; upmoe-eval's {res['blind']:.3f}), loss {res['loss']:.3f}", file=sys.stderr)
         self.assertGreater(res["accuracy"], blind + 3 * se)
+        # upmoe-eval's input-blind baseline (the best token per caption position, in hindsight on the batches it
+        # drew) is the same predictor on the drawn samples: within 3 standard errors of this count
+        self.assertAlmostEqual(res["blind"], blind, delta=3 * se)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ static const char usage[] =
     "--limit N  the first N samples of each dataset only (a quick look)\n"
     "--batch N  rows per batch (default: each dataset's catalog batch size)\n"
     "--steps N  instead: N batches drawn from --mixture as training draws them (pair: the batch is the\n"
-    "           gallery), loss and top-1 only; the sampled quick look of earlier versions\n"
+    "           gallery), loss and top-1 only; the sampled quick look of earlier versions. Vocabulary\n"
+    "           tasks also get the input-blind baseline: the accuracy of the best predictor that ignores the\n"
+    "           input (MLM: one constant token; captions: one token per position), on the same targets\n"
     "--json     one JSON document on standard output; the same inputs give the same bytes\n"
     "--job ID --attempt N  set by upmoe-jobs for evaluation jobs: store only while attempt N owns job ID\n"
     "           (exit status 3 when it no longer does)\n"
@@ -253,7 +255,7 @@ static void print_full(const char *ckpt, const upm_eval_result *res, int n, int 
             printf("; generating the captions %.2f s", r->generate_seconds);
         printf(")\n");
         for (int k = 0; k < r->nmetrics; k++) {
-            printf("  %-16s %.4f", r->metrics[k].name, r->metrics[k].value);
+            printf("  %-20s %.4f", r->metrics[k].name, r->metrics[k].value);
             if (r->metrics[k].chance >= 0)
                 printf("  (chance %.4g)", r->metrics[k].chance);
             printf("\n");
@@ -283,6 +285,8 @@ static void print_sampled(const char *path, const upm_eval_row *rows, int n, int
                 printf("null");
             if (r->accuracy_t2i >= 0)
                 printf(", \"accuracy_t2i\": %.6f", r->accuracy_t2i);
+            if (r->blind >= 0)
+                printf(", \"blind\": %.6f", r->blind);
             printf("}");
         } else {
             printf("%-*s  %-*s %6lld samples  loss %.4f", wd, r->dataset, wt, r->task, (long long)r->samples,
@@ -292,8 +296,12 @@ static void print_sampled(const char *path, const upm_eval_row *rows, int n, int
                        r->accuracy_t2i, r->chance, r->chance > 0 ? r->accuracy / r->chance : 0.0,
                        r->chance > 0 ? r->accuracy_t2i / r->chance : 0.0);
             else if (r->accuracy >= 0)
-                printf("  accuracy %.4f (chance %.3g, %.1fx)", r->accuracy, r->chance,
+                printf("  accuracy %.4f (chance %.3g, %.1fx", r->accuracy, r->chance,
                        r->chance > 0 ? r->accuracy / r->chance : 0.0);
+            if (r->accuracy_t2i < 0 && r->accuracy >= 0 && r->blind >= 0) /* vocab: what ignoring the input gets */
+                printf("; input-blind %.4f)", r->blind);
+            else if (r->accuracy_t2i < 0 && r->accuracy >= 0)
+                printf(")");
             printf("\n");
         }
     }
