@@ -497,7 +497,8 @@ static int start_from_beginning(upm_video *v, upm_err *err)
 /* Whether the packet with timestamp pts may be dropped if no other picture refers to it: it is none of the frames
  * asked for, and it comes before the last of them (a later call on this handle may continue from there and ask
  * for the frames after it). A non-reference picture (an H.264 slice with nal_ref_idc 0, an HEVC sub-layer
- * non-reference one: most B-frames of x264's and x265's defaults) is then not decoded at all, and nothing it leaves out can change the frames that are decoded. */
+ * non-reference one: most B-frames of x264's and x265's defaults) is then not decoded at all, and nothing it
+ * leaves out can change the frames that are decoded. */
 static int skippable(const upm_video *v, int64_t pts)
 {
     if (pts == AV_NOPTS_VALUE || pts >= v->want_pts[v->nwant - 1])

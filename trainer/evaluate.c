@@ -73,6 +73,10 @@ int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps,
     free(blind);
     t.blind = NULL;
     upm_trainer_close(&t);
+    if (rc) { /* nothing half-counted goes back (a row is made before its first batch runs) */
+        free(*rows);
+        *rows = NULL, *nrows = 0;
+    }
     return rc;
 }
 

@@ -84,7 +84,7 @@ typedef struct upm_eval_row {
  * (model configuration from its state.json) on `steps` batches drawn from o->mixture as training draws
  * them, with evaluation transforms, no gate noise and no drop path; nothing is written. Pair datasets
  * are scored as retrieval with the batch as the gallery, both ways, every text equal to a sample's
- * caption counting as its ground truth (tasks/retrieval.h). *rows (caller frees) holds one row per
+ * caption counting as its ground truth (tasks/retrieval.h). *rows (caller frees; NULL on failure) holds one row per
  * dataset drawn. A quick look; the paper's protocol is upm_evaluate_full. */
 int upm_evaluate(const upm_train_opts *o, const char *checkpoint, int64_t steps, upm_eval_row **rows, int *nrows,
                  upm_err *err);

@@ -64,7 +64,7 @@ static void make_hevc_clip(void)
              "ffmpeg -nostdin -v error -t 6 -i '%s/video/cockatoo.mp4' -vf scale=-2:144 -an -c:v libx265 "
              "-x265-params log-level=error:keyint=40 -y '%s'", testdata, hevc_clip);
     if (system(cmd) != 0) {
-        fprintf(stderr, "test_video: '%s' failed (Debian's ffmpeg makes the HEVC clip; tools/setup installs it)\n", cmd);
+        fprintf(stderr, "test_video: '%s' failed (Debian's ffmpeg makes the HEVC clip: tools/setup)\n", cmd);
         exit(1);
     }
 }
@@ -309,8 +309,8 @@ static void test_seek_equals_straight(const char *path, int short_side, int ever
         check_against(v, ref.rgb, fb, &k, 1, &cs, path);
     printf("%-24s %4lld frames %3lld keys: straight %6.1f frames/s at %dx%d; seek path: %d calls, %d seeks, "
            "%d fallbacks, %.1f frames decoded per frame asked; %.1f s\n",
-           clip_name(path), (long long)n, (long long)in.num_keyframes, n / dt, in.out_width, in.out_height, cs.calls, cs.seeks,
-           cs.fallbacks, (double)cs.decoded / cs.asked, now() - t0);
+           clip_name(path), (long long)n, (long long)in.num_keyframes, n / dt, in.out_width, in.out_height, cs.calls,
+           cs.seeks, cs.fallbacks, (double)cs.decoded / cs.asked, now() - t0);
     if (in.num_keyframes > 1)
         CHECK(cs.seeks > 0); /* with several keyframes, going backwards seeks instead of restarting */
     upm_video_close(v);
