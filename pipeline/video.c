@@ -1,61 +1,22 @@
-/* Video decoding with FFmpeg over an in-memory buffer: open + packet index (frame timestamps and
- * keyframes), decoding of chosen frames by seeking to keyframes with a decode-from-the-start fallback,
- * RGB conversion, and the frame sampling policy. See video.h for the contracts. */
-#include "video.h"
+/* Video with FFmpeg over an in-memory buffer: open + packet index (frame timestamps and keyframes), probe and
+ * close; decoding the chosen frames is video_decode.c's, the frame sampling policy video_sample.c's. See video.h
+ * for the contracts. */
+#include "video_internal.h"
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/avstring.h>
-#include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define AVIO_BUF_SIZE 65536
-#define LOST 2 /* internal: the seek path cannot prove where it is; decode from the start instead */
 
 /* Real video containers only: FFmpeg would happily open a JPEG (jpeg_pipe, one mjpeg frame) or a text
  * file (tty) as a "video", and those are bad samples, not one-frame clips. */
 static const char ACCEPTED_FORMATS[] = "mov,matroska,ogg,flv,avi,mpegts,mpeg,asf";
 
-typedef struct membuf { const uint8_t *data; size_t size, pos; } membuf;
-
-typedef struct sws_key { int w, h, fmt, cs, full; } sws_key; /* what the conversion context was made for */
-
-struct upm_video {
-    membuf mb;
-    upm_video_opts opts;
-    upm_video_info info;
-    int stream;              /* the video stream's index (the same on every reopen: same bytes) */
-    AVRational tb;           /* its time base */
-    AVCodecParameters *par;  /* its parameters, kept so that reopening needs no stream probing */
-    const AVInputFormat *ifmt;
-    int64_t *pts;            /* num_frames frame timestamps, ascending; NULL when unusable for seeking */
-    int64_t *key_pts;        /* num_keyframes keyframe timestamps, ascending */
-    int x264_build;          /* H.264 from x264: the encoder build its SEI names, or -1 */
-    int probed_streams;      /* avformat_find_stream_info ran (its durations may be estimates) */
-    /* decoding state; lives across upm_video_decode calls */
-    AVIOContext *avio;
-    AVFormatContext *fmt;
-    AVCodecContext *dec;
-    AVPacket *pkt;
-    AVFrame *frame;
-    struct SwsContext *sws;
-    sws_key sws_for;
-    uint8_t *scratch; /* aligned conversion target, so that swscale takes the same path for every frame */
-    int scratch_stride;
-    int running;         /* demuxer + decoder positioned and not drained */
-    int eof_sent;
-    int after_seek;      /* the next packet is the first after av_seek_frame */
-    int64_t floor_pts;   /* after a seek: frames before the landing keyframe may lack references */
-    int64_t cur;         /* index of the last frame returned since the last (re)open or seek; -1 none */
-    /* seek path on H.264 and HEVC: the timestamps of the frames asked for (ascending), so that the decoder may skip the
-     * non-reference pictures between them (next_frame); NULL elsewhere */
-    const int64_t *want_pts;
-    int nwant;
-    upm_video_stats stats;
-};
 
 static int mem_read(void *opaque, uint8_t *buf, int n)
 {
@@ -95,7 +56,7 @@ static int refuse_io_open(AVFormatContext *s, AVIOContext **pb, const char *url,
     return AVERROR(EPERM);
 }
 
-static int ff_fail(upm_err *err, const char *what, int averr)
+int upm_video_ff_fail(upm_err *err, const char *what, int averr)
 {
     if (averr == AVERROR(ENOMEM))
         return upm_errf(err, UPM_ENOMEM, "video: out of memory %s", what);
@@ -117,7 +78,7 @@ static void demux_close(upm_video *v)
 
 /* Opens the demuxer at the start of the bytes. The first time it probes the format and checks it;
  * reopening uses the format found then. */
-static int demux_open(upm_video *v, upm_err *err)
+int upm_video_demux_open(upm_video *v, upm_err *err)
 {
     demux_close(v);
     v->mb.pos = 0;
@@ -146,11 +107,11 @@ static int demux_open(upm_video *v, upm_err *err)
     v->fmt->io_open = refuse_io_open;
     int r = avformat_open_input(&v->fmt, NULL, v->ifmt, NULL); /* frees fmt on failure */
     if (r < 0)
-        return ff_fail(err, "cannot read the container header (truncated or corrupt?)", r);
+        return upm_video_ff_fail(err, "cannot read the container header (truncated or corrupt?)", r);
     return 0;
 }
 
-static int check_size(const upm_video *v, int w, int h, upm_err *err)
+int upm_video_check_size(const upm_video *v, int w, int h, upm_err *err)
 {
     int lim = v->opts.max_side;
     if (w <= 0 || h <= 0)
@@ -179,7 +140,7 @@ static int choose_stream(upm_video *v, upm_err *err)
     if (si >= 0) {
         const AVCodecParameters *p = fmt->streams[si]->codecpar;
         snprintf(v->info.codec, sizeof v->info.codec, "%s", avcodec_get_name(p->codec_id));
-        int r = p->width > 0 || p->height > 0 ? check_size(v, p->width, p->height, err) : 0;
+        int r = p->width > 0 || p->height > 0 ? upm_video_check_size(v, p->width, p->height, err) : 0;
         if (r < 0)
             return r;
     }
@@ -187,7 +148,7 @@ static int choose_stream(upm_video *v, upm_err *err)
         int r = avformat_find_stream_info(fmt, NULL);
         v->probed_streams = 1;
         if (r < 0)
-            return ff_fail(err, "cannot read the stream parameters", r);
+            return upm_video_ff_fail(err, "cannot read the stream parameters", r);
         si = find_video_stream(fmt);
     }
     const char *comma = strchr(v->ifmt->name, ',');
@@ -197,7 +158,7 @@ static int choose_stream(upm_video *v, upm_err *err)
         return upm_errf(err, UPM_EBADDATA, "video: the %s file has no video stream", v->info.container);
     const AVStream *st = fmt->streams[si];
     snprintf(v->info.codec, sizeof v->info.codec, "%s", avcodec_get_name(st->codecpar->codec_id));
-    int r = check_size(v, st->codecpar->width, st->codecpar->height, err);
+    int r = upm_video_check_size(v, st->codecpar->width, st->codecpar->height, err);
     if (r < 0)
         return r;
     if (!avcodec_find_decoder(st->codecpar->codec_id))
@@ -228,7 +189,7 @@ static int push(i64vec *v, int64_t x)
     return 0;
 }
 
-static int cmp_i64(const void *a, const void *b)
+int upm_video_cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
@@ -284,7 +245,7 @@ static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts,
                 r = AVERROR(ENOMEM);
             av_packet_unref(v->pkt);
             if (r < 0)
-                return ff_fail(err, "indexing packets", r);
+                return upm_video_ff_fail(err, "indexing packets", r);
             if (bad)
                 return upm_errf(err, UPM_EBADDATA, "video: %s packet %lld is cut short or damaged (truncated file?)",
                                 v->info.codec, (long long)count);
@@ -296,7 +257,7 @@ static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts,
     if (r != AVERROR_EOF) {
         char what[96];
         snprintf(what, sizeof what, "reading stopped after %lld video packets (truncated or corrupt file)", (long long)count);
-        return ff_fail(err, what, r);
+        return upm_video_ff_fail(err, what, r);
     }
     if (frames->n == 0)
         return upm_errf(err, UPM_EBADDATA, "video: the %s stream has no frames", v->info.codec);
@@ -367,9 +328,9 @@ static int build_index(upm_video *v, upm_err *err)
         return r;
     }
     if (frames.n > 1) /* a stream without packets leaves the arrays NULL, which qsort may not be given */
-        qsort(frames.a, (size_t)frames.n, sizeof *frames.a, cmp_i64);
+        qsort(frames.a, (size_t)frames.n, sizeof *frames.a, upm_video_cmp_i64);
     if (keys.n > 1)
-        qsort(keys.a, (size_t)keys.n, sizeof *keys.a, cmp_i64);
+        qsort(keys.a, (size_t)keys.n, sizeof *keys.a, upm_video_cmp_i64);
     int unique = !no_ts;
     for (int64_t i = 1; unique && i < frames.n; i++)
         unique = frames.a[i] != frames.a[i - 1];
@@ -413,7 +374,7 @@ int upm_video_open(const void *data, size_t n, const upm_video_opts *opts, upm_v
         v->opts.threads = 1;
     v->pkt = av_packet_alloc();
     v->frame = av_frame_alloc();
-    int r = !v->pkt || !v->frame ? upm_errf(err, UPM_ENOMEM, "video: out of memory") : demux_open(v, err);
+    int r = !v->pkt || !v->frame ? upm_errf(err, UPM_ENOMEM, "video: out of memory") : upm_video_demux_open(v, err);
     if (r == 0)
         r = choose_stream(v, err);
     if (r == 0)
@@ -451,329 +412,6 @@ void upm_video_frames_free(upm_video_frames *f)
 {
     if (f)
         free(f->rgb), f->rgb = NULL;
-}
-
-/* Opens demuxer and decoder at the first packet. */
-static int start_from_beginning(upm_video *v, upm_err *err)
-{
-    int r = demux_open(v, err);
-    if (r < 0)
-        return r;
-    /* A container whose header does not list its streams (FLV) makes them as packets arrive: read them as
-     * the first open did, so the stream chosen then has the same index now (else a seek on the new context
-     * would index a stream list that is still empty: a crash tools/fuzz found). */
-    if (v->probed_streams && (r = avformat_find_stream_info(v->fmt, NULL)) < 0)
-        return ff_fail(err, "cannot read the stream parameters", r);
-    if (v->stream >= (int)v->fmt->nb_streams || v->fmt->streams[v->stream]->codecpar->codec_id != v->par->codec_id)
-        return upm_errf(err, UPM_EBADDATA, "video: the %s file's streams differ between two reads of it (damaged?)",
-                        v->info.container);
-    const AVCodec *codec = avcodec_find_decoder(v->par->codec_id);
-    v->dec = avcodec_alloc_context3(codec);
-    if (!v->dec)
-        return upm_errf(err, UPM_ENOMEM, "video: out of memory for a decoder");
-    r = avcodec_parameters_to_context(v->dec, v->par);
-    v->dec->thread_count = v->opts.threads;
-    v->dec->max_pixels = (int64_t)v->opts.max_side * v->opts.max_side;
-    v->dec->pkt_timebase = v->tb;
-    AVDictionary *o = NULL;
-    if (r >= 0 && v->x264_build >= 0)
-        r = av_dict_set_int(&o, "x264_build", v->x264_build, 0);
-    if (r >= 0)
-        r = avcodec_open2(v->dec, codec, &o);
-    av_dict_free(&o);
-    if (r < 0)
-        return ff_fail(err, "cannot open the decoder", r);
-    for (unsigned i = 0; i < v->fmt->nb_streams; i++)
-        if ((int)i != v->stream)
-            v->fmt->streams[i]->discard = AVDISCARD_ALL;
-    v->running = 1;
-    v->eof_sent = 0;
-    v->after_seek = 0;
-    v->floor_pts = INT64_MIN;
-    v->cur = -1;
-    return 0;
-}
-
-/* Whether the packet with timestamp pts may be dropped if no other picture refers to it: it is none of the frames
- * asked for, and it comes before the last of them (a later call on this handle may continue from there and ask
- * for the frames after it). A non-reference picture (an H.264 slice with nal_ref_idc 0, an HEVC sub-layer
- * non-reference one: most B-frames of x264's and x265's defaults) is then not decoded at all, and nothing it
- * leaves out can change the frames that are decoded. */
-static int skippable(const upm_video *v, int64_t pts)
-{
-    if (pts == AV_NOPTS_VALUE || pts >= v->want_pts[v->nwant - 1])
-        return 0;
-    for (int i = 0; i < v->nwant - 1; i++)
-        if (v->want_pts[i] == pts)
-            return 0;
-    return 1;
-}
-
-/* Next decoded frame into v->frame: 1 = a frame, 0 = end of stream, LOST (seek path only: the first
- * packet after a seek is not a keyframe or has no timestamp), < 0 = error. */
-static int next_frame(upm_video *v, upm_err *err)
-{
-    for (;;) {
-        int r = avcodec_receive_frame(v->dec, v->frame);
-        if (r == 0) {
-            v->stats.frames_decoded++;
-            return 1;
-        }
-        if (r == AVERROR_EOF)
-            return 0;
-        if (r != AVERROR(EAGAIN) || v->eof_sent)
-            return ff_fail(err, "decoding a frame", r);
-        r = av_read_frame(v->fmt, v->pkt);
-        if (r == AVERROR_EOF) {
-            v->eof_sent = 1;
-            r = avcodec_send_packet(v->dec, NULL);
-        } else if (r < 0) {
-            return ff_fail(err, "reading a packet", r);
-        } else if (v->pkt->stream_index != v->stream) {
-            av_packet_unref(v->pkt);
-            continue;
-        } else {
-            if (v->after_seek) {
-                v->after_seek = 0;
-                v->floor_pts = v->pkt->pts != AV_NOPTS_VALUE ? v->pkt->pts : v->pkt->dts;
-                if (!(v->pkt->flags & AV_PKT_FLAG_KEY) || v->floor_pts == AV_NOPTS_VALUE) {
-                    av_packet_unref(v->pkt);
-                    return LOST;
-                }
-            }
-            if (v->want_pts)
-                v->dec->skip_frame = skippable(v, v->pkt->pts) ? AVDISCARD_NONREF : AVDISCARD_DEFAULT;
-            r = avcodec_send_packet(v->dec, v->pkt);
-            av_packet_unref(v->pkt);
-        }
-        if (r < 0)
-            return ff_fail(err, "decoding a packet", r);
-    }
-}
-
-/* Converts v->frame to RGB24 at the output size into dst (tightly packed rows). */
-static int store_frame(upm_video *v, uint8_t *dst, upm_err *err)
-{
-    const AVFrame *f = v->frame;
-    int ow = v->info.out_width, oh = v->info.out_height;
-    if (f->format < 0 || check_size(v, f->width, f->height, err) < 0)
-        return upm_errf(err, UPM_EBADDATA, "video: decoded a %dx%d frame of format %d that cannot be used", f->width,
-                        f->height, f->format);
-    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
-    int jpeg = d && strncmp(d->name, "yuvj", 4) == 0;
-    sws_key key = {f->width, f->height, f->format, f->colorspace, f->color_range == AVCOL_RANGE_JPEG || jpeg};
-    if (!v->sws || memcmp(&key, &v->sws_for, sizeof key) != 0) {
-        sws_freeContext(v->sws);
-        int flags = (ow != f->width || oh != f->height ? SWS_AREA : SWS_BILINEAR) | SWS_ACCURATE_RND;
-        v->sws = sws_getContext(f->width, f->height, f->format, ow, oh, AV_PIX_FMT_RGB24, flags, NULL, NULL, NULL);
-        if (!v->sws)
-            return upm_errf(err, UPM_EBADDATA, "video: cannot convert %s %dx%d frames to RGB",
-                            d ? d->name : "?", f->width, f->height);
-        /* Honour the stream's matrix (BT.709 for HD) and range; BT.601 when unspecified. */
-        int cs = key.cs == AVCOL_SPC_UNSPECIFIED || key.cs == AVCOL_SPC_RGB ? SWS_CS_DEFAULT : key.cs;
-        (void)sws_setColorspaceDetails(v->sws, sws_getCoefficients(cs), key.full, sws_getCoefficients(SWS_CS_DEFAULT),
-                                       1, 0, 1 << 16, 1 << 16);
-        v->sws_for = key;
-    }
-    if (!v->scratch) {
-        v->scratch_stride = (ow * 3 + 63) & ~63;
-        v->scratch = av_malloc((size_t)v->scratch_stride * (size_t)oh);
-        if (!v->scratch)
-            return upm_errf(err, UPM_ENOMEM, "video: out of memory for a %dx%d frame", ow, oh);
-    }
-    uint8_t *planes[4] = {v->scratch, NULL, NULL, NULL};
-    int strides[4] = {v->scratch_stride, 0, 0, 0};
-    if (sws_scale(v->sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height, planes, strides) != oh)
-        return upm_errf(err, UPM_EBADDATA, "video: converting a %dx%d frame to RGB failed", f->width, f->height);
-    for (int y = 0; y < oh; y++)
-        memcpy(dst + (size_t)y * ow * 3, v->scratch + (size_t)y * v->scratch_stride, (size_t)ow * 3);
-    return 0;
-}
-
-/* Index of timestamp ts among the frames, or -1. */
-static int64_t frame_of_pts(const upm_video *v, int64_t ts)
-{
-    const int64_t *hit = bsearch(&ts, v->pts, (size_t)v->info.num_frames, sizeof ts, cmp_i64);
-    return hit ? hit - v->pts : -1;
-}
-
-/* The last keyframe timestamp <= ts (INT64_MIN if none) and the index of the first frame at or after it. */
-static int64_t keyframe_before(const upm_video *v, int64_t ts, int64_t *frame)
-{
-    int64_t key = INT64_MIN;
-    for (int64_t i = 0; i < v->info.num_keyframes && v->key_pts[i] <= ts; i++) /* few keyframes: linear */
-        key = v->key_pts[i];
-    int64_t f = 0;
-    while (key != INT64_MIN && f < v->info.num_frames && v->pts[f] < key)
-        f++;
-    *frame = f;
-    return key;
-}
-
-typedef struct want { int64_t index; int slot; /* the first output slot asking for it */ } want;
-
-/* Moves to a point from which frame k can be decoded: continue when the decoder is already between
- * k's keyframe and k, decode from the start when k's keyframe is the first, else seek. */
-static int position_for(upm_video *v, int64_t k, upm_err *err)
-{
-    int64_t key_frame;
-    int64_t key = keyframe_before(v, v->pts[k], &key_frame);
-    if (v->running && v->cur < k && v->cur >= key_frame - 1 && !v->after_seek)
-        return 0;
-    if (key == INT64_MIN || key_frame == 0)
-        return start_from_beginning(v, err);
-    if (!v->running) {
-        int r = start_from_beginning(v, err);
-        if (r < 0)
-            return r;
-    }
-    v->stats.seeks++;
-    if (av_seek_frame(v->fmt, v->stream, key, AVSEEK_FLAG_BACKWARD) < 0)
-        return LOST;
-    avcodec_flush_buffers(v->dec);
-    v->eof_sent = 0;
-    v->after_seek = 1;
-    v->floor_pts = INT64_MIN;
-    v->cur = -1;
-    return 0;
-}
-
-/* The decoder concealed errors (e.g. missing references, or state it would have learnt from
- * packets before the seek point). */
-static int damaged(const AVFrame *f) { return (f->flags & AV_FRAME_FLAG_CORRUPT) || f->decode_error_flags != 0; }
-
-/* decode_seeking's loop over the asked frames, in ascending order. */
-static int decode_seeking_frames(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
-{
-    for (int j = 0; j < m; j++) {
-        int64_t k = w[j].index;
-        int r = position_for(v, k, err);
-        while (r == 0 && v->cur < k) {
-            r = next_frame(v, err);
-            if (r != 1) { /* end of stream or a decoding error here may be the seek's doing */
-                r = r == UPM_ENOMEM ? r : LOST;
-                break;
-            }
-            r = 0;
-            int64_t ts = v->frame->best_effort_timestamp;
-            if (ts != AV_NOPTS_VALUE && ts < v->floor_pts)
-                continue; /* a leading picture of an open GOP: its references precede the keyframe */
-            int64_t idx = ts == AV_NOPTS_VALUE ? -1 : frame_of_pts(v, ts);
-            if (idx < 0 || idx <= v->cur || idx > k || damaged(v->frame))
-                r = LOST; /* unknown or repeated timestamp, overshoot, or damage the seek may have caused */
-            else if ((v->cur = idx) == k)
-                r = store_frame(v, out + (size_t)w[j].slot * fb, err);
-        }
-        if (r != 0) {
-            v->running = 0;
-            return r;
-        }
-    }
-    return 0;
-}
-
-/* Seek path: 0 = all frames stored, LOST = give up (caller decodes from the start), < 0 = error. Frames map
- * to indices by timestamp here, so the decoder may leave out the unasked non-reference pictures (H.264 and HEVC,
- * where the bitstream marks them: nal_ref_idc 0, the sub-layer non-reference NAL types; want_pts). */
-static int decode_seeking(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
-{
-    int64_t *want_pts = NULL;
-    if ((v->par->codec_id == AV_CODEC_ID_H264 || v->par->codec_id == AV_CODEC_ID_HEVC) && !v->opts.no_skip) {
-        want_pts = malloc((size_t)m * sizeof *want_pts);
-        if (!want_pts)
-            return upm_errf(err, UPM_ENOMEM, "video: out of memory");
-        for (int j = 0; j < m; j++)
-            want_pts[j] = v->pts[w[j].index];
-    }
-    v->want_pts = want_pts;
-    v->nwant = m;
-    int r = decode_seeking_frames(v, w, m, out, fb, err);
-    v->want_pts = NULL;
-    if (v->dec) /* the straight path after a fallback counts every frame */
-        v->dec->skip_frame = AVDISCARD_DEFAULT;
-    free(want_pts);
-    return r;
-}
-
-/* Reference path: decode from the first packet and count frames. */
-static int decode_straight(upm_video *v, const want *w, int m, uint8_t *out, size_t fb, upm_err *err)
-{
-    int r = start_from_beginning(v, err);
-    for (int j = 0; r == 0 && j < m;) {
-        r = next_frame(v, err);
-        if (r == 0)
-            r = upm_errf(err, UPM_EBADDATA, "video: the %s stream ended after %lld of %lld frames (truncated?)",
-                         v->info.codec, (long long)(v->cur + 1), (long long)v->info.num_frames);
-        if (r < 0)
-            break;
-        v->cur++;
-        if (v->pts && (v->cur >= v->info.num_frames || v->frame->best_effort_timestamp != v->pts[v->cur]))
-            v->stats.pts_mismatches++;
-        r = 0;
-        if (j < m && w[j].index == v->cur && damaged(v->frame)) /* a straight decode is the truth: the data is bad */
-            r = upm_errf(err, UPM_EBADDATA, "video: %s frame %lld decoded with errors (damaged data)", v->info.codec,
-                         (long long)v->cur);
-        for (; r == 0 && j < m && w[j].index == v->cur; j++)
-            r = store_frame(v, out + (size_t)w[j].slot * fb, err);
-    }
-    if (r < 0)
-        v->running = 0;
-    return r;
-}
-
-static int cmp_want(const void *a, const void *b)
-{
-    const want *x = a, *y = b;
-    return x->index != y->index ? (x->index > y->index) - (x->index < y->index) : (x->slot > y->slot) - (x->slot < y->slot);
-}
-
-int upm_video_decode(upm_video *v, const int64_t *indices, int T, upm_video_frames *out, upm_err *err)
-{
-    memset(out, 0, sizeof *out);
-    memset(&v->stats, 0, sizeof v->stats);
-    if (T <= 0)
-        return upm_errf(err, UPM_EINVAL, "video: %d frames asked", T);
-    for (int t = 0; t < T; t++)
-        if (indices[t] < 0 || indices[t] >= v->info.num_frames)
-            return upm_errf(err, UPM_EINVAL, "video: frame %lld asked of a %lld-frame video", (long long)indices[t],
-                            (long long)v->info.num_frames);
-    size_t fb = (size_t)v->info.out_width * (size_t)v->info.out_height * 3;
-    want *w = malloc((size_t)T * sizeof *w);
-    uint8_t *rgb = malloc((size_t)T * fb);
-    if (!w || !rgb) {
-        free(w);
-        free(rgb);
-        return upm_errf(err, UPM_ENOMEM, "video: out of memory for %d frames of %dx%d", T, v->info.out_width,
-                        v->info.out_height);
-    }
-    for (int t = 0; t < T; t++)
-        w[t] = (want){indices[t], t};
-    qsort(w, (size_t)T, sizeof *w, cmp_want);
-    int m = 0; /* unique frames, each stored at its first slot */
-    for (int t = 0; t < T; t++)
-        if (m == 0 || w[m - 1].index != w[t].index)
-            w[m++] = w[t];
-    int r = LOST;
-    if (!v->opts.no_seek && v->pts)
-        r = decode_seeking(v, w, m, rgb, fb, err);
-    if (r == LOST) {
-        v->stats.fallbacks += !v->opts.no_seek && v->pts;
-        r = decode_straight(v, w, m, rgb, fb, err);
-    }
-    if (r == 0) /* repeated indices copy their first slot */
-        for (int t = 0, j = 0; t < T; t++) {
-            for (j = 0; w[j].index != indices[t]; j++)
-                ;
-            if (w[j].slot != t)
-                memcpy(rgb + (size_t)t * fb, rgb + (size_t)w[j].slot * fb, fb);
-        }
-    free(w);
-    if (r < 0) {
-        free(rgb);
-        return r;
-    }
-    *out = (upm_video_frames){T, v->info.out_width, v->info.out_height, rgb};
-    return 0;
 }
 
 int upm_video_probe(const void *data, size_t n, upm_video_info *info, upm_err *err)

@@ -79,9 +79,8 @@ static int vocab_full_batch(trainer *t, const upm_formulation_desc *fd, float **
             upm_eval_score_rows(*host, M, C, vb.target_ids, correct, &t5, n, ce, NULL);
         }
     }
-    if (!rc && M > 0 && t->blind &&
-        upm_blind_baseline_add(t->blind, vb.target_ids, fd->readout == UPM_READ_QUERIES ? vb.read_pos : NULL, M))
-        rc = upm_errf(err, UPM_ENOMEM, "no memory for the blind baseline's %d targets", M);
+    if (!rc && M > 0)
+        rc = upm_vocab_blind_add(t->blind, &vb, fd->readout, err);
     upm_vocab_batch_free(&vb);
     return rc;
 }

@@ -300,10 +300,8 @@ static int vocab_step(trainer *t, const upm_formulation_desc *fd, upm_metric_row
         rc = step_stats(t, 0, M, &res, &gnorm, err);
     if (!rc)
         rc = dump_step(t, &in, NULL, &vb, &res, gnorm, lr, err);
-    /* captions: a blind predictor may know the position (read_pos is the query's: the same j, the same place) */
-    if (!rc && t->blind &&
-        upm_blind_baseline_add(t->blind, vb.target_ids, fd->readout == UPM_READ_QUERIES ? vb.read_pos : NULL, M))
-        rc = upm_errf(err, UPM_ENOMEM, "no memory for the blind baseline's %d targets", M);
+    if (!rc)
+        rc = upm_vocab_blind_add(t->blind, &vb, fd->readout, err);
     upm_vocab_batch_free(&vb);
     if (rc)
         return rc;

@@ -49,6 +49,13 @@ int upm_vocab_readouts(const upm_batch *b, const upm_seq_input *in, upm_readout_
     return 0;
 }
 
+int upm_vocab_blind_add(upm_blind_baseline *b, const upm_vocab_batch *vb, upm_readout_kind readout, upm_err *err)
+{
+    if (b && upm_blind_baseline_add(b, vb->target_ids, readout == UPM_READ_QUERIES ? vb->read_pos : NULL, vb->M))
+        return upm_errf(err, UPM_ENOMEM, "no memory for the blind baseline's %d targets", vb->M);
+    return 0;
+}
+
 static int cmp_i32(const void *a, const void *b)
 {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "batch.h"
+#include "blind_baseline.h"
 #include "formulation.h"
 #include "model.h"
 
@@ -30,6 +31,10 @@ typedef struct upm_vocab_batch {
  * = every query position j < length, whose target is caption token j. `in` is the batch's input side. */
 int upm_vocab_readouts(const upm_batch *b, const upm_seq_input *in, upm_readout_kind readout, upm_vocab_batch *vb,
                        upm_err *err);
+/* Counts a batch's read-out targets into b for the input-blind baseline (tasks/blind_baseline.h): captions by
+ * read-out position (a blind captioner may know where it is), MLM as one group. b NULL: nothing. */
+int upm_vocab_blind_add(upm_blind_baseline *b, const upm_vocab_batch *vb, upm_readout_kind readout, upm_err *err);
+
 /* Parses a --vocab-targets value: "full" (*sampled_n = 0) or "sampled:N" with 1 <= N <= 10^7; UPM_EUSAGE
  * naming the value otherwise. The one rule for every program that takes the option. */
 int upm_vocab_targets_parse(const char *s, int *sampled_n, upm_err *err);
