@@ -214,8 +214,9 @@ static void find_x264_build(upm_video *v, const uint8_t *p, int n)
 
 /* Reads every packet once (no decoding) and indexes the video stream's: a packet of any stream that
  * is cut short, flagged corrupt or lies past the end of the bytes, or a demuxer error, means a
- * truncated or damaged file. */
-static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts, upm_err *err)
+ * truncated or damaged file. no_ts: some packet has no timestamp at all; no_pts: some packet has only a
+ * decoding timestamp, so the container does not say in which order the frames are shown. */
+static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts, int *no_pts, upm_err *err)
 {
     int r;
     int64_t count = 0;
@@ -232,6 +233,7 @@ static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts,
         if (p->stream_index == v->stream) {
             int64_t ts = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts;
             *no_ts |= ts == AV_NOPTS_VALUE;
+            *no_pts |= p->pts == AV_NOPTS_VALUE;
             if (v->par->codec_id == AV_CODEC_ID_H264 && count < 16)
                 find_x264_build(v, p->data, p->size);
             /* packets whose frames the decoder drops: edit-list pre-roll, VP8's hidden alt-ref frames */
@@ -320,8 +322,8 @@ static int check_complete(upm_video *v, upm_err *err)
 static int build_index(upm_video *v, upm_err *err)
 {
     i64vec frames = {0}, keys = {0};
-    int no_ts = 0;
-    int r = index_packets(v, &frames, &keys, &no_ts, err);
+    int no_ts = 0, no_pts = 0;
+    int r = index_packets(v, &frames, &keys, &no_ts, &no_pts, err);
     if (r < 0) {
         free(frames.a);
         free(keys.a);
@@ -331,14 +333,17 @@ static int build_index(upm_video *v, upm_err *err)
         qsort(frames.a, (size_t)frames.n, sizeof *frames.a, upm_video_cmp_i64);
     if (keys.n > 1)
         qsort(keys.a, (size_t)keys.n, sizeof *keys.a, upm_video_cmp_i64);
-    int unique = !no_ts;
+    /* Decoding timestamps name frames only where no frame is reordered, which the container then does not say:
+     * AVI stores none but them (MPEG-4 Part 2 with B-frames, MSVD's clips: the frame shown third is sent second
+     * and the decoder's output carries no display time), so seeking by them returned neighbouring frames. */
+    int unique = !no_ts && !no_pts;
     for (int64_t i = 1; unique && i < frames.n; i++)
         unique = frames.a[i] != frames.a[i - 1];
     v->info.num_frames = frames.n;
     v->info.num_keyframes = keys.n;
     set_timing(v, no_ts ? NULL : frames.a, frames.n);
     r = check_complete(v, err);
-    if (r < 0 || !unique) { /* timestamps name frames; without them only a straight decode can */
+    if (r < 0 || !unique) { /* display timestamps name frames; without them only a straight decode can */
         free(frames.a);
         free(keys.a);
         return r;

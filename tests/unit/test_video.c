@@ -46,27 +46,43 @@ static const char *clip_name(const char *path)
     return path[0] == '/' ? (slash ? slash + 1 : path) : path + 6;
 }
 
-/* An HEVC clip made for the test by Debian's ffmpeg (libx265) from the cockatoo video: 6 s at 256x144, a keyframe
- * every 40 frames, B-frames at x265's defaults (half of them non-reference). The test data has no HEVC. */
-static char hevc_dir[256], hevc_clip[300];
+/* Clips made for the test by Debian's ffmpeg from the cockatoo video (6 s at 144 lines), for what the test data
+ * lacks: HEVC (libx265, a keyframe every 40 frames, B-frames at x265's defaults, half of them non-reference);
+ * MPEG-4 Part 2 with B-frames in AVI under the XviD tag (the layout of MSVD's clips), and H.264 in AVI. AVI keeps
+ * decoding timestamps only, so the container does not say which frame is shown when. */
+static char clip_dir[256], hevc_clip[300], xvid_clip[300], h264avi_clip[300];
 
-static void make_hevc_clip(void)
+static void make_clip(char *path, size_t size, const char *name, const char *codec_args)
+{
+    snprintf(path, size, "%s/%s", clip_dir, name);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -t 6 -i '%s/video/cockatoo.mp4' -vf scale=-2:144 -an %s "
+             "-y '%s'", testdata, codec_args, path);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "test_video: '%s' failed (Debian's ffmpeg makes the test's own clips: tools/setup)\n", cmd);
+        exit(1);
+    }
+}
+
+static void make_clips(void)
 {
     const char *tmp = getenv("TMPDIR");
-    snprintf(hevc_dir, sizeof hevc_dir, "%s/upmoe-test-video-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(hevc_dir)) {
-        fprintf(stderr, "test_video: cannot make a temporary folder %s\n", hevc_dir);
+    snprintf(clip_dir, sizeof clip_dir, "%s/upmoe-test-video-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(clip_dir)) {
+        fprintf(stderr, "test_video: cannot make a temporary folder %s\n", clip_dir);
         exit(1);
     }
-    snprintf(hevc_clip, sizeof hevc_clip, "%s/hevc.mp4", hevc_dir);
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd,
-             "ffmpeg -nostdin -v error -t 6 -i '%s/video/cockatoo.mp4' -vf scale=-2:144 -an -c:v libx265 "
-             "-x265-params log-level=error:keyint=40 -y '%s'", testdata, hevc_clip);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "test_video: '%s' failed (Debian's ffmpeg makes the HEVC clip: tools/setup)\n", cmd);
-        exit(1);
-    }
+    make_clip(hevc_clip, sizeof hevc_clip, "hevc.mp4", "-c:v libx265 -x265-params log-level=error:keyint=40");
+    make_clip(xvid_clip, sizeof xvid_clip, "xvid.avi", "-c:v mpeg4 -vtag XVID -bf 2 -g 30 -q:v 4");
+    make_clip(h264avi_clip, sizeof h264avi_clip, "h264.avi", "-c:v libx264 -g 30");
+}
+
+static void remove_clips(void)
+{
+    remove(hevc_clip);
+    remove(xvid_clip);
+    remove(h264avi_clip);
+    rmdir(clip_dir);
 }
 
 static double now(void)
@@ -256,8 +272,9 @@ static void check_against(upm_video *v, const uint8_t *ref, size_t fb, const int
 }
 
 /* every: the step of the backwards walk over single frames (0: 1 with several keyframes, where
- * each step seeks; 6 with one keyframe, where each step restarts from the first frame). */
-static void test_seek_equals_straight(const char *path, int short_side, int every)
+ * each step seeks; 6 with one keyframe, where each step restarts from the first frame). seeks: the
+ * container gives display timestamps, so that with several keyframes the walk must seek (AVI: it must not). */
+static void test_seek_equals_straight(const char *path, int short_side, int every, int seeks)
 {
     upm_err err;
     bytes b = slurp(path);
@@ -311,11 +328,79 @@ static void test_seek_equals_straight(const char *path, int short_side, int ever
            "%d fallbacks, %.1f frames decoded per frame asked; %.1f s\n",
            clip_name(path), (long long)n, (long long)in.num_keyframes, n / dt, in.out_width, in.out_height, cs.calls,
            cs.seeks, cs.fallbacks, (double)cs.decoded / cs.asked, now() - t0);
-    if (in.num_keyframes > 1)
-        CHECK(cs.seeks > 0); /* with several keyframes, going backwards seeks instead of restarting */
+    if (in.num_keyframes > 1) /* with several keyframes, going backwards seeks instead of restarting */
+        CHECK(seeks ? cs.seeks > 0 : cs.seeks == 0);
     upm_video_close(v);
     upm_video_frames_free(&ref);
     free(all);
+    free(b.p);
+}
+
+/* Frame k is the k-th frame ffmpeg's own program shows: its rawvideo output (the same swscale conversion: bilinear,
+ * accurate rounding) against upm_video_decode with the default options, for the training policy's frames of several
+ * seeds, the evaluation policy's, and single frames walking backwards, each on a fresh handle and on one that
+ * continues. An outside count of the frames: the bug it guards against returned a neighbouring frame (AVI with
+ * B-frames, seeking by decoding timestamps), which a comparison with our own straight decode alone did not show
+ * until that decode was compared with the seek path. */
+static void test_frames_match_ffmpeg(const char *rel)
+{
+    char path[1024], cmd[1400];
+    snprintf(path, sizeof path, "%s/%s", rel[0] == '/' ? "" : testdata, rel);
+    upm_err err;
+    bytes b = slurp(rel);
+    upm_video *v;
+    if (upm_video_open(b.p, b.n, NULL, &v, &err) != 0) {
+        CHECK(!"open");
+        fprintf(stderr, "%s: %s\n", rel, err.msg);
+        free(b.p);
+        return;
+    }
+    const upm_video_info in = *upm_video_get_info(v);
+    size_t fb = (size_t)in.out_width * in.out_height * 3;
+    snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -i '%s' -map 0:v:0 -sws_flags bilinear+accurate_rnd "
+             "-f rawvideo -pix_fmt rgb24 -", path);
+    FILE *p = popen(cmd, "r");
+    uint8_t *ref = malloc((size_t)(in.num_frames + 1) * fb);
+    int64_t got = 0;
+    while (p && ref && got <= in.num_frames && fread(ref + (size_t)got * fb, 1, fb, p) == fb)
+        got++;
+    CHECK(p && pclose(p) == 0);
+    CHECK(got == in.num_frames); /* ffmpeg shows as many frames as the index counts */
+    int64_t idx[8], asked = 0, bad = 0;
+    for (int pass = 0; got == in.num_frames && pass < 8; pass++) {
+        upm_rng r = upm_rng_stream((uint64_t)pass, UPM_RNG_FRAMES, 0, 0, 0);
+        int T = pass < 7 ? 8 : 1;
+        CHECK(upm_video_sample_indices(in.num_frames, in.fps, 8, 0, pass < 6, &r, idx, &err) == 0);
+        if (pass == 7)
+            idx[0] = in.num_frames - 1;
+        upm_video *fresh = NULL;
+        CHECK(upm_video_open(b.p, b.n, NULL, &fresh, &err) == 0);
+        for (int h = 0; h < 2; h++) {
+            upm_video_frames f;
+            if (upm_video_decode(h ? fresh : v, idx, T, &f, &err) != 0) {
+                CHECK(!"decode");
+                fprintf(stderr, "%s: %s\n", rel, err.msg);
+                continue;
+            }
+            for (int t = 0; t < T; t++)
+                bad += memcmp(f.rgb + (size_t)t * fb, ref + (size_t)idx[t] * fb, fb) != 0;
+            asked += T;
+            upm_video_frames_free(&f);
+        }
+        upm_video_close(fresh);
+    }
+    for (int64_t k = in.num_frames - 1; got == in.num_frames && k >= 0; k -= 7) { /* backwards: a seek each */
+        upm_video_frames f;
+        CHECK(upm_video_decode(v, &k, 1, &f, &err) == 0);
+        bad += f.rgb && memcmp(f.rgb, ref + (size_t)k * fb, fb) != 0;
+        asked++;
+        upm_video_frames_free(&f);
+    }
+    CHECK(bad == 0);
+    printf("ffmpeg %-20s %s: %lld frames shown by ffmpeg, %lld asked, %lld differ\n", clip_name(rel), in.codec,
+           (long long)got, (long long)asked, (long long)bad);
+    upm_video_close(v);
+    free(ref);
     free(b.p);
 }
 
@@ -701,15 +786,21 @@ int main(void)
     test_policy();
     test_probe();
     printf("policy + probe: %.1f s\n", now() - t0);
-    test_seek_equals_straight("video/cockatoo.mp4", 144, 11);
-    test_seek_equals_straight("video/realshort.mp4", 0, 0);
+    test_seek_equals_straight("video/cockatoo.mp4", 144, 11, 1);
+    test_seek_equals_straight("video/realshort.mp4", 0, 0, 1);
     for (int i = 0; i < N_CODEC_CLIPS; i++)
-        test_seek_equals_straight(codec_clips[i].path, 0, 0);
-    make_hevc_clip();
-    test_seek_equals_straight(hevc_clip, 0, 0);
+        test_seek_equals_straight(codec_clips[i].path, 0, 0, 1);
+    make_clips();
+    test_seek_equals_straight(hevc_clip, 0, 0, 1);
+    test_seek_equals_straight(xvid_clip, 0, 0, 0);
+    test_seek_equals_straight(h264avi_clip, 0, 0, 0);
     test_skip_nonref();
-    remove(hevc_clip);
-    rmdir(hevc_dir);
+    test_frames_match_ffmpeg(xvid_clip);
+    test_frames_match_ffmpeg(h264avi_clip);
+    test_frames_match_ffmpeg(hevc_clip);
+    for (int i = 0; i < N_CODEC_CLIPS; i++)
+        test_frames_match_ffmpeg(codec_clips[i].path);
+    remove_clips();
     printf("seek vs straight: %.1f s\n", now() - t0);
     test_augment();
     test_errors();
