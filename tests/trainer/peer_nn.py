@@ -17,7 +17,11 @@ and the optimizer's numbers (--lr, --eps, --beta2, --clip, --layerscale).
     /usr/bin/python3 tests/trainer/peer_nn.py TRAIN_DIR HELDOUT_DIR [--steps 120] [--batch 16] [--seed 0] ...
 
 Folders hold <class>/<image>; the class folder names are the label texts (tokenized by upmoe-tokenize).
-Prints the loss, gradient norm and LayerScale statistics, then held-out top-1. Measurements: docs/training.md."""
+Prints the loss, gradient norm and LayerScale statistics, then held-out top-1. Measurements: docs/training.md.
+--task retrieval trains image-text retrieval instead (the pair formulation): each image's caption is
+"a handwritten digit <class>" (tests/trainer/digits_fixture.py's), in-batch negatives, cross-entropy with label
+smoothing both ways; held out, R@1 both ways over galleries of --gallery images and their captions, where every
+equal caption counts (as upmoe-eval scores it)."""
 import argparse
 import math
 import os
@@ -159,12 +163,31 @@ def label_ids(names):
     return torch.tensor([r + [EOT] * (L - len(r)) for r in rows])  # padded with EOT, attended: names of equal length here
 
 
-def learning_rate(peak, step, steps, floor=1e-6):
-    """Linear warmup over the first 5 % of the steps, then cosine from peak to floor (docs/training.md)."""
-    warm = steps // 20
+def learning_rate(peak, step, steps, floor=1e-6, warm=-1):
+    """Linear warmup over warm steps (default the first 5 %), then cosine from peak to floor (docs/training.md)."""
+    warm = steps // 20 if warm < 0 else warm
     if step < warm:
         return peak * (step + 1) / warm
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+
+@torch.no_grad()
+def retrieval_eval(m, Xh, Yh, ids, a):
+    """R@1 both ways over galleries of a.gallery held-out images (in a fixed shuffled order) and their captions;
+    a retrieved item is right when its caption equals the query's. Chance: the share of equal captions."""
+    order = torch.randperm(len(Xh), generator=torch.Generator().manual_seed(12345))
+    i2t = t2i = chance = n = 0
+    for g in range(0, len(order) - a.gallery + 1, a.gallery):
+        sel = order[g:g + a.gallery]
+        y = Yh[sel]
+        sim = m.images(Xh[sel]) @ m.texts(ids[y]).t()
+        same = y[:, None] == y[None, :]
+        i2t += int(same[torch.arange(len(y)), sim.argmax(1)].sum())
+        t2i += int(same[sim.argmax(0), torch.arange(len(y))].sum())
+        chance += float(same.float().mean()) * len(y)
+        n += len(y)
+    print("held-out R@1 image->text %.3f, text->image %.3f over %d images in galleries of %d (chance %.3f)"
+          % (i2t / n, t2i / n, n, a.gallery, chance / n))
 
 
 def main():
@@ -179,12 +202,15 @@ def main():
     ap.add_argument("--init", choices=("upmoe", "torch", "mae"), default="upmoe")
     ap.add_argument("--embed-ln", action="store_true")
     ap.add_argument("--crop", action="store_true", help="upmoe's --augment none view instead of a plain resize")
+    ap.add_argument("--task", choices=("label", "retrieval"), default="label")
+    ap.add_argument("--gallery", type=int, default=80)
+    ap.add_argument("--warmup", type=int, default=-1, help="warmup steps (default 5 %% of --steps)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(int(os.environ.get("PEER_THREADS", os.cpu_count() or 1)))
     X, Y, classes = load(a.train, a.image_size, a.crop)
     Xh, Yh, _ = load(a.heldout, a.image_size, a.crop)
-    ids = label_ids(classes)
+    ids = label_ids(classes if a.task == "label" else ["a handwritten digit " + c for c in classes])
     m = Encoder(a)
     decay = [p for n, p in m.named_parameters() if p.dim() == 2 and n not in ("tok.weight", "text_pos")]
     decay.append(m.patch.weight)
@@ -198,8 +224,14 @@ def main():
             order, at = torch.randperm(len(X), generator=gen), 0
         idx = order[at:at + a.batch]
         at += a.batch
-        u, v = m.images(X[idx]), m.texts(ids)
-        loss = F.cross_entropy(m.logit_scale.exp().clamp(max=100) * u @ v.t(), Y[idx], label_smoothing=0.1)
+        if a.task == "label":
+            u, v = m.images(X[idx]), m.texts(ids)
+            loss = F.cross_entropy(m.logit_scale.exp().clamp(max=100) * u @ v.t(), Y[idx], label_smoothing=0.1)
+        else:  # the batch's own captions; every other one in the batch is a negative, equal or not
+            u, v = m.images(X[idx]), m.texts(ids[Y[idx]])
+            logits, diag = m.logit_scale.exp().clamp(max=100) * u @ v.t(), torch.arange(len(idx))
+            loss = 0.5 * (F.cross_entropy(logits, diag, label_smoothing=0.1) +
+                          F.cross_entropy(logits.t(), diag, label_smoothing=0.1))
         opt.zero_grad()
         loss.backward()
         if step == 0:
@@ -210,13 +242,15 @@ def main():
                      g_attn))
         norm = torch.nn.utils.clip_grad_norm_(m.parameters(), a.clip)
         for group in opt.param_groups:
-            group["lr"] = learning_rate(a.lr, step, a.steps)
+            group["lr"] = learning_rate(a.lr, step, a.steps, warm=a.warmup)
         opt.step()
         if step % a.log_every == 0 or step == a.steps - 1:
             ga = torch.cat([b.gamma1.detach() for b in m.blocks])
             print("step %d loss %.4f gnorm %.3e attention LayerScale mean|g| %.2e mean %.2e (%.0f s)"
                   % (step + 1, float(loss), float(norm), float(ga.abs().mean()), float(ga.mean()), time.time() - t0),
                   flush=True)
+    if a.task == "retrieval":
+        return retrieval_eval(m, Xh, Yh, ids, a)
     correct = 0
     with torch.no_grad():
         v = m.texts(ids)
