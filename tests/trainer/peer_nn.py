@@ -21,7 +21,8 @@ Prints the loss, gradient norm and LayerScale statistics, then held-out top-1. M
 --task retrieval trains image-text retrieval instead (the pair formulation): each image's caption is
 "a handwritten digit <class>" (tests/trainer/digits_fixture.py's), in-batch negatives, cross-entropy with label
 smoothing both ways; held out, R@1 both ways over galleries of --gallery images and their captions, where every
-equal caption counts (as upmoe-eval scores it)."""
+equal caption counts (as upmoe-eval scores it). --video reads <class>/<clip> folders of the fixture's 8-frame clips
+instead: video classification (frame patches with a learned temporal embedding)."""
 import argparse
 import math
 import os
@@ -78,12 +79,13 @@ class Encoder(nn.Module):
         self.out = nn.Linear(D, D, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.register_buffer("image_pos", sincos_2d(a.image_size // 16, D))
+        self.temporal = nn.Parameter(torch.zeros(8, D))  # video frames: a learned embedding per frame
         self._init(torch.Generator().manual_seed(a.seed))
 
     @torch.no_grad()
     def _init(self, g):
         a, D = self.a, self.a.dim
-        for p in (self.text_pos, self.text_type, self.image_type):
+        for p in (self.text_pos, self.text_type, self.image_type, self.temporal):
             p.normal_(0, 0.02, generator=g)
         if a.init == "torch":  # nn's defaults stand; the SPE is an embedding-table row, N(0, 1)
             self.spe.normal_(0, 1.0, generator=g)
@@ -120,6 +122,12 @@ class Encoder(nn.Module):
         return F.normalize(self.out(self.norm(x[:, 0])), dim=-1)
 
     def images(self, px):
+        """px [n, 3, H, W] pictures, or [n, T, 3, H, W] video frames (each frame's patches, in frame order)."""
+        if px.dim() == 5:
+            n, T = px.shape[:2]
+            x = self.patch(px.flatten(0, 1)).flatten(2).transpose(1, 2) + self.image_pos  # [n*T, P, D]
+            x = (x.view(n, T, -1, x.shape[-1]) + self.temporal[:T, None]).flatten(1, 2)
+            return self._features(torch.cat([self._spe(n), x], 1))
         x = self.patch(px).flatten(2).transpose(1, 2) + self.image_pos
         if self.a.embed_ln:
             x = self.embed_norm(x + self.image_type)
@@ -151,6 +159,24 @@ def load(folder, size, crop=False):
                 im = im.resize((size, size), Image.BICUBIC)
             t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
             xs.append((t.float() / 255 - mean) / std)
+            ys.append(ci)
+    return torch.stack(xs), torch.tensor(ys), classes
+
+
+def load_videos(folder, size):
+    """Clips [N, T, 3, size, size] (every frame; the digits fixture's clips are 8 frames of size x size, so every
+    frame is the one the policy samples and no resize is needed) normalised with mean and std 0.5 (TimeSformer's,
+    upmoe's for videos), decoded with PyAV; and class indices."""
+    import av
+    classes = sorted(os.listdir(folder))
+    xs, ys = [], []
+    for ci, c in enumerate(classes):
+        for f in sorted(os.listdir(os.path.join(folder, c))):
+            with av.open(os.path.join(folder, c, f)) as con:
+                frames = [torch.from_numpy(fr.to_ndarray(format="rgb24")) for fr in con.decode(video=0)]
+            x = torch.stack(frames).permute(0, 3, 1, 2).float()
+            assert x.shape[1:] == (3, size, size), (f, x.shape)
+            xs.append((x / 255 - 0.5) / 0.5)
             ys.append(ci)
     return torch.stack(xs), torch.tensor(ys), classes
 
@@ -203,13 +229,18 @@ def main():
     ap.add_argument("--embed-ln", action="store_true")
     ap.add_argument("--crop", action="store_true", help="upmoe's --augment none view instead of a plain resize")
     ap.add_argument("--task", choices=("label", "retrieval"), default="label")
+    ap.add_argument("--video", action="store_true", help="folders of <class>/<clip>: video classification")
     ap.add_argument("--gallery", type=int, default=80)
     ap.add_argument("--warmup", type=int, default=-1, help="warmup steps (default 5 %% of --steps)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(int(os.environ.get("PEER_THREADS", os.cpu_count() or 1)))
-    X, Y, classes = load(a.train, a.image_size, a.crop)
-    Xh, Yh, _ = load(a.heldout, a.image_size, a.crop)
+    if a.video:
+        X, Y, classes = load_videos(a.train, a.image_size)
+        Xh, Yh, _ = load_videos(a.heldout, a.image_size)
+    else:
+        X, Y, classes = load(a.train, a.image_size, a.crop)
+        Xh, Yh, _ = load(a.heldout, a.image_size, a.crop)
     ids = label_ids(classes if a.task == "label" else ["a handwritten digit " + c for c in classes])
     m = Encoder(a)
     decay = [p for n, p in m.named_parameters() if p.dim() == 2 and n not in ("tok.weight", "text_pos")]
