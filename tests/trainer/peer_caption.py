@@ -23,28 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_mlm import SOT, SPE, VOCAB  # noqa: E402
+from peer_mlm import SOT, VOCAB, Block  # noqa: E402
 from peer_nn import label_ids, load, sincos_2d  # noqa: E402
 
 GEN = 49409
-
-
-class Block(nn.Module):
-    def __init__(self, D, heads, ls):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
-        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
-        self.fc1, self.fc2 = nn.Linear(D, 4 * D), nn.Linear(4 * D, D)
-        self.g1, self.g2 = nn.Parameter(torch.full((D,), ls)), nn.Parameter(torch.full((D,), ls))
-
-    def forward(self, x, allow):
-        n, S, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).reshape(n, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        att = (q @ k.transpose(-1, -2) / math.sqrt(D // self.heads)).masked_fill(~allow[:, None], float("-inf"))
-        a = torch.softmax(att, -1) @ v
-        x = x + self.g1 * self.proj(a.transpose(1, 2).reshape(n, S, D))
-        return x + self.g2 * self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
 class Captioner(nn.Module):
@@ -96,9 +78,8 @@ class Captioner(nn.Module):
 
     def vocab_features(self, cand):
         x = torch.cat([self.spe.expand(len(cand), 1, -1), (self.tok(cand) + self.pos[0])[:, None]], 1)
-        allow = torch.ones(len(cand), 2, 2, dtype=torch.bool)
         for b in self.blocks:
-            x = b(x, allow)
+            x = b(x)
         return self.feature(x[:, 0])
 
 

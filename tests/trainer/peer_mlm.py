@@ -79,21 +79,25 @@ def mask_words(ids, ends, rng, rate=0.15):
 
 
 class Block(nn.Module):
+    """Pre-LN block with LayerScale; allow: which keys each query may attend to ([n, S, S], or [n, 1, S] for a
+    key mask alone), None for all. The other peers build their blocks from this one."""
+
     def __init__(self, D, heads, ls):
         super().__init__()
         self.heads = heads
         self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
         self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
         self.fc1, self.fc2 = nn.Linear(D, 4 * D), nn.Linear(4 * D, D)
-        self.g1, self.g2 = nn.Parameter(torch.full((D,), ls)), nn.Parameter(torch.full((D,), ls))
+        self.gamma1, self.gamma2 = nn.Parameter(torch.full((D,), ls)), nn.Parameter(torch.full((D,), ls))
 
-    def forward(self, x, pad):
+    def forward(self, x, allow=None):
         n, S, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).reshape(n, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        att = (q @ k.transpose(-1, -2) / math.sqrt(D // self.heads)).masked_fill(pad[:, None, None, :], float("-inf"))
-        a = torch.softmax(att, -1) @ v
-        x = x + self.g1 * self.proj(a.transpose(1, 2).reshape(n, S, D))
-        return x + self.g2 * self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        att = q @ k.transpose(-1, -2) / math.sqrt(D // self.heads)
+        if allow is not None:
+            att = att.masked_fill(~allow[:, None], float("-inf"))
+        x = x + self.gamma1 * self.proj((torch.softmax(att, -1) @ v).transpose(1, 2).reshape(n, S, D))
+        return x + self.gamma2 * self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
 class Encoder(nn.Module):
@@ -116,9 +120,9 @@ class Encoder(nn.Module):
         """ids [n, L] (text), lengths [n]: outputs [n, 1 + L, D], SPE first."""
         n, L = ids.shape
         x = torch.cat([self.spe.expand(n, 1, -1), self.tok(ids) + self.pos[:L]], 1)
-        pad = torch.arange(1 + L)[None, :] > lengths[:, None]
+        keys = torch.arange(1 + L)[None, :] <= lengths[:, None]  # SPE and the valid text
         for b in self.blocks:
-            x = b(x, pad)
+            x = b(x, keys[:, None, :])
         return x
 
     def feature(self, h):

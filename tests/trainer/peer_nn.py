@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from peer_mlm import Block  # the same directory
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.environ.get("UPMOE_BUILD_DIR") or os.path.join(HERE, "..", "..", "build")
 SPE, EOT, VOCAB = 49410, 49407, 49411
@@ -45,23 +47,6 @@ def sincos_2d(g, D):
     gy, gx = torch.meshgrid(torch.arange(g, dtype=torch.float64), torch.arange(g, dtype=torch.float64), indexing="ij")
     ax, ay = gx.reshape(-1, 1) * om, gy.reshape(-1, 1) * om
     return torch.cat([ax.sin(), ax.cos(), ay.sin(), ay.cos()], 1).float()
-
-
-class Block(nn.Module):
-    def __init__(self, D, heads, ls):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
-        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
-        self.fc1, self.fc2 = nn.Linear(D, 4 * D), nn.Linear(4 * D, D)
-        self.gamma1, self.gamma2 = nn.Parameter(torch.full((D,), ls)), nn.Parameter(torch.full((D,), ls))
-
-    def forward(self, x):
-        n, S, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).reshape(n, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D // self.heads), -1)
-        x = x + self.gamma1 * self.proj((att @ v).transpose(1, 2).reshape(n, S, D))
-        return x + self.gamma2 * self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
 class Encoder(nn.Module):
