@@ -23,32 +23,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_mlm import SOT, VOCAB, Block  # noqa: E402
+from peer_mlm import VOCAB, Encoder, candidates  # noqa: E402
 from peer_nn import label_ids, load, sincos_2d  # noqa: E402
 
 GEN = 49409
 
 
-class Captioner(nn.Module):
-    def __init__(self, D, layers, heads, ls, image_size, max_len=32):
-        super().__init__()
-        self.patch = nn.Conv2d(3, D, 16, 16)
-        self.tok = nn.Embedding(VOCAB, D)
-        self.pos = nn.Parameter(torch.zeros(max_len, D))
-        self.spe = nn.Parameter(torch.zeros(D))
-        self.blocks = nn.ModuleList(Block(D, heads, ls) for _ in range(layers))
-        self.ln, self.out = nn.LayerNorm(D), nn.Linear(D, D)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.register_buffer("image_pos", sincos_2d(image_size // 16, D))
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02, a=-2, b=2)
-                nn.init.zeros_(m.bias)
-        for p in (self.tok.weight, self.pos, self.spe):
-            nn.init.trunc_normal_(p, std=0.02, a=-2, b=2)
+class Captioner(Encoder):
+    """peer_mlm's text encoder (token and position embeddings, blocks, head, the vocabulary's features) with an
+    image patch embedding and fixed 2-D sin-cos image positions."""
 
-    def feature(self, h):
-        return F.normalize(self.out(self.ln(h)), dim=-1)
+    def __init__(self, D, layers, heads, ls, image_size, max_len=32):
+        super().__init__(D, layers, heads, ls, max_len)
+        self.patch = nn.Conv2d(3, D, 16, 16)
+        nn.init.trunc_normal_(self.patch.weight, std=0.02, a=-2, b=2)
+        nn.init.zeros_(self.patch.bias)
+        self.register_buffer("image_pos", sincos_2d(image_size // 16, D))
 
     def captions(self, px, ids, lengths):
         """Query outputs [n, L, D] for images px and captions ids [n, L] (padded), teacher-forced."""
@@ -75,12 +65,6 @@ class Captioner(nn.Module):
         for b in self.blocks:
             x = b(x, allow)
         return x[:, pre + L:]
-
-    def vocab_features(self, cand):
-        x = torch.cat([self.spe.expand(len(cand), 1, -1), (self.tok(cand) + self.pos[0])[:, None]], 1)
-        for b in self.blocks:
-            x = b(x)
-        return self.feature(x[:, 0])
 
 
 def main():
@@ -122,19 +106,7 @@ def main():
         at += a.batch
         ids, n = caps[Y[idx]], lens[Y[idx]]
         valid = torch.arange(ids.shape[1])[None, :] < n[:, None]
-        y = ids[valid]
-        targets = sorted(set(y.tolist()))
-        tset, neg = set(targets), []
-        while len(neg) < a.negatives:
-            v = rng.randrange(SOT)
-            if v not in tset:
-                tset.add(v)
-                neg.append(v)
-        cand = torch.tensor(targets + neg)
-        corr = torch.cat([torch.zeros(len(targets)),
-                          torch.full((len(neg),), -math.log(a.negatives / (SOT - len(targets))))])
-        where = {v: i for i, v in enumerate(cand.tolist())}
-        yi = torch.tensor([where[v] for v in y.tolist()])
+        cand, corr, yi = candidates(ids[valid].tolist(), a.negatives, rng)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         u = m.feature(m.captions(X[idx], ids, n)[valid])

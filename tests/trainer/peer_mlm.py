@@ -133,6 +133,27 @@ class Encoder(nn.Module):
         return self.feature(h[:, 0])
 
 
+def candidates(y, negatives, rng):
+    """The scored candidates of a step whose targets are y (ids): the distinct targets, then `negatives` other
+    regular tokens drawn uniformly without replacement, whose logits get -log q (q = their inclusion probability);
+    negatives 0: the whole vocabulary. Returns (candidate ids, logit corrections, each target's candidate index)."""
+    targets = sorted(set(y))
+    if negatives > 0:
+        tset, neg = set(targets), []
+        while len(neg) < negatives:
+            v = rng.randrange(SOT)
+            if v not in tset:
+                tset.add(v)
+                neg.append(v)
+        cand = torch.tensor(targets + neg)
+        q = negatives / (SOT - len(targets))
+        corr = torch.cat([torch.zeros(len(targets)), torch.full((len(neg),), -math.log(q))])
+    else:
+        cand, corr = torch.arange(VOCAB), torch.zeros(VOCAB)
+    where = {v: j for j, v in enumerate(cand.tolist())}
+    return cand, corr, torch.tensor([where[v] for v in y])
+
+
 def batch_tensors(rows):
     L = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), L, dtype=torch.long)
@@ -222,22 +243,7 @@ def main():
         r = torch.tensor([b for b, ts in enumerate(tg) for _ in ts])
         p = torch.tensor([1 + q for ts in tg for q, _ in ts])
         y = [v for ts in tg for _, v in ts]
-        targets = sorted(set(y))
-        if a.negatives > 0:
-            tset = set(targets)
-            pool = SOT - len(tset)
-            neg = []
-            while len(neg) < a.negatives:
-                v = rng.randrange(SOT)
-                if v not in tset:
-                    tset.add(v)
-                    neg.append(v)
-            cand = torch.tensor(targets + neg)
-            corr = torch.cat([torch.zeros(len(targets)), torch.full((len(neg),), -math.log(a.negatives / pool))])
-        else:
-            cand, corr = torch.arange(VOCAB), torch.zeros(VOCAB)
-        where = {v: j for j, v in enumerate(cand.tolist())}
-        yi = torch.tensor([where[v] for v in y])
+        cand, corr, yi = candidates(y, a.negatives, rng)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         h = m(x, n)
