@@ -216,7 +216,8 @@ static void find_x264_build(upm_video *v, const uint8_t *p, int n)
  * is cut short, flagged corrupt or lies past the end of the bytes, or a demuxer error, means a
  * truncated or damaged file. no_ts: some packet has no timestamp at all; no_pts: some packet has only a
  * decoding timestamp, so the container does not say in which order the frames are shown. */
-static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts, int *no_pts, upm_err *err)
+static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, i64vec *key_dts, int *no_ts, int *no_pts,
+                         upm_err *err)
 {
     int r;
     int64_t count = 0;
@@ -243,7 +244,8 @@ static int index_packets(upm_video *v, i64vec *frames, i64vec *keys, int *no_ts,
                 r = AVERROR(ENOMEM);
             /* a keyframe the decoder drops is no frame to seek to (fuzzed VP8 made hidden keyframes, more
              * keyframes than frames); frames after it then decode from the start, as without a keyframe */
-            if (!bad && !hidden && (p->flags & AV_PKT_FLAG_KEY) && push(keys, ts) < 0)
+            if (!bad && !hidden && (p->flags & AV_PKT_FLAG_KEY) &&
+                (push(keys, ts) < 0 || push(key_dts, p->dts != AV_NOPTS_VALUE ? p->dts : ts) < 0))
                 r = AVERROR(ENOMEM);
             av_packet_unref(v->pkt);
             if (r < 0)
@@ -321,18 +323,21 @@ static int check_complete(upm_video *v, upm_err *err)
 
 static int build_index(upm_video *v, upm_err *err)
 {
-    i64vec frames = {0}, keys = {0};
+    i64vec frames = {0}, keys = {0}, key_dts = {0};
     int no_ts = 0, no_pts = 0;
-    int r = index_packets(v, &frames, &keys, &no_ts, &no_pts, err);
+    int r = index_packets(v, &frames, &keys, &key_dts, &no_ts, &no_pts, err);
     if (r < 0) {
         free(frames.a);
         free(keys.a);
+        free(key_dts.a);
         return r;
     }
     if (frames.n > 1) /* a stream without packets leaves the arrays NULL, which qsort may not be given */
         qsort(frames.a, (size_t)frames.n, sizeof *frames.a, upm_video_cmp_i64);
-    if (keys.n > 1)
+    if (keys.n > 1) { /* keyframes are never reordered among themselves: both orders agree */
         qsort(keys.a, (size_t)keys.n, sizeof *keys.a, upm_video_cmp_i64);
+        qsort(key_dts.a, (size_t)key_dts.n, sizeof *key_dts.a, upm_video_cmp_i64);
+    }
     /* Decoding timestamps name frames only where no frame is reordered, which the container then does not say:
      * AVI stores none but them (MPEG-4 Part 2 with B-frames, MSVD's clips: the frame shown third is sent second
      * and the decoder's output carries no display time), so seeking by them returned neighbouring frames. */
@@ -346,10 +351,12 @@ static int build_index(upm_video *v, upm_err *err)
     if (r < 0 || !unique) { /* display timestamps name frames; without them only a straight decode can */
         free(frames.a);
         free(keys.a);
+        free(key_dts.a);
         return r;
     }
     v->pts = frames.a;
     v->key_pts = keys.a;
+    v->key_dts = key_dts.a;
     return 0;
 }
 
@@ -410,6 +417,7 @@ void upm_video_close(upm_video *v)
     avcodec_parameters_free(&v->par);
     free(v->pts);
     free(v->key_pts);
+    free(v->key_dts);
     free(v);
 }
 

@@ -64,8 +64,33 @@ static int skippable(const upm_video *v, int64_t pts)
     return 1;
 }
 
-/* Next decoded frame into v->frame: 1 = a frame, 0 = end of stream, LOST (seek path only: the first
- * packet after a seek is not a keyframe or has no timestamp), < 0 = error. */
+/* The first packets after a seek (in v->pkt): 1 = decode from here (a keyframe), 0 = pass this packet over (it
+ * comes before the keyframe sought, or the seek is retried), LOST = give up. Demuxers land differently:
+ * MP4 and Matroska on the keyframe, or on an earlier one (fine: decoding starts there); MPEG-TS by decoding
+ * timestamp, just after a keyframe whose display timestamp was asked, so the seek is retried once at the
+ * keyframe's decoding timestamp and the packets before it are passed over. */
+static int landing(upm_video *v)
+{
+    const AVPacket *p = v->pkt;
+    int64_t pts = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts, dts = p->dts != AV_NOPTS_VALUE ? p->dts : p->pts;
+    if (pts == AV_NOPTS_VALUE)
+        return LOST;
+    if ((p->flags & AV_PKT_FLAG_KEY) && (pts <= v->seek_pts || dts <= v->seek_dts)) {
+        v->after_seek = 0;
+        v->floor_pts = pts;
+        return 1;
+    }
+    if (dts < v->seek_dts)
+        return 0;
+    if (v->reseeked || av_seek_frame(v->fmt, v->stream, v->seek_dts, AVSEEK_FLAG_BACKWARD) < 0)
+        return LOST;
+    v->reseeked = 1;
+    avcodec_flush_buffers(v->dec);
+    return 0;
+}
+
+/* Next decoded frame into v->frame: 1 = a frame, 0 = end of stream, LOST (seek path only: after a seek no
+ * keyframe to start from, see landing), < 0 = error. */
 static int next_frame(upm_video *v, upm_err *err)
 {
     for (;;) {
@@ -89,11 +114,12 @@ static int next_frame(upm_video *v, upm_err *err)
             continue;
         } else {
             if (v->after_seek) {
-                v->after_seek = 0;
-                v->floor_pts = v->pkt->pts != AV_NOPTS_VALUE ? v->pkt->pts : v->pkt->dts;
-                if (!(v->pkt->flags & AV_PKT_FLAG_KEY) || v->floor_pts == AV_NOPTS_VALUE) {
+                int r2 = landing(v);
+                if (r2 != 1) {
                     av_packet_unref(v->pkt);
-                    return LOST;
+                    if (r2 == 0)
+                        continue; /* a packet before the keyframe sought, or a retried seek */
+                    return r2;
                 }
             }
             if (v->want_pts)
@@ -152,12 +178,13 @@ static int64_t frame_of_pts(const upm_video *v, int64_t ts)
     return hit ? hit - v->pts : -1;
 }
 
-/* The last keyframe timestamp <= ts (INT64_MIN if none) and the index of the first frame at or after it. */
-static int64_t keyframe_before(const upm_video *v, int64_t ts, int64_t *frame)
+/* The last keyframe timestamp <= ts (INT64_MIN if none), its decoding timestamp, and the index of the first frame
+ * at or after it. */
+static int64_t keyframe_before(const upm_video *v, int64_t ts, int64_t *dts, int64_t *frame)
 {
     int64_t key = INT64_MIN;
     for (int64_t i = 0; i < v->info.num_keyframes && v->key_pts[i] <= ts; i++) /* few keyframes: linear */
-        key = v->key_pts[i];
+        key = v->key_pts[i], *dts = v->key_dts[i];
     int64_t f = 0;
     while (key != INT64_MIN && f < v->info.num_frames && v->pts[f] < key)
         f++;
@@ -171,8 +198,8 @@ typedef struct want { int64_t index; int slot; /* the first output slot asking f
  * k's keyframe and k, decode from the start when k's keyframe is the first, else seek. */
 static int position_for(upm_video *v, int64_t k, upm_err *err)
 {
-    int64_t key_frame;
-    int64_t key = keyframe_before(v, v->pts[k], &key_frame);
+    int64_t key_frame, key_dts = INT64_MIN;
+    int64_t key = keyframe_before(v, v->pts[k], &key_dts, &key_frame);
     if (v->running && v->cur < k && v->cur >= key_frame - 1 && !v->after_seek)
         return 0;
     if (key == INT64_MIN || key_frame == 0)
@@ -188,6 +215,7 @@ static int position_for(upm_video *v, int64_t k, upm_err *err)
     avcodec_flush_buffers(v->dec);
     v->eof_sent = 0;
     v->after_seek = 1;
+    v->seek_pts = key, v->seek_dts = key_dts, v->reseeked = 0;
     v->floor_pts = INT64_MIN;
     v->cur = -1;
     return 0;

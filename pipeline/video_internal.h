@@ -24,6 +24,7 @@ struct upm_video {
     const AVInputFormat *ifmt;
     int64_t *pts;            /* num_frames frame timestamps, ascending; NULL when unusable for seeking */
     int64_t *key_pts;        /* num_keyframes keyframe timestamps, ascending */
+    int64_t *key_dts;        /* their decoding timestamps (the pts where a packet has none), in the same order */
     int x264_build;          /* H.264 from x264: the encoder build its SEI names, or -1 */
     int probed_streams;      /* avformat_find_stream_info ran (its durations may be estimates) */
     /* decoding state; lives across upm_video_decode calls */
@@ -40,6 +41,8 @@ struct upm_video {
     int eof_sent;
     int after_seek;      /* the next packet is the first after av_seek_frame */
     int64_t floor_pts;   /* after a seek: frames before the landing keyframe may lack references */
+    int64_t seek_pts, seek_dts; /* after a seek: the keyframe sought (packets before it are passed over) */
+    int reseeked;        /* after a seek: it landed past the keyframe once and was retried at seek_dts */
     int64_t cur;         /* index of the last frame returned since the last (re)open or seek; -1 none */
     /* seek path on H.264 and HEVC: the timestamps of the frames asked for (ascending), so that the decoder may skip the
      * non-reference pictures between them (next_frame); NULL elsewhere */

@@ -49,8 +49,9 @@ static const char *clip_name(const char *path)
 /* Clips made for the test by Debian's ffmpeg from the cockatoo video (6 s at 144 lines), for what the test data
  * lacks: HEVC (libx265, a keyframe every 40 frames, B-frames at x265's defaults, half of them non-reference);
  * MPEG-4 Part 2 with B-frames in AVI under the XviD tag (the layout of MSVD's clips), and H.264 in AVI. AVI keeps
- * decoding timestamps only, so the container does not say which frame is shown when. */
-static char clip_dir[256], hevc_clip[300], xvid_clip[300], h264avi_clip[300];
+ * decoding timestamps only, so the container does not say which frame is shown when. And H.264 with B-frames in
+ * MPEG-TS, where FFmpeg seeks by decoding timestamp and lands just after the keyframe asked for. */
+static char clip_dir[256], hevc_clip[300], xvid_clip[300], h264avi_clip[300], ts_clip[300];
 
 static void make_clip(char *path, size_t size, const char *name, const char *codec_args)
 {
@@ -75,6 +76,7 @@ static void make_clips(void)
     make_clip(hevc_clip, sizeof hevc_clip, "hevc.mp4", "-c:v libx265 -x265-params log-level=error:keyint=40");
     make_clip(xvid_clip, sizeof xvid_clip, "xvid.avi", "-c:v mpeg4 -vtag XVID -bf 2 -g 30 -q:v 4");
     make_clip(h264avi_clip, sizeof h264avi_clip, "h264.avi", "-c:v libx264 -g 30");
+    make_clip(ts_clip, sizeof ts_clip, "h264.ts", "-c:v libx264 -bf 3 -g 30");
 }
 
 static void remove_clips(void)
@@ -82,6 +84,7 @@ static void remove_clips(void)
     remove(hevc_clip);
     remove(xvid_clip);
     remove(h264avi_clip);
+    remove(ts_clip);
     rmdir(clip_dir);
 }
 
@@ -330,6 +333,7 @@ static void test_seek_equals_straight(const char *path, int short_side, int ever
            cs.seeks, cs.fallbacks, (double)cs.decoded / cs.asked, now() - t0);
     if (in.num_keyframes > 1) /* with several keyframes, going backwards seeks instead of restarting */
         CHECK(seeks ? cs.seeks > 0 : cs.seeks == 0);
+    CHECK(cs.fallbacks == 0); /* and every seek lands where decoding can start (MPEG-TS: after a retry) */
     upm_video_close(v);
     upm_video_frames_free(&ref);
     free(all);
@@ -794,10 +798,12 @@ int main(void)
     test_seek_equals_straight(hevc_clip, 0, 0, 1);
     test_seek_equals_straight(xvid_clip, 0, 0, 0);
     test_seek_equals_straight(h264avi_clip, 0, 0, 0);
+    test_seek_equals_straight(ts_clip, 0, 0, 1);
     test_skip_nonref();
     test_frames_match_ffmpeg(xvid_clip);
     test_frames_match_ffmpeg(h264avi_clip);
     test_frames_match_ffmpeg(hevc_clip);
+    test_frames_match_ffmpeg(ts_clip);
     for (int i = 0; i < N_CODEC_CLIPS; i++)
         test_frames_match_ffmpeg(codec_clips[i].path);
     remove_clips();
