@@ -1,6 +1,7 @@
 /* The CPU backend's table and its dense ops: memory, oneDNN sgemm, the BLAS-1 style loops, bias
  * gradient, the gradient-norm sum and AdamW. Per-token ops live in backend_cpu_rows.c, attention in
- * backend_cpu_attn.c, gates and losses in backend_cpu_loss.c. */
+ * backend_cpu_attn.c, gates and losses in backend_cpu_loss.c, and the hottest per-element loops of all
+ * of them in backend_cpu_vec.c. */
 #include "backend_cpu.h"
 
 #include <dnnl.h>
@@ -48,6 +49,18 @@ void upm_cpu_poison(float *p, size_t n)
     for (size_t i = 0; i < n; i++)
         p[i] = NAN;
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* One query of ASan's shadow memory for the whole range, then a checked read of its first bad byte, which
+ * ASan reports as an overflow with this stack. Not inlined, so that the report names it at frame #0. */
+__attribute__((noinline)) void upm_cpu_check(const void *p, size_t bytes)
+{
+    const volatile char *bad = __asan_region_is_poisoned((void *)p, bytes);
+    if (bad)
+        (void)*bad;
+}
+#endif
 
 void upm_cpu_fail(upm_backend *be, const char *op, const char *why)
 {
@@ -301,35 +314,27 @@ static void cpu_mark_nonzero_cols(upm_backend *be, uint8_t *mask, const float *G
 
 static void cpu_add_bias(upm_backend *be, float *Y, const float *b, int rows, int cols)
 {
+    if (rows <= 0 || cols <= 0)
+        return;
     upm_cpu_threads(be);
+    int len = 16, nc = (rows + len - 1) / len;
 #pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)cols >= UPM_CPU_PAR_MIN)
-    for (int r = 0; r < rows; r++) {
-        float *y = Y + (size_t)r * cols;
-        for (int c = 0; c < cols; c++)
-            y[c] += b[c];
+    for (int k = 0; k < nc; k++) {
+        int r0 = k * len, r1 = rows - r0 < len ? rows : r0 + len;
+        upm_cpu_check(Y + (size_t)r0 * cols, (size_t)(r1 - r0) * cols * sizeof *Y);
+        upm_cpu_check(b, (size_t)cols * sizeof *b);
+        upm_cpu_vec_add_bias(Y, b, r0, r1, cols);
     }
 }
 
 /* Each thread takes a contiguous run of column blocks and streams the rows once over all of them:
  * every column is still summed by one thread in row order (the same bits for any thread count), but
  * memory is read row-contiguously instead of one 64-byte piece per row and block. */
-enum { BIAS_RUN = 512 }; /* columns per pass: the double accumulators stay in L1 */
-
-UPM_CPU_CLONES static void bias_grad_cols(float *db, const float *dY, int rows, int cols, int c0, int c1)
+static void bias_grad_cols(float *db, const float *dY, int rows, int cols, int c0, int c1)
 {
-    double acc[BIAS_RUN];
-    for (; c0 < c1; c0 += BIAS_RUN) {
-        int w = c1 - c0 < BIAS_RUN ? c1 - c0 : BIAS_RUN;
-        for (int c = 0; c < w; c++)
-            acc[c] = 0.0;
-        for (int r = 0; r < rows; r++) {
-            const float *y = dY + (size_t)r * cols + c0;
-            for (int c = 0; c < w; c++)
-                acc[c] += (double)y[c];
-        }
-        for (int c = 0; c < w; c++)
-            db[c0 + c] = (float)((double)db[c0 + c] + acc[c]);
-    }
+    upm_cpu_check(db + c0, (size_t)(c1 - c0) * sizeof *db);
+    upm_cpu_check(dY + c0, ((size_t)(rows - 1) * cols + (size_t)(c1 - c0)) * sizeof *dY);
+    upm_cpu_vec_bias_grad(db, dY, rows, cols, c0, c1);
 }
 
 static void cpu_bias_grad(upm_backend *be, float *db, const float *dY, int rows, int cols)
@@ -363,7 +368,8 @@ static void cpu_sumsq(upm_backend *be, float *out, const float *x, size_t n)
 #pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
     for (size_t ci = 0; ci < nc; ci++) {
         size_t lo = ci * chunk, len = n - lo < chunk ? n - lo : chunk;
-        part[ci] = upm_cpu_dot(x + lo, x + lo, len);
+        upm_cpu_check(x + lo, len * sizeof *x);
+        part[ci] = upm_cpu_vec_sumsq(x + lo, len);
     }
     double total = 0.0;
     for (size_t ci = 0; ci < nc; ci++)
@@ -393,85 +399,9 @@ static void cpu_temperature_bwd(upm_backend *be, float *dt, const float *dy, con
 /* ---- optimizer ---- */
 
 /* PyTorch's AdamW order of operations (decay first, then the step with the bias corrections folded
- * into the step size and the denominator), which is the documented formula rearranged. Compiled
- * for AVX-512/AVX2 too: sqrt and the divisions dominate and are exact in every width. */
-typedef struct adamw_k {
-    float b1, b2, eps, step, sbc2, decay, gscale;
-} adamw_k;
-
-/* Blocks of 512 parameters, so that a block the step cannot change is skipped (adamw_idle). One fused loop
- * per block that vectorises: the kernels are built with -fno-math-errno (model/CMakeLists.txt), so sqrtf
- * is the vector square root, correctly rounded in every width like the scalar one: the same bits. */
-enum { ADAMW_BLOCK = 512 };
-
-/* GCC vectorises no loop that carries AddressSanitizer or UBSan checks, and in the sanitizer build this
- * scan of three arrays was 39 % of a small model's training step (it reads every idle block whole). There
- * the scan runs unchecked, and adamw_range checks the ranges it reads whole instead, once per call with
- * ASan's own region query: an out-of-bounds range is still reported, with this stack. */
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define ADAMW_SCAN static __attribute__((noinline, no_sanitize("address", "undefined")))
-static void adamw_check_range(const void *p, size_t bytes)
-{
-    const volatile char *bad = __asan_region_is_poisoned((void *)p, bytes);
-    if (bad)
-        (void)*bad; /* a checked read of the first bad byte: ASan reports it */
-}
-#else
-#define ADAMW_SCAN static inline
-#endif
-
-/* 1 when the step cannot change a block: every gradient and moment is zero and no weight decay applies,
- * so the step would compute m = v = 0 and p * 1 - step * (0 / (0 + eps)) = p, the same bits. Most of
- * the token-embedding table is such blocks (the rows of tokens no batch has used yet), and with a small
- * model that table is most of the parameters (docs/training.md, "A step"). One pass of ORs without an
- * early exit, so that it vectorises. */
-ADAMW_SCAN int adamw_idle(const float *restrict g, const float *restrict m, const float *restrict v,
-                          const uint8_t *restrict wd, size_t len, float decay)
-{
-    int busy = 0;
-    for (size_t i = 0; i < len; i++)
-        busy |= (g[i] != 0.0f) | (m[i] != 0.0f) | (v[i] != 0.0f);
-    if (busy || decay == 1.0f)
-        return !busy;
-    if (!wd)
-        return 0;
-    int decayed = 0;
-    for (size_t i = 0; i < len; i++)
-        decayed |= wd[i];
-    return !decayed;
-}
-
-UPM_CPU_CLONES static void adamw_range(float *restrict p, float *restrict m, float *restrict v,
-                                       const float *restrict g, const uint8_t *restrict wd_mask, size_t n,
-                                       adamw_k k)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    adamw_check_range(g, n * sizeof *g);
-    adamw_check_range(m, n * sizeof *m);
-    adamw_check_range(v, n * sizeof *v);
-    if (wd_mask)
-        adamw_check_range(wd_mask, n);
-#endif
-    for (size_t lo = 0; lo < n; lo += ADAMW_BLOCK) {
-        size_t len = n - lo < ADAMW_BLOCK ? n - lo : ADAMW_BLOCK;
-        float *pb = p + lo, *mb = m + lo, *vb = v + lo;
-        const float *gb = g + lo;
-        if (adamw_idle(gb, mb, vb, wd_mask ? wd_mask + lo : NULL, len, k.decay))
-            continue;
-        const uint8_t *wb = wd_mask ? wd_mask + lo : NULL;
-        for (size_t i = 0; i < len; i++) {
-            float gi = gb[i] * k.gscale;
-            float mi = k.b1 * mb[i] + (1.0f - k.b1) * gi;
-            float vi = k.b2 * vb[i] + (1.0f - k.b2) * gi * gi;
-            float decay = wb ? upm_cpu_fsel(wb[i], k.decay, 1.0f) : k.decay;
-            mb[i] = mi;
-            vb[i] = vi;
-            pb[i] = pb[i] * decay - k.step * (mi / (sqrtf(vi) / k.sbc2 + k.eps));
-        }
-    }
-}
-
+ * into the step size and the denominator), which is the documented formula rearranged; the loop is
+ * upm_cpu_vec_adamw, compiled for AVX-512/AVX2 too: sqrt and the divisions dominate and are exact in
+ * every width. */
 enum { ADAMW_CHUNK = 16384 };
 
 static void cpu_clip_scale(upm_backend *be, float *gscale, const float *sumsq, float clip)
@@ -489,12 +419,19 @@ static void cpu_adamw(upm_backend *be, float *p, float *m, float *v, const float
     if (t < 1)
         t = 1;
     double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
-    adamw_k k = {b1, b2, eps, (float)((double)lr / bc1), (float)sqrt(bc2), 1.0f - lr * weight_decay, gscale};
+    upm_cpu_adamw_k k = {b1, b2, eps, (float)((double)lr / bc1), (float)sqrt(bc2), 1.0f - lr * weight_decay, gscale};
     size_t nc = (n + ADAMW_CHUNK - 1) / ADAMW_CHUNK;
 #pragma omp parallel for schedule(static) if (n >= UPM_CPU_PAR_MIN)
     for (size_t c = 0; c < nc; c++) {
         size_t lo = c * ADAMW_CHUNK, len = n - lo < ADAMW_CHUNK ? n - lo : ADAMW_CHUNK;
-        adamw_range(p + lo, m + lo, v + lo, g + lo, wd_mask ? wd_mask + lo : NULL, len, k);
+        const uint8_t *wd = wd_mask ? wd_mask + lo : NULL;
+        upm_cpu_check(p + lo, len * sizeof *p);
+        upm_cpu_check(m + lo, len * sizeof *m);
+        upm_cpu_check(v + lo, len * sizeof *v);
+        upm_cpu_check(g + lo, len * sizeof *g);
+        if (wd)
+            upm_cpu_check(wd, len);
+        upm_cpu_vec_adamw(p + lo, m + lo, v + lo, g + lo, wd, len, k);
     }
 }
 

@@ -128,6 +128,45 @@ static inline double upm_cpu_dot(const float *x, const float *y, size_t n)
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* ---- the per-element loops of backend_cpu_vec.c ----
+ * The sanitizer build compiles that file without ASan and UBSan so that its loops vectorise; a caller
+ * checks every range it passes, whole, with upm_cpu_check first (the ranges each loop touches are named
+ * at its definition). */
+#if defined(__SANITIZE_ADDRESS__)
+/* Reports (through ASan, with this call's stack) the first byte of [p, p + bytes) that is not addressable. */
+void upm_cpu_check(const void *p, size_t bytes);
+#else
+static inline void upm_cpu_check(const void *p, size_t bytes)
+{
+    (void)p;
+    (void)bytes;
+}
+#endif
+
+void upm_cpu_vec_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *g, const float *b,
+                               int r0, int r1, int cols, float eps);
+void upm_cpu_vec_layernorm_dx(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                              const float *g, int r0, int r1, int cols);
+void upm_cpu_vec_layernorm_bwd(float *dx, double *ag, double *ab, const float *dy, const float *x, const float *mean,
+                               const float *rstd, const float *g, int r0, int r1, int cols);
+void upm_cpu_vec_gelu_fwd(float *y, const float *x, size_t n);
+void upm_cpu_vec_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
+void upm_cpu_vec_masked_softmax(float *P, const uint8_t *mask, int S);
+void upm_cpu_vec_softmax_bwd(float *dS, const float *P, int S);
+void upm_cpu_vec_add_bias(float *Y, const float *b, int r0, int r1, int cols);
+/* Columns per pass of the bias gradient: its double accumulators stay in L1. */
+#define UPM_CPU_BIAS_RUN 512
+void upm_cpu_vec_bias_grad(float *db, const float *dY, int rows, int cols, int c0, int c1);
+/* Sum of x[i]^2 over [0, n) in double, as upm_cpu_dot. */
+double upm_cpu_vec_sumsq(const float *x, size_t n);
+/* AdamW's constants for one step: PyTorch's order of operations, the bias corrections folded into step
+ * (lr / (1 - b1^t)) and sbc2 (sqrt(1 - b2^t)); decay = 1 - lr * weight decay; gscale scales the gradient. */
+typedef struct upm_cpu_adamw_k {
+    float b1, b2, eps, step, sbc2, decay, gscale;
+} upm_cpu_adamw_k;
+void upm_cpu_vec_adamw(float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
+                       const uint8_t *restrict wd_mask, size_t n, upm_cpu_adamw_k k);
+
 /* ---- ops of backend_cpu_rows.c ---- */
 void upm_cpu_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, const float *x, const float *g,
                            const float *b, int rows, int cols, float eps);

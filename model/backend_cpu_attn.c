@@ -58,56 +58,20 @@ static void add_to(float *restrict dst, const float *restrict src, size_t n)
         dst[i] += src[i];
 }
 
-/* Largest of n floats over 16 fixed lanes so it vectorises (max is exact in any order); a plain ?:
- * (no arithmetic in its arms) is what GCC turns into a vector max. */
-static inline float row_max(const float *p, int n)
+/* The softmax loops are upm_cpu_vec_masked_softmax and upm_cpu_vec_softmax_bwd (backend_cpu_vec.c): rows
+ * over the allowed keys (mask != 0), max-subtracted, a row with no allowed key all zeros. */
+static void masked_softmax(float *P, const uint8_t *mask, int S)
 {
-    float lane[16];
-    for (int l = 0; l < 16; l++)
-        lane[l] = -INFINITY;
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int l = 0; l < 16; l++)
-            lane[l] = p[j + l] > lane[l] ? p[j + l] : lane[l];
-    float mx = lane[0];
-    for (int l = 1; l < 16; l++)
-        mx = lane[l] > mx ? lane[l] : mx;
-    for (; j < n; j++)
-        mx = p[j] > mx ? p[j] : mx;
-    return mx;
+    upm_cpu_check(P, (size_t)S * S * sizeof *P);
+    upm_cpu_check(mask, (size_t)S * S);
+    upm_cpu_vec_masked_softmax(P, mask, S);
 }
 
-/* Row-wise softmax of scores over the allowed keys (mask != 0), max-subtracted; disallowed keys get
- * probability 0 and a row with no allowed key is all zeros (a padding token's output is then 0).
- * Rows are first shifted by their max with disallowed scores set to -inf (and a row with no allowed
- * key to all -inf), so the exp runs as one flat loop over the S x S block (exp(-inf) = 0): per-row
- * loops would leave S mod 16 scalar exps in every row. */
-UPM_CPU_CLONES static void masked_softmax(float *P, const uint8_t *mask, int S)
+static void softmax_bwd(float *dS, const float *P, int S)
 {
-    size_t n = (size_t)S * S;
-    for (int i = 0; i < S; i++) {
-        float *p = P + (size_t)i * S;
-        const uint8_t *m = mask + (size_t)i * S;
-        int any = 0;
-        for (int j = 0; j < S; j++)
-            any |= m[j];
-        for (int j = 0; j < S; j++)
-            p[j] = upm_cpu_fsel(m[j], p[j], -INFINITY);
-        float mx = any ? row_max(p, S) : 0.0f;
-        for (int j = 0; j < S; j++)
-            p[j] = p[j] - mx;
-    }
-    for (size_t k = 0; k < n; k++)
-        P[k] = upm_cpu_expf(P[k]);
-    for (int i = 0; i < S; i++) {
-        float *p = P + (size_t)i * S;
-        double sum = upm_cpu_sum(p, (size_t)S);
-        if (sum == 0.0) /* nothing allowed: already all zeros */
-            continue;
-        float inv = (float)(1.0 / sum);
-        for (int j = 0; j < S; j++)
-            p[j] *= inv;
-    }
+    upm_cpu_check(dS, (size_t)S * S * sizeof *dS);
+    upm_cpu_check(P, (size_t)S * S * sizeof *P);
+    upm_cpu_vec_softmax_bwd(dS, P, S);
 }
 
 /* One sequence, every head: probs of head h at P + h*S*S. Returns 1 when a matmul failed. */
@@ -174,18 +138,6 @@ void upm_cpu_attention_fwd(upm_backend *be, float *out, float *probs, const floa
                        scr + stride * (size_t)omp_get_thread_num());
     if (bad)
         upm_cpu_fail(be, "attention_fwd", "oneDNN sgemm failed");
-}
-
-/* dS = P (dP - rowsum(dP P)) in place of dP, row by row. */
-UPM_CPU_CLONES static void softmax_bwd(float *dS, const float *P, int S)
-{
-    for (int i = 0; i < S; i++) {
-        float *d = dS + (size_t)i * S;
-        const float *p = P + (size_t)i * S;
-        float c = (float)upm_cpu_dot(d, p, (size_t)S);
-        for (int j = 0; j < S; j++)
-            d[j] = p[j] * (d[j] - c);
-    }
 }
 
 /* dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = dS K / sqrt(hd), dK = dS^T Q / sqrt(hd) for

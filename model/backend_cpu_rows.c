@@ -14,30 +14,15 @@ static inline int block_width(int cols, int c0)
     return cols - c0 < UPM_CPU_COLBLOCK ? cols - c0 : UPM_CPU_COLBLOCK;
 }
 
+/* Rows [r0, r1) of a matrix of cols floats a row, for the range checks before the loops of backend_cpu_vec.c. */
+static void check_rows(const float *m, int r0, int r1, int cols)
+{
+    upm_cpu_check(m + (size_t)r0 * cols, (size_t)(r1 - r0) * cols * sizeof *m);
+}
+
 /* ---- LayerNorm ---- */
 
-UPM_CPU_CLONES static void layernorm_row(float *y, float *mean, float *rstd, const float *x, const float *g, const float *b,
-                          int cols, float eps)
-{
-    double mu = upm_cpu_sum(x, (size_t)cols) / cols;
-    double acc[8] = {0};
-    int c = 0;
-    for (; c + 8 <= cols; c += 8)
-        for (int l = 0; l < 8; l++) {
-            double d = (double)x[c + l] - mu;
-            acc[l] += d * d;
-        }
-    for (int l = 0; c < cols; c++, l++) {
-        double d = (double)x[c] - mu;
-        acc[l] += d * d;
-    }
-    double var = (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) / cols;
-    float m = (float)mu, rs = (float)(1.0 / sqrt(var + (double)eps));
-    *mean = m;
-    *rstd = rs;
-    for (c = 0; c < cols; c++)
-        y[c] = (x[c] - m) * rs * g[c] + b[c];
-}
+/* The rows' loop of the forward is upm_cpu_vec_layernorm_fwd (backend_cpu_vec.c). */
 
 void upm_cpu_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, const float *x, const float *g,
                            const float *b, int rows, int cols, float eps)
@@ -45,33 +30,17 @@ void upm_cpu_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, 
     if (rows <= 0 || cols <= 0)
         return;
     upm_cpu_threads(be);
+    int len = 16, nc = (rows + len - 1) / len;
 #pragma omp parallel for schedule(static) PAR_IF((size_t)rows * (size_t)cols)
-    for (int r = 0; r < rows; r++)
-        layernorm_row(y + (size_t)r * cols, mean + r, rstd + r, x + (size_t)r * cols, g, b, cols, eps);
-}
-
-/* dx = rstd (g dy - mean(g dy) - xhat mean(g dy xhat)) for one row. */
-static inline void layernorm_row_dx(float *dx, const float *dy, const float *x, float mu, float rs, const float *g,
-                                    int cols)
-{
-    double sa[8] = {0}, sb[8] = {0};
-    int c = 0;
-    for (; c + 8 <= cols; c += 8)
-        for (int l = 0; l < 8; l++) {
-            float xh = (x[c + l] - mu) * rs, gd = dy[c + l] * g[c + l];
-            sa[l] += (double)gd;
-            sb[l] += (double)gd * (double)xh;
-        }
-    for (int l = 0; c < cols; c++, l++) {
-        float xh = (x[c] - mu) * rs, gd = dy[c] * g[c];
-        sa[l] += (double)gd;
-        sb[l] += (double)gd * (double)xh;
-    }
-    float a = (float)((((sa[0] + sa[1]) + (sa[2] + sa[3])) + ((sa[4] + sa[5]) + (sa[6] + sa[7]))) / cols);
-    float bb = (float)((((sb[0] + sb[1]) + (sb[2] + sb[3])) + ((sb[4] + sb[5]) + (sb[6] + sb[7]))) / cols);
-    for (c = 0; c < cols; c++) {
-        float xh = (x[c] - mu) * rs;
-        dx[c] += rs * (dy[c] * g[c] - a - xh * bb);
+    for (int k = 0; k < nc; k++) {
+        int r0 = k * len, r1 = rows - r0 < len ? rows : r0 + len;
+        check_rows(y, r0, r1, cols);
+        check_rows(x, r0, r1, cols);
+        check_rows(mean, r0, r1, 1);
+        check_rows(rstd, r0, r1, 1);
+        check_rows(g, 0, 1, cols);
+        check_rows(b, 0, 1, cols);
+        upm_cpu_vec_layernorm_fwd(y, mean, rstd, x, g, b, r0, r1, cols, eps);
     }
 }
 
@@ -124,32 +93,16 @@ UPM_CPU_CLONES static void layernorm_dgdb(float *dg, float *db, const float *dy,
     }
 }
 
-UPM_CPU_CLONES static void layernorm_dx_rows(float *dx, const float *dy, const float *x, const float *mean,
-                                             const float *rstd, const float *g, int r0, int r1, int cols)
+/* The rows' loops of LayerNorm's backward are upm_cpu_vec_layernorm_dx and _bwd (backend_cpu_vec.c). */
+static void check_bwd_rows(const float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                           const float *g, int r0, int r1, int cols)
 {
-    for (int r = r0; r < r1; r++) {
-        size_t o = (size_t)r * cols;
-        layernorm_row_dx(dx + o, dy + o, x + o, mean[r], rstd[r], g, cols);
-    }
-}
-
-/* dx of rows [r0, r1) and, in the same pass while the rows are in cache, their partial dg (ag) and
- * db (ab) sums, in row order. */
-UPM_CPU_CLONES static void layernorm_bwd_chunk(float *dx, double *ag, double *ab, const float *dy, const float *x,
-                                               const float *mean, const float *rstd, const float *g, int r0, int r1,
-                                               int cols)
-{
-    for (int c = 0; c < cols; c++)
-        ag[c] = ab[c] = 0.0;
-    for (int r = r0; r < r1; r++) {
-        size_t o = (size_t)r * cols;
-        float mu = mean[r], rs = rstd[r];
-        layernorm_row_dx(dx + o, dy + o, x + o, mu, rs, g, cols);
-        for (int c = 0; c < cols; c++) {
-            ag[c] += (double)dy[o + c] * (double)((x[o + c] - mu) * rs);
-            ab[c] += (double)dy[o + c];
-        }
-    }
+    check_rows(dx, r0, r1, cols);
+    check_rows(dy, r0, r1, cols);
+    check_rows(x, r0, r1, cols);
+    check_rows(mean, r0, r1, 1);
+    check_rows(rstd, r0, r1, 1);
+    check_rows(g, 0, 1, cols);
 }
 
 /* One pass when dx and dg/db are all wanted: rows are cut into fixed chunks (their length depends on
@@ -168,7 +121,9 @@ static int layernorm_bwd_fused(upm_backend *be, float *dx, float *dg, float *db,
     for (int k = 0; k < nc; k++) {
         int r0 = k * len, r1 = rows - r0 < len ? rows : r0 + len;
         double *pk = part + (size_t)k * 2 * cols;
-        layernorm_bwd_chunk(dx, pk, pk + cols, dy, x, mean, rstd, g, r0, r1, cols);
+        check_bwd_rows(dx, dy, x, mean, rstd, g, r0, r1, cols);
+        upm_cpu_check(pk, 2 * (size_t)cols * sizeof *pk);
+        upm_cpu_vec_layernorm_bwd(dx, pk, pk + cols, dy, x, mean, rstd, g, r0, r1, cols);
     }
     for (int c = 0; c < cols; c++) {
         double sg = 0.0, sb = 0.0;
@@ -196,8 +151,11 @@ void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, con
     if (dx) {
         int len = 16, nc = (rows + len - 1) / len;
 #pragma omp parallel for schedule(static) PAR_IF(work)
-        for (int k = 0; k < nc; k++)
-            layernorm_dx_rows(dx, dy, x, mean, rstd, g, k * len, rows - k * len < len ? rows : k * len + len, cols);
+        for (int k = 0; k < nc; k++) {
+            int r0 = k * len, r1 = rows - r0 < len ? rows : r0 + len;
+            check_bwd_rows(dx, dy, x, mean, rstd, g, r0, r1, cols);
+            upm_cpu_vec_layernorm_dx(dx, dy, x, mean, rstd, g, r0, r1, cols);
+        }
     }
     if (!dg && !db)
         return;
@@ -212,52 +170,7 @@ void upm_cpu_layernorm_bwd(upm_backend *be, float *dx, float *dg, float *db, con
 
 /* ---- GELU ---- */
 
-/* The standard normal cdf Phi(x) and density phi(x). Phi goes through erfc(z) = t exp(-z^2) R(t) with
- * t = 1/(1 + z/2) (Numerical Recipes' substitution), R a degree-11 polynomial Chebyshev-fitted on t
- * in (0, 1] (every z >= 0) to erfc(z) exp(z^2) / t: relative error < 3e-7 in float for every
- * argument, so x Phi(x) keeps its relative accuracy far into the negative tail, where 1 + erf(.)
- * would cancel. One exp, shared with the density, and branch-free so the loops vectorise (libm's
- * erff is scalar and made GELU a third of a ViT-Ti step). */
-static inline float erfcx_over_t(float t)
-{
-    return 2.820948064e-01f +
-           t * (2.820925117e-01f +
-                t * (2.469212264e-01f +
-                     t * (1.748430282e-01f +
-                          t * (9.676507115e-02f +
-                               t * (-7.306420803e-02f +
-                                    t * (1.690478176e-01f +
-                                         t * (-5.187245607e-01f +
-                                              t * (5.650556087e-01f +
-                                                   t * (-2.846036255e-01f +
-                                                        t * (6.296636909e-02f + t * -3.394021187e-03f))))))))));
-}
-
-static inline float normal_cdf(float x, float *pdf)
-{
-    float t = 1.0f / (1.0f + 0.5f * (fabsf(x) * 0.70710678118654752f));
-    float e = upm_cpu_expf(-0.5f * x * x); /* exp(-z^2) */
-    float erfc_z = t * e * erfcx_over_t(t);
-    *pdf = e * 0.39894228040143268f;
-    return upm_cpu_fsel(x >= 0.0f, 1.0f - 0.5f * erfc_z, 0.5f * erfc_z);
-}
-
-UPM_CPU_CLONES static void gelu_fwd_range(float *y, const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        float pdf;
-        y[i] = x[i] * normal_cdf(x[i], &pdf);
-    }
-}
-
-UPM_CPU_CLONES static void gelu_bwd_range(float *dx, const float *dy, const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        float pdf, cdf = normal_cdf(x[i], &pdf);
-        dx[i] += dy[i] * (cdf + x[i] * pdf);
-    }
-}
-
+/* The loops are upm_cpu_vec_gelu_fwd and _bwd (backend_cpu_vec.c). */
 enum { GELU_CHUNK = 8192 };
 
 void upm_cpu_gelu_fwd(upm_backend *be, float *y, const float *x, size_t n)
@@ -267,7 +180,10 @@ void upm_cpu_gelu_fwd(upm_backend *be, float *y, const float *x, size_t n)
 #pragma omp parallel for schedule(static) PAR_IF(n)
     for (size_t c = 0; c < nc; c++) {
         size_t lo = c * GELU_CHUNK;
-        gelu_fwd_range(y + lo, x + lo, n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK);
+        size_t len = n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK;
+        upm_cpu_check(y + lo, len * sizeof *y);
+        upm_cpu_check(x + lo, len * sizeof *x);
+        upm_cpu_vec_gelu_fwd(y + lo, x + lo, len);
     }
 }
 
@@ -278,7 +194,11 @@ void upm_cpu_gelu_bwd(upm_backend *be, float *dx, const float *dy, const float *
 #pragma omp parallel for schedule(static) PAR_IF(n)
     for (size_t c = 0; c < nc; c++) {
         size_t lo = c * GELU_CHUNK;
-        gelu_bwd_range(dx + lo, dy + lo, x + lo, n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK);
+        size_t len = n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK;
+        upm_cpu_check(dx + lo, len * sizeof *dx);
+        upm_cpu_check(dy + lo, len * sizeof *dy);
+        upm_cpu_check(x + lo, len * sizeof *x);
+        upm_cpu_vec_gelu_bwd(dx + lo, dy + lo, x + lo, len);
     }
 }
 
