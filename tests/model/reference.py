@@ -221,18 +221,17 @@ def attention_mask(segments, nseq):
     """Boolean [nseq, S, S]: mask[b, i, j] lets token i attend to token j (docs/model.md)."""
     kinds, segidx, pos, valid = token_layout(segments, nseq)
     S = len(kinds)
-    base = torch.zeros(S, S, dtype=torch.bool)
-    for i in range(S):
-        for j in range(S):
-            ki, kj = kinds[i], kinds[j]
-            shared = kj in ("spe", FULL)  # SPE and full-segment tokens: seen by everyone
-            if ki in ("spe", FULL):
-                ok = shared
-            elif ki == CAUSAL:
-                ok = shared or (kj == CAUSAL and segidx[j] == segidx[i] and pos[j] <= pos[i])
-            else:  # caption query
-                ok = shared or (kj == CAUSAL and pos[j] <= pos[i] - 1) or i == j
-            base[i, j] = ok
+    # the rule for token i (rows) and token j (columns), on [S, S] tensors at once (a loop over the S^2 pairs
+    # took 21 ms a pass at S ~ 100, a fifth of the long-horizon oracle's replays)
+    open_ = torch.tensor([k in ("spe", FULL) for k in kinds])  # SPE and full-segment tokens: seen by everyone
+    causal = torch.tensor([k == CAUSAL for k in kinds])
+    seg, at = torch.tensor(segidx), torch.tensor(pos)
+    shared = open_.reshape(1, S).expand(S, S)
+    earlier_causal = causal.reshape(1, S) & (at.reshape(1, S) <= at.reshape(S, 1))
+    causal_ok = shared | (earlier_causal & (seg.reshape(1, S) == seg.reshape(S, 1)))
+    query_ok = shared | (causal.reshape(1, S) & (at.reshape(1, S) <= at.reshape(S, 1) - 1))
+    query_ok |= torch.eye(S, dtype=torch.bool)
+    base = torch.where(open_.reshape(S, 1), shared, torch.where(causal.reshape(S, 1), causal_ok, query_ok))
     return base.unsqueeze(0) & valid.unsqueeze(2) & valid.unsqueeze(1)
 
 
