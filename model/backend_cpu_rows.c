@@ -219,8 +219,8 @@ void upm_cpu_residual_fwd(upm_backend *be, float *y, const float *x, const float
     }
 }
 
-UPM_CPU_CLONES static void residual_dls(float *dls, const float *dy, const float *f, const float *keep, const int32_t *seq_of,
-                         int rows, int cols, int c0, int c1)
+UPM_CPU_CLONES static void residual_dls(float *dls, const float *dy, const float *f, const float *keep,
+                                        const int32_t *seq_of, int rows, int cols, int c0, int c1)
 {
     double acc[COLRUN];
     for (; c0 < c1; c0 += COLRUN) {

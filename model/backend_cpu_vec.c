@@ -1,6 +1,6 @@
 /* The CPU backend's innermost per-element loops: LayerNorm forward and backward, GELU, the attention softmax
- * forward and backward, AdamW's update and idle-block scan, the bias and its gradient, the sum of squares. Outside the matmuls they are most of
- * a small model's training step, and they must vectorise.
+ * forward and backward, AdamW's update and idle-block scan, the bias and its gradient, the sum of squares.
+ * Outside the matmuls they are most of a small model's training step, and they must vectorise.
  *
  * In the sanitizer build this file alone is compiled without ASan and UBSan (model/CMakeLists.txt): GCC
  * vectorises no loop that carries their checks, and these loops were half of a small model's training
@@ -43,6 +43,7 @@ static inline float normal_cdf(float x, float *pdf)
     return upm_cpu_fsel(x >= 0.0f, 1.0f - 0.5f * erfc_z, 0.5f * erfc_z);
 }
 
+/* y = GELU(x) over [0, n). */
 UPM_CPU_CLONES void upm_cpu_vec_gelu_fwd(float *y, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -51,6 +52,7 @@ UPM_CPU_CLONES void upm_cpu_vec_gelu_fwd(float *y, const float *x, size_t n)
     }
 }
 
+/* dx += dy GELU'(x) over [0, n). */
 UPM_CPU_CLONES void upm_cpu_vec_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -242,6 +244,7 @@ UPM_CPU_CLONES void upm_cpu_vec_bias_grad(float *db, const float *dY, int rows, 
     }
 }
 
+/* Touches x[0, n). */
 double upm_cpu_vec_sumsq(const float *x, size_t n)
 {
     return upm_cpu_dot(x, x, n);
