@@ -22,8 +22,7 @@ static void check_rows(const float *m, int r0, int r1, int cols)
 
 /* ---- LayerNorm ---- */
 
-/* The rows' loop of the forward is upm_cpu_vec_layernorm_fwd (backend_cpu_vec.c). */
-
+/* The rows' loop of the forward is upm_cpu_vec_layernorm_fwd (backend_cpu_vec.c), in chunks of 16 rows. */
 void upm_cpu_layernorm_fwd(upm_backend *be, float *y, float *mean, float *rstd, const float *x, const float *g,
                            const float *b, int rows, int cols, float eps)
 {
