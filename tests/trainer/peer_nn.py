@@ -12,6 +12,7 @@ The choices the paper leaves open are options, so each can be measured:
   --embed-ln        the public code's embedding LayerNorm (TOKEN_EMBED/VIDEO_EMBED USE_NORM, SHARE_LAYERNORM):
                     SPE, text and image tokens each enter as LN(embedding + position + type embedding)
   --spe-std S       the SPE embedding's initial std (without --embed-ln; 0 = zeros)
+  --logit-scale S   the learnable temperature's initial exp(t) (the paper's 1/0.07)
 and the optimizer's numbers (--lr, --eps, --beta2, --clip, --layerscale).
 
     /usr/bin/python3 tests/trainer/peer_nn.py TRAIN_DIR HELDOUT_DIR [--steps 120] [--batch 16] [--seed 0] ...
@@ -62,7 +63,7 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(Block(D, a.heads, a.layerscale) for _ in range(a.layers))
         self.norm = nn.LayerNorm(D)
         self.out = nn.Linear(D, D, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(a.logit_scale)))
         self.register_buffer("image_pos", sincos_2d(a.image_size // 16, D))
         self.temporal = nn.Parameter(torch.zeros(8, D))  # video frames: a learned embedding per frame
         self._init(torch.Generator().manual_seed(a.seed))
@@ -208,7 +209,8 @@ def main():
     for k, v in (("steps", 120), ("batch", 16), ("image-size", 160), ("seed", 0), ("dim", 192), ("layers", 12),
                  ("heads", 3), ("log-every", 20)):
         ap.add_argument("--" + k, type=int, default=v)
-    for k, v in (("lr", 5e-4), ("eps", 1e-6), ("beta2", 0.98), ("clip", 0.5), ("layerscale", 1e-3), ("spe-std", 0.02)):
+    for k, v in (("lr", 5e-4), ("eps", 1e-6), ("beta2", 0.98), ("clip", 0.5), ("layerscale", 1e-3), ("spe-std", 0.02),
+                 ("logit-scale", 1 / 0.07)):
         ap.add_argument("--" + k, type=float, default=v)
     ap.add_argument("--init", choices=("upmoe", "torch", "mae"), default="upmoe")
     ap.add_argument("--embed-ln", action="store_true")
