@@ -92,7 +92,8 @@ static int collect(upm_catalog *cat, const char *sql, const char *name, deps *d,
     if (rc)
         return rc;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
         const char *dep = (const char *)sqlite3_column_text(st, 0);
         size_t len = strlen(d->list);
         if (d->count < 8)
@@ -101,8 +102,10 @@ static int collect(upm_catalog *cat, const char *sql, const char *name, deps *d,
             snprintf(d->list + len, sizeof d->list - len, ", ...");
         d->count++;
     }
+    /* a failed read must not pass for "no dependents" */
+    rc = s == SQLITE_DONE ? 0 : upm_catalog_sqlerr(cat, err, "looking for dependent records");
     sqlite3_finalize(st);
-    return 0;
+    return rc;
 }
 
 static const char *const dependents_sql[][2] = {
@@ -142,6 +145,8 @@ static int cascade(upm_catalog *cat, const char *sql, upm_kind dep_kind, const c
     int n = 0, step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW && n < 256)
         upm_sql_text(st, 0, names[n++], sizeof names[0]);
+    if (step != SQLITE_ROW && step != SQLITE_DONE)
+        rc = upm_catalog_sqlerr(cat, err, "listing the records to remove first");
     sqlite3_finalize(st);
     for (int i = 0; i < n && !rc; i++)
         rc = remove_rows(cat, dep_kind, names[i], err);

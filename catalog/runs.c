@@ -260,10 +260,12 @@ int upm_metrics_tasks(upm_catalog *cat, int64_t run_id, char (*tasks)[128], int 
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, run_id);
-    while (sqlite3_step(st) == SQLITE_ROW && *n < max)
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW && *n < max)
         upm_sql_text(st, 0, tasks[(*n)++], sizeof tasks[0]);
+    rc = s == SQLITE_ROW || s == SQLITE_DONE ? 0 : upm_catalog_sqlerr(cat, err, "reading the metrics' tasks");
     sqlite3_finalize(st);
-    return 0;
+    return rc;
 }
 
 int upm_metrics_series(upm_catalog *cat, int64_t run_id, const char *task, upm_step_value_fn fn, void *ctx,
@@ -279,8 +281,11 @@ int upm_metrics_series(upm_catalog *cat, int64_t run_id, const char *task, upm_s
     sqlite3_bind_int64(st, 1, run_id);
     if (task)
         sqlite3_bind_text(st, 2, task, -1, SQLITE_TRANSIENT);
-    while (!rc && sqlite3_step(st) == SQLITE_ROW)
+    int s;
+    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW)
         rc = fn(sqlite3_column_int64(st, 0), sqlite3_column_double(st, 1), ctx);
+    if (!rc && s != SQLITE_DONE)
+        rc = upm_catalog_sqlerr(cat, err, "reading metrics");
     sqlite3_finalize(st);
     return rc;
 }

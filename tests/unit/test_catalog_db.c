@@ -8,6 +8,8 @@
 
 #include "catalog_ops.h"
 #include "check.h"
+#include "runs.h"
+#include "sqlutil.h" /* the connection, to make its reads fail (test_failed_reads) */
 
 static char dir[] = "/tmp/upm-test-catalog-XXXXXX";
 
@@ -147,6 +149,94 @@ static void test_records(void)
     upm_catalog_close(cat);
 }
 
+/* SQLite's progress handler on the catalog's own connection interrupts a statement after a chosen number of
+ * virtual-machine steps: a read that fails part-way, as a busy, corrupt or vanished file would make it. */
+static long ops_seen, interrupt_at;
+static int progress(void *unused)
+{
+    (void)unused;
+    return ++ops_seen == interrupt_at;
+}
+
+static void interrupt_after(upm_catalog *cat, long ops)
+{
+    ops_seen = 0;
+    interrupt_at = ops;
+    sqlite3_progress_handler(cat->db, ops ? 1 : 0, ops ? progress : NULL, NULL);
+}
+
+static int count_point(int64_t step, double value, void *ctx)
+{
+    (void)step, (void)value;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* A read that fails part-way is an error naming what was read, never a shorter answer: not the loss curve
+ * upmoe-jobs plots, not its list of tasks, and not the dependents that guard a removal (where "none found"
+ * would let the removal go ahead). */
+static void test_failed_reads(void)
+{
+    upm_catalog *cat = NULL;
+    upm_err err;
+    CHECK(upm_catalog_open(path_in("reads.db"), UPM_CAT_CREATE, &cat, &err) == 0);
+    if (!cat)
+        return;
+    CHECK(upm_catalog_begin(cat, &err) == 0 && upm_preset_apply(cat, "uniperceiver-moe", &err) == 0 &&
+          upm_catalog_commit(cat, &err) == 0);
+    int64_t run = 0;
+    CHECK(upm_run_create(cat, "r", "uniperceiver-moe-pretrain", "ti", "{}", "/tmp/r", 50, &run, &err) == 0);
+    upm_metric_row rows[50];
+    memset(rows, 0, sizeof rows);
+    for (int i = 0; i < 50; i++) {
+        rows[i].step = i;
+        snprintf(rows[i].task, sizeof rows[i].task, "%s", i % 2 ? "mlm" : "image-caption");
+        snprintf(rows[i].dataset, sizeof rows[i].dataset, "%s", i % 2 ? "book" : "cc3m-caption");
+        rows[i].loss = 10.0 - 0.1 * i;
+        rows[i].accuracy = -1;
+        rows[i].samples = 8;
+    }
+    CHECK(upm_metrics_put(cat, run, rows, 50, &err) == 0);
+
+    /* the whole series, counting the statement's steps; then the same read failing half-way */
+    int points = 0;
+    interrupt_after(cat, -1);
+    CHECK(upm_metrics_series(cat, run, "mlm", count_point, &points, &err) == 0 && points == 25);
+    long total = ops_seen;
+    points = 0;
+    interrupt_after(cat, total / 2);
+    CHECK(upm_metrics_series(cat, run, "mlm", count_point, &points, &err) == UPM_EDB &&
+          strstr(err.msg, "reading metrics"));
+    CHECK(points > 0 && points < 25);
+
+    char tasks[4][128];
+    int ntasks = -1;
+    interrupt_after(cat, 1);
+    CHECK(upm_metrics_tasks(cat, run, tasks, 4, &ntasks, &err) == UPM_EDB && strstr(err.msg, "tasks"));
+    interrupt_after(cat, 0);
+    CHECK(upm_metrics_tasks(cat, run, tasks, 4, &ntasks, &err) == 0 && ntasks == 2);
+
+    /* image-caption has datasets: the guard's read (the one after the name's lookup) fails, which refuses the
+     * removal and leaves the task */
+    interrupt_after(cat, -1);
+    CHECK(upm_exists(cat, UPM_KIND_TASK, "image-caption", &err) == 1);
+    long lookup = ops_seen;
+    CHECK(upm_catalog_begin(cat, &err) == 0);
+    interrupt_after(cat, lookup + 1);
+    CHECK(upm_remove(cat, UPM_KIND_TASK, "image-caption", 0, &err) == UPM_EDB && strstr(err.msg, "dependent"));
+    /* --cascade: its read of the datasets to remove first (the one after the guard's) fails: an error too */
+    interrupt_after(cat, -1);
+    CHECK(upm_remove(cat, UPM_KIND_TASK, "image-caption", 0, &err) == UPM_EINVAL);
+    long guard = ops_seen;
+    interrupt_after(cat, guard + 1);
+    CHECK(upm_remove(cat, UPM_KIND_TASK, "image-caption", 1, &err) == UPM_EDB && strstr(err.msg, "remove first"));
+    interrupt_after(cat, 0);
+    upm_catalog_rollback(cat);
+    CHECK(upm_exists(cat, UPM_KIND_TASK, "image-caption", &err) == 1);
+    CHECK(upm_exists(cat, UPM_KIND_DATASET, "cc3m-caption", &err) == 1);
+    upm_catalog_close(cat);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) {
@@ -156,6 +246,7 @@ int main(void)
     test_resolve();
     test_open_refusals();
     test_records();
+    test_failed_reads();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
