@@ -169,15 +169,18 @@ int upm_run_progress_get(upm_catalog *cat, int64_t run_id, upm_run_progress *p, 
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, run_id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
         p->found = 1;
         upm_sql_text(st, 0, p->state, sizeof p->state);
         p->step = sqlite3_column_int64(st, 1), p->total_steps = sqlite3_column_int64(st, 2);
         upm_sql_text(st, 3, p->last_checkpoint, sizeof p->last_checkpoint);
+    } else if (s != SQLITE_DONE) {
+        rc = upm_catalog_sqlerr(cat, err, "reading the run"); /* not "no such run" */
     }
     sqlite3_finalize(st);
-    if (!p->found)
-        return 0;
+    if (rc || !p->found)
+        return rc;
     /* one row per step over the newest 20 steps with a rate: its samples and the step's rate */
     rc = upm_sql_prepare(cat,
                          "SELECT sum(samples), sum(samples / samples_per_s), avg(samples / samples_per_s) FROM "
@@ -187,14 +190,16 @@ int upm_run_progress_get(upm_catalog *cat, int64_t run_id, upm_run_progress *p, 
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, run_id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if ((s = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_double(st, 1) > 0)
             p->samples_per_s = sqlite3_column_double(st, 0) / sqlite3_column_double(st, 1);
         if (sqlite3_column_double(st, 2) > 0)
             p->s_per_step = sqlite3_column_double(st, 2);
+    } else {
+        rc = upm_catalog_sqlerr(cat, err, "reading the run's rates"); /* an aggregate: always one row */
     }
     sqlite3_finalize(st);
-    return 0;
+    return rc;
 }
 
 int upm_run_latest_losses(upm_catalog *cat, int64_t run_id, upm_task_loss_fn fn, void *ctx, upm_err *err)

@@ -503,7 +503,9 @@ int upm_job_slurm_active(upm_catalog *cat, int *any, upm_err *err)
                                   "slurm_job IS NOT NULL LIMIT 1", &st, err);
     if (rc)
         return rc;
-    *any = sqlite3_step(st) == SQLITE_ROW;
+    int s = sqlite3_step(st);
+    *any = s == SQLITE_ROW;
+    rc = s == SQLITE_ROW || s == SQLITE_DONE ? 0 : upm_catalog_sqlerr(cat, err, "looking for Slurm jobs");
     sqlite3_finalize(st);
-    return 0;
+    return rc;
 }

@@ -224,7 +224,9 @@ void slurm_follow(const char *path, upm_catalog *ro)
 {
     upm_err err = {0};
     int any = 0;
-    if (upm_job_slurm_active(ro, &any, &err) || !any)
+    if (upm_job_slurm_active(ro, &any, &err))
+        fprintf(stderr, PROG ": warning: cannot follow the Slurm jobs: %s\n", err.msg);
+    if (!any)
         return;
     upm_catalog *cat = NULL;
     int changed = 0;

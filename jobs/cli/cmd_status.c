@@ -35,6 +35,14 @@ static int add_loss(const char *task, double loss, void *losses)
     return 0;
 }
 
+/* A read of the catalog that failed: the status shows what it could read and says what it could not. */
+static int warn_unread(int rc, const upm_err *e)
+{
+    if (rc)
+        fprintf(stderr, PROG ": warning: status: %s\n", e->msg);
+    return rc;
+}
+
 /* The run's progress: step/total, state, checkpoint, latest loss per task, samples/s and ETA from the
  * last 20 steps' rows. */
 static cJSON *progress(upm_catalog *cat, int64_t run_id)
@@ -42,7 +50,7 @@ static cJSON *progress(upm_catalog *cat, int64_t run_id)
     cJSON *o = cJSON_CreateObject();
     upm_run_progress p;
     upm_err e = {0};
-    if (!run_id || upm_run_progress_get(cat, run_id, &p, &e))
+    if (!run_id || warn_unread(upm_run_progress_get(cat, run_id, &p, &e), &e))
         return o;
     if (p.found) {
         cJSON_AddStringToObject(o, "run_state", p.state);
@@ -50,9 +58,9 @@ static cJSON *progress(upm_catalog *cat, int64_t run_id)
         cJSON_AddNumberToObject(o, "total_steps", (double)p.total_steps);
         cJSON_AddStringToObject(o, "last_checkpoint", p.last_checkpoint);
     }
-    upm_run_latest_losses(cat, run_id, add_loss, cJSON_AddObjectToObject(o, "loss"), &e);
+    warn_unread(upm_run_latest_losses(cat, run_id, add_loss, cJSON_AddObjectToObject(o, "loss"), &e), &e);
     cJSON *evals = cJSON_CreateObject();
-    upm_results_foreach(cat, NULL, run_id, add_result, evals, &e);
+    warn_unread(upm_results_foreach(cat, NULL, run_id, add_result, evals, &e), &e);
     if (cJSON_GetArraySize(evals) > 0)
         cJSON_AddItemToObject(o, "eval", evals);
     else

@@ -8,6 +8,7 @@
 
 #include "catalog_ops.h"
 #include "check.h"
+#include "queue.h"
 #include "runs.h"
 #include "sqlutil.h" /* the connection, to make its reads fail (test_failed_reads) */
 
@@ -208,6 +209,22 @@ static void test_failed_reads(void)
     CHECK(upm_metrics_series(cat, run, "mlm", count_point, &points, &err) == UPM_EDB &&
           strstr(err.msg, "reading metrics"));
     CHECK(points > 0 && points < 25);
+
+    /* a run's progress (upmoe-jobs status, the worker): a failed read of the run, or of its rates, is not
+     * "no such run" or "no rate yet"; and not "no Slurm job active" for upmoe-jobs slurm */
+    upm_run_progress prog;
+    interrupt_after(cat, -1);
+    CHECK(upm_run_progress_get(cat, run, &prog, &err) == 0 && prog.found && prog.total_steps == 50);
+    total = ops_seen;
+    interrupt_after(cat, 1);
+    CHECK(upm_run_progress_get(cat, run, &prog, &err) == UPM_EDB && strstr(err.msg, "reading the run"));
+    interrupt_after(cat, total);
+    CHECK(upm_run_progress_get(cat, run, &prog, &err) == UPM_EDB && strstr(err.msg, "rates"));
+    int any = -1;
+    interrupt_after(cat, 0);
+    CHECK(upm_job_slurm_active(cat, &any, &err) == 0 && any == 0);
+    interrupt_after(cat, 1);
+    CHECK(upm_job_slurm_active(cat, &any, &err) == UPM_EDB && strstr(err.msg, "Slurm"));
 
     char tasks[4][128];
     int ntasks = -1;
