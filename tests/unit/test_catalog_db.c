@@ -79,16 +79,24 @@ static void test_open_refusals(void)
     CHECK(user_version(path_in("sub/dir/new.db")) == 42); /* refused, not rewritten */
 }
 
-static void test_records(void)
+/* A new catalog in the test folder with the paper's preset; NULL (a failed check) if it cannot be made. */
+static upm_catalog *open_preset(const char *name)
 {
     upm_catalog *cat = NULL;
     upm_err err;
-    CHECK(upm_catalog_open(path_in("rec.db"), UPM_CAT_CREATE, &cat, &err) == 0);
+    CHECK(upm_catalog_open(path_in(name), UPM_CAT_CREATE, &cat, &err) == 0);
+    if (cat)
+        CHECK(upm_catalog_begin(cat, &err) == 0 && upm_preset_apply(cat, "uniperceiver-moe", &err) == 0 &&
+              upm_catalog_commit(cat, &err) == 0);
+    return cat;
+}
+
+static void test_records(void)
+{
+    upm_err err;
+    upm_catalog *cat = open_preset("rec.db");
     if (!cat)
         return;
-    CHECK(upm_catalog_begin(cat, &err) == 0);
-    CHECK(upm_preset_apply(cat, "uniperceiver-moe", &err) == 0);
-    CHECK(upm_catalog_commit(cat, &err) == 0);
 
     upm_dataset d;
     CHECK(upm_dataset_get(cat, "cc3m-caption", &d, &err) == 0);
@@ -178,13 +186,10 @@ static int count_point(int64_t step, double value, void *ctx)
  * would let the removal go ahead). */
 static void test_failed_reads(void)
 {
-    upm_catalog *cat = NULL;
     upm_err err;
-    CHECK(upm_catalog_open(path_in("reads.db"), UPM_CAT_CREATE, &cat, &err) == 0);
+    upm_catalog *cat = open_preset("reads.db");
     if (!cat)
         return;
-    CHECK(upm_catalog_begin(cat, &err) == 0 && upm_preset_apply(cat, "uniperceiver-moe", &err) == 0 &&
-          upm_catalog_commit(cat, &err) == 0);
     int64_t run = 0;
     CHECK(upm_run_create(cat, "r", "uniperceiver-moe-pretrain", "ti", "{}", "/tmp/r", 50, &run, &err) == 0);
     upm_metric_row rows[50];
